@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= 2
+DEMO_DIR := demo/cohort
+
+.PHONY: install demo test bench lint format constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DEMO_DIR)/samples.tsv: | $(STAMP)
+	$(BIN)/cytopipe synth-cohort --demo --out $(DEMO_DIR)
+
+demo: $(STAMP) $(DEMO_DIR)/samples.tsv
+	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
+	@echo
+	@echo "Report: $(CURDIR)/results/report/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+	$(BIN)/python benchmarks/bench_gating.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check cytopipe tests benchmarks
+	$(BIN)/ruff format --check cytopipe tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format cytopipe tests benchmarks
+	$(BIN)/ruff check --fix cytopipe tests benchmarks
+
+# Regenerate pinned versions after bumping ranges in pyproject.toml.
+constraints:
+	rm -rf /tmp/cytopipe-pin && $(PYTHON) -m venv /tmp/cytopipe-pin
+	/tmp/cytopipe-pin/bin/pip install --quiet '.[dev]'
+	{ echo "# Pinned versions for a reproducible install (pip install -c constraints.txt)."; \
+	  echo "# Bump: edit pyproject ranges, then 'make constraints' regenerates this file."; \
+	  /tmp/cytopipe-pin/bin/pip freeze --exclude cytopipe; } > constraints.txt
+
+clean:
+	rm -rf results .snakemake

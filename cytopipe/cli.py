@@ -1,0 +1,65 @@
+"""The `cytopipe` command: one subcommand per stage, called by the Snakemake rules and by users.
+
+Each stage module that offers commands defines `add_cli(subparsers)`, which adds its
+subcommands and sets `func` to a function taking the parsed arguments and returning an exit
+status. Errors the user can act on (CytopipeError) become one line on stderr and status 2;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from . import __version__
+from .errors import CytopipeError
+
+# Modules whose add_cli() contributes subcommands, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "cytopipe.synth",
+    "cytopipe.fcs",
+    "cytopipe.pipeline",
+    "cytopipe.gating_cli",
+    "cytopipe.longitudinal",
+    "cytopipe.report",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cytopipe",
+        description="Flow cytometry pipeline for B-cell depletion and reconstitution after CD19 CAR-T.",
+    )
+    parser.add_argument("--version", action="version", version=f"cytopipe {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # stage not built yet
+                continue
+            raise
+        module.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except CytopipeError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"cytopipe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
