@@ -1,0 +1,68 @@
+"""Atomic output files: a killed job must never leave a half-written file that a later run
+(or Snakemake, which only checks existence and mtime) would trust."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """Strict JSON (NaN/inf become null) so browsers and other tools can parse it too."""
+    text = json.dumps(_finite(obj), indent=1, default=_jsonable, allow_nan=False)
+    _write(path, lambda t: t.write_text(text))
+
+
+def write_tsv(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    _write(path, lambda t: df.to_csv(t, sep="\t", index=False, na_rep="NaN"))
+
+
+def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    _write(path, lambda t: df.to_parquet(t, index=False))
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and not hasattr(obj, "__len__"):  # numpy scalar
+        return _finite(obj.item())
+    return obj
+
+
+def _jsonable(obj: object) -> object:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

@@ -1,0 +1,282 @@
+"""Per-sample processing for the workflow: preprocess (ingest -> panel -> compensate ->
+transform -> QC) and gate (template gates -> statistics -> density plots), plus `collect`,
+which gathers every sample's outcome into cohort tables.
+
+A bad file must fail only itself: both steps turn a CytopipeError (and any unexpected error,
+reported as an internal error) into a `failed` record that flows through the workflow to the
+report, and always write their declared outputs so the rest of the cohort carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, compensation, panel, transforms
+from .atomic import write_json, write_parquet, write_tsv
+from .config import add_settings_arguments, settings_from_args
+from .errors import CytopipeError
+from .fcs import public_keywords, read_fcs
+from .gating import evaluate, gate_outline
+from .stats import STATS_COLUMNS, density_plot, display_range, population_stats
+from .template import build_gates, load_template
+
+SCATTER = ("FSC-A", "FSC-H", "SSC-A")
+REQUIRED = ("FSC-A", "SSC-A", "CD19")
+QC_COLUMN = "qc_pass"
+
+
+@dataclass
+class Preprocessed:
+    """One sample on the gating scale: canonical marker -> float32 values, in file event order."""
+
+    columns: dict[str, np.ndarray]
+    qc_pass: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def scale_channel(marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping) -> tuple[np.ndarray, str]:
+    """Scatter as a fraction of the channel range; fluorescence on logicle/arcsinh with T = $PnR,
+    so instruments with other ranges land on the same scale."""
+    top = pnr if pnr and pnr > 0 else 262144.0
+    if marker in SCATTER:
+        return (raw / np.float32(top)).astype(np.float32), f"linear/{top:g}"
+    if tcfg.get("fluorescence", "logicle") == "arcsinh":
+        cof = float(tcfg.get("arcsinh_cofactor", 150))
+        return transforms.arcsinh(raw, cof).astype(np.float32), f"arcsinh(cofactor={cof:g})"
+    lp = dict(tcfg.get("logicle") or {})
+    lp["t"] = top
+    values = transforms.logicle(raw, t=lp["t"], w=lp.get("w", 0.5), m=lp.get("m", 4.5), a=lp.get("a", 0))
+    return values.astype(np.float32), "logicle(T={t:g}, W={w}, M={m}, A={a})".format(**{"w": 0.5, "m": 4.5, "a": 0, **lp})
+
+
+def margin_events(raw: np.ndarray, pnr: list[float], idx: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Events on a channel's upper margin (saturated) or with non-positive forward scatter."""
+    out: dict[str, np.ndarray] = {}
+    sat = np.zeros(raw.shape[0], dtype=bool)
+    for marker, i in idx.items():
+        if marker != "Time" and pnr[i] > 0:
+            sat |= raw[:, i] >= pnr[i] - 1
+    out["saturated"] = sat
+    out["scatter_floor"] = raw[:, idx["FSC-A"]] <= 0
+    return out
+
+
+def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str | None = None) -> Preprocessed:
+    sample = read_fcs(path)
+    idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
+    panel.require_markers(idx, REQUIRED, sample.pnn, sample.pns, path)
+
+    spill = compensation.read_spillover_csv(spill_csv, sample.pnn) if spill_csv else None
+    if spill is None and cfg["compensation"].get("default", "keyword") == "keyword":
+        spill = compensation.spillover_from_keywords(sample)
+    events = compensation.compensate(sample.events, sample.pnn, spill) if spill is not None else sample.events
+
+    columns: dict[str, np.ndarray] = {}
+    scales: dict[str, str] = {}
+    for marker, i in idx.items():
+        if marker == "Time":
+            columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
+            continue
+        columns[marker], scales[marker] = scale_channel(marker, events[:, i], sample.pnr[i], cfg["transform"])
+
+    removed = margin_events(sample.events, sample.pnr, idx) if cfg["qc"].get("remove_margin_events", True) else {}
+    bad = np.zeros(sample.events.shape[0], dtype=bool)
+    for mask in removed.values():
+        bad |= mask
+    n = int(sample.events.shape[0])
+    kept = n - int(bad.sum())
+    pct_kept = 100.0 * kept / n if n else 0.0
+    info = {
+        "provenance": {
+            **sample.provenance,
+            "spillover_source": spill.source if spill is not None else "none",
+            "spillover_channels": spill.channels if spill is not None else [],
+            "transform": scales,
+            "cytopipe_version": __version__,
+        },
+        "panel": {m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i] for m, i in idx.items()},
+        "qc": {
+            "verdict": "pass" if pct_kept >= 90 else ("warn" if pct_kept >= 70 else "fail"),
+            "events_in": n,
+            "events_kept": kept,
+            "pct_kept": pct_kept,
+            "removed": {rule: int(m.sum()) for rule, m in removed.items()},
+        },
+        "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
+    }
+    return Preprocessed(columns, ~bad, info)
+
+
+@dataclass
+class Gated:
+    masks: dict[str, np.ndarray]
+    stats: pd.DataFrame
+    plots: list[dict]
+    skipped: dict[str, str]
+
+
+def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
+    """Apply the template to events that passed QC (columns already filtered)."""
+    tg = build_gates(specs, set(columns))
+    masks = evaluate(tg.gates, columns)
+    parents = {g.id: g.parent for g in tg.gates}
+    order = [g.id for g in tg.gates]
+    masks = {p: masks[p] for p in order}
+    n_root = len(next(iter(columns.values()))) if columns else 0
+    methods = {p: ("fixed", 1.0, tg.flags.get(p, "")) for p in order}
+    stats = population_stats(sample_id, masks, parents, columns, n_root, methods)
+    ranges = {m: (0.0, 1.0) if m in SCATTER else display_range(v) for m, v in columns.items()}
+    all_events = np.ones(n_root, dtype=bool)
+    plots = []
+    for g in tg.gates:
+        if g.id in tg.flags:  # pass-through: nothing to draw
+            continue
+        x, y = tg.plotted[g.id]
+        parent_mask = masks[g.parent] if g.parent else all_events
+        outline = gate_outline(g, (ranges[x], ranges[y]))
+        plots.append(density_plot(g.id, g.parent, x, y, columns, parent_mask, int(masks[g.id].sum()), outline, ranges))
+    return Gated(masks, stats, plots, tg.skipped)
+
+
+# ---------------------------------------------------------------- workflow edges (I/O)
+
+
+def _failed_record(sample_id: str, stage: str, exc: BaseException) -> dict:
+    if isinstance(exc, CytopipeError):
+        error = str(exc)
+    else:  # a bug in cytopipe: keep the batch going, keep the evidence in the log
+        traceback.print_exc()
+        error = f"internal error in cytopipe ({type(exc).__name__}: {exc}); please report it with the log"
+    print(f"cytopipe: error: {error}", file=sys.stderr)
+    return {"sample_id": sample_id, "status": "failed", "stage": stage, "error": error}
+
+
+def _guard(sample_id: str, stage: str, work: Callable[[], dict]) -> dict:
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the sample's record
+        return _failed_record(sample_id, stage, exc)
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    cfg = settings_from_args(args)
+    panel_map = panel.load_panel(args.panel or cfg["panel"])
+
+    def work() -> dict:
+        pre = preprocess(args.fcs, panel_map, cfg, args.spillover_csv)
+        df = pd.DataFrame(pre.columns)
+        df[QC_COLUMN] = pre.qc_pass
+        write_parquet(args.out_events, df)
+        return {"sample_id": args.sample_id, "status": "ok", "stage": None, "error": None, **pre.info}
+
+    record = _guard(args.sample_id, "ingest", work)
+    if record["status"] != "ok":
+        write_parquet(args.out_events, pd.DataFrame({QC_COLUMN: pd.Series([], dtype=bool)}))
+    write_json(args.out_info, record)
+    return 0
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    info = json.loads(Path(args.info).read_text())
+    sample_id = info["sample_id"]
+    out = Path(args.out_dir)
+    specs = load_template(args.template)
+
+    def work() -> dict:
+        if info["status"] != "ok":
+            return info
+        df = pd.read_parquet(args.events)
+        keep = df.pop(QC_COLUMN).to_numpy()
+        columns = {c: np.ascontiguousarray(df[c].to_numpy()[keep]) for c in df.columns}
+        gated = gate(sample_id, columns, specs)
+        write_tsv(out / "stats.tsv", gated.stats)
+        write_json(out / "plots.json", {"sample_id": sample_id, "plots": gated.plots})
+        return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped}
+
+    record = _guard(sample_id, "gate", work)
+    if record["status"] != "ok":
+        write_tsv(out / "stats.tsv", pd.DataFrame(columns=STATS_COLUMNS))
+        write_json(out / "plots.json", {"sample_id": sample_id, "plots": []})
+    write_json(out / "sample.json", record)
+    return 0
+
+
+def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
+    """Cohort tables from every sample's record and statistics."""
+    status_rows, stats = [], []
+    for row in sheet.itertuples(index=False):
+        sdir = results / "samples" / row.sample_id
+        rec = json.loads((sdir / "sample.json").read_text())
+        qc = rec.get("qc") or {}
+        st = pd.read_csv(sdir / "stats.tsv", sep="\t") if rec["status"] == "ok" else None
+        if st is not None:
+            stats.append(st)
+        status_rows.append(
+            {
+                "sample_id": row.sample_id,
+                "patient_id": row.patient_id,
+                "path": row.path,
+                "status": rec["status"],
+                "stage": rec.get("stage") or "",
+                "error": rec.get("error") or "",
+                "qc_verdict": qc.get("verdict", ""),
+                "events_in": qc.get("events_in"),
+                "events_kept": qc.get("events_kept"),
+                "pct_kept": qc.get("pct_kept"),
+                "n_flagged_gates": int((st["flag"].fillna("") != "").sum()) if st is not None else 0,
+            }
+        )
+    status = pd.DataFrame(status_rows)
+    failures = status.loc[status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]]
+    sample_stats = pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(columns=STATS_COLUMNS)
+    return {
+        "sample_status": status.drop(columns=["path"]),
+        "failures": failures,
+        "sample_stats": sample_stats,
+    }
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    sheet = pd.read_csv(args.samples, sep="\t", dtype={"sample_id": str, "patient_id": str})
+    tables = collect(sheet, Path(args.results))
+    for name, df in tables.items():
+        write_tsv(Path(args.out) / f"{name}.tsv", df)
+    n_failed = len(tables["failures"])
+    print(f"{len(sheet)} samples, {n_failed} failed" + (f": see {args.out}/failures.tsv" if n_failed else ""))
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preprocess", help="ingest, harmonize panel, compensate, transform and QC one FCS file")
+    p.add_argument("fcs")
+    p.add_argument("--sample-id", required=True)
+    p.add_argument("--out-events", required=True, help="Parquet of events on the gating scale")
+    p.add_argument("--out-info", required=True, help="JSON record: status, provenance, QC, panel")
+    add_settings_arguments(p)
+    p.add_argument("--panel", default=None)
+    p.add_argument("--spillover-csv", default=None, help="FlowJo-style spillover CSV for this sample's batch")
+    p.set_defaults(func=run_preprocess)
+
+    g = sub.add_parser("gate", help="gate one preprocessed sample with the template; write stats and plots")
+    g.add_argument("events")
+    g.add_argument("--info", required=True)
+    g.add_argument("--template", default="config/gating.yaml")
+    g.add_argument("--out-dir", required=True)
+    g.set_defaults(func=run_gate)
+
+    c = sub.add_parser("collect", help="gather per-sample records and stats into cohort tables")
+    c.add_argument("--samples", required=True)
+    c.add_argument("--results", required=True)
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=run_collect)
+
+

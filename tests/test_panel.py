@@ -1,0 +1,64 @@
+"""Panel harmonization on real files from several instruments."""
+
+import flowio
+import pytest
+
+from cytopipe.errors import ConfigError, FcsError
+from cytopipe.panel import load_panel, match_channels, parse_panel, require_markers
+
+
+def labels(path):
+    f = flowio.FlowData(str(path))
+    chans = [f.channels[k] for k in sorted(f.channels, key=int)]
+    return [c["pnn"] for c in chans], [c.get("pns", "").strip() for c in chans]
+
+
+@pytest.fixture(scope="module")
+def panel(repo):
+    return load_panel(repo / "config" / "panel.yaml")
+
+
+def test_human_lymphocyte_panel_100715(panel, shared_data):
+    pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
+    found = match_channels(panel, pnn, pns)
+    assert pnn[found["CD3"]] == "R780-A"
+    assert pnn[found["CD19"]] == "G710-A"
+    assert pnn[found["CD27"]] == "G660-A"
+    assert pns[found["viability"]] == "VIVID / CD14"
+    assert [pnn[found[m]] for m in ("FSC-A", "FSC-H", "SSC-A")] == ["FSC-A", "FSC-H", "SSC-A"]
+    assert "CD20" not in found and "CD45" not in found
+
+
+def test_stain_label_first_token_index_sorted(panel, shared_data):
+    # $PnS like "CD19;APC-H7;780/60@640/A" (FACSAria index sort file)
+    pnn, pns = labels(shared_data / "flowkit/index_sorted/index_sorted_example.fcs")
+    found = match_channels(panel, pnn, pns)
+    assert pnn[found["CD19"]] == "RL 780/60-A"
+    assert pnn[found["viability"]] == "BL 695/40-A"
+
+
+def test_pns_beats_pnn_and_channels_are_not_reused():
+    panel = parse_panel({"CD19": ["PE-Cy7-A"], "CD20": ["CD20"]})
+    # the detector alias PE-Cy7-A would match channel 0, but its stain says CD20
+    found = match_channels(panel, ["PE-Cy7-A", "APC-A"], ["CD20", "cd19"])
+    assert found == {"CD20": 0, "CD19": 1}
+
+
+def test_case_and_whitespace_insensitive():
+    panel = parse_panel({"CD19": ["CD19 PE-Cy7"]})
+    assert match_channels(panel, ["X"], ["  cd19   pe-cy7 "]) == {"CD19": 0}
+
+
+def test_missing_marker_lists_what_the_file_has(panel, shared_data):
+    pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
+    found = match_channels(panel, pnn, pns)
+    with pytest.raises(FcsError) as err:
+        require_markers(found, ["CD19", "CD20"], pnn, pns, "100715.fcs")
+    msg = str(err.value)
+    assert "CD20" in msg and "G710-A (CD19)" in msg and "panel.yaml" in msg
+
+
+@pytest.mark.parametrize("raw", [None, [], {"CD19": {"a": 1}}])
+def test_bad_panel_is_a_config_error(raw):
+    with pytest.raises(ConfigError):
+        parse_panel(raw)

@@ -1,0 +1,66 @@
+# Whole-cohort steps: they read every sample's small outputs, never the events.
+
+
+rule collect:
+    """Every sample's record and statistics in cohort tables, failed samples listed."""
+    input:
+        sheet=config["samples"],
+        records=expand(f"{RESULTS}/samples/{{sample}}/sample.json", sample=SAMPLE_IDS),
+        stats=expand(f"{RESULTS}/samples/{{sample}}/stats.tsv", sample=SAMPLE_IDS),
+    output:
+        status=f"{RESULTS}/tables/sample_status.tsv",
+        failures=f"{RESULTS}/tables/failures.tsv",
+        stats=f"{RESULTS}/tables/sample_stats.tsv",
+    log:
+        f"{RESULTS}/logs/collect.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "cytopipe collect --samples {input.sheet:q} --results {RESULTS:q} "
+        "--out {RESULTS}/tables 2> {log:q}"
+
+
+rule longitudinal:
+    """B-cell state per timepoint, aplasia and reconstitution per patient, cohort export."""
+    input:
+        sheet=config["samples"],
+        stats=rules.collect.output.stats,
+        status=rules.collect.output.status,
+    output:
+        population=f"{RESULTS}/tables/population_stats.tsv",
+        states=f"{RESULTS}/tables/sample_states.tsv",
+        patients=f"{RESULTS}/tables/patients.tsv",
+        km=f"{RESULTS}/tables/km.tsv",
+        summary=f"{RESULTS}/tables/cohort_summary.json",
+        export=f"{RESULTS}/tables/cohort_export.csv",
+    params:
+        settings=settings("longitudinal"),
+    log:
+        f"{RESULTS}/logs/longitudinal.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "cytopipe longitudinal --stats {input.stats:q} --status {input.status:q} "
+        "--samples {input.sheet:q} --settings {params.settings:q} --out {RESULTS}/tables 2> {log:q}"
+
+
+rule report:
+    """Interactive HTML report: cohort, patient and sample pages."""
+    input:
+        rules.longitudinal.output,
+        rules.collect.output,
+        plots=expand(f"{RESULTS}/samples/{{sample}}/plots.json", sample=SAMPLE_IDS),
+    output:
+        index=f"{RESULTS}/report/index.html",
+    log:
+        f"{RESULTS}/logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "cytopipe report --results {RESULTS:q} --out {RESULTS}/report 2> {log:q}"

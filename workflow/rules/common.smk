@@ -1,0 +1,38 @@
+import json
+import os
+
+import pandas as pd
+
+from cytopipe.samplesheet import load_sample_sheet
+
+RESULTS = config["results"]
+SAMPLES = load_sample_sheet(config["samples"], check_files=False)
+validate(SAMPLES, "../schemas/samples.schema.yaml")
+SAMPLES = SAMPLES.set_index("sample_id", drop=False)
+SAMPLE_IDS = list(SAMPLES.index)
+
+
+wildcard_constraints:
+    sample="|".join(__import__("re").escape(s) for s in SAMPLE_IDS) or "NONE",
+
+
+def settings(*sections):
+    """The config sections a step depends on, as JSON: a change reruns only that step."""
+    return json.dumps({k: config.get(k) for k in sections}, sort_keys=True)
+
+
+def spillover_csv(wildcards):
+    """Per-batch FlowJo CSV spillover matrix, when config names one for the sample's batch."""
+    batches = config["compensation"].get("batches") or {}
+    batch = SAMPLES.loc[wildcards.sample].get("batch", None)
+    return batches.get(str(batch), []) if batch is not None and not pd.isna(batch) else []
+
+
+def existing(path):
+    """A sample's FCS file as a rule input only when it exists: a missing file then fails its
+    own sample (listed in the report) instead of stopping the whole cohort's DAG."""
+    return path if os.path.exists(path) else []
+
+
+def input_mb(input):
+    return sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 1e6

@@ -1,0 +1,51 @@
+# Per-sample steps. Grouped so a cluster runs one job per sample, not one per step.
+
+
+rule preprocess:
+    """Read the FCS file, harmonize the panel, compensate, transform and QC its events."""
+    input:
+        fcs=lambda wc: existing(SAMPLES.loc[wc.sample, "path"]),
+        panel=config["panel"],
+        spill=spillover_csv,
+    output:
+        events=f"{RESULTS}/preprocessed/{{sample}}.parquet",
+        info=f"{RESULTS}/preprocessed/{{sample}}.json",
+    params:
+        path=lambda wc: SAMPLES.loc[wc.sample, "path"],
+        settings=settings("compensation", "transform", "qc", "keyword_allowlist"),
+        spill=lambda wc, input: f"--spillover-csv {input.spill!r}" if input.spill else "",
+    log:
+        f"{RESULTS}/logs/preprocess/{{sample}}.log",
+    group:
+        "sample"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: int(800 + 4 * input_mb(input)),
+        runtime=lambda wc, input: int(10 + input_mb(input) / 50),
+    shell:
+        "cytopipe preprocess {params.path:q} --sample-id {wildcards.sample:q} "
+        "--settings {params.settings:q} --panel {input.panel:q} {params.spill} "
+        "--out-events {output.events:q} --out-info {output.info:q} 2> {log:q}"
+
+
+rule gate:
+    """Gate one sample with the template; write its statistics and density plots."""
+    input:
+        events=rules.preprocess.output.events,
+        info=rules.preprocess.output.info,
+        template=config["gating"],
+    output:
+        record=f"{RESULTS}/samples/{{sample}}/sample.json",
+        stats=f"{RESULTS}/samples/{{sample}}/stats.tsv",
+        plots=f"{RESULTS}/samples/{{sample}}/plots.json",
+    log:
+        f"{RESULTS}/logs/gate/{{sample}}.log",
+    group:
+        "sample"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: int(800 + 4 * input_mb(input)),
+        runtime=lambda wc, input: int(10 + input_mb(input) / 50),
+    shell:
+        "cytopipe gate {input.events:q} --info {input.info:q} --template {input.template:q} "
+        "--out-dir {RESULTS}/samples/{wildcards.sample:q} 2> {log:q}"
