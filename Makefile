@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CORES  ?= 2
 DEMO_DIR := demo/cohort
 
-.PHONY: install demo test bench lint format constraints clean
+.PHONY: install demo test bench lint format constraints clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ demo: $(STAMP) $(DEMO_DIR)/samples.tsv
 	@echo
 	@echo "Report: $(CURDIR)/results/report/index.html"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The report's browser test needs Debian's chromium; install it where we may (root + apt),
+# otherwise that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not installed: the browser test will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -1,9 +1,14 @@
 import json
 import os
+import sys
 
 import pandas as pd
 
 from cytopipe.samplesheet import load_sample_sheet
+
+# Rules call `cytopipe`: use the one installed beside this Snakemake, even when the venv is
+# not activated (e.g. `.venv/bin/snakemake ...` or a cluster job).
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config["results"]
 SAMPLES = load_sample_sheet(config["samples"], check_files=False)
