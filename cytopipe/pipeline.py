@@ -75,7 +75,7 @@ def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str |
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
     panel.require_markers(idx, REQUIRED, sample.pnn, sample.pns, path)
 
-    spill = compensation.read_spillover_csv(spill_csv, sample.pnn) if spill_csv else None
+    spill = compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
     if spill is None and cfg["compensation"].get("default", "keyword") == "keyword":
         spill = compensation.spillover_from_keywords(sample)
     events = compensation.compensate(sample.events, sample.pnn, spill) if spill is not None else sample.events
@@ -98,6 +98,7 @@ def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str |
     info = {
         "provenance": {
             **sample.provenance,
+            "warnings": [*sample.provenance.get("warnings", []), *(spill.warnings if spill is not None else [])],
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
             "transform": scales,
