@@ -34,7 +34,9 @@ def load_panel(path: str | os.PathLike) -> Panel:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read panel: {exc}", path=path, hint="check the file exists and is YAML") from None
+        raise ConfigError(
+            f"cannot read panel: {exc}", path=path, hint="check the file exists and is YAML"
+        ) from None
     return parse_panel(raw, source=path)
 
 
@@ -51,7 +53,9 @@ def parse_panel(raw: object, source: str | os.PathLike | None = None) -> Panel:
             aliases = [aliases]
         if aliases is None:
             aliases = []
-        if not isinstance(aliases, list) or not all(isinstance(a, str | int | float) for a in aliases):
+        if not isinstance(aliases, list) or not all(
+            isinstance(a, str | int | float) for a in aliases
+        ):
             raise ConfigError(f"aliases of {name!r} must be a list of names", path=source)
         panel[str(name)] = [str(name), *(str(a) for a in aliases)]
     return panel
@@ -92,7 +96,11 @@ def describe_channels(pnn: Sequence[str], pns: Sequence[str]) -> str:
 
 
 def require_markers(
-    found: Mapping[str, int], required: Sequence[str], pnn: Sequence[str], pns: Sequence[str], path: str
+    found: Mapping[str, int],
+    required: Sequence[str],
+    pnn: Sequence[str],
+    pns: Sequence[str],
+    path: str,
 ) -> None:
     """Fail with the list of channels the file has, so the panel file can be fixed quickly."""
     missing = [m for m in required if m not in found]

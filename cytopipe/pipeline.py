@@ -43,7 +43,9 @@ class Preprocessed:
     info: dict = field(default_factory=dict)
 
 
-def scale_channel(marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping) -> tuple[np.ndarray, str]:
+def scale_channel(
+    marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping
+) -> tuple[np.ndarray, str]:
     """Scatter as a fraction of the channel range; fluorescence on logicle/arcsinh with T = $PnR,
     so instruments with other ranges land on the same scale."""
     top = pnr if pnr and pnr > 0 else 262144.0
@@ -54,11 +56,17 @@ def scale_channel(marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping) -> tu
         return transforms.arcsinh(raw, cof).astype(np.float32), f"arcsinh(cofactor={cof:g})"
     lp = dict(tcfg.get("logicle") or {})
     lp["t"] = top
-    values = transforms.logicle(raw, t=lp["t"], w=lp.get("w", 0.5), m=lp.get("m", 4.5), a=lp.get("a", 0))
-    return values.astype(np.float32), "logicle(T={t:g}, W={w}, M={m}, A={a})".format(**{"w": 0.5, "m": 4.5, "a": 0, **lp})
+    values = transforms.logicle(
+        raw, t=lp["t"], w=lp.get("w", 0.5), m=lp.get("m", 4.5), a=lp.get("a", 0)
+    )
+    return values.astype(np.float32), "logicle(T={t:g}, W={w}, M={m}, A={a})".format(
+        **{"w": 0.5, "m": 4.5, "a": 0, **lp}
+    )
 
 
-def margin_events(raw: np.ndarray, pnr: list[float], idx: Mapping[str, int]) -> dict[str, np.ndarray]:
+def margin_events(
+    raw: np.ndarray, pnr: list[float], idx: Mapping[str, int]
+) -> dict[str, np.ndarray]:
     """Events on a channel's upper margin (saturated) or with non-positive forward scatter."""
     out: dict[str, np.ndarray] = {}
     sat = np.zeros(raw.shape[0], dtype=bool)
@@ -70,15 +78,23 @@ def margin_events(raw: np.ndarray, pnr: list[float], idx: Mapping[str, int]) -> 
     return out
 
 
-def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str | None = None) -> Preprocessed:
+def preprocess(
+    path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str | None = None
+) -> Preprocessed:
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
     panel.require_markers(idx, REQUIRED, sample.pnn, sample.pns, path)
 
-    spill = compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
+    spill = (
+        compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
+    )
     if spill is None and cfg["compensation"].get("default", "keyword") == "keyword":
         spill = compensation.spillover_from_keywords(sample)
-    events = compensation.compensate(sample.events, sample.pnn, spill) if spill is not None else sample.events
+    events = (
+        compensation.compensate(sample.events, sample.pnn, spill)
+        if spill is not None
+        else sample.events
+    )
 
     columns: dict[str, np.ndarray] = {}
     scales: dict[str, str] = {}
@@ -86,9 +102,15 @@ def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str |
         if marker == "Time":
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
-        columns[marker], scales[marker] = scale_channel(marker, events[:, i], sample.pnr[i], cfg["transform"])
+        columns[marker], scales[marker] = scale_channel(
+            marker, events[:, i], sample.pnr[i], cfg["transform"]
+        )
 
-    removed = margin_events(sample.events, sample.pnr, idx) if cfg["qc"].get("remove_margin_events", True) else {}
+    removed = (
+        margin_events(sample.events, sample.pnr, idx)
+        if cfg["qc"].get("remove_margin_events", True)
+        else {}
+    )
     bad = np.zeros(sample.events.shape[0], dtype=bool)
     for mask in removed.values():
         bad |= mask
@@ -98,13 +120,19 @@ def preprocess(path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str |
     info = {
         "provenance": {
             **sample.provenance,
-            "warnings": [*sample.provenance.get("warnings", []), *(spill.warnings if spill is not None else [])],
+            "warnings": [
+                *sample.provenance.get("warnings", []),
+                *(spill.warnings if spill is not None else []),
+            ],
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
             "transform": scales,
             "cytopipe_version": __version__,
         },
-        "panel": {m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i] for m, i in idx.items()},
+        "panel": {
+            m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i]
+            for m, i in idx.items()
+        },
         "qc": {
             "verdict": "pass" if pct_kept >= 90 else ("warn" if pct_kept >= 70 else "fail"),
             "events_in": n,
@@ -144,7 +172,11 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
         x, y = tg.plotted[g.id]
         parent_mask = masks[g.parent] if g.parent else all_events
         outline = gate_outline(g, (ranges[x], ranges[y]))
-        plots.append(density_plot(g.id, g.parent, x, y, columns, parent_mask, int(masks[g.id].sum()), outline, ranges))
+        plots.append(
+            density_plot(
+                g.id, g.parent, x, y, columns, parent_mask, int(masks[g.id].sum()), outline, ranges
+            )
+        )
     return Gated(masks, stats, plots, tg.skipped)
 
 
@@ -177,7 +209,13 @@ def run_preprocess(args: argparse.Namespace) -> int:
         df = pd.DataFrame(pre.columns)
         df[QC_COLUMN] = pre.qc_pass
         write_parquet(args.out_events, df)
-        return {"sample_id": args.sample_id, "status": "ok", "stage": None, "error": None, **pre.info}
+        return {
+            "sample_id": args.sample_id,
+            "status": "ok",
+            "stage": None,
+            "error": None,
+            **pre.info,
+        }
 
     record = _guard(args.sample_id, "ingest", work)
     if record["status"] != "ok":
@@ -233,12 +271,18 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
                 "events_in": qc.get("events_in"),
                 "events_kept": qc.get("events_kept"),
                 "pct_kept": qc.get("pct_kept"),
-                "n_flagged_gates": int((st["flag"].fillna("") != "").sum()) if st is not None else 0,
+                "n_flagged_gates": int((st["flag"].fillna("") != "").sum())
+                if st is not None
+                else 0,
             }
         )
     status = pd.DataFrame(status_rows)
-    failures = status.loc[status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]]
-    sample_stats = pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(columns=STATS_COLUMNS)
+    failures = status.loc[
+        status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]
+    ]
+    sample_stats = (
+        pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(columns=STATS_COLUMNS)
+    )
     return {
         "sample_status": status.drop(columns=["path"]),
         "failures": failures,
@@ -252,22 +296,31 @@ def run_collect(args: argparse.Namespace) -> int:
     for name, df in tables.items():
         write_tsv(Path(args.out) / f"{name}.tsv", df)
     n_failed = len(tables["failures"])
-    print(f"{len(sheet)} samples, {n_failed} failed" + (f": see {args.out}/failures.tsv" if n_failed else ""))
+    print(
+        f"{len(sheet)} samples, {n_failed} failed"
+        + (f": see {args.out}/failures.tsv" if n_failed else "")
+    )
     return 0
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preprocess", help="ingest, harmonize panel, compensate, transform and QC one FCS file")
+    p = sub.add_parser(
+        "preprocess", help="ingest, harmonize panel, compensate, transform and QC one FCS file"
+    )
     p.add_argument("fcs")
     p.add_argument("--sample-id", required=True)
     p.add_argument("--out-events", required=True, help="Parquet of events on the gating scale")
     p.add_argument("--out-info", required=True, help="JSON record: status, provenance, QC, panel")
     add_settings_arguments(p)
     p.add_argument("--panel", default=None)
-    p.add_argument("--spillover-csv", default=None, help="FlowJo-style spillover CSV for this sample's batch")
+    p.add_argument(
+        "--spillover-csv", default=None, help="FlowJo-style spillover CSV for this sample's batch"
+    )
     p.set_defaults(func=run_preprocess)
 
-    g = sub.add_parser("gate", help="gate one preprocessed sample with the template; write stats and plots")
+    g = sub.add_parser(
+        "gate", help="gate one preprocessed sample with the template; write stats and plots"
+    )
     g.add_argument("events")
     g.add_argument("--info", required=True)
     g.add_argument("--template", default="config/gating.yaml")
@@ -279,5 +332,3 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--results", required=True)
     c.add_argument("--out", required=True)
     c.set_defaults(func=run_collect)
-
-

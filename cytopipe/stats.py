@@ -46,14 +46,18 @@ def population_stats(
             "parent": parent or "",
             "count": counts[pop],
             "pct_parent": _pct(counts[pop], counts[parent] if parent else n_root),
-            "pct_lymphocytes": _pct(counts[pop], n_lymph) if pop in under_lymph and n_lymph is not None else float("nan"),
+            "pct_lymphocytes": _pct(counts[pop], n_lymph)
+            if pop in under_lymph and n_lymph is not None
+            else float("nan"),
             "gate_method": method,
             "confidence": confidence,
             "flag": flag,
         }
         for m in MARKERS:
             col = columns.get(m) if m in columns else None
-            row[f"median_{m}"] = float(np.median(col[mask])) if col is not None and counts[pop] else float("nan")
+            row[f"median_{m}"] = (
+                float(np.median(col[mask])) if col is not None and counts[pop] else float("nan")
+            )
         rows.append(row)
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 

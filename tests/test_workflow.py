@@ -1,0 +1,100 @@
+"""End to end: Snakemake runs the whole workflow on a tiny generated cohort with known truth,
+including one corrupt file that must fail alone and be listed in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cytopipe.synth import synth_cohort
+
+N_EVENTS = 6000
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, repo):
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copytree(repo / "config", work / "config")
+    sheet = synth_cohort(work / "cohort", n_patients=3, seed=11, events_per_sample=N_EVENTS)
+    sheet["path"] = [str(Path(p).relative_to(work)) for p in sheet["path"]]
+    # plant a broken archive file: a real FCS file cut in half
+    good = work / sheet["path"].iloc[3]
+    broken = work / "cohort" / "broken.fcs"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    infusion = pd.Timestamp(sheet["infusion_date"].iloc[3])
+    bad_row = sheet.iloc[[3]].assign(
+        sample_id="P01_BROKEN", path="cohort/broken.fcs", day=29,
+        collection_date=(infusion + pd.Timedelta(days=29)).date().isoformat(),
+    )  # fmt: skip
+    sheet = pd.concat([sheet, bad_row], ignore_index=True)
+    sheet.to_csv(work / "config" / "samples.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    assert cfg["samples"] == "config/samples.tsv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(work),
+         "--cores", "2", "--keep-going", "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, sheet
+
+
+def test_every_sample_processed_and_only_the_broken_one_failed(run):
+    work, sheet = run
+    status = pd.read_csv(work / "results/tables/sample_status.tsv", sep="\t")
+    assert set(status["sample_id"]) == set(sheet["sample_id"])
+    failed = status[status["status"] == "failed"]
+    assert list(failed["sample_id"]) == ["P01_BROKEN"]
+    assert "broken.fcs" in failed["error"].iloc[0]
+    failures = pd.read_csv(work / "results/tables/failures.tsv", sep="\t")
+    assert list(failures["sample_id"]) == ["P01_BROKEN"]
+
+
+def test_b_cell_counts_follow_the_truth(run):
+    work, sheet = run
+    stats = pd.read_csv(work / "results/tables/sample_stats.tsv", sep="\t")
+    b = stats[stats["population"] == "b_cells"].set_index("sample_id")["count"]
+    lym = stats[stats["population"] == "lymphocytes"].set_index("sample_id")["count"]
+    truth = sheet.set_index("sample_id").drop("P01_BROKEN")
+    assert set(b.index) == set(truth.index)
+    # fixed template gates on clean generated data: B cells within 10% (or 10 events) of truth
+    err = (b - truth["true_b_cells"]).abs()
+    assert (err <= (0.10 * truth["true_b_cells"]).clip(lower=10)).all(), err.sort_values().tail()
+    assert ((lym - truth["true_lymphocytes"]).abs() <= 0.05 * truth["true_lymphocytes"]).all()
+
+
+def test_longitudinal_tables_hold_every_patient(run):
+    work, sheet = run
+    patients = pd.read_csv(work / "results/tables/patients.tsv", sep="\t")
+    assert sorted(patients["patient_id"]) == sorted(sheet["patient_id"].unique())
+    export = (work / "results/tables/cohort_export.csv").read_text()
+    assert all(p in export for p in sheet["patient_id"].unique())
+
+
+def test_report_pages_exist_and_list_the_failure(run):
+    work, sheet = run
+    report = work / "results/report"
+    index = (report / "index.html").read_text()
+    assert "P01_BROKEN" in index
+    for pid in sheet["patient_id"].unique():
+        assert (report / "patients" / f"{pid}.html").exists()
+        assert pid in index
+    for sid in sheet["sample_id"]:
+        assert (report / "samples" / f"{sid}.html").exists()
+    assert (report / "assets" / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_sample_records_carry_provenance(run):
+    work, sheet = run
+    sid = sheet["sample_id"].iloc[0]
+    rec = json.loads((work / "results/samples" / sid / "sample.json").read_text())
+    assert rec["status"] == "ok"
+    assert len(rec["provenance"]["sha256"]) == 64
+    assert rec["provenance"]["spillover_source"] != "none"
