@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -21,3 +24,4 @@ rule all:
     input:
         f"{RESULTS}/report/index.html",
         f"{RESULTS}/tables/cohort_export.csv",
+        f"{RESULTS}/report/figures/swimmer.html",

@@ -98,3 +98,16 @@ def test_sample_records_carry_provenance(run):
     assert rec["status"] == "ok"
     assert len(rec["provenance"]["sha256"]) == 64
     assert rec["provenance"]["spillover_source"] != "none"
+
+
+def test_snakemake_report_embeds_the_cohort_plots(run, repo):
+    work, _ = run
+    out = work / "results" / "snakemake_report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(work),
+         "--report", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = out.read_text(errors="replace")
+    assert "swimmer.html" in html and "km.html" in html

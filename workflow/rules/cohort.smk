@@ -64,3 +64,28 @@ rule report:
         runtime=30,
     shell:
         "cytopipe report --results {RESULTS:q} --out {RESULTS}/report 2> {log:q}"
+
+
+rule report_figures:
+    """The main cohort plots as standalone HTML for Snakemake's own `--report`."""
+    input:
+        rules.longitudinal.output,
+    output:
+        swimmer=report(
+            f"{RESULTS}/report/figures/swimmer.html",
+            caption="../report/swimmer.rst",
+            category="Cohort",
+        ),
+        km=report(
+            f"{RESULTS}/report/figures/km.html",
+            caption="../report/km.rst",
+            category="Cohort",
+        ),
+    log:
+        f"{RESULTS}/logs/report_figures.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "cytopipe report-figures --results {RESULTS:q} --out {RESULTS}/report/figures 2> {log:q}"
