@@ -23,7 +23,7 @@ $(DEMO_DIR)/samples.tsv: | $(STAMP)
 demo: $(STAMP) $(DEMO_DIR)/samples.tsv
 	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
 	@echo
-	$(BIN)/snakemake --report results/snakemake_report.html >/dev/null 2>&1 || true
+	$(BIN)/snakemake --report results/snakemake_report.html --quiet
 	@echo "Report: $(CURDIR)/results/report/index.html"
 	@echo "Snakemake's own report: $(CURDIR)/results/snakemake_report.html"
 
