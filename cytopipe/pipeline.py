@@ -303,7 +303,47 @@ def run_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ingest(args: argparse.Namespace) -> int:
+    """Standalone ingestion for a core facility: the file's events, channels and provenance."""
+    cfg = settings_from_args(args)
+    sample = read_fcs(args.fcs)
+    panel_map = panel.load_panel(args.panel) if args.panel else None
+    idx = panel.match_channels(panel_map, sample.pnn, sample.pns) if panel_map else {}
+    marker_of = {i: m for m, i in idx.items()}
+    out = Path(args.out)
+    stem = Path(args.fcs).name.removesuffix(".fcs").removesuffix(".FCS")
+    channels = pd.DataFrame(
+        {
+            "index": range(1, len(sample.pnn) + 1),
+            "pnn": sample.pnn,
+            "pns": sample.pns,
+            "pnr": sample.pnr,
+            "marker": [marker_of.get(i, "") for i in range(len(sample.pnn))],
+        }
+    )
+    events = pd.DataFrame(sample.events, columns=sample.pnn)  # read_fcs refuses duplicate $PnN
+    write_parquet(out / f"{stem}.events.parquet", events)
+    write_tsv(out / f"{stem}.channels.tsv", channels)
+    keywords = public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ())
+    write_json(out / f"{stem}.provenance.json", {**sample.provenance, "keywords": keywords})
+    print(
+        f"{args.fcs}: {sample.events.shape[0]} events x {len(sample.pnn)} channels -> {out}/{stem}.*"
+    )
+    return 0
+
+
 def add_cli(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser(
+        "ingest", help="read one FCS file: events (Parquet), channel table, provenance (JSON)"
+    )
+    i.add_argument("fcs")
+    i.add_argument("--out", required=True, help="output folder")
+    i.add_argument(
+        "--panel", default=None, help="panel YAML: adds the canonical marker of each channel"
+    )
+    add_settings_arguments(i)
+    i.set_defaults(func=run_ingest)
+
     p = sub.add_parser(
         "preprocess", help="ingest, harmonize panel, compensate, transform and QC one FCS file"
     )

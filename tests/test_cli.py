@@ -1,0 +1,94 @@
+"""The command line as users meet it: subcommands listed, real files ingested, bad input
+reported in one line with exit status 2 and no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytopipe.fcs import read_fcs
+
+
+def cytopipe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cytopipe.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_the_stage_commands():
+    out = cytopipe("--help").stdout
+    for cmd in (
+        "synth-cohort",
+        "ingest",
+        "preprocess",
+        "gate",
+        "collect",
+        "longitudinal",
+        "report",
+        "apply-gates",
+        "fcs-info",
+    ):
+        assert cmd in out, cmd
+
+
+def test_ingest_real_file_with_panel(tmp_path, shared_data, repo):
+    fcs = shared_data / "flowio/fcs_files/100715.fcs"
+    proc = cytopipe(
+        "ingest", str(fcs), "--out", str(tmp_path), "--panel", str(repo / "config/panel.yaml")
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = pd.read_parquet(tmp_path / "100715.events.parquet")
+    np.testing.assert_array_equal(events.to_numpy(), read_fcs(fcs).events)
+    channels = pd.read_csv(tmp_path / "100715.channels.tsv", sep="\t", keep_default_na=False)
+    assert channels.set_index("marker").loc["CD19", "pnn"] == "G710-A"
+    prov = json.loads((tmp_path / "100715.provenance.json").read_text())
+    assert prov["n_events"] == 65016 and len(prov["sha256"]) == 64
+    assert "cd age" not in {k.lower() for k in prov["keywords"]}  # identifying keyword dropped
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"not an fcs file at all" * 10, "not an FCS"),
+        (b"", "empty"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, content, words):
+    bad = tmp_path / "bad.fcs"
+    bad.write_bytes(content)
+    proc = cytopipe("ingest", str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"cytopipe: error: {bad}: ")
+    assert words.lower() in lines[0].lower()
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.fcs"
+    bad.write_bytes(b"garbage" * 20)
+    proc = cytopipe("--debug", "ingest", str(bad), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_missing_required_marker_names_what_the_file_has(tmp_path, shared_data, repo):
+    """A FACSCalibur file without CD19: preprocess records a failure listing the file's
+    channels, and still writes its outputs so the batch carries on."""
+    info = tmp_path / "info.json"
+    proc = cytopipe(
+        "preprocess", str(shared_data / "flowkit/gate_ref/data1.fcs"), "--sample-id", "S1",
+        "--panel", str(repo / "config/panel.yaml"), "--out-events", str(tmp_path / "ev.parquet"),
+        "--out-info", str(info),
+    )  # fmt: skip
+    assert proc.returncode == 0
+    rec = json.loads(info.read_text())
+    assert rec["status"] == "failed" and rec["stage"] == "ingest"
+    assert "CD19" in rec["error"] and "FL1-H" in rec["error"] and "panel.yaml" in rec["error"]
+    assert pd.read_parquet(tmp_path / "ev.parquet").empty
