@@ -237,16 +237,28 @@ def run_gate(args: argparse.Namespace) -> int:
         keep = df.pop(QC_COLUMN).to_numpy()
         columns = {c: np.ascontiguousarray(df[c].to_numpy()[keep]) for c in df.columns}
         gated = gate(sample_id, columns, specs)
+        write_parquet(out / "gates.parquet", event_masks(gated.masks, keep))
         write_tsv(out / "stats.tsv", gated.stats)
         write_json(out / "plots.json", {"sample_id": sample_id, "plots": gated.plots})
         return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped}
 
     record = _guard(sample_id, "gate", work)
     if record["status"] != "ok":
+        write_parquet(out / "gates.parquet", pd.DataFrame())
         write_tsv(out / "stats.tsv", pd.DataFrame(columns=STATS_COLUMNS))
         write_json(out / "plots.json", {"sample_id": sample_id, "plots": []})
     write_json(out / "sample.json", record)
     return 0
+
+
+def event_masks(masks: Mapping[str, np.ndarray], kept: np.ndarray) -> pd.DataFrame:
+    """One boolean column per population, one row per event in file order (QC-removed: False)."""
+    out = {}
+    for pop, m in masks.items():
+        full = np.zeros(kept.shape[0], dtype=bool)
+        full[kept] = m
+        out[pop] = full
+    return pd.DataFrame(out)
 
 
 def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:

@@ -38,6 +38,7 @@ rule gate:
         record=f"{RESULTS}/samples/{{sample}}/sample.json",
         stats=f"{RESULTS}/samples/{{sample}}/stats.tsv",
         plots=f"{RESULTS}/samples/{{sample}}/plots.json",
+        masks=f"{RESULTS}/samples/{{sample}}/gates.parquet",
     log:
         f"{RESULTS}/logs/gate/{{sample}}.log",
     group:
