@@ -26,6 +26,7 @@ from .config import add_settings_arguments, settings_from_args
 from .errors import CytopipeError
 from .fcs import public_keywords, read_fcs
 from .gating import evaluate, gate_outline
+from .samplesheet import load_sample_sheet
 from .stats import STATS_COLUMNS, density_plot, display_range, population_stats
 from .template import build_gates, load_template
 
@@ -275,6 +276,7 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
             {
                 "sample_id": row.sample_id,
                 "patient_id": row.patient_id,
+                "day": row.day,
                 "path": row.path,
                 "status": rec["status"],
                 "stage": rec.get("stage") or "",
@@ -288,7 +290,7 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
                 else 0,
             }
         )
-    status = pd.DataFrame(status_rows)
+    status = pd.DataFrame(status_rows).astype({"events_in": "Int64", "events_kept": "Int64"})
     failures = status.loc[
         status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]
     ]
@@ -303,7 +305,7 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    sheet = pd.read_csv(args.samples, sep="\t", dtype={"sample_id": str, "patient_id": str})
+    sheet = load_sample_sheet(args.samples, check_files=False)
     tables = collect(sheet, Path(args.results))
     for name, df in tables.items():
         write_tsv(Path(args.out) / f"{name}.tsv", df)
