@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "cytopipe.fcs",
     "cytopipe.pipeline",
     "cytopipe.gating_cli",
+    "cytopipe.autogate",
     "cytopipe.longitudinal",
     "cytopipe.report",
 ]

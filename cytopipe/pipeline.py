@@ -22,13 +22,14 @@ import pandas as pd
 
 from . import __version__, compensation, panel, transforms
 from .atomic import write_json, write_parquet, write_tsv
+from .autogate import autogate
 from .config import add_settings_arguments, settings_from_args
 from .errors import CytopipeError
 from .fcs import public_keywords, read_fcs
-from .gating import evaluate, gate_outline
+from .gating import gate_outline
 from .samplesheet import load_sample_sheet
 from .stats import STATS_COLUMNS, density_plot, display_range, population_stats
-from .template import build_gates, load_template
+from .template import load_template
 
 SCATTER = ("FSC-A", "FSC-H", "SSC-A")
 REQUIRED = ("FSC-A", "SSC-A", "CD19")
@@ -155,30 +156,26 @@ class Gated:
 
 
 def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
-    """Apply the template to events that passed QC (columns already filtered)."""
-    tg = build_gates(specs, set(columns))
-    masks = evaluate(tg.gates, columns)
-    parents = {g.id: g.parent for g in tg.gates}
-    order = [g.id for g in tg.gates]
-    masks = {p: masks[p] for p in order}
+    """Place the template's gates on this sample (events that passed QC) and summarise them."""
+    res = autogate(specs, columns)
+    order = [g.id for g in res.gates]
+    masks = {p: res.masks[p] for p in order}
     n_root = len(next(iter(columns.values()))) if columns else 0
-    methods = {p: ("fixed", 1.0, tg.flags.get(p, "")) for p in order}
-    stats = population_stats(sample_id, masks, parents, columns, n_root, methods)
+    stats = population_stats(sample_id, masks, res.parents, columns, n_root, res.methods)
     ranges = {m: (0.0, 1.0) if m in SCATTER else display_range(v) for m, v in columns.items()}
     all_events = np.ones(n_root, dtype=bool)
     plots = []
-    for g in tg.gates:
-        if g.id in tg.flags:  # pass-through: nothing to draw
+    for g in res.gates:
+        if g.id in res.passed:  # pass-through pre-gate (marker missing): nothing to draw
             continue
-        x, y = tg.plotted[g.id]
+        x, y = res.plotted[g.id]
         parent_mask = masks[g.parent] if g.parent else all_events
         outline = gate_outline(g, (ranges[x], ranges[y]))
+        count = int(masks[g.id].sum())
         plots.append(
-            density_plot(
-                g.id, g.parent, x, y, columns, parent_mask, int(masks[g.id].sum()), outline, ranges
-            )
+            density_plot(g.id, g.parent, x, y, columns, parent_mask, count, outline, ranges)
         )
-    return Gated(masks, stats, plots, tg.skipped)
+    return Gated(masks, stats, plots, res.skipped)
 
 
 # ---------------------------------------------------------------- workflow edges (I/O)
