@@ -4,7 +4,10 @@ A gating strategy is a flat list of frozen gate objects linked by `parent` ids. 
 sorts them by dependency, evaluates each gate only on the rows its parent selected (gather,
 test, scatter back), and returns one full-length mask per population: member of the gate AND
 of all its ancestors. Deep hierarchies therefore cost roughly the size of each parent, not of
-the whole file, and a lazy `columns` mapping is asked only for the dimensions gates use.
+the whole file, and a lazy `columns` mapping is asked only for the dimensions gates use; a
+mapping with `take(key, rows)` (LazyColumns) computes a costly column (compensation, logicle)
+for the parent's rows only. `evaluate_chunked` runs the same over chunks of events into
+preallocated masks, for files larger than memory.
 
 The semantics follow Gating-ML 2.0 as FlowKit implements them, because FlowKit's results on
 the Gating-ML compliance data are our reference:
@@ -252,36 +255,63 @@ class RatioDimension:
     c: float = 0.0
 
     def compute(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        x = np.asarray(columns[self.numerator], dtype=np.float64)
-        y = np.asarray(columns[self.denominator], dtype=np.float64)
+        return self.compute_rows(columns, None)
+
+    def compute_rows(
+        self, columns: Mapping[str, np.ndarray], rows: np.ndarray | None
+    ) -> np.ndarray:
+        x, y = (_take(columns, k, rows) for k in (self.numerator, self.denominator))
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.a * (x - self.b) / (y - self.c)
+
+
+def _take(columns: Mapping[str, np.ndarray], key: str, rows: np.ndarray | None) -> np.ndarray:
+    """columns[key][rows], computing only those rows when the mapping can (LazyColumns)."""
+    if rows is None:
+        return columns[key]
+    take = getattr(columns, "take", None)
+    return take(key, rows) if take is not None else np.asarray(columns[key])[rows]
 
 
 class LazyColumns(Mapping):
     """Columns computed on first access and cached, so gates pay only for the dims they use.
 
-    `compute` maps a key to a function returning its full-length column; `base` supplies
-    plain columns. Derived columns (ratios, transforms) can read other keys of this mapping.
+    `compute` maps a key to a function of (this mapping, rows) returning the column's values
+    for `rows` (an index array) or for all events when rows is None; `base` supplies plain
+    columns. `take(key, rows)` lets a gate deep in the hierarchy compute a costly column
+    (compensation, logicle) for its parent's events only; full columns are cached.
     """
 
     def __init__(
         self,
         base: Mapping[str, np.ndarray] | None = None,
-        compute: Mapping[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] | None = None,
+        compute: Mapping[str, Callable[[Mapping[str, np.ndarray], np.ndarray | None], np.ndarray]]
+        | None = None,
+        n_events: int | None = None,
     ):
         self._base = base if base is not None else {}
         self._compute = dict(compute or {})
         self._cache: dict[str, np.ndarray] = {}
+        self.n_events = n_events  # known length saves computing a column just to count
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key in self._cache:
             return self._cache[key]
         if key in self._compute:
-            value = np.asarray(self._compute[key](self))
+            value = np.asarray(self._compute[key](self, None))
             self._cache[key] = value
             return value
         return self._base[key]
+
+    def take(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Values of `key` at `rows`, without computing the other events' values."""
+        if key in self._cache:
+            return self._cache[key][rows]
+        if key in self._compute:
+            return np.asarray(self._compute[key](self, rows))
+        return np.asarray(self._base[key])[rows]
 
     def __contains__(self, key: object) -> bool:
         return key in self._compute or key in self._base
@@ -296,7 +326,7 @@ class LazyColumns(Mapping):
 
 def with_ratios(columns: Mapping[str, np.ndarray], ratios: Iterable[RatioDimension]) -> LazyColumns:
     """Add ratio dims to a columns mapping, computed only if a gate asks for them."""
-    return LazyColumns(columns, {r.id: r.compute for r in ratios})
+    return LazyColumns(columns, {r.id: r.compute_rows for r in ratios})
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -345,11 +375,17 @@ class _ReadOnce(Mapping):
     def __init__(self, columns: Mapping[str, np.ndarray]):
         self._columns = columns
         self._seen: dict[str, np.ndarray] = {}
+        self.n_events = getattr(columns, "n_events", None)
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._seen:
             self._seen[key] = self._columns[key]
         return self._seen[key]
+
+    def take(self, key: str, rows: np.ndarray) -> np.ndarray:
+        if key in self._seen:
+            return self._seen[key][rows]
+        return _take(self._columns, key, rows)
 
     def __contains__(self, key: object) -> bool:
         return key in self._columns
@@ -451,6 +487,9 @@ def _check_columns(order: Sequence[Gate], columns: Mapping[str, np.ndarray]) -> 
 def _n_events(order: Sequence[Gate], columns: Mapping[str, np.ndarray], n: int | None) -> int:
     if n is not None:
         return int(n)
+    known = getattr(columns, "n_events", None)
+    if known is not None:
+        return int(known)
     for g in order:
         if g.dims:
             return len(columns[g.dims[0]])
@@ -477,7 +516,7 @@ def _parent_rows(
 
 
 def _subset(
-    columns: Mapping[str, np.ndarray],
+    columns: _ReadOnce,
     dim: str,
     parent: str | None,
     parent_rows: np.ndarray | None,
@@ -486,12 +525,13 @@ def _subset(
 ) -> np.ndarray:
     key = (parent, dim)
     if key not in cache:
-        col = np.asarray(columns[dim])
-        if col.ndim != 1 or len(col) != n:
+        col = np.asarray(columns[dim] if parent_rows is None else columns.take(dim, parent_rows))
+        expect = n if parent_rows is None else len(parent_rows)
+        if col.ndim != 1 or len(col) != expect:
             raise GatingError(
-                f"dimension {dim!r} has {col.shape} values, expected a column of {n} events"
+                f"dimension {dim!r} has {col.shape} values, expected a column of {expect} events"
             )
-        cache[key] = col if parent_rows is None else col[parent_rows]
+        cache[key] = col
     return cache[key]
 
 
