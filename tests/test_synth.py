@@ -15,7 +15,8 @@ import pytest
 from flowutils import transforms as fu_transforms
 
 from cytopipe import synth
-from cytopipe.errors import ConfigError
+from cytopipe.errors import ConfigError, FcsError
+from cytopipe.fcs import read_fcs
 from cytopipe.synth_model import (
     B_SUBSETS,
     INSTRUMENTS,
@@ -444,7 +445,12 @@ def test_returning_b_cells_are_naive_and_relapse_brings_back_memory(tmp_path):
 
 def test_demo_cohort_has_children_adults_and_one_archive_instrument(tmp_path):
     sheet = synth.demo_cohort(tmp_path, events_per_sample=300)
-    assert sheet["patient_id"].nunique() == 5 and len(sheet) == 50
+    # 5 patients x 10 timepoints, plus one archived file truncated in transfer
+    assert sheet["patient_id"].nunique() == 5 and len(sheet) == 51
+    broken = sheet.iloc[-1]
+    assert broken["sample_id"] == "P05_D400" and pd.isna(broken["true_b_cells"])
+    with pytest.raises(FcsError, match="truncated"):
+        read_fcs(broken["path"])
     ages = sheet.groupby("patient_id")["age_years"].min()
     assert ((ages >= 6) & (ages < 18)).any() and (ages >= 18).any()
     per_patient = sheet.groupby("patient_id")["instrument"].agg(set)
