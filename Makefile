@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CORES  ?= 2
 DEMO_DIR := demo/cohort
 
-.PHONY: install demo test bench lint format constraints clean browser
+.PHONY: install demo test test-slurm bench lint format constraints clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
+# A real single-node SLURM (apt installs slurm-wlm + munge when root); skips with the reason elsewhere.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 	$(BIN)/python benchmarks/bench_gating.py
+	$(BIN)/python benchmarks/bench_dag.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check cytopipe tests benchmarks

@@ -11,15 +11,20 @@ rule collect:
         status=f"{RESULTS}/tables/sample_status.tsv",
         failures=f"{RESULTS}/tables/failures.tsv",
         stats=f"{RESULTS}/tables/sample_stats.tsv",
+    params:
+        tables=lambda wildcards, output: os.path.dirname(output.status),
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.status)),
     log:
         f"{RESULTS}/logs/collect.log",
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "cytopipe collect --samples {input.sheet:q} --results {RESULTS:q} "
-        "--out {RESULTS}/tables 2> {log:q}"
+        "cytopipe collect --samples {input.sheet:q} --results {params.results:q} "
+        "--out {params.tables:q} 2> {log:q}"
 
 
 rule longitudinal:
@@ -36,16 +41,19 @@ rule longitudinal:
         summary=f"{RESULTS}/tables/cohort_summary.json",
         export=f"{RESULTS}/tables/cohort_export.csv",
     params:
+        tables=lambda wildcards, output: os.path.dirname(output.export),
         settings=settings("longitudinal"),
     log:
         f"{RESULTS}/logs/longitudinal.log",
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
         "cytopipe longitudinal --stats {input.stats:q} --status {input.status:q} "
-        "--samples {input.sheet:q} --settings {params.settings:q} --out {RESULTS}/tables 2> {log:q}"
+        "--samples {input.sheet:q} --settings {params.settings:q} --out {params.tables:q} 2> {log:q}"
 
 
 rule report:
@@ -56,14 +64,19 @@ rule report:
         plots=expand(f"{RESULTS}/samples/{{sample}}/plots.json", sample=SAMPLE_IDS),
     output:
         index=f"{RESULTS}/report/index.html",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.index),
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
     log:
         f"{RESULTS}/logs/report.log",
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "cytopipe report --results {RESULTS:q} --out {RESULTS}/report 2> {log:q}"
+        "cytopipe report --results {params.results:q} --out {params.out:q} 2> {log:q}"
 
 
 rule report_figures:
@@ -81,11 +94,16 @@ rule report_figures:
             caption="../report/km.rst",
             category="Cohort",
         ),
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.swimmer),
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output.swimmer))),
     log:
         f"{RESULTS}/logs/report_figures.log",
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     shell:
-        "cytopipe report-figures --results {RESULTS:q} --out {RESULTS}/report/figures 2> {log:q}"
+        "cytopipe report-figures --results {params.results:q} --out {params.out:q} 2> {log:q}"

@@ -18,10 +18,12 @@ rule preprocess:
         f"{RESULTS}/logs/preprocess/{{sample}}.log",
     group:
         "sample"
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input: int(800 + 4 * input_mb(input)),
-        runtime=lambda wc, input: int(10 + input_mb(input) / 50),
+        mem_mb=lambda wc, input, attempt: int((800 + 4 * input_mb(input)) * attempt),
+        runtime=lambda wc, input: int(3 + input_mb(input) / 50),
     shell:
         "cytopipe preprocess {params.path:q} --sample-id {wildcards.sample:q} "
         "--settings {params.settings:q} --panel {input.panel:q} {params.spill} "
@@ -39,14 +41,18 @@ rule gate:
         stats=f"{RESULTS}/samples/{{sample}}/stats.tsv",
         plots=f"{RESULTS}/samples/{{sample}}/plots.json",
         masks=f"{RESULTS}/samples/{{sample}}/gates.parquet",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.record),
     log:
         f"{RESULTS}/logs/gate/{{sample}}.log",
     group:
         "sample"
+    conda:
+        "../envs/cytopipe.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input: int(800 + 4 * input_mb(input)),
-        runtime=lambda wc, input: int(10 + input_mb(input) / 50),
+        mem_mb=lambda wc, input, attempt: int((800 + 4 * input_mb(input)) * attempt),
+        runtime=lambda wc, input: int(3 + input_mb(input) / 50),
     shell:
         "cytopipe gate {input.events:q} --info {input.info:q} --template {input.template:q} "
-        "--out-dir {RESULTS}/samples/{wildcards.sample:q} 2> {log:q}"
+        "--out-dir {params.out_dir:q} 2> {log:q}"
