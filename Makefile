@@ -21,7 +21,7 @@ $(DEMO_DIR)/samples.tsv: | $(STAMP)
 	$(BIN)/cytopipe synth-cohort --demo --out $(DEMO_DIR)
 
 demo: $(STAMP) $(DEMO_DIR)/samples.tsv
-	$(BIN)/snakemake --cores $(CORES) --keep-going --printshellcmds
+	$(BIN)/snakemake --cores $(CORES) --keep-going --quiet rules
 	@echo
 	$(BIN)/snakemake --report results/snakemake_report.html --quiet
 	@echo "Report: $(CURDIR)/results/report/index.html"
