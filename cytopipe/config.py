@@ -24,8 +24,9 @@ DEFAULTS: dict = {
     "compensation": {"default": "keyword", "batches": {}},
     "transform": {
         "fluorescence": "logicle",
-        "logicle": {"t": 262144, "w": 0.5, "m": 4.5, "a": 0},
+        "logicle": {"w": 0.5, "m": 4.5, "a": 0},
         "arcsinh_cofactor": 150,
+        "per_marker": {},
     },
     "keyword_allowlist": [],
     "qc": {"remove_margin_events": True},

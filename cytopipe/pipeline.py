@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, compensation, panel, transforms
+from . import __version__, compensation, panel, qc, transforms
 from .atomic import write_json, write_parquet, write_tsv
 from .autogate import autogate
 from .config import add_settings_arguments, settings_from_args
@@ -48,36 +48,27 @@ class Preprocessed:
 def scale_channel(
     marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping
 ) -> tuple[np.ndarray, str]:
-    """Scatter as a fraction of the channel range; fluorescence on logicle/arcsinh with T = $PnR,
-    so instruments with other ranges land on the same scale."""
+    """Scatter as a fraction of the channel range; fluorescence on logicle (T = $PnR, so
+    instruments with other ranges land on the same scale) or arcsinh.
+
+    `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
+    estimates logicle W from the data's negative spread as FlowJo does. The default is one
+    fixed W for all samples: the longitudinal comparison and the gate search limits assume the
+    same scale at every timepoint.
+    """
     top = pnr if pnr and pnr > 0 else 262144.0
     if marker in SCATTER:
         return (raw / np.float32(top)).astype(np.float32), f"linear/{top:g}"
-    if tcfg.get("fluorescence", "logicle") == "arcsinh":
-        cof = float(tcfg.get("arcsinh_cofactor", 150))
+    own = (tcfg.get("per_marker") or {}).get(marker) or {}
+    if own.get("scale", tcfg.get("fluorescence", "logicle")) == "arcsinh":
+        cof = float(own.get("cofactor", tcfg.get("arcsinh_cofactor", 150)))
         return transforms.arcsinh(raw, cof).astype(np.float32), f"arcsinh(cofactor={cof:g})"
-    lp = dict(tcfg.get("logicle") or {})
-    lp["t"] = top
-    values = transforms.logicle(
-        raw, t=lp["t"], w=lp.get("w", 0.5), m=lp.get("m", 4.5), a=lp.get("a", 0)
-    )
-    return values.astype(np.float32), "logicle(T={t:g}, W={w}, M={m}, A={a})".format(
-        **{"w": 0.5, "m": 4.5, "a": 0, **lp}
-    )
-
-
-def margin_events(
-    raw: np.ndarray, pnr: list[float], idx: Mapping[str, int]
-) -> dict[str, np.ndarray]:
-    """Events on a channel's upper margin (saturated) or with non-positive forward scatter."""
-    out: dict[str, np.ndarray] = {}
-    sat = np.zeros(raw.shape[0], dtype=bool)
-    for marker, i in idx.items():
-        if marker != "Time" and pnr[i] > 0:
-            sat |= raw[:, i] >= pnr[i] - 1
-    out["saturated"] = sat
-    out["scatter_floor"] = raw[:, idx["FSC-A"]] <= 0
-    return out
+    lp = {"t": top, "w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
+    lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
+    t, m, a = float(lp["t"]), float(lp["m"]), float(lp["a"])
+    w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
+    values = transforms.logicle_fast(raw, t=t, w=w, m=m, a=a)
+    return values.astype(np.float32), f"logicle(T={t:g}, W={w:.4g}, M={m:g}, A={a:g})"
 
 
 def preprocess(
@@ -108,17 +99,8 @@ def preprocess(
             marker, events[:, i], sample.pnr[i], cfg["transform"]
         )
 
-    removed = (
-        margin_events(sample.events, sample.pnr, idx)
-        if cfg["qc"].get("remove_margin_events", True)
-        else {}
-    )
-    bad = np.zeros(sample.events.shape[0], dtype=bool)
-    for mask in removed.values():
-        bad |= mask
-    n = int(sample.events.shape[0])
-    kept = n - int(bad.sum())
-    pct_kept = 100.0 * kept / n if n else 0.0
+    fluorescence = {m: columns[m] for m in idx if m not in SCATTER and m != "Time"}
+    qc_result = qc.qc_sample(sample, idx, fluorescence, cfg["qc"])
     info = {
         "provenance": {
             **sample.provenance,
@@ -135,16 +117,11 @@ def preprocess(
             m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i]
             for m, i in idx.items()
         },
-        "qc": {
-            "verdict": "pass" if pct_kept >= 90 else ("warn" if pct_kept >= 70 else "fail"),
-            "events_in": n,
-            "events_kept": kept,
-            "pct_kept": pct_kept,
-            "removed": {rule: int(m.sum()) for rule, m in removed.items()},
-        },
+        "qc": qc_result.record(),
+        "qc_timeline": qc_result.timeline(),
         "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
     }
-    return Preprocessed(columns, ~bad, info)
+    return Preprocessed(columns, qc_result.keep, info)
 
 
 @dataclass
@@ -235,6 +212,10 @@ def run_gate(args: argparse.Namespace) -> int:
         keep = df.pop(QC_COLUMN).to_numpy()
         columns = {c: np.ascontiguousarray(df[c].to_numpy()[keep]) for c in df.columns}
         gated = gate(sample_id, columns, specs)
+        verdict = (info.get("qc") or {}).get("verdict")
+        if verdict in ("warn", "fail"):  # statistics of a doubtful acquisition say so
+            flags = gated.stats["flag"].fillna("")
+            gated.stats["flag"] = (flags + ";").where(flags != "", "") + f"qc_{verdict}"
         write_parquet(out / "gates.parquet", event_masks(gated.masks, keep))
         write_tsv(out / "stats.tsv", gated.stats)
         write_json(out / "plots.json", {"sample_id": sample_id, "plots": gated.plots})

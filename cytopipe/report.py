@@ -41,6 +41,7 @@ from .report_figures import (
     patient_order,
     plasmablast_figure,
     population_name,
+    qc_timeline_figure,
     swimmer_figure,
 )
 from .report_html import (
@@ -994,7 +995,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
             _provenance_section(rec) if rec.get("provenance") or rec.get("keywords") else ""
         )
     else:
-        body.append(_qc_record(rec))
+        body.append(_qc_record(rec, figs))
         body.append(_gates_section(sample, figs))
         body.append(_stats_section(report, sample))
         body.append(_skipped_section(rec))
@@ -1082,7 +1083,7 @@ def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> str:
     return section("Summary", key_values(pairs), sid="summary")
 
 
-def _qc_record(rec: Mapping) -> str:
+def _qc_record(rec: Mapping, figs: FigureCounter | None = None) -> str:
     qc = rec.get("qc")
     if not isinstance(qc, Mapping) or not qc:
         return section(
@@ -1101,7 +1102,17 @@ def _qc_record(rec: Mapping) -> str:
         for k, v in qc.items()
         if k not in ("verdict", "events_in", "events_kept", "pct_kept", "removed")
     ]
-    return section("QC", key_values(pairs), sid="qcrecord")
+    timeline = rec.get("qc_timeline")
+    plot = ""
+    if figs is not None and isinstance(timeline, Mapping) and timeline.get("start"):
+        plot = str(
+            figs.embed(
+                qc_timeline_figure(timeline),
+                caption="Event rate and per-bin signal over the acquisition; red bands: time "
+                "bins whose events the QC removed (flow-rate or signal anomaly).",
+            )
+        )
+    return section("QC", key_values(pairs) + plot, sid="qcrecord")
 
 
 def _gates_section(sample: SampleFiles, figs: FigureCounter) -> str:

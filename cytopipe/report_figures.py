@@ -820,6 +820,69 @@ def plasmablast_figure(
     return styled(fig)
 
 
+# ----------------------------------------------------------------------------- QC
+
+
+def qc_timeline_figure(timeline: Mapping) -> go.Figure:
+    """Event rate and signal per marker over acquisition time, removed bins shaded, so a
+    scientist sees what the QC took out (a clog, a bubble, a drift) and judges it."""
+    start = [float(v) for v in timeline["start"]]
+    end = [float(v) for v in timeline["end"]]
+    mid = [(a + b) / 2 for a, b in zip(start, end, strict=True)]
+    unit = str(timeline.get("time_unit") or "s")
+    stat = str(timeline.get("statistic") or "mean")
+    signals = timeline.get(stat) or timeline.get("median") or {}
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("event rate", f"{stat} signal per bin (logicle scale)"),
+    )
+    fig.add_scatter(
+        name="events/s",
+        x=mid,
+        y=[_num(v) for v in timeline["rate"]],
+        mode="lines",
+        line=dict(color="#1864ab", width=1.5),
+        hovertemplate="%{y:.4g} events/s at %{x:.4g} " + unit + "<extra></extra>",
+        row=1,
+        col=1,
+    )
+    if timeline.get("rate_expected") is not None:
+        fig.add_scatter(
+            name="expected rate",
+            x=mid,
+            y=[_num(v) for v in timeline["rate_expected"]],
+            mode="lines",
+            line=dict(color="#868e96", width=1, dash="dash"),
+            hoverinfo="skip",
+            row=1,
+            col=1,
+        )
+    for marker, values in signals.items():
+        fig.add_scatter(
+            name=str(marker),
+            x=mid,
+            y=[_num(v) for v in values],
+            mode="lines",
+            line=dict(width=1.2),
+            hovertemplate=html.escape(str(marker)) + " %{y:.3f}<extra></extra>",
+            row=2,
+            col=1,
+        )
+    reasons = timeline.get("reason") or [""] * len(start)
+    for a, b, flagged, why in zip(start, end, timeline["flagged"], reasons, strict=True):
+        if flagged:
+            fig.add_vrect(x0=a, x1=b, fillcolor="#fa5252", opacity=0.25, line_width=0,
+                          annotation=None, layer="below", name=str(why))  # fmt: skip
+    fig.update_xaxes(title=f"acquisition time ({unit})", row=2, col=1)
+    fig.update_yaxes(title="events/s", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title="signal", row=2, col=1)
+    fig.update_layout(base_layout(height=460, margin=dict(l=70, r=20, t=40, b=50)))
+    return styled(fig)
+
+
 # ----------------------------------------------------------------------------- sample
 
 DENSITY_TICKS = [0, 1, 2, 3, 4, 5, 6]

@@ -112,3 +112,13 @@ def test_snakemake_report_embeds_the_cohort_plots(run, repo):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = out.read_text(errors="replace")
     assert "swimmer.html" in html and "km.html" in html
+
+
+def test_sample_pages_show_the_qc_timeline_and_stats_carry_qc(run):
+    work, sheet = run
+    sid = sheet["sample_id"].iloc[1]
+    rec = json.loads((work / "results/samples" / sid / "sample.json").read_text())
+    assert rec["qc"]["time_qc"] == "done" and rec["qc"]["verdict"] == "pass"
+    assert len(rec["qc_timeline"]["start"]) == rec["qc"]["bins"] > 8
+    page = (work / "results/report/samples" / f"{sid}.html").read_text()
+    assert "acquisition time" in page and "red bands" in page
