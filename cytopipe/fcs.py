@@ -57,6 +57,9 @@ __all__ = [
     "FcsSample",
     "FcsError",
     "read_fcs",
+    "open_fcs",
+    "LazyEvents",
+    "file_sha256",
     "read_text",
     "public_keywords",
     "add_cli",
@@ -786,6 +789,250 @@ def read_fcs(path: str | os.PathLike, *, dataset: int = 0) -> FcsSample:
     provenance = _provenance(
         path, file_size, sha.hexdigest(), text, layout, dataset, start, size, warnings
     )
+    return FcsSample(path, events, pnn, pns, [float(r) for r in pnr], dict(kw), provenance)
+
+
+# --------------------------------------------------------------------------------------------
+# Lazy reading: files larger than memory
+# --------------------------------------------------------------------------------------------
+
+
+class LazyEvents:
+    """Read-only, array-like view of one dataset's events, decoded from the file on demand.
+
+    `events[i:j]` reads just those rows' bytes and decodes them with the same `_convert_chunk`
+    as `read_fcs`, so values are identical; nothing else is kept in memory. Rows are read with
+    plain file reads into a reused buffer, not an np.memmap: pages of a memory map that were
+    touched stay in the process's resident set until the kernel needs them back, so gating a
+    file through a map shows (and may hold) the whole file in RSS.
+
+    Indexing: a row key (slice, int, integer or boolean array), optionally followed by column
+    keys as for a 2-D ndarray (`events[i:j, k]`, `events[rows, k]`). The result is a fresh
+    float32 ndarray. NaN/inf values are refused with FcsError when the rows holding them are
+    decoded (read_fcs refuses them up front, which needs all events). `np.asarray(events)`
+    decodes everything: only for files that fit in memory.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, path: str, layout: _Layout, start: int, size: int, stat: os.stat_result):
+        self.path = path
+        self._layout = layout
+        self._start = start
+        self._size = size
+        self._stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        self._rows_per_read = max(1, CHUNK_BYTES // layout.event_bytes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._layout.n_events, self._layout.n_channels)
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the float32 matrix if it were materialized."""
+        return self.size * 4
+
+    def __len__(self) -> int:
+        return self._layout.n_events
+
+    def __repr__(self) -> str:
+        return f"LazyEvents({os.path.basename(self.path)!r}, shape={self.shape}, dtype=float32)"
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("LazyEvents cannot be viewed as an array without decoding (a copy)")
+        out = self._decode_range(0, len(self))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):
+            rows, cols = (key[0], key[1:]) if key else (slice(None), ())
+        else:
+            rows, cols = key, ()
+        n = len(self)
+        if rows is Ellipsis:
+            rows = slice(None)
+        if isinstance(rows, slice):
+            lo, hi, step = rows.indices(n)
+            if step == 1:
+                out = self._decode_range(lo, max(lo, hi))
+            else:
+                out = self._decode_rows(np.arange(lo, hi, step, dtype=np.int64))
+        elif isinstance(rows, int | np.integer):
+            i = int(rows)
+            if not -n <= i < n:
+                raise IndexError(f"event {i} is out of range for {n} events")
+            i %= n
+            out = self._decode_range(i, i + 1)[0]
+        elif rows is None:
+            raise TypeError("LazyEvents does not support np.newaxis")
+        else:
+            out = self._decode_rows(self._row_indices(rows))
+        if not cols:
+            return out
+        return out[(slice(None), *cols)] if out.ndim == 2 else out[cols]
+
+    # ---- decoding
+
+    def _row_indices(self, rows) -> np.ndarray:
+        n = len(self)
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"boolean row index of shape {idx.shape} for {n} events")
+            return np.flatnonzero(idx)
+        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            raise IndexError("rows must be a slice, an int, or a 1-D integer or boolean array")
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"event index out of range for {n} events")
+        return np.where(idx < 0, idx + n, idx)
+
+    def decode_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Decode events [start, start + len(out)) into `out` (float32, n_channels wide).
+
+        For callers that recycle their own buffers (one chunk at a time), so decoding a chunk
+        allocates nothing."""
+        hi = start + out.shape[0]
+        if not 0 <= start <= hi <= len(self):
+            raise IndexError(f"events {start}..{hi} are out of range for {len(self)} events")
+        if out.dtype != np.float32 or out.shape[1:] != (self._layout.n_channels,):
+            raise ValueError(f"out must be float32 of shape (k, {self._layout.n_channels})")
+        if hi > start:
+            with self._reader() as read:
+                for a in range(start, hi, self._rows_per_read):
+                    b = min(hi, a + self._rows_per_read)
+                    self._convert(read(a, b), out[a - start : b - start], a)
+        return out
+
+    def _decode_range(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi), read piece by piece into one reused buffer."""
+        out = np.empty((hi - lo, self._layout.n_channels), dtype=np.float32)
+        return self.decode_into(lo, out)
+
+    def _decode_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Arbitrary rows (any order, repeats): the sorted rows are read block by block over
+        the span they cover, skipping gaps, so memory is one block plus the output."""
+        out = np.empty((idx.size, self._layout.n_channels), dtype=np.float32)
+        if not idx.size:
+            return out
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        ebytes = self._layout.event_bytes
+        with self._reader() as read:
+            pos = 0
+            while pos < sidx.size:
+                a = int(sidx[pos])
+                end = int(np.searchsorted(sidx, a + self._rows_per_read, side="left"))
+                b = int(sidx[end - 1]) + 1
+                raw = np.frombuffer(read(a, b), dtype=np.uint8).reshape(b - a, ebytes)
+                picked = raw[sidx[pos:end] - a]
+                part = np.empty((end - pos, self._layout.n_channels), dtype=np.float32)
+                self._convert(memoryview(picked).cast("B"), part, sidx[pos:end])
+                out[order[pos:end]] = part
+                pos = end
+        return out
+
+    def _convert(self, buf, out: np.ndarray, events: int | np.ndarray) -> None:
+        """Decode into `out`; `events` = file index of out's first row, or of every row."""
+        _convert_chunk(buf, self._layout, out)
+        if not np.isfinite(out).all():
+            bad = ~np.isfinite(out)
+            rows = np.flatnonzero(bad.any(axis=1))
+            cols = np.flatnonzero(bad.any(axis=0))
+            first = events + rows[0] if isinstance(events, int) else events[rows[0]]
+            raise FcsError(
+                f"{rows.size} events hold NaN or infinite values in the block being read "
+                f"(first at event {int(first)}, channels {cols.tolist()[:8]}); open_fcs "
+                "checks values when they are read, not when the file is opened",
+                path=self.path,
+                hint="the DATA segment is corrupt or was written by faulty software; re-export the file",
+            )
+
+    def _reader(self):
+        """Context giving read(a, b) -> memoryview of the raw bytes of events [a, b); refuses a
+        file that changed since it was opened (the checks made then would no longer hold)."""
+        return _RowReader(self)
+
+
+class _RowReader:
+    def __init__(self, ev: LazyEvents):
+        self.ev = ev
+        self.fh = None
+        self.buf = bytearray(ev._rows_per_read * ev._layout.event_bytes)
+
+    def __enter__(self):
+        self.fh = _open(self.ev.path)
+        st = os.fstat(self.fh.fileno())
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != self.ev._stamp:
+            self.fh.close()
+            raise FcsError(
+                "file changed since it was opened",
+                path=self.ev.path,
+                hint="do not modify input files while they are analysed; open it again",
+            )
+        return self.read
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+    def read(self, a: int, b: int) -> memoryview:
+        ebytes = self.ev._layout.event_bytes
+        nbytes = (b - a) * ebytes
+        if nbytes > len(self.buf):
+            self.buf = bytearray(nbytes)
+        view = memoryview(self.buf)[:nbytes]
+        self.fh.seek(self.ev._start + a * ebytes)
+        if self.fh.readinto(view) != nbytes:
+            raise _fail(self.ev.path, "file ended inside the DATA segment (changed while reading?)")
+        return view
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a whole file in one streaming pass (memory-flat: one 1 MB block)."""
+    path = os.fspath(path)
+    sha = hashlib.sha256()
+    with _open(path) as fh:
+        _hash_range(fh, os.fstat(fh.fileno()).st_size, sha, path)
+    return sha.hexdigest()
+
+
+def open_fcs(path: str | os.PathLike, *, dataset: int = 0, sha256: bool = True) -> FcsSample:
+    """Open one dataset of an FCS file without loading its events: `.events` is a LazyEvents.
+
+    For files larger than memory (gating chunk by chunk). Everything read_fcs checks before
+    decoding is checked here too (HEADER, TEXT, channel layout, DATA offsets, $TOT against
+    the DATA size), with the same repairs and provenance warnings. What needs every event is
+    deferred: NaN/inf are refused with FcsError when the rows holding them are decoded.
+    `sha256=True` hashes the file in a streaming pass now (one extra read of the file, flat
+    memory); with False, provenance["sha256"] is None and provenance["sha256_note"] says so.
+    """
+    path = os.fspath(path)
+    with _open(path) as fh:
+        st = os.fstat(fh.fileno())
+        file_size = st.st_size
+        text = _locate_dataset(fh, dataset, file_size, path)
+        warnings = list(text.warnings)
+        kw = text.keywords
+        layout, pnn, pns, pnr = _channel_layout(kw, path, warnings)
+        start, size = _data_segment(text, layout, file_size, path, warnings)
+        if _is_int(kw.get("nextdata")) and int(kw["nextdata"]) != 0:
+            warnings.append(f"file holds more than one dataset; read dataset {dataset}")
+    events = LazyEvents(path, layout, start, size, st)
+    digest = None
+    if sha256:
+        digest = file_sha256(path)
+        with events._reader():  # the hash is of the file the events will be read from
+            pass
+    provenance = _provenance(path, file_size, digest, text, layout, dataset, start, size, warnings)
+    provenance["reader"] = "open_fcs (lazy: events decoded on demand, NaN/inf checked then)"
+    if not sha256:
+        provenance["sha256_note"] = "not computed (open_fcs(..., sha256=False)); see file_sha256"
     return FcsSample(path, events, pnn, pns, [float(r) for r in pnr], dict(kw), provenance)
 
 
