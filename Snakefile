@@ -21,6 +21,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/cohort.smk"
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "cytopipe.pipeline",
     "cytopipe.gating_cli",
     "cytopipe.autogate",
+    "cytopipe.cluster",
     "cytopipe.longitudinal",
     "cytopipe.report",
 ]

@@ -20,11 +20,12 @@ DEFAULTS: dict = {
     "samples": "config/samples.tsv",
     "panel": "config/panel.yaml",
     "gating": "config/gating.yaml",
+    "clustering": "config/clustering.yaml",
     "results": "results",
     "compensation": {"default": "keyword", "batches": {}},
     "transform": {
         "fluorescence": "logicle",
-        "logicle": {"w": 0.5, "m": 4.5, "a": 0},
+        "logicle": {"t": None, "w": 0.5, "m": 4.5, "a": 0},
         "arcsinh_cofactor": 150,
         "per_marker": {},
     },

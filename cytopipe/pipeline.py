@@ -48,8 +48,8 @@ class Preprocessed:
 def scale_channel(
     marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping
 ) -> tuple[np.ndarray, str]:
-    """Scatter as a fraction of the channel range; fluorescence on logicle (T = $PnR, so
-    instruments with other ranges land on the same scale) or arcsinh.
+    """Scatter as a fraction of the channel range; fluorescence on logicle (T from config,
+    or the channel's $PnR when config sets none) or arcsinh.
 
     `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
     estimates logicle W from the data's negative spread as FlowJo does. The default is one
@@ -63,8 +63,9 @@ def scale_channel(
     if own.get("scale", tcfg.get("fluorescence", "logicle")) == "arcsinh":
         cof = float(own.get("cofactor", tcfg.get("arcsinh_cofactor", 150)))
         return transforms.arcsinh(raw, cof).astype(np.float32), f"arcsinh(cofactor={cof:g})"
-    lp = {"t": top, "w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
+    lp = {"w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
+    lp["t"] = lp.get("t") or top
     t, m, a = float(lp["t"]), float(lp["m"]), float(lp["a"])
     w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
     values = transforms.logicle_fast(raw, t=t, w=w, m=m, a=a)

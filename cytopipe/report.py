@@ -1249,25 +1249,37 @@ def _provenance_section(rec: Mapping) -> str:
 
 
 def _clustering_section(sample: SampleFiles) -> str:
-    """Placeholder for issue 6 (FlowSOM clustering): empty unless clusters.json exists."""
+    """The cohort clustering seen from this sample: its metaclusters and whether they agree
+    with the gates (a disagreement says a gate or a metacluster deserves a look)."""
     title = "Clustering"
     data = sample.clusters
     if data is None:
         return section(
             title, '<p class="muted">No clustering results for this sample.</p>', sid="clustering"
         )
-    rows = data.get("clusters") if isinstance(data, Mapping) else data
-    if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        columns = [
-            Column(k, k, "num" if all(_is_number(r.get(k)) for r in rows) else "text") for k in keys
-        ]
-        return section(title, table(rows, columns, css="clusters"), sid="clustering")
-    return section(
-        title,
-        key_values(data.items() if isinstance(data, Mapping) else [("clusters", data)]),
-        sid="clustering",
-    )
+    if not isinstance(data, Mapping) or data.get("status") != "ok":
+        items = data.items() if isinstance(data, Mapping) else [("clusters", data)]
+        return section(title, key_values(items), sid="clustering")
+    parts = []
+    if data.get("disagreements"):
+        items = "".join(f"<li>{esc(d)}</li>" for d in data["disagreements"])
+        parts.append(f'<div class="alert"><b>Clusters and gates disagree</b><ul>{items}</ul></div>')
+    for key, heading in (
+        ("agreement", "Agreement with the gates (F1)"),
+        ("clusters", "Metaclusters"),
+    ):
+        rows = data.get(key)
+        if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
+            parts.append(f"<h3>{esc(heading)}</h3>{_records_table(rows, key)}")
+    return section(title, "".join(parts), sid="clustering")
+
+
+def _records_table(rows: list[Mapping], css: str) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    columns = [
+        Column(k, k, "num" if all(_is_number(r.get(k)) for r in rows) else "text") for k in keys
+    ]
+    return table(rows, columns, css=css)
 
 
 def _is_number(value: Any) -> bool:

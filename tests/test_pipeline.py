@@ -11,9 +11,19 @@ from cytopipe.panel import load_panel
 from cytopipe.pipeline import preprocess, scale_channel
 
 
-def test_logicle_top_is_the_channel_range_so_instruments_agree():
+def test_a_fixed_top_puts_equal_signals_at_one_place_across_ranges():
     x = np.array([-300.0, 0.0, 1000.0, 50000.0])
     tcfg = load_config(None)["transform"]
+    tcfg["logicle"]["t"] = 262144
+    a, _ = scale_channel("CD19", x, 262144.0, tcfg)
+    b, desc = scale_channel("CD19", x, 4 * 262144.0, tcfg)
+    np.testing.assert_array_equal(a, b)
+    assert desc == "logicle(T=262144, W=0.5, M=4.5, A=0)"
+
+
+def test_logicle_top_can_follow_the_channel_range():
+    x = np.array([-300.0, 0.0, 1000.0, 50000.0])
+    tcfg = load_config(None)["transform"]  # default: T follows each channel's range
     a, _ = scale_channel("CD19", x, 262144.0, tcfg)
     b, desc = scale_channel("CD19", 4 * x, 4 * 262144.0, tcfg)
     np.testing.assert_allclose(a, b, atol=2e-3)

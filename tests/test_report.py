@@ -437,12 +437,20 @@ def test_failed_sample_page_shows_error_and_no_plots(cohort, report):
 def test_clustering_section_renders_results_when_present(cohort, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))
-    clusters = {"clusters": [{"metacluster": 1, "label": "B naive", "events": 512}]}
+    clusters = {
+        "status": "ok",
+        "clusters": [{"metacluster": 1, "label": "B naive", "events": 512}],
+        "agreement": [{"population": "b_naive", "f1": 0.42, "status": "disagree"}],
+        "disagreements": ["b_naive: gate and metaclusters agree poorly (F1 0.42) <check>"],
+    }
     (results / "samples" / "P01-d90" / "clusters.json").write_text(json.dumps(clusters))
     write_report(results, results / "report")
     page = read(results / "report" / "samples" / "P01-d90.html")
     rows = tables_of(page, "clusters")
     assert rows[0]["label"]["text"] == "B naive" and rows[0]["events"]["v"] == "512"
+    agreement = tables_of(page, "agreement")
+    assert agreement[0]["f1"]["v"] == "0.42" and agreement[0]["status"]["text"] == "disagree"
+    assert "Clusters and gates disagree" in page and "(F1 0.42) &lt;check&gt;" in page
     assert "No clustering results" in read(results / "report" / "samples" / "P01-d14.html")
 
 

@@ -62,6 +62,7 @@ rule report:
         rules.longitudinal.output,
         rules.collect.output,
         plots=expand(f"{RESULTS}/samples/{{sample}}/plots.json", sample=SAMPLE_IDS),
+        clusters=expand(f"{RESULTS}/samples/{{sample}}/clusters.json", sample=SAMPLE_IDS),
     output:
         index=f"{RESULTS}/report/index.html",
     params:

@@ -3,6 +3,7 @@ import os
 import sys
 
 import pandas as pd
+import yaml
 
 from cytopipe.samplesheet import load_sample_sheet
 
@@ -41,3 +42,17 @@ def existing(path):
 
 def input_mb(input):
     return sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 1e6
+
+
+CLUSTERING = config.get("clustering", "config/clustering.yaml")
+
+
+def clustering_sections(*names):
+    """The clustering settings a step depends on, as JSON: editing the annotation rules reruns
+    only the map steps (which annotate again), not the training."""
+    try:
+        with open(CLUSTERING) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}  # cluster-train reports the unreadable file itself
+    return json.dumps({k: raw.get(k) for k in names}, sort_keys=True, default=str)

@@ -1,0 +1,55 @@
+# Cohort clustering (FlowSOM-style, cytopipe.cluster): one model trained on a pooled subsample of
+# every sample's gated lymphocytes, then each sample mapped onto it, so a metacluster means the
+# same cells at every timepoint. Needs common.smk (RESULTS, SAMPLE_IDS, input_mb) and the
+# preprocess/gate rules of sample.smk.
+#
+# The map step depends on the cohort model, so it cannot join a sample's group job.
+
+rule cluster_train:
+    """Train the cohort's SOM + consensus metaclusters on pooled gated lymphocytes."""
+    input:
+        events=expand(f"{RESULTS}/preprocessed/{{sample}}.parquet", sample=SAMPLE_IDS),
+        gates=expand(f"{RESULTS}/samples/{{sample}}/gates.parquet", sample=SAMPLE_IDS),
+    output:
+        model=f"{RESULTS}/model/som.npz",
+    params:
+        config=CLUSTERING,
+        training=clustering_sections("markers", "population", "training", "som", "metaclustering"),
+    log:
+        f"{RESULTS}/logs/cluster_train.log",
+    conda:
+        "../envs/cytopipe.yaml"
+    threads: 2
+    resources:
+        # one sample's marker columns at a time + the pooled subsample (5000 events per sample)
+        mem_mb=lambda wc, input: int(
+            1000 + 4 * max([input_mb([f]) for f in input.events] or [0]) + 0.5 * len(input.events)
+        ),
+        runtime=lambda wc, input: int(10 + input_mb(input) / 200),
+    shell:
+        "cytopipe cluster-train --events {input.events:q} --gates {input.gates:q} "
+        "--config {params.config:q} --out {output.model:q} > {log:q} 2>&1"
+
+
+rule cluster_map:
+    """Map one sample onto the cohort model: metacluster counts, annotation, agreement with the
+    gates; a failed sample gets a "not available" record."""
+    input:
+        events=rules.preprocess.output.events,
+        gates=rules.gate.output.masks,
+        model=rules.cluster_train.output.model,
+        config=CLUSTERING,
+    output:
+        clusters=f"{RESULTS}/samples/{{sample}}/clusters.json",
+    log:
+        f"{RESULTS}/logs/cluster_map/{{sample}}.log",
+    conda:
+        "../envs/cytopipe.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: int(800 + 4 * input_mb([input.events, input.gates])),
+        runtime=lambda wc, input: int(10 + input_mb([input.events]) / 100),
+    shell:
+        "cytopipe cluster-map {input.events:q} --gates {input.gates:q} --model {input.model:q} "
+        "--config {input.config:q} --sample-id {wildcards.sample:q} "
+        "--out {output.clusters:q} > {log:q} 2>&1"
