@@ -13,7 +13,9 @@ import os
 class CytopipeError(Exception):
     """Bad input or configuration, described for the person who has to fix it."""
 
-    def __init__(self, what: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
+    def __init__(
+        self, what: str, *, path: str | os.PathLike | None = None, hint: str | None = None
+    ):
         self.what = what
         self.path = None if path is None else os.fspath(path)
         self.hint = hint
