@@ -211,6 +211,15 @@ def run_cytopipe(fcs: str, gml: str, chunk: int) -> dict:
     steps["ingest"] = time.perf_counter() - t0
     rss["ingest"] = _peak_rss_bytes()
     t0 = time.perf_counter()
+    from cytopipe import qc
+
+    idx = {name: i for i, name in enumerate(sample.pnn)}
+    signals = {m: sample.events[:, idx[d]] for m, d in zip(MARKERS, DETECTORS, strict=True)}
+    keep = qc.qc_sample(sample, idx, signals).keep  # FlowKit has no QC: cytopipe pays extra here
+    steps["qc"] = time.perf_counter() - t0
+    rss["qc"] = _peak_rss_bytes()
+    del keep
+    t0 = time.perf_counter()
     strat = read_gatingml(gml)
     steps["parse strategy"] = time.perf_counter() - t0
     src = EventSource(sample.events, sample.pnn, sample.pns, None, fcs)
@@ -307,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     fused = ct.get("compensate", 0) + ct.get("transform", 0) + ct.get("gate", 0)
     rows = [
         ("ingest", ct["ingest"], ft.get("ingest")),
+        ("qc (cytopipe only)", ct.get("qc", 0.0), None),
         ("parse strategy", ct["parse strategy"], ft.get("parse strategy")),
         ("  compensate", ct.get("compensate", 0.0), None),
         ("  transform", ct.get("transform", 0.0), None),

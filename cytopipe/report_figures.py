@@ -830,8 +830,10 @@ def qc_timeline_figure(timeline: Mapping) -> go.Figure:
     end = [float(v) for v in timeline["end"]]
     mid = [(a + b) / 2 for a, b in zip(start, end, strict=True)]
     unit = str(timeline.get("time_unit") or "s")
-    stat = str(timeline.get("statistic") or "mean")
-    signals = timeline.get(stat) or timeline.get("median") or {}
+    # the median per bin is what scientists read; the QC itself may test the mean (robust for
+    # channels split ~50/50 between two populations), both are in the timeline
+    stat = "median" if timeline.get("median") else str(timeline.get("statistic") or "mean")
+    signals = timeline.get(stat) or {}
     fig = make_subplots(
         rows=2,
         cols=1,
