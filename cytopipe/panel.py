@@ -20,7 +20,7 @@ from .errors import ConfigError, FcsError
 
 Panel = dict[str, list[str]]
 
-# Channels every B-cell analysis needs; the rest are optional (populations needing them are skipped).
+# Scatter channels: linear, scaled by their range, never transformed or compensated.
 SCATTER = ("FSC-A", "FSC-H", "SSC-A")
 _TOKEN = re.compile(r"[\s;/,_]+")
 

@@ -31,7 +31,7 @@ from .samplesheet import load_sample_sheet
 from .stats import STATS_COLUMNS, density_plot, display_range, population_stats
 from .template import load_template
 
-SCATTER = ("FSC-A", "FSC-H", "SSC-A")
+SCATTER = panel.SCATTER
 REQUIRED = ("FSC-A", "SSC-A", "CD19")
 QC_COLUMN = "qc_pass"
 

@@ -7,7 +7,7 @@ histograms of the parent population.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,3 @@ def display_range(values: np.ndarray) -> tuple[float, float]:
         return (0.0, 1.0)
     lo, hi = np.quantile(values, [0.001, 0.999])
     return (float(min(0.0, lo)), float(max(1.0, hi)))
-
-
-def ordered(populations: Sequence[str], masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {p: masks[p] for p in populations if p in masks}
