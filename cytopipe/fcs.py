@@ -764,6 +764,42 @@ def _hash_range(fh, nbytes: int, sha, path: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Dataset:
+    """Everything known about one dataset before its events are decoded."""
+
+    stat: os.stat_result
+    text: _Text
+    warnings: list[str]
+    layout: _Layout
+    pnn: list[str]
+    pns: list[str]
+    pnr: list
+    start: int
+    size: int
+
+
+def _parse_dataset(fh, dataset: int, path: str) -> _Dataset:
+    """HEADER, TEXT, channel layout and DATA offsets, checked: shared by both readers."""
+    st = os.fstat(fh.fileno())
+    text = _locate_dataset(fh, dataset, st.st_size, path)
+    warnings = list(text.warnings)
+    kw = text.keywords
+    layout, pnn, pns, pnr = _channel_layout(kw, path, warnings)
+    start, size = _data_segment(text, layout, st.st_size, path, warnings)
+    if _is_int(kw.get("nextdata")) and int(kw["nextdata"]) != 0:
+        warnings.append(f"file holds more than one dataset; read dataset {dataset}")
+    return _Dataset(st, text, warnings, layout, pnn, pns, pnr, start, size)
+
+
+def _sample(path: str, events, ds: _Dataset, dataset: int, digest: str | None) -> FcsSample:
+    provenance = _provenance(
+        path, ds.stat.st_size, digest, ds.text, ds.layout, dataset, ds.start, ds.size, ds.warnings
+    )
+    pnr = [float(r) for r in ds.pnr]
+    return FcsSample(path, events, ds.pnn, ds.pns, pnr, dict(ds.text.keywords), provenance)
+
+
 def read_fcs(path: str | os.PathLike, *, dataset: int = 0) -> FcsSample:
     """Read one dataset of an FCS file (LMD files: dataset 0 is the FCS 2.0 one).
 
@@ -775,21 +811,10 @@ def read_fcs(path: str | os.PathLike, *, dataset: int = 0) -> FcsSample:
     """
     path = os.fspath(path)
     with _open(path) as fh:
-        st = os.fstat(fh.fileno())
-        file_size = st.st_size
-        text = _locate_dataset(fh, dataset, file_size, path)
-        warnings = list(text.warnings)
-        kw = text.keywords
-        layout, pnn, pns, pnr = _channel_layout(kw, path, warnings)
-        start, size = _data_segment(text, layout, file_size, path, warnings)
-        if _is_int(kw.get("nextdata")) and int(kw["nextdata"]) != 0:
-            warnings.append(f"file holds more than one dataset; read dataset {dataset}")
+        ds = _parse_dataset(fh, dataset, path)
         sha = hashlib.sha256()
-        events = _read_events(fh, layout, start, size, file_size, sha, path)
-    provenance = _provenance(
-        path, file_size, sha.hexdigest(), text, layout, dataset, start, size, warnings
-    )
-    return FcsSample(path, events, pnn, pns, [float(r) for r in pnr], dict(kw), provenance)
+        events = _read_events(fh, ds.layout, ds.start, ds.size, ds.stat.st_size, sha, path)
+    return _sample(path, events, ds, dataset, sha.hexdigest())
 
 
 # --------------------------------------------------------------------------------------------
@@ -1014,26 +1039,20 @@ def open_fcs(path: str | os.PathLike, *, dataset: int = 0, sha256: bool = True) 
     """
     path = os.fspath(path)
     with _open(path) as fh:
-        st = os.fstat(fh.fileno())
-        file_size = st.st_size
-        text = _locate_dataset(fh, dataset, file_size, path)
-        warnings = list(text.warnings)
-        kw = text.keywords
-        layout, pnn, pns, pnr = _channel_layout(kw, path, warnings)
-        start, size = _data_segment(text, layout, file_size, path, warnings)
-        if _is_int(kw.get("nextdata")) and int(kw["nextdata"]) != 0:
-            warnings.append(f"file holds more than one dataset; read dataset {dataset}")
-    events = LazyEvents(path, layout, start, size, st)
+        ds = _parse_dataset(fh, dataset, path)
+    events = LazyEvents(path, ds.layout, ds.start, ds.size, ds.stat)
     digest = None
     if sha256:
         digest = file_sha256(path)
         with events._reader():  # the hash is of the file the events will be read from
             pass
-    provenance = _provenance(path, file_size, digest, text, layout, dataset, start, size, warnings)
-    provenance["reader"] = "open_fcs (lazy: events decoded on demand, NaN/inf checked then)"
+    sample = _sample(path, events, ds, dataset, digest)
+    sample.provenance["reader"] = "open_fcs (lazy: events decoded on demand, NaN/inf checked then)"
     if not sha256:
-        provenance["sha256_note"] = "not computed (open_fcs(..., sha256=False)); see file_sha256"
-    return FcsSample(path, events, pnn, pns, [float(r) for r in pnr], dict(kw), provenance)
+        sample.provenance["sha256_note"] = (
+            "not computed (open_fcs(..., sha256=False)); see file_sha256"
+        )
+    return sample
 
 
 _MONTHS = {
