@@ -199,10 +199,6 @@ def test_provenance_hash_is_honest(tmp_path: Path) -> None:
 # Gating through the lazy source equals gating in memory
 # ---------------------------------------------------------------------------------------------
 
-GML = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowkit" / "gate_ref"
-GML_FILES = sorted(p.name for p in (GML / "gml").glob("*.xml")) if GML.is_dir() else []
-
-
 @pytest.fixture(scope="module")
 def data1_sources(shared_data: Path):
     path = shared_data / "flowkit" / "gate_ref" / "data1.fcs"

@@ -13,6 +13,7 @@ from pathlib import Path
 import flowkit as fk
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from cytopipe.errors import GatingError
 from cytopipe.gating import evaluate
@@ -26,7 +27,7 @@ from cytopipe.gatingml import (
     write_gatingml,
 )
 
-REF = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flowkit" / "gate_ref"
+REF = SHARED_DATA / "flowkit" / "gate_ref"
 INVALID = {"gml_range_gate_attr_testing.xml"}  # gate wrapped in a non-Gating-ML <sample> element
 TRUTH_NAME = {"ParRectangle1": "ParQuadRect"}  # FlowKit's test suite pairs these the same way
 GML_FILES = sorted(p.name for p in (REF / "gml").glob("*.xml")) if REF.is_dir() else []
