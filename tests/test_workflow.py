@@ -4,6 +4,7 @@ including one corrupt file that must fail alone and be listed in the report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,3 +126,18 @@ def test_sample_pages_show_the_qc_timeline_and_stats_carry_qc(run):
     assert len(rec["qc_timeline"]["start"]) == rec["qc"]["bins"] > 8
     page = (work / "results/report/samples" / f"{sid}.html").read_text()
     assert "acquisition time" in page and "red bands" in page
+
+
+def test_the_workflow_report_renders_in_a_browser(run, repo):
+    """The browser test of test_report_browser.py, on this workflow run's real report."""
+    work, _ = run
+    env = {**os.environ, "CYTOPIPE_REPORT_DIR": str(work / "results" / "report")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+         str(repo / "tests" / "test_report_browser.py")],
+        capture_output=True, text=True, timeout=600, env=env, cwd=repo,
+    )  # fmt: skip
+    if "chromium not installed" in proc.stdout:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "2 passed" in proc.stdout
