@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import GatingError
 from .gating import Gate, PolygonGate, RectangleGate, evaluate
@@ -532,15 +531,11 @@ def autogate(
 
 def _write_outputs(args: argparse.Namespace, pre, result: AutogateResult, sample_id: str) -> None:
     from .atomic import write_parquet, write_tsv
+    from .pipeline import event_masks
     from .stats import population_stats
 
     keep = np.asarray(pre.qc_pass, dtype=bool)
-    full = {}
-    for pop, mask in result.masks.items():
-        col = np.zeros(len(keep), dtype=bool)
-        col[keep] = mask
-        full[pop] = col
-    write_parquet(args.out, pd.DataFrame(full))
+    write_parquet(args.out, event_masks(result.masks, keep))
     if args.stats:
         kept = {m: np.asarray(v)[keep] for m, v in pre.columns.items()}
         stats = population_stats(
