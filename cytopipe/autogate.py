@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GatingError
-from .gating import Gate, PolygonGate, RectangleGate, evaluate
+from .gating import Gate, PolygonGate, RectangleGate, evaluate, points_in_polygon
 from .template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
 
 LOW_CONFIDENCE = 0.5
@@ -60,6 +60,8 @@ class AutogateResult:
     skipped: dict[str, str]  # population -> why it is absent
     parents: dict[str, str | None] = field(default_factory=dict)
     passed: set[str] = field(default_factory=set)  # pass-through pre-gates (nothing to draw)
+    # population -> its `or:` rectangles as placed, (label, gate): their events are in the mask
+    extras: dict[str, list[tuple[str, Gate]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- 1-D densities and valleys
@@ -334,10 +336,26 @@ class _Placer:
 # ---------------------------------------------------------------- 2-D placements
 
 
-def _ellipse_vertices(mean: np.ndarray, cov: np.ndarray, radius: float, n: int = 64) -> np.ndarray:
+def _gate_outline(gm, i: int, radius: float, min_posterior: float | None, n: int = 64):
+    """Outline of component `i`: its ellipse at Mahalanobis `radius`, each ray from the centre
+    cut where the component's posterior first drops below `min_posterior` (None: no cut).
+
+    A fixed-radius ellipse is wrong when the neighbours' weights change: in a lymphopenic sample
+    the monocyte cluster outweighs the lymphocytes and its tail reaches into their ellipse. The
+    posterior boundary moves with the weights, the radius keeps far outliers out.
+    """
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    vals, vecs = np.linalg.eigh(cov)
-    return mean + radius * (np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T)
+    vals, vecs = np.linalg.eigh(gm.covariances_[i])
+    rays = np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T
+    if min_posterior is None:
+        return gm.means_[i] + radius * rays
+    steps = np.linspace(0.0, radius, 161)[1:]
+    points = gm.means_[i] + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
+    post = gm.predict_proba(points.reshape(-1, 2))[:, i].reshape(n, len(steps))
+    below = post < min_posterior
+    last = np.where(below.any(axis=1), np.argmax(below, axis=1) - 1, len(steps) - 1)
+    reach = np.where(last >= 0, steps[np.maximum(last, 0)], steps[0])
+    return gm.means_[i] + reach[:, None] * rays
 
 
 def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placement]:
@@ -346,8 +364,9 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
     least `min_weight`; vertices in data units, or None when the fit is not trustworthy.
 
     The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted in,
-    so a log-normal SSC cluster gets its skewed outline. Confidence: how far the nearest other
-    component's centre lies beyond the ellipse."""
+    so a log-normal SSC cluster gets its skewed outline, and cut where the component's posterior
+    drops below `min_posterior`. Confidence: the gate's expected purity (mean posterior of the
+    component over the events inside), 0 at 90% and 1 from 99%."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
@@ -373,8 +392,7 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
         scale = z.std(axis=0) + 1e-9
         dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
     i = int(np.argmin(dist))
-    mean, cov = gm.means_[i], gm.covariances_[i]
-    centre = np.where(log, np.exp(mean), mean)
+    centre = np.where(log, np.exp(gm.means_[i]), gm.means_[i])
     limits = params.get("center_limits")
     if limits is not None and not all(
         lo <= c <= hi for c, (lo, hi) in zip(centre, limits, strict=True)
@@ -382,15 +400,12 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
         where = ", ".join(f"{c:.3g}" for c in centre)
         return None, Placement("fallback", 0.2, f"fallback: cluster centre ({where}) out of limits")
     radius = float(params.get("distance", 3.0))
-    inv = np.linalg.inv(cov)
-    others = [j for j in range(k) if j != i]
-    sep = min(
-        (float(np.sqrt((gm.means_[j] - mean) @ inv @ (gm.means_[j] - mean))) for j in others),
-        default=2 * radius,
-    )
-    conf = round(float(np.clip((sep - radius) / radius, 0.0, 1.0)), 3)
-    verts = _ellipse_vertices(mean, cov, radius)
-    verts = np.where(log, np.exp(verts), verts)
+    clip = params.get("min_posterior")
+    outline = _gate_outline(gm, i, radius, None if clip is None else float(clip))
+    inside = points_in_polygon(z[:, 0], z[:, 1], outline)
+    purity = float(gm.predict_proba(z[inside])[:, i].mean()) if inside.any() else 0.0
+    conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)
+    verts = np.where(log, np.exp(outline), outline)
     return verts, Placement("gmm", conf, "low_confidence" if conf < LOW_CONFIDENCE else "")
 
 
@@ -426,20 +441,34 @@ def _combine(placements: Sequence[tuple[str, Placement]]) -> tuple[str, float, s
     return method, conf, flag
 
 
-def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None):
-    bounds: dict[str, list] = {"min": [], "max": []}
+def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, available: set[str]):
+    """The rectangle and its `or:` parts the panel can gate, all with thresholds placed."""
     used: list[tuple[str, Placement]] = []
-    for side in ("min", "max"):
-        for b in spec.place["min" if side == "min" else "max"]:
+
+    def placed(bounds) -> tuple:
+        out = []
+        for b in bounds:
             if isinstance(b, ThresholdSpec):
-                placed = placer.place(b)
+                where = placer.place(b)
                 if all(name != b.name for name, _ in used):
-                    used.append((b.name, placed))
-                bounds[side].append(placed.value)
+                    used.append((b.name, where))
+                out.append(where.value)
             else:
-                bounds[side].append(b)
-    gate = RectangleGate(spec.id, parent, spec.dims, tuple(bounds["min"]), tuple(bounds["max"]))
-    return gate, _combine(used)
+                out.append(b)
+        return tuple(out)
+
+    gate = RectangleGate(
+        spec.id, parent, spec.dims, placed(spec.place["min"]), placed(spec.place["max"])
+    )
+    extras = [
+        (
+            part.label,
+            RectangleGate(spec.id, parent, part.dims, placed(part.mins), placed(part.maxs)),
+        )
+        for part in spec.place.get("or", ())
+        if part.needed() <= available
+    ]
+    return gate, _combine(used), extras
 
 
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None):
@@ -461,10 +490,10 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     return gate, (placed.method, placed.confidence, placed.flag)
 
 
-def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent):
+def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent, available):
     if spec.gate["kind"] == "rectangle":
-        return _rectangle(spec, placer, parent)
-    return _polygon(spec, columns, rows, parent)
+        return _rectangle(spec, placer, parent, available)
+    return (*_polygon(spec, columns, rows, parent), [])
 
 
 def _apply(gate: Gate, columns: Mapping[str, np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
@@ -515,10 +544,15 @@ def autogate(
             gate = pass_gate(spec, available)
             how = ("pass", 0.0, f"not gated: no {missing} channel")
             out.passed.add(spec.id)
+            extras = []
         else:
-            gate, how = _place_gate(variant, placer, columns, rows, spec.parent)
+            gate, how, extras = _place_gate(variant, placer, columns, rows, spec.parent, available)
             out.plotted[spec.id] = plot_axes(variant)
         out.masks[spec.id] = _apply(_unparented(gate), columns, rows, n_events)
+        for _, extra in extras:
+            out.masks[spec.id] |= _apply(_unparented(extra), columns, rows, n_events)
+        if extras:
+            out.extras[spec.id] = extras
         out.gates.append(gate)
         out.methods[spec.id] = how
         out.parents[spec.id] = spec.parent

@@ -918,6 +918,30 @@ def axis_label(marker: str, panel: Mapping[str, str] | None, width: int = 28) ->
     return f"{t(marker)} · {t(channel)}"
 
 
+def _outline_traces(gate: Sequence, name: str, dash: str) -> list[dict]:
+    """A gate outline as a white halo under a black line: visible on every density colour."""
+    pts = [list(p) for p in gate if isinstance(p, list | tuple) and len(p) >= 2]
+    if pts and pts[0] != pts[-1]:
+        pts.append(pts[0])
+    xs, ys = [_num(p[0]) for p in pts], [_num(p[1]) for p in pts]
+    hover = (
+        {"hoverinfo": "skip"} if dash == "solid" else {"hovertemplate": f"{t(name)}<extra></extra>"}
+    )
+    return [
+        {
+            "type": "scatter",
+            "x": xs,
+            "y": ys,
+            "mode": "lines",
+            "line": {"color": color, "width": width, "dash": dash},
+            "name": name,
+            "showlegend": False,
+            **hover,
+        }
+        for color, width in (("#ffffff", 4), ("#000000", 1.8))
+    ]
+
+
 def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dict:
     """One gate on its parent's 2-D histogram (log colour scale) with the gate outline.
 
@@ -958,24 +982,11 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
         }
     ]
     if gate:
-        pts = [list(p) for p in gate if isinstance(p, list | tuple) and len(p) >= 2]
-        if pts and pts[0] != pts[-1]:
-            pts.append(pts[0])
-        xs, ys = [_num(p[0]) for p in pts], [_num(p[1]) for p in pts]
-        # a white halo under the black outline keeps the gate visible on every colour
-        for color, width in (("#ffffff", 4), ("#000000", 1.8)):
-            traces.append(
-                {
-                    "type": "scatter",
-                    "x": xs,
-                    "y": ys,
-                    "mode": "lines",
-                    "line": {"color": color, "width": width},
-                    "name": "gate",
-                    "hoverinfo": "skip",
-                    "showlegend": False,
-                }
-            )
+        traces += _outline_traces(gate, "gate", "solid")
+    for extra in plot.get("extra_gates") or ():
+        # an `or:` part of the gate (e.g. CD19-dim plasmablasts): its other dims are in its label
+        label = f"also gated: {extra.get('label') or 'extra rectangle'}"
+        traces += _outline_traces(extra.get("gate") or [], label, "dash")
     layout = {
         "title": {
             "text": density_title(plot),

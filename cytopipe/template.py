@@ -60,6 +60,24 @@ Bound = float | ThresholdSpec | None
 
 
 @dataclass(frozen=True)
+class UnionPart:
+    """One extra rectangle of a rectangle gate's `or:` list: its events join the population.
+    Used only when the panel has all its dims (the main rectangle alone otherwise)."""
+
+    dims: tuple[str, ...]
+    mins: tuple[Bound, ...]
+    maxs: tuple[Bound, ...]
+    label: str = ""
+
+    def needed(self) -> set[str]:
+        need = set(self.dims)
+        for b in (*self.mins, *self.maxs):
+            if isinstance(b, ThresholdSpec):
+                need |= b.dims()
+        return need
+
+
+@dataclass(frozen=True)
 class PopulationSpec:
     id: str
     parent: str | None
@@ -189,6 +207,43 @@ def _bound(value: object, thresholds: Mapping[str, ThresholdSpec], pid: str, pat
     )
 
 
+def _rectangle_bounds(
+    gate: Mapping, dims: tuple[str, ...], thresholds, seen: set[str], pid: str, path
+) -> tuple[list[Bound], list[Bound]]:
+    if not len(gate.get("min") or ()) == len(dims) == len(gate.get("max") or ()):
+        raise ConfigError(f"{pid}: rectangle min/max need one value per dim {dims}", path=path)
+    mins = [_bound(v, thresholds, pid, path) for v in gate["min"]]
+    maxs = [_bound(v, thresholds, pid, path) for v in gate["max"]]
+    for d, b in zip(dims * 2, mins + maxs, strict=True):
+        if isinstance(b, ThresholdSpec):
+            if b.dim != d:
+                raise ConfigError(f"{pid}: threshold {b.name} is on {b.dim}, not {d}", path=path)
+            if b.on is not None and b.on not in seen:
+                raise ConfigError(
+                    f"{pid}: threshold {b.name} is placed on {b.on}, which must be defined "
+                    "above this population",
+                    path=path,
+                )
+    return mins, maxs
+
+
+def _union_parts(raw: object, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
+    """`or:` rectangles whose events join the gate's (e.g. CD19-dim plasmablasts, below the
+    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{pid}: 'or' is a list of rectangles (dims, min, max)", path=path)
+    parts = []
+    for part in raw:
+        dims = tuple(str(d) for d in (part.get("dims") or ())) if isinstance(part, Mapping) else ()
+        if not dims:
+            raise ConfigError(f"{pid}: every 'or' rectangle needs dims, min and max", path=path)
+        mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
+        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), str(part.get("label") or "")))
+    return parts
+
+
 def _population(
     p: Mapping, pid: str, parent, thresholds: Mapping[str, ThresholdSpec], seen: set[str], path
 ) -> PopulationSpec:
@@ -198,28 +253,17 @@ def _population(
         raise ConfigError(f"{pid}: needs dims and a gate of kind rectangle or polygon", path=path)
     place: dict | None = None
     if gate["kind"] == "rectangle":
-        if not len(gate.get("min", ())) == len(dims) == len(gate.get("max", ())):
-            raise ConfigError(f"{pid}: rectangle min/max need one value per dim {dims}", path=path)
-        mins = [_bound(v, thresholds, pid, path) for v in gate["min"]]
-        maxs = [_bound(v, thresholds, pid, path) for v in gate["max"]]
-        for d, b in zip(dims * 2, mins + maxs, strict=True):
-            if isinstance(b, ThresholdSpec):
-                if b.dim != d:
-                    raise ConfigError(
-                        f"{pid}: threshold {b.name} is on {b.dim}, not {d}", path=path
-                    )
-                if b.on is not None and b.on not in seen:
-                    raise ConfigError(
-                        f"{pid}: threshold {b.name} is placed on {b.on}, which must be defined "
-                        "above this population",
-                        path=path,
-                    )
+        mins, maxs = _rectangle_bounds(gate, dims, thresholds, seen, pid, path)
         fixed = {
             "min": [b.fixed if isinstance(b, ThresholdSpec) else b for b in mins],
             "max": [b.fixed if isinstance(b, ThresholdSpec) else b for b in maxs],
         }
         gate.update(fixed)
-        place = {"min": mins, "max": maxs}
+        place = {
+            "min": mins,
+            "max": maxs,
+            "or": _union_parts(p.get("or"), thresholds, seen, pid, path),
+        }
     else:
         if len(dims) != 2 or len(gate.get("vertices", ())) < 3:
             raise ConfigError(f"{pid}: polygon needs 2 dims and at least 3 vertices", path=path)

@@ -102,6 +102,9 @@ def test_template_fixed_gates_still_build(specs):
         (lambda t: t["populations"][4]["place"].__setitem__("method", "kmeans"), "place"),
         (lambda t: t["populations"][1]["place"].pop("fixed"), "fixed"),
         (lambda t: t["populations"][4]["place"].pop("near"), "near"),
+        (lambda t: t["populations"][6]["or"][0]["min"].pop(), "one value per dim"),
+        (lambda t: t["populations"][6]["or"][0]["min"].__setitem__(1, "cd20"), "not CD19"),
+        (lambda t: t["populations"][6].__setitem__("or", {"dims": ["CD3"]}), "list of rectangles"),
     ],
 )
 def test_bad_template_is_a_config_error(repo, tmp_path, edit, message):
@@ -136,6 +139,64 @@ def test_aplasia_does_not_invent_b_cells(
     method, confidence, flag = result.methods["b_cells"]
     if n_b < 10:  # nothing to find a valley against: placed from the CD19-negative NK cells
         assert method == "fallback" and "cd19" in flag and confidence <= 0.5
+
+
+# ---------------------------------------------------------------- plasmablasts and lymphopenia
+
+
+def plasmablast_tube(seed: int) -> dict[str, int]:
+    """A relapse-like tube: 1,500 B cells of which a fifth are plasmablasts."""
+    tube = lymphocyte_tube(1_200, 0.15, seed)
+    tube["plasmablast"] = 300
+    tube["t_cell"] -= 300
+    return tube
+
+
+@pytest.mark.parametrize("instrument, seed", [("A", 21)])
+def test_cd19_dim_plasmablasts_join_b_cells(tmp_path, specs, panel_map, instrument, seed):
+    """Plasmablasts are CD19-dim: many fall below the B-cell CD19 cut. The `or:` part of b_cells
+    (CD19 above NK cells, CD20-, CD27 and CD38 brighter than T cells) takes them back, and only
+    them."""
+    sample = synth.simulate_sample(None, plasmablast_tube(seed), instrument, seed)
+    columns, labels = gating_columns(synth.write_sample(tmp_path / "pb.fcs", sample), panel_map)
+    result = autogate(specs, columns)
+    pb = labels == "plasmablast"
+    below_cut = (
+        pb & (columns["CD19"] < result.thresholds["cd19"].value) & result.masks["lymphocytes"]
+    )
+    assert below_cut.sum() >= 10  # the case the union is for
+    assert result.masks["b_cells"][below_cut].mean() > 0.9
+    found = int(result.masks["plasmablasts"].sum())
+    assert abs(found - pb.sum()) <= 0.1 * pb.sum()
+    assert f1(result.masks["plasmablasts"], pb) > 0.9
+    ((label, extra),) = result.extras["b_cells"]
+    assert "CD27" in label and extra.dims[:2] == ("CD3", "CD19")
+
+
+def test_union_part_needs_its_markers(baseline_sample, specs, panel_map):
+    """Without CD27/CD38 the B-cell gate is its CD3/CD19 rectangle alone, not an error."""
+    columns, _ = gating_columns(baseline_sample, panel_map)
+    result = autogate(specs, {m: v for m, v in columns.items() if m not in ("CD27", "CD38")})
+    assert "b_cells" not in result.extras and "b_cells" in result.masks
+    assert np.array_equal(result.masks["b_cells"], evaluate(result.gates, columns)["b_cells"])
+
+
+def test_lymphocyte_gate_stays_out_of_monocytes_in_lymphopenia(tmp_path, specs, panel_map):
+    """Day 7 after CAR-T: 4,000 lymphocytes beside 8,000 monocytes. A fixed-radius ellipse takes
+    in the monocytes' low-SSC tail; the posterior-cut ellipse keeps them out."""
+    tube = {"t_cell": 3_000, "nk": 900, "plasmablast": 100, "monocyte": 8_000, "granulocyte": 25_000,
+            "debris": 2_000, "doublet": 1_000, "dead": 1_000, "cd45_negative": 1_000}  # fmt: skip
+    sample = synth.simulate_sample(None, tube, "A", 31)
+    columns, labels = gating_columns(
+        synth.write_sample(tmp_path / "lymphopenic.fcs", sample), panel_map
+    )
+    result = autogate(specs, columns)
+    lymph = result.masks["lymphocytes"]
+    truth = np.isin(labels, ["t_cell", "nk", "plasmablast"]) & result.masks["leukocytes"]
+    assert np.count_nonzero(lymph & (labels == "monocyte")) < 0.02 * truth.sum()
+    assert np.count_nonzero(lymph & truth) > 0.98 * truth.sum()
+    assert np.count_nonzero(lymph & (labels == "plasmablast")) >= 90
+    assert result.methods["lymphocytes"][0] == "gmm"
 
 
 # ---------------------------------------------------------------- panels and pre-gates
@@ -173,6 +234,10 @@ def test_masks_follow_the_gates_and_the_hierarchy(baseline_sample, specs, panel_
     columns, _ = gating_columns(baseline_sample, panel_map)
     result = autogate(specs, columns)
     again = evaluate(result.gates, columns)
+    for pop, extras in result.extras.items():  # `or:` parts join their population's events
+        for _, extra in extras:
+            part = type(extra)(pop, None, extra.dims, extra.mins, extra.maxs)
+            again[pop] |= evaluate([part], columns)[pop] & again[extra.parent]
     for pop, mask in result.masks.items():
         assert np.array_equal(mask, again[pop]), pop
         parent = result.parents[pop]

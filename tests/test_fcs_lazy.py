@@ -199,6 +199,7 @@ def test_provenance_hash_is_honest(tmp_path: Path) -> None:
 # Gating through the lazy source equals gating in memory
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def data1_sources(shared_data: Path):
     path = shared_data / "flowkit" / "gate_ref" / "data1.fcs"

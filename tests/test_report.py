@@ -403,8 +403,10 @@ def test_density_plots_equal_plots_json(cohort, report):
         z = np.array([[np.nan if v is None else v for v in row] for row in heat["z"]])
         assert np.allclose(z[counts > 0], np.log10(counts[counts > 0]), atol=1e-4)
         assert np.isnan(z[counts == 0]).all()
-        gate = fig["data"][-1]
+        gate = [d for d in fig["data"] if d.get("name") == "gate"][-1]
         assert [[x, y] for x, y in zip(gate["x"], gate["y"], strict=True)] == plot["gate"]
+        dashed = [d for d in fig["data"] if d.get("line", {}).get("dash") == "dash"]
+        assert len(dashed) == 2 * len(plot.get("extra_gates") or ())
         title = fig["layout"]["title"]["text"]
         assert title.startswith(f"<b>{plot['population']}</b> ({plot['count']:,}, ")
         assert f"{plot['pct_parent']:.3g}% of {plot['parent'] or 'all events'}" in title
@@ -576,6 +578,23 @@ def test_density_figure_without_gate_or_counts_is_valid():
     )
     go.Figure(fig)
     assert "(0, 0% of lymphocytes)" in fig["layout"]["title"]["text"]
+
+
+def test_density_figure_draws_or_parts_dashed_with_their_label():
+    plot = {
+        "population": "b_cells", "parent": "lymphocytes", "x": "CD3", "y": "CD19",
+        "counts": [[1, 0], [0, 1]], "x_edges": [0, 0.5, 1], "y_edges": [0, 0.5, 1],
+        "count": 2, "pct_parent": 100.0,
+        "gate": [[0, 0.45], [0.4, 0.45], [0.4, 1], [0, 1]],
+        "extra_gates": [{"label": "CD19-dim CD20- <CD27++>", "gate": [[0, 0.3], [0.4, 0.3], [0.4, 1], [0, 1]]}],
+    }  # fmt: skip
+    fig = density_figure(plot)
+    go.Figure(fig)
+    solid = [d for d in fig["data"][1:] if d["line"]["dash"] == "solid"]
+    dashed = [d for d in fig["data"][1:] if d["line"]["dash"] == "dash"]
+    assert len(solid) == len(dashed) == 2
+    assert dashed[-1]["y"] == [0.3, 0.3, 1, 1, 0.3]
+    assert "also gated: CD19-dim CD20- &lt;CD27++&gt;" in dashed[-1]["hovertemplate"]
 
 
 def test_tables_from_another_version_or_empty_do_not_break_pages(cohort, tmp_path):
