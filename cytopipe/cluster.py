@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -53,7 +54,9 @@ from scipy.spatial.distance import squareform
 
 from . import __version__
 from .atomic import atomic_path, write_json
+from .common_scale import parse_common, sample_scales, to_common
 from .errors import ConfigError, CytopipeError
+from .transforms import Scale
 
 UNASSIGNED = "unassigned"
 LINKAGES = ("average", "complete", "single", "ward")
@@ -63,6 +66,7 @@ CHUNK = 32_768  # events per distance block: 32k x 100 nodes float32 = 13 MB, ca
 DEFAULTS: dict = {
     "markers": ["CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24"],
     "population": "lymphocytes",
+    "scale": {"t": 262144.0, "w": 0.5, "m": 4.5, "a": 0.0},
     "training": {"events_per_sample": 5000, "min_events": 1000, "seed": 42},
     "som": {"xdim": 15, "ydim": 15, "epochs": 20, "radius": [4.0, 0.3]},
     "metaclustering": {
@@ -124,6 +128,7 @@ class Settings:
     agreement_populations: tuple[str, ...]
     min_f1: float
     min_agreement_events: int
+    scale: Scale | None = None  # the common scale samples are pooled on (None: as preprocessed)
     raw: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -163,7 +168,7 @@ def parse_settings(raw: Mapping, source: str = "clustering settings") -> Setting
         value = cfg[name]
         if not isinstance(value, Mapping):
             raise ConfigError(f"`{name}` must be a mapping", path=source)
-        extra = sorted(set(value) - set(DEFAULTS[name])) if name != "levels" else []
+        extra = sorted(set(value) - set(DEFAULTS[name]))
         if extra:
             raise ConfigError(
                 f"unknown key(s) in `{name}`: {', '.join(map(str, extra))}",
@@ -234,6 +239,7 @@ def parse_settings(raw: Mapping, source: str = "clustering settings") -> Setting
         agreement_populations=tuple(_str_list(ag["populations"], "agreement.populations", source)),
         min_f1=min_f1,
         min_agreement_events=_int(ag["min_events"], "agreement.min_events", source, 0),
+        scale=parse_common(cfg["scale"], source),
         raw=cfg,
     )
 
@@ -724,6 +730,7 @@ class SampleEvents:
     data: np.ndarray
     gates: dict[str, np.ndarray]
     n_dropped: int = 0  # events with a non-finite marker value, left out
+    rescaled: dict[str, str] = field(default_factory=dict)  # marker -> its own scale
 
 
 def assign(model: Model, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -813,6 +820,7 @@ def summarize(sample: SampleEvents, model: Model, settings: Settings) -> dict:
         "population": settings.population,
         "events": n,
         "events_not_finite": sample.n_dropped,
+        "rescaled_from": sample.rescaled,
         "model": _model_summary(model),
         "clusters": clusters,
         "labels": [
@@ -875,8 +883,11 @@ def read_sample(
     sample_id: str | None = None,
     rows: int | None = None,
     rng: np.random.Generator | None = None,
+    info_path: str | os.PathLike | None = None,
 ) -> SampleEvents:
-    """The gated events of one sample (all of them, or a random `rows` of them for training).
+    """The gated events of one sample (all of them, or a random `rows` of them for training),
+    on the settings' common scale (`info_path`: the preprocessing record, default beside the
+    events file).
 
     Raises Unusable for a failed sample (empty files), a missing population column or markers."""
     sid = sample_id or sample_id_of(events_path)
@@ -915,7 +926,9 @@ def read_sample(
     if dropped:
         data, index = data[finite], index[finite]
     masks = {p: gates[p].to_numpy(dtype=bool)[index] for p in gates.columns}
-    return SampleEvents(sid, data, masks, dropped)
+    scales = sample_scales(info_path or Path(events_path).with_suffix(".json"))
+    rescaled = to_common(data, markers, scales, settings.scale)
+    return SampleEvents(sid, data, masks, dropped, rescaled)
 
 
 def train_files(
@@ -923,15 +936,17 @@ def train_files(
     gates: Sequence[str | os.PathLike],
     settings: Settings,
     sample_ids: Sequence[str] | None = None,
+    infos: Sequence[str | os.PathLike] | None = None,
 ) -> Model:
     """Pool up to events_per_sample gated events of every usable sample and fit the model.
 
     Markers: the configured ones present in every usable sample. Unusable samples (failed
     upstream, no gates) are skipped and listed in the model's info."""
-    if len(events) != len(gates):
+    if len(events) != len(gates) or (infos is not None and len(infos) != len(events)):
         raise ConfigError(
-            f"{len(events)} events files but {len(gates)} gates files",
-            hint="give one gates.parquet per events file, in the same order",
+            f"{len(events)} events files, {len(gates)} gates files and "
+            f"{len(infos) if infos is not None else len(events)} preprocessing records",
+            hint="give one gates.parquet (and --info record) per events file, in the same order",
         )
     ids = list(sample_ids) if sample_ids else [sample_id_of(p) for p in events]
     skipped: dict[str, str] = {}
@@ -961,7 +976,14 @@ def train_files(
         rng = np.random.default_rng([settings.seed, i])
         try:
             s = read_sample(
-                events[i], gates[i], markers, settings, ids[i], settings.events_per_sample, rng
+                events[i],
+                gates[i],
+                markers,
+                settings,
+                ids[i],
+                settings.events_per_sample,
+                rng,
+                infos[i] if infos is not None else None,
             )
         except Unusable as exc:
             skipped[ids[i]] = str(exc)
@@ -974,6 +996,7 @@ def train_files(
         {
             "samples": used,
             "events_per_sample": settings.events_per_sample,
+            "scale": str(settings.scale) if settings.scale else "as preprocessed",
             "settings": settings.raw,
             "cytopipe_version": __version__,
         }
@@ -998,13 +1021,18 @@ def map_files(
     model: Model,
     settings: Settings,
     sample_id: str | None = None,
+    info: str | os.PathLike | None = None,
 ) -> dict:
-    """clusters.json content of one sample; "not available" with the reason when it cannot be."""
+    """clusters.json content of one sample; "not available" with the reason when it cannot be.
+
+    The sample is put on the scale the model was trained on, whatever `settings` say."""
     sid = sample_id or sample_id_of(events)
     if not model.trained:
         return not_available(sid, f"no clustering model: {model.info.get('reason', 'untrained')}")
     try:
-        sample = read_sample(events, gates, model.markers, settings, sid)
+        trained = parse_common((model.info.get("settings") or {}).get("scale"), "the model")
+        settings = dataclasses.replace(settings, scale=trained)
+        sample = read_sample(events, gates, model.markers, settings, sid, info_path=info)
     except Unusable as exc:
         return not_available(sid, str(exc))
     return summarize(sample, model, settings)
@@ -1015,7 +1043,7 @@ def map_files(
 
 def _run_train(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    model = train_files(args.events, args.gates, settings, args.sample_ids)
+    model = train_files(args.events, args.gates, settings, args.sample_ids, args.info)
     save_model(args.out, model)
     info = model.info
     for sid, why in (info.get("skipped_samples") or {}).items():
@@ -1053,7 +1081,7 @@ def _run_map(args: argparse.Namespace) -> int:
         model = reannotate(model, settings)
     else:  # the settings the model was trained with
         settings = parse_settings(model.info.get("settings") or {}, f"{args.model} (settings)")
-    result = map_files(args.events, args.gates, model, settings, args.sample_id)
+    result = map_files(args.events, args.gates, model, settings, args.sample_id, args.info)
     write_json(args.out, result)
     if result["status"] != "ok":
         print(f"cytopipe: cluster-map: {result['sample_id']}: {result['reason']}", file=sys.stderr)
@@ -1077,6 +1105,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--events", nargs="+", required=True, help="preprocessed/{sample}.parquet")
     t.add_argument("--gates", nargs="+", required=True, help="samples/{sample}/gates.parquet")
     t.add_argument("--sample-ids", nargs="+", default=None, help="default: the events file names")
+    t.add_argument(
+        "--info",
+        nargs="+",
+        default=None,
+        help="preprocessed/{sample}.json (scales to undo); default: beside each events file",
+    )
     t.add_argument("--config", default="config/clustering.yaml", help="clustering settings")
     t.add_argument("--out", required=True, help="model file (.npz)")
     t.set_defaults(func=_run_train)
@@ -1096,4 +1130,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "the model's own",
     )
     m.add_argument("--sample-id", default=None, help="default: the events file name")
+    m.add_argument("--info", default=None, help="preprocessed/{sample}.json; default: beside it")
     m.set_defaults(func=_run_map)

@@ -10,6 +10,7 @@ report, and always write their declared outputs so the rest of the cohort carrie
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -47,7 +48,7 @@ class Preprocessed:
 
 def scale_channel(
     marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping
-) -> tuple[np.ndarray, str]:
+) -> tuple[np.ndarray, transforms.Scale]:
     """Scatter as a fraction of the channel range; fluorescence on logicle (T from config,
     or the channel's $PnR when config sets none) or arcsinh.
 
@@ -58,18 +59,19 @@ def scale_channel(
     """
     top = pnr if pnr and pnr > 0 else 262144.0
     if marker in SCATTER:
-        return (raw / np.float32(top)).astype(np.float32), f"linear/{top:g}"
+        scale = transforms.Scale("linear", t=float(top))
+        return (raw / np.float32(top)).astype(np.float32), scale
     own = (tcfg.get("per_marker") or {}).get(marker) or {}
     if own.get("scale", tcfg.get("fluorescence", "logicle")) == "arcsinh":
         cof = float(own.get("cofactor", tcfg.get("arcsinh_cofactor", 150)))
-        return transforms.arcsinh(raw, cof).astype(np.float32), f"arcsinh(cofactor={cof:g})"
+        scale = transforms.Scale("arcsinh", cofactor=cof)
+        return scale.apply(raw).astype(np.float32), scale
     lp = {"w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
-    lp["t"] = lp.get("t") or top
-    t, m, a = float(lp["t"]), float(lp["m"]), float(lp["a"])
+    t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
     w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
-    values = transforms.logicle_fast(raw, t=t, w=w, m=m, a=a)
-    return values.astype(np.float32), f"logicle(T={t:g}, W={w:.4g}, M={m:g}, A={a:g})"
+    scale = transforms.Scale("logicle", t=t, w=w, m=m, a=a)
+    return scale.apply(raw).astype(np.float32), scale
 
 
 def preprocess(
@@ -91,7 +93,7 @@ def preprocess(
     )
 
     columns: dict[str, np.ndarray] = {}
-    scales: dict[str, str] = {}
+    scales: dict[str, transforms.Scale] = {}
     for marker, i in idx.items():
         if marker == "Time":
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
@@ -111,7 +113,8 @@ def preprocess(
             ],
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
-            "transform": scales,
+            "transform": {m: str(sc) for m, sc in scales.items()},
+            "scales": {m: dataclasses.asdict(sc) for m, sc in scales.items()},
             "cytopipe_version": __version__,
         },
         "panel": {

@@ -289,3 +289,40 @@ def biex_inverse(
 ) -> np.ndarray:
     lx, ly = biex_lut(negative, width, positive, max_value, channel_range)
     return np.interp(np.asarray(y, dtype=np.float64), ly, lx)
+
+
+# --------------------------------------------------------------------------- a channel's scale
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How one channel was put on the gating scale, so a later step can undo it: clustering
+    re-expresses every sample on one common scale (cytopipe.common_scale)."""
+
+    kind: str  # "linear" (divided by t) | "logicle" | "arcsinh"
+    t: float = 262144.0
+    w: float = 0.5
+    m: float = 4.5
+    a: float = 0.0
+    cofactor: float = 150.0
+
+    def __str__(self) -> str:
+        if self.kind == "linear":
+            return f"linear/{self.t:g}"
+        if self.kind == "arcsinh":
+            return f"arcsinh(cofactor={self.cofactor:g})"
+        return f"logicle(T={self.t:g}, W={self.w:.4g}, M={self.m:g}, A={self.a:g})"
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "linear":
+            return np.asarray(raw, dtype=np.float64) / self.t
+        if self.kind == "arcsinh":
+            return arcsinh(raw, self.cofactor)
+        return logicle_fast(raw, t=self.t, w=self.w, m=self.m, a=self.a)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        if self.kind == "linear":
+            return np.asarray(y, dtype=np.float64) * self.t
+        if self.kind == "arcsinh":
+            return arcsinh_inverse(y, self.cofactor)
+        return logicle_inverse(y, t=self.t, w=self.w, m=self.m, a=self.a)

@@ -6,6 +6,7 @@ is deterministic, failed samples are handled, and the commands write what the re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -48,14 +49,34 @@ def f1(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def write_sample(out, sample_id: str, pre: pipeline.Preprocessed, masks) -> tuple[str, str]:
-    """The workflow's two files for one sample: preprocessed events and per-event gate masks."""
+    """The workflow's files for one sample: preprocessed events and their record (beside them),
+    per-event gate masks."""
     events, gates = out / f"{sample_id}.parquet", out / sample_id / "gates.parquet"
     gates.parent.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(pre.columns)
     df[pipeline.QC_COLUMN] = pre.qc_pass
     df.to_parquet(events, index=False)
+    write_json(events.with_suffix(".json"), {"sample_id": sample_id, "status": "ok", **pre.info})
     pipeline.event_masks(masks, pre.qc_pass).to_parquet(gates, index=False)
     return str(events), str(gates)
+
+
+def gated_cohort(out, sheet, repo) -> tuple[list[str], list[str], list[str], dict, dict]:
+    """Preprocess and autogate every sample of a sheet; ids, events, gates, truth labels of the
+    gated lymphocytes and the preprocessed samples."""
+    cfg, panel_map = load_config(None), load_panel(repo / "config" / "panel.yaml")
+    specs = load_template(repo / "config" / "gating.yaml")
+    ids, events, gates, truth, pres = [], [], [], {}, {}
+    for row in sheet.itertuples(index=False):
+        pre = pipeline.preprocess(row.path, panel_map, cfg)
+        kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+        masks = pipeline.gate(row.sample_id, kept, specs).masks
+        ev, gt = write_sample(out, row.sample_id, pre, masks)
+        labels = np.asarray(synth.read_truth(row.path)["population"]).astype(str)
+        lymph = pd.read_parquet(gt)["lymphocytes"].to_numpy()
+        ids.append(row.sample_id), events.append(ev), gates.append(gt)
+        truth[row.sample_id], pres[row.sample_id] = labels[lymph], pre
+    return ids, events, gates, truth, pres
 
 
 def write_failed(out, sample_id: str) -> tuple[str, str]:
@@ -77,21 +98,10 @@ def cohort(tmp_path_factory, repo):
     sheet = synth.synth_cohort(
         out / "fcs", n_patients=2, seed=21, events_per_sample=N_EVENTS, timepoints=TIMEPOINTS
     )
-    cfg, panel_map = load_config(None), load_panel(repo / "config" / "panel.yaml")
-    specs = load_template(repo / "config" / "gating.yaml")
-    ids, events, gates, truth, pre_of = [], [], [], {}, {}
-    for row in sheet.itertuples(index=False):
-        pre = pipeline.preprocess(row.path, panel_map, cfg)
-        kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-        masks = pipeline.gate(row.sample_id, kept, specs).masks
-        ev, gt = write_sample(out, row.sample_id, pre, masks)
-        labels = np.asarray(synth.read_truth(row.path)["population"]).astype(str)
-        lymph = pd.read_parquet(gt)["lymphocytes"].to_numpy()
-        ids.append(row.sample_id), events.append(ev), gates.append(gt)
-        truth[row.sample_id], pre_of[row.sample_id] = labels[lymph], pre
+    ids, events, gates, truth, pres = gated_cohort(out, sheet, repo)
     ev, gt = write_failed(out, FAILED)
     ids.append(FAILED), events.append(ev), gates.append(gt)
-    return {"dir": out, "ids": ids, "events": events, "gates": gates, "truth": truth, "pre": pre_of}
+    return {"dir": out, "ids": ids, "events": events, "gates": gates, "truth": truth, "pre": pres}
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +220,45 @@ def test_a_shifted_cd27_gate_is_flagged(cohort, model, settings, repo, tmp_path)
     assert {"b_switched_memory", "b_double_negative"} <= flagged, result["agreement"]
     assert status["b_switched_memory"] == "disagree"
     assert status["t_cells"] == status["b_cells"] == "agree"  # the rest still agrees
+
+
+@pytest.fixture(scope="module")
+def two_instruments(tmp_path_factory, repo):
+    """The same patient (same seed) measured on instrument A (range 2^18) and B (2^20, other
+    gains, offsets and spillover): baseline and reconstitution."""
+    out = tmp_path_factory.mktemp("instruments")
+    parts = []
+    for key in ("A", "B"):
+        sheet = synth.synth_cohort(out / key, 1, 5, 20_000, key, (-7, 180))
+        sheet["sample_id"] = sheet["sample_id"] + "_" + key
+        parts.append(gated_cohort(out / f"gated_{key}", sheet, repo))
+    return [sum((list(p[i]) for p in parts), []) for i in range(3)]
+
+
+@pytest.mark.parametrize("common", [True, False])
+def test_one_model_across_instruments_on_the_common_scale(two_instruments, settings, common):
+    """On the common scale instrument B's cells fall in the same metaclusters as A's and agree
+    with B's gates; pooled on each file's own scale (T = $PnR) they do not."""
+    ids, events, gates = two_instruments
+    chosen = settings if common else dataclasses.replace(settings, scale=None)
+    if not common:
+        chosen = dataclasses.replace(chosen, raw={**settings.raw, "scale": None})
+    model = cluster.train_files(events, gates, chosen, ids)
+    b_ids = [i for i in ids if i.endswith("_B")]
+    flagged = []
+    for sid in b_ids:
+        i = ids.index(sid)
+        result = cluster.map_files(events[i], gates[i], model, chosen, sid)
+        flagged += result["disagreements"]
+        assert bool(result["rescaled_from"]) == common
+        if common:
+            assert set(result["rescaled_from"]) == set(model.markers)
+            assert "T=1.04858e+06" in result["rescaled_from"]["CD19"]
+    if common:
+        assert flagged == [], flagged
+    else:
+        print("\non their own scales:", flagged)
+        assert flagged, "pooling two scales should break agreement on instrument B"
 
 
 def test_too_few_events_are_not_judged(model, settings):

@@ -10,11 +10,14 @@ rule cluster_train:
     input:
         events=expand(f"{RESULTS}/preprocessed/{{sample}}.parquet", sample=SAMPLE_IDS),
         gates=expand(f"{RESULTS}/samples/{{sample}}/gates.parquet", sample=SAMPLE_IDS),
+        info=expand(f"{RESULTS}/preprocessed/{{sample}}.json", sample=SAMPLE_IDS),
     output:
         model=f"{RESULTS}/model/som.npz",
     params:
         config=CLUSTERING,
-        training=clustering_sections("markers", "population", "training", "som", "metaclustering"),
+        training=clustering_sections(
+            "markers", "population", "scale", "training", "som", "metaclustering"
+        ),
     log:
         f"{RESULTS}/logs/cluster_train.log",
     conda:
@@ -28,7 +31,7 @@ rule cluster_train:
         runtime=lambda wc, input: int(10 + input_mb(input) / 200),
     shell:
         "cytopipe cluster-train --events {input.events:q} --gates {input.gates:q} "
-        "--config {params.config:q} --out {output.model:q} > {log:q} 2>&1"
+        "--info {input.info:q} --config {params.config:q} --out {output.model:q} > {log:q} 2>&1"
 
 
 rule cluster_map:
@@ -36,6 +39,7 @@ rule cluster_map:
     gates; a failed sample gets a "not available" record."""
     input:
         events=rules.preprocess.output.events,
+        info=rules.preprocess.output.info,
         gates=rules.gate.output.masks,
         model=rules.cluster_train.output.model,
         config=CLUSTERING,
@@ -50,6 +54,7 @@ rule cluster_map:
         mem_mb=lambda wc, input: int(800 + 4 * input_mb([input.events, input.gates])),
         runtime=lambda wc, input: int(10 + input_mb([input.events]) / 100),
     shell:
-        "cytopipe cluster-map {input.events:q} --gates {input.gates:q} --model {input.model:q} "
+        "cytopipe cluster-map {input.events:q} --info {input.info:q} --gates {input.gates:q} "
+        "--model {input.model:q} "
         "--config {input.config:q} --sample-id {wildcards.sample:q} "
         "--out {output.clusters:q} > {log:q} 2>&1"
