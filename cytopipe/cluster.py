@@ -20,6 +20,8 @@ them. What FlowSOM does is small and fits NumPy well:
   of resamples in which two nodes fall together is the consensus matrix, and the final
   metaclusters are a hierarchical clustering of 1 - consensus. k is configured, or picked as the
   k with the lowest PAC (proportion of ambiguous clustering).
+- One scale: samples are pooled on a common logicle (cytopipe.common_scale), not on each file's
+  own (T = $PnR), so two instruments' cells of one kind share metaclusters.
 - Annotation: each metacluster's median expression is read against rules in
   config/clustering.yaml ("CD19: pos, IgD: pos, CD27: neg" -> B naive); no rule -> "unassigned".
 - Agreement: per sample, each gate population vs the union of the metaclusters annotated with it
