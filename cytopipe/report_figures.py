@@ -983,10 +983,27 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
     ]
     if gate:
         traces += _outline_traces(gate, "gate", "solid")
+    notes = []
     for extra in plot.get("extra_gates") or ():
-        # an `or:` part of the gate (e.g. CD19-dim plasmablasts): its other dims are in its label
+        # an `or:` part of the gate (e.g. CD19-dim plasmablasts): its other dims are in its label,
+        # written inside its outline so nobody reads the dashed box as "every event in here"
         label = f"also gated: {extra.get('label') or 'extra rectangle'}"
-        traces += _outline_traces(extra.get("gate") or [], label, "dash")
+        outline = extra.get("gate") or []
+        traces += _outline_traces(outline, label, "dash")
+        pts = [p for p in outline if isinstance(p, list | tuple) and len(p) >= 2]
+        if pts:
+            notes.append(
+                {
+                    "x": _num(min(p[0] for p in pts)),
+                    "y": _num(min(p[1] for p in pts)),
+                    "xanchor": "left",
+                    "yanchor": "bottom",
+                    "text": f"dashed: only if {t(extra.get('label') or 'its other markers')}",
+                    "showarrow": False,
+                    "font": {"size": 9},
+                    "bgcolor": "rgba(255,255,255,0.8)",
+                }
+            )
     layout = {
         "title": {
             "text": density_title(plot),
@@ -1020,5 +1037,6 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
             "ticks": "outside",
         },
         "showlegend": False,
+        "annotations": notes,
     }
     return {"data": traces, "layout": layout}

@@ -595,6 +595,8 @@ def test_density_figure_draws_or_parts_dashed_with_their_label():
     assert len(solid) == len(dashed) == 2
     assert dashed[-1]["y"] == [0.3, 0.3, 1, 1, 0.3]
     assert "also gated: CD19-dim CD20- &lt;CD27++&gt;" in dashed[-1]["hovertemplate"]
+    (note,) = fig["layout"]["annotations"]
+    assert (note["x"], note["y"]) == (0, 0.3) and "only if CD19-dim" in note["text"]
 
 
 def test_tables_from_another_version_or_empty_do_not_break_pages(cohort, tmp_path):
