@@ -49,8 +49,9 @@ class Placement:
 
 @dataclass
 class AutogateResult:
-    """Per-sample gates: `masks` has the contract of cytopipe.gating.evaluate (full length, ancestry
-    included, only gated populations); `methods` is what population_stats takes."""
+    """Per-sample gates: `masks` has the contract of cytopipe.gating.evaluate on `gates` (full
+    length, ancestry included, only gated populations), with the events of a population's
+    `extras` joined; `methods` is what population_stats takes."""
 
     gates: list[Gate]
     masks: dict[str, np.ndarray]
@@ -336,7 +337,7 @@ class _Placer:
 # ---------------------------------------------------------------- 2-D placements
 
 
-def _gate_outline(gm, i: int, radius: float, min_posterior: float | None, n: int = 64):
+def _component_outline(gm, i: int, radius: float, min_posterior: float | None, n: int = 64):
     """Outline of component `i`: its ellipse at Mahalanobis `radius`, each ray from the centre
     cut where the component's posterior first drops below `min_posterior` (None: no cut).
 
@@ -401,7 +402,7 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
         return None, Placement("fallback", 0.2, f"fallback: cluster centre ({where}) out of limits")
     radius = float(params.get("distance", 3.0))
     clip = params.get("min_posterior")
-    outline = _gate_outline(gm, i, radius, None if clip is None else float(clip))
+    outline = _component_outline(gm, i, radius, None if clip is None else float(clip))
     inside = points_in_polygon(z[:, 0], z[:, 1], outline)
     purity = float(gm.predict_proba(z[inside])[:, i].mean()) if inside.any() else 0.0
     conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)

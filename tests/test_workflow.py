@@ -3,6 +3,7 @@ including one corrupt file that must fail alone and be listed in the report."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,9 +20,18 @@ from cytopipe.synth import synth_cohort
 N_EVENTS = 6000
 
 
+REAL_ID = "R01_BL"  # a real archive file beside the generated ones: 100715.fcs, read-only
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, repo):
+def run(tmp_path_factory, repo, shared_data):
     work = tmp_path_factory.mktemp("workflow")
+    real = shared_data / "flowio" / "fcs_files" / "100715.fcs"
+    real_hash = sha256(real)
     shutil.copytree(repo / "config", work / "config")
     sheet = synth_cohort(work / "cohort", n_patients=3, seed=11, events_per_sample=N_EVENTS)
     sheet["path"] = [str(Path(p).relative_to(work)) for p in sheet["path"]]
@@ -34,7 +44,11 @@ def run(tmp_path_factory, repo):
         sample_id="P01_BROKEN", path="cohort/broken.fcs", day=29,
         collection_date=(infusion + pd.Timedelta(days=29)).date().isoformat(),
     )  # fmt: skip
-    sheet = pd.concat([sheet, bad_row], ignore_index=True)
+    real_row = sheet.iloc[[0]].assign(
+        sample_id=REAL_ID, patient_id="R01", path=str(real), day=-3, true_b_cells=None,
+        true_lymphocytes=None, instrument="FACSAria", collection_date=(infusion - pd.Timedelta(days=3)).date().isoformat(),
+    )  # fmt: skip
+    sheet = pd.concat([sheet, bad_row, real_row], ignore_index=True)
     sheet.to_csv(work / "config" / "samples.tsv", sep="\t", index=False)
     cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
     assert cfg["samples"] == "config/samples.tsv"
@@ -44,6 +58,7 @@ def run(tmp_path_factory, repo):
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sha256(real) == real_hash  # archived input is never modified
     return work, sheet
 
 
@@ -63,7 +78,8 @@ def test_b_cell_counts_follow_the_truth(run):
     stats = pd.read_csv(work / "results/tables/sample_stats.tsv", sep="\t")
     b = stats[stats["population"] == "b_cells"].set_index("sample_id")["count"]
     lym = stats[stats["population"] == "lymphocytes"].set_index("sample_id")["count"]
-    truth = sheet.set_index("sample_id").drop("P01_BROKEN")
+    truth = sheet.set_index("sample_id").drop(["P01_BROKEN", REAL_ID])
+    b, lym = b.drop(REAL_ID), lym.drop(REAL_ID)
     assert set(b.index) == set(truth.index)
     # fixed template gates on clean generated data: B cells within 10% (or 10 events) of truth
     err = (b - truth["true_b_cells"]).abs()
@@ -115,6 +131,24 @@ def test_snakemake_report_embeds_the_cohort_plots(run, repo):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = out.read_text(errors="replace")
     assert "swimmer.html" in html and "km.html" in html
+
+
+def test_real_lymphocyte_file_gets_b_cell_gates_in_the_report(run):
+    """100715.fcs (BD FACSAria, no CD45): a CD3- CD19+ population at a plausible human fraction
+    of lymphocytes, its gates drawn on the sample page."""
+    work, _ = run
+    stats = pd.read_csv(work / "results/samples" / REAL_ID / "stats.tsv", sep="\t")
+    count = stats.set_index("population")["count"]
+    assert 0.01 <= count["b_cells"] / count["lymphocytes"] <= 0.30
+    plots = json.loads((work / "results/samples" / REAL_ID / "plots.json").read_text())["plots"]
+    b = next(p for p in plots if p["population"] == "b_cells")
+    assert (
+        (b["x"], b["y"]) == ("CD3", "CD19")
+        and len(b["gate"]) >= 4
+        and b["count"] == count["b_cells"]
+    )
+    page = (work / "results/report/samples" / f"{REAL_ID}.html").read_text()
+    assert "b_cells" in page and "100715.fcs" in page
 
 
 def test_sample_pages_show_the_qc_timeline_and_stats_carry_qc(run):
