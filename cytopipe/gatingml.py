@@ -559,7 +559,9 @@ class _Compensation:
     """
 
     def __init__(self, resolver: _Resolver, m: SpillMatrix, detector_idx: list[int]):
-        self.r = resolver
+        # what it needs of the resolver, not the resolver: the resolver holds this object, and a
+        # reference cycle would keep every chunk's events alive until the cycle collector runs
+        self.events, self.timer, self.scratch = resolver.events, resolver.timer, resolver.scratch
         self.m = m
         self.idx = detector_idx
         self.needed: list[str] = []
@@ -581,7 +583,7 @@ class _Compensation:
                 pos = self._positions(rows)
                 if pos is not None:
                     return col[pos]
-        block = self.r.timer.run("compensate", self._compute, rows)
+        block = self.timer.run("compensate", self._compute, rows)
         if self.block is None or rows is None:
             self.block, self.base_rows, self._where = block, rows, None
         return block[detector]
@@ -591,7 +593,7 @@ class _Compensation:
             return self._pos[1]
         if self._where is None:  # slice row -> position in base_rows (-1: not computed)
             assert self.base_rows is not None
-            self._where = np.full(len(self.r.events), -1, dtype=np.intp)
+            self._where = np.full(len(self.events), -1, dtype=np.intp)
             self._where[self.base_rows] = np.arange(len(self.base_rows))
         pos = self._where[rows]
         if len(pos) and pos.min() < 0:
@@ -600,9 +602,8 @@ class _Compensation:
         return pos
 
     def _compute(self, rows: np.ndarray | None) -> dict[str, np.ndarray]:
-        ev = self.r.events
-        raw = ev if rows is None else ev[rows]  # whole rows: a contiguous gather
-        return _compensate(raw, self.m, self.idx, self.needed, self.r.scratch)
+        raw = self.events if rows is None else self.events[rows]  # whole rows: contiguous gather
+        return _compensate(raw, self.m, self.idx, self.needed, self.scratch)
 
 
 class _Scratch:
