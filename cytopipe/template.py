@@ -8,6 +8,8 @@ The template is data so a core facility can adjust gates without code. It has tw
   by every gate that uses it, so the four IgD/CD27 quadrants are cut by the same two lines.
 - `populations`: the hierarchy. Rectangle bounds are numbers, null (open side) or threshold
   names; polygons carry fixed vertices and optionally a `place` block (e.g. a Gaussian mixture).
+  A rectangle's `or:` list adds rectangles whose events join it (CD19-dim plasmablasts into
+  the B cells), used when the panel has their markers.
   `alternatives` list other dims/gates for panels that lack the first choice (lymphocytes on
   FSC-A/SSC-A when there is no CD45).
 
@@ -265,6 +267,8 @@ def _population(
             "or": _union_parts(p.get("or"), thresholds, seen, pid, path),
         }
     else:
+        if p.get("or") is not None:
+            raise ConfigError(f"{pid}: 'or' rectangles extend rectangle gates only", path=path)
         if len(dims) != 2 or len(gate.get("vertices", ())) < 3:
             raise ConfigError(f"{pid}: polygon needs 2 dims and at least 3 vertices", path=path)
         place = p.get("place")

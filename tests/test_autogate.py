@@ -105,6 +105,7 @@ def test_template_fixed_gates_still_build(specs):
         (lambda t: t["populations"][6]["or"][0]["min"].pop(), "one value per dim"),
         (lambda t: t["populations"][6]["or"][0]["min"].__setitem__(1, "cd20"), "not CD19"),
         (lambda t: t["populations"][6].__setitem__("or", {"dims": ["CD3"]}), "list of rectangles"),
+        (lambda t: t["populations"][4].__setitem__("or", []), "rectangle gates only"),
     ],
 )
 def test_bad_template_is_a_config_error(repo, tmp_path, edit, message):

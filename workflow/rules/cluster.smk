@@ -4,13 +4,17 @@
 # preprocess/gate rules of sample.smk.
 #
 # The map step depends on the cohort model, so it cannot join a sample's group job.
+#
+# Both steps also read each sample's preprocessing record (preprocessed/{sample}.json, the scales
+# to undo for the common clustering scale) beside its events file: the same preprocess job writes
+# both, so the events input already orders the jobs, and listing the records as inputs too cost
+# a third more DAG planning time on 2,000 samples (benchmarks/bench_dag.py).
 
 rule cluster_train:
     """Train the cohort's SOM + consensus metaclusters on pooled gated lymphocytes."""
     input:
         events=expand(f"{RESULTS}/preprocessed/{{sample}}.parquet", sample=SAMPLE_IDS),
         gates=expand(f"{RESULTS}/samples/{{sample}}/gates.parquet", sample=SAMPLE_IDS),
-        info=expand(f"{RESULTS}/preprocessed/{{sample}}.json", sample=SAMPLE_IDS),
     output:
         model=f"{RESULTS}/model/som.npz",
     params:
@@ -31,7 +35,7 @@ rule cluster_train:
         runtime=lambda wc, input: int(10 + input_mb(input) / 200),
     shell:
         "cytopipe cluster-train --events {input.events:q} --gates {input.gates:q} "
-        "--info {input.info:q} --config {params.config:q} --out {output.model:q} > {log:q} 2>&1"
+        "--config {params.config:q} --out {output.model:q} > {log:q} 2>&1"
 
 
 rule cluster_map:
@@ -39,7 +43,6 @@ rule cluster_map:
     gates; a failed sample gets a "not available" record."""
     input:
         events=rules.preprocess.output.events,
-        info=rules.preprocess.output.info,
         gates=rules.gate.output.masks,
         model=rules.cluster_train.output.model,
         config=CLUSTERING,
@@ -54,7 +57,7 @@ rule cluster_map:
         mem_mb=lambda wc, input: int(800 + 4 * input_mb([input.events, input.gates])),
         runtime=lambda wc, input: int(10 + input_mb([input.events]) / 100),
     shell:
-        "cytopipe cluster-map {input.events:q} --info {input.info:q} --gates {input.gates:q} "
+        "cytopipe cluster-map {input.events:q} --gates {input.gates:q} "
         "--model {input.model:q} "
         "--config {input.config:q} --sample-id {wildcards.sample:q} "
         "--out {output.clusters:q} > {log:q} 2>&1"
