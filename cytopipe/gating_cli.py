@@ -15,7 +15,6 @@ import pandas as pd
 
 from .atomic import atomic_path, write_tsv
 from .errors import GatingError
-from .fcs import LazyEvents
 from .gatingml import (
     DEFAULT_CHUNK_EVENTS as DEFAULT_CHUNK,
 )
@@ -54,44 +53,8 @@ def apply_gates(
         raise GatingError("the Gating-ML document defines no gates", path=strategy_path)
     src = read_events(fcs_path)
     src.path = os.fspath(fcs_path)
-    if isinstance(src.events, LazyEvents):
-        src.events = _RecycledChunks(src.events)
     masks = apply_strategy_chunked(strategy, src, chunk_events)
     return strategy, masks
-
-
-class _RecycledChunks:
-    """The lazy events as apply_strategy_chunked reads them (`events[i:j]`), each chunk decoded
-    into one of two reused buffers instead of a fresh array.
-
-    Why: the gating core's per-chunk objects form a reference cycle (a chunk's resolver and
-    its compensation refer to each other), so a chunk's events are freed only when the cycle
-    collector runs, which is seldom in a long run: fresh chunks piled up (measured +160 MB
-    peak on 3.5 M x 12 events, about the whole event matrix). apply_strategy_chunked evaluates
-    each chunk before it asks for the next (its chunks already share scratch buffers), so two
-    buffers are enough. Any other index is passed to the lazy events (a fresh array).
-    """
-
-    def __init__(self, events: LazyEvents):
-        self.events = events
-        self.shape = events.shape
-        self.dtype = events.dtype
-        self._bufs: list[np.ndarray | None] = [None, None]
-        self._turn = 0
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def __getitem__(self, key):
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            return self.events[key]
-        lo, hi, _ = key.indices(len(self.events))
-        rows = max(0, hi - lo)
-        self._turn ^= 1
-        buf = self._bufs[self._turn]
-        if buf is None or buf.shape[0] < rows:
-            buf = self._bufs[self._turn] = np.empty((rows, self.shape[1]), dtype=np.float32)
-        return self.events.decode_into(lo, buf[:rows])
 
 
 ROW_GROUP_EVENTS = 1 << 20
