@@ -29,7 +29,13 @@ from .errors import CytopipeError
 from .fcs import public_keywords, read_fcs
 from .gating import gate_outline
 from .samplesheet import load_sample_sheet
-from .stats import STATS_COLUMNS, density_plot, display_range, population_stats
+from .stats import (
+    STATS_COLUMNS,
+    density_plot,
+    display_range,
+    gates_to_review,
+    population_stats,
+)
 from .template import load_template
 
 SCATTER = panel.SCATTER
@@ -275,6 +281,7 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
                 "n_flagged_gates": int((st["flag"].fillna("") != "").sum())
                 if st is not None
                 else 0,
+                "n_gates_to_review": gates_to_review(st) if st is not None else 0,
             }
         )
     status = pd.DataFrame(status_rows).astype({"events_in": "Int64", "events_kept": "Int64"})

@@ -556,6 +556,13 @@ QC_COLUMNS = [
     ("events_kept", "kept", "int", "events kept by QC"),
     ("pct_kept", "% kept", "num", ""),
     ("n_flagged_gates", "flagged gates", "int", "gates with a low confidence or fallback flag"),
+    (
+        "n_gates_to_review",
+        "gates to review",
+        "int",
+        "gates placed with confidence < 0.5 on a parent of >= 50 events: where the gate's "
+        "position can change the counts",
+    ),
     ("error", "error", "long", ""),
 ]
 
@@ -615,7 +622,9 @@ def _qc_section(report: Report) -> str:
     if attention:
         body += f"<h3>Samples to look at ({len(attention)})</h3>"
         body += (
-            '<p class="note">Failed, QC fail or warn, or with gates flagged as low confidence.</p>'
+            '<p class="note">Failed, QC fail or warn, or with gates to review (confidence '
+            "below 0.5 on a parent of at least 50 events). Fallback gates on a few events, as "
+            "in B-cell aplasia, are flagged on the sample page but not listed here.</p>"
         )
         body += table(attention, columns, css="attention", row_class=_row_class)
     else:
@@ -629,9 +638,10 @@ def _qc_section(report: Report) -> str:
 
 
 def _needs_a_look(row: Mapping) -> bool:
-    flagged = row.get("n_flagged_gates")
+    # tables written before gates_to_review existed: every flagged gate counts
+    doubtful = row.get("n_gates_to_review", row.get("n_flagged_gates"))
     return row.get("_verdict") in ("failed", "fail", "warn") or (
-        not is_missing(flagged) and float(flagged) > 0
+        not is_missing(doubtful) and float(doubtful) > 0
     )
 
 

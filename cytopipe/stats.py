@@ -62,6 +62,22 @@ def population_stats(
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
+def gates_to_review(stats: pd.DataFrame, low: float = 0.5, min_parent: int = 50) -> int:
+    """Gates a reviewer should look at: placed with confidence below `low` on a parent of at
+    least `min_parent` events.
+
+    Every fallback is flagged in the statistics, but in aplasia the B-subset gates fall back on
+    parents of a handful of events by design, and no position of those gates can move the counts
+    by more than that handful; listing every such sample would bury the ones that matter.
+    """
+    if stats.empty:
+        return 0
+    counts = stats.set_index("population")["count"]
+    parent_n = stats["parent"].map(counts).fillna(np.inf)  # root: all events
+    doubtful = pd.to_numeric(stats["confidence"], errors="coerce").fillna(0.0) < low
+    return int((doubtful & (parent_n >= min_parent)).sum())
+
+
 def _descendants(parents: Mapping[str, str | None], root: str) -> set[str]:
     """Populations inside `root`, including itself."""
     inside = {root}

@@ -26,7 +26,7 @@ import pandas as pd
 
 from cytopipe.atomic import write_json, write_tsv
 from cytopipe.longitudinal import run_longitudinal, write_outputs
-from cytopipe.stats import STATS_COLUMNS
+from cytopipe.stats import STATS_COLUMNS, gates_to_review
 
 XSS = "<script>alert(1)</script>"
 BINS = 24
@@ -248,6 +248,7 @@ def build_results(root: Path, *, seed: int = 7) -> Cohort:
                 "stage": "", "error": "", "qc_verdict": qc["verdict"], "events_in": qc["events_in"],
                 "events_kept": qc["events_kept"], "pct_kept": qc["pct_kept"],
                 "n_flagged_gates": int((stats["flag"] != "").sum()),
+                "n_gates_to_review": gates_to_review(stats),
             })  # fmt: skip
             sheet_rows.append(_sheet_row(sid, pid, day, disease, age0, counting))
     for sid, (pid, day, stage, error) in FAILED.items():
@@ -258,7 +259,7 @@ def build_results(root: Path, *, seed: int = 7) -> Cohort:
         status_rows.append({
             "sample_id": sid, "patient_id": pid, "path": f"data/{sid}.fcs", "status": "failed",
             "stage": stage, "error": error, "qc_verdict": "", "events_in": np.nan,
-            "events_kept": np.nan, "pct_kept": np.nan, "n_flagged_gates": 0,
+            "events_kept": np.nan, "pct_kept": np.nan, "n_flagged_gates": 0, "n_gates_to_review": 0,
         })  # fmt: skip
         disease, age0, counting, _ = COHORT[pid]
         sheet_rows.append(_sheet_row(sid, pid, day, disease, age0, counting))

@@ -15,6 +15,7 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating import PolygonGate, RectangleGate, evaluate
 from cytopipe.panel import load_panel
 from cytopipe.pipeline import preprocess
+from cytopipe.stats import gates_to_review, population_stats
 from cytopipe.synth_model import B_SUBSETS, BASELINE_B_SUBSETS
 from cytopipe.template import build_gates, load_template
 
@@ -140,6 +141,27 @@ def test_aplasia_does_not_invent_b_cells(
     method, confidence, flag = result.methods["b_cells"]
     if n_b < 10:  # nothing to find a valley against: placed from the CD19-negative NK cells
         assert method == "fallback" and "cd19" in flag and confidence <= 0.5
+    # fallbacks are flagged in the statistics, but none is worth a reviewer's time: the doubtful
+    # ones sit on parents of a few events
+    stats = population_stats(
+        "s", result.masks, result.parents, columns, len(labels), result.methods
+    )
+    assert (stats["flag"] != "").sum() >= 4
+    assert gates_to_review(stats) == 0
+
+
+def test_gates_to_review_are_doubtful_gates_on_parents_that_matter():
+    stats = pd.DataFrame(
+        {
+            "population": ["lymphocytes", "b_cells", "b_naive", "b_transitional"],
+            "parent": ["", "lymphocytes", "b_cells", "b_cells"],
+            "count": [40_000, 12, 3, 0],
+            "confidence": [0.3, 0.45, 0.2, 0.9],
+        }
+    )
+    assert gates_to_review(stats) == 2  # lymphocytes (root) and b_cells; b_naive has 12 parents
+    assert gates_to_review(stats, min_parent=10) == 3
+    assert gates_to_review(stats.iloc[:0]) == 0
 
 
 # ---------------------------------------------------------------- plasmablasts and lymphopenia

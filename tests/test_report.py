@@ -285,8 +285,8 @@ def test_qc_verdict_counts_and_definitions(cohort, report):
     warn = status.loc[status["qc_verdict"] == "warn", "sample_id"].tolist()
     assert [r["sample"]["text"] for r in rows if r["QC verdict"]["text"] == "warn"] == warn
     attention = [r["sample"]["text"] for r in tables_of(index, "attention")]
-    flagged = status.loc[status["n_flagged_gates"] > 0, "sample_id"].tolist()
-    assert sorted(attention) == sorted({"P02-d150", *warn, *flagged})
+    review = status.loc[status["n_gates_to_review"] > 0, "sample_id"].tolist()
+    assert sorted(attention) == sorted({"P02-d150", *warn, *review})
     for label, n in (("failed (not processed)", 1), ("QC warn", len(warn))):
         assert re.search(rf'<div class="v">{n}</div><div class="k">{re.escape(label)}</div>', index)
     definitions = json.loads((cohort.results / "tables" / "cohort_summary.json").read_text())[
