@@ -315,14 +315,14 @@ class Scale:
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         if self.kind == "linear":
-            return np.asarray(raw, dtype=np.float64) / self.t
+            return linear(raw, self.t)
         if self.kind == "arcsinh":
             return arcsinh(raw, self.cofactor)
         return logicle_fast(raw, t=self.t, w=self.w, m=self.m, a=self.a)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         if self.kind == "linear":
-            return np.asarray(y, dtype=np.float64) * self.t
+            return linear_inverse(y, self.t)
         if self.kind == "arcsinh":
             return arcsinh_inverse(y, self.cofactor)
         return logicle_inverse(y, t=self.t, w=self.w, m=self.m, a=self.a)
