@@ -20,9 +20,11 @@ from flowutils import logicle_c as _c
 from flowutils import transforms as _fu
 
 
-def _as_f64(x: np.ndarray) -> np.ndarray:
-    """A fresh float64 copy: the C kernels work in place."""
-    return np.array(x, dtype=np.float64, copy=True).reshape(-1)
+def _in_c(kernel, x: np.ndarray, t: float, w: float, m: float, a: float) -> np.ndarray:
+    """One of flowutils' C kernels on a fresh float64 copy of `x` (they work in place)."""
+    y = np.array(x, dtype=np.float64, copy=True).reshape(-1)
+    kernel(float(t), float(w), float(m), float(a), y)
+    return y
 
 
 # --------------------------------------------------------------------------- logicle
@@ -32,18 +34,14 @@ def logicle(
     x: np.ndarray, t: float = 262144.0, w: float = 0.5, m: float = 4.5, a: float = 0.0
 ) -> np.ndarray:
     """Logicle-transform one channel to [0, 1] (1 at T)."""
-    y = _as_f64(x)
-    _c.logicle_scale(float(t), float(w), float(m), float(a), y)
-    return y
+    return _in_c(_c.logicle_scale, x, t, w, m, a)
 
 
 def logicle_inverse(
     y: np.ndarray, t: float = 262144.0, w: float = 0.5, m: float = 4.5, a: float = 0.0
 ) -> np.ndarray:
     """Map logicle-scale values back to linear values (closed form, monotonic)."""
-    x = _as_f64(y)
-    _c.logicle_inverse(float(t), float(w), float(m), float(a), x)
-    return x
+    return _in_c(_c.logicle_inverse, y, t, w, m, a)
 
 
 @dataclass(frozen=True)
@@ -198,17 +196,13 @@ def hyperlog(
     x: np.ndarray, t: float = 262144.0, w: float = 0.5, m: float = 4.5, a: float = 0.0
 ) -> np.ndarray:
     """Bagwell's hyperlog as Gating-ML defines it (flowutils' C code)."""
-    y = _as_f64(x)
-    _c.hyperlog_scale(float(t), float(w), float(m), float(a), y)
-    return y
+    return _in_c(_c.hyperlog_scale, x, t, w, m, a)
 
 
 def hyperlog_inverse(
     y: np.ndarray, t: float = 262144.0, w: float = 0.5, m: float = 4.5, a: float = 0.0
 ) -> np.ndarray:
-    x = _as_f64(y)
-    _c.hyperlog_inverse(float(t), float(w), float(m), float(a), x)
-    return x
+    return _in_c(_c.hyperlog_inverse, y, t, w, m, a)
 
 
 # --------------------------------------------------------------------------- log / linear
