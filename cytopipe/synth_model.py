@@ -38,12 +38,7 @@ POPULATIONS: tuple[str, ...] = (
     "monocyte",
     "nk",
     "t_cell",
-    "b_transitional",
-    "b_naive",
-    "b_unswitched_memory",
-    "b_switched_memory",
-    "b_double_negative",
-    "plasmablast",
+    *B_SUBSETS,
 )
 
 # Fluorescence markers of the panel, in the canonical (instrument A) order.

@@ -27,6 +27,8 @@ import pandas as pd
 from cytopipe.atomic import write_json, write_tsv
 from cytopipe.longitudinal import run_longitudinal, write_outputs
 from cytopipe.stats import STATS_COLUMNS, gates_to_review
+from cytopipe.synth_model import MARKERS as PANEL_MARKERS
+from cytopipe.synth_model import SCATTER
 
 XSS = "<script>alert(1)</script>"
 BINS = 24
@@ -78,21 +80,7 @@ LYMPH_DESCENDANTS = {
     "lymphocytes", "t_cells", "b_cells", "b_cd20pos", "b_cd20neg", "plasmablasts", "b_naive",
     "b_unswitched_memory", "b_switched_memory", "b_double_negative", "b_transitional",
 }  # fmt: skip
-MARKERS = [
-    "FSC-A",
-    "FSC-H",
-    "SSC-A",
-    "Time",
-    "CD45",
-    "CD3",
-    "CD19",
-    "CD20",
-    "CD27",
-    "CD38",
-    "IgD",
-    "CD24",
-    "viability",
-]
+MARKERS = [*SCATTER, "Time", *PANEL_MARKERS]  # as preprocessing writes them
 
 
 @dataclass
