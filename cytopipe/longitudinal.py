@@ -805,23 +805,12 @@ def run_longitudinal(
 
 def cohort_export(patients: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     """One row per patient for pooling across centres, definitions as def_* columns."""
-    out = patients[
-        [
-            "patient_id",
-            "disease",
-            "age_at_infusion",
-            "baseline_b_pct",
-            "baseline_b_per_ul",
-            "aplasia_start_day",
-        ]
-    ].copy()
+    out = patients[[c for c in EXPORT_COLUMNS if c in PATIENT_COLUMNS]].copy()
     out["days_to_reconstitution_or_censoring"] = np.where(
         patients["reconstituted"],
         patients["reconstitution_day"],
         np.where(patients["censored"], patients["last_followup_day"], np.nan),
     )
-    for name in ("reconstituted", "phenotype_at_return", "flags"):
-        out[name] = patients[name]
     out["def_aplasia_pct_lymphocytes"] = cfg["aplasia_pct_lymphocytes"]
     out["def_aplasia_cells_per_ul"] = cfg["aplasia_cells_per_ul"]
     out["def_confirmation_rule"] = confirmation_rule(cfg)
