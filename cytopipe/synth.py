@@ -409,6 +409,19 @@ def _window(acq: Acquisition, at: float, seconds: float) -> tuple[float, float]:
     return start, start + seconds
 
 
+def _warp_time(acq: Acquisition, start: float, seconds: float, factor: float) -> np.ndarray:
+    """The events of `seconds * factor` normal-rate seconds from `start` arrive within `seconds`
+    instead (factor < 1: a clog lets few through; > 1: a burst packs many in); later events
+    shift by the difference. Returns the warped events."""
+    span = seconds * factor
+    t = acq.time_s
+    mask = (t >= start) & (t < start + span)
+    after = t >= start + span
+    t[mask] = start + (t[mask] - start) / factor
+    t[after] += seconds - span
+    return mask
+
+
 def _signal_columns(acq: Acquisition) -> np.ndarray:
     return np.array([c != "Time" for c in acq.canonical])
 
@@ -426,11 +439,7 @@ class Clog:
 
     def __call__(self, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
         start, _ = _window(acq, self.at, self.seconds)
-        squeezed = self.seconds * self.residual_rate  # normal-rate time the clog lets through
-        mask = (acq.time_s >= start) & (acq.time_s < start + squeezed)
-        after = acq.time_s >= start + squeezed
-        acq.time_s[mask] = start + (acq.time_s[mask] - start) / self.residual_rate
-        acq.time_s[after] += self.seconds - squeezed
+        mask = _warp_time(acq, start, self.seconds, self.residual_rate)
         dim = rng.uniform(0.4, 0.8, (int(mask.sum()), 1))
         cols = _signal_columns(acq)
         acq.data[np.ix_(mask, cols)] *= dim
@@ -449,10 +458,7 @@ class Bubble:
 
     def __call__(self, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
         start, _ = _window(acq, self.at, self.seconds)
-        span = self.seconds * self.rate_factor  # normal-rate time packed into the burst
-        mask = (acq.time_s >= start) & (acq.time_s < start + span)
-        acq.time_s[mask] = start + (acq.time_s[mask] - start) / self.rate_factor
-        acq.time_s[acq.time_s >= start + span] -= span - self.seconds
+        mask = _warp_time(acq, start, self.seconds, self.rate_factor)
         m = int(mask.sum())
         for j, name in enumerate(acq.canonical):
             top = acq.pnr[j]
