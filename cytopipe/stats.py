@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from .autogate import LOW_CONFIDENCE
+
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 STATS_COLUMNS = [
     "sample_id", "population", "parent", "count", "pct_parent", "pct_lymphocytes",
@@ -62,9 +64,9 @@ def population_stats(
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
-def gates_to_review(stats: pd.DataFrame, low: float = 0.5, min_parent: int = 50) -> int:
-    """Gates a reviewer should look at: placed with confidence below `low` on a parent of at
-    least `min_parent` events.
+def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:
+    """Gates a reviewer should look at: placed with confidence below `low` (where autogate
+    flags low confidence) on a parent of at least `min_parent` events.
 
     Every fallback is flagged in the statistics, but in aplasia the B-subset gates fall back on
     parents of a handful of events by design, and no position of those gates can move the counts

@@ -6,7 +6,6 @@ is deterministic, failed samples are handled, and the commands write what the re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
@@ -240,9 +239,7 @@ def test_one_model_across_instruments_on_the_common_scale(two_instruments, setti
     """On the common scale instrument B's cells fall in the same metaclusters as A's and agree
     with B's gates; pooled on each file's own scale (T = $PnR) they do not."""
     ids, events, gates = two_instruments
-    chosen = settings if common else dataclasses.replace(settings, scale=None)
-    if not common:
-        chosen = dataclasses.replace(chosen, raw={**settings.raw, "scale": None})
+    chosen = settings if common else cluster.parse_settings({**settings.raw, "scale": None})
     model = cluster.train_files(events, gates, chosen, ids)
     b_ids = [i for i in ids if i.endswith("_B")]
     flagged = []
