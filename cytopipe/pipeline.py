@@ -158,15 +158,19 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
             continue
         x, y = res.plotted[g.id]
         parent_mask = masks[g.parent] if g.parent else all_events
-        outline = gate_outline(g, (ranges[x], ranges[y]))
-        count = int(masks[g.id].sum())
-        plot = density_plot(g.id, g.parent, x, y, columns, parent_mask, count, outline, ranges)
-        plot["extra_gates"] = [  # `or:` parts drawn where they share the plot's axes
-            {"label": label, "gate": np.round(gate_outline(e, (ranges[x], ranges[y])), 5).tolist()}
+        view = (ranges[x], ranges[y])
+        extras = [  # `or:` parts, drawn where they share the plot's axes
+            (label, gate_outline(e, view))
             for label, e in res.extras.get(g.id, ())
             if tuple(e.dims[:2]) == (x, y)
         ]
-        plots.append(plot)
+        count = int(masks[g.id].sum())
+        plots.append(
+            density_plot(
+                g.id, g.parent, x, y, columns, parent_mask, count, gate_outline(g, view), ranges,
+                extras,
+            )
+        )  # fmt: skip
     return Gated(masks, stats, plots, res.skipped)
 
 

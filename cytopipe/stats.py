@@ -7,7 +7,7 @@ histograms of the parent population.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,8 +103,10 @@ def density_plot(
     count: int,
     outline: np.ndarray,
     ranges: Mapping[str, tuple[float, float]],
+    extra_outlines: Sequence[tuple[str, np.ndarray]] = (),
 ) -> dict:
-    """Parent events binned on the gate's two axes, with the gate outline in the same units."""
+    """Parent events binned on the gate's two axes, with the gate outline in the same units
+    (and the outlines of its `or:` parts, with their labels)."""
     xr, yr = ranges[x], ranges[y]
     xe = np.linspace(*xr, PLOT_BINS + 1)
     ye = np.linspace(*yr, PLOT_BINS + 1)
@@ -120,10 +122,15 @@ def density_plot(
         "x_edges": np.round(xe, 5).tolist(),
         "y_edges": np.round(ye, 5).tolist(),
         "counts": h.astype(int).tolist(),
-        "gate": np.round(np.asarray(outline, dtype=float), 5).tolist(),
+        "gate": _rounded(outline),
         "count": count,
         "pct_parent": _pct(count, n_parent),
+        "extra_gates": [{"label": label, "gate": _rounded(o)} for label, o in extra_outlines],
     }
+
+
+def _rounded(outline: np.ndarray) -> list:
+    return np.round(np.asarray(outline, dtype=float), 5).tolist()
 
 
 def display_range(values: np.ndarray) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
 from cytopipe.gating import PolygonGate, RectangleGate, evaluate
 from cytopipe.panel import load_panel
-from cytopipe.pipeline import preprocess
+from cytopipe.pipeline import gate, preprocess
 from cytopipe.stats import gates_to_review, population_stats
 from cytopipe.synth_model import B_SUBSETS, BASELINE_B_SUBSETS
 from cytopipe.template import build_gates, load_template
@@ -194,6 +194,12 @@ def test_cd19_dim_plasmablasts_join_b_cells(tmp_path, specs, panel_map, instrume
     assert f1(result.masks["plasmablasts"], pb) > 0.9
     ((label, extra),) = result.extras["b_cells"]
     assert "CD27" in label and extra.dims[:2] == ("CD3", "CD19")
+    # the sample page's density plot of b_cells carries that part with its label
+    plot = next(p for p in gate("pb", columns, specs).plots if p["population"] == "b_cells")
+    (drawn,) = plot["extra_gates"]
+    assert drawn["label"] == label
+    ys = [v[1] for v in drawn["gate"]]
+    assert min(ys) == pytest.approx(result.thresholds["cd19_dim"].value, abs=1e-5)
 
 
 def test_union_part_needs_its_markers(baseline_sample, specs, panel_map):
