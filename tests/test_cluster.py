@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -256,6 +257,28 @@ def test_one_model_across_instruments_on_the_common_scale(two_instruments, setti
     else:
         print("\non their own scales:", flagged)
         assert flagged, "pooling two scales should break agreement on instrument B"
+
+
+def test_the_preprocessing_record_can_live_elsewhere(two_instruments, settings, tmp_path):
+    """The scales come from the record beside the events file, or from --info; without either
+    the events are pooled as they are (and clusters.json says nothing was rescaled)."""
+    ids, events, gates = two_instruments
+    i = next(k for k, sid in enumerate(ids) if sid.endswith("_B"))
+    model = cluster.train_files(events[:1], gates[:1], settings, ids[:1])
+    moved = tmp_path / "elsewhere.parquet"
+    moved.write_bytes(Path(events[i]).read_bytes())
+    record = Path(events[i]).with_suffix(".json")
+    alone = cluster.map_files(str(moved), gates[i], model, settings, ids[i])
+    given = cluster.map_files(str(moved), gates[i], model, settings, ids[i], str(record))
+    beside = cluster.map_files(events[i], gates[i], model, settings, ids[i])
+    assert alone["rescaled_from"] == {}
+    assert given["rescaled_from"] == beside["rescaled_from"] != {}
+    assert given["clusters"] == beside["clusters"]
+    trained = [  # training reads the same records: --info or beside
+        cluster.train_files(e, [gates[i]], settings, [ids[i]], r).codes
+        for e, r in (([str(moved)], [str(record)]), ([events[i]], None), ([str(moved)], None))
+    ]
+    assert np.array_equal(trained[0], trained[1]) and not np.array_equal(trained[0], trained[2])
 
 
 def test_too_few_events_are_not_judged(model, settings):
