@@ -391,6 +391,8 @@ def test_annotation_rules_first_match_missing_marker_and_unassigned(settings):
         ({"annotations": [{"label": "X", "when": {"CD3": "sort of"}}]}, "cannot read condition"),
         ({"annotations": [{"label": "X", "when": {"CD3": "pos"}, "colour": "red"}]}, "unknown key"),
         ({"levels": {"CD3": {"pos": 0.9, "high": 0.5}}}, "pos must not be above high"),
+        ({"scale": {"t": "full range"}}, "numeric t, w, m and a"),
+        ({"scale": {"w": 3.0}}, "not a valid logicle"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key(edit, message):
