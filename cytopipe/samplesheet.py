@@ -32,7 +32,6 @@ baseline was never measured; those patients are then flagged in the longitudinal
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import os
@@ -57,6 +56,9 @@ DAYS_PER_YEAR = 365.25
 # Ids become file and folder names (results/samples/{sample_id}/, report/patients/{id}.html).
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAX_LISTED = 12
+# A day further than this from infusion is a typo (an id, a date typed as a number, a unit
+# slip), not follow-up: CAR-T long-term follow-up is 15 years.
+MAX_ABS_DAY = 25 * 365
 
 
 def load_sample_sheet(
@@ -114,48 +116,46 @@ def _line_of(problem: str) -> int:
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Rows as lists of stripped strings and their 1-based line numbers; skips blank/# lines."""
+    """Rows as lists of stripped strings and their 1-based line numbers; skips blank/# lines.
+
+    One line is one row: a TSV sheet has no quoting, so a field that starts with a double quote
+    (`"B1 (re-run`) is text, not the start of a field running to the end of the file. Python's
+    csv module would silently swallow every later row into that field.
+    """
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(
             f"cannot read sample sheet: {exc.strerror}",
             path=path,
             hint="check the `samples` path in config/config.yaml",
         ) from None
-    with handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header: list[str] | None = None
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        problems: list[str] = []
-        try:
-            for fields in reader:
-                line = reader.line_num
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                if header is None:
-                    if fields[0].lstrip().startswith("#"):
-                        continue
-                    header = [f.strip() for f in fields]
-                    continue
-                if fields[0].lstrip().startswith("#"):
-                    continue
-                fields = [f.strip() for f in fields]
-                if len(fields) != len(header):
-                    problems.append(
-                        f"row {line}: has {len(fields)} tab-separated fields but the header has "
-                        f"{len(header)}"
-                    )
-                    continue
-                rows.append(fields)
-                lines.append(line)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"not a readable tab-separated text file ({exc})",
-                path=path,
-                hint="save the sheet as UTF-8 tab-separated text",
-            ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start})",
+            path=path,
+            hint="save the sheet as UTF-8 tab-separated text",
+        ) from None
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    problems: list[str] = []
+    for line, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
+        fields = [f.strip() for f in raw.split("\t")]
+        if not any(fields) or fields[0].startswith("#"):
+            continue
+        if header is None:
+            header = fields
+            continue
+        if len(fields) != len(header):
+            problems.append(
+                f"row {line}: has {len(fields)} tab-separated fields but the header has "
+                f"{len(header)}"
+            )
+            continue
+        rows.append(fields)
+        lines.append(line)
     if header is None:
         raise ConfigError(
             "sample sheet is empty", path=path, hint="add a header and one row per FCS file"
@@ -236,6 +236,8 @@ def _parse_row(raw: dict[str, str], line: int) -> tuple[dict, list[str]]:
             "day",
             f"{raw['day']} disagrees with collection_date - infusion_date = {derived} days",
         )
+    if record["day"] is not None and abs(record["day"]) > MAX_ABS_DAY:
+        bad("day", f"{record['day']:g} is more than {MAX_ABS_DAY} days (25 years) from infusion")
     if record["age_years"] is None and collection and birth:
         record["age_years"] = (collection - birth).days / DAYS_PER_YEAR
     for name in DATE_FIELDS:

@@ -214,3 +214,37 @@ def test_unreadable_sheet(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         load_sample_sheet(empty)
+
+
+def test_a_field_starting_with_a_quote_does_not_swallow_later_rows(tmp_path):
+    """Regression: csv quoting read `"B1 (re-run` as an open quoted field that ran to the end
+    of the file, and every later row vanished without an error."""
+    rows = _good_rows()
+    rows[1][-1] = '"B1 (re-run'
+    rows[2][-1] = 'JDM "flare"'
+    sheet = load_sample_sheet(_write(tmp_path, rows), base_dir=tmp_path)
+    assert list(sheet["sample_id"]) == ["P1_BL", "P1_D028", "P2_BL", "P2_D090"]
+    assert sheet["disease"].tolist() == ["SLE", '"B1 (re-run', 'JDM "flare"', "SLE"]
+
+
+def test_a_line_with_a_tab_too_many_stops_with_its_line_number(tmp_path):
+    rows = _good_rows()
+    rows[2][-1] = '"SLE\tre-run"'  # quotes do not protect a tab: the line has 11 fields
+    assert "row 4: has 11 tab-separated fields but the header has 10" in _error(
+        _write(tmp_path, rows)
+    )
+
+
+@pytest.mark.parametrize("day", ["1e9", "-20000"])
+def test_a_day_decades_from_infusion_is_refused(tmp_path, day):
+    rows = _good_rows()
+    rows[1][3] = day
+    assert re.search(
+        r"row 3, field 'day': .* is more than 9125 days", _error(_write(tmp_path, rows))
+    )
+
+
+def test_a_date_typo_decades_from_infusion_is_refused(tmp_path):
+    rows = _good_rows()
+    rows[3][4] = "2093-04-10"  # collection date typed with the wrong century digit
+    assert "row 5, field 'day': 25658 is more than 9125 days" in _error(_write(tmp_path, rows))
