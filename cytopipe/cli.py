@@ -2,8 +2,9 @@
 
 Each stage module that offers commands defines `add_cli(subparsers)`, which adds its
 subcommands and sets `func` to a function taking the parsed arguments and returning an exit
-status. Errors the user can act on (CytopipeError) become one line on stderr and status 2;
-`--debug` shows the traceback instead.
+status. Errors the user can act on (CytopipeError) become one line on stderr and status 2,
+faults of the machine (memory, disk, permissions) one line and status 75; `--debug` shows the
+traceback as well.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import traceback
 
 from . import __version__
-from .errors import CytopipeError
+from .errors import EX_TEMPFAIL, CytopipeError, environment_message
 
 # Modules whose add_cli() contributes subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"cytopipe: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"cytopipe: error: {environment_message(exc)}", file=sys.stderr)
+        return EX_TEMPFAIL
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ which gathers every sample's outcome into cohort tables.
 
 A bad file must fail only itself: both steps turn a CytopipeError (and any unexpected error,
 reported as an internal error) into a `failed` record that flows through the workflow to the
-report, and always write their declared outputs so the rest of the cohort carries on.
+report, and always write their declared outputs so the rest of the cohort carries on. A fault
+of the machine (out of memory, disk full, permission denied) is not the sample's: it fails the
+job, so Snakemake retries it or stops, and no permanent failed record is written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from . import __version__, compensation, panel, qc, transforms
 from .atomic import write_json, write_parquet, write_tsv
 from .autogate import autogate
 from .config import add_settings_arguments, settings_from_args
-from .errors import CytopipeError
+from .errors import CytopipeError, is_environment_fault
 from .fcs import public_keywords, read_fcs
 from .gating import gate_outline
 from .samplesheet import load_sample_sheet
@@ -190,7 +192,9 @@ def _failed_record(sample_id: str, stage: str, exc: BaseException) -> dict:
 def _guard(sample_id: str, stage: str, work: Callable[[], dict]) -> dict:
     try:
         return work()
-    except Exception as exc:  # noqa: BLE001 - every failure becomes the sample's record
+    except Exception as exc:  # noqa: BLE001 - every failure of the input becomes its record
+        if is_environment_fault(exc):
+            raise
         return _failed_record(sample_id, stage, exc)
 
 
@@ -212,6 +216,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
         }
 
     record = _guard(args.sample_id, "ingest", work)
+    # Was the file there? An archive that goes offline later must not wipe this result.
+    record["input_found"] = Path(args.fcs).is_file()
     if record["status"] != "ok":
         write_parquet(args.out_events, pd.DataFrame({QC_COLUMN: pd.Series([], dtype=bool)}))
     write_json(args.out_info, record)

@@ -304,6 +304,50 @@ def test_new_archive_rows_process_only_the_new_samples(finished_run, tmp_path):
     assert {"collect", "longitudinal", "report"} <= rules_of(plan)
 
 
+def outputs_snapshot(results: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in results.rglob("*") if p.is_file() and "logs" not in p.parts}  # fmt: skip
+
+
+def test_archive_offline_stops_the_run_and_keeps_every_result(finished_run, tmp_path):
+    """Regression: a missing file was dropped from the job's inputs, so Snakemake reran every
+    sample and overwrote good results with "file not found" records, and exited 0."""
+    work = clone(finished_run["work"], tmp_path)
+    archive = Path(finished_run["sheet"]["path"].iloc[0]).parent
+    before = outputs_snapshot(work / "results")
+    offline = archive.with_name(archive.name + "_unmounted")
+    archive.rename(offline)
+    try:
+        proc = snakemake(work, "--cores", "2", "--keep-going")
+        after = outputs_snapshot(work / "results")
+    finally:
+        offline.rename(archive)
+    assert proc.returncode != 0
+    message = " ".join(proc.stderr.split())
+    n = len(finished_run["sheet"])
+    assert f"{n} FCS file(s) that earlier runs processed are unreachable" in message, message
+    assert str(archive) in message and "no result was changed" in message
+    assert after == before
+    assert not dry_run(work)  # archive back: nothing to redo
+
+
+@pytest.mark.parametrize(
+    ("name", "reruns"),
+    [("gating.yaml", "gate"), ("panel.yaml", "preprocess"), ("clustering.yaml", "cluster_map")],
+)
+def test_config_restored_with_old_mtime_still_reruns(finished_run, tmp_path, name, reruns):
+    """Regression: changes were detected by modification time only, so a config file restored
+    with `cp -p` or `rsync -t` (older than the outputs, different content) kept stale results."""
+    work = clone(finished_run["work"], tmp_path)
+    path = work / "config" / name
+    stat = path.stat()
+    with open(path, "a") as fh:
+        fh.write("\n# restored from the lab's backup\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p leaves it
+    plan = dry_run(work)
+    assert samples_of(plan, reruns) == set(finished_run["sheet"]["sample_id"])
+
+
 def clone(work: Path, dest: Path) -> Path:
     """A copy of a finished run (outputs, Snakemake's metadata and mtimes) to change freely."""
     target = dest / "run"

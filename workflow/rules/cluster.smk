@@ -48,6 +48,8 @@ rule cluster_map:
         config=CLUSTERING,
     output:
         clusters=f"{RESULTS}/samples/{{sample}}/clusters.json",
+    params:
+        config=content_hash(CLUSTERING),
     log:
         f"{RESULTS}/logs/cluster_map/{{sample}}.log",
     conda:

@@ -1,3 +1,5 @@
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -5,6 +7,7 @@ import sys
 import pandas as pd
 import yaml
 
+from cytopipe.archive import check_reachable
 from cytopipe.samplesheet import load_sample_sheet
 
 # Rules call `cytopipe`: use the one installed beside this Snakemake, even when the venv is
@@ -16,6 +19,9 @@ SAMPLES = load_sample_sheet(config["samples"], check_files=False)
 validate(SAMPLES, "../schemas/samples.schema.yaml")
 SAMPLES = SAMPLES.set_index("sample_id", drop=False)
 SAMPLE_IDS = list(SAMPLES.index)
+PREPROCESS_RECORD = f"{RESULTS}/preprocessed/{{sample}}.json"
+# An archive that went offline must not turn good results into "file not found" records.
+check_reachable(zip(SAMPLE_IDS, SAMPLES["path"]), PREPROCESS_RECORD)
 
 
 wildcard_constraints:
@@ -27,6 +33,18 @@ def settings(*sections):
     return json.dumps({k: config.get(k) for k in sections}, sort_keys=True)
 
 
+@functools.cache
+def content_hash(path):
+    """A file's content as a rule parameter: a file restored with `cp -p` or `rsync -t` is
+    older than the outputs yet different, and modification times alone would keep stale
+    results."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()[:20]
+    except OSError:
+        return "unreadable"  # the step that reads it reports the problem itself
+
+
 def spillover_csv(wildcards):
     """Per-batch FlowJo CSV spillover matrix, when config names one for the sample's batch."""
     batches = config["compensation"].get("batches") or {}
@@ -34,9 +52,16 @@ def spillover_csv(wildcards):
     return batches.get(str(batch), []) if batch is not None and not pd.isna(batch) else []
 
 
+def preprocess_contents(wildcards):
+    """The panel's and the batch spillover CSV's content (see content_hash)."""
+    csv = spillover_csv(wildcards)
+    return [content_hash(f) for f in (config["panel"], *([csv] if csv else []))]
+
+
 def existing(path):
-    """A sample's FCS file as an input only when it exists; a missing file then fails its
-    own sample (listed in the report) instead of stopping the whole cohort's DAG."""
+    """A sample's FCS file as an input only when it exists; a file never seen (a wrong path)
+    then fails its own sample (listed in the report) instead of stopping the whole cohort's
+    DAG. A file that was seen before and is gone stopped the run above (check_reachable)."""
     return path if os.path.exists(path) else []
 
 

@@ -9,10 +9,11 @@ rule preprocess:
         spill=spillover_csv,
     output:
         events=f"{RESULTS}/preprocessed/{{sample}}.parquet",
-        info=f"{RESULTS}/preprocessed/{{sample}}.json",
+        info=PREPROCESS_RECORD,
     params:
         path=lambda wc: SAMPLES.loc[wc.sample, "path"],
         settings=settings("compensation", "transform", "qc", "keyword_allowlist"),
+        contents=preprocess_contents,
         spill=lambda wc, input: f"--spillover-csv {input.spill!r}" if input.spill else "",
     log:
         f"{RESULTS}/logs/preprocess/{{sample}}.log",
@@ -43,6 +44,7 @@ rule gate:
         masks=f"{RESULTS}/samples/{{sample}}/gates.parquet",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.record),
+        template=content_hash(config["gating"]),
     log:
         f"{RESULTS}/logs/gate/{{sample}}.log",
     group:

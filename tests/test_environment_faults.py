@@ -1,0 +1,82 @@
+"""Faults of the machine are not faults of the sample.
+
+A full disk or an out-of-memory kill must fail the job (status 75, one line saying what to do)
+so Snakemake retries it or stops; recording it as the sample's permanent "failed" result would
+make the job count as successful and never be retried. A broken file still becomes a failed
+record and the job still succeeds, so the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from cytopipe import cli, pipeline, synth
+
+
+@pytest.fixture(scope="module")
+def fcs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fault") / "S1.fcs"
+    return synth.write_sample(path, synth.simulate_sample(3000, synth.blood_composition(), "A", 2))
+
+
+def _preprocess(fcs, out):
+    return cli.main(
+        ["preprocess", str(fcs), "--sample-id", "S1", "--panel", "config/panel.yaml",
+         "--out-events", str(out / "S1.parquet"), "--out-info", str(out / "S1.json")]
+    )  # fmt: skip
+
+
+def _raiser(exc):
+    def raise_it(*args, **kwargs):
+        raise exc
+
+    return raise_it
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "results/S1.parquet"), "free disk space"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "raise the quota"),
+        (PermissionError(errno.EACCES, "Permission denied", "results"), "give the workflow"),
+        (MemoryError(), "more memory"),
+    ],
+)
+def test_environment_fault_fails_the_job_without_a_failed_record(
+    fcs, tmp_path, monkeypatch, capsys, repo, exc, words
+):
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(pipeline, "write_parquet", _raiser(exc))
+    assert _preprocess(fcs, tmp_path) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert "internal error" not in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "S1.json").exists()  # no "failed" record that would never rerun
+
+
+def test_out_of_memory_while_reading_fails_the_job(fcs, tmp_path, monkeypatch, capsys, repo):
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(pipeline, "read_fcs", _raiser(MemoryError()))
+    assert _preprocess(fcs, tmp_path) == 75
+    assert not (tmp_path / "S1.json").exists()
+
+
+def test_a_broken_file_still_fails_only_its_sample(tmp_path, monkeypatch, repo):
+    monkeypatch.chdir(repo)
+    broken = tmp_path / "broken.fcs"
+    broken.write_bytes(b"FCS3.1    " + b"\0" * 60)
+    assert _preprocess(broken, tmp_path) == 0
+    record = json.loads((tmp_path / "S1.json").read_text())
+    assert record["status"] == "failed" and record["input_found"] is True
+    assert str(broken) in record["error"]
+
+
+def test_a_bug_on_one_file_is_recorded_and_the_batch_goes_on(fcs, tmp_path, monkeypatch, repo):
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(pipeline.qc, "qc_sample", _raiser(ValueError("boom")))
+    assert _preprocess(fcs, tmp_path) == 0
+    record = json.loads((tmp_path / "S1.json").read_text())
+    assert record["status"] == "failed" and "internal error" in record["error"]
