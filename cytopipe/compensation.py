@@ -39,6 +39,9 @@ class Spillover:
     matrix: np.ndarray  # (k, k) float64, rows = source fluorochrome, columns = detector
     source: str  # e.g. "$SPILLOVER keyword", "FlowJo CSV comp.csv", "single-stain controls"
     warnings: list[str] = field(default_factory=list)  # repairs made while reading it
+    # The file the matrix came from (the FCS file of a keyword, the CSV, the unstained control):
+    # errors found when it is applied, long after it was read, must still name that file.
+    path: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def _finish(
         warnings.append(
             f"{source}: diagonal is not 1 ({np.round(diag, 4).tolist()[:8]}); used as given"
         )
-    return Spillover(channels, np.ascontiguousarray(matrix, dtype=np.float64), source, warnings)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+    return Spillover(channels, matrix, source, warnings, None if path is None else os.fspath(path))
 
 
 def parse_spillover(
@@ -373,12 +377,14 @@ def compensation_matrix(spill: Spillover) -> np.ndarray:
     if m.ndim != 2 or m.shape != (k, k):
         raise FcsError(
             f"{spill.source}: spillover matrix shape {m.shape} does not match its {k} channels",
+            path=spill.path,
             hint="the matrix must be square with one row per channel",
         )
     if not np.isfinite(m).all():
         raise FcsError(
             f"{spill.source}: spillover matrix holds NaN or infinite values",
-            hint="fix or replace the matrix",
+            path=spill.path,
+            hint=_replace_hint(spill),
         )
     try:
         cond = np.linalg.cond(m)
@@ -387,10 +393,24 @@ def compensation_matrix(spill: Spillover) -> np.ndarray:
         cond, inv = np.inf, None
     if inv is None or not np.isfinite(cond) or cond > MAX_CONDITION:
         raise FcsError(
-            f"{spill.source}: spillover matrix is singular (condition number {cond:.3g})",
-            hint="two rows are (nearly) identical or a diagonal is 0; fix or recompute the matrix",
+            f"{spill.source}: spillover matrix is singular (condition number {cond:.3g}): two "
+            "rows are (nearly) identical or a diagonal is 0, so it cannot be undone",
+            path=spill.path,
+            hint=_replace_hint(spill),
         )
     return inv
+
+
+def _replace_hint(spill: Spillover) -> str:
+    """What to do about an unusable matrix depends on where it came from."""
+    if spill.source.startswith("FlowJo CSV"):
+        return "recompute the matrix and export it again from FlowJo"
+    if spill.source == "single-stain controls":
+        return "check the single-stain controls and their channel assignment, then recompute"
+    return (
+        "fix the spillover in the acquisition software and re-export the file, or give a "
+        "corrected matrix for its batch with --spillover-csv"
+    )
 
 
 def compensate(
@@ -407,17 +427,20 @@ def compensate(
     if events.ndim != 2 or events.shape[1] != len(pnn):
         raise FcsError(
             f"{spill.source}: events have {events.shape[-1]} columns for {len(pnn)} channel names",
+            path=spill.path,
             hint="this is a bug in the caller",
         )
     missing = [c for c in spill.channels if c not in pnn]
     if missing:
         raise FcsError(
             f"{spill.source}: spillover names channels the sample does not have: {missing[:8]}",
+            path=spill.path,
             hint=f"the sample's channels are {list(pnn)[:24]}; use a matrix for this panel",
         )
     if len(set(spill.channels)) != len(spill.channels):
         raise FcsError(
             f"{spill.source}: spillover names a channel twice",
+            path=spill.path,
             hint="each channel may appear once in the matrix",
         )
     inv = compensation_matrix(spill)
@@ -493,7 +516,9 @@ def compute_spillover(
             other = detectors[int(np.argmax(signal))]
             warnings.append(f"{det} control is brighter in {other} than in its own detector")
         rows.append(signal / own)
-    return Spillover(detectors, np.array(rows, dtype=np.float64), "single-stain controls", warnings)
+    matrix = np.array(rows, dtype=np.float64)
+    path = getattr(unstained, "path", None)
+    return Spillover(detectors, matrix, "single-stain controls", warnings, path)
 
 
 def _control_medians(sample, detectors: Sequence[str], gate, label: str) -> np.ndarray:

@@ -201,7 +201,120 @@ def _decode(token: bytes) -> str:
         return token.decode("latin-1")
 
 
-def _parse_keywords(raw: bytes, path: str, segment: str) -> tuple[dict[str, str], list[str]]:
+def _escaped_tokens(raw: bytes) -> tuple[list[bytes], bool]:
+    """The FCS 3.1 reading (sec. 3.2.9): a doubled delimiter is a literal delimiter."""
+    delim = raw[:1]
+    tokens, unterminated = _split_text(raw)
+    if len(tokens) % 2 and raw.endswith(delim + delim) and tokens[-1].endswith(delim):
+        tokens[-1:] = [tokens[-1][:-1], b""]  # "/key//" at the very end: an empty last value
+        unterminated = False
+    return tokens, unterminated
+
+
+def _empty_value_tokens(raw: bytes) -> tuple[list[bytes], bool]:
+    """The FCS 2.0 writers' reading: a doubled delimiter is an empty value (flowCore's
+    emptyValue=TRUE); CellQuest files need it."""
+    tokens = raw[1:].split(raw[:1])
+    unterminated = bool(tokens and tokens[-1])
+    return (tokens if unterminated else tokens[:-1]), unterminated
+
+
+# The start of a keyword name: standard ($), vendor sigils (# & @) and vendor-prefixed standard
+# keywords (BD$...). After a delimiter inside a keyword name it means the keyword swallowed the
+# next one: the doubled delimiter was an empty value, not an escaped delimiter.
+_KEYWORD_START = re.compile(rb"[$#&@]|[A-Za-z]{1,4}\$")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _key_problems(tokens: list[bytes], delim: bytes, escaped: bool) -> list[str]:
+    """Keyword names that cannot be keyword names under this reading of the doubled
+    delimiters (empty, control characters, another keyword inside)."""
+    problems = []
+    for k in tokens[::2]:
+        if not k.strip():
+            problems.append("a keyword has no name (a value holding a delimiter was cut)")
+        elif _CONTROL.search(k):
+            problems.append(f"keyword {_decode(k)[:40]!r} holds control characters")
+        elif escaped and delim in k:
+            parts = k.split(delim)
+            if not parts[0].strip() or any(
+                not p.strip() or _KEYWORD_START.match(p.strip()) for p in parts[1:]
+            ):
+                problems.append(
+                    f"keyword {_decode(k)[:60]!r} has another keyword inside it (an empty "
+                    "value written as a doubled delimiter?)"
+                )
+    return problems
+
+
+def _missing_required(tokens: list[bytes], version: str | None) -> set[str]:
+    """Keywords the FCS version requires (and the reader needs) that this reading lacks."""
+    if version is None:  # supplemental TEXT: nothing is required there
+        return set()
+    kw: dict[str, str] = {}
+    for k, v in zip(tokens[::2], tokens[1::2], strict=False):
+        kw.setdefault(_norm_keyword(k), _decode(v))
+    v2 = version == "2.0"
+    required = ["par", "datatype", "byteord", *(() if v2 else ("tot", "begindata", "enddata"))]
+    missing = {f"${k.upper()}" for k in required if not kw.get(k, "").strip()}
+    par = kw.get("par", "").strip()
+    if _is_int(par) and int(par) <= MAX_PAR:
+        per = "NBR" if v2 else "NBRE"
+        for i in range(1, int(par) + 1):
+            missing |= {f"$P{i}{x}" for x in per if not kw.get(f"p{i}{x.lower()}", "").strip()}
+    return missing
+
+
+def _choose_reading(
+    raw: bytes, escaped: tuple[list[bytes], bool], path: str, segment: str, version: str | None
+) -> tuple[list[bytes], bool, str | None]:
+    """A keyword name holds a delimiter after unescaping: either the name really holds one
+    (legal, FCS 3.1 sec. 3.2.9) or an FCS 2.0 writer wrote an empty value as a doubled
+    delimiter. Keep the escaped reading unless it breaks the keyword structure and the
+    empty-value reading does not; refuse the TEXT if both break it (never guess)."""
+    delim = raw[:1]
+    empty = _empty_value_tokens(raw)
+    miss_e, miss_v = _missing_required(escaped[0], version), _missing_required(empty[0], version)
+    common = miss_e & miss_v  # missing either way: the reader's business, not the split's
+    prob_e = _key_problems(escaped[0], delim, True) + _missing_text(miss_e - common)
+    if not prob_e:
+        return *escaped, None
+    prob_v = _key_problems(empty[0], delim, False) + _missing_text(miss_v - common)
+    if not prob_v:
+        note = f"{segment} has empty keyword values (doubled delimiters read as empty values, as flowCore does)"
+        return *empty, note
+    raise _fail(
+        path,
+        f"{segment} segment cannot be split into keyword/value pairs consistently: with doubled "
+        f"delimiters as literal ones, {prob_e[0]}; with doubled delimiters as empty values, "
+        f"{prob_v[0]}",
+        hint="re-export the file from the acquisition software",
+    )
+
+
+def _missing_text(missing: set[str]) -> list[str]:
+    """One problem naming the first few missing keywords in file order ($P2N before $P10N),
+    so the message points at the channel whose keyword was swallowed."""
+
+    def order(name: str) -> tuple[int, str]:
+        m = re.fullmatch(r"\$P(\d+)(\w)", name)
+        return (int(m.group(1)), m.group(2)) if m else (0, name)
+
+    names = sorted(missing, key=order)
+    return [f"required keywords {', '.join(names[:6])} are missing"] if names else []
+
+
+def _norm_keyword(token: bytes) -> str:
+    """Keyword names as flowio gives them: stripped, lower case, leading '$' removed."""
+    key = _decode(token).strip()
+    return (key[1:] if key.startswith("$") else key).lower()
+
+
+def _parse_keywords(
+    raw: bytes, path: str, segment: str, version: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """Keyword/value pairs of a TEXT segment. `version` (the HEADER's) lets an ambiguous TEXT
+    be checked for the keywords that version requires; None for supplemental TEXT."""
     warnings: list[str] = []
     if len(raw) < 2:
         raise _fail(path, f"{segment} segment is empty")
@@ -210,19 +323,13 @@ def _parse_keywords(raw: bytes, path: str, segment: str) -> tuple[dict[str, str]
         raise _fail(path, f"{segment} segment does not start with a delimiter (found {delim!r})")
     pad = bytes(c for c in b" \x00\r\n\t" if bytes([c]) != delim)
     raw = delim + raw[1:].rstrip(pad)  # instruments pad TEXT with spaces or NULs
-    tokens, unterminated = _split_text(raw)
-    if len(tokens) % 2 and raw.endswith(delim + delim) and tokens[-1].endswith(delim):
-        tokens[-1:] = [tokens[-1][:-1], b""]  # "/key//" at the very end: an empty last value
-        unterminated = False
+    tokens, unterminated = _escaped_tokens(raw)
     if any(delim in k for k in tokens[::2]):
-        # A keyword swallowed the next one: the doubled delimiter was an empty value (common in
-        # FCS 2.0 files, which flowCore reads with emptyValue=TRUE), not an escaped delimiter.
-        tokens = raw[1:].split(delim)
-        unterminated = bool(tokens and tokens[-1])
-        tokens = tokens if unterminated else tokens[:-1]
-        warnings.append(
-            f"{segment} has empty keyword values (doubled delimiters read as empty values, as flowCore does)"
+        tokens, unterminated, note = _choose_reading(
+            raw, (tokens, unterminated), path, segment, version
         )
+        if note:
+            warnings.append(note)
     if unterminated:
         warnings.append(f"{segment} segment does not end with its delimiter")
     if len(tokens) % 2:
@@ -234,9 +341,7 @@ def _parse_keywords(raw: bytes, path: str, segment: str) -> tuple[dict[str, str]
     keywords: dict[str, str] = {}
     duplicates = []
     for k, v in zip(tokens[::2], tokens[1::2], strict=True):
-        key = _decode(k).strip()
-        key = key[1:] if key.startswith("$") else key
-        key = key.lower()
+        key = _norm_keyword(k)
         if not key:
             continue
         if key in keywords:
@@ -289,7 +394,9 @@ def _read_dataset_text(fh, base: int, file_size: int, path: str) -> _Text:
             f"TEXT segment offsets {t0}-{t1} are {where} (file has {file_size} bytes)",
             hint="the file is truncated or its HEADER is corrupt; re-export it",
         )
-    keywords, more = _parse_keywords(_read_at(fh, base + t0, t1 - t0 + 1), path, "TEXT")
+    keywords, more = _parse_keywords(
+        _read_at(fh, base + t0, t1 - t0 + 1), path, "TEXT", header.version
+    )
     warnings += more
     s0 = (
         _kw_int(keywords, "beginstext", path, default=0)
@@ -369,10 +476,8 @@ def _open(path: str):
         raise FcsError(
             "is a directory, not an FCS file", path=path, hint="give the path of an .fcs file"
         ) from None
-    except OSError as exc:
-        raise FcsError(
-            f"cannot open: {exc.strerror}", path=path, hint="check the file permissions"
-        ) from None
+    # Any other OSError (permission denied, an I/O error on a flaky share) is the machine's,
+    # not the file's: it propagates, so the job fails and is retried (cytopipe.errors).
 
 
 # --------------------------------------------------------------------------------------------

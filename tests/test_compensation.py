@@ -7,6 +7,7 @@ import tracemalloc
 import warnings
 from pathlib import Path
 
+import flowio
 import flowkit
 import numpy as np
 import pytest
@@ -209,6 +210,41 @@ def test_compensate_refusals() -> None:
     wrong = comp.Spillover(["FL1", "FL2"], np.eye(3), "test matrix")
     with pytest.raises(FcsError, match="shape"):
         comp.compensate(events, PNN, wrong)
+
+
+def write_with_spill(path: Path, spill: str) -> Path:
+    """A small FCS 3.1 file whose SPILL keyword is `spill`."""
+    events = np.random.default_rng(5).normal(1000, 200, size=(200, 4)).astype(np.float32)
+    with open(path, "wb") as fh:
+        flowio.create_fcs(
+            fh,
+            events.ravel().tolist(),
+            ["FSC-A", "SSC-A", "FITC-A", "PE-A"],
+            metadata_dict={"SPILL": spill},
+        )
+    return path
+
+
+def test_singular_spillover_error_names_the_file(tmp_path: Path) -> None:
+    """The matrix parses, but cannot be inverted: the error a user sees (raised when the pipeline
+    compensates) names the FCS file the SPILL keyword came from, and says what to do."""
+    path = write_with_spill(tmp_path / "tube 7.fcs", "2,FITC-A,PE-A,1,1,1,1")
+    sample = read_fcs(path)
+    spill = comp.spillover_from_keywords(sample)
+    with pytest.raises(FcsError, match="singular") as info:
+        comp.compensate(sample.events, sample.pnn, spill)
+    assert info.value.path == str(path) and str(path) in str(info.value)
+    assert "SPILL keyword" in info.value.what and info.value.hint
+    with pytest.raises(FcsError, match="singular") as info:
+        comp.compensation_matrix(spill)
+    assert str(path) in str(info.value)
+    # a FlowJo CSV matrix: the error names the CSV file
+    csv = tmp_path / "batch 3 comp.csv"
+    csv.write_text("FITC-A,PE-A\n1,0.5\n2,1\n")
+    spill = comp.read_spillover_csv(csv, sample.pnn)
+    with pytest.raises(FcsError, match="singular") as info:
+        comp.compensate(sample.events, sample.pnn, spill)
+    assert info.value.path == str(csv) and str(csv) in str(info.value) and info.value.hint
 
 
 def test_keyword_precedence_and_absence(comp_example: FcsSample) -> None:

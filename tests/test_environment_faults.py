@@ -80,3 +80,29 @@ def test_a_bug_on_one_file_is_recorded_and_the_batch_goes_on(fcs, tmp_path, monk
     assert _preprocess(fcs, tmp_path) == 0
     record = json.loads((tmp_path / "S1.json").read_text())
     assert record["status"] == "failed" and "internal error" in record["error"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [(PermissionError(errno.EACCES, "Permission denied"), "give the workflow's user access"),
+     (OSError(errno.EIO, "Input/output error"), "check the storage")],
+)  # fmt: skip
+def test_a_file_that_cannot_be_opened_fails_the_job(
+    fcs, tmp_path, monkeypatch, capsys, repo, exc, words
+):
+    """Unreadable (permissions) or an I/O error on a flaky share: not the file's fault, and
+    a failed record would never be retried once the share or the permissions are fixed."""
+    monkeypatch.chdir(repo)
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path) == str(fcs):
+            exc.filename = str(path)
+            raise exc
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    assert _preprocess(fcs, tmp_path) == 75
+    err = capsys.readouterr().err
+    assert words in err and str(fcs) in err
+    assert not (tmp_path / "S1.json").exists()

@@ -348,6 +348,59 @@ def test_double_and_mixed_width(tmp_path: Path) -> None:
     )
 
 
+def test_keyword_name_with_escaped_delimiter(tmp_path: Path) -> None:
+    """FCS 3.1 sec. 3.2.9: a delimiter inside a keyword name is written doubled ('MY//KEY' is
+    the keyword MY/KEY). It must not switch the reader to the FCS 2.0 'doubled delimiter =
+    empty value' reading, which cuts every value holding a delimiter ($CYT, $PnN, $DATE)."""
+    names = ["FSC-A", "SSC-A", "PE/Cy7-A", "Time"]
+    n = 50
+    events = np.random.default_rng(11).normal(1000, 300, size=(n, 4)).astype("<f4")
+    extra = {"$CYT": "Acme/Flow 3", "MY/KEY": "x", "$DATE": "08/09/2006"}
+    kw = float_keywords(names, n, **extra)
+    path = tmp_path / "escaped_key.fcs"
+    path.write_bytes(build_fcs(kw, events.tobytes()))
+    assert b"/MY//KEY/x/" in path.read_bytes()  # the delimiter really is escaped in the key
+    sample = read_fcs(path)
+    assert sample.keywords["my/key"] == "x"
+    assert "my" not in sample.keywords and "key" not in sample.keywords
+    assert sample.keywords["cyt"] == "Acme/Flow 3"
+    assert sample.keywords["date"] == "08/09/2006"
+    assert sample.pnn == names
+    assert [sample.keywords[f"p{i}n"] for i in range(1, 5)] == names
+    assert sample.provenance["warnings"] == []
+    np.testing.assert_array_equal(sample.events, events)
+
+
+def test_fcs2_empty_value_before_a_keyword_is_still_read(tmp_path: Path) -> None:
+    """'$P1S//$P2N/SSC-A/' swallows $P2N when '//' is read as an escaped delimiter; read as an
+    empty $P1S value (as FCS 2.0 writers meant it) the keywords are complete."""
+    names = ["FSC-A", "SSC-A", "FL1-H"]
+    events = np.arange(30, dtype="<f4").reshape(10, 3)
+    kw = float_keywords(names, 10, **{"$P1S/$P2N": "SSC-A"})
+    del kw["$P2N"]
+    path = tmp_path / "empty_value.fcs"
+    path.write_bytes(build_fcs(kw, events.tobytes()))
+    sample = read_fcs(path)
+    assert sample.pnn == names and sample.keywords["p1s"] == ""
+    assert any("empty keyword values" in w for w in sample.provenance["warnings"])
+    np.testing.assert_array_equal(sample.events, events)
+
+
+def test_text_that_cannot_be_split_consistently_is_refused(tmp_path: Path) -> None:
+    """Read with escaped delimiters, $P2N is swallowed by '$P1S/$P2N'; read with empty values,
+    $CYT 'Acme/Flow' is cut and leaves a keyword without a name: neither reading can be trusted."""
+    kw = float_keywords(["FSC-A", "SSC-A", "FL1-H"], 10, **{"$CYT": "Acme/Flow"})
+    kw["$P1S/$P2N"] = "SSC-A"
+    del kw["$P2N"]
+    path = tmp_path / "inconsistent text.fcs"
+    path.write_bytes(build_fcs(kw, np.zeros((10, 3), dtype="<f4").tobytes()))
+    exc = assert_refused(path, "cannot be split into keyword/value pairs consistently")
+    assert str(path) in str(exc) and "$P2N" in exc.what
+    assert "re-export" in exc.hint
+    with pytest.raises(FcsError, match="consistently"):
+        read_text(path)
+
+
 def test_memory_is_one_copy(tmp_path: Path) -> None:
     """Reading costs about one float32 copy of the events (chunked DATA conversion)."""
     n, p = 400_000, 12
