@@ -34,7 +34,8 @@ Definitions (defaults in brackets):
 - Phenotype of returning B cells at the reconstitution timepoint, as fractions of b_cells:
   naive/transitional = b_naive (the IgD+CD27- quadrant, which contains the CD24hi CD38hi
   transitional cells; b_transitional is used only when b_naive is missing), memory = unswitched +
-  switched memory, plasmablast = plasmablasts; the dominant class is `phenotype_at_return`.
+  switched memory, plasmablast = plasmablasts; the dominant class is `phenotype_at_return`,
+  "not evaluable" when every fraction is missing or 0 (empty when B cells never returned).
 - flag_memory_return: at any reconstituted timepoint, (switched memory + plasmablasts) / b_cells
   exceeds `memory_return_fraction` [0.25] OR exceeds the same fraction at baseline (only when the
   baseline itself was not below the aplasia threshold, e.g. after prior rituximab, because a few
@@ -82,6 +83,7 @@ NOTE_AGAIN = "below_threshold_after_reconstitution"
 NOTE_NO_B = "b_cells_unavailable"
 DAYS_PER_YEAR = 365.25
 MEMORY_FLAG = "possible return of disease-driving B-cell clones"
+NOT_EVALUABLE = "not evaluable"  # phenotype_at_return when no subset fraction is above 0
 
 DEFAULT_REFERENCE_RANGES: dict[str, Any] = {
     "source": (
@@ -319,7 +321,8 @@ def definitions(cfg: Mapping) -> dict:
         "phenotype_at_return": (
             "fractions of b_cells at the reconstitution timepoint: naive/transitional = b_naive "
             "(IgD+CD27-, contains transitional), memory = unswitched + switched memory, "
-            "plasmablast = plasmablasts; the largest is reported"
+            "plasmablast = plasmablasts; the largest is reported, 'not evaluable' when every "
+            "fraction is missing or 0"
         ),
         "memory_return_fraction": cfg["memory_return_fraction"],
         "memory_return_rule": (
@@ -641,13 +644,22 @@ def _phenotype(row: pd.Series | None) -> dict:
     )
     memory = float(np.nansum(memory_parts)) if np.isfinite(memory_parts).any() else np.nan
     values = {"naive/transitional": naive, "memory": memory, "plasmablast": row["frac_plasmablast"]}
-    finite = {k: float(v) for k, v in values.items() if np.isfinite(v)}
     return {
-        "phenotype_at_return": max(finite, key=finite.get) if finite else "",
+        "phenotype_at_return": dominant_class(values),
         "frac_naive_transitional_at_return": naive,
         "frac_memory_at_return": memory,
         "frac_plasmablast_at_return": row["frac_plasmablast"],
     }
+
+
+def dominant_class(fractions: Mapping[str, float]) -> str:
+    """The largest B-cell class, or NOT_EVALUABLE when no class holds a cell: with every subset
+    unmeasured or at 0 (e.g. failed IgD/CD27 staining) naming a class would be a guess, and the
+    first key of the mapping would win every tie at 0."""
+    finite = {k: float(v) for k, v in fractions.items() if np.isfinite(v)}
+    if not finite or max(finite.values()) <= 0:
+        return NOT_EVALUABLE
+    return max(finite, key=finite.get)
 
 
 def _memory_return(group: pd.DataFrame, base: pd.Series | None, cfg: Mapping) -> tuple[bool, str]:

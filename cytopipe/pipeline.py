@@ -19,11 +19,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import __version__, compensation, panel, qc, transforms
+from . import __version__, compensation, panel, qc, ranges, sample_checks, transforms
 from .atomic import write_json, write_parquet, write_tsv
 from .autogate import autogate
 from .config import add_settings_arguments, settings_from_args
@@ -55,17 +56,19 @@ class Preprocessed:
 
 
 def scale_channel(
-    marker: str, raw: np.ndarray, pnr: float, tcfg: Mapping
+    marker: str, raw: np.ndarray, top: float, tcfg: Mapping
 ) -> tuple[np.ndarray, transforms.Scale]:
-    """Scatter as a fraction of the channel range; fluorescence on logicle (T from config,
-    or the channel's $PnR when config sets none) or arcsinh.
+    """Scatter as a fraction of the channel's top; fluorescence on logicle (T from config,
+    or the channel's top when config sets none) or arcsinh.
+
+    top: the channel's range, from `ranges.channel_range` (its $PnR unless that is nominal).
 
     `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
     estimates logicle W from the data's negative spread as FlowJo does. The default is one
     fixed W for all samples: the longitudinal comparison and the gate search limits assume the
     same scale at every timepoint.
     """
-    top = pnr if pnr and pnr > 0 else 262144.0
+    top = top if top and top > 0 else ranges.DEFAULT_TOP
     if marker in SCATTER:
         scale = transforms.Scale("linear", t=float(top))
         return (raw / np.float32(top)).astype(np.float32), scale
@@ -102,23 +105,36 @@ def preprocess(
 
     columns: dict[str, np.ndarray] = {}
     scales: dict[str, transforms.Scale] = {}
+    scaled = {m: i for m, i in idx.items() if m != "Time"}
+    tops = ranges.channel_ranges(
+        sample.events,
+        {i: ranges.declared_top(sample, i) for i in scaled.values()},
+        sample.pnn,
+        path,
+    )
+    nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
     for marker, i in idx.items():
         if marker == "Time":
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
         columns[marker], scales[marker] = scale_channel(
-            marker, events[:, i], sample.pnr[i], cfg["transform"]
+            marker, events[:, i], tops[i].top, cfg["transform"]
         )
 
     fluorescence = {m: columns[m] for m in idx if m not in SCATTER and m != "Time"}
-    qc_result = qc.qc_sample(sample, idx, fluorescence, cfg["qc"])
+    qc_result = qc.qc_sample(
+        sample, idx, fluorescence, cfg["qc"], tops={idx[m]: r.top - 1 for m, r in nominal.items()}
+    )
+    range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()]
     info = {
         "provenance": {
             **sample.provenance,
             "warnings": [
                 *sample.provenance.get("warnings", []),
                 *(spill.warnings if spill is not None else []),
+                *range_notes,
             ],
+            "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
             "transform": {m: str(sc) for m, sc in scales.items()},
@@ -129,11 +145,20 @@ def preprocess(
             m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i]
             for m, i in idx.items()
         },
-        "qc": qc_result.record(),
+        "qc": _doubt_ranges(qc_result.record(), range_notes),
         "qc_timeline": qc_result.timeline(),
         "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
     }
     return Preprocessed(columns, qc_result.keep, info)
+
+
+def _doubt_ranges(record: dict, notes: list[str]) -> dict:
+    """A sample whose declared ranges were wrong is at least a QC warning, with the reason: its
+    B-cell numbers then say so wherever they are shown, never silently."""
+    if not notes:
+        return record
+    verdict = "warn" if record["verdict"] == "pass" else record["verdict"]
+    return {**record, "verdict": verdict, "notes": [*record["notes"], *notes]}
 
 
 @dataclass
@@ -265,35 +290,30 @@ def event_masks(masks: Mapping[str, np.ndarray], kept: np.ndarray) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
-    """Cohort tables from every sample's record and statistics."""
+def collect(
+    sheet: pd.DataFrame,
+    results: Path,
+    *,
+    date_tolerance_days: float = sample_checks.DEFAULT_DATE_TOLERANCE_DAYS,
+) -> dict[str, pd.DataFrame]:
+    """Cohort tables from every sample's record and statistics.
+
+    A file that cannot belong to its row (the same file on another row) fails the row here, at
+    stage "sample sheet", with its statistics left out of sample_stats.tsv: every later step and
+    the report then treat it as any failed sample. A doubtful acquisition date only warns
+    (`warnings` column of sample_status.tsv)."""
+    records = {sid: _read_record(results, sid) for sid in sheet["sample_id"].astype(str)}
+    records = _fail_duplicate_files(sheet, records)
+    warnings = sample_checks.combine_warnings(
+        sample_checks.date_mismatches(sheet, records, date_tolerance_days)
+    )
     status_rows, stats = [], []
     for row in sheet.itertuples(index=False):
-        sdir = results / "samples" / row.sample_id
-        rec = json.loads((sdir / "sample.json").read_text())
-        qc = rec.get("qc") or {}
-        st = pd.read_csv(sdir / "stats.tsv", sep="\t") if rec["status"] == "ok" else None
+        rec = records[str(row.sample_id)]
+        st = _read_stats(results, row.sample_id) if rec["status"] == "ok" else None
         if st is not None:
             stats.append(st)
-        status_rows.append(
-            {
-                "sample_id": row.sample_id,
-                "patient_id": row.patient_id,
-                "day": row.day,
-                "path": row.path,
-                "status": rec["status"],
-                "stage": rec.get("stage") or "",
-                "error": rec.get("error") or "",
-                "qc_verdict": qc.get("verdict", ""),
-                "events_in": qc.get("events_in"),
-                "events_kept": qc.get("events_kept"),
-                "pct_kept": qc.get("pct_kept"),
-                "n_flagged_gates": int((st["flag"].fillna("") != "").sum())
-                if st is not None
-                else 0,
-                "n_gates_to_review": gates_to_review(st) if st is not None else 0,
-            }
-        )
+        status_rows.append(_status_row(row, rec, st, warnings.get(str(row.sample_id), "")))
     status = pd.DataFrame(status_rows).astype({"events_in": "Int64", "events_kept": "Int64"})
     failures = status.loc[
         status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]
@@ -308,15 +328,60 @@ def collect(sheet: pd.DataFrame, results: Path) -> dict[str, pd.DataFrame]:
     }
 
 
+def _read_record(results: Path, sample_id: str) -> dict:
+    return json.loads((results / "samples" / sample_id / "sample.json").read_text())
+
+
+def _read_stats(results: Path, sample_id: str) -> pd.DataFrame:
+    return pd.read_csv(results / "samples" / sample_id / "stats.tsv", sep="\t")
+
+
+def _fail_duplicate_files(sheet: pd.DataFrame, records: dict[str, dict]) -> dict[str, dict]:
+    """Records with every row that shares its file with another row failed (stage "sample
+    sheet"); the per-sample files stay as they are, the cohort tables carry the failure."""
+    errors = sample_checks.duplicate_files(sheet, records)
+    return {
+        sid: (
+            {**rec, "status": "failed", "stage": sample_checks.SHEET_STAGE, "error": errors[sid]}
+            if sid in errors
+            else rec
+        )
+        for sid, rec in records.items()
+    }
+
+
+def _status_row(row: Any, rec: Mapping, st: pd.DataFrame | None, warnings: str) -> dict:
+    """One line of sample_status.tsv (plus `path`, which only failures.tsv keeps)."""
+    qc = rec.get("qc") or {}
+    return {
+        "sample_id": row.sample_id,
+        "patient_id": row.patient_id,
+        "day": row.day,
+        "path": row.path,
+        "status": rec["status"],
+        "stage": rec.get("stage") or "",
+        "error": rec.get("error") or "",
+        "warnings": warnings,
+        "qc_verdict": qc.get("verdict", ""),
+        "events_in": qc.get("events_in"),
+        "events_kept": qc.get("events_kept"),
+        "pct_kept": qc.get("pct_kept"),
+        "n_flagged_gates": int((st["flag"].fillna("") != "").sum()) if st is not None else 0,
+        "n_gates_to_review": gates_to_review(st) if st is not None else 0,
+    }
+
+
 def run_collect(args: argparse.Namespace) -> int:
     sheet = load_sample_sheet(args.samples, check_files=False)
-    tables = collect(sheet, Path(args.results))
+    tables = collect(sheet, Path(args.results), date_tolerance_days=args.date_tolerance_days)
     for name, df in tables.items():
         write_tsv(Path(args.out) / f"{name}.tsv", df)
     n_failed = len(tables["failures"])
+    n_warned = int((tables["sample_status"]["warnings"] != "").sum())
     print(
         f"{len(sheet)} samples, {n_failed} failed"
         + (f": see {args.out}/failures.tsv" if n_failed else "")
+        + (f"; {n_warned} with warnings in {args.out}/sample_status.tsv" if n_warned else "")
     )
     return 0
 
@@ -389,4 +454,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--samples", required=True)
     c.add_argument("--results", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument(
+        "--date-tolerance-days",
+        type=float,
+        default=sample_checks.DEFAULT_DATE_TOLERANCE_DAYS,
+        help="warn when a file's acquisition date ($DATE) is further than this from the "
+        "sheet's collection_date (default: %(default)g)",
+    )
     c.set_defaults(func=run_collect)

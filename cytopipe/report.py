@@ -12,6 +12,11 @@ partial results folder (a missing table makes its section say "not available"), 
 numbers of the tables unchanged. Failed samples are listed on the cohort page with their error
 line: that is how a core facility learns that a file in a batch was broken.
 
+Pages name samples, never their files: file names and paths (archives name files after patients)
+and exact acquisition dates and times appear only when config `report:` allows them
+(`show_file_names`, `show_acquisition_times`; see `Privacy`). The tables under tables/ are the
+lab's and keep them.
+
 `write_report_figures` writes the main cohort plots as standalone HTML files (plotly.js inlined)
 for Snakemake's own `--report`.
 """
@@ -30,6 +35,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import atomic_path
+from .config import settings_from_args
 from .errors import CytopipeError
 from .report_data import ResultsFolder, SampleFiles, load_results, load_sample, records
 from .report_figures import (
@@ -48,6 +54,7 @@ from .report_html import (
     Column,
     FigureCounter,
     Markup,
+    Privacy,
     badge,
     esc,
     fmt_number,
@@ -60,9 +67,11 @@ from .report_html import (
     slug,
     table,
 )
+from .sample_checks import WARNING_SEPARATOR
 
 ASSET = "assets/plotly.min.js"
 VERDICT_ORDER = ["failed", "fail", "warn", "pass", ""]
+SCRUBBED = ("error", "warnings")  # table columns that may quote a file's name or dates
 
 
 @dataclass
@@ -77,6 +86,9 @@ class Report:
     sample_day: dict[str, float] = field(default_factory=dict)
     patients: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
+    privacy: Privacy = field(default_factory=Privacy)
+    status: dict[str, dict] = field(default_factory=dict)  # sample_status.tsv rows by sample
+    files: dict[str, list[str]] = field(default_factory=dict)  # failures.tsv paths by sample
 
     def patient_href(self, pid: str, root: str) -> str:
         return f"{root}patients/{slug(pid)}.html"
@@ -88,6 +100,17 @@ class Report:
         own = [s for s in self.samples if self.sample_patient.get(s) == pid]
         return sorted(own, key=lambda s: (self.sample_day.get(s, np.inf), s))
 
+    def shown(self, value: Any, sid: str, files: Any = ()) -> Any:
+        """Text about sample `sid` as its pages may show it (file names, times; `Privacy`)."""
+        return self.privacy.text(value, sid, [*self.files.get(sid, []), *files])
+
+    def shown_rows(self, rows: list[dict]) -> list[dict]:
+        """Table rows with their error and warning text as pages may show it."""
+        return [
+            {**r, **{k: self.shown(r[k], str(r.get("sample_id", ""))) for k in SCRUBBED if k in r}}
+            for r in rows
+        ]
+
 
 # ----------------------------------------------------------------------------- entry points
 
@@ -96,11 +119,13 @@ def write_report(
     results_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: str | os.PathLike | None = None,
+    options: Mapping | None = None,
 ) -> Path:
     """Write every page of the report for `results_dir` into `out_dir`; returns index.html.
 
     `config` (config/config.yaml) is only used when tables/cohort_summary.json is missing, to
-    still state the definitions (thresholds, reference ranges) the pages draw."""
+    still state the definitions (thresholds, reference ranges) the pages draw. `options` is the
+    config's `report:` section (what the pages may show of file names and acquisition times)."""
     results = load_results(results_dir)
     if not results.root.is_dir():
         raise CytopipeError(
@@ -108,6 +133,7 @@ def write_report(
         )
     out = Path(out_dir)
     report = _context(results, out, config)
+    report.privacy = Privacy.from_config(options)
     write_plotly_asset(out)
     written = {out / "index.html"}
     for pid in report.patients:
@@ -220,6 +246,8 @@ def _context(results: ResultsFolder, out: Path, config: str | os.PathLike | None
                 if np.isfinite(day):
                     sample_day[str(sid)] = float(day)
     report.sample_patient, report.sample_day = sample_patient, sample_day
+    report.status = _rows_by_sample(results.table("sample_status"))
+    report.files = _files_by_sample(results.table("failures"))
     samples = set(results.sample_dirs)
     status = results.table("sample_status")
     if status is not None and "sample_id" in status:
@@ -231,6 +259,23 @@ def _context(results: ResultsFolder, out: Path, config: str | os.PathLike | None
         patients |= set(table_p["patient_id"].astype(str))
     report.patients = sorted(p for p in patients if p)
     return report
+
+
+def _rows_by_sample(frame: pd.DataFrame | None) -> dict[str, dict]:
+    if frame is None or "sample_id" not in frame:
+        return {}
+    return {str(r["sample_id"]): r for r in records(frame)}
+
+
+def _files_by_sample(failures: pd.DataFrame | None) -> dict[str, list[str]]:
+    """The file path each failed sample's row named: its error message quotes it."""
+    if failures is None or "path" not in failures or "sample_id" not in failures:
+        return {}
+    return {
+        str(sid): [str(path)]
+        for sid, path in zip(failures["sample_id"], failures["path"], strict=True)
+        if not is_missing(path) and str(path)
+    }
 
 
 def _definitions(
@@ -365,13 +410,15 @@ def _failures_section(report: Report, root: str, patient: str | None = None) -> 
         Column("error", "error (what is wrong and what to do)", "long"),
         Column("path", "file"),
     ]
-    columns = [c for c in columns if c.key in failures.columns]
-    rows = [{k: v for k, v in r.items()} for r in records(failures)]
+    shown = set(failures.columns) - (set() if report.privacy.show_file_names else {"path"})
+    columns = [c for c in columns if c.key in shown]
+    rows = report.shown_rows(records(failures))
     n = len(rows)
     return (
         f'<section id="failed" class="alert"><h2>Failed samples ({n})</h2>'
-        "<p>These files could not be processed and are missing from every statistic, plot and "
-        "table of this report. Fix the file (or the sample sheet) and rerun the workflow.</p>"
+        "<p>These samples are missing from every statistic, plot and table of this report: "
+        "their file could not be processed, or (failed at the sample sheet) cannot belong to "
+        "their row. Fix the file (or the sample sheet) and rerun the workflow.</p>"
         + table(rows, columns, css="failures")
         + "</section>"
     )
@@ -506,7 +553,8 @@ PATIENT_COLUMNS = [
         "phenotype_at_return",
         "phenotype at return",
         "text",
-        "dominant B-cell class at reconstitution",
+        "dominant B-cell class at reconstitution; not evaluable when every subset fraction is "
+        "missing or 0",
     ),
     ("flags", "flags", "long", ""),
 ]
@@ -563,6 +611,13 @@ QC_COLUMNS = [
         "gates placed with confidence < 0.5 on a parent of >= 50 events: where the gate's "
         "position can change the counts",
     ),
+    (
+        "warnings",
+        "sheet checks",
+        "long",
+        "the file's acquisition date ($DATE) far from the row's collection_date: the row may "
+        "name another visit's file",
+    ),
     ("error", "error", "long", ""),
 ]
 
@@ -599,6 +654,9 @@ def _qc_section(report: Report) -> str:
         for v in VERDICT_ORDER
         if v in counts or v in ("failed", "fail", "warn", "pass")
     )
+    n_warned = int(_has_warnings(frame).sum())
+    if n_warned:
+        cards += _card(fmt_number(n_warned), "file/date warnings", "warn")
     frame["_rank"] = (
         frame["_verdict"]
         .map({v: i for i, v in enumerate(VERDICT_ORDER)})
@@ -616,15 +674,16 @@ def _qc_section(report: Report) -> str:
         ),
     ]
     columns += [Column(k, label, kind, tip) for k, label, kind, tip in QC_COLUMNS if k in frame]
-    rows = records(frame)
+    rows = report.shown_rows(records(frame))
     body = f'<div class="cards">{cards}</div>'
     attention = [r for r in rows if _needs_a_look(r)]
     if attention:
         body += f"<h3>Samples to look at ({len(attention)})</h3>"
         body += (
-            '<p class="note">Failed, QC fail or warn, or with gates to review (confidence '
-            "below 0.5 on a parent of at least 50 events). Fallback gates on a few events, as "
-            "in B-cell aplasia, are flagged on the sample page but not listed here.</p>"
+            '<p class="note">Failed, QC fail or warn, a file whose acquisition date does not '
+            "match the sheet's collection date (sheet checks), or with gates to review "
+            "(confidence below 0.5 on a parent of at least 50 events). Fallback gates on a few "
+            "events, as in B-cell aplasia, are flagged on the sample page but not listed here.</p>"
         )
         body += table(attention, columns, css="attention", row_class=_row_class)
     else:
@@ -640,9 +699,19 @@ def _qc_section(report: Report) -> str:
 def _needs_a_look(row: Mapping) -> bool:
     # tables written before gates_to_review existed: every flagged gate counts
     doubtful = row.get("n_gates_to_review", row.get("n_flagged_gates"))
-    return row.get("_verdict") in ("failed", "fail", "warn") or (
-        not is_missing(doubtful) and float(doubtful) > 0
+    warned = row.get("warnings")
+    return (
+        row.get("_verdict") in ("failed", "fail", "warn")
+        or (not is_missing(warned) and bool(warned))
+        or (not is_missing(doubtful) and float(doubtful) > 0)
     )
+
+
+def _has_warnings(status: pd.DataFrame) -> pd.Series:
+    """Rows of sample_status with a sheet-check warning (tables from before the checks: none)."""
+    if "warnings" not in status:
+        return pd.Series(False, index=status.index)
+    return status["warnings"].fillna("").astype(str) != ""
 
 
 def _row_class(row: Mapping) -> str:
@@ -919,8 +988,10 @@ def _patient_qc(report: Report, pid: str, states: pd.DataFrame | None) -> str:
             title="population:reason for gates placed with low confidence or by fallback",
         ),
         Column("note", "state note"),
+        Column("warnings", "sheet checks", "long"),
         Column("error", "error", "long"),
     ]
+    rows = report.shown_rows(rows)
     return section(title, table(rows, columns, css="qcflags", row_class=_row_class), sid="qcflags")
 
 
@@ -978,14 +1049,10 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     rec = sample.record
     pid = report.sample_patient.get(sid)
     figs = FigureCounter()
+    files = _own_files(rec)
     body = [_sample_header(report, sample, pid)]
-    if sample.failed or rec.get("error"):
-        body.append(
-            '<section class="alert" id="error"><h2>Sample failed</h2>'
-            f"<p>Stage: <strong>{esc(rec.get('stage') or 'unknown')}</strong></p>"
-            f'<p class="error">{esc(rec.get("error") or "no error message recorded")}</p>'
-            "<p>This sample is missing from every statistic and plot of the report.</p></section>"
-        )
+    body.append(_error_section(report, sample, files))
+    body.append(_checks_section(report, sid, files))
     if sample.problems:
         items = "".join(f"<li>{esc(p)}</li>" for p in sample.problems)
         body.append(
@@ -1002,7 +1069,9 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
             )
         )
         body.append(
-            _provenance_section(rec) if rec.get("provenance") or rec.get("keywords") else ""
+            _provenance_section(report, sid, rec)
+            if rec.get("provenance") or rec.get("keywords")
+            else ""
         )
     else:
         body.append(_qc_record(rec, figs))
@@ -1010,7 +1079,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
         body.append(_stats_section(report, sample))
         body.append(_skipped_section(rec))
         body.append(_panel_section(rec))
-        body.append(_provenance_section(rec))
+        body.append(_provenance_section(report, sid, rec))
     body.append(_clustering_section(sample))
     own = report.samples_of(pid) if pid else []
     i = own.index(sid) if sid in own else -1
@@ -1045,9 +1114,61 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     )
 
 
+def _own_files(rec: Mapping) -> list[str]:
+    """The sample's file name as ingestion recorded it (provenance `file`)."""
+    prov = rec.get("provenance")
+    name = prov.get("file") if isinstance(prov, Mapping) else None
+    return [name] if isinstance(name, str) and name else []
+
+
+def _sample_status(report: Report, sample: SampleFiles) -> str:
+    """failed when the sample's own step failed, or when collect failed it (e.g. its file is
+    another row's file): both leave it out of every cohort number."""
+    collected = str(report.status.get(sample.sample_id, {}).get("status") or "")
+    if collected == "failed":
+        return "failed"
+    return str(sample.record.get("status", "unknown"))
+
+
+def _error_section(report: Report, sample: SampleFiles, files: list[str]) -> str:
+    rec, sid = sample.record, sample.sample_id
+    row = report.status.get(sid, {})
+    if sample.failed or rec.get("error"):
+        stage, error = rec.get("stage"), rec.get("error")
+        outcome = "This sample is missing from every statistic and plot of the report."
+    elif row.get("status") == "failed":
+        stage, error = row.get("stage"), row.get("error")
+        outcome = (
+            "Its file was read and gated (below), but the sample is left out of every cohort "
+            "statistic, table and plot of the report."
+        )
+    else:
+        return ""
+    error = report.shown(error, sid, files) or "no error message recorded"
+    return (
+        '<section class="alert" id="error"><h2>Sample failed</h2>'
+        f"<p>Stage: <strong>{esc(stage or 'unknown')}</strong></p>"
+        f'<p class="error">{esc(error)}</p><p>{esc(outcome)}</p></section>'
+    )
+
+
+def _checks_section(report: Report, sid: str, files: list[str]) -> str:
+    """Warnings of collect's checks of the file against its sheet row (sample_status.tsv)."""
+    text = report.status.get(sid, {}).get("warnings")
+    items = [w.strip() for w in str(text or "").split(WARNING_SEPARATOR) if w.strip()]
+    if not items:
+        return ""
+    lis = "".join(f"<li>{esc(report.shown(w, sid, files))}</li>" for w in items)
+    return (
+        '<section class="alert warnbox" id="checks"><h2>Checks against the sample sheet</h2>'
+        f"<ul>{lis}</ul><p>The sample is analysed as usual; confirm that the row names the "
+        "right file and date.</p></section>"
+    )
+
+
 def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> str:
     sid = sample.sample_id
-    status = str(sample.record.get("status", "unknown"))
+    status = _sample_status(report, sample)
     pairs: list[tuple[str, Any]] = [
         ("patient", link(report.patient_href(pid, "../"), pid) if pid else "unknown"),
         ("day since infusion", Markup(fmt_number(report.sample_day.get(sid)))),
@@ -1230,21 +1351,34 @@ def _panel_section(rec: Mapping) -> str:
     )
 
 
-def _provenance_section(rec: Mapping) -> str:
+HIDDEN_NOTE = "hidden (config report.{key}: false)"
+
+
+def _provenance_section(report: Report, sid: str, rec: Mapping) -> str:
     prov = rec.get("provenance")
+    files = _own_files(rec)
     body = ""
     if isinstance(prov, Mapping) and prov:
         warnings = prov.get("warnings") or []
         if warnings:
             body += (
                 '<div class="alert warnbox"><strong>Warnings</strong><ul>'
-                + "".join(f"<li>{esc(w)}</li>" for w in warnings)
+                + "".join(f"<li>{esc(report.shown(w, sid, files))}</li>" for w in warnings)
                 + "</ul></div>"
             )
-        body += key_values([(k, v) for k, v in prov.items() if k != "warnings"])
+        body += key_values(
+            [(k, _provenance_value(report, sid, k, v, files)) for k, v in prov.items()
+             if k != "warnings"]
+        )  # fmt: skip
     else:
         body += not_available("Provenance", "sample.json has no provenance record")
     keywords = rec.get("keywords")
+    if isinstance(keywords, Mapping):
+        keywords = {
+            k: report.shown(v, sid, files)
+            for k, v in keywords.items()
+            if report.privacy.keyword_shown(str(k))
+        }
     if isinstance(keywords, Mapping) and keywords:
         body += f"<details><summary>FCS keywords ({len(keywords)}, public only)</summary>"
         body += (
@@ -1256,6 +1390,17 @@ def _provenance_section(rec: Mapping) -> str:
             + "</details>"
         )
     return section("Provenance", body, sid="provenance")
+
+
+def _provenance_value(report: Report, sid: str, key: str, value: Any, files: list[str]) -> Any:
+    """A provenance entry as the page may show it: the file named by its sample, acquisition
+    date and time only when the config allows them."""
+    privacy = report.privacy
+    if key == "file" and not privacy.show_file_names:
+        return f"the file of sample {sid}"
+    if key in ("acquisition_date", "acquisition_time") and not privacy.show_acquisition_times:
+        return HIDDEN_NOTE.format(key="show_acquisition_times") if value else value
+    return report.shown(value, sid, files)
 
 
 def _clustering_section(sample: SampleFiles) -> str:
@@ -1300,7 +1445,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    index = write_report(args.results, args.out or Path(args.results) / "report", args.config)
+    options = settings_from_args(args).get("report")
+    index = write_report(
+        args.results, args.out or Path(args.results) / "report", args.config, options
+    )
     print(index)
     return 0
 
@@ -1327,7 +1475,14 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="config/config.yaml: definitions to state when tables/cohort_summary.json is missing",
+        help="config/config.yaml: its `report:` options, and the definitions to state when "
+        "tables/cohort_summary.json is missing",
+    )
+    parser.add_argument(
+        "--settings",
+        default=None,
+        help='JSON overriding --config, e.g. {"report": {"show_file_names": true}} (the '
+        "workflow passes its own `report:` section)",
     )
     parser.set_defaults(func=_run)
     figures = subparsers.add_parser(

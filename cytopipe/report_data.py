@@ -32,6 +32,7 @@ TEXT_COLUMNS = (
     "status",
     "stage",
     "error",
+    "warnings",
     "qc_verdict",
     "flag",
     "flags",

@@ -10,7 +10,9 @@ Columns (tab-separated):
   `infusion_date` (per row; a row may use either form).
 - optional: collection_date, infusion_date, birth_date (ISO dates, YYYY-MM-DD), abs_lymphocytes
   (cells/uL from a blood count, dual platform), bead_events, beads_per_test, volume_ul (single
-  platform with counting beads), age_years (at sampling), disease, instrument, batch. Any other
+  platform with counting beads), age_years (at sampling), disease, instrument, batch,
+  allow_duplicate_file (yes on rows that really share one FCS file; collect fails rows sharing a
+  file otherwise, see cytopipe.sample_checks). Any other
   column (e.g. true_b_cells from the synthetic generator) is carried along unchanged, converted to
   numbers when every non-empty value is numeric.
 

@@ -14,10 +14,15 @@ Cohort (days since infusion; B cells as % of lymphocytes):
   timepoint, unconfirmed); the day-21 sample has a marker name and a keyword value that are
   `<script>alert(1)</script>` and lacks CD24 (b_transitional skipped).
 - P04 SLE, 10 y, dual platform: -3: 10 %, 30: 5 -> never depleted.
+
+`plant_identifying_names` gives that folder archive-style file names and acquisition times (what
+the HTML must not show by default); `build_checked_cohort` runs real generated FCS files through
+preprocess and gate for a sheet whose rows do not all own their file (CHECKED_ROWS).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,3 +297,132 @@ def _sheet_row(sid: str, pid: str, day: int, disease: str, age0: float, counting
     else:
         row.update(bead_events=5000.0, beads_per_test=50000.0, volume_ul=50.0)
     return row
+
+
+# ----------------------------------------------------------------------------- rows vs files
+
+# Real FCS files (cytopipe.synth) through the real preprocess and gate commands, named like an
+# archive's files, with a sheet whose rows cannot all own the file they name:
+# - P2_BL names Smith_John.fcs, a byte-identical copy of P1_BL's file (a copy-paste slip);
+# - P3_BL and P3_BL_rerun name one file and say so (allow_duplicate_file = yes);
+# - P1_D030's file was acquired 2024-03-02 ($DATE) but the row says collected 2024-05-02;
+# - P3_D030's file was acquired the day after collection (stained next morning: no warning).
+# sample_id -> (patient, file name, sheet collection_date, acquired at, allow_duplicate_file)
+CHECKED_ROWS = {
+    "P1_BL": ("P1", "Doe_Jane_base.fcs", "2024-03-28", "2024-03-28T09:12:34", ""),
+    "P1_D030": ("P1", "Doe_Jane_march.fcs", "2024-05-02", "2024-03-02T14:37:52", ""),
+    "P2_BL": ("P2", "Smith_John.fcs", "2024-03-28", None, ""),  # None: copy of P1_BL's file
+    "P2_D030": ("P2", "Smith_John_may.fcs", "2024-05-02", "2024-05-02T10:05:11", ""),
+    "P3_BL": ("P3", "Roe_Richard_base.fcs", "2024-03-27", "2024-03-27T11:20:45", "yes"),
+    "P3_BL_rerun": ("P3", "Roe_Richard_base.fcs", "2024-03-27", None, "yes"),
+    "P3_D030": ("P3", "Roe_Richard_may.fcs", "2024-05-02", "2024-05-03T08:01:02", ""),
+}
+CHECKED_INFUSION = "2024-04-02"
+CHECKED_COPIES = {"P2_BL": "P1_BL"}  # sample whose file is a byte copy of another's
+
+
+@dataclass
+class CheckedCohort:
+    """A results folder whose per-sample outputs came from real files, before `collect`."""
+
+    root: Path
+    sheet: Path
+    results: Path
+    files: dict[str, Path]  # sample_id -> its FCS file
+
+
+def build_checked_cohort(root: Path, *, events: int = 4000) -> CheckedCohort:
+    """Write the CHECKED_ROWS files and sheet under `root` and run preprocess and gate on them."""
+    from datetime import datetime
+
+    from cytopipe import cli
+    from cytopipe.synth import blood_composition, simulate_sample, write_sample
+
+    root = Path(root)
+    repo = Path(__file__).resolve().parent.parent
+    files: dict[str, Path] = {}
+    for i, (sid, (_, name, _, acquired, _)) in enumerate(CHECKED_ROWS.items()):
+        path = root / "archive" / name
+        if acquired is not None and not path.exists():
+            b_share = 0.10 if sid.endswith("_BL") else 0.0005
+            sample = simulate_sample(
+                events, blood_composition(b_of_lymphocytes=b_share), "A", 100 + i,
+                start=datetime.fromisoformat(acquired),
+            )  # fmt: skip
+            write_sample(path, sample)
+        files[sid] = path
+    for copy, source in CHECKED_COPIES.items():
+        files[copy].write_bytes(files[source].read_bytes())
+    sheet = root / "samples.tsv"
+    pd.DataFrame(
+        [
+            {"sample_id": sid, "patient_id": pid, "path": str(files[sid]),
+             "collection_date": collected, "infusion_date": CHECKED_INFUSION,
+             "abs_lymphocytes": 1500, "age_years": 12.0, "allow_duplicate_file": allow}
+            for sid, (pid, _, collected, _, allow) in CHECKED_ROWS.items()
+        ]
+    ).to_csv(sheet, sep="\t", index=False)  # fmt: skip
+    results = root / "results"
+    settings = ["--config", str(repo / "config" / "config.yaml")]
+    for sid, path in files.items():
+        pre = results / "preprocessed" / sid
+        assert (
+            cli.main(
+                [
+                    "preprocess",
+                    str(path),
+                    "--sample-id",
+                    sid,
+                    *settings,
+                    "--panel",
+                    str(repo / "config" / "panel.yaml"),
+                    "--out-events",
+                    f"{pre}.parquet",
+                    "--out-info",
+                    f"{pre}.json",
+                ]
+            )
+            == 0
+        )
+        assert cli.main(["gate", f"{pre}.parquet", "--info", f"{pre}.json",
+                         "--template", str(repo / "config" / "gating.yaml"),
+                         "--out-dir", str(results / "samples" / sid)]) == 0  # fmt: skip
+    return CheckedCohort(root, sheet, results, files)
+
+
+# ----------------------------------------------------------------------------- identifying names
+
+ARCHIVE_PATH = "/archive/Smith_John.fcs"  # an archive named after the patient
+PLANTED_FAILED, PLANTED_SAMPLE = "P02-d150", "P01-d90"
+PLANTED_DATE, PLANTED_TIME = "2023-11-17", "14:37:52"
+
+
+def plant_identifying_names(results: Path) -> list[str]:
+    """Give the failed sample and one good sample of a built results folder the file name,
+    acquisition date and time an archive would have; returns the strings no HTML page may show
+    unless the report options allow them."""
+    results = Path(results)
+    error = f"{ARCHIVE_PATH}: truncated DATA segment (Smith_John.fcs holds 2/3 of its bytes)"
+    for name in ("failures", "sample_status"):
+        path = results / "tables" / f"{name}.tsv"
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        table.loc[table["sample_id"] == PLANTED_FAILED, "error"] = error
+        if "path" in table:
+            table.loc[table["sample_id"] == PLANTED_FAILED, "path"] = ARCHIVE_PATH
+        write_tsv(path, table)
+    failed = results / "samples" / PLANTED_FAILED / "sample.json"
+    write_json(failed, {**json.loads(failed.read_text()), "error": error})
+    good = results / "samples" / PLANTED_SAMPLE / "sample.json"
+    record = json.loads(good.read_text())
+    record["provenance"].update(
+        file="Smith_John.fcs",
+        acquisition_date=PLANTED_DATE,
+        acquisition_time=PLANTED_TIME,
+        warnings=["Smith_John.fcs: $TOT missing; 20000 events inferred from the DATA size"],
+    )
+    # as if the lab had allowlisted them for the JSON outputs (keyword_allowlist)
+    record["keywords"].update(
+        {"$FIL": "Smith_John.fcs", "$DATE": "17-NOV-2023", "$BTIM": PLANTED_TIME}
+    )
+    write_json(good, record)
+    return ["Smith_John", PLANTED_TIME, PLANTED_DATE, "17-NOV-2023"]

@@ -27,6 +27,7 @@ from cytopipe.longitudinal import (
     reference_position,
     run_longitudinal,
     validate_config,
+    write_outputs,
 )
 from cytopipe.samplesheet import load_sample_sheet
 
@@ -617,3 +618,38 @@ def test_aplastic_baseline_is_flagged_and_not_used_as_memory_reference():
     # baseline is no reference, and 11 % < 25 %: no flag
     assert not p["flag_memory_return"]
     assert p["reconstitution_day"] == 90
+
+
+NO_SUBSETS = {"b_naive": 0.0, "b_transitional": 0.0, "b_unswitched_memory": 0.0,
+              "b_switched_memory": 0.0, "b_double_negative": 0.0, "plasmablasts": 0.0}  # fmt: skip
+
+
+def test_phenotype_not_evaluable_when_returning_subsets_are_all_zero(tmp_path):
+    # B cells return (60 of 2000 lymphocytes = 3 %) but no subset gate holds an event, e.g. a
+    # panel whose IgD/CD27 staining failed: no class dominates, so none may be named
+    timeline = {-7: (200, L), 14: (0, L), 90: (60, L, NO_SUBSETS), 120: (150, L, NO_SUBSETS)}
+    result = run(story("P1", timeline), story("P2", TYPICAL))
+    p = patient(result, "P1")
+    assert p["reconstituted"] and p["reconstitution_day"] == 90
+    assert p["frac_naive_transitional_at_return"] == 0 and p["frac_memory_at_return"] == 0
+    assert p["phenotype_at_return"] == "not evaluable"
+    assert patient(result, "P2")["phenotype_at_return"] == "naive/transitional"
+    write_outputs(result, tmp_path)
+    export = pd.read_csv(tmp_path / "cohort_export.csv").set_index("patient_id")
+    assert export.loc["P1", "phenotype_at_return"] == "not evaluable"
+    patients = pd.read_csv(tmp_path / "patients.tsv", sep="\t").set_index("patient_id")
+    assert patients.loc["P1", "phenotype_at_return"] == "not evaluable"
+
+
+def test_phenotype_not_evaluable_when_the_panel_has_no_subset_gates():
+    stats, sheet = cohort(story("P1", TYPICAL))
+    subsets = stats["population"].isin(
+        ["b_naive", "b_transitional", "b_unswitched_memory", "b_switched_memory",
+         "b_double_negative", "plasmablasts"]
+    )  # fmt: skip
+    p = patient(run_longitudinal(stats[~subsets], sheet, {}), "P1")
+    assert p["reconstituted"] and np.isnan(p["frac_memory_at_return"])
+    assert p["phenotype_at_return"] == "not evaluable"
+    # no return at all: nothing to evaluate, the field stays empty
+    censored = {-7: (150, L), 7: (0, L), 28: (2, L)}
+    assert patient(run(story("P2", censored)), "P2")["phenotype_at_return"] == ""

@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from test_qc_accuracy import PANEL, at_margin, prepare
+from test_fcs import all_fcs_files
+from test_qc_accuracy import PANEL, at_margin, generic_channels, prepare
 
 from cytopipe import panel, qc, synth
-from cytopipe.errors import ConfigError
+from cytopipe.errors import ConfigError, FcsError
 from cytopipe.fcs import read_fcs
 
 RATE = 2_000.0  # events per second
@@ -309,6 +310,7 @@ def test_wrapped_time_in_a_written_file(tmp_path):
         ({"isolation_forest": {"contamination": 0.9}}, "contamination"),
         ({"isolation_forest": {"trees": 5}}, "unknown setting"),
         ({"signal_statistic": "mode"}, "signal_statistic"),
+        ({"fail_duplicate_pct": 120}, "fail_duplicate_pct must be a number >= 0.0 and <= 100"),
     ],
 )
 def test_bad_settings_raise_config_errors(cfg, match):
@@ -380,6 +382,104 @@ def test_qc_sample_uses_the_panel_channels(tmp_path):
     assert not res.keep[planted].any()
     assert set(res.margin_by_channel) <= {*fcs.pnn, *(f"{p} (floor)" for p in fcs.pnn)}
     assert "TIME" not in res.margin_by_channel  # the Time channel is no margin channel
+
+
+# --- duplicated events --------------------------------------------------------------------------
+
+
+def clean_sample(seed: int, n: int = 20_000) -> synth.SimulatedSample:
+    return synth.simulate_sample(n, synth.blood_composition(), "A", seed)
+
+
+def typical_event(sample: synth.SimulatedSample) -> int:
+    """An event inside every channel's range (not a margin event), so that nothing but the
+    duplicates can make the QC fail."""
+    ev, top = sample.events, np.asarray(sample.pnr, dtype=np.float32) - 1
+    inside = (ev > 0).all(axis=1) & (ev < top).all(axis=1)
+    return int(np.flatnonzero(inside)[0])
+
+
+def duplicate_notes(res: qc.QcResult) -> list[str]:
+    return [note for note in res.notes if "duplicates of another event" in note]
+
+
+def test_identical_events_fail_with_a_note(tmp_path):
+    """A stuck acquisition or an export bug: every event the same in every channel, Time and
+    scatter included. Nothing is at a margin and Time is constant (time QC skipped), so only
+    the duplicate rule can tell; before it, such a file passed."""
+    sample = clean_sample(20)
+    k = typical_event(sample)
+    sample.events = np.repeat(sample.events[k : k + 1], sample.n_events, axis=0)
+    fcs, idx, signals = prepare(sample, tmp_path / "identical.fcs")
+    res = qc.qc_sample(fcs, idx, signals)
+    assert res.verdict == "fail", res.record()
+    assert res.removed == {"saturated": 0, "scatter_floor": 0, "flow_rate": 0, "signal": 0}
+    [note] = duplicate_notes(res)
+    assert note.startswith("100.0% of events are exact duplicates of another event in every")
+    assert "acquisition or export is broken" in note and note in res.record()["notes"]
+
+
+def test_stuck_and_doubled_acquisitions_fail(tmp_path):
+    """Nearly all identical is enough: the last 30% of events stuck on one event, or every
+    event written twice (each event then has a twin)."""
+    sample = clean_sample(21)
+    n = sample.n_events
+    stuck = int(0.7 * n)
+    sample.events[stuck:] = sample.events[stuck - 1]
+    fcs, idx, signals = prepare(sample, tmp_path / "stuck.fcs")
+    res = qc.qc_sample(fcs, idx, signals)
+    assert res.verdict == "fail" and duplicate_notes(res)[0].startswith("30.0% of events")
+    doubled = clean_sample(22, n=10_000)
+    doubled.events = np.repeat(doubled.events, 2, axis=0)
+    doubled.labels = doubled.labels.repeat(2)
+    fcs, idx, signals = prepare(doubled, tmp_path / "doubled.fcs")
+    res = qc.qc_sample(fcs, idx, signals)
+    assert res.verdict == "fail" and duplicate_notes(res)[0].startswith("100.0% of events")
+    assert qc.qc_sample(fcs, idx, signals, {"fail_duplicate_pct": 100}).verdict == "pass"
+
+
+def test_normal_generated_file_has_no_duplicates(tmp_path):
+    fcs, idx, signals = prepare(clean_sample(23), tmp_path / "clean.fcs")
+    assert qc.duplicate_fraction(fcs.events) == 0.0
+    res = qc.qc_sample(fcs, idx, signals)
+    assert res.verdict == "pass" and not duplicate_notes(res)
+
+
+def test_real_files_keep_their_verdicts(shared_data):
+    """Measured on every real file (FCS 2.0 10-bit integer files included): at most 0.1% of
+    events have a twin equal in every channel (coulter.lmd), far below the default threshold;
+    the verdict is the one the QC gives without the duplicate rule."""
+    worst = 0.0
+    for path in all_fcs_files(shared_data):
+        try:
+            sample = read_fcs(path)
+        except FcsError:
+            continue
+        worst = max(worst, qc.duplicate_fraction(sample.events))
+        idx, signals = generic_channels(sample)
+        res = qc.qc_sample(sample, idx, signals)
+        off = qc.qc_sample(sample, idx, signals, {"fail_duplicate_pct": 100})
+        assert res.verdict == off.verdict and not duplicate_notes(res), (path.name, res.notes)
+    assert worst < 0.002 < qc.DEFAULTS["fail_duplicate_pct"] / 100
+
+
+def test_few_possible_values_are_not_judged():
+    """Two 8-bit channels and no Time hold at most 65,536 distinct events: 100,000 events of
+    a real population repeat each other by necessity, which says nothing about the file."""
+    rng = np.random.default_rng(24)
+    raw = np.clip(rng.normal(100, 20, size=(100_000, 2)), 0, 255).round().astype(np.float32)
+    assert qc.duplicate_fraction(raw) > 0.9
+    res = qc.run_qc(None, {}, raw, [256.0, 256.0], margin_channels=[0, 1])
+    assert res.verdict == "pass" and not duplicate_notes(res)
+    assert any("duplicate check skipped" in note for note in res.notes), res.notes
+
+
+def test_duplicate_fraction_counts_rows_not_values():
+    rows = np.array([[1, 2, 3], [1, 2, 4], [1, 2, 3], [3, 2, 1], [1, 2, 3]], dtype=np.float32)
+    assert qc.duplicate_fraction(rows) == pytest.approx(3 / 5)  # three events are one event
+    assert qc.duplicate_fraction(rows[:2]) == 0.0 and qc.duplicate_fraction(rows[:0]) == 0.0
+    assert qc.duplicate_fraction(rows.T.copy()) == 0.0  # equal values per channel are fine
+    assert qc.duplicate_fraction(rows.astype(np.float64)) == pytest.approx(3 / 5)
 
 
 # --- speed --------------------------------------------------------------------------------------

@@ -19,7 +19,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from report_fixtures import COHORT, XSS, build_results
+from report_fixtures import (
+    ARCHIVE_PATH,
+    CHECKED_COPIES,
+    CHECKED_ROWS,
+    COHORT,
+    PLANTED_DATE,
+    PLANTED_FAILED,
+    PLANTED_SAMPLE,
+    PLANTED_TIME,
+    XSS,
+    build_checked_cohort,
+    build_results,
+    plant_identifying_names,
+)
 
 from cytopipe import cli
 from cytopipe import report as report_cli
@@ -205,7 +218,12 @@ def test_failed_samples_are_listed_with_their_error(cohort, report):
     rows = tables_of(read(report / "index.html"), "failures")
     assert [r["sample"]["text"] for r in rows] == failures["sample_id"].tolist()
     for row, (_, expected) in zip(rows, failures.iterrows(), strict=True):
-        assert row["error (what is wrong and what to do)"]["text"] == expected["error"]
+        # the page names the sample, not its file (report.show_file_names is off)
+        shown = expected["error"].replace(
+            expected["path"], f"the file of sample {expected['sample_id']}"
+        )
+        assert row["error (what is wrong and what to do)"]["text"] == shown
+        assert expected["path"] not in read(report / "index.html")
         assert row["failed at"]["text"] == expected["stage"]
         assert row["sample"]["href"] == f"samples/{expected['sample_id']}.html"
 
@@ -615,3 +633,179 @@ def test_tables_from_another_version_or_empty_do_not_break_pages(cohort, tmp_pat
         assert esc(f"{what} not available: the table lacks column 'b_cells'") in page
     assert len(figures(page)) == 2  # B cells over time and CD20 vs CD19 still render
     assert "The patient summary not available" in page
+
+
+# ----------------------------------------------------------------------------- file names, times
+
+
+def copy_results(cohort, tmp_path) -> Path:
+    results = tmp_path / "results"
+    shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))
+    return results
+
+
+def html_pages(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.html"))
+
+
+def test_file_names_and_acquisition_times_stay_out_of_the_html(cohort, tmp_path):
+    results = copy_results(cohort, tmp_path)
+    secrets = plant_identifying_names(results)
+    out = results / "report"
+    write_report(results, out)
+    for page in html_pages(out):
+        text = read(page)
+        for secret in secrets:
+            assert secret not in text, f"{page.name} shows {secret!r}"
+    # the failure says which sample's file is broken instead
+    (row,) = tables_of(read(out / "index.html"), "failures")
+    assert row["sample"]["text"] == PLANTED_FAILED and "file" not in row
+    error = row["error (what is wrong and what to do)"]["text"]
+    assert error == (
+        f"the file of sample {PLANTED_FAILED}: truncated DATA segment (the file of sample "
+        f"{PLANTED_FAILED} holds 2/3 of its bytes)"
+    )
+    assert error in read(out / "samples" / f"{PLANTED_FAILED}.html")
+    page = read(out / "samples" / f"{PLANTED_SAMPLE}.html")
+    assert f"the file of sample {PLANTED_SAMPLE}" in page  # provenance `file`
+    assert f"<li>the file of sample {PLANTED_SAMPLE}: $TOT missing" in page
+    assert "$CYT" in page and "$FIL" not in page and "$BTIM" not in page
+    # the lab's own table keeps the file name
+    failures = pd.read_csv(results / "tables" / "failures.tsv", sep="\t")
+    assert failures.set_index("sample_id").loc[PLANTED_FAILED, "path"] == ARCHIVE_PATH
+
+
+def test_file_names_and_times_are_shown_when_the_config_allows_them(cohort, tmp_path):
+    results = copy_results(cohort, tmp_path)
+    secrets = plant_identifying_names(results)
+    out = results / "report"
+    options = {"show_file_names": True, "show_acquisition_times": True}
+    write_report(results, out, options=options)
+    (row,) = tables_of(read(out / "index.html"), "failures")
+    assert row["file"]["text"] == ARCHIVE_PATH
+    assert row["error (what is wrong and what to do)"]["text"].startswith(ARCHIVE_PATH)
+    page = read(out / "samples" / f"{PLANTED_SAMPLE}.html")
+    for secret in secrets:
+        assert secret in page, secret
+    # one without the other
+    write_report(results, out, options={"show_file_names": True})
+    page = read(out / "samples" / f"{PLANTED_SAMPLE}.html")
+    assert "Smith_John.fcs" in page and PLANTED_TIME not in page and PLANTED_DATE not in page
+
+
+def test_report_command_takes_the_options_from_config_or_settings(cohort, tmp_path):
+    results = copy_results(cohort, tmp_path)
+    plant_identifying_names(results)
+    config = tmp_path / "config.yaml"
+    config.write_text("report:\n  show_file_names: true\n")
+    out = tmp_path / "from-config"
+    assert cli.main(["report", "--results", str(results), "--out", str(out),
+                     "--config", str(config)]) == 0  # fmt: skip
+    page = read(out / "samples" / f"{PLANTED_SAMPLE}.html")
+    assert "Smith_John.fcs" in page and PLANTED_TIME not in page
+    out = tmp_path / "from-settings"
+    settings = json.dumps({"report": {"show_acquisition_times": True}})
+    assert cli.main(["report", "--results", str(results), "--out", str(out),
+                     "--config", str(config), "--settings", settings]) == 0  # fmt: skip
+    page = read(out / "samples" / f"{PLANTED_SAMPLE}.html")
+    assert "Smith_John.fcs" in page and PLANTED_TIME in page
+    config.write_text("report:\n  show_file_name: true\n")
+    args = _report_parser().parse_args(
+        ["report", "--results", str(results), "--out", str(out), "--config", str(config)]
+    )
+    with pytest.raises(CytopipeError, match="report.show_file_name"):
+        args.func(args)
+
+
+# ----------------------------------------------------------------------------- phenotype
+
+
+def test_phenotype_not_evaluable_is_shown_and_exported(cohort, tmp_path):
+    from cytopipe.longitudinal import run_longitudinal, write_outputs
+
+    results = copy_results(cohort, tmp_path)
+    tables = results / "tables"
+    stats = pd.read_csv(tables / "sample_stats.tsv", sep="\t")
+    subsets = ["b_naive", "b_transitional", "b_unswitched_memory", "b_switched_memory",
+               "b_double_negative", "plasmablasts"]  # fmt: skip
+    before = table_file(cohort, "patients.tsv").set_index("patient_id")
+    at_return = f"P01-d{int(before.loc['P01', 'reconstitution_day'])}"
+    stats.loc[(stats["sample_id"] == at_return) & stats["population"].isin(subsets), "count"] = 0
+    status = pd.read_csv(tables / "sample_status.tsv", sep="\t")
+    write_outputs(run_longitudinal(stats, cohort.sheet, None, status), tables)
+    export = pd.read_csv(tables / "cohort_export.csv").set_index("patient_id")
+    assert export.loc["P01", "phenotype_at_return"] == "not evaluable"
+    assert export.loc["P03", "phenotype_at_return"] == before.loc["P03", "phenotype_at_return"]
+    index = read(write_report(results, results / "report"))
+    rows = {r["patient"]["text"]: r for r in tables_of(index, "patients")}
+    assert rows["P01"]["phenotype at return"]["text"] == "not evaluable"
+    assert "phenotype at return: not evaluable" in index  # swimmer hover
+    summary = read(results / "report" / "patients" / "P01.html")
+    assert "<th>phenotype at return</th><td>not evaluable</td>" in summary
+
+
+# ----------------------------------------------------------------------------- rows vs files
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    """Generated files through preprocess, gate, collect, longitudinal and report (CLI)."""
+    c = build_checked_cohort(tmp_path_factory.mktemp("checked"))
+    tables = c.results / "tables"
+    sheet = ["--samples", str(c.sheet)]
+    assert cli.main(["collect", *sheet, "--results", str(c.results), "--out", str(tables)]) == 0
+    assert cli.main(["longitudinal", "--stats", str(tables / "sample_stats.tsv"), *sheet,
+                     "--status", str(tables / "sample_status.tsv"), "--out", str(tables)]) == 0  # fmt: skip
+    assert cli.main(["report", "--results", str(c.results)]) == 0
+    return c
+
+
+def test_rows_sharing_a_file_are_failed_in_every_output(checked):
+    copy, source = next(iter(CHECKED_COPIES.items()))
+    tables, out = checked.results / "tables", checked.results / "report"
+    states = pd.read_csv(tables / "sample_states.tsv", sep="\t")
+    assert not {copy, source} & set(states["sample_id"])
+    summary = json.loads((tables / "cohort_summary.json").read_text())
+    assert {f["sample_id"] for f in summary["failed_samples"]} == {copy, source}
+    index = read(out / "index.html")
+    rows = {r["sample"]["text"]: r for r in tables_of(index, "failures")}
+    assert sorted(rows) == sorted([copy, source])
+    for sid, other in ((copy, source), (source, copy)):
+        assert rows[sid]["failed at"]["text"] == "sample sheet"
+        error = rows[sid]["error (what is wrong and what to do)"]["text"]
+        assert f"as sample {other}; one of the rows names the wrong file" in error
+        page = read(out / "samples" / f"{sid}.html")
+        assert "Sample failed" in page and "sample sheet" in page and f"as sample {other};" in page
+    pid = CHECKED_ROWS[source][0]
+    patient = read(out / "patients" / f"{pid}.html")
+    assert f"samples/{source}.html" in patient.split("Samples without statistics")[1]
+    allowed = [s for s, row in CHECKED_ROWS.items() if row[4] == "yes"]
+    assert set(allowed) <= set(states["sample_id"])  # the rows that declared the shared file
+
+
+def test_date_warning_is_shown_on_the_sample_and_cohort_pages(checked):
+    out = checked.results / "report"
+    status = pd.read_csv(checked.results / "tables" / "sample_status.tsv", sep="\t")
+    warned = status.loc[status["warnings"].notna(), "sample_id"].tolist()
+    assert warned == ["P1_D030"]
+    page = read(out / "samples" / "P1_D030.html")
+    assert "Checks against the sample sheet" in page
+    assert "61 days apart; check the row&#x27;s file or date" in page
+    index = read(out / "index.html")
+    look = {r["sample"]["text"]: r for r in tables_of(index, "attention")}
+    assert look["P1_D030"]["sheet checks"]["text"] == (
+        "acquired (date hidden) per $DATE, sheet collection_date (date hidden): 61 days apart; "
+        "check the row's file or date"
+    )
+    assert {s for s, r in look.items() if r["sheet checks"]["text"]} == {"P1_D030"}
+    assert "file/date warnings" in index  # the count beside the QC verdict cards
+
+
+def test_generated_archive_names_and_times_stay_out_of_the_html(checked):
+    secrets = {Path(p).stem for p in checked.files.values()}
+    secrets |= {row[3][11:] for row in CHECKED_ROWS.values() if row[3]}  # acquisition times
+    secrets |= {row[3][:10] for row in CHECKED_ROWS.values() if row[3]}  # and dates
+    for page in html_pages(checked.results / "report"):
+        text = read(page)
+        for secret in secrets:
+            assert secret not in text, f"{page.name} shows {secret!r}"

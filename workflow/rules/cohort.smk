@@ -14,6 +14,7 @@ rule collect:
     params:
         tables=lambda wildcards, output: os.path.dirname(output.status),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.status)),
+        date_tolerance=(config.get("sample_checks") or {}).get("date_tolerance_days", 1),
     log:
         f"{RESULTS}/logs/collect.log",
     conda:
@@ -24,7 +25,7 @@ rule collect:
         runtime=30,
     shell:
         "cytopipe collect --samples {input.sheet:q} --results {params.results:q} "
-        "--out {params.tables:q} 2> {log:q}"
+        "--out {params.tables:q} --date-tolerance-days {params.date_tolerance} 2> {log:q}"
 
 
 rule longitudinal:
@@ -68,6 +69,7 @@ rule report:
     params:
         out=lambda wildcards, output: os.path.dirname(output.index),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
+        settings=settings("report"),
     log:
         f"{RESULTS}/logs/report.log",
     conda:
@@ -77,7 +79,8 @@ rule report:
         mem_mb=2000,
         runtime=30,
     shell:
-        "cytopipe report --results {params.results:q} --out {params.out:q} 2> {log:q}"
+        "cytopipe report --results {params.results:q} --out {params.out:q} "
+        "--settings {params.settings:q} 2> {log:q}"
 
 
 rule report_figures:

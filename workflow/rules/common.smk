@@ -1,4 +1,3 @@
-import functools
 import hashlib
 import json
 import os
@@ -33,16 +32,20 @@ def settings(*sections):
     return json.dumps({k: config.get(k) for k in sections}, sort_keys=True)
 
 
-@functools.cache
+_HASHES = {}
+
+
 def content_hash(path):
-    """A file's content as a rule parameter: a file restored with `cp -p` or `rsync -t` is
+    """A file's content as a job parameter: a file restored with `cp -p` or `rsync -t` is
     older than the outputs yet different, and modification times alone would keep stale
-    results."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()[:20]
-    except OSError:
-        return "unreadable"  # the step that reads it reports the problem itself
+    results. Read once per run (every sample's job asks)."""
+    if path not in _HASHES:
+        try:
+            with open(path, "rb") as fh:
+                _HASHES[path] = hashlib.file_digest(fh, "sha256").hexdigest()[:20]
+        except OSError:
+            _HASHES[path] = "unreadable"  # the step that reads it reports the problem itself
+    return _HASHES[path]
 
 
 def spillover_csv(wildcards):
