@@ -131,8 +131,8 @@ def write_fcs(path: Path, events: np.ndarray) -> None:
 
 def strategy():
     """The 15-gate B-cell strategy on compensated logicle dims (cytopipe objects)."""
-    from cytopipe.gating import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
-    from cytopipe.gatingml import DimSpec, Scale, SpillMatrix, Strategy
+    from cytopipe.gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
+    from cytopipe.gating.gatingml import DimSpec, Scale, SpillMatrix, Strategy
 
     spill = SpillMatrix("spill", tuple(DETECTORS), tuple(MARKERS), spillover())
     dims = {m: DimSpec(d, "spill", "logicle") for m, d in zip(MARKERS, DETECTORS, strict=True)}
@@ -200,8 +200,8 @@ def _import_flowkit() -> float:
 
 def run_cytopipe(fcs: str, gml: str, chunk: int) -> dict:
     import_s = _import_flowkit()
-    from cytopipe.fcs import read_fcs
-    from cytopipe.gatingml import EventSource, apply_strategy_chunked, read_gatingml
+    from cytopipe.gating.gatingml import EventSource, apply_strategy_chunked, read_gatingml
+    from cytopipe.ingest.fcs import read_fcs
 
     steps: dict[str, float] = {}
     rss = {"import": _peak_rss_bytes()}
@@ -211,7 +211,7 @@ def run_cytopipe(fcs: str, gml: str, chunk: int) -> dict:
     steps["ingest"] = time.perf_counter() - t0
     rss["ingest"] = _peak_rss_bytes()
     t0 = time.perf_counter()
-    from cytopipe import qc
+    from cytopipe.preprocess import qc
 
     idx = {name: i for i, name in enumerate(sample.pnn)}
     signals = {m: sample.events[:, idx[d]] for m, d in zip(MARKERS, DETECTORS, strict=True)}
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run))
         return 0
 
-    from cytopipe.gatingml import write_gatingml
+    from cytopipe.gating.gatingml import write_gatingml
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """The `cytopipe` command: one subcommand per stage, called by the Snakemake rules and by users.
 
-Each stage module that offers commands defines `add_cli(subparsers)`, which adds its
-subcommands and sets `func` to a function taking the parsed arguments and returning an exit
-status. Errors the user can act on (CytopipeError) become one line on stderr and status 2,
+Each module of `cytopipe.commands` defines `add_cli(subparsers)`, which adds its subcommands
+and sets `func` to a function taking the parsed arguments and returning an exit status; the
+stage packages below never import a command. Errors the user can act on (CytopipeError) become one line on stderr and status 2,
 faults of the machine (memory, disk, permissions) one line and status 75; `--debug` shows the
 traceback as well.
 """
@@ -10,24 +10,24 @@ traceback as well.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 
-from . import __version__
-from .errors import EX_TEMPFAIL, CytopipeError, environment_message
+from cytopipe import __version__
+from cytopipe.commands import (
+    autogate,
+    cluster,
+    gates,
+    ingest,
+    longitudinal,
+    report,
+    sample,
+    synth,
+)
+from cytopipe.errors import EX_TEMPFAIL, CytopipeError, environment_message
 
-# Modules whose add_cli() contributes subcommands, in the order `--help` lists them.
-COMMAND_MODULES = [
-    "cytopipe.synth",
-    "cytopipe.fcs",
-    "cytopipe.pipeline",
-    "cytopipe.gating_cli",
-    "cytopipe.autogate",
-    "cytopipe.cluster",
-    "cytopipe.longitudinal",
-    "cytopipe.report",
-]
+# Command modules, in the order `--help` lists their subcommands.
+COMMANDS = (synth, ingest, sample, gates, autogate, cluster, longitudinal, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cytopipe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not built yet
-                continue
-            raise
-        module.add_cli(sub)
+    for commands in COMMANDS:
+        commands.add_cli(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from cytopipe.errors import ConfigError
 
 DEFAULTS: dict = {
     "samples": "config/samples.tsv",

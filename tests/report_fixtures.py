@@ -2,7 +2,7 @@
 
 Per-sample files (sample.json, stats.tsv, plots.json) and the collect tables are written here
 following the data contracts; the longitudinal tables come from the real engine
-(cytopipe.longitudinal), so the report is tested against exactly what the workflow writes.
+(cytopipe.clinical.longitudinal), so the report is tested against exactly what the workflow writes.
 
 Cohort (days since infusion; B cells as % of lymphocytes):
 - P01 SLE, 14 y, dual platform: -7: 12 %, 14: 0 (no B-cell events), 28: 0.05, 90: 3, 120: 8,
@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.atomic import write_json, write_tsv
-from cytopipe.longitudinal import run_longitudinal, write_outputs
-from cytopipe.stats import STATS_COLUMNS, gates_to_review
-from cytopipe.synth_model import MARKERS as PANEL_MARKERS
-from cytopipe.synth_model import SCATTER
+from cytopipe.clinical.longitudinal import run_longitudinal, write_outputs
+from cytopipe.gating.stats import STATS_COLUMNS, gates_to_review
+from cytopipe.synth.model import MARKERS as PANEL_MARKERS
+from cytopipe.synth.model import SCATTER
 
 XSS = "<script>alert(1)</script>"
 BINS = 24
@@ -301,7 +301,7 @@ def _sheet_row(sid: str, pid: str, day: int, disease: str, age0: float, counting
 
 # ----------------------------------------------------------------------------- rows vs files
 
-# Real FCS files (cytopipe.synth) through the real preprocess and gate commands, named like an
+# Real FCS files (cytopipe.synth.generate) through the real preprocess and gate commands, named like an
 # archive's files, with a sheet whose rows cannot all own the file they name:
 # - P2_BL names Smith_John.fcs, a byte-identical copy of P1_BL's file (a copy-paste slip);
 # - P3_BL and P3_BL_rerun name one file and say so (allow_duplicate_file = yes);
@@ -336,7 +336,7 @@ def build_checked_cohort(root: Path, *, events: int = 4000) -> CheckedCohort:
     from datetime import datetime
 
     from cytopipe import cli
-    from cytopipe.synth import blood_composition, simulate_sample, write_sample
+    from cytopipe.synth.generate import blood_composition, simulate_sample, write_sample
 
     root = Path(root)
     repo = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Automated gate placement (cytopipe.autogate): placement primitives, the aplasia requirement,
+"""Automated gate placement (cytopipe.gating.autogate): placement primitives, the aplasia requirement,
 missing markers, the `cytopipe autogate` command and the real lymphocyte file 100715.fcs."""
 
 from __future__ import annotations
@@ -8,16 +8,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from cytopipe import cli, synth
-from cytopipe.autogate import autogate, density, find_valley
+from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating import PolygonGate, RectangleGate, evaluate
-from cytopipe.panel import load_panel
-from cytopipe.pipeline import gate, preprocess
-from cytopipe.stats import gates_to_review, population_stats
-from cytopipe.synth_model import B_SUBSETS, BASELINE_B_SUBSETS
-from cytopipe.template import build_gates, load_template
+from cytopipe.gating.autogate import autogate, density, find_valley
+from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
+from cytopipe.gating.sample import gate
+from cytopipe.gating.stats import gates_to_review, population_stats
+from cytopipe.gating.template import build_gates, load_template
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.sample import preprocess
+from cytopipe.synth import generate as synth
+from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS
 
 LYMPH = 50_000
 
@@ -259,7 +261,7 @@ def test_missing_viability_passes_parent_events_flagged(baseline_sample, specs, 
 
 
 def test_masks_follow_the_gates_and_the_hierarchy(baseline_sample, specs, panel_map):
-    """Same contract as cytopipe.gating.evaluate on the returned gates; placement deterministic."""
+    """Same contract as cytopipe.gating.gates.evaluate on the returned gates; placement deterministic."""
     columns, _ = gating_columns(baseline_sample, panel_map)
     result = autogate(specs, columns)
     again = evaluate(result.gates, columns)
@@ -296,16 +298,7 @@ def f1(found: np.ndarray, truth: np.ndarray) -> float:
 # ---------------------------------------------------------------- command line
 
 
-@pytest.fixture(autouse=False)
-def with_autogate_command(monkeypatch):
-    """cli.main with the autogate command registered (until cli.COMMAND_MODULES lists it)."""
-    if "cytopipe.autogate" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "cytopipe.autogate"])
-
-
-def test_cli_writes_membership_in_file_order_and_stats(
-    baseline_sample, tmp_path, with_autogate_command
-):
+def test_cli_writes_membership_in_file_order_and_stats(baseline_sample, tmp_path):
     out, stats = tmp_path / "members.parquet", tmp_path / "stats.tsv"
     status = cli.main(["autogate", str(baseline_sample), "--out", str(out), "--stats", str(stats)])
     assert status == 0
@@ -321,9 +314,7 @@ def test_cli_writes_membership_in_file_order_and_stats(
     assert table.set_index("population").loc["b_cells", "count"] == members["b_cells"].sum()
 
 
-def test_cli_panel_without_b_subset_markers_lists_skipped(
-    baseline_sample, tmp_path, repo, capsys, with_autogate_command
-):
+def test_cli_panel_without_b_subset_markers_lists_skipped(baseline_sample, tmp_path, repo, capsys):
     full = yaml.safe_load((repo / "config" / "panel.yaml").read_text())
     small = {k: v for k, v in full.items() if k in ("FSC-A", "FSC-H", "SSC-A", "Time", "CD45", "CD3", "CD19", "viability")}  # fmt: skip
     panel = tmp_path / "panel.yaml"
@@ -337,7 +328,7 @@ def test_cli_panel_without_b_subset_markers_lists_skipped(
     assert "skipped b_cd20pos: no CD20 channel" in err and "skipped plasmablasts" in err
 
 
-def test_cli_bad_input_is_one_line_error(tmp_path, capsys, with_autogate_command):
+def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "empty.fcs"
     bad.write_bytes(b"not an fcs file")
     assert cli.main(["autogate", str(bad), "--out", str(tmp_path / "o.parquet")]) == 2

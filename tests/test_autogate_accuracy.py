@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe import synth
-from cytopipe.autogate import autogate
 from cytopipe.config import load_config
-from cytopipe.gating import evaluate
-from cytopipe.panel import load_panel
-from cytopipe.pipeline import preprocess
-from cytopipe.template import build_gates, load_template
+from cytopipe.gating.autogate import autogate
+from cytopipe.gating.gates import evaluate
+from cytopipe.gating.template import build_gates, load_template
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.sample import preprocess
+from cytopipe.synth import generate as synth
 
 MAIN = ("lymphocytes", "t_cells", "b_cells")
 SUBSETS = (

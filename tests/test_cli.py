@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe.fcs import read_fcs
+from cytopipe.ingest.fcs import read_fcs
 
 
 def cytopipe(*args: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,10 @@
-"""FlowSOM-style clustering (cytopipe.cluster) on a generated cohort with per-event truth: the
+"""FlowSOM-style clustering (cytopipe.cluster.cluster) on a generated cohort with per-event truth: the
 annotated metaclusters recover the known populations, identities are shared across timepoints,
 clusters are cross-checked with the gates (a deliberately broken CD27 gate is flagged), training
 is deterministic, failed samples are handled, and the commands write what the report reads."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -15,15 +14,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from cytopipe import cli, cluster, pipeline, synth
+from cytopipe import cli
 from cytopipe.atomic import write_json
+from cytopipe.cluster import cluster
 from cytopipe.config import load_config
-from cytopipe.errors import ConfigError, CytopipeError
-from cytopipe.panel import load_panel
-from cytopipe.report import _clustering_section
-from cytopipe.report_data import load_sample
-from cytopipe.synth_model import B_SUBSETS
-from cytopipe.template import load_template
+from cytopipe.errors import ConfigError
+from cytopipe.gating.sample import event_masks, gate
+from cytopipe.gating.template import load_template
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.sample import QC_COLUMN, Preprocessed, preprocess
+from cytopipe.report.data import load_sample
+from cytopipe.report.pages import _clustering_section
+from cytopipe.synth import generate as synth
+from cytopipe.synth.model import B_SUBSETS
 
 N_EVENTS = 30_000
 TIMEPOINTS = (-7, 14, 180, 365)  # baseline, aplasia, reconstitution, late
@@ -48,16 +51,16 @@ def f1(found: np.ndarray, truth: np.ndarray) -> float:
     return 2 * np.count_nonzero(found & truth) / denom if denom else 1.0
 
 
-def write_sample(out, sample_id: str, pre: pipeline.Preprocessed, masks) -> tuple[str, str]:
+def write_sample(out, sample_id: str, pre: Preprocessed, masks) -> tuple[str, str]:
     """The workflow's files for one sample: preprocessed events and their record (beside them),
     per-event gate masks."""
     events, gates = out / f"{sample_id}.parquet", out / sample_id / "gates.parquet"
     gates.parent.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(pre.columns)
-    df[pipeline.QC_COLUMN] = pre.qc_pass
+    df[QC_COLUMN] = pre.qc_pass
     df.to_parquet(events, index=False)
     write_json(events.with_suffix(".json"), {"sample_id": sample_id, "status": "ok", **pre.info})
-    pipeline.event_masks(masks, pre.qc_pass).to_parquet(gates, index=False)
+    event_masks(masks, pre.qc_pass).to_parquet(gates, index=False)
     return str(events), str(gates)
 
 
@@ -68,9 +71,9 @@ def gated_cohort(out, sheet, repo) -> tuple[list[str], list[str], list[str], dic
     specs = load_template(repo / "config" / "gating.yaml")
     ids, events, gates, truth, pres = [], [], [], {}, {}
     for row in sheet.itertuples(index=False):
-        pre = pipeline.preprocess(row.path, panel_map, cfg)
+        pre = preprocess(row.path, panel_map, cfg)
         kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-        masks = pipeline.gate(row.sample_id, kept, specs).masks
+        masks = gate(row.sample_id, kept, specs).masks
         ev, gt = write_sample(out, row.sample_id, pre, masks)
         labels = np.asarray(synth.read_truth(row.path)["population"]).astype(str)
         lymph = pd.read_parquet(gt)["lymphocytes"].to_numpy()
@@ -83,7 +86,7 @@ def write_failed(out, sample_id: str) -> tuple[str, str]:
     """What preprocess/gate write for a sample that failed: no events, no gate columns."""
     events, gates = out / f"{sample_id}.parquet", out / sample_id / "gates.parquet"
     gates.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({pipeline.QC_COLUMN: pd.Series([], dtype=bool)}).to_parquet(events)
+    pd.DataFrame({QC_COLUMN: pd.Series([], dtype=bool)}).to_parquet(events)
     pd.DataFrame().to_parquet(gates)
     return str(events), str(gates)
 
@@ -211,7 +214,7 @@ def test_a_shifted_cd27_gate_is_flagged(cohort, model, settings, repo, tmp_path)
     sid = max(truth, key=lambda s: np.count_nonzero(truth[s] == "b_switched_memory"))
     pre = cohort["pre"][sid]
     kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    masks = pipeline.gate(sid, kept, specs).masks
+    masks = gate(sid, kept, specs).masks
     events, gates = write_sample(tmp_path, sid, pre, masks)
     result = cluster.map_files(events, gates, model, settings)
     status = {r["population"]: r["status"] for r in result["agreement"]}
@@ -411,17 +414,7 @@ def test_gates_of_another_run_are_not_mapped(cohort, model, settings, tmp_path):
 
 
 def run_cli(argv: list[str]) -> int:
-    """Through `cytopipe` once cli.py registers cytopipe.cluster; until then, the same add_cli."""
-    if "cytopipe.cluster" in cli.COMMAND_MODULES:
-        return cli.main(argv)
-    parser = argparse.ArgumentParser(prog="cytopipe")
-    cluster.add_cli(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except CytopipeError as exc:
-        print(f"cytopipe: error: {exc}")
-        return 2
+    return cli.main(argv)
 
 
 def test_commands_write_model_and_clusters_json_the_report_renders(
@@ -495,11 +488,9 @@ def test_one_million_events_cluster_in_under_a_minute(tmp_path, repo, settings):
     comp = synth.blood_composition(lymphocytes_of_leukocytes=0.9, debris=0.02, dead=0.01)
     sim = synth.simulate_sample(1_000_000, comp, "A", rng=5)
     path = synth.write_sample(tmp_path / "big.fcs", sim)
-    pre = pipeline.preprocess(
-        str(path), load_panel(repo / "config" / "panel.yaml"), load_config(None)
-    )
+    pre = preprocess(str(path), load_panel(repo / "config" / "panel.yaml"), load_config(None))
     kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    masks = pipeline.gate("big", kept, load_template(repo / "config" / "gating.yaml")).masks
+    masks = gate("big", kept, load_template(repo / "config" / "gating.yaml")).masks
     events, gates = write_sample(tmp_path, "big", pre, masks)
     n_lymph = int(masks["lymphocytes"].sum())
     pooled = cluster.parse_settings(

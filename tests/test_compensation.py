@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from flowutils.compensate import compensate as fu_compensate
 
-from cytopipe import compensation as comp
 from cytopipe.errors import FcsError
-from cytopipe.fcs import FcsSample, read_fcs
+from cytopipe.ingest.fcs import FcsSample, read_fcs
+from cytopipe.preprocess import compensation as comp
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe.counts import (
+from cytopipe.clinical.counts import (
     DUAL,
     NONE,
     SINGLE,

@@ -13,7 +13,10 @@ import json
 
 import pytest
 
-from cytopipe import cli, pipeline, synth
+from cytopipe import cli
+from cytopipe.commands import sample as commands
+from cytopipe.preprocess import sample as preprocessing
+from cytopipe.synth import generate as synth
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def test_environment_fault_fails_the_job_without_a_failed_record(
     fcs, tmp_path, monkeypatch, capsys, repo, exc, words
 ):
     monkeypatch.chdir(repo)
-    monkeypatch.setattr(pipeline, "write_parquet", _raiser(exc))
+    monkeypatch.setattr(commands, "write_parquet", _raiser(exc))
     assert _preprocess(fcs, tmp_path) == 75
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
@@ -59,7 +62,7 @@ def test_environment_fault_fails_the_job_without_a_failed_record(
 
 def test_out_of_memory_while_reading_fails_the_job(fcs, tmp_path, monkeypatch, capsys, repo):
     monkeypatch.chdir(repo)
-    monkeypatch.setattr(pipeline, "read_fcs", _raiser(MemoryError()))
+    monkeypatch.setattr(preprocessing, "read_fcs", _raiser(MemoryError()))
     assert _preprocess(fcs, tmp_path) == 75
     assert not (tmp_path / "S1.json").exists()
 
@@ -76,7 +79,7 @@ def test_a_broken_file_still_fails_only_its_sample(tmp_path, monkeypatch, repo):
 
 def test_a_bug_on_one_file_is_recorded_and_the_batch_goes_on(fcs, tmp_path, monkeypatch, repo):
     monkeypatch.chdir(repo)
-    monkeypatch.setattr(pipeline.qc, "qc_sample", _raiser(ValueError("boom")))
+    monkeypatch.setattr(preprocessing.qc, "qc_sample", _raiser(ValueError("boom")))
     assert _preprocess(fcs, tmp_path) == 0
     record = json.loads((tmp_path / "S1.json").read_text())
     assert record["status"] == "failed" and "internal error" in record["error"]

@@ -15,9 +15,10 @@ import flowkit
 import numpy as np
 import pytest
 
-from cytopipe import fcs
+from cytopipe.commands import ingest as ingest_commands
 from cytopipe.errors import FcsError
-from cytopipe.fcs import public_keywords, read_fcs, read_text
+from cytopipe.ingest import fcs
+from cytopipe.ingest.fcs import public_keywords, read_fcs, read_text
 
 # ---------------------------------------------------------------------------------------------
 # Reference values: FlowKit's Sample(path).get_events("raw"), with the options FlowKit needs
@@ -570,7 +571,7 @@ def test_public_keywords_clinical_free_text(shared_data: Path) -> None:
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cytopipe")
-    fcs.add_cli(parser.add_subparsers())
+    ingest_commands.add_cli(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cytopipe.compensation import spillover_from_keywords
 from cytopipe.errors import FcsError
-from cytopipe.fcs import public_keywords, read_fcs
+from cytopipe.ingest.fcs import public_keywords, read_fcs
+from cytopipe.preprocess.compensation import spillover_from_keywords
 
 SOURCES = [
     "flowkit/simple_line_example/data_set_simple_line_100.fcs",  # FCS 3.1 float
@@ -227,7 +227,7 @@ SPILL_TOKENS = st.sampled_from(
     )
 )
 def test_spillover_text_parsed_or_refused(text: str) -> None:
-    from cytopipe.compensation import Spillover, compensate, parse_spillover
+    from cytopipe.preprocess.compensation import Spillover, compensate, parse_spillover
 
     pnn = ["FS", "SS", "FL1", "FL2", "FL3"]
     try:

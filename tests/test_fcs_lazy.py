@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 from test_fcs import all_fcs_files, build_fcs, float_keywords
 
-from cytopipe import fcs
 from cytopipe.errors import FcsError
-from cytopipe.fcs import LazyEvents, open_fcs, read_fcs
-from cytopipe.gatingml import (
+from cytopipe.gating.gatingml import (
     Strategy,
     apply_strategy,
     apply_strategy_chunked,
@@ -25,6 +23,8 @@ from cytopipe.gatingml import (
     read_gatingml,
     write_gatingml,
 )
+from cytopipe.ingest import fcs
+from cytopipe.ingest.fcs import LazyEvents, open_fcs, read_fcs
 
 INVALID_GML = {"gml_range_gate_attr_testing.xml"}  # not Gating-ML (see the compliance tests)
 
@@ -227,7 +227,7 @@ def test_compliance_masks_equal_with_lazy_source(shared_data: Path, data1_source
 
 def test_apply_gates_library_equals_in_memory(shared_data: Path, data1_sources) -> None:
     """apply_gates (lazy reader, recycled chunk buffers) on every gate of the reference set."""
-    from cytopipe.gating_cli import apply_gates
+    from cytopipe.commands.gates import apply_gates
 
     ref = shared_data / "flowkit" / "gate_ref"
     strategy, got = apply_gates(

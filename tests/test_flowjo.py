@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 
 from cytopipe.errors import GatingError
-from cytopipe.flowjo import (
+from cytopipe.gating.flowjo import (
     apply_flowjo_workspace,
     export_flowjo_workspace,
     flowjo_stored_counts,
     read_flowjo_workspace,
     source_for,
 )
-from cytopipe.gating import (
+from cytopipe.gating.gates import (
     BooleanGate,
     EllipsoidGate,
     PolygonGate,
     QuadrantGate,
     RectangleGate,
 )
-from cytopipe.gatingml import DimSpec, Scale, Strategy, apply_strategy
+from cytopipe.gating.gatingml import DimSpec, Scale, Strategy, apply_strategy
 
 WORKSPACES = [
     "simple_diamond_example/simple_diamond_example_quad_gate.wsp",

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cytopipe.errors import GatingError
-from cytopipe.gating import (
+from cytopipe.gating.gates import (
     BooleanGate,
     EllipsoidGate,
     LazyColumns,

@@ -17,8 +17,8 @@ import pytest
 from conftest import SHARED_DATA
 
 from cytopipe.errors import GatingError
-from cytopipe.gating import evaluate
-from cytopipe.gatingml import (
+from cytopipe.gating.gates import evaluate
+from cytopipe.gating.gatingml import (
     apply_strategy,
     apply_strategy_chunked,
     event_source_from_fcs,
@@ -159,7 +159,7 @@ def test_cytopipe_fcs_reader_gives_same_membership(ref, data1):
     data1.fcs has log-amplified channels whose linear values are not float32 numbers, so
     events within float32 rounding of a limit may move; we require at most a handful.
     """
-    from cytopipe.fcs import read_fcs
+    from cytopipe.ingest.fcs import read_fcs
 
     src = event_source_from_fcs(read_fcs(ref / "data1.fcs"))
     strategy = read_gatingml(ref / "gml" / "gml_all_gates.xml")
@@ -273,8 +273,8 @@ def test_benchmark_counts_identical_to_flowkit(tmp_path):
 
 def test_compensated_ratio_dimension_uses_compensated_inputs(ref, data1):
     """A ratio's compensation-ref applies to its inputs (FlowKit ignores it; documented)."""
-    from cytopipe.gating import RectangleGate
-    from cytopipe.gatingml import DimSpec, Scale, Strategy
+    from cytopipe.gating.gates import RectangleGate
+    from cytopipe.gating.gatingml import DimSpec, Scale, Strategy
 
     base = read_gatingml(ref / "gml" / "gml_all_gates.xml")
     spill = base.matrices["MySpill"]

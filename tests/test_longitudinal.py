@@ -13,13 +13,11 @@ import pytest
 import yaml
 
 from cytopipe import __version__
-from cytopipe.errors import ConfigError
-from cytopipe.longitudinal import (
+from cytopipe.clinical.longitudinal import (
     EXPORT_COLUMNS,
     KM_COLUMNS,
     PATIENT_COLUMNS,
     SAMPLE_STATE_COLUMNS,
-    add_cli,
     classify_timepoints,
     kaplan_meier,
     km_median,
@@ -29,7 +27,9 @@ from cytopipe.longitudinal import (
     validate_config,
     write_outputs,
 )
-from cytopipe.samplesheet import load_sample_sheet
+from cytopipe.clinical.samplesheet import load_sample_sheet
+from cytopipe.commands.longitudinal import add_cli
+from cytopipe.errors import ConfigError
 
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 PARENTS = {
@@ -499,7 +499,7 @@ def test_cli_reports_bad_settings_as_config_error(tmp_path):
 
 def _truth_stats(sheet: pd.DataFrame) -> pd.DataFrame:
     """Per-sample stats from the generator's per-event truth (what a perfect gating would give)."""
-    from cytopipe.synth import read_truth, truth_masks
+    from cytopipe.synth.generate import read_truth, truth_masks
 
     frames = []
     for row in sheet.itertuples():
@@ -517,7 +517,7 @@ def _truth_stats(sheet: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_generated_cohort_finds_the_hidden_stories(tmp_path):
-    from cytopipe.synth import synth_cohort
+    from cytopipe.synth.generate import synth_cohort
 
     synth_cohort(tmp_path, n_patients=5, seed=3, events_per_sample=20_000)
     sheet = load_sample_sheet(tmp_path / "samples.tsv", base_dir=tmp_path)
@@ -555,8 +555,8 @@ def test_generated_cohort_finds_the_hidden_stories(tmp_path):
 
 
 def test_tsv_helpers_reject_missing_stats(tmp_path):
+    from cytopipe.clinical.longitudinal import read_tsv
     from cytopipe.errors import CytopipeError
-    from cytopipe.longitudinal import read_tsv
 
     with pytest.raises(CytopipeError, match="not found"):
         read_tsv(tmp_path / "nope.tsv", "sample statistics")

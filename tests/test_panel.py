@@ -4,7 +4,7 @@ import flowio
 import pytest
 
 from cytopipe.errors import ConfigError, FcsError
-from cytopipe.panel import load_panel, match_channels, parse_panel, require_markers
+from cytopipe.ingest.panel import load_panel, match_channels, parse_panel, require_markers
 
 
 def labels(path):

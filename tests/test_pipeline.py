@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe import cli, transforms
+from cytopipe import cli
 from cytopipe.config import load_config
-from cytopipe.panel import load_panel
-from cytopipe.pipeline import preprocess, scale_channel
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess import transforms
+from cytopipe.preprocess.sample import preprocess, scale_channel
 
 
 def test_a_fixed_top_puts_equal_signals_at_one_place_across_ranges():

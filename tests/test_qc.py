@@ -1,4 +1,4 @@
-"""Acquisition QC (cytopipe.qc): the rules one at a time on events whose truth is known by
+"""Acquisition QC (cytopipe.preprocess.qc): the rules one at a time on events whose truth is known by
 construction, the awkward clocks (wrap-around, reset, jitter, constant, missing), settings
 errors, the record for sample.json, and speed. Accuracy on generated cytometry files with
 planted anomalies is measured in tests/test_qc_accuracy.py."""
@@ -13,9 +13,11 @@ import pytest
 from test_fcs import all_fcs_files
 from test_qc_accuracy import PANEL, at_margin, generic_channels, prepare
 
-from cytopipe import panel, qc, synth
 from cytopipe.errors import ConfigError, FcsError
-from cytopipe.fcs import read_fcs
+from cytopipe.ingest import panel
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.preprocess import qc
+from cytopipe.synth import generate as synth
 
 RATE = 2_000.0  # events per second
 TICK = 0.01  # seconds

@@ -34,9 +34,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe import compensation, panel, qc, synth, transforms
 from cytopipe.errors import FcsError
-from cytopipe.fcs import FcsSample, read_fcs
+from cytopipe.ingest import panel
+from cytopipe.ingest.fcs import FcsSample, read_fcs
+from cytopipe.preprocess import compensation, qc, transforms
+from cytopipe.synth import generate as synth
 
 REPO = Path(__file__).resolve().parent.parent
 PANEL = panel.load_panel(REPO / "config" / "panel.yaml")

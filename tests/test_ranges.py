@@ -14,12 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe import cli, panel, pipeline, synth
+from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import FcsError
-from cytopipe.fcs import read_fcs
-from cytopipe.ranges import DEFAULT_TOP, channel_ranges, declared_top
-from cytopipe.template import load_template
+from cytopipe.gating.sample import gate
+from cytopipe.gating.template import load_template
+from cytopipe.ingest import panel
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.preprocess.ranges import DEFAULT_TOP, channel_ranges, declared_top
+from cytopipe.preprocess.sample import preprocess
+from cytopipe.synth import generate as synth
 
 
 def _tube(tmp_path, name, b_of_lymphocytes, nominal=(), seed=7, top=1024.0):
@@ -35,9 +39,9 @@ def _tube(tmp_path, name, b_of_lymphocytes, nominal=(), seed=7, top=1024.0):
 
 def _gated(path, repo):
     cfg = load_config(repo / "config" / "config.yaml")
-    pre = pipeline.preprocess(str(path), panel.load_panel(repo / "config" / "panel.yaml"), cfg)
+    pre = preprocess(str(path), panel.load_panel(repo / "config" / "panel.yaml"), cfg)
     columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    gated = pipeline.gate("S", columns, load_template(repo / "config" / "gating.yaml"))
+    gated = gate("S", columns, load_template(repo / "config" / "gating.yaml"))
     return pre, gated.stats.set_index("population")["count"]
 
 

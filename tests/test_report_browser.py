@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from report_fixtures import XSS, build_results
 
-from cytopipe.report import write_report
+from cytopipe.report.pages import write_report
 
 pytestmark = pytest.mark.browser
 

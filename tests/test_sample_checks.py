@@ -1,5 +1,5 @@
 """Checks that each FCS file belongs to its sample-sheet row, on the provenance real files get
-at ingestion (cytopipe.synth writes them, cytopipe.fcs reads them)."""
+at ingestion (cytopipe.synth.generate writes them, cytopipe.ingest.fcs reads them)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytopipe.fcs import read_fcs
-from cytopipe.sample_checks import (
+from cytopipe.clinical.sample_checks import (
     acquisition_date,
     date_mismatches,
     duplicate_files,
     file_sha256,
     is_truthy,
 )
-from cytopipe.synth import blood_composition, simulate_sample, write_sample
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.synth.generate import blood_composition, simulate_sample, write_sample
 
 
 def write_file(path, seed: int, start: datetime, **keywords: str):

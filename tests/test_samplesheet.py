@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cytopipe.clinical.samplesheet import load_sample_sheet
 from cytopipe.errors import ConfigError
-from cytopipe.samplesheet import load_sample_sheet
 
 HEADER = ["sample_id", "patient_id", "path", "day", "collection_date", "infusion_date",
           "birth_date", "abs_lymphocytes", "age_years", "disease"]  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cytopipe.synth import synth_cohort
+from cytopipe.synth.generate import synth_cohort
 
 pytestmark = pytest.mark.slurm
 

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from flowutils import transforms as fu_transforms
 
-from cytopipe import synth
+from cytopipe.commands import synth as synth_commands
 from cytopipe.errors import ConfigError, FcsError
-from cytopipe.fcs import read_fcs
-from cytopipe.synth_model import (
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.synth import generate as synth
+from cytopipe.synth.model import (
     B_SUBSETS,
     INSTRUMENTS,
     LEUKOCYTES,
@@ -463,7 +464,7 @@ def test_demo_cohort_has_children_adults_and_one_archive_instrument(tmp_path):
 
 def test_cli_writes_the_cohort_and_says_where(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    synth.add_cli(parser.add_subparsers())
+    synth_commands.add_cli(parser.add_subparsers())
     out = tmp_path / "cli"
     args = parser.parse_args(
         [

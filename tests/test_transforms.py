@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from flowutils import transforms as fu
 
-from cytopipe import transforms as tf
+from cytopipe.preprocess import transforms as tf
 
 X = np.concatenate([np.linspace(-5000, 5000, 20001), np.geomspace(1, 262144 * 2, 5000)])
 LOGICLE_PARAMS = [

@@ -6,8 +6,8 @@ import sys
 import pandas as pd
 import yaml
 
-from cytopipe.archive import check_reachable
-from cytopipe.samplesheet import load_sample_sheet
+from cytopipe.ingest.archive import check_reachable
+from cytopipe.clinical.samplesheet import load_sample_sheet
 
 # Rules call `cytopipe`: use the one installed beside this Snakemake, even when the venv is
 # not activated (e.g. `.venv/bin/snakemake ...` or a cluster job).

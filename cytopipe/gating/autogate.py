@@ -1,0 +1,573 @@
+"""Automated, per-sample placement of the gating template's gates (issue 6).
+
+Fixed gates calibrated on one cytometer fail on another (a CD27 positive peak at 0.45 instead of
+0.63 on the logicle scale is split by a fixed 0.46 cut-off), and a gate fitted to the data draws
+itself around noise when the population is absent (B-cell aplasia after CD19 CAR-T). So every
+gate is placed per sample, top-down, from populations that are always there:
+
+- `valley`: the density minimum between two peaks of a 1-D smoothed histogram, searched only
+  inside hard limits and, when `anchor` is set, only beyond `min_sd` robust SDs above (or below)
+  the peak of the always-present population (the CD19-negative NK/T cells). No valley ->
+  fallback to `anchor` peak + `fallback_sd` SDs, a peak + offset, a reference threshold placed
+  on another population (CD27 on T cells for tiny B-cell parents) or the template's fixed value.
+- `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
+  cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
+- `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A) and `ratio` (singlets: FSC-H/FSC-A).
+
+Every placement reports (method, confidence 0-1, flag); a fallback or low confidence is flagged.
+Positions are on the gating scale of `cytopipe.pipeline.preprocess` (scatter / $PnR, logicle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cytopipe.errors import GatingError
+from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate, points_in_polygon
+from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
+
+LOW_CONFIDENCE = 0.5
+MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
+GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: speed, determinism
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one threshold or gate was placed in this sample."""
+
+    method: str  # valley | gmm | ratio | quantile | peak_offset | reference | fixed | fallback
+    confidence: float
+    flag: str = ""
+    value: float | None = None  # thresholds: the cut-off
+
+
+@dataclass
+class AutogateResult:
+    """Per-sample gates: `masks` has the contract of cytopipe.gating.gates.evaluate on `gates` (full
+    length, ancestry included, only gated populations), with the events of a population's
+    `extras` joined; `methods` is what population_stats takes."""
+
+    gates: list[Gate]
+    masks: dict[str, np.ndarray]
+    methods: dict[str, tuple[str, float, str]]  # population -> (method, confidence, flag)
+    thresholds: dict[str, Placement]  # threshold name -> where it was placed and how
+    plotted: dict[str, tuple[str, str]]  # population -> density plot axes
+    skipped: dict[str, str]  # population -> why it is absent
+    parents: dict[str, str | None] = field(default_factory=dict)
+    passed: set[str] = field(default_factory=set)  # pass-through pre-gates (nothing to draw)
+    # population -> its `or:` rectangles as placed, (label, gate): their events are in the mask
+    extras: dict[str, list[tuple[str, Gate]]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- 1-D densities and valleys
+
+
+@dataclass(frozen=True)
+class _Density:
+    centers: np.ndarray
+    smooth: np.ndarray  # smoothed counts per bin
+    below: np.ndarray  # events below each bin center
+    n: int
+
+    def at(self, x: float) -> float:
+        return float(np.interp(x, self.centers, self.smooth))
+
+
+_EFFECTIVE_BINS = 2.0 * np.sqrt(np.pi) * 4.0  # Gaussian kernel of SD 4 bins: Poisson variance / 14
+
+
+def density(x: np.ndarray, bandwidth: float, lo: float, hi: float) -> _Density:
+    """Gaussian-smoothed histogram on [lo, hi] (bins of bandwidth / 4): O(n), no per-event KDE."""
+    step = bandwidth / 4.0
+    n_bins = max(int(np.ceil((hi - lo) / step)), 8)
+    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
+    k = np.arange(-16, 17)
+    kernel = np.exp(-0.5 * (k / 4.0) ** 2)
+    smooth = np.convolve(counts.astype(float), kernel / kernel.sum(), mode="same")
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    below = np.count_nonzero(x < lo) + np.cumsum(counts) - 0.5 * counts
+    return _Density(centers, smooth, below, int(x.size))
+
+
+def _range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
+    """Histogram range: the data's, widened to the search limits, bounded against outliers."""
+    span = max(hi - lo, 0.5)
+    dlo, dhi = float(np.min(x)), float(np.max(x))
+    return max(min(dlo, lo), lo - span) - 4 * bandwidth, min(
+        max(dhi, hi), hi + span
+    ) + 4 * bandwidth
+
+
+def find_peak(
+    x: np.ndarray, window: Sequence[float], bandwidth: float, how: str = "mode"
+) -> tuple[float, float] | None:
+    """Centre of the peak of `x` inside `window` and a robust SD, or None without events there.
+
+    `how="median"` (anchors: a broad negative population, noisy mode) takes the median of the
+    window's events; "mode" the maximum of the smoothed density. The SD comes from the events on
+    the lower side only (scaled median distance): that side of a negative peak is never
+    contaminated by the positive population.
+    """
+    a, b = float(window[0]), float(window[1])
+    inside = x[(x >= a) & (x <= b)]
+    if inside.size < MIN_EVENTS:
+        return None
+    if how == "median":
+        peak = float(np.median(inside))
+    else:
+        d = density(inside, bandwidth, a - 4 * bandwidth, b + 4 * bandwidth)
+        sel = (d.centers >= a) & (d.centers <= b)
+        peak = float(d.centers[sel][np.argmax(d.smooth[sel])])
+    low = inside[inside < peak]
+    sd = 1.4826 * float(np.median(peak - low)) if low.size >= 10 else bandwidth
+    return peak, max(sd, bandwidth / 2)
+
+
+def find_valley(
+    d: _Density,
+    lo: float,
+    hi: float,
+    min_side: int,
+    min_depth: float,
+    min_z: float = 3.0,
+    first: bool = False,
+) -> tuple[float, float] | None:
+    """Deepest density minimum in [lo, hi] with a peak of at least `min_side` events on each
+    side; (position, depth 0-1) or None. Depth = 1 - valley / lower of the two flanking peaks.
+
+    A dip must also be `min_z` Poisson SDs deep, so a few hundred events of one population do
+    not split at a noise wiggle (a smoothed bin holds about 14 bins' worth of events).
+    `first`: take the lowest qualifying valley, not the deepest (CD19: the dip between NK cells
+    and CD19-dim plasmablasts, not the one between plasmablasts and bright B cells).
+
+    A flat empty stretch (all depths ~1) is cut in its middle, so a tiny positive population
+    is not clipped and the negative tail is not touched."""
+    left = np.maximum.accumulate(d.smooth)
+    right = np.maximum.accumulate(d.smooth[::-1])[::-1]
+    ref = np.minimum(left, right)
+    depth = np.where(ref > 0, 1.0 - d.smooth / np.where(ref > 0, ref, 1.0), 0.0)
+    above = d.n - d.below
+    z = (ref - d.smooth) / np.sqrt(np.maximum(ref + d.smooth, 1e-9) / _EFFECTIVE_BINS)
+    ok = (d.centers >= lo) & (d.centers <= hi) & (d.below >= min_side) & (above >= min_side)
+    ok &= z >= min_z
+    if not ok.any():
+        return None
+    if first:  # the valley nearest the low end: the first dip above the negative peak
+        good = np.flatnonzero(ok & (depth >= min_depth))
+        if good.size == 0:
+            return None
+        run = good[: int(np.argmax(np.diff(np.append(good, good[-1] + 2)) > 1)) + 1]
+        ok = np.zeros_like(ok)
+        ok[run] = True
+    best = float(depth[ok].max())
+    if best < min_depth:
+        return None
+    near = ok & (depth >= best - 0.02)
+    i = int(np.flatnonzero(ok & (depth == best))[0])
+    j, k = i, i  # the contiguous run of near-best bins around the deepest one
+    while j > 0 and near[j - 1]:
+        j -= 1
+    while k < len(near) - 1 and near[k + 1]:
+        k += 1
+    return float(0.5 * (d.centers[j] + d.centers[k])), best
+
+
+def anchor_limits(
+    x: np.ndarray, anchor: Mapping, bandwidth: float
+) -> tuple[float, float, str] | None:
+    """Where a valley may start and where the cut falls without one, from the always-present
+    population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
+
+    Two ways to measure how far that population reaches:
+    - `q`, `gap`, `fallback_q`, `fallback_gap`: its own upper quantiles plus a margin. For
+      negatives on the logicle scale: their linear-region spread is wide below the peak and
+      compressed above it, so an SD does not describe the upper tail (NK cells on CD19).
+    - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
+    Returns (search start, fallback cut, description) or None without events in the window.
+    """
+    below = anchor.get("side", "above") == "below"
+    sign = -1.0 if below else 1.0
+    if "q" in anchor:
+        a, b = (float(v) for v in anchor["peak"])
+        inside = x[(x >= a) & (x <= b)]
+        if inside.size < MIN_EVENTS:
+            return None
+        q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
+        start = float(np.quantile(inside, 1 - q if below else q))
+        edge = float(np.quantile(inside, 1 - fq if below else fq))
+        gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
+        how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        return start + sign * gap, edge + sign * fgap, how
+    peak = find_peak(x, anchor["peak"], bandwidth, how="median")
+    if peak is None:
+        return None
+    k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
+    how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+    return peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how
+
+
+# ---------------------------------------------------------------- thresholds
+
+
+class _Placer:
+    """Places thresholds lazily (each once per sample) on populations gated so far."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], n: int):
+        self.columns = columns
+        self.masks = masks
+        self.n = n
+        self.done: dict[str, Placement] = {}
+
+    def place(self, t: ThresholdSpec) -> Placement:
+        if t.name not in self.done:
+            self.done[t.name] = self._place(t)
+        return self.done[t.name]
+
+    def values(self, t: ThresholdSpec) -> np.ndarray | None:
+        """The threshold's dim on its population's events (None: population not gated)."""
+        if t.on is None:
+            mask = np.ones(self.n, dtype=bool)
+        elif t.on in self.masks:
+            mask = self.masks[t.on].copy()
+        else:
+            return None
+        for cond, side in t.where:
+            cut = self.place(cond).value
+            col = self.columns[cond.dim]
+            mask &= (col < cut) if side == "below" else (col >= cut)
+        return np.asarray(self.columns[t.dim][mask], dtype=np.float64)
+
+    def _place(self, t: ThresholdSpec) -> Placement:
+        p = t.params
+        x = self.values(t)
+        if x is None:
+            return self._fallback(t, f"{t.on} not gated")
+        x = x[np.isfinite(x)]
+        min_events = int(p.get("min_events", MIN_EVENTS))
+        if x.size < min_events:
+            return self._fallback(t, f"only {x.size} events in {t.on}")
+        if t.method == "valley":
+            return self._valley(t, x)
+        if t.method == "quantile":
+            value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
+            return self._clamped(t, value, "quantile")
+        if t.method == "peak_offset":
+            peak = find_peak(x, p.get("peak", p["search"]), float(p.get("bandwidth", 0.02)))
+            if peak is None:
+                return self._fallback(t, f"no peak in {t.on}")
+            return self._clamped(t, self._from_peak(t, peak, p), "peak_offset")
+        return Placement("fixed", 1.0, "", t.fixed)
+
+    @staticmethod
+    def _from_peak(t: ThresholdSpec, peak: tuple[float, float], p: Mapping) -> float:
+        sign = -1.0 if p.get("side", "above") == "below" else 1.0
+        return peak[0] + sign * (float(p.get("offset", 0.0)) + float(p.get("sd", 0.0)) * peak[1])
+
+    def _clamped(self, t: ThresholdSpec, value: float, method: str) -> Placement:
+        lo, hi = (float(v) for v in t.params["search"])
+        if lo <= value <= hi:
+            return Placement(method, 1.0, "", value)
+        return Placement(
+            method, 0.3, f"low_confidence: {value:.2f} outside [{lo:g}, {hi:g}], clamped",
+            min(max(value, lo), hi),
+        )  # fmt: skip
+
+    def _valley(self, t: ThresholdSpec, x: np.ndarray) -> Placement:
+        p = t.params
+        search = [float(v) for v in p["search"]]
+        lo, hi = search
+        bw = float(p.get("bandwidth", 0.02))
+        anchor = p.get("anchor")
+        limits = None
+        if anchor:
+            limits = anchor_limits(x, anchor, bw)
+            if limits is None:
+                return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
+            if anchor.get("side", "above") == "below":
+                hi = min(hi, limits[0])
+            else:
+                lo = max(lo, limits[0])
+        d = density(x, bw, *_range(x, search[0], search[1], bw))
+        found = (
+            find_valley(
+                d,
+                lo,
+                hi,
+                int(p.get("min_side", 10)),
+                float(p.get("min_depth", 0.3)),
+                float(p.get("min_z", 3.0)),
+                bool(p.get("first", False)),
+            )
+            if lo < hi
+            else None
+        )
+        if found is not None:
+            value, depth = found
+            conf = round(depth, 3)
+            return Placement(
+                "valley", conf, "low_confidence" if conf < LOW_CONFIDENCE else "", value
+            )
+        why = f"no valley between {lo:.2f} and {hi:.2f}"
+        if limits is not None:
+            value = min(max(limits[1], search[0]), search[1])
+            return Placement("fallback", 0.5, f"fallback: {why} ({limits[2]})", value)
+        if "fallback_offset" in p:
+            peak = find_peak(x, p.get("fallback_peak", search), bw)
+            if peak is not None:
+                value = min(max(peak[0] + float(p["fallback_offset"]), search[0]), search[1])
+                how = f"peak {peak[0]:.2f} + {float(p['fallback_offset']):g}"
+                return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
+        return self._fallback(t, why)
+
+    def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
+        ref = t.params.get("reference")
+        if isinstance(ref, ThresholdSpec):
+            r = self.place(ref)
+            flag = f"fallback: {why}; {ref.name} on {ref.on} used"
+            return Placement("fallback", round(0.8 * r.confidence, 3), flag, r.value)
+        return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
+
+
+# ---------------------------------------------------------------- 2-D placements
+
+
+def _component_outline(gm, i: int, radius: float, min_posterior: float | None, n: int = 64):
+    """Outline of component `i`: its ellipse at Mahalanobis `radius`, each ray from the centre
+    cut where the component's posterior first drops below `min_posterior` (None: no cut).
+
+    A fixed-radius ellipse is wrong when the neighbours' weights change: in a lymphopenic sample
+    the monocyte cluster outweighs the lymphocytes and its tail reaches into their ellipse. The
+    posterior boundary moves with the weights, the radius keeps far outliers out.
+    """
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    vals, vecs = np.linalg.eigh(gm.covariances_[i])
+    rays = np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T
+    if min_posterior is None:
+        return gm.means_[i] + radius * rays
+    steps = np.linspace(0.0, radius, 161)[1:]
+    points = gm.means_[i] + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
+    post = gm.predict_proba(points.reshape(-1, 2))[:, i].reshape(n, len(steps))
+    below = post < min_posterior
+    last = np.where(below.any(axis=1), np.argmax(below, axis=1) - 1, len(steps) - 1)
+    reach = np.where(last >= 0, steps[np.maximum(last, 0)], steps[0])
+    return gm.means_[i] + reach[:, None] * rays
+
+
+def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placement]:
+    """Polygon around the Gaussian-mixture component nearest `near` (in dims' own units, after
+    log for `log` dims), or with the lowest mean on dim index `lowest` among components of at
+    least `min_weight`; vertices in data units, or None when the fit is not trustworthy.
+
+    The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted in,
+    so a log-normal SSC cluster gets its skewed outline, and cut where the component's posterior
+    drops below `min_posterior`. Confidence: the gate's expected purity (mean posterior of the
+    component over the events inside), 0 at 90% and 1 from 99%."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    log = np.asarray(params.get("log", [False, False]), dtype=bool)
+    floor = float(params.get("log_floor", 1e-6))
+    z = np.where(log, np.log(np.maximum(x, floor)), x)
+    if len(z) > GMM_MAX_EVENTS:
+        z = z[np.random.default_rng(0).choice(len(z), GMM_MAX_EVENTS, replace=False)]
+    k = int(params.get("n_components", 3))
+    if len(z) < max(MIN_EVENTS, 10 * k):
+        return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(k, covariance_type="full", random_state=0, n_init=2).fit(z)
+    ok = gm.weights_ >= float(params.get("min_weight", 0.02))
+    if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
+        dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
+    else:
+        near = np.asarray(params["near"], dtype=float)
+        near = np.where(log, np.log(np.maximum(near, floor)), near)
+        scale = z.std(axis=0) + 1e-9
+        dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
+    i = int(np.argmin(dist))
+    centre = np.where(log, np.exp(gm.means_[i]), gm.means_[i])
+    limits = params.get("center_limits")
+    if limits is not None and not all(
+        lo <= c <= hi for c, (lo, hi) in zip(centre, limits, strict=True)
+    ):
+        where = ", ".join(f"{c:.3g}" for c in centre)
+        return None, Placement("fallback", 0.2, f"fallback: cluster centre ({where}) out of limits")
+    radius = float(params.get("distance", 3.0))
+    clip = params.get("min_posterior")
+    outline = _component_outline(gm, i, radius, None if clip is None else float(clip))
+    inside = points_in_polygon(z[:, 0], z[:, 1], outline)
+    purity = float(gm.predict_proba(z[inside])[:, i].mean()) if inside.any() else 0.0
+    conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)
+    verts = np.where(log, np.exp(outline), outline)
+    return verts, Placement("gmm", conf, "low_confidence" if conf < LOW_CONFIDENCE else "")
+
+
+def place_ratio(x: np.ndarray, y: np.ndarray, params: Mapping) -> tuple[np.ndarray, Placement]:
+    """Singlets: a line y = r * x through the origin, r at the valley below the singlets' ridge
+    of y / x (doublets have a larger area for their height, i.e. a smaller ratio)."""
+    keep = x > float(params.get("min_x", 0.01))
+    r = (y[keep] / x[keep]).astype(np.float64)
+    spec = ThresholdSpec("ratio", "ratio", "valley", float(params["fixed"]), None, (), params)
+    placed = _Placer({"ratio": r}, {}, len(r))._valley(spec, r) if r.size >= MIN_EVENTS else None
+    if placed is None:
+        placed = Placement(
+            "fallback", 0.2, "fallback: too few events; template position", spec.fixed
+        )
+    method = "ratio" if placed.method == "valley" else placed.method
+    placed = Placement(method, placed.confidence, placed.flag, placed.value)
+    top = max(1.3, 1.3 * float(placed.value))
+    return np.array([[0.0, 0.0], [1.0, placed.value], [1.0, top], [0.0, top]]), placed
+
+
+# ---------------------------------------------------------------- the hierarchy
+
+
+def _combine(placements: Sequence[tuple[str, Placement]]) -> tuple[str, float, str]:
+    if not placements:
+        return "fixed", 1.0, ""
+    methods = sorted({p.method for _, p in placements})
+    method = "fallback" if "fallback" in methods else "+".join(methods)
+    conf = min(p.confidence for _, p in placements)
+    flag = "; ".join(f"{name} {p.flag}" for name, p in placements if p.flag)
+    if not flag and conf < LOW_CONFIDENCE:
+        flag = "low_confidence"
+    return method, conf, flag
+
+
+def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, available: set[str]):
+    """The rectangle and its `or:` parts the panel can gate, all with thresholds placed."""
+    used: list[tuple[str, Placement]] = []
+
+    def placed(bounds) -> tuple:
+        out = []
+        for b in bounds:
+            if isinstance(b, ThresholdSpec):
+                where = placer.place(b)
+                if all(name != b.name for name, _ in used):
+                    used.append((b.name, where))
+                out.append(where.value)
+            else:
+                out.append(b)
+        return tuple(out)
+
+    gate = RectangleGate(
+        spec.id, parent, spec.dims, placed(spec.place["min"]), placed(spec.place["max"])
+    )
+    extras = [
+        (
+            part.label,
+            RectangleGate(spec.id, parent, part.dims, placed(part.mins), placed(part.maxs)),
+        )
+        for part in spec.place.get("or", ())
+        if part.needed() <= available
+    ]
+    return gate, _combine(used), extras
+
+
+def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None):
+    place = spec.place or {"method": "fixed"}
+    x = np.asarray(columns[spec.dims[0]][rows], dtype=np.float64)
+    y = np.asarray(columns[spec.dims[1]][rows], dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    verts, placed = None, Placement("fixed", 1.0, "")
+    if place["method"] == "gmm":
+        verts, placed = place_gmm(np.column_stack([x, y]), place)
+    elif place["method"] == "ratio":
+        verts, placed = place_ratio(x, y, place)
+    if verts is None:
+        verts = np.asarray(spec.gate["vertices"], dtype=float)
+        if place["method"] != "fixed" and not placed.flag:
+            placed = Placement("fallback", 0.2, "fallback: template position")
+    gate = PolygonGate(spec.id, parent, spec.dims, verts)
+    return gate, (placed.method, placed.confidence, placed.flag)
+
+
+def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent, available):
+    if spec.gate["kind"] == "rectangle":
+        return _rectangle(spec, placer, parent, available)
+    return (*_polygon(spec, columns, rows, parent), [])
+
+
+def _apply(gate: Gate, columns: Mapping[str, np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
+    """Mask of `gate` (placed without parent) evaluated on the parent's rows only."""
+    sub = {d: columns[d][rows] for d in gate.dims}
+    inside = evaluate([gate], sub, n_events=len(rows))[gate.id]
+    mask = np.zeros(n, dtype=bool)
+    mask[rows[inside]] = True
+    return mask
+
+
+def _unparented(gate: Gate) -> Gate:
+    if isinstance(gate, RectangleGate):
+        return RectangleGate(gate.id, None, gate.dims, gate.mins, gate.maxs)
+    return PolygonGate(gate.id, None, gate.dims, gate.vertices)
+
+
+def autogate(
+    specs: Sequence[PopulationSpec], columns: Mapping[str, np.ndarray], n_events: int | None = None
+) -> AutogateResult:
+    """Place and evaluate every population's gate on this sample, top-down.
+
+    `columns`: canonical marker -> values on the gating scale, events that passed QC. Each gate is
+    placed on its parent's events (thresholds on their own reference population), so a gate never
+    sees events its parent excluded. Populations whose markers the panel lacks are skipped (or
+    pass their parent's events when `optional: pass`), as `template.build_gates` does.
+    """
+    available = {m for m, v in columns.items() if v is not None}
+    if n_events is None:
+        n_events = len(next(iter(columns.values()))) if columns else 0
+    for m, v in columns.items():
+        if len(v) != n_events:
+            raise GatingError(f"column {m} has {len(v)} events, expected {n_events}")
+    out = AutogateResult([], {}, {}, {}, {}, {})
+    placer = _Placer(columns, out.masks, n_events)
+    all_rows = np.arange(n_events)
+    for spec in specs:
+        if spec.parent is not None and spec.parent not in out.masks:
+            out.skipped[spec.id] = f"parent {spec.parent} not gated"
+            continue
+        rows = np.flatnonzero(out.masks[spec.parent]) if spec.parent else all_rows
+        variant = spec.variant_for(available)
+        if variant is None:
+            missing = ", ".join(sorted(spec.needed() - available))
+            if spec.optional != "pass":
+                out.skipped[spec.id] = f"no {missing} channel"
+                continue
+            gate = pass_gate(spec, available)
+            how = ("pass", 0.0, f"not gated: no {missing} channel")
+            out.passed.add(spec.id)
+            extras = []
+        else:
+            gate, how, extras = _place_gate(variant, placer, columns, rows, spec.parent, available)
+            out.plotted[spec.id] = plot_axes(variant)
+        out.masks[spec.id] = _apply(_unparented(gate), columns, rows, n_events)
+        for _, extra in extras:
+            out.masks[spec.id] |= _apply(_unparented(extra), columns, rows, n_events)
+        if extras:
+            out.extras[spec.id] = extras
+        out.gates.append(gate)
+        out.methods[spec.id] = how
+        out.parents[spec.id] = spec.parent
+    out.thresholds = dict(placer.done)
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+
+__all__ = [
+    "AutogateResult",
+    "Placement",
+    "autogate",
+    "density",
+    "find_peak",
+    "find_valley",
+    "place_gmm",
+    "place_ratio",
+]

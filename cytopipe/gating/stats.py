@@ -1,0 +1,141 @@
+"""Population statistics and the binned density data the report draws gates on.
+
+The report must never need the events again (a cohort can hold thousands of 10 M event
+files), so each sample's gates are summarised here as counts, percentages, medians and 2-D
+histograms of the parent population.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cytopipe.gating.autogate import LOW_CONFIDENCE
+
+MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
+STATS_COLUMNS = [
+    "sample_id", "population", "parent", "count", "pct_parent", "pct_lymphocytes",
+    "gate_method", "confidence", "flag", *(f"median_{m}" for m in MARKERS),
+]  # fmt: skip
+PLOT_BINS = 96
+
+
+def _pct(num: int, den: int) -> float:
+    return 100.0 * num / den if den else float("nan")
+
+
+def population_stats(
+    sample_id: str,
+    masks: Mapping[str, np.ndarray],
+    parents: Mapping[str, str | None],
+    columns: Mapping[str, np.ndarray],
+    n_root: int,
+    methods: Mapping[str, tuple[str, float, str]] | None = None,
+) -> pd.DataFrame:
+    """One row per population in `masks` order. `methods`: population -> (method, confidence, flag)."""
+    counts = {pop: int(np.count_nonzero(m)) for pop, m in masks.items()}
+    n_lymph = counts.get("lymphocytes")
+    under_lymph = _descendants(parents, "lymphocytes")
+    rows = []
+    for pop, mask in masks.items():
+        parent = parents.get(pop)
+        method, confidence, flag = (methods or {}).get(pop, ("fixed", 1.0, ""))
+        row = {
+            "sample_id": sample_id,
+            "population": pop,
+            "parent": parent or "",
+            "count": counts[pop],
+            "pct_parent": _pct(counts[pop], counts[parent] if parent else n_root),
+            "pct_lymphocytes": _pct(counts[pop], n_lymph)
+            if pop in under_lymph and n_lymph is not None
+            else float("nan"),
+            "gate_method": method,
+            "confidence": confidence,
+            "flag": flag,
+        }
+        for m in MARKERS:
+            col = columns.get(m) if m in columns else None
+            row[f"median_{m}"] = (
+                float(np.median(col[mask])) if col is not None and counts[pop] else float("nan")
+            )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)
+
+
+def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:
+    """Gates a reviewer should look at: placed with confidence below `low` (where autogate
+    flags low confidence) on a parent of at least `min_parent` events.
+
+    Every fallback is flagged in the statistics, but in aplasia the B-subset gates fall back on
+    parents of a handful of events by design, and no position of those gates can move the counts
+    by more than that handful; listing every such sample would bury the ones that matter.
+    """
+    if stats.empty:
+        return 0
+    counts = stats.set_index("population")["count"]
+    parent_n = stats["parent"].map(counts).fillna(np.inf)  # root: all events
+    doubtful = pd.to_numeric(stats["confidence"], errors="coerce").fillna(0.0) < low
+    return int((doubtful & (parent_n >= min_parent)).sum())
+
+
+def _descendants(parents: Mapping[str, str | None], root: str) -> set[str]:
+    """Populations inside `root`, including itself."""
+    inside = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pop, parent in parents.items():
+            if parent in inside and pop not in inside:
+                inside.add(pop)
+                changed = True
+    return inside
+
+
+def density_plot(
+    population: str,
+    parent: str | None,
+    x: str,
+    y: str,
+    columns: Mapping[str, np.ndarray],
+    parent_mask: np.ndarray,
+    count: int,
+    outline: np.ndarray,
+    ranges: Mapping[str, tuple[float, float]],
+    extra_outlines: Sequence[tuple[str, np.ndarray]] = (),
+) -> dict:
+    """Parent events binned on the gate's two axes, with the gate outline in the same units
+    (and the outlines of its `or:` parts, with their labels)."""
+    xr, yr = ranges[x], ranges[y]
+    xe = np.linspace(*xr, PLOT_BINS + 1)
+    ye = np.linspace(*yr, PLOT_BINS + 1)
+    h, _, _ = np.histogram2d(columns[y][parent_mask], columns[x][parent_mask], bins=(ye, xe))
+    n_parent = int(np.count_nonzero(parent_mask))
+    return {
+        "population": population,
+        "parent": parent or "",
+        "x": x,
+        "y": y,
+        "x_range": list(xr),
+        "y_range": list(yr),
+        "x_edges": np.round(xe, 5).tolist(),
+        "y_edges": np.round(ye, 5).tolist(),
+        "counts": h.astype(int).tolist(),
+        "gate": _rounded(outline),
+        "count": count,
+        "pct_parent": _pct(count, n_parent),
+        "extra_gates": [{"label": label, "gate": _rounded(o)} for label, o in extra_outlines],
+    }
+
+
+def _rounded(outline: np.ndarray) -> list:
+    return np.round(np.asarray(outline, dtype=float), 5).tolist()
+
+
+def display_range(values: np.ndarray) -> tuple[float, float]:
+    """Axis range for plots: the scale's natural 0-1 span, widened to the data's 0.1-99.9 %."""
+    if values.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.quantile(values, [0.001, 0.999])
+    return (float(min(0.0, lo)), float(max(1.0, hi)))

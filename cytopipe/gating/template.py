@@ -1,0 +1,358 @@
+"""The gating template (config/gating.yaml): which populations to gate, where, how each gate is
+placed per sample, and what to do when a file's panel lacks a marker.
+
+The template is data so a core facility can adjust gates without code. It has two sections:
+
+- `thresholds`: named 1-D cut-offs (e.g. `cd19`) placed per sample by `cytopipe.gating.autogate` from
+  the events of a reference population, with hard limits and a `fixed` position. A name is shared
+  by every gate that uses it, so the four IgD/CD27 quadrants are cut by the same two lines.
+- `populations`: the hierarchy. Rectangle bounds are numbers, null (open side) or threshold
+  names; polygons carry fixed vertices and optionally a `place` block (e.g. a Gaussian mixture).
+  A rectangle's `or:` list adds rectangles whose events join it (CD19-dim plasmablasts into
+  the B cells), used when the panel has their markers.
+  `alternatives` list other dims/gates for panels that lack the first choice (lymphocytes on
+  FSC-A/SSC-A when there is no CD45).
+
+`build_gates` turns the template into the fixed gates (every threshold at its `fixed` value);
+`cytopipe.gating.autogate.autogate` places them per sample.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cytopipe.errors import ConfigError
+from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
+
+THRESHOLD_METHODS = ("valley", "quantile", "peak_offset", "fixed")
+PLACE_METHODS = ("gmm", "ratio", "fixed")
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    """A 1-D cut-off on `dim`, placed on the events of population `on` (None: all events),
+    optionally restricted by `where` = ((threshold name, "below" | "above"), ...)."""
+
+    name: str
+    dim: str
+    method: str
+    fixed: float
+    on: str | None = None
+    where: tuple[tuple[ThresholdSpec, str], ...] = ()
+    params: Mapping = field(default_factory=dict, hash=False, compare=False)
+
+    def dims(self) -> set[str]:
+        """Markers needed to place it: its own and those of its `where` and `reference`."""
+        out = {self.dim}
+        for t, _ in self.where:
+            out |= t.dims()
+        ref = self.params.get("reference")
+        if isinstance(ref, ThresholdSpec):
+            out |= ref.dims()
+        return out
+
+
+Bound = float | ThresholdSpec | None
+
+
+@dataclass(frozen=True)
+class UnionPart:
+    """One extra rectangle of a rectangle gate's `or:` list: its events join the population.
+    Used only when the panel has all its dims (the main rectangle alone otherwise)."""
+
+    dims: tuple[str, ...]
+    mins: tuple[Bound, ...]
+    maxs: tuple[Bound, ...]
+    label: str = ""
+
+    def needed(self) -> set[str]:
+        need = set(self.dims)
+        for b in (*self.mins, *self.maxs):
+            if isinstance(b, ThresholdSpec):
+                need |= b.dims()
+        return need
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    id: str
+    parent: str | None
+    dims: tuple[str, ...]
+    gate: dict = field(hash=False)  # fixed gate: thresholds already replaced by their `fixed`
+    optional: str | None = None  # "pass": missing markers -> all parent events pass (flagged)
+    # How the gate is placed per sample: rectangle bounds as ThresholdSpec/float/None
+    # ({"min": [...], "max": [...]}) or a polygon's `place` block ({"method": "gmm", ...}).
+    place: Mapping | None = field(default=None, hash=False, compare=False)
+    alternatives: tuple[PopulationSpec, ...] = field(default=(), hash=False, compare=False)
+
+    def thresholds(self) -> list[ThresholdSpec]:
+        """Thresholds this gate's bounds use, in dims order (min before max)."""
+        if not self.place or "min" not in self.place:
+            return []
+        out = []
+        for b in (*self.place["min"], *self.place["max"]):
+            if isinstance(b, ThresholdSpec) and b not in out:
+                out.append(b)
+        return out
+
+    def variant_for(self, available: set[str]) -> PopulationSpec | None:
+        """This spec or the first alternative whose dims the panel has (None: none has)."""
+        for variant in (self, *self.alternatives):
+            if all(d in available for d in variant.needed()):
+                return variant
+        return None
+
+    def needed(self) -> set[str]:
+        """Markers the gate and the placement of its thresholds need."""
+        need = set(self.dims)
+        for t in self.thresholds():
+            need |= t.dims()
+        return need
+
+
+@dataclass
+class TemplateGates:
+    gates: list[Gate]
+    plotted: dict[str, tuple[str, str]]  # population -> (x, y) markers of its density plot
+    flags: dict[str, str]  # population -> why it was not gated as the template says
+    skipped: dict[str, str]  # population -> why it is absent
+
+
+def _number_pair(value: object, what: str, path) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be two numbers [low, high]", path=path) from None
+    if not lo < hi:
+        raise ConfigError(f"{what}: low must be below high, got [{lo}, {hi}]", path=path)
+    return lo, hi
+
+
+def _load_thresholds(raw: object, path) -> dict[str, ThresholdSpec]:
+    """Thresholds by name; `where` and `reference` may name thresholds in any order (no cycles)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("'thresholds' must map names to threshold definitions", path=path)
+    raw = {str(k): v for k, v in raw.items()}
+    out: dict[str, ThresholdSpec] = {}
+    for name in raw:
+        _threshold(name, raw, out, (), path)
+    return out
+
+
+def _threshold(
+    name: str, raw: Mapping, out: dict[str, ThresholdSpec], chain: tuple[str, ...], path
+) -> ThresholdSpec:
+    if name in out:
+        return out[name]
+    where = f"threshold {name}"
+    if name in chain:
+        raise ConfigError(f"{where}: refers to itself via {' -> '.join(chain)}", path=path)
+    t = raw[name]
+    if not isinstance(t, Mapping) or "dim" not in t:
+        raise ConfigError(f"{where} needs a 'dim'", path=path)
+    method = t.get("method", "fixed")
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(
+            f"{where}: unknown method {method!r}", path=path, hint=f"use {THRESHOLD_METHODS}"
+        )
+    try:
+        fixed = float(t["fixed"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where} needs a numeric 'fixed' position", path=path) from None
+    if method != "fixed":
+        lo, hi = _number_pair(t.get("search"), f"{where}: search", path)
+        if not lo <= fixed <= hi:
+            raise ConfigError(f"{where}: fixed {fixed} outside search [{lo}, {hi}]", path=path)
+
+    def named(ref: object, what: str) -> ThresholdSpec:
+        if str(ref) not in raw:
+            raise ConfigError(f"{where}: {what} {ref!r} is not a threshold", path=path)
+        return _threshold(str(ref), raw, out, (*chain, name), path)
+
+    conds = []
+    for cond in t.get("where") or ():
+        if not (isinstance(cond, list | tuple) and len(cond) == 2):
+            raise ConfigError(f"{where}: 'where' entries are [threshold, below|above]", path=path)
+        if cond[1] not in ("below", "above"):
+            raise ConfigError(
+                f"{where}: where [{cond[0]}, {cond[1]}]: use below or above", path=path
+            )
+        conds.append((named(cond[0], "where"), str(cond[1])))
+    on = t.get("on", t.get(True))  # YAML 1.1 reads a bare `on:` key as the boolean True
+    params = {
+        k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", True, "where")
+    }
+    if t.get("reference") is not None:
+        params["reference"] = named(t["reference"], "reference")
+    spec = ThresholdSpec(
+        name, str(t["dim"]), method, fixed, None if on is None else str(on), tuple(conds), params
+    )
+    out[name] = spec
+    return spec
+
+
+def _bound(value: object, thresholds: Mapping[str, ThresholdSpec], pid: str, path) -> Bound:
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and value in thresholds:
+        return thresholds[value]
+    raise ConfigError(
+        f"{pid}: bound {value!r} is neither a number, null nor a threshold", path=path
+    )
+
+
+def _rectangle_bounds(
+    gate: Mapping, dims: tuple[str, ...], thresholds, seen: set[str], pid: str, path
+) -> tuple[list[Bound], list[Bound]]:
+    if not len(gate.get("min") or ()) == len(dims) == len(gate.get("max") or ()):
+        raise ConfigError(f"{pid}: rectangle min/max need one value per dim {dims}", path=path)
+    mins = [_bound(v, thresholds, pid, path) for v in gate["min"]]
+    maxs = [_bound(v, thresholds, pid, path) for v in gate["max"]]
+    for d, b in zip(dims * 2, mins + maxs, strict=True):
+        if isinstance(b, ThresholdSpec):
+            if b.dim != d:
+                raise ConfigError(f"{pid}: threshold {b.name} is on {b.dim}, not {d}", path=path)
+            if b.on is not None and b.on not in seen:
+                raise ConfigError(
+                    f"{pid}: threshold {b.name} is placed on {b.on}, which must be defined "
+                    "above this population",
+                    path=path,
+                )
+    return mins, maxs
+
+
+def _union_parts(raw: object, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
+    """`or:` rectangles whose events join the gate's (e.g. CD19-dim plasmablasts, below the
+    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{pid}: 'or' is a list of rectangles (dims, min, max)", path=path)
+    parts = []
+    for part in raw:
+        dims = tuple(str(d) for d in (part.get("dims") or ())) if isinstance(part, Mapping) else ()
+        if not dims:
+            raise ConfigError(f"{pid}: every 'or' rectangle needs dims, min and max", path=path)
+        mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
+        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), str(part.get("label") or "")))
+    return parts
+
+
+def _population(
+    p: Mapping, pid: str, parent, thresholds: Mapping[str, ThresholdSpec], seen: set[str], path
+) -> PopulationSpec:
+    dims = tuple(str(d) for d in p.get("dims") or ())
+    gate = dict(p.get("gate") or {})
+    if gate.get("kind") not in ("rectangle", "polygon") or not dims:
+        raise ConfigError(f"{pid}: needs dims and a gate of kind rectangle or polygon", path=path)
+    place: dict | None = None
+    if gate["kind"] == "rectangle":
+        mins, maxs = _rectangle_bounds(gate, dims, thresholds, seen, pid, path)
+        fixed = {
+            "min": [b.fixed if isinstance(b, ThresholdSpec) else b for b in mins],
+            "max": [b.fixed if isinstance(b, ThresholdSpec) else b for b in maxs],
+        }
+        gate.update(fixed)
+        place = {
+            "min": mins,
+            "max": maxs,
+            "or": _union_parts(p.get("or"), thresholds, seen, pid, path),
+        }
+    else:
+        if p.get("or") is not None:
+            raise ConfigError(f"{pid}: 'or' rectangles extend rectangle gates only", path=path)
+        if len(dims) != 2 or len(gate.get("vertices", ())) < 3:
+            raise ConfigError(f"{pid}: polygon needs 2 dims and at least 3 vertices", path=path)
+        place = p.get("place")
+        if place is not None:
+            if not isinstance(place, Mapping) or place.get("method") not in PLACE_METHODS:
+                raise ConfigError(f"{pid}: place needs a method, one of {PLACE_METHODS}", path=path)
+            place = dict(place)
+            if place["method"] == "ratio":
+                _number_pair(place.get("search"), f"{pid}: place search", path)
+                if not isinstance(place.get("fixed"), int | float):
+                    raise ConfigError(f"{pid}: place ratio needs a numeric 'fixed'", path=path)
+            if place["method"] == "gmm" and "near" not in place and "lowest" not in place:
+                raise ConfigError(f"{pid}: place gmm needs 'near' or 'lowest'", path=path)
+    return PopulationSpec(pid, parent, dims, gate, p.get("optional"), place)
+
+
+def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read gating template: {exc}", path=path) from None
+    pops = raw.get("populations") if isinstance(raw, dict) else None
+    if not isinstance(pops, list) or not pops:
+        raise ConfigError("gating template needs a non-empty 'populations' list", path=path)
+    thresholds = _load_thresholds(raw.get("thresholds"), path)
+    specs: list[PopulationSpec] = []
+    seen: set[str] = set()
+    for i, p in enumerate(pops, 1):
+        where = f"population #{i}"
+        if not isinstance(p, dict) or "id" not in p:
+            raise ConfigError(f"{where} needs an 'id'", path=path)
+        pid = str(p["id"])
+        parent = p.get("parent")
+        if parent is not None and parent not in seen:
+            raise ConfigError(f"{pid}: parent {parent!r} must be defined above it", path=path)
+        spec = _population(p, pid, parent, thresholds, seen, path)
+        alts = []
+        for alt in p.get("alternatives") or ():
+            if not isinstance(alt, Mapping):
+                raise ConfigError(f"{pid}: alternatives are mappings with dims and gate", path=path)
+            alts.append(_population(alt, pid, parent, thresholds, seen, path))
+        if alts:
+            spec = PopulationSpec(
+                spec.id, spec.parent, spec.dims, spec.gate, spec.optional, spec.place, tuple(alts)
+            )
+        specs.append(spec)
+        seen.add(pid)
+    return specs
+
+
+def fixed_gate(spec: PopulationSpec) -> Gate:
+    """The template's own gate of `spec`, thresholds at their `fixed` positions."""
+    g = spec.gate
+    if g["kind"] == "rectangle":
+        return RectangleGate(spec.id, spec.parent, spec.dims, tuple(g["min"]), tuple(g["max"]))
+    return PolygonGate(spec.id, spec.parent, spec.dims, np.asarray(g["vertices"], dtype=float))
+
+
+def pass_gate(spec: PopulationSpec, available: set[str]) -> Gate:
+    """A gate every parent event passes (open rectangle on any available marker)."""
+    anchor = next(iter(sorted(available)))
+    return RectangleGate(spec.id, spec.parent, (anchor,), (None,), (None,))
+
+
+def plot_axes(spec: PopulationSpec) -> tuple[str, str]:
+    return spec.dims[0], spec.dims[1] if len(spec.dims) > 1 else "SSC-A"
+
+
+def build_gates(specs: Iterable[PopulationSpec], available: set[str]) -> TemplateGates:
+    """Fixed gates (no per-sample placement) for a sample whose panel has `available` markers."""
+    out = TemplateGates([], {}, {}, {})
+    for spec in specs:
+        if spec.parent in out.skipped:
+            out.skipped[spec.id] = f"parent {spec.parent} not gated"
+            continue
+        variant = spec.variant_for(available)
+        if variant is not None:
+            out.gates.append(fixed_gate(variant))
+            out.plotted[spec.id] = plot_axes(variant)
+            continue
+        missing = sorted(spec.needed() - available)
+        if spec.optional == "pass":
+            out.gates.append(pass_gate(spec, available))
+            out.flags[spec.id] = f"not gated: no {', '.join(missing)} channel"
+        else:
+            out.skipped[spec.id] = f"no {', '.join(missing)} channel"
+    return out

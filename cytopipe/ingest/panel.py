@@ -1,0 +1,113 @@
+"""Panel harmonization: find each canonical marker's channel in a file, whatever the instrument
+and year called it.
+
+Archives name the same marker `CD19`, `CD19 PE-Cy7`, `cd19` or only by detector (`PE-Cy7-A`).
+config/panel.yaml maps canonical names to aliases; $PnS is tried before $PnN because the stain
+label is what a scientist typed, while the detector name only identifies a marker within one
+panel design.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from cytopipe.errors import ConfigError, FcsError
+
+Panel = dict[str, list[str]]
+
+# Scatter channels: linear, scaled by their range, never transformed or compensated.
+SCATTER = ("FSC-A", "FSC-H", "SSC-A")
+_TOKEN = re.compile(r"[\s;/,_]+")
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def load_panel(path: str | os.PathLike) -> Panel:
+    """Read a panel file: a mapping from canonical marker to a list of aliases."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read panel: {exc}", path=path, hint="check the file exists and is YAML"
+        ) from None
+    return parse_panel(raw, source=path)
+
+
+def parse_panel(raw: object, source: str | os.PathLike | None = None) -> Panel:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(
+            "panel must be a mapping from canonical marker to a list of aliases",
+            path=source,
+            hint='e.g. CD19: [CD19, "CD19 PE-Cy7"]',
+        )
+    panel: Panel = {}
+    for name, aliases in raw.items():
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        if aliases is None:
+            aliases = []
+        if not isinstance(aliases, list) or not all(
+            isinstance(a, str | int | float) for a in aliases
+        ):
+            raise ConfigError(f"aliases of {name!r} must be a list of names", path=source)
+        panel[str(name)] = [str(name), *(str(a) for a in aliases)]
+    return panel
+
+
+def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict[str, int]:
+    """Map canonical marker -> channel index. Unmatched markers are absent from the result.
+
+    Order of evidence: an alias equal to $PnS, an alias equal to $PnN, then a $PnS whose first
+    token is the canonical name ("CD21;FITC;530/30@488/B"). A channel is used for one marker
+    only, so a detector alias cannot steal a channel whose stain label named another marker.
+    """
+    norm_pns = [_norm(s) for s in pns]
+    norm_pnn = [_norm(n) for n in pnn]
+    first_token = [_norm(_TOKEN.split(s.strip())[0]) if s.strip() else "" for s in pns]
+    found: dict[str, int] = {}
+    taken: set[int] = set()
+
+    def claim(candidates: list[str], pick) -> None:
+        for marker, aliases in panel.items():
+            if marker in found:
+                continue
+            keys = {_norm(a) for a in aliases}
+            for i, label in enumerate(candidates):
+                if i not in taken and label and pick(marker, keys, label):
+                    found[marker] = i
+                    taken.add(i)
+                    break
+
+    claim(norm_pns, lambda m, keys, label: label in keys)
+    claim(norm_pnn, lambda m, keys, label: label in keys)
+    claim(first_token, lambda m, keys, label: label == _norm(m))
+    return found
+
+
+def describe_channels(pnn: Sequence[str], pns: Sequence[str]) -> str:
+    return ", ".join(f"{n} ({s})" if s else n for n, s in zip(pnn, pns, strict=True))
+
+
+def require_markers(
+    found: Mapping[str, int],
+    required: Sequence[str],
+    pnn: Sequence[str],
+    pns: Sequence[str],
+    path: str,
+) -> None:
+    """Fail with the list of channels the file has, so the panel file can be fixed quickly."""
+    missing = [m for m in required if m not in found]
+    if missing:
+        raise FcsError(
+            f"no channel for required marker(s) {', '.join(missing)}; the file has: "
+            f"{describe_channels(pnn, pns)}",
+            path=path,
+            hint="add the file's name for the marker to config/panel.yaml (or pass --panel)",
+        )

@@ -1,0 +1,139 @@
+"""One sample from FCS file to events on the gating scale: ingest -> panel -> compensate ->
+scale (each channel's top from `ranges`) -> QC. Pure of workflow concerns: the command that
+writes the outputs is cytopipe.commands.sample."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cytopipe import __version__
+from cytopipe.ingest import panel
+from cytopipe.ingest.fcs import public_keywords, read_fcs
+from cytopipe.preprocess import compensation, qc, ranges, transforms
+
+SCATTER = panel.SCATTER
+
+
+REQUIRED = ("FSC-A", "SSC-A", "CD19")
+
+
+QC_COLUMN = "qc_pass"
+
+
+@dataclass
+class Preprocessed:
+    """One sample on the gating scale: canonical marker -> float32 values, in file event order."""
+
+    columns: dict[str, np.ndarray]
+    qc_pass: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def scale_channel(
+    marker: str, raw: np.ndarray, top: float, tcfg: Mapping
+) -> tuple[np.ndarray, transforms.Scale]:
+    """Scatter as a fraction of the channel's top; fluorescence on logicle (T from config,
+    or the channel's top when config sets none) or arcsinh.
+
+    top: the channel's range, from `ranges.channel_range` (its $PnR unless that is nominal).
+
+    `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
+    estimates logicle W from the data's negative spread as FlowJo does. The default is one
+    fixed W for all samples: the longitudinal comparison and the gate search limits assume the
+    same scale at every timepoint.
+    """
+    top = top if top and top > 0 else ranges.DEFAULT_TOP
+    if marker in SCATTER:
+        scale = transforms.Scale("linear", t=float(top))
+        return (raw / np.float32(top)).astype(np.float32), scale
+    own = (tcfg.get("per_marker") or {}).get(marker) or {}
+    if own.get("scale", tcfg.get("fluorescence", "logicle")) == "arcsinh":
+        cof = float(own.get("cofactor", tcfg.get("arcsinh_cofactor", 150)))
+        scale = transforms.Scale("arcsinh", cofactor=cof)
+        return scale.apply(raw).astype(np.float32), scale
+    lp = {"w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
+    lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
+    t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
+    w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
+    scale = transforms.Scale("logicle", t=t, w=w, m=m, a=a)
+    return scale.apply(raw).astype(np.float32), scale
+
+
+def preprocess(
+    path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str | None = None
+) -> Preprocessed:
+    sample = read_fcs(path)
+    idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
+    panel.require_markers(idx, REQUIRED, sample.pnn, sample.pns, path)
+
+    spill = (
+        compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
+    )
+    if spill is None and cfg["compensation"].get("default", "keyword") == "keyword":
+        spill = compensation.spillover_from_keywords(sample)
+    events = (
+        compensation.compensate(sample.events, sample.pnn, spill)
+        if spill is not None
+        else sample.events
+    )
+
+    columns: dict[str, np.ndarray] = {}
+    scales: dict[str, transforms.Scale] = {}
+    scaled = {m: i for m, i in idx.items() if m != "Time"}
+    tops = ranges.channel_ranges(
+        sample.events,
+        {i: ranges.declared_top(sample, i) for i in scaled.values()},
+        sample.pnn,
+        path,
+    )
+    nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
+    for marker, i in idx.items():
+        if marker == "Time":
+            columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
+            continue
+        columns[marker], scales[marker] = scale_channel(
+            marker, events[:, i], tops[i].top, cfg["transform"]
+        )
+
+    fluorescence = {m: columns[m] for m in idx if m not in SCATTER and m != "Time"}
+    qc_result = qc.qc_sample(
+        sample, idx, fluorescence, cfg["qc"], tops={idx[m]: r.top - 1 for m, r in nominal.items()}
+    )
+    range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()]
+    info = {
+        "provenance": {
+            **sample.provenance,
+            "warnings": [
+                *sample.provenance.get("warnings", []),
+                *(spill.warnings if spill is not None else []),
+                *range_notes,
+            ],
+            "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
+            "spillover_source": spill.source if spill is not None else "none",
+            "spillover_channels": spill.channels if spill is not None else [],
+            "transform": {m: str(sc) for m, sc in scales.items()},
+            "scales": {m: dataclasses.asdict(sc) for m, sc in scales.items()},
+            "cytopipe_version": __version__,
+        },
+        "panel": {
+            m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i]
+            for m, i in idx.items()
+        },
+        "qc": _doubt_ranges(qc_result.record(), range_notes),
+        "qc_timeline": qc_result.timeline(),
+        "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
+    }
+    return Preprocessed(columns, qc_result.keep, info)
+
+
+def _doubt_ranges(record: dict, notes: list[str]) -> dict:
+    """A sample whose declared ranges were wrong is at least a QC warning, with the reason: its
+    B-cell numbers then say so wherever they are shown, never silently."""
+    if not notes:
+        return record
+    verdict = "warn" if record["verdict"] == "pass" else record["verdict"]
+    return {**record, "verdict": verdict, "notes": [*record["notes"], *notes]}
