@@ -49,6 +49,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cytopipe tests benchmarks
 	$(BIN)/ruff format --check cytopipe tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format cytopipe tests benchmarks
