@@ -21,7 +21,7 @@ from cytopipe.errors import ConfigError, FcsError
 Panel = dict[str, list[str]]
 
 # Scatter channels: linear, scaled by their range, never transformed or compensated.
-SCATTER = ("FSC-A", "FSC-H", "SSC-A")
+SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
 _TOKEN = re.compile(r"[\s;/,_]+")
 
 

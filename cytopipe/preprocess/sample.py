@@ -5,20 +5,27 @@ writes the outputs is cytopipe.commands.sample."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cytopipe import __version__
 from cytopipe.ingest import panel
-from cytopipe.ingest.fcs import public_keywords, read_fcs
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess import compensation, qc, ranges, transforms
 
 SCATTER = panel.SCATTER
 
 
+# The workflow tracks B cells: a file without CD19 fails with the channels it has, so a panel
+# file that misses the lab's CD19 name is fixed at once. Evaluations of other panels (a T-cell
+# panel) pass `required=SCATTER_ONLY`; gates whose markers are missing are then skipped.
 REQUIRED = ("FSC-A", "SSC-A", "CD19")
+SCATTER_ONLY = ("FSC-A", "SSC-A")
+# Instruments that record only pulse heights (FACSCalibur): the height stands in for the area.
+HEIGHT_FOR_AREA = {"FSC-A": "FSC-H", "SSC-A": "SSC-H"}
 
 
 QC_COLUMN = "qc_pass"
@@ -64,11 +71,16 @@ def scale_channel(
 
 
 def preprocess(
-    path: str, panel_map: panel.Panel, cfg: Mapping, spill_csv: str | None = None
+    path: str,
+    panel_map: panel.Panel,
+    cfg: Mapping,
+    spill_csv: str | None = None,
+    required: Sequence[str] = REQUIRED,
 ) -> Preprocessed:
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
-    panel.require_markers(idx, REQUIRED, sample.pnn, sample.pns, path)
+    scatter_notes = _heights_for_areas(idx)
+    panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
     spill = (
         compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
@@ -111,6 +123,7 @@ def preprocess(
                 *sample.provenance.get("warnings", []),
                 *(spill.warnings if spill is not None else []),
                 *range_notes,
+                *scatter_notes,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill.source if spill is not None else "none",
@@ -128,6 +141,17 @@ def preprocess(
         "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
     }
     return Preprocessed(columns, qc_result.keep, info)
+
+
+def _heights_for_areas(idx: dict[str, int]) -> list[str]:
+    """Use a scatter height channel as the area one when the file has no area channel (in
+    place); the notes say so. Singlets then pass (no FSC-A vs FSC-H to compare)."""
+    notes = []
+    for area, height in HEIGHT_FOR_AREA.items():
+        if area not in idx and height in idx:
+            idx[area] = idx.pop(height)
+            notes.append(f"{height} used as {area}: the file has no {area} channel")
+    return notes
 
 
 def _doubt_ranges(record: dict, notes: list[str]) -> dict:
