@@ -31,6 +31,7 @@ from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, p
 
 LOW_CONFIDENCE = 0.5
 MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
+MIN_SHAPE_EVENTS = 500  # ... and below this its peak's width (majority_peak) is noise
 GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: speed, determinism
 
 
@@ -175,6 +176,30 @@ def find_valley(
     return float(0.5 * (d.centers[j] + d.centers[k])), best
 
 
+def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
+    """The sample's own majority peak (the density mode) and its SD from the narrower of its two
+    half-widths at half maximum: no search window to tune.
+
+    On real files the minority often shows as a shoulder, not a second peak (IgD- memory B
+    cells beside the IgD+ naive majority), which widens the side facing it; a negative
+    population on the logicle scale is also wider below its peak (the linear region). The
+    narrower side is the majority's own shape. None below MIN_SHAPE_EVENTS events (then the
+    caller's quantile rule applies)."""
+    if x.size < MIN_SHAPE_EVENTS:
+        return None
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+    i = int(np.argmax(d.smooth))
+    below_half = d.smooth < d.smooth[i] / 2
+    left = np.flatnonzero(below_half[:i])
+    right = np.flatnonzero(below_half[i:])
+    widths = [d.centers[i] - d.centers[left[-1]]] if left.size else []
+    widths += [d.centers[i + right[0]] - d.centers[i]] if right.size else []
+    if not widths:
+        return None
+    return float(d.centers[i]), max(float(min(widths)) / 1.1774, bandwidth / 2)
+
+
 def anchor_limits(
     x: np.ndarray, anchor: Mapping, bandwidth: float
 ) -> tuple[float, float, str] | None:
@@ -185,6 +210,8 @@ def anchor_limits(
     - `q`, `gap`, `fallback_q`, `fallback_gap`: its own upper quantiles plus a margin. For
       negatives on the logicle scale: their linear-region spread is wide below the peak and
       compressed above it, so an SD does not describe the upper tail (NK cells on CD19).
+      With `fallback_sd` as well, the cut without a valley is the sample's own majority peak
+      + k SDs (`majority_peak`): on real files the minority is often a shoulder, not a peak.
     - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
     Returns (search start, fallback cut, description) or None without events in the window.
     """
@@ -200,6 +227,12 @@ def anchor_limits(
         edge = float(np.quantile(inside, 1 - fq if below else fq))
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        if "fallback_sd" in anchor:  # no valley: the sample's own majority peak + k SD
+            peak = majority_peak(x, bandwidth)
+            if peak is not None:
+                fk = float(anchor["fallback_sd"])
+                how = f"majority peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+                return start + sign * gap, peak[0] + sign * fk * peak[1], how
         return start + sign * gap, edge + sign * fgap, how
     peak = find_peak(x, anchor["peak"], bandwidth, how="median")
     if peak is None:
