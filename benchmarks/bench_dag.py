@@ -31,7 +31,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cytopipe.synth.generate import synth_cohort  # noqa: E402
+from cytopipe.synth.cohort import synth_cohort  # noqa: E402
 
 
 def workdir(root: Path, sheet: pd.DataFrame) -> Path:

@@ -132,9 +132,12 @@ def write_fcs(path: Path, events: np.ndarray) -> None:
 def strategy():
     """The 15-gate B-cell strategy on compensated logicle dims (cytopipe objects)."""
     from cytopipe.gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
-    from cytopipe.gating.gatingml import DimSpec, Scale, SpillMatrix, Strategy
+    from cytopipe.gating.strategy import DimSpec, Scale, Strategy
+    from cytopipe.preprocess.compensation import Spillover
 
-    spill = SpillMatrix("spill", tuple(DETECTORS), tuple(MARKERS), spillover())
+    spill = Spillover(
+        list(DETECTORS), spillover(), "benchmark", id="spill", fluorochromes=tuple(MARKERS)
+    )
     dims = {m: DimSpec(d, "spill", "logicle") for m, d in zip(MARKERS, DETECTORS, strict=True)}
     cells = [[25000, 0], [262000, 0], [262000, 220000], [40000, 220000], [25000, 12000]]
     singlets = [[20000, 14000], [262000, 190000], [262000, 262000], [20000, 30000]]
@@ -200,7 +203,9 @@ def _import_flowkit() -> float:
 
 def run_cytopipe(fcs: str, gml: str, chunk: int) -> dict:
     import_s = _import_flowkit()
-    from cytopipe.gating.gatingml import EventSource, apply_strategy_chunked, read_gatingml
+    from cytopipe.gating.apply import apply_strategy_chunked
+    from cytopipe.gating.gatingml import read_gatingml
+    from cytopipe.gating.strategy import EventSource
     from cytopipe.ingest.fcs import read_fcs
 
     steps: dict[str, float] = {}

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.atomic import write_json, write_tsv
-from cytopipe.clinical.longitudinal import run_longitudinal, write_outputs
+from cytopipe.clinical.longitudinal import run_longitudinal
+from cytopipe.clinical.tables import write_outputs
 from cytopipe.gating.stats import STATS_COLUMNS, gates_to_review
 from cytopipe.synth.model import MARKERS as PANEL_MARKERS
 from cytopipe.synth.model import SCATTER
@@ -301,7 +302,7 @@ def _sheet_row(sid: str, pid: str, day: int, disease: str, age0: float, counting
 
 # ----------------------------------------------------------------------------- rows vs files
 
-# Real FCS files (cytopipe.synth.generate) through the real preprocess and gate commands, named like an
+# Real FCS files (cytopipe.synth.sample_files) through the real preprocess and gate commands, named like an
 # archive's files, with a sheet whose rows cannot all own the file they name:
 # - P2_BL names Smith_John.fcs, a byte-identical copy of P1_BL's file (a copy-paste slip);
 # - P3_BL and P3_BL_rerun name one file and say so (allow_duplicate_file = yes);
@@ -336,7 +337,9 @@ def build_checked_cohort(root: Path, *, events: int = 4000) -> CheckedCohort:
     from datetime import datetime
 
     from cytopipe import cli
-    from cytopipe.synth.generate import blood_composition, simulate_sample, write_sample
+    from cytopipe.synth.composition import blood_composition
+    from cytopipe.synth.sample_files import write_sample
+    from cytopipe.synth.simulate import simulate_sample
 
     root = Path(root)
     repo = Path(__file__).resolve().parent.parent

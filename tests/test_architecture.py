@@ -37,4 +37,14 @@ def test_every_stage_is_a_package_and_no_module_is_left_flat():
     for stage in STAGES:
         assert (root / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in root.glob("*.py"))
-    assert flat == ["__init__.py", "atomic.py", "cli.py", "config.py", "errors.py"], flat
+    assert flat == ["__init__.py", "atomic.py", "cli.py", "config.py", "errors.py", "results.py"], flat
+
+
+def test_no_module_over_700_lines():
+    """Modules a reader can hold in mind: one job each."""
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in (REPO / "cytopipe").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 700
+    }
+    assert long == {}

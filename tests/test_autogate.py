@@ -18,8 +18,11 @@ from cytopipe.gating.stats import gates_to_review, population_stats
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
-from cytopipe.synth import generate as synth
+from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS
+from cytopipe.synth.sample_files import read_truth, write_sample
+from cytopipe.synth.simulate import simulate_sample
+from cytopipe.synth.truth import truth_masks
 
 LYMPH = 50_000
 
@@ -38,7 +41,7 @@ def gating_columns(path, panel_map) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Events kept by QC on the gating scale, and their truth labels."""
     pre = preprocess(str(path), panel_map, load_config(None))
     keep = pre.qc_pass
-    labels = np.asarray(synth.read_truth(path)["population"])[keep]
+    labels = np.asarray(read_truth(path)["population"])[keep]
     return {m: v[keep] for m, v in pre.columns.items()}, labels
 
 
@@ -131,11 +134,11 @@ def test_aplasia_does_not_invent_b_cells(
     tmp_path, specs, panel_map, instrument, n_b, nk_fraction, seed
 ):
     """0-20 true B cells among 50,000 lymphocytes -> reported B cells <= 2 x truth + 5."""
-    sample = synth.simulate_sample(None, lymphocyte_tube(n_b, nk_fraction, seed), instrument, seed)
-    path = synth.write_sample(tmp_path / "aplasia.fcs", sample)
+    sample = simulate_sample(None, lymphocyte_tube(n_b, nk_fraction, seed), instrument, seed)
+    path = write_sample(tmp_path / "aplasia.fcs", sample)
     columns, labels = gating_columns(path, panel_map)
     result = autogate(specs, columns)
-    truth = synth.truth_masks(labels)
+    truth = truth_masks(labels)
     found = int(result.masks["b_cells"].sum())
     assert found <= 2 * int(truth["b_cells"].sum()) + 5
     lymph_found = int(result.masks["lymphocytes"].sum())
@@ -182,8 +185,8 @@ def test_cd19_dim_plasmablasts_join_b_cells(tmp_path, specs, panel_map, instrume
     """Plasmablasts are CD19-dim: many fall below the B-cell CD19 cut. The `or:` part of b_cells
     (CD19 above NK cells, CD20-, CD27 and CD38 brighter than T cells) takes them back, and only
     them."""
-    sample = synth.simulate_sample(None, plasmablast_tube(seed), instrument, seed)
-    columns, labels = gating_columns(synth.write_sample(tmp_path / "pb.fcs", sample), panel_map)
+    sample = simulate_sample(None, plasmablast_tube(seed), instrument, seed)
+    columns, labels = gating_columns(write_sample(tmp_path / "pb.fcs", sample), panel_map)
     result = autogate(specs, columns)
     pb = labels == "plasmablast"
     below_cut = (
@@ -217,10 +220,8 @@ def test_lymphocyte_gate_stays_out_of_monocytes_in_lymphopenia(tmp_path, specs, 
     in the monocytes' low-SSC tail; the posterior-cut ellipse keeps them out."""
     tube = {"t_cell": 3_000, "nk": 900, "plasmablast": 100, "monocyte": 8_000, "granulocyte": 25_000,
             "debris": 2_000, "doublet": 1_000, "dead": 1_000, "cd45_negative": 1_000}  # fmt: skip
-    sample = synth.simulate_sample(None, tube, "A", 31)
-    columns, labels = gating_columns(
-        synth.write_sample(tmp_path / "lymphopenic.fcs", sample), panel_map
-    )
+    sample = simulate_sample(None, tube, "A", 31)
+    columns, labels = gating_columns(write_sample(tmp_path / "lymphopenic.fcs", sample), panel_map)
     result = autogate(specs, columns)
     lymph = result.masks["lymphocytes"]
     truth = np.isin(labels, ["t_cell", "nk", "plasmablast"]) & result.masks["leukocytes"]
@@ -235,8 +236,8 @@ def test_lymphocyte_gate_stays_out_of_monocytes_in_lymphopenia(tmp_path, specs, 
 
 @pytest.fixture(scope="module")
 def baseline_sample(tmp_path_factory):
-    sample = synth.simulate_sample(20_000, synth.blood_composition(), "A", 5)
-    return synth.write_sample(tmp_path_factory.mktemp("autogate") / "baseline.fcs", sample)
+    sample = simulate_sample(20_000, blood_composition(), "A", 5)
+    return write_sample(tmp_path_factory.mktemp("autogate") / "baseline.fcs", sample)
 
 
 def test_minimal_panel_still_yields_lymphocytes_t_and_b_cells(baseline_sample, specs, panel_map):
@@ -246,7 +247,7 @@ def test_minimal_panel_still_yields_lymphocytes_t_and_b_cells(baseline_sample, s
     assert list(result.masks) == ["cells", "singlets", "live", "leukocytes", "lymphocytes", "t_cells", "b_cells"]  # fmt: skip
     assert result.skipped["b_cd20pos"] == "no CD20 channel"
     assert result.skipped["b_naive"] == "parent b_cd20pos not gated"
-    truth = synth.truth_masks(labels)
+    truth = truth_masks(labels)
     for pop in ("lymphocytes", "t_cells", "b_cells"):
         assert f1(result.masks[pop], truth[pop]) > 0.95, pop
 
@@ -305,8 +306,8 @@ def test_cli_writes_membership_in_file_order_and_stats(baseline_sample, tmp_path
     members = pd.read_parquet(out)
     assert len(members) == 20_000 and "b_transitional" in members.columns
     assert all(members[c].dtype == bool for c in members.columns)
-    labels = np.asarray(synth.read_truth(baseline_sample)["population"])
-    truth = synth.truth_masks(labels)
+    labels = np.asarray(read_truth(baseline_sample)["population"])
+    truth = truth_masks(labels)
     assert f1(members["b_cells"].to_numpy(), truth["b_cells"]) > 0.95  # rows are in file order
     table = pd.read_csv(stats, sep="\t")
     assert list(table["population"]) == list(members.columns)

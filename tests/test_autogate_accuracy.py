@@ -22,7 +22,10 @@ from cytopipe.gating.gates import evaluate
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
-from cytopipe.synth import generate as synth
+from cytopipe.synth.cohort import synth_cohort
+from cytopipe.synth.model import TIMEPOINTS
+from cytopipe.synth.sample_files import read_truth
+from cytopipe.synth.truth import truth_masks
 
 MAIN = ("lymphocytes", "t_cells", "b_cells")
 SUBSETS = (
@@ -47,8 +50,8 @@ def score_sample(path: str, specs, panel_map, cfg) -> list[dict]:
     pre = preprocess(path, panel_map, cfg)
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
-    labels = np.asarray(synth.read_truth(path)["population"])[keep]
-    truth = synth.truth_masks(labels)
+    labels = np.asarray(read_truth(path)["population"])[keep]
+    truth = truth_masks(labels)
     for pop, group in TRUTH_LABELS.items():
         truth[pop] = np.isin(labels, group)
     result = autogate(specs, columns)
@@ -84,9 +87,7 @@ def evaluate_cohorts(
     cfg = load_config(None)
     rows = []
     for instrument in ("A", "B"):
-        sheet = synth.synth_cohort(
-            out_dir / instrument, n_patients, seed, events, instrument, timepoints
-        )
+        sheet = synth_cohort(out_dir / instrument, n_patients, seed, events, instrument, timepoints)
         for s in sheet.itertuples(index=False):
             state = "baseline" if s.day < 0 else ("aplasia" if s.true_b_cells < 50 else "b_cells")
             for row in score_sample(s.path, specs, panel_map, cfg):
@@ -158,6 +159,6 @@ def test_accuracy_small_cohorts_both_instruments(tmp_path, repo):
 def test_accuracy_full_cohorts_both_instruments(tmp_path, repo):
     """5 patients (typical, never reconstituting, early, relapse) x 10 timepoints x 2
     instruments at 50,000 events: the `make bench` evaluation."""
-    table = evaluate_cohorts(tmp_path / "cohorts", 5, 3, 50_000, synth.TIMEPOINTS, repo)
+    table = evaluate_cohorts(tmp_path / "cohorts", 5, 3, 50_000, TIMEPOINTS, repo)
     report(table, repo / "results" / "autogate_accuracy.tsv")
     check(table)

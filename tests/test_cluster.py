@@ -1,4 +1,4 @@
-"""FlowSOM-style clustering (cytopipe.cluster.cluster) on a generated cohort with per-event truth: the
+"""FlowSOM-style clustering (cytopipe.cluster) on a generated cohort with per-event truth: the
 annotated metaclusters recover the known populations, identities are shared across timepoints,
 clusters are cross-checked with the gates (a deliberately broken CD27 gate is flagged), training
 is deterministic, failed samples are handled, and the commands write what the report reads."""
@@ -16,7 +16,14 @@ import yaml
 
 from cytopipe import cli
 from cytopipe.atomic import write_json
-from cytopipe.cluster import cluster
+from cytopipe.cluster.annotation import UNASSIGNED, annotate, skipped_rules
+from cytopipe.cluster.mapping import agreement, assign, map_files, membership
+from cytopipe.cluster.metaclustering import consensus_metaclusters
+from cytopipe.cluster.model import load_model, reannotate, save_model
+from cytopipe.cluster.sample_events import read_sample
+from cytopipe.cluster.settings import condition_interval, load_settings, parse_settings
+from cytopipe.cluster.som import nearest_node, train_som
+from cytopipe.cluster.training import train_files
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
 from cytopipe.gating.sample import event_masks, gate
@@ -24,9 +31,13 @@ from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import QC_COLUMN, Preprocessed, preprocess
 from cytopipe.report.data import load_sample
-from cytopipe.report.pages import _clustering_section
-from cytopipe.synth import generate as synth
+from cytopipe.report.sample_page import clustering_section as _clustering_section
+from cytopipe.synth import sample_files
+from cytopipe.synth.cohort import synth_cohort
+from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.model import B_SUBSETS
+from cytopipe.synth.sample_files import read_truth
+from cytopipe.synth.simulate import simulate_sample
 
 N_EVENTS = 30_000
 TIMEPOINTS = (-7, 14, 180, 365)  # baseline, aplasia, reconstitution, late
@@ -75,7 +86,7 @@ def gated_cohort(out, sheet, repo) -> tuple[list[str], list[str], list[str], dic
         kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
         masks = gate(row.sample_id, kept, specs).masks
         ev, gt = write_sample(out, row.sample_id, pre, masks)
-        labels = np.asarray(synth.read_truth(row.path)["population"]).astype(str)
+        labels = np.asarray(read_truth(row.path)["population"]).astype(str)
         lymph = pd.read_parquet(gt)["lymphocytes"].to_numpy()
         ids.append(row.sample_id), events.append(ev), gates.append(gt)
         truth[row.sample_id], pres[row.sample_id] = labels[lymph], pre
@@ -98,7 +109,7 @@ def cohort(tmp_path_factory, repo):
     Returns sample ids, files, per-sample truth labels of the gated lymphocytes, and the
     preprocessed columns (for regating)."""
     out = tmp_path_factory.mktemp("cluster")
-    sheet = synth.synth_cohort(
+    sheet = synth_cohort(
         out / "fcs", n_patients=2, seed=21, events_per_sample=N_EVENTS, timepoints=TIMEPOINTS
     )
     ids, events, gates, truth, pres = gated_cohort(out, sheet, repo)
@@ -109,12 +120,12 @@ def cohort(tmp_path_factory, repo):
 
 @pytest.fixture(scope="module")
 def settings(repo):
-    return cluster.load_settings(repo / "config" / "clustering.yaml")
+    return load_settings(repo / "config" / "clustering.yaml")
 
 
 @pytest.fixture(scope="module")
 def model(cohort, settings):
-    return cluster.train_files(cohort["events"], cohort["gates"], settings, cohort["ids"])
+    return train_files(cohort["events"], cohort["gates"], settings, cohort["ids"])
 
 
 def files_of(cohort, sample_id: str) -> tuple[str, str]:
@@ -123,14 +134,14 @@ def files_of(cohort, sample_id: str) -> tuple[str, str]:
 
 
 def metaclusters_of(cohort, model, settings, sample_id: str) -> np.ndarray:
-    sample = cluster.read_sample(*files_of(cohort, sample_id), model.markers, settings)
-    return cluster.assign(model, sample.data)[1]
+    sample = read_sample(*files_of(cohort, sample_id), model.markers, settings)
+    return assign(model, sample.data)[1]
 
 
 def found_mask(model, meta: np.ndarray, population: str) -> np.ndarray:
     if population == "nk":  # no gate population: the metaclusters labelled NK
         return np.isin(np.asarray(model.labels)[meta], ["NK"])
-    return cluster.membership(model, [population])[:, 0][meta]
+    return membership(model, [population])[:, 0][meta]
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -188,7 +199,7 @@ def test_aplasia_sample_has_almost_no_b_cell_clusters(cohort, model, settings):
 
 def test_clusters_agree_with_good_gates(cohort, model, settings):
     for sid in ("P01_BL", "P02_D365"):
-        result = cluster.map_files(*files_of(cohort, sid), model, settings)
+        result = map_files(*files_of(cohort, sid), model, settings)
         rows = {r["population"]: r for r in result["agreement"]}
         assert set(rows) == set(settings.agreement_populations)
         assert result["disagreements"] == [], result["disagreements"]
@@ -216,7 +227,7 @@ def test_a_shifted_cd27_gate_is_flagged(cohort, model, settings, repo, tmp_path)
     kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
     masks = gate(sid, kept, specs).masks
     events, gates = write_sample(tmp_path, sid, pre, masks)
-    result = cluster.map_files(events, gates, model, settings)
+    result = map_files(events, gates, model, settings)
     status = {r["population"]: r["status"] for r in result["agreement"]}
     flagged = {d.split(":")[0] for d in result["disagreements"]}
     print("\nbroken CD27 gate:", result["disagreements"])
@@ -232,7 +243,7 @@ def two_instruments(tmp_path_factory, repo):
     out = tmp_path_factory.mktemp("instruments")
     parts = []
     for key in ("A", "B"):
-        sheet = synth.synth_cohort(out / key, 1, 5, 20_000, key, (-7, 180))
+        sheet = synth_cohort(out / key, 1, 5, 20_000, key, (-7, 180))
         sheet["sample_id"] = sheet["sample_id"] + "_" + key
         parts.append(gated_cohort(out / f"gated_{key}", sheet, repo))
     return [sum((list(p[i]) for p in parts), []) for i in range(3)]
@@ -243,13 +254,13 @@ def test_one_model_across_instruments_on_the_common_scale(two_instruments, setti
     """On the common scale instrument B's cells fall in the same metaclusters as A's and agree
     with B's gates; pooled on each file's own scale (T = $PnR) they do not."""
     ids, events, gates = two_instruments
-    chosen = settings if common else cluster.parse_settings({**settings.raw, "scale": None})
-    model = cluster.train_files(events, gates, chosen, ids)
+    chosen = settings if common else parse_settings({**settings.raw, "scale": None})
+    model = train_files(events, gates, chosen, ids)
     b_ids = [i for i in ids if i.endswith("_B")]
     flagged = []
     for sid in b_ids:
         i = ids.index(sid)
-        result = cluster.map_files(events[i], gates[i], model, chosen, sid)
+        result = map_files(events[i], gates[i], model, chosen, sid)
         flagged += result["disagreements"]
         assert bool(result["rescaled_from"]) == common
         if common:
@@ -267,18 +278,18 @@ def test_the_preprocessing_record_can_live_elsewhere(two_instruments, settings, 
     the events are pooled as they are (and clusters.json says nothing was rescaled)."""
     ids, events, gates = two_instruments
     i = next(k for k, sid in enumerate(ids) if sid.endswith("_B"))
-    model = cluster.train_files(events[:1], gates[:1], settings, ids[:1])
+    model = train_files(events[:1], gates[:1], settings, ids[:1])
     moved = tmp_path / "elsewhere.parquet"
     moved.write_bytes(Path(events[i]).read_bytes())
     record = Path(events[i]).with_suffix(".json")
-    alone = cluster.map_files(str(moved), gates[i], model, settings, ids[i])
-    given = cluster.map_files(str(moved), gates[i], model, settings, ids[i], str(record))
-    beside = cluster.map_files(events[i], gates[i], model, settings, ids[i])
+    alone = map_files(str(moved), gates[i], model, settings, ids[i])
+    given = map_files(str(moved), gates[i], model, settings, ids[i], str(record))
+    beside = map_files(events[i], gates[i], model, settings, ids[i])
     assert alone["rescaled_from"] == {}
     assert given["rescaled_from"] == beside["rescaled_from"] != {}
     assert given["clusters"] == beside["clusters"]
     trained = [  # training reads the same records: --info or beside
-        cluster.train_files(e, [gates[i]], settings, [ids[i]], r).codes
+        train_files(e, [gates[i]], settings, [ids[i]], r).codes
         for e, r in (([str(moved)], [str(record)]), ([events[i]], None), ([str(moved)], None))
     ]
     assert np.array_equal(trained[0], trained[1]) and not np.array_equal(trained[0], trained[2])
@@ -291,7 +302,7 @@ def test_too_few_events_are_not_judged(model, settings):
     meta = np.array([t_meta[0]] * 1000 + [b_meta[0]] * 2)
     gate_b = np.zeros(1002, dtype=bool)
     gate_b[:3] = True
-    rows, flags = cluster.agreement(meta, model, {"b_cells": gate_b}, settings)
+    rows, flags = agreement(meta, model, {"b_cells": gate_b}, settings)
     row = {r["population"]: r for r in rows}
     assert row["b_cells"]["status"] == "too few events" and row["b_cells"]["f1"] == 0.0
     assert row["t_cells"]["status"] == "no gate" and not flags
@@ -301,14 +312,12 @@ def test_too_few_events_are_not_judged(model, settings):
 
 
 def test_training_is_deterministic_for_a_seed(cohort, model, settings):
-    again = cluster.train_files(cohort["events"], cohort["gates"], settings, cohort["ids"])
+    again = train_files(cohort["events"], cohort["gates"], settings, cohort["ids"])
     np.testing.assert_array_equal(again.codes, model.codes)
     np.testing.assert_array_equal(again.node_metacluster, model.node_metacluster)
     assert again.labels == model.labels
-    other = cluster.parse_settings(
-        {**settings.raw, "training": {**settings.raw["training"], "seed": 7}}
-    )
-    reseeded = cluster.train_files(cohort["events"], cohort["gates"], other, cohort["ids"])
+    other = parse_settings({**settings.raw, "training": {**settings.raw["training"], "seed": 7}})
+    reseeded = train_files(cohort["events"], cohort["gates"], other, cohort["ids"])
     assert not np.array_equal(reseeded.codes, model.codes)  # the seed does drive the subsample
 
 
@@ -316,16 +325,16 @@ def test_failed_sample_is_skipped_and_reported_not_available(cohort, model, sett
     assert FAILED in model.info["skipped_samples"]
     assert FAILED not in model.info["samples"]
     assert len(model.info["samples"]) == len(cohort["ids"]) - 1
-    result = cluster.map_files(*files_of(cohort, FAILED), model, settings)
+    result = map_files(*files_of(cohort, FAILED), model, settings)
     assert result["status"] == "not available" and "failed upstream" in result["reason"]
 
 
 def test_untrained_model_when_nothing_to_learn(cohort, settings):
     events, gates = files_of(cohort, FAILED)
-    model = cluster.train_files([events], [gates], settings)
+    model = train_files([events], [gates], settings)
     assert not model.trained and "training needs" in model.info["reason"]
     ev, gt = files_of(cohort, "P01_BL")
-    result = cluster.map_files(ev, gt, model, settings)
+    result = map_files(ev, gt, model, settings)
     assert result["status"] == "not available" and "no clustering model" in result["reason"]
 
 
@@ -337,7 +346,7 @@ def test_chunked_nearest_node_equals_brute_force():
     x = rng.random((5000, 6), dtype=np.float32)
     codes = rng.random((49, 6), dtype=np.float32)
     brute = ((x[:, None, :] - codes[None]) ** 2).sum(-1).argmin(1)
-    got = cluster.nearest_node(x, codes, chunk=777)
+    got = nearest_node(x, codes, chunk=777)
     assert np.mean(got == brute) > 0.999  # float32 ties only
 
 
@@ -346,10 +355,10 @@ def test_som_and_consensus_separate_distinct_blobs():
     centres = np.array([[0.1, 0.1, 0.8], [0.8, 0.2, 0.2], [0.3, 0.9, 0.5]])
     truth = rng.integers(0, 3, 6000)
     x = (centres[truth] + rng.normal(0, 0.03, (6000, 3))).astype(np.float32)
-    codes = cluster.train_som(x, 6, 6, epochs=15)
-    meta, k, scores = cluster.consensus_metaclusters(codes, 3, resamples=30, seed=0)
+    codes = train_som(x, 6, 6, epochs=15)
+    meta, k, scores = consensus_metaclusters(codes, 3, resamples=30, seed=0)
     assert k == 3 and set(scores) == {3}
-    found = meta[cluster.nearest_node(x, codes)]
+    found = meta[nearest_node(x, codes)]
     assert pd.crosstab(found, truth).gt(0).sum(axis=1).eq(1).all()  # every metacluster pure
 
 
@@ -360,7 +369,7 @@ def test_consensus_auto_k_picks_the_stable_number_of_groups():
     centres = rng.random((4, 5)) * 3
     group = np.repeat(np.arange(4), [30, 20, 15, 35])
     codes = centres[group] + rng.normal(0, 0.05, (100, 5))
-    meta, k, pacs = cluster.consensus_metaclusters(codes, None, (2, 8), resamples=40, seed=0)
+    meta, k, pacs = consensus_metaclusters(codes, None, (2, 8), resamples=40, seed=0)
     assert k == 4 and pacs[4] == 0.0 and min(v for kk, v in pacs.items() if kk > 4) > 0
     assert pd.crosstab(meta, group).gt(0).sum(axis=1).eq(1).all()
 
@@ -376,12 +385,12 @@ def test_annotation_rules_first_match_missing_marker_and_unassigned(settings):
             [0.25, 0.15, 0.15, 0.2, 0.2, 0.2],  # CD3- CD19- CD38-: nothing
         ]
     )
-    labels, pops = cluster.annotate(medians, markers, settings.rules)
-    assert labels == ["T", "B naive", "B switched memory", "Plasmablast", cluster.UNASSIGNED]
+    labels, pops = annotate(medians, markers, settings.rules)
+    assert labels == ["T", "B naive", "B switched memory", "Plasmablast", UNASSIGNED]
     assert "b_cells" in pops[2] and pops[4] == ()
-    assert cluster.skipped_rules(markers, settings.rules) == {"B transitional": ["CD24"]}
-    assert cluster.condition_interval("0.4-0.6", settings.levels["default"]) == (0.4, 0.6)
-    assert cluster.condition_interval(">=0.8", settings.levels["default"]) == (0.8, np.inf)
+    assert skipped_rules(markers, settings.rules) == {"B transitional": ["CD24"]}
+    assert condition_interval("0.4-0.6", settings.levels["default"]) == (0.4, 0.6)
+    assert condition_interval(">=0.8", settings.levels["default"]) == (0.8, np.inf)
 
 
 @pytest.mark.parametrize(
@@ -400,13 +409,13 @@ def test_annotation_rules_first_match_missing_marker_and_unassigned(settings):
 )
 def test_bad_settings_are_refused_with_the_key(edit, message):
     with pytest.raises(ConfigError, match=message):
-        cluster.parse_settings(edit, "clustering.yaml")
+        parse_settings(edit, "clustering.yaml")
 
 
 def test_gates_of_another_run_are_not_mapped(cohort, model, settings, tmp_path):
     ev, gt = files_of(cohort, "P01_BL")
     pd.read_parquet(gt).iloc[:-10].to_parquet(tmp_path / "gates.parquet")
-    result = cluster.map_files(ev, tmp_path / "gates.parquet", model, settings, "P01_BL")
+    result = map_files(ev, tmp_path / "gates.parquet", model, settings, "P01_BL")
     assert result["status"] == "not available" and "different runs" in result["reason"]
 
 
@@ -426,7 +435,7 @@ def test_commands_write_model_and_clusters_json_the_report_renders(
     assert run_cli(argv) == 0
     printed = capsys.readouterr()
     assert f"{settings.k} metaclusters" in printed.out and FAILED in printed.err
-    saved = cluster.load_model(model_path)
+    saved = load_model(model_path)
     assert saved.trained and saved.k == settings.k and saved.info["skipped_samples"]
 
     sid = "P01_D180"
@@ -468,12 +477,12 @@ def test_map_with_edited_rules_reannotates_without_retraining(cohort, model, set
         **settings.raw,
         "annotations": [r for r in settings.raw["annotations"] if r["label"] != "NK"],
     }
-    edited = cluster.parse_settings(raw)
-    relabelled = cluster.reannotate(model, edited)
+    edited = parse_settings(raw)
+    relabelled = reannotate(model, edited)
     assert "NK" in model.labels and "NK" not in relabelled.labels
     np.testing.assert_array_equal(relabelled.codes, model.codes)
-    cluster.save_model(tmp_path / "m.npz", model)
-    loaded = cluster.load_model(tmp_path / "m.npz")
+    save_model(tmp_path / "m.npz", model)
+    loaded = load_model(tmp_path / "m.npz")
     assert loaded.labels == model.labels and loaded.populations == model.populations
     np.testing.assert_array_equal(loaded.node_metacluster, model.node_metacluster)
 
@@ -485,22 +494,22 @@ def test_map_with_edited_rules_reannotates_without_retraining(cohort, model, set
 def test_one_million_events_cluster_in_under_a_minute(tmp_path, repo, settings):
     """Training on a pooled subsample (100,000 events, as from 20 samples) + mapping every gated
     lymphocyte of a 1,000,000-event sample, with file I/O: what cluster-train + cluster-map do."""
-    comp = synth.blood_composition(lymphocytes_of_leukocytes=0.9, debris=0.02, dead=0.01)
-    sim = synth.simulate_sample(1_000_000, comp, "A", rng=5)
-    path = synth.write_sample(tmp_path / "big.fcs", sim)
+    comp = blood_composition(lymphocytes_of_leukocytes=0.9, debris=0.02, dead=0.01)
+    sim = simulate_sample(1_000_000, comp, "A", rng=5)
+    path = sample_files.write_sample(tmp_path / "big.fcs", sim)
     pre = preprocess(str(path), load_panel(repo / "config" / "panel.yaml"), load_config(None))
     kept = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
     masks = gate("big", kept, load_template(repo / "config" / "gating.yaml")).masks
     events, gates = write_sample(tmp_path, "big", pre, masks)
     n_lymph = int(masks["lymphocytes"].sum())
-    pooled = cluster.parse_settings(
+    pooled = parse_settings(
         {**settings.raw, "training": {**settings.raw["training"], "events_per_sample": 100_000}}
     )
     t0 = time.perf_counter()
-    model = cluster.train_files([events], [gates], pooled)
-    cluster.save_model(tmp_path / "som.npz", model)
+    model = train_files([events], [gates], pooled)
+    save_model(tmp_path / "som.npz", model)
     t1 = time.perf_counter()
-    result = cluster.map_files(events, gates, cluster.load_model(tmp_path / "som.npz"), pooled)
+    result = map_files(events, gates, load_model(tmp_path / "som.npz"), pooled)
     write_json(tmp_path / "clusters.json", result)
     t2 = time.perf_counter()
     print(

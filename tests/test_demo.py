@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cytopipe.synth.generate import demo_cohort
+from cytopipe.synth.demo import demo_cohort
 
 
 def test_config_samples_tsv_matches_generated_demo(tmp_path, repo, monkeypatch):

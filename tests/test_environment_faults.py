@@ -16,13 +16,15 @@ import pytest
 from cytopipe import cli
 from cytopipe.commands import sample as commands
 from cytopipe.preprocess import sample as preprocessing
-from cytopipe.synth import generate as synth
+from cytopipe.synth.composition import blood_composition
+from cytopipe.synth.sample_files import write_sample
+from cytopipe.synth.simulate import simulate_sample
 
 
 @pytest.fixture(scope="module")
 def fcs(tmp_path_factory):
     path = tmp_path_factory.mktemp("fault") / "S1.fcs"
-    return synth.write_sample(path, synth.simulate_sample(3000, synth.blood_composition(), "A", 2))
+    return write_sample(path, simulate_sample(3000, blood_composition(), "A", 2))
 
 
 def _preprocess(fcs, out):

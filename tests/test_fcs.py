@@ -17,8 +17,9 @@ import pytest
 
 from cytopipe.commands import ingest as ingest_commands
 from cytopipe.errors import FcsError
-from cytopipe.ingest import fcs
-from cytopipe.ingest.fcs import public_keywords, read_fcs, read_text
+from cytopipe.ingest import keywords as fcs
+from cytopipe.ingest.fcs import read_fcs, read_text
+from cytopipe.ingest.keywords import public_keywords
 
 # ---------------------------------------------------------------------------------------------
 # Reference values: FlowKit's Sample(path).get_events("raw"), with the options FlowKit needs

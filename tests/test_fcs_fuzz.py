@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cytopipe.errors import FcsError
-from cytopipe.ingest.fcs import public_keywords, read_fcs
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess.compensation import spillover_from_keywords
 
 SOURCES = [

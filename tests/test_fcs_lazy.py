@@ -15,14 +15,10 @@ import pytest
 from test_fcs import all_fcs_files, build_fcs, float_keywords
 
 from cytopipe.errors import FcsError
-from cytopipe.gating.gatingml import (
-    Strategy,
-    apply_strategy,
-    apply_strategy_chunked,
-    event_source_from_fcs,
-    read_gatingml,
-    write_gatingml,
-)
+from cytopipe.gating.apply import apply_strategy, apply_strategy_chunked
+from cytopipe.gating.gatingml import read_gatingml, write_gatingml
+from cytopipe.gating.sample_columns import event_source_from_fcs
+from cytopipe.gating.strategy import Strategy
 from cytopipe.ingest import fcs
 from cytopipe.ingest.fcs import LazyEvents, open_fcs, read_fcs
 

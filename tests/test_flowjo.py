@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.apply import apply_strategy
 from cytopipe.gating.flowjo import (
     apply_flowjo_workspace,
     export_flowjo_workspace,
@@ -26,7 +27,7 @@ from cytopipe.gating.gates import (
     QuadrantGate,
     RectangleGate,
 )
-from cytopipe.gating.gatingml import DimSpec, Scale, Strategy, apply_strategy
+from cytopipe.gating.strategy import DimSpec, Scale, Strategy
 
 WORKSPACES = [
     "simple_diamond_example/simple_diamond_example_quad_gate.wsp",

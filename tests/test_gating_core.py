@@ -13,20 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.chunked import evaluate_chunked
 from cytopipe.gating.gates import (
     BooleanGate,
     EllipsoidGate,
-    LazyColumns,
     PolygonGate,
     QuadrantGate,
-    RatioDimension,
     RectangleGate,
     evaluate,
-    evaluate_chunked,
     gate_outline,
-    points_in_polygon,
-    with_ratios,
 )
+from cytopipe.gating.geometry import points_in_polygon
+from cytopipe.gating.lazy_columns import LazyColumns, RatioDimension, with_ratios
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,13 @@ import pytest
 from conftest import SHARED_DATA
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.apply import apply_strategy, apply_strategy_chunked
 from cytopipe.gating.gates import evaluate
-from cytopipe.gating.gatingml import (
-    apply_strategy,
-    apply_strategy_chunked,
+from cytopipe.gating.gatingml import read_gatingml, write_gatingml
+from cytopipe.gating.sample_columns import (
     event_source_from_fcs,
     event_source_from_flowkit,
-    read_gatingml,
     sample_columns,
-    write_gatingml,
 )
 
 REF = SHARED_DATA / "flowkit" / "gate_ref"
@@ -274,7 +272,7 @@ def test_benchmark_counts_identical_to_flowkit(tmp_path):
 def test_compensated_ratio_dimension_uses_compensated_inputs(ref, data1):
     """A ratio's compensation-ref applies to its inputs (FlowKit ignores it; documented)."""
     from cytopipe.gating.gates import RectangleGate
-    from cytopipe.gating.gatingml import DimSpec, Scale, Strategy
+    from cytopipe.gating.strategy import DimSpec, Scale, Strategy
 
     base = read_gatingml(ref / "gml" / "gml_all_gates.xml")
     spill = base.matrices["MySpill"]

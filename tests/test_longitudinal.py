@@ -13,23 +13,16 @@ import pytest
 import yaml
 
 from cytopipe import __version__
-from cytopipe.clinical.longitudinal import (
-    EXPORT_COLUMNS,
-    KM_COLUMNS,
-    PATIENT_COLUMNS,
-    SAMPLE_STATE_COLUMNS,
-    classify_timepoints,
-    kaplan_meier,
-    km_median,
-    reference_bands,
-    reference_position,
-    run_longitudinal,
-    validate_config,
-    write_outputs,
-)
+from cytopipe.clinical.definitions import validate_config
+from cytopipe.clinical.kaplan_meier import kaplan_meier, km_median
+from cytopipe.clinical.longitudinal import run_longitudinal
+from cytopipe.clinical.reference_ranges import reference_bands, reference_position
 from cytopipe.clinical.samplesheet import load_sample_sheet
+from cytopipe.clinical.states import classify_timepoints
+from cytopipe.clinical.tables import write_outputs
 from cytopipe.commands.longitudinal import add_cli
 from cytopipe.errors import ConfigError
+from cytopipe.results import EXPORT_COLUMNS, KM_COLUMNS, PATIENT_COLUMNS, SAMPLE_STATE_COLUMNS
 
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 PARENTS = {
@@ -499,7 +492,8 @@ def test_cli_reports_bad_settings_as_config_error(tmp_path):
 
 def _truth_stats(sheet: pd.DataFrame) -> pd.DataFrame:
     """Per-sample stats from the generator's per-event truth (what a perfect gating would give)."""
-    from cytopipe.synth.generate import read_truth, truth_masks
+    from cytopipe.synth.sample_files import read_truth
+    from cytopipe.synth.truth import truth_masks
 
     frames = []
     for row in sheet.itertuples():
@@ -517,7 +511,7 @@ def _truth_stats(sheet: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_generated_cohort_finds_the_hidden_stories(tmp_path):
-    from cytopipe.synth.generate import synth_cohort
+    from cytopipe.synth.cohort import synth_cohort
 
     synth_cohort(tmp_path, n_patients=5, seed=3, events_per_sample=20_000)
     sheet = load_sample_sheet(tmp_path / "samples.tsv", base_dir=tmp_path)
@@ -555,7 +549,7 @@ def test_generated_cohort_finds_the_hidden_stories(tmp_path):
 
 
 def test_tsv_helpers_reject_missing_stats(tmp_path):
-    from cytopipe.clinical.longitudinal import read_tsv
+    from cytopipe.clinical.tables import read_tsv
     from cytopipe.errors import CytopipeError
 
     with pytest.raises(CytopipeError, match="not found"):

@@ -17,7 +17,9 @@ from cytopipe.errors import ConfigError, FcsError
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.preprocess import qc
-from cytopipe.synth import generate as synth
+from cytopipe.synth.anomalies import Bubble, Clog, Saturation
+from cytopipe.synth.composition import blood_composition
+from cytopipe.synth.simulate import SimulatedSample, simulate_sample
 
 RATE = 2_000.0  # events per second
 TICK = 0.01  # seconds
@@ -277,9 +279,7 @@ def test_time_step_seconds():
 def test_wrapped_time_in_a_written_file(tmp_path):
     """A generated file whose Time channel counts modulo its $PnR: read back, unwrapped, and
     the QC decides exactly as on the same acquisition with a clock that does not wrap."""
-    sample = synth.simulate_sample(
-        40_000, synth.blood_composition(), "A", 9, anomalies=[synth.Clog(at=0.5)]
-    )
+    sample = simulate_sample(40_000, blood_composition(), "A", 9, anomalies=[Clog(at=0.5)])
     fcs, idx, signals = prepare(sample, tmp_path / "straight.fcs")
     straight = qc.qc_sample(fcs, idx, signals)
     ti = sample.pnn.index("Time")
@@ -353,12 +353,12 @@ def test_verdict_thresholds_and_record_json():
 
 
 def test_isolation_forest_method_finds_the_same_anomalies(tmp_path):
-    sample = synth.simulate_sample(
+    sample = simulate_sample(
         40_000,
-        synth.blood_composition(),
+        blood_composition(),
         "B",
         12,
-        anomalies=[synth.Clog(at=0.3), synth.Bubble(at=0.7)],
+        anomalies=[Clog(at=0.3), Bubble(at=0.7)],
     )
     fcs, idx, signals = prepare(sample, tmp_path / "iso.fcs")
     label = np.asarray(sample.extra_truth["anomaly"])
@@ -368,15 +368,13 @@ def test_isolation_forest_method_finds_the_same_anomalies(tmp_path):
         assert removed[label == kind].mean() >= 0.9, kind
     clean = (label == "none") & ~at_margin(fcs, idx)
     assert removed[clean].mean() <= 0.02
-    clean = synth.simulate_sample(40_000, synth.blood_composition(), "B", 13)
+    clean = simulate_sample(40_000, blood_composition(), "B", 13)
     fcs, idx, signals = prepare(clean, tmp_path / "iso_clean.fcs")
     assert qc.qc_sample(fcs, idx, signals, {"method": "isolation_forest"}).verdict == "pass"
 
 
 def test_qc_sample_uses_the_panel_channels(tmp_path):
-    sample = synth.simulate_sample(
-        20_000, synth.blood_composition(), "B", 14, anomalies=[synth.Saturation(0.02)]
-    )
+    sample = simulate_sample(20_000, blood_composition(), "B", 14, anomalies=[Saturation(0.02)])
     fcs, idx, signals = prepare(sample, tmp_path / "b.fcs")
     assert idx == panel.match_channels(PANEL, fcs.pnn, fcs.pns)
     res = qc.qc_sample(fcs, idx, signals)
@@ -389,11 +387,11 @@ def test_qc_sample_uses_the_panel_channels(tmp_path):
 # --- duplicated events --------------------------------------------------------------------------
 
 
-def clean_sample(seed: int, n: int = 20_000) -> synth.SimulatedSample:
-    return synth.simulate_sample(n, synth.blood_composition(), "A", seed)
+def clean_sample(seed: int, n: int = 20_000) -> SimulatedSample:
+    return simulate_sample(n, blood_composition(), "A", seed)
 
 
-def typical_event(sample: synth.SimulatedSample) -> int:
+def typical_event(sample: SimulatedSample) -> int:
     """An event inside every channel's range (not a margin event), so that nothing but the
     duplicates can make the QC fail."""
     ev, top = sample.events, np.asarray(sample.pnr, dtype=np.float32) - 1

@@ -38,7 +38,10 @@ from cytopipe.errors import FcsError
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import FcsSample, read_fcs
 from cytopipe.preprocess import compensation, qc, transforms
-from cytopipe.synth import generate as synth
+from cytopipe.synth.anomalies import Bubble, Clog, Drift, Saturation
+from cytopipe.synth.composition import blood_composition
+from cytopipe.synth.sample_files import write_sample
+from cytopipe.synth.simulate import SimulatedSample, simulate_sample
 
 REPO = Path(__file__).resolve().parent.parent
 PANEL = panel.load_panel(REPO / "config" / "panel.yaml")
@@ -49,24 +52,24 @@ MIN_SHIFT = qc.DEFAULTS["signal_min_shift"]
 # Anomalies per scenario; Drift goes before Saturation so that a twin without the drift draws
 # the same random numbers (Drift draws none) and holds the same events.
 SCENARIOS: dict[str, list] = {
-    "clog": [synth.Clog(at=0.35, seconds=4.0)],
-    "bubble": [synth.Bubble(at=0.6, seconds=0.5, rate_factor=3.0)],
-    "drift": [synth.Drift(channel="CD19", start=0.6, end=1.0, change=-0.5)],
-    "saturated": [synth.Saturation(fraction=0.01)],
+    "clog": [Clog(at=0.35, seconds=4.0)],
+    "bubble": [Bubble(at=0.6, seconds=0.5, rate_factor=3.0)],
+    "drift": [Drift(channel="CD19", start=0.6, end=1.0, change=-0.5)],
+    "saturated": [Saturation(fraction=0.01)],
     "combined": [
-        synth.Clog(at=0.2, seconds=3.0),
-        synth.Bubble(at=0.45, seconds=0.4, rate_factor=4.0),
-        synth.Drift(channel="CD45", start=0.75, end=0.95, change=-0.6),
-        synth.Saturation(fraction=0.005),
+        Clog(at=0.2, seconds=3.0),
+        Bubble(at=0.45, seconds=0.4, rate_factor=4.0),
+        Drift(channel="CD45", start=0.75, end=0.95, change=-0.6),
+        Saturation(fraction=0.005),
     ],
 }
 KINDS = ("clog", "bubble", "drift", "saturated")
 NATURAL = "at margin (not planted)"
 
 
-def prepare(sample: synth.SimulatedSample, path: Path) -> tuple[FcsSample, dict, dict]:
+def prepare(sample: SimulatedSample, path: Path) -> tuple[FcsSample, dict, dict]:
     """Write, read back, compensate and transform like the pipeline: (sample, idx, signals)."""
-    fcs = read_fcs(synth.write_sample(path, sample))
+    fcs = read_fcs(write_sample(path, sample))
     idx = panel.match_channels(PANEL, fcs.pnn, fcs.pns)
     spill = compensation.spillover_from_keywords(fcs)
     events = compensation.compensate(fcs.events, fcs.pnn, spill)
@@ -104,21 +107,19 @@ def drift_truth(drifted: dict, twin: dict, order: np.ndarray, window: int = 1000
 
 def run_scenario(name: str, instrument: str, seed: int, tmp: Path) -> dict:
     anomalies = SCENARIOS[name]
-    sample = synth.simulate_sample(
-        N_EVENTS, synth.blood_composition(), instrument, seed, anomalies=anomalies
-    )
+    sample = simulate_sample(N_EVENTS, blood_composition(), instrument, seed, anomalies=anomalies)
     fcs, idx, signals = prepare(sample, tmp / f"{name}_{instrument}.fcs")
     result = qc.qc_sample(fcs, idx, signals)
     label = np.asarray(sample.extra_truth["anomaly"]).astype(object)
     generator_label = label.copy()
     label[(label == "none") & at_margin(fcs, idx)] = NATURAL
-    if any(isinstance(a, synth.Drift) for a in anomalies):
-        twin_sample = synth.simulate_sample(
+    if any(isinstance(a, Drift) for a in anomalies):
+        twin_sample = simulate_sample(
             N_EVENTS,
-            synth.blood_composition(),
+            blood_composition(),
             instrument,
             seed,
-            anomalies=[a for a in anomalies if not isinstance(a, synth.Drift)],
+            anomalies=[a for a in anomalies if not isinstance(a, Drift)],
         )
         _, _, twin = prepare(twin_sample, tmp / f"{name}_{instrument}_twin.fcs")
         order = np.argsort(fcs.events[:, idx["Time"]], kind="stable")
@@ -242,7 +243,7 @@ def test_rules_attribute_removals(accuracy):
 
 def test_clean_files_pass(tmp_path):
     for instrument, seed in (("A", 3), ("B", 4)):
-        sample = synth.simulate_sample(N_EVENTS, synth.blood_composition(), instrument, seed)
+        sample = simulate_sample(N_EVENTS, blood_composition(), instrument, seed)
         fcs, idx, signals = prepare(sample, tmp_path / f"clean_{instrument}.fcs")
         res = qc.qc_sample(fcs, idx, signals)
         assert res.verdict == "pass", res.record()

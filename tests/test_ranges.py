@@ -23,18 +23,20 @@ from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.preprocess.ranges import DEFAULT_TOP, channel_ranges, declared_top
 from cytopipe.preprocess.sample import preprocess
-from cytopipe.synth import generate as synth
+from cytopipe.synth.composition import blood_composition
+from cytopipe.synth.sample_files import write_sample
+from cytopipe.synth.simulate import simulate_sample
 
 
 def _tube(tmp_path, name, b_of_lymphocytes, nominal=(), seed=7, top=1024.0):
     """A 30,000-event tube whose `nominal` markers (or "all" channels) declare range `top`."""
-    sample = synth.simulate_sample(
-        30_000, synth.blood_composition(b_of_lymphocytes=b_of_lymphocytes), "A", seed
+    sample = simulate_sample(
+        30_000, blood_composition(b_of_lymphocytes=b_of_lymphocytes), "A", seed
     )
     for i, (pnn, pns) in enumerate(zip(sample.pnn, sample.pns, strict=True)):
         if pnn != "Time" and (nominal == "all" or pns.split(" ")[0] in nominal):
             sample.pnr[i] = top
-    return synth.write_sample(tmp_path / f"{name}.fcs", sample)
+    return write_sample(tmp_path / f"{name}.fcs", sample)
 
 
 def _gated(path, repo):

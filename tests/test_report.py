@@ -37,9 +37,11 @@ from report_fixtures import (
 from cytopipe import cli
 from cytopipe.commands import report as report_cli
 from cytopipe.errors import CytopipeError
-from cytopipe.report.figures import DAYS_PER_YEAR, density_figure, reference_segments
-from cytopipe.report.html import esc, fmt_number, slug
+from cytopipe.report.context import slug
+from cytopipe.report.formatting import esc, fmt_number
 from cytopipe.report.pages import write_report, write_report_figures
+from cytopipe.report.patient_figures import DAYS_PER_YEAR, reference_segments
+from cytopipe.report.sample_figures import density_figure
 
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 FIGURE_RE = re.compile(r'<script type="application/json" id="(fig\d+)-json">(.*?)</script>', re.S)
@@ -721,7 +723,8 @@ def test_report_command_takes_the_options_from_config_or_settings(cohort, tmp_pa
 
 
 def test_phenotype_not_evaluable_is_shown_and_exported(cohort, tmp_path):
-    from cytopipe.clinical.longitudinal import run_longitudinal, write_outputs
+    from cytopipe.clinical.longitudinal import run_longitudinal
+    from cytopipe.clinical.tables import write_outputs
 
     results = copy_results(cohort, tmp_path)
     tables = results / "tables"

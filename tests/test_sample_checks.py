@@ -1,5 +1,5 @@
 """Checks that each FCS file belongs to its sample-sheet row, on the provenance real files get
-at ingestion (cytopipe.synth.generate writes them, cytopipe.ingest.fcs reads them)."""
+at ingestion (cytopipe.synth.sample_files writes them, cytopipe.ingest.fcs reads them)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from cytopipe.clinical.sample_checks import (
     is_truthy,
 )
 from cytopipe.ingest.fcs import read_fcs
-from cytopipe.synth.generate import blood_composition, simulate_sample, write_sample
+from cytopipe.synth.composition import blood_composition
+from cytopipe.synth.sample_files import write_sample
+from cytopipe.synth.simulate import simulate_sample
 
 
 def write_file(path, seed: int, start: datetime, **keywords: str):

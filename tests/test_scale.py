@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from cytopipe.atomic import atomic_path, write_json
-from cytopipe.synth.generate import synth_cohort
+from cytopipe.synth.cohort import synth_cohort
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "workflow" / "profiles" / "slurm"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cytopipe.synth.generate import synth_cohort
+from cytopipe.synth.cohort import synth_cohort
 
 pytestmark = pytest.mark.slurm
 

@@ -17,7 +17,11 @@ from flowutils import transforms as fu_transforms
 from cytopipe.commands import synth as synth_commands
 from cytopipe.errors import ConfigError, FcsError
 from cytopipe.ingest.fcs import read_fcs
-from cytopipe.synth import generate as synth
+from cytopipe.synth.anomalies import Bubble, Clog, Drift, Saturation
+from cytopipe.synth.cohort import SAMPLE_SHEET_COLUMNS, synth_cohort
+from cytopipe.synth.cohort_plan import b_fraction, plan_cohort, timepoint_counts
+from cytopipe.synth.composition import blood_composition, composition_counts
+from cytopipe.synth.demo import demo_cohort
 from cytopipe.synth.model import (
     B_SUBSETS,
     INSTRUMENTS,
@@ -26,6 +30,9 @@ from cytopipe.synth.model import (
     POPULATIONS,
     TIMEPOINTS,
 )
+from cytopipe.synth.sample_files import read_truth, truth_path, write_sample
+from cytopipe.synth.simulate import SimulatedSample, get_instrument, simulate_sample
+from cytopipe.synth.truth import truth_masks
 
 SMALL = 3_000
 
@@ -34,7 +41,7 @@ def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def _compensated(sample: synth.SimulatedSample) -> np.ndarray:
+def _compensated(sample: SimulatedSample) -> np.ndarray:
     """Compensate with plain NumPy: x_comp = x @ inv(S) on the spilled detectors."""
     out = sample.events.astype(np.float64)
     idx = [sample.pnn.index(c) for c in sample.spillover_channels]
@@ -42,27 +49,27 @@ def _compensated(sample: synth.SimulatedSample) -> np.ndarray:
     return out
 
 
-def _by_canonical(sample: synth.SimulatedSample, values: np.ndarray) -> dict[str, np.ndarray]:
-    inst = synth.get_instrument(sample.instrument)
+def _by_canonical(sample: SimulatedSample, values: np.ndarray) -> dict[str, np.ndarray]:
+    inst = get_instrument(sample.instrument)
     return {c.canonical: values[:, sample.pnn.index(c.pnn)] for c in inst.channels}
 
 
 @pytest.fixture(scope="module")
-def sample_a() -> synth.SimulatedSample:
-    comp = synth.blood_composition(b_of_lymphocytes=0.3, lymphocytes_of_leukocytes=0.5)
-    return synth.simulate_sample(40_000, comp, "A", 3)
+def sample_a() -> SimulatedSample:
+    comp = blood_composition(b_of_lymphocytes=0.3, lymphocytes_of_leukocytes=0.5)
+    return simulate_sample(40_000, comp, "A", 3)
 
 
 @pytest.fixture(scope="module")
-def sample_b() -> synth.SimulatedSample:
-    comp = synth.blood_composition(b_of_lymphocytes=0.3, lymphocytes_of_leukocytes=0.5)
-    return synth.simulate_sample(40_000, comp, "B", 3)
+def sample_b() -> SimulatedSample:
+    comp = blood_composition(b_of_lymphocytes=0.3, lymphocytes_of_leukocytes=0.5)
+    return simulate_sample(40_000, comp, "B", 3)
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
-    sheet = synth.synth_cohort(out / "c", n_patients=5, seed=7, events_per_sample=SMALL)
+    sheet = synth_cohort(out / "c", n_patients=5, seed=7, events_per_sample=SMALL)
     return out / "c", sheet
 
 
@@ -70,10 +77,10 @@ def cohort(tmp_path_factory):
 
 
 def test_simulate_sample_is_deterministic_for_a_seed():
-    comp = synth.blood_composition()
-    a = synth.simulate_sample(5_000, comp, "A", 11)
-    b = synth.simulate_sample(5_000, comp, "A", 11)
-    c = synth.simulate_sample(5_000, comp, "A", 12)
+    comp = blood_composition()
+    a = simulate_sample(5_000, comp, "A", 11)
+    b = simulate_sample(5_000, comp, "A", 11)
+    c = simulate_sample(5_000, comp, "A", 12)
     assert np.array_equal(a.events, b.events)
     assert np.array_equal(a.labels.codes, b.labels.codes)
     assert not np.array_equal(a.events, c.events)
@@ -83,7 +90,7 @@ def test_cohort_is_byte_identical_for_a_seed(tmp_path, monkeypatch):
     for run in ("one", "two"):
         (tmp_path / run).mkdir()
         monkeypatch.chdir(tmp_path / run)
-        synth.synth_cohort("out", n_patients=3, seed=5, events_per_sample=500, instrument="mixed")
+        synth_cohort("out", n_patients=3, seed=5, events_per_sample=500, instrument="mixed")
     one, two = tmp_path / "one" / "out", tmp_path / "two" / "out"
     files = sorted(p.name for p in one.iterdir())
     assert files == sorted(p.name for p in two.iterdir())
@@ -91,7 +98,7 @@ def test_cohort_is_byte_identical_for_a_seed(tmp_path, monkeypatch):
     for name in files:
         assert _sha(one / name) == _sha(two / name), name
     other = tmp_path / "other"
-    synth.synth_cohort(other, n_patients=3, seed=6, events_per_sample=500, instrument="mixed")
+    synth_cohort(other, n_patients=3, seed=6, events_per_sample=500, instrument="mixed")
     assert _sha(one / "P01_BL.fcs") != _sha(other / "P01_BL.fcs")
 
 
@@ -100,8 +107,8 @@ def test_cohort_is_byte_identical_for_a_seed(tmp_path, monkeypatch):
 
 def test_fcs_reads_back_with_flowkit_and_flowio(tmp_path, sample_a):
     kw = {"$SRC": "PATIENT P99 J. Doe"}
-    sample = synth.simulate_sample(2_000, synth.blood_composition(), "A", 1, keywords=kw)
-    path = synth.write_sample(tmp_path / "x.fcs", sample)
+    sample = simulate_sample(2_000, blood_composition(), "A", 1, keywords=kw)
+    path = write_sample(tmp_path / "x.fcs", sample)
 
     fks = fk.Sample(str(path))
     assert fks.event_count == 2_000
@@ -127,7 +134,7 @@ def test_fcs_reads_back_with_flowkit_and_flowio(tmp_path, sample_a):
 
 
 def test_spillover_keyword_compensates_back_to_the_true_signal(tmp_path, sample_a):
-    path = synth.write_sample(tmp_path / "comp.fcs", sample_a)
+    path = write_sample(tmp_path / "comp.fcs", sample_a)
     fks = fk.Sample(str(path))
     fks.apply_compensation(fks.metadata["spillover"])
     comp = fks.get_events(source="comp")
@@ -189,9 +196,9 @@ def test_time_channel_is_poisson_arrivals_at_a_constant_rate(sample_a):
 
 
 def test_truth_parquet_has_one_categorical_label_per_event(tmp_path, sample_a):
-    path = synth.write_sample(tmp_path / "t.fcs", sample_a)
-    assert synth.truth_path(path) == tmp_path / "t.truth.parquet"
-    truth = synth.read_truth(path)
+    path = write_sample(tmp_path / "t.fcs", sample_a)
+    assert truth_path(path) == tmp_path / "t.truth.parquet"
+    truth = read_truth(path)
     assert list(truth.columns) == ["population"]
     assert len(truth) == fk.Sample(str(path)).event_count == sample_a.n_events
     assert isinstance(truth["population"].dtype, pd.CategoricalDtype)
@@ -200,16 +207,16 @@ def test_truth_parquet_has_one_categorical_label_per_event(tmp_path, sample_a):
 
 
 def test_fractions_become_exact_counts_and_cohort_composition_matches_the_plan(cohort):
-    comp = synth.blood_composition(b_of_lymphocytes=0.15, nk_of_lymphocytes=0.1)
-    sample = synth.simulate_sample(20_000, comp, "A", 4)
+    comp = blood_composition(b_of_lymphocytes=0.15, nk_of_lymphocytes=0.1)
+    sample = simulate_sample(20_000, comp, "A", 4)
     observed = sample.labels.value_counts()
-    expected = synth.composition_counts(20_000, comp)
+    expected = composition_counts(20_000, comp)
     assert all(observed[p] == expected[p] for p in POPULATIONS)
     assert all(abs(expected[p] - comp[p] * 20_000) <= 1 for p in POPULATIONS)
 
     # Cohort files draw their counts: baseline B % of lymphocytes within sampling error of the plan.
     out, sheet = cohort
-    plans = {p.patient_id: p for p in synth.plan_cohort(5, 7)}
+    plans = {p.patient_id: p for p in plan_cohort(5, 7)}
     for row in sheet[sheet["day"] < 0].itertuples():
         p, n = plans[row.patient_id].b_baseline, row.true_lymphocytes
         assert abs(row.true_b_cells / n - p) < 4.5 * np.sqrt(p * (1 - p) / n), row.sample_id
@@ -224,17 +231,17 @@ def test_aplasia_sample_has_exactly_the_requested_b_cells(tmp_path):
         "granulocyte": 20_000,
         "monocyte": 3_000,
     }
-    sample = synth.simulate_sample(None, counts, "A", 9)
-    masks = synth.truth_masks(sample.labels)
+    sample = simulate_sample(None, counts, "A", 9)
+    masks = truth_masks(sample.labels)
     assert masks["b_cells"].sum() == 10 and masks["lymphocytes"].sum() == 50_000
     assert masks["plasmablasts"].sum() == 1 and masks["b_cd20pos"].sum() == 9
-    path = synth.write_sample(tmp_path / "aplasia.fcs", sample)
-    assert synth.truth_masks(synth.read_truth(path)["population"])["b_cells"].sum() == 10
+    path = write_sample(tmp_path / "aplasia.fcs", sample)
+    assert truth_masks(read_truth(path)["population"])["b_cells"].sum() == 10
 
 
 def test_truth_masks_follow_the_gating_hierarchy():
     labels = np.array(POPULATIONS * 3)
-    m = synth.truth_masks(labels)
+    m = truth_masks(labels)
     expected = {
         "cells": set(POPULATIONS) - {"debris"},
         "singlets": set(POPULATIONS) - {"debris", "doublet"},
@@ -270,7 +277,7 @@ def test_truth_masks_follow_the_gating_hierarchy():
     )
     assert m["cells"].sum() == 3 * (len(POPULATIONS) - 1)
     with pytest.raises(ConfigError, match="b_cell"):
-        synth.truth_masks(["t_cell", "b_cell"])
+        truth_masks(["t_cell", "b_cell"])
 
 
 @pytest.mark.parametrize("key", ["A", "B"])
@@ -312,7 +319,7 @@ def test_populations_separate_with_the_design_gating_strategy(key, sample_a, sam
         "b_transitional": transitional,
         "b_naive": cd20 & igd & ~cd27 & ~transitional,
     }
-    truth = synth.truth_masks(sample.labels)
+    truth = truth_masks(sample.labels)
     for pid, gate in gates.items():
         hit = (gate & truth[pid]).sum()
         recall, precision = hit / truth[pid].sum(), hit / gate.sum()
@@ -325,7 +332,7 @@ def test_populations_separate_with_the_design_gating_strategy(key, sample_a, sam
 
 
 def test_instrument_b_has_other_names_order_ranges_and_scales(tmp_path, sample_a, sample_b):
-    path = synth.write_sample(tmp_path / "b.fcs", sample_b)
+    path = write_sample(tmp_path / "b.fcs", sample_b)
     fks = fk.Sample(str(path))
     assert fks.metadata["cyt"] == "Navios EX"
     assert fks.pnn_labels[0] == "TIME" and fks.pnn_labels != sample_a.pnn
@@ -337,7 +344,7 @@ def test_instrument_b_has_other_names_order_ranges_and_scales(tmp_path, sample_a
     t_a = np.asarray(sample_a.labels) == "t_cell"
     fsc_ratio = np.median(sample_b.column("FS INT")[t_a]) / np.median(sample_a.column("FSC-A")[t_a])
     assert 3.0 < fsc_ratio < 3.8  # range ratio 4 times the optics' factor
-    b_cells = synth.truth_masks(sample_a.labels)["b_cells"]
+    b_cells = truth_masks(sample_a.labels)["b_cells"]
     cd19_a = _by_canonical(sample_a, _compensated(sample_a))["CD19"][b_cells]
     cd19_b = _by_canonical(sample_b, _compensated(sample_b))["CD19"][b_cells]
     gain = INSTRUMENTS["B"].fluor_gain["CD19"]
@@ -354,9 +361,9 @@ def _b_pct(sheet: pd.DataFrame) -> pd.Series:
 
 def test_cohort_sheet_layout_and_timepoints(cohort, tmp_path, monkeypatch):
     out, sheet = cohort
-    assert list(sheet.columns) == list(synth.SAMPLE_SHEET_COLUMNS)
+    assert list(sheet.columns) == list(SAMPLE_SHEET_COLUMNS)
     on_disk = pd.read_csv(out / "samples.tsv", sep="\t")
-    assert list(on_disk.columns) == list(synth.SAMPLE_SHEET_COLUMNS) and len(on_disk) == 50
+    assert list(on_disk.columns) == list(SAMPLE_SHEET_COLUMNS) and len(on_disk) == 50
     for pid, rows in sheet.groupby("patient_id"):
         assert list(rows["day"]) == list(TIMEPOINTS)
         assert rows["infusion_date"].nunique() == 1
@@ -364,14 +371,14 @@ def test_cohort_sheet_layout_and_timepoints(cohort, tmp_path, monkeypatch):
         for row in rows.itertuples():
             assert row.collection_date == (infusion + timedelta(days=row.day)).isoformat()
             assert row.sample_id == (f"{pid}_BL" if row.day < 0 else f"{pid}_D{row.day:03d}")
-            truth = synth.read_truth(row.path)
-            masks = synth.truth_masks(truth["population"])
+            truth = read_truth(row.path)
+            masks = truth_masks(truth["population"])
             assert masks["b_cells"].sum() == row.true_b_cells
             assert masks["lymphocytes"].sum() == row.true_lymphocytes
         alc = rows.set_index("day")["abs_lymphocytes"]
         assert alc[7] < alc[-7] and alc[7] < 800 and alc[365] > 1000
     monkeypatch.chdir(tmp_path)
-    rel = synth.synth_cohort("rel", n_patients=1, seed=1, events_per_sample=200)
+    rel = synth_cohort("rel", n_patients=1, seed=1, events_per_sample=200)
     assert rel["path"].iloc[0] == "rel/P01_BL.fcs"
 
 
@@ -402,13 +409,13 @@ def test_cohort_has_aplasia_then_never_early_and_typical_reconstitution(cohort):
 def test_aplasia_leaves_0_to_20_b_cells_in_a_50k_tube():
     """At full size (counts only, no events simulated): residual B cells stay within 0-20."""
     residual = []
-    for plan in synth.plan_cohort(8, seed=3):
+    for plan in plan_cohort(8, seed=3):
         for t_index, day in enumerate(TIMEPOINTS):
             rng = np.random.default_rng([3, 1, plan.index, t_index])
-            counts, alc = synth.timepoint_counts(plan, day, 50_000, rng)
+            counts, alc = timepoint_counts(plan, day, 50_000, rng)
             b = sum(counts[s] for s in B_SUBSETS)
             lymph = sum(counts[s] for s in LYMPHOCYTES)
-            if synth.b_fraction(plan, day, alc) is None:
+            if b_fraction(plan, day, alc) is None:
                 residual.append(b)
                 assert b <= 20 and 100 * b / lymph < 1.0 and b / lymph * alc < 10
             else:
@@ -417,13 +424,13 @@ def test_aplasia_leaves_0_to_20_b_cells_in_a_50k_tube():
 
 
 def _subset_fractions(path) -> pd.Series:
-    pops = synth.read_truth(path)["population"]
+    pops = read_truth(path)["population"]
     b = pops[pops.isin(B_SUBSETS)]
     return b.value_counts(normalize=True).reindex(list(B_SUBSETS), fill_value=0.0)
 
 
 def test_returning_b_cells_are_naive_and_relapse_brings_back_memory(tmp_path):
-    sheet = synth.synth_cohort(tmp_path, n_patients=5, seed=7, events_per_sample=20_000)
+    sheet = synth_cohort(tmp_path, n_patients=5, seed=7, events_per_sample=20_000)
     roles = pd.read_csv(tmp_path / "patients.truth.tsv", sep="\t").set_index("patient_id")
     sheet = sheet.assign(b_pct=_b_pct(sheet))
     for pid, rows in sheet.groupby("patient_id"):
@@ -445,7 +452,7 @@ def test_returning_b_cells_are_naive_and_relapse_brings_back_memory(tmp_path):
 
 
 def test_demo_cohort_has_children_adults_and_one_archive_instrument(tmp_path):
-    sheet = synth.demo_cohort(tmp_path, events_per_sample=300)
+    sheet = demo_cohort(tmp_path, events_per_sample=300)
     # 5 patients x 10 timepoints, plus one archived file truncated in transfer
     assert sheet["patient_id"].nunique() == 5 and len(sheet) == 51
     broken = sheet.iloc[-1]
@@ -490,29 +497,29 @@ def test_cli_writes_the_cohort_and_says_where(tmp_path, capsys):
 
 def test_bad_input_raises_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown synthetic instrument"):
-        synth.simulate_sample(100, synth.blood_composition(), "Z")
+        simulate_sample(100, blood_composition(), "Z")
     with pytest.raises(ConfigError, match="add up to 20 events"):
-        synth.simulate_sample(100, {"t_cell": 20}, "A")
+        simulate_sample(100, {"t_cell": 20}, "A")
     with pytest.raises(ConfigError, match="b_cells"):
-        synth.simulate_sample(100, {"b_cells": 0.5, "t_cell": 0.5}, "A")
+        simulate_sample(100, {"b_cells": 0.5, "t_cell": 0.5}, "A")
     with pytest.raises(ConfigError, match="n_patients"):
-        synth.synth_cohort(tmp_path, n_patients=0, seed=1)
+        synth_cohort(tmp_path, n_patients=0, seed=1)
     with pytest.raises(ConfigError, match="fraction"):
-        synth.blood_composition(b_of_lymphocytes=1.5)
+        blood_composition(b_of_lymphocytes=1.5)
 
 
 def test_planted_anomalies_change_the_acquisition_and_are_in_the_truth(tmp_path):
     anomalies = [
-        synth.Clog(at=0.3, seconds=5.0),
-        synth.Bubble(at=0.6, seconds=0.3, rate_factor=4.0),
-        synth.Drift(channel="CD19", start=0.85, change=-0.6),
-        synth.Saturation(fraction=0.01),
+        Clog(at=0.3, seconds=5.0),
+        Bubble(at=0.6, seconds=0.3, rate_factor=4.0),
+        Drift(channel="CD19", start=0.85, change=-0.6),
+        Saturation(fraction=0.01),
     ]
-    comp = synth.blood_composition(b_of_lymphocytes=0.3)
-    clean = synth.simulate_sample(30_000, comp, "A", 21)
-    sample = synth.simulate_sample(30_000, comp, "A", 21, anomalies=anomalies)
-    path = synth.write_sample(tmp_path / "qc.fcs", sample)
-    truth = synth.read_truth(path)
+    comp = blood_composition(b_of_lymphocytes=0.3)
+    clean = simulate_sample(30_000, comp, "A", 21)
+    sample = simulate_sample(30_000, comp, "A", 21, anomalies=anomalies)
+    path = write_sample(tmp_path / "qc.fcs", sample)
+    truth = read_truth(path)
     assert list(truth.columns) == ["population", "anomaly"]
     kinds = truth["anomaly"].value_counts()
     assert set(kinds.index) == {"none", "clog", "bubble", "drift", "saturated"}
@@ -529,7 +536,7 @@ def test_planted_anomalies_change_the_acquisition_and_are_in_the_truth(tmp_path)
         (5.0 - 5.0 * 0.05) - (0.3 * 4 - 0.3), abs=0.05
     )
 
-    b_cells = synth.truth_masks(sample.labels)["b_cells"]
+    b_cells = truth_masks(sample.labels)["b_cells"]
     cd19 = sample.column("PE-Cy7-A")  # the detector drifts (so compensation of it goes wrong too)
     early = np.median(cd19[b_cells & (t < 0.5 * t[-1]) & (label == "none")])
     late = np.median(cd19[b_cells & (t > 0.97 * t[-1]) & (label == "drift")])

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cytopipe.synth.generate import synth_cohort
+from cytopipe.synth.cohort import synth_cohort
 
 N_EVENTS = 6000
 

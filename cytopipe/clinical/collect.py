@@ -15,6 +15,14 @@ from cytopipe.gating.stats import (
     STATS_COLUMNS,
     gates_to_review,
 )
+from cytopipe.results import (
+    FAILURES_COLUMNS,
+    SAMPLE_STATUS_COLUMNS,
+    SAMPLE_STATUS_DTYPES,
+    sample_folder,
+    sample_record_path,
+    sample_stats_path,
+)
 
 
 def collect(
@@ -41,26 +49,24 @@ def collect(
         if st is not None:
             stats.append(st)
         status_rows.append(_status_row(row, rec, st, warnings.get(str(row.sample_id), "")))
-    status = pd.DataFrame(status_rows).astype({"events_in": "Int64", "events_kept": "Int64"})
-    failures = status.loc[
-        status["status"] != "ok", ["sample_id", "patient_id", "path", "stage", "error"]
-    ]
+    status = pd.DataFrame(status_rows).astype(SAMPLE_STATUS_DTYPES)
+    failures = status.loc[status["status"] != "ok", FAILURES_COLUMNS]
     sample_stats = (
         pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(columns=STATS_COLUMNS)
     )
     return {
-        "sample_status": status.drop(columns=["path"]),
+        "sample_status": status[SAMPLE_STATUS_COLUMNS],
         "failures": failures,
         "sample_stats": sample_stats,
     }
 
 
 def _read_record(results: Path, sample_id: str) -> dict:
-    return json.loads((results / "samples" / sample_id / "sample.json").read_text())
+    return json.loads(sample_record_path(sample_folder(results, sample_id)).read_text())
 
 
 def _read_stats(results: Path, sample_id: str) -> pd.DataFrame:
-    return pd.read_csv(results / "samples" / sample_id / "stats.tsv", sep="\t")
+    return pd.read_csv(sample_stats_path(sample_folder(results, sample_id)), sep="\t")
 
 
 def _fail_duplicate_files(sheet: pd.DataFrame, records: dict[str, dict]) -> dict[str, dict]:

@@ -6,16 +6,10 @@ import argparse
 import sys
 
 from cytopipe.atomic import write_json
-from cytopipe.cluster.cluster import (
-    load_model,
-    load_settings,
-    map_files,
-    metacluster_table,
-    parse_settings,
-    reannotate,
-    save_model,
-    train_files,
-)
+from cytopipe.cluster.mapping import map_files
+from cytopipe.cluster.model import load_model, metacluster_table, reannotate, save_model
+from cytopipe.cluster.settings import load_settings, parse_settings
+from cytopipe.cluster.training import train_files
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -15,17 +15,13 @@ import pandas as pd
 
 from cytopipe.atomic import atomic_path, write_tsv
 from cytopipe.errors import GatingError
-from cytopipe.gating.gatingml import (
+from cytopipe.gating.apply import (
     DEFAULT_CHUNK_EVENTS as DEFAULT_CHUNK,
 )
-from cytopipe.gating.gatingml import (
-    EventSource,
-    Strategy,
-    apply_strategy_chunked,
-    event_source_from_fcs,
-    read_gatingml,
-    strategy_stats,
-)
+from cytopipe.gating.apply import apply_strategy_chunked, strategy_stats
+from cytopipe.gating.gatingml import read_gatingml
+from cytopipe.gating.sample_columns import event_source_from_fcs
+from cytopipe.gating.strategy import EventSource, Strategy
 
 
 def read_events(path: str | os.PathLike) -> EventSource:

@@ -15,7 +15,8 @@ from cytopipe.atomic import write_json, write_parquet, write_tsv
 from cytopipe.config import add_settings_arguments, settings_from_args
 from cytopipe.errors import FcsError
 from cytopipe.ingest import panel
-from cytopipe.ingest.fcs import public_keywords, read_fcs
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess.compensation import spillover_from_keywords
 
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cytopipe.clinical.longitudinal import (
-    _fmt,
-    longitudinal_settings,
-    read_tsv,
-    run_longitudinal,
-    write_outputs,
-)
+from cytopipe.clinical.definitions import format_number, longitudinal_settings
+from cytopipe.clinical.longitudinal import run_longitudinal
+from cytopipe.clinical.tables import read_tsv, write_outputs
 from cytopipe.config import add_settings_arguments, settings_from_args
 
 
@@ -34,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"longitudinal: {summary['n_patients']} patients, {summary['n_reconstituted']} reconstituted, "
         f"{summary['n_censored']} censored, median days to reconstitution "
-        f"{'not reached' if median is None else _fmt(median)}, "
+        f"{'not reached' if median is None else format_number(median)}, "
         f"{len(summary['failed_samples'])} failed samples; tables in {args.out}"
     )
     return 0

@@ -33,6 +33,13 @@ from cytopipe.gating.stats import (
 from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
 from cytopipe.preprocess.sample import QC_COLUMN, preprocess
+from cytopipe.results import (
+    TABLE_FILES,
+    sample_gates_path,
+    sample_plots_path,
+    sample_record_path,
+    sample_stats_path,
+)
 
 
 def _failed_record(sample_id: str, stage: str, exc: BaseException) -> dict:
@@ -97,17 +104,17 @@ def run_gate(args: argparse.Namespace) -> int:
         if verdict in ("warn", "fail"):  # statistics of a doubtful acquisition say so
             flags = gated.stats["flag"].fillna("")
             gated.stats["flag"] = (flags + ";").where(flags != "", "") + f"qc_{verdict}"
-        write_parquet(out / "gates.parquet", event_masks(gated.masks, keep))
-        write_tsv(out / "stats.tsv", gated.stats)
-        write_json(out / "plots.json", {"sample_id": sample_id, "plots": gated.plots})
+        write_parquet(sample_gates_path(out), event_masks(gated.masks, keep))
+        write_tsv(sample_stats_path(out), gated.stats)
+        write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": gated.plots})
         return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped}
 
     record = _guard(sample_id, "gate", work)
     if record["status"] != "ok":
-        write_parquet(out / "gates.parquet", pd.DataFrame())
-        write_tsv(out / "stats.tsv", pd.DataFrame(columns=STATS_COLUMNS))
-        write_json(out / "plots.json", {"sample_id": sample_id, "plots": []})
-    write_json(out / "sample.json", record)
+        write_parquet(sample_gates_path(out), pd.DataFrame())
+        write_tsv(sample_stats_path(out), pd.DataFrame(columns=STATS_COLUMNS))
+        write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": []})
+    write_json(sample_record_path(out), record)
     return 0
 
 
@@ -115,7 +122,7 @@ def run_collect(args: argparse.Namespace) -> int:
     sheet = load_sample_sheet(args.samples, check_files=False)
     tables = collect(sheet, Path(args.results), date_tolerance_days=args.date_tolerance_days)
     for name, df in tables.items():
-        write_tsv(Path(args.out) / f"{name}.tsv", df)
+        write_tsv(Path(args.out) / TABLE_FILES[name], df)  # missing values as NAN_REP
     n_failed = len(tables["failures"])
     n_warned = int((tables["sample_status"]["warnings"] != "").sum())
     print(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cytopipe.synth.generate import demo_cohort, synth_cohort
+from cytopipe.synth.cohort import synth_cohort
+from cytopipe.synth.demo import demo_cohort
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.apply import apply_strategy
 from cytopipe.gating.gates import (
     BooleanGate,
     EllipsoidGate,
@@ -32,17 +33,10 @@ from cytopipe.gating.gates import (
     RectangleGate,
     dependency_order,
 )
-from cytopipe.gating.gatingml import (
-    DimSpec,
-    EventSource,
-    Scale,
-    SpillMatrix,
-    Strategy,
-    apply_strategy,
-    event_source_from_flowkit,
-    from_flowkit,
-    to_flowkit,
-)
+from cytopipe.gating.gatingml import from_flowkit, to_flowkit
+from cytopipe.gating.sample_columns import event_source_from_flowkit
+from cytopipe.gating.strategy import DimSpec, EventSource, Scale, Strategy
+from cytopipe.preprocess.compensation import Spillover
 
 
 def _workspace(wsp_path: str | os.PathLike, fcs=None):
@@ -77,7 +71,9 @@ def read_flowjo_workspace(
                 f"workspace has no sample {sid!r}", path=wsp_path, hint=f"samples: {ids}"
             )
         try:
-            out[sid] = from_flowkit(ws.get_gating_strategy(sid), sample_id=sid)
+            out[sid] = from_flowkit(
+                ws.get_gating_strategy(sid), sample_id=sid, path=os.fspath(wsp_path)
+            )
         except GatingError as exc:
             raise GatingError(f"sample {sid!r}: {exc.what}", path=wsp_path, hint=exc.hint) from None
     return out
@@ -132,7 +128,7 @@ def export_flowjo_workspace(
     *,
     dims: Mapping[str, DimSpec] | None = None,
     scales: Mapping[str, Scale] | None = None,
-    matrix: SpillMatrix | None = None,
+    matrix: Spillover | None = None,
     group_name: str = "cytopipe",
 ) -> None:
     """Write a FlowJo 10 workspace holding `gates` for one FCS file, for review in FlowJo.
@@ -216,7 +212,7 @@ def _check_exportable(
     gates: Sequence[Gate],
     dims: Mapping[str, DimSpec],
     scales: Mapping[str, Scale],
-    matrix: SpillMatrix | None,
+    matrix: Spillover | None,
 ) -> None:
     for g in gates:
         if isinstance(g, EllipsoidGate | BooleanGate):

@@ -5,9 +5,10 @@ sorts them by dependency, evaluates each gate only on the rows its parent select
 test, scatter back), and returns one full-length mask per population: member of the gate AND
 of all its ancestors. Deep hierarchies therefore cost roughly the size of each parent, not of
 the whole file, and a lazy `columns` mapping is asked only for the dimensions gates use; a
-mapping with `take(key, rows)` (LazyColumns) computes a costly column (compensation, logicle)
-for the parent's rows only. `evaluate_chunked` runs the same over chunks of events into
-preallocated masks, for files larger than memory.
+mapping with `take(key, rows)` (cytopipe.gating.lazy_columns.LazyColumns) computes a costly column (compensation, logicle)
+for the parent's rows only. `evaluate_chunked` (cytopipe.gating.chunked) runs the same over
+chunks of events into preallocated masks, for files larger than memory. The membership tests
+themselves are the kernels of cytopipe.gating.geometry.
 
 The semantics follow Gating-ML 2.0 as FlowKit implements them, because FlowKit's results on
 the Gating-ML compliance data are our reference:
@@ -20,16 +21,15 @@ the Gating-ML compliance data are our reference:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
 
 from cytopipe.errors import GatingError
-
-Limit = float | None
-
+from cytopipe.gating.geometry import Limit, _in_ranges, points_in_ellipsoid, points_in_polygon
+from cytopipe.gating.lazy_columns import _take
 
 # --------------------------------------------------------------------------- gate types
 
@@ -240,95 +240,6 @@ def population_ids(gate: Gate) -> tuple[str, ...]:
     return (gate.id,)
 
 
-# --------------------------------------------------------------------------- ratio dims
-
-
-@dataclass(frozen=True)
-class RatioDimension:
-    """Gating-ML `fratio`: A * (x - B) / (y - C) of two other dims, usable as a gate dim."""
-
-    id: str
-    numerator: str
-    denominator: str
-    a: float = 1.0
-    b: float = 0.0
-    c: float = 0.0
-
-    def compute(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.compute_rows(columns, None)
-
-    def compute_rows(
-        self, columns: Mapping[str, np.ndarray], rows: np.ndarray | None
-    ) -> np.ndarray:
-        x, y = (_take(columns, k, rows) for k in (self.numerator, self.denominator))
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.a * (x - self.b) / (y - self.c)
-
-
-def _take(columns: Mapping[str, np.ndarray], key: str, rows: np.ndarray | None) -> np.ndarray:
-    """columns[key][rows], computing only those rows when the mapping can (LazyColumns)."""
-    if rows is None:
-        return columns[key]
-    take = getattr(columns, "take", None)
-    return take(key, rows) if take is not None else np.asarray(columns[key])[rows]
-
-
-class LazyColumns(Mapping):
-    """Columns computed on first access and cached, so gates pay only for the dims they use.
-
-    `compute` maps a key to a function of (this mapping, rows) returning the column's values
-    for `rows` (an index array) or for all events when rows is None; `base` supplies plain
-    columns. `take(key, rows)` lets a gate deep in the hierarchy compute a costly column
-    (compensation, logicle) for its parent's events only; full columns are cached.
-    """
-
-    def __init__(
-        self,
-        base: Mapping[str, np.ndarray] | None = None,
-        compute: Mapping[str, Callable[[Mapping[str, np.ndarray], np.ndarray | None], np.ndarray]]
-        | None = None,
-        n_events: int | None = None,
-    ):
-        self._base = base if base is not None else {}
-        self._compute = dict(compute or {})
-        self._cache: dict[str, np.ndarray] = {}
-        self.n_events = n_events  # known length saves computing a column just to count
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key in self._cache:
-            return self._cache[key]
-        if key in self._compute:
-            value = np.asarray(self._compute[key](self, None))
-            self._cache[key] = value
-            return value
-        return self._base[key]
-
-    def take(self, key: str, rows: np.ndarray) -> np.ndarray:
-        """Values of `key` at `rows`, without computing the other events' values."""
-        if key in self._cache:
-            return self._cache[key][rows]
-        if key in self._compute:
-            return np.asarray(self._compute[key](self, rows))
-        return np.asarray(self._base[key])[rows]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._compute or key in self._base
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._base
-        yield from (k for k in self._compute if k not in self._base)
-
-    def __len__(self) -> int:
-        return len(set(self._base) | set(self._compute))
-
-
-def with_ratios(columns: Mapping[str, np.ndarray], ratios: Iterable[RatioDimension]) -> LazyColumns:
-    """Add ratio dims to a columns mapping, computed only if a gate asks for them."""
-    return LazyColumns(columns, {r.id: r.compute_rows for r in ratios})
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -395,35 +306,6 @@ class _ReadOnce(Mapping):
 
     def __len__(self) -> int:
         return len(self._columns)
-
-
-def evaluate_chunked(
-    gates: Sequence[Gate],
-    chunks: Iterable[Mapping[str, np.ndarray]],
-    n_events: int,
-    out: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """Evaluate chunk by chunk of events into preallocated full-length masks.
-
-    Gating is per event, so masks of consecutive chunks concatenate to the masks of the whole
-    file; peak memory is a few chunks of columns plus the boolean outputs (1 byte per event
-    and population). Each chunk is a columns mapping (may be lazy) over the same dims.
-    """
-    order = dependency_order(gates)
-    pids = [p for g in order for p in population_ids(g)]
-    masks = dict(out) if out is not None else {p: np.zeros(n_events, dtype=bool) for p in pids}
-    start = 0
-    for chunk in chunks:
-        part = evaluate(order, chunk)
-        size = len(next(iter(part.values()))) if part else 0
-        if start + size > n_events:
-            raise GatingError(f"chunks hold more than the {n_events} events announced")
-        for p in pids:
-            masks[p][start : start + size] = part[p]
-        start += size
-    if start != n_events:
-        raise GatingError(f"chunks held {start} events, expected {n_events}")
-    return masks
 
 
 def counts(masks: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -576,105 +458,6 @@ def _test(gate: Gate, cols: list[np.ndarray]) -> dict[str, np.ndarray]:
     raise GatingError(
         f"gate {getattr(gate, 'id', gate)!r}: unknown gate type {type(gate).__name__}"
     )
-
-
-# --------------------------------------------------------------------------- geometry kernels
-
-
-def _in_ranges(cols: list[np.ndarray], ranges: list[tuple[Limit, Limit]]) -> np.ndarray:
-    """min <= x < max on every dim, exact for float32 columns without upcasting them."""
-    result: np.ndarray | None = None
-    for col, (lo, hi) in zip(cols, ranges, strict=True):
-        for limit, is_min in ((lo, True), (hi, False)):
-            if limit is None:
-                continue
-            thr = _threshold(limit, col.dtype)
-            test = np.greater_equal(col, thr) if is_min else np.less(col, thr)
-            if result is None:
-                result = test
-            else:
-                result &= test
-    if result is None:  # fully open: every event passes (except NaN-free check is moot)
-        return np.ones(len(cols[0]), dtype=bool)
-    return result
-
-
-def _threshold(limit: float, dtype: np.dtype) -> np.generic:
-    """A limit in the column's dtype that gives the same comparisons as float64 would.
-
-    For float32 x and a float64 limit L: x >= L  <=>  x >= c and x < L <=> x < c, where c is
-    the smallest float32 >= L. So float32 columns are compared without a float64 copy.
-    """
-    if dtype == np.float32:
-        c = np.float32(limit)
-        if float(c) < limit:
-            c = np.nextafter(c, np.float32(np.inf))
-        return c
-    if np.issubdtype(dtype, np.floating) and dtype.itemsize >= 8:
-        return np.float64(limit)
-    return np.float64(limit)
-
-
-def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Even-odd test of points against a closed polygon, one NumPy pass per edge.
-
-    The crossing rule is Sunday's winding-number test (an upward edge counts when the point is
-    strictly left of it, a downward edge when strictly right, half-open in y), whose parity is
-    exactly what flowutils/FlowKit compute, including points that lie on an edge. Only points
-    inside the polygon's bounding box are tested: outside it the crossing count is even.
-    The Python loop runs over edges (a handful), never over events.
-    """
-    v = np.asarray(vertices, dtype=np.float64)
-    x = np.asarray(x)
-    y = np.asarray(y)
-    inside = np.zeros(len(x), dtype=bool)
-    box = _in_ranges([x, y], [(v[:, 0].min(), None), (v[:, 1].min(), None)])
-    box &= np.less_equal(x, _threshold_le(v[:, 0].max(), x.dtype))
-    box &= np.less_equal(y, _threshold_le(v[:, 1].max(), y.dtype))
-    idx = np.flatnonzero(box)
-    if len(idx) == 0:
-        return inside
-    px = x[idx].astype(np.float64)
-    py = y[idx].astype(np.float64)
-    odd = np.zeros(len(idx), dtype=bool)
-    x1, y1 = v[-1]
-    for x2, y2 in v:
-        if y1 != y2:
-            lo, hi = (y1, y2) if y1 < y2 else (y2, y1)
-            spans = (py >= lo) & (py < hi)
-            # which side of the edge line: > 0 left of an upward edge (as flowutils' isLeft)
-            side = (x2 - x1) * (py - y1) - (px - x1) * (y2 - y1)
-            spans &= side > 0 if y1 < y2 else side < 0
-            odd ^= spans
-        x1, y1 = x2, y2
-    inside[idx] = odd
-    return inside
-
-
-def _threshold_le(limit: float, dtype: np.dtype) -> np.generic:
-    """Limit for x <= L that is exact for float32 x: the largest float32 <= L."""
-    if dtype == np.float32:
-        c = np.float32(limit)
-        if float(c) > limit:
-            c = np.nextafter(c, np.float32(-np.inf))
-        return c
-    return np.float64(limit)
-
-
-def points_in_ellipsoid(
-    cols: Sequence[np.ndarray], mean: np.ndarray, inverse: np.ndarray, distance_square: float
-) -> np.ndarray:
-    """Mahalanobis distance squared <= distance_square, computed in float64 like FlowKit."""
-    d = [np.asarray(c, dtype=np.float64) - m for c, m in zip(cols, mean, strict=True)]
-    k = len(d)
-    q = np.zeros(len(d[0]), dtype=np.float64)
-    for i in range(k):
-        row = inverse[i, 0] * d[0]
-        for j in range(1, k):
-            row += inverse[i, j] * d[j]
-        row *= d[i]
-        q += row
-    return q <= distance_square
 
 
 # --------------------------------------------------------------------------- plotting

@@ -35,13 +35,27 @@ MAX_CONDITION = 1e12  # beyond this the inverse amplifies float32 rounding into 
 
 @dataclass
 class Spillover:
+    """A spillover (spectrum) matrix: rows = fluorochromes, columns = detectors. The one type
+    for the pipeline's compensation and for gating strategies (Gating-ML and FlowJo matrices, a
+    file's own spillover), so all are checked and inverted alike (`compensation_matrix`)."""
+
     channels: list[str]  # $PnN of the spilled detectors, in matrix order
-    matrix: np.ndarray  # (k, k) float64, rows = source fluorochrome, columns = detector
+    # (k, k) float64, rows = source fluorochrome, columns = detector
+    matrix: np.ndarray = field(compare=False)
     source: str  # e.g. "$SPILLOVER keyword", "FlowJo CSV comp.csv", "single-stain controls"
     warnings: list[str] = field(default_factory=list)  # repairs made while reading it
     # The file the matrix came from (the FCS file of a keyword, the CSV, the unstained control):
     # errors found when it is applied, long after it was read, must still name that file.
     path: str | None = None
+    # Gating strategies: the id compensation refs name (a spectrumMatrix id, "FCS" for the
+    # file's own), and the rows' fluorochrome names, which dims may use instead of detectors.
+    id: str | None = None
+    fluorochromes: tuple[str, ...] = ()
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """The channels, by Gating-ML's name for them (the matrix's columns)."""
+        return tuple(self.channels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,6 +421,8 @@ def _replace_hint(spill: Spillover) -> str:
         return "recompute the matrix and export it again from FlowJo"
     if spill.source == "single-stain controls":
         return "check the single-stain controls and their channel assignment, then recompute"
+    if spill.source.startswith("spectrumMatrix"):
+        return "fix or replace this matrix in the Gating-ML file or FlowJo workspace"
     return (
         "fix the spillover in the acquisition software and re-export the file, or give a "
         "corrected matrix for its batch with --spillover-csv"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cytopipe.errors import FcsError
-from cytopipe.preprocess.qc import channel_top
+from cytopipe.preprocess.qc_margins import channel_top
 
 DEFAULT_TOP = 262144.0  # an 18-bit range, the most common; used when the file gives none
 # Events this far above the declared top cannot come from a range that describes the channel

@@ -1,4 +1,4 @@
-"""The biology and the instruments behind cytopipe.synth.generate, as plain data tables.
+"""The biology and the instruments behind the synthetic samples, as plain data tables.
 
 Kept apart from the sampling code so a reviewer can check the numbers against what a cytometrist
 expects without reading NumPy, and so a new instrument or population is one table entry.
@@ -54,6 +54,9 @@ MARKERS: tuple[str, ...] = (
     "viability",
 )
 SCATTER: tuple[str, ...] = ("FSC-A", "FSC-H", "SSC-A")
+# Column of each marker in (events, MARKERS) arrays, and the code of each truth label.
+MARKER_COLUMN: Mapping[str, int] = MappingProxyType({m: i for i, m in enumerate(MARKERS)})
+POPULATION_CODE: Mapping[str, int] = MappingProxyType({p: i for i, p in enumerate(POPULATIONS)})
 
 # B-cell subsets (fractions of B cells) of an adult autoimmune patient before CAR-T.
 BASELINE_B_SUBSETS: Mapping[str, float] = MappingProxyType(

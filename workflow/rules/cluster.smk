@@ -1,4 +1,4 @@
-# Cohort clustering (FlowSOM-style, cytopipe.cluster.cluster): one model trained on a pooled subsample of
+# Cohort clustering (FlowSOM-style, cytopipe.cluster): one model trained on a pooled subsample of
 # every sample's gated lymphocytes, then each sample mapped onto it, so a metacluster means the
 # same cells at every timepoint. Needs common.smk (RESULTS, SAMPLE_IDS, input_mb) and the
 # preprocess/gate rules of sample.smk.

@@ -1,0 +1,130 @@
+"""QC margin events: values at the top of a detector's range (saturated) or at or below zero
+in a scatter channel, which are not measurements of a particle.
+
+Its own module because the rule needs the channel's top as `read_fcs` decodes it ($PnE, $PnG:
+see `channel_top`, also used by cytopipe.preprocess.ranges) and a blocked pass over the raw
+matrix; why the rule exists is in cytopipe.preprocess.qc's docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# --- margins -----------------------------------------------------------------------------------
+
+
+def _finite_float(text) -> float | None:
+    try:
+        v = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def channel_top(keywords: Mapping[str, str], pnr: Sequence[float], i: int) -> float | None:
+    """The value `read_fcs` returns for the top code ($PnR - 1) of channel i: log-amplified
+    channels ($PnE) and gains ($PnG) change it, so a FACSCalibur's 1024-channel log FL1 tops
+    out near 10^4, not at 1023. None when the file gives no usable range."""
+    r = float(pnr[i])
+    if not (r > 1 and math.isfinite(r)):
+        return None
+    top = r - 1.0
+    e = keywords.get(f"p{i + 1}e", "")
+    parts = [p.strip() for p in str(e).split(",")] if str(e).strip() else []
+    if len(parts) == 2:
+        f1, f2 = _finite_float(parts[0]), _finite_float(parts[1])
+        if f1 and f1 > 0:
+            top = 10 ** (f1 * top / r) * (f2 if f2 else 1.0)
+    g = _finite_float(keywords.get(f"p{i + 1}g"))
+    if g not in (None, 0.0, 1.0):
+        top /= g
+    return top
+
+
+_CHUNK_ROWS = 1 << 15  # events per block of the margin pass (a 16-channel block is 2 MB)
+
+
+def _margin_pass(
+    raw: np.ndarray, top_cols: Sequence[int], tops: np.ndarray, floor_cols: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: any `top_cols` >= its top; any `floor_cols` <= 0.
+
+    One pass over the event matrix in cache-sized row blocks, each compared as one flat
+    vector against the per-channel limits tiled to the block (channels not checked get an
+    unreachable limit): a comparison per row of a dozen channels would spend its time in loop
+    overhead, and a column at a time would read the whole matrix once per channel. Margin
+    events are rare, so their rows are found from the few flat hits.
+    """
+    n, n_ch = raw.shape
+    sat = np.zeros(n, dtype=bool)
+    floor = np.zeros(n, dtype=bool)
+    if not n or not (len(top_cols) or len(floor_cols)):
+        return sat, floor
+    rows = min(_CHUNK_ROWS, n)
+    lim_top = np.full(n_ch, np.inf)
+    lim_top[list(top_cols)] = tops
+    lim_floor = np.full(n_ch, -np.inf)
+    lim_floor[list(floor_cols)] = 0.0
+    tile_top = np.tile(lim_top.astype(raw.dtype), rows)
+    tile_floor = np.tile(lim_floor.astype(raw.dtype), rows)
+    hit = np.empty(rows * n_ch, dtype=bool)
+    for a in range(0, n, rows):
+        flat = np.ascontiguousarray(raw[a : a + rows]).reshape(-1)
+        m = flat.size
+        if len(top_cols):
+            np.greater_equal(flat, tile_top[:m], out=hit[:m])
+            sat[a + np.flatnonzero(hit[:m]) // n_ch] = True
+        if len(floor_cols):
+            np.less_equal(flat, tile_floor[:m], out=hit[:m])
+            floor[a + np.flatnonzero(hit[:m]) // n_ch] = True
+    return sat, floor
+
+
+def margin_masks(
+    raw: np.ndarray,
+    tops: Mapping[int, float | None],
+    scatter: Sequence[int],
+    names: Sequence[str],
+    max_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
+    """(saturated, scatter_floor) event masks, margin events per channel, notes.
+
+    A channel with more than `max_fraction` of its events at the "top" has a $PnR that does not
+    describe its values (some exporters write a nominal range); it is left out of the rule and
+    noted rather than removing most of the file. Same for a scatter channel mostly <= 0.
+    """
+    n = raw.shape[0]
+    top_cols = [i for i, v in tops.items() if v is not None]
+    floor_cols = list(scatter)
+    lims = np.array([tops[i] * (1 - 1e-6) for i in top_cols], dtype=np.float64)
+    notes: list[str] = []
+    for _ in range(2):  # a second pass only when a channel's range turned out nominal
+        sat, floor = _margin_pass(raw, top_cols, lims, floor_cols)
+        top_n = (raw[np.flatnonzero(sat)][:, top_cols] >= lims.astype(raw.dtype)).sum(axis=0)
+        floor_n = (raw[np.flatnonzero(floor)][:, floor_cols] <= 0).sum(axis=0)
+        nominal_t = [j for j, c in enumerate(top_n) if n and c > max_fraction * n]
+        nominal_f = [j for j, c in enumerate(floor_n) if n and c > max_fraction * n]
+        if not (nominal_t or nominal_f):
+            break
+        for j in nominal_t:
+            notes.append(
+                f"{names[top_cols[j]]}: {100 * top_n[j] / n:.0f}% of events at or above "
+                f"$PnR - 1 ({lims[j]:g}); the range looks nominal, channel not used for the "
+                "saturation rule"
+            )
+        for j in nominal_f:
+            notes.append(
+                f"{names[floor_cols[j]]}: {100 * floor_n[j] / n:.0f}% of events at or below 0; "
+                "channel not used for the scatter-floor rule"
+            )
+        top_cols = [c for j, c in enumerate(top_cols) if j not in nominal_t]
+        lims = np.delete(lims, nominal_t)
+        floor_cols = [c for j, c in enumerate(floor_cols) if j not in nominal_f]
+    per_channel = {names[c]: int(k) for c, k in zip(top_cols, top_n, strict=True) if k}
+    per_channel.update(
+        {f"{names[c]} (floor)": int(k) for c, k in zip(floor_cols, floor_n, strict=True) if k}
+    )
+    return sat, floor, per_channel, notes

@@ -1,0 +1,306 @@
+"""The results folder contract: where every artifact lives, which cohort tables exist and their
+columns and types, and how a missing value is written.
+
+Why one place: the layout used to be spelled out wherever a file was written or read (the
+per-sample commands, collect, the longitudinal tables, clustering, the report and the Snakemake
+rules), so a file renamed or a column added in one place and not the others showed up only as a
+missing input, or an empty report section, at the end of a long run. Everything here is names,
+paths and column lists: no I/O and no other cytopipe import, so every layer and the Snakefile can
+use it.
+
+Layout of a results folder (RESULTS):
+
+    preprocessed/{sample}.parquet     events on the gating scale, plus the QC column
+    preprocessed/{sample}.json        the preprocessing record: status, provenance, QC, panel
+    samples/{sample}/sample.json      the sample's record (status, stage, error, qc, ...)
+    samples/{sample}/stats.tsv        population statistics (cytopipe.gating.stats.STATS_COLUMNS)
+    samples/{sample}/plots.json       density plots of the gates
+    samples/{sample}/gates.parquet    one boolean column per population, one row per event
+    samples/{sample}/clusters.json    the sample mapped onto the cohort clustering model
+    model/som.npz                     the cohort clustering model
+    tables/                           cohort tables (TABLE_FILES), cohort_summary.json and
+                                      cohort_export.csv
+    report/                           the HTML report
+
+Missing values: the convention is an empty cell (NA_REP), which every longitudinal table uses.
+Readers take an empty cell and "NaN" alike as missing (MISSING_VALUES; pandas' defaults include
+both), because the tables written with cytopipe.atomic.write_tsv (each sample's stats.tsv and
+the collect tables in NAN_TABLES) spell a missing value "NaN" (NAN_REP). They keep that spelling
+so a rerun on the same input writes byte-identical files; a new table uses NA_REP.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# ----------------------------------------------------------------------------- folders and files
+
+PREPROCESSED = "preprocessed"
+SAMPLES = "samples"
+TABLES = "tables"
+MODEL = "model"
+REPORT = "report"
+
+SAMPLE_RECORD = "sample.json"
+SAMPLE_STATS = "stats.tsv"
+SAMPLE_PLOTS = "plots.json"
+SAMPLE_GATES = "gates.parquet"
+SAMPLE_CLUSTERS = "clusters.json"
+CLUSTER_MODEL = "som.npz"
+EVENTS_SUFFIX = ".parquet"
+RECORD_SUFFIX = ".json"
+
+
+def preprocessed_events_path(results: str | os.PathLike, sample_id: str) -> Path:
+    """RESULTS/preprocessed/{sample}.parquet: the events on the gating scale."""
+    return Path(results) / PREPROCESSED / f"{sample_id}{EVENTS_SUFFIX}"
+
+
+def preprocessed_record_path(results: str | os.PathLike, sample_id: str) -> Path:
+    """RESULTS/preprocessed/{sample}.json: the preprocessing record."""
+    return Path(results) / PREPROCESSED / f"{sample_id}{RECORD_SUFFIX}"
+
+
+def record_path_beside(events_path: str | os.PathLike) -> Path:
+    """The preprocessing record beside an events file (preprocessed/{sample}.json)."""
+    return Path(events_path).with_suffix(RECORD_SUFFIX)
+
+
+def sample_id_of_events(events_path: str | os.PathLike) -> str:
+    """results/preprocessed/{sample}.parquet -> sample."""
+    return Path(events_path).name.removesuffix(EVENTS_SUFFIX)
+
+
+def sample_folder(results: str | os.PathLike, sample_id: str) -> Path:
+    """RESULTS/samples/{sample}: the folder of one sample's own outputs."""
+    return Path(results) / SAMPLES / sample_id
+
+
+def sample_record_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_RECORD
+
+
+def sample_stats_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_STATS
+
+
+def sample_plots_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_PLOTS
+
+
+def sample_gates_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_GATES
+
+
+def sample_clusters_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_CLUSTERS
+
+
+def cluster_model_path(results: str | os.PathLike) -> Path:
+    """RESULTS/model/som.npz: the cohort clustering model."""
+    return Path(results) / MODEL / CLUSTER_MODEL
+
+
+def tables_folder(results: str | os.PathLike) -> Path:
+    return Path(results) / TABLES
+
+
+def table_path(results: str | os.PathLike, name: str) -> Path:
+    """RESULTS/tables/{name}.tsv for a table of TABLE_FILES."""
+    return tables_folder(results) / TABLE_FILES[name]
+
+
+def cohort_summary_path(results: str | os.PathLike) -> Path:
+    return tables_folder(results) / COHORT_SUMMARY
+
+
+def cohort_export_path(results: str | os.PathLike) -> Path:
+    return tables_folder(results) / COHORT_EXPORT
+
+
+def report_folder(results: str | os.PathLike) -> Path:
+    return Path(results) / REPORT
+
+
+# ----------------------------------------------------------------------------- cohort tables
+
+# `cytopipe collect`: every sample's record and statistics.
+COLLECT_TABLES = ("sample_status", "failures", "sample_stats")
+# `cytopipe longitudinal`: states, patients and Kaplan-Meier (plus the summary and the export).
+LONGITUDINAL_TABLES = ("population_stats", "sample_states", "patients", "km")
+TABLE_FILES = {name: f"{name}.tsv" for name in (*COLLECT_TABLES, *LONGITUDINAL_TABLES)}
+COHORT_SUMMARY = "cohort_summary.json"
+COHORT_EXPORT = "cohort_export.csv"
+# Everything `cytopipe longitudinal` writes into tables/, in the order it writes them.
+LONGITUDINAL_FILES = (
+    *(TABLE_FILES[name] for name in LONGITUDINAL_TABLES),
+    COHORT_SUMMARY,
+    COHORT_EXPORT,
+)
+
+# Columns. stats.tsv, sample_stats and population_stats start with the gating statistics
+# (cytopipe.gating.stats.STATS_COLUMNS, one median column per panel marker); population_stats
+# adds patient_id, day, age_years, disease, cells_per_ul and abs_method
+# (cytopipe.clinical.counts.add_absolute_counts).
+
+# sample_status.tsv: one row per sheet row (collect)
+SAMPLE_STATUS_COLUMNS = [
+    "sample_id",
+    "patient_id",
+    "day",
+    "status",
+    "stage",
+    "error",
+    "warnings",
+    "qc_verdict",
+    "events_in",
+    "events_kept",
+    "pct_kept",
+    "n_flagged_gates",
+    "n_gates_to_review",
+]
+
+# failures.tsv: the rows of failed samples, with their file
+FAILURES_COLUMNS = ["sample_id", "patient_id", "path", "stage", "error"]
+
+# sample_states.tsv: one row per classified sample (cytopipe.clinical.states)
+SAMPLE_STATE_COLUMNS = [
+    "patient_id",
+    "sample_id",
+    "day",
+    "age_years",
+    "b_cells",
+    "lymphocytes",
+    "b_pct_lymphocytes",
+    "b_cells_per_ul",
+    "abs_method",
+    "cd20_pct_lymphocytes",
+    "plasmablast_pct_b",
+    "frac_naive",
+    "frac_transitional",
+    "frac_unswitched_memory",
+    "frac_switched_memory",
+    "frac_double_negative",
+    "frac_plasmablast",
+    "state",
+    "below_threshold",
+    "ref_low",
+    "ref_high",
+    "ref_source_band",
+    "ref_position",
+    "qc_verdict",
+    # beyond the contract: why a state is special, and which gates were flagged
+    "note",
+    "gate_flags",
+]
+
+# patients.tsv: one row per patient (cytopipe.clinical.patients)
+PATIENT_COLUMNS = [
+    "patient_id",
+    "disease",
+    "age_at_infusion",
+    "n_samples",
+    "baseline_b_pct",
+    "baseline_b_per_ul",
+    "aplasia_start_day",
+    "aplasia_end_day",
+    "aplasia_duration_days",
+    "reconstitution_day",
+    "reconstituted",
+    "censored",
+    "last_followup_day",
+    "phenotype_at_return",
+    "frac_naive_transitional_at_return",
+    "frac_memory_at_return",
+    "frac_plasmablast_at_return",
+    "flag_memory_return",
+    "flags",
+]
+
+# km.tsv: the Kaplan-Meier table (cytopipe.clinical.kaplan_meier)
+KM_COLUMNS = ["day", "at_risk", "events", "censored", "still_aplastic"]
+
+# cohort_export.csv: one row per patient, definitions as def_* columns
+EXPORT_COLUMNS = [
+    "patient_id",
+    "disease",
+    "age_at_infusion",
+    "baseline_b_pct",
+    "baseline_b_per_ul",
+    "aplasia_start_day",
+    "days_to_reconstitution_or_censoring",
+    "reconstituted",
+    "phenotype_at_return",
+    "flags",
+    "def_aplasia_pct_lymphocytes",
+    "def_aplasia_cells_per_ul",
+    "def_confirmation_rule",
+    "def_memory_return_fraction",
+    "def_reference_ranges_source",
+    "cytopipe_version",
+]
+
+TABLE_COLUMNS = {
+    "sample_status": SAMPLE_STATUS_COLUMNS,
+    "failures": FAILURES_COLUMNS,
+    "sample_states": SAMPLE_STATE_COLUMNS,
+    "patients": PATIENT_COLUMNS,
+    "km": KM_COLUMNS,
+    "cohort_export": EXPORT_COLUMNS,
+}
+
+# ----------------------------------------------------------------------------- types and values
+
+SAMPLE_STATUS_DTYPES = {"events_in": "Int64", "events_kept": "Int64"}  # counts, missing allowed
+PATIENT_BOOL_COLUMNS = ("reconstituted", "censored", "flag_memory_return")
+# Columns holding whole days or counts: written as integers ("28", not "28.0") when whole.
+WHOLE_NUMBER_COLUMNS = frozenset(
+    {
+        "day",
+        "b_cells",
+        "lymphocytes",
+        "n_samples",
+        "aplasia_start_day",
+        "aplasia_end_day",
+        "aplasia_duration_days",
+        "reconstitution_day",
+        "last_followup_day",
+        "days_to_reconstitution_or_censoring",
+        "at_risk",
+        "events",
+        "censored",
+        "count",
+    }
+)
+# What a reader must parse: True/False columns, and columns that stay text (a sample called
+# "0012" must not become 12).
+BOOL_COLUMNS = (*PATIENT_BOOL_COLUMNS, "below_threshold")
+TEXT_COLUMNS = (
+    "sample_id",
+    "patient_id",
+    "status",
+    "stage",
+    "error",
+    "warnings",
+    "qc_verdict",
+    "flag",
+    "flags",
+    "gate_flags",
+    "note",
+    "state",
+    "disease",
+    "phenotype_at_return",
+    "ref_source_band",
+    "ref_position",
+    "abs_method",
+    "path",
+    "population",
+    "parent",
+    "gate_method",
+)
+
+NA_REP = ""  # the convention: a missing value is an empty cell
+NAN_REP = "NaN"  # how cytopipe.atomic.write_tsv spells it (stats.tsv and NAN_TABLES)
+NAN_TABLES = frozenset(COLLECT_TABLES)
+MISSING_VALUES = (NA_REP, NAN_REP)  # a reader takes both as missing
