@@ -37,7 +37,9 @@ def test_every_stage_is_a_package_and_no_module_is_left_flat():
     for stage in STAGES:
         assert (root / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in root.glob("*.py"))
-    assert flat == ["__init__.py", "atomic.py", "cli.py", "config.py", "errors.py", "results.py"], flat
+    assert flat == ["__init__.py", "atomic.py", "cli.py", "config.py", "errors.py", "results.py"], (
+        flat
+    )
 
 
 def test_no_module_over_700_lines():
