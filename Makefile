@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 	$(BIN)/python benchmarks/bench_gating.py
 	$(BIN)/python benchmarks/bench_dag.py
+	$(BIN)/python benchmarks/bench_autogate.py
+	$(BIN)/python benchmarks/real_gating.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check cytopipe tests benchmarks

@@ -356,3 +356,26 @@ def test_real_lymphocyte_file_has_a_plausible_b_cell_fraction(shared_data, specs
     assert result.methods["b_cells"][0] == "fallback" and "cd19" in result.methods["b_cells"][2]
     b_cells = result.masks["b_cells"]
     assert np.median(columns["CD19"][b_cells]) > np.median(columns["CD19"][result.masks["t_cells"]])
+
+
+@pytest.mark.parametrize("instrument", ["A", "B"])
+def test_a_file_pre_gated_on_lymphocytes_is_not_split(tmp_path, repo, instrument):
+    """Regression: a 3-component mixture split the single population of an export pre-gated on
+    lymphocytes and kept 63% of it (a real BD export: 42%). The number of populations now
+    comes from the data (BIC), and components without a valley between them are one."""
+    only_lymphocytes = blood_composition(
+        lymphocytes_of_leukocytes=1.0, monocytes_of_leukocytes=0.0, debris=0.0, doublet=0.0,
+        dead=0.0, cd45_negative=0.0,
+    )  # fmt: skip
+    path = write_sample(
+        tmp_path / "pregated.fcs", simulate_sample(20_000, only_lymphocytes, instrument, 1)
+    )
+    pre = preprocess(
+        str(path), load_panel(repo / "config/panel.yaml"), load_config(repo / "config/config.yaml")
+    )
+    keep = pre.qc_pass
+    result = gate("S", {m: v[keep] for m, v in pre.columns.items()}, load_template(repo / "config/gating.yaml"))  # fmt: skip
+    truth = truth_masks(read_truth(path)["population"][keep])
+    for population in ("lymphocytes", "b_cells"):
+        score = f1(result.masks[population], np.asarray(truth[population]))
+        assert score >= 0.99, (population, score)

@@ -367,40 +367,96 @@ class _Placer:
 # ---------------------------------------------------------------- 2-D placements
 
 
-def _component_outline(gm, i: int, radius: float, min_posterior: float | None, n: int = 64):
-    """Outline of component `i`: its ellipse at Mahalanobis `radius`, each ray from the centre
-    cut where the component's posterior first drops below `min_posterior` (None: no cut).
+def _merged_gaussian(gm, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the mixture of `members` (moment matching): the shape one
+    population takes when the mixture modelled it with several components."""
+    w = gm.weights_[members] / gm.weights_[members].sum()
+    mean = (w[:, None] * gm.means_[members]).sum(axis=0)
+    cov = sum(
+        wk * (gm.covariances_[k] + np.outer(gm.means_[k] - mean, gm.means_[k] - mean))
+        for wk, k in zip(w, members, strict=True)
+    )
+    return mean, cov
+
+
+def _component_outline(
+    gm, members: Sequence[int], radius: float, min_posterior: float | None, n: int = 64
+):
+    """Outline of the population made of components `members`: their merged ellipse at
+    Mahalanobis `radius`, each ray from the centre cut where the population's posterior first
+    drops below `min_posterior` (None: no cut).
 
     A fixed-radius ellipse is wrong when the neighbours' weights change: in a lymphopenic sample
     the monocyte cluster outweighs the lymphocytes and its tail reaches into their ellipse. The
     posterior boundary moves with the weights, the radius keeps far outliers out.
     """
+    mean, cov = _merged_gaussian(gm, members)
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    vals, vecs = np.linalg.eigh(gm.covariances_[i])
+    vals, vecs = np.linalg.eigh(cov)
     rays = np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T
     if min_posterior is None:
-        return gm.means_[i] + radius * rays
+        return mean + radius * rays
     steps = np.linspace(0.0, radius, 161)[1:]
-    points = gm.means_[i] + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
-    post = gm.predict_proba(points.reshape(-1, 2))[:, i].reshape(n, len(steps))
-    below = post < min_posterior
+    points = mean + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
+    post = gm.predict_proba(points.reshape(-1, 2))[:, members].sum(axis=1)
+    below = post.reshape(n, len(steps)) < min_posterior
     last = np.where(below.any(axis=1), np.argmax(below, axis=1) - 1, len(steps) - 1)
     reach = np.where(last >= 0, steps[np.maximum(last, 0)], steps[0])
-    return gm.means_[i] + reach[:, None] * rays
+    return mean + reach[:, None] * rays
 
 
-def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placement]:
-    """Polygon around the Gaussian-mixture component nearest `near` (in dims' own units, after
-    log for `log` dims), or with the lowest mean on dim index `lowest` among components of at
-    least `min_weight`; vertices in data units, or None when the fit is not trustworthy.
+def _fit_mixture(z: np.ndarray, k_max: int):
+    """The Gaussian mixture with the number of components (1..k_max) that BIC prefers: how
+    many populations the data hold is decided from the data, not by the template."""
+    import warnings
 
-    The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted in,
-    so a log-normal SSC cluster gets its skewed outline, and cut where the component's posterior
-    drops below `min_posterior`. Confidence: the gate's expected purity (mean posterior of the
-    component over the events inside), 0 at 90% and 1 from 99%."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in range(1, k_max + 1):
+            # below k_max: one k-means++ start, for speed (benchmarks/bench_autogate.py)
+            fast = {} if k == k_max else {"n_init": 1, "init_params": "k-means++"}
+            gm = GaussianMixture(
+                k, covariance_type="full", random_state=0, **{"n_init": 2, **fast}
+            ).fit(z)
+            bic = gm.bic(z)
+            if best is None or bic < best[0]:
+                best = (bic, gm)
+    return best[1]
+
+
+UNIMODAL_DIP = 0.8  # a dip to less than this of the lower end's density separates populations
+
+
+def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
+    """Components that model one population with component i: the mixture density along the
+    line between their centres never dips below UNIMODAL_DIP of its value at the lower end
+    (no valley, so no second population; a skewed population needs several Gaussians)."""
+    members = [i]
+    for j in candidates:
+        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - gm.means_[i])
+        dens = np.exp(gm.score_samples(line))
+        if dens.min() >= UNIMODAL_DIP * min(dens[0], dens[-1]):
+            members.append(j)
+    return members
+
+
+def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placement]:
+    """Polygon around the population of the Gaussian mixture nearest `near` (in dims' own
+    units, after log for `log` dims), or with the lowest mean on dim index `lowest` among
+    components of at least `min_weight`; vertices in data units, or None when the fit is not
+    trustworthy.
+
+    The number of components (up to `n_components`) is chosen by BIC, and components joined to
+    the chosen one by a density without a valley are the same population: a file pre-gated on
+    lymphocytes holds one population, and splitting it kept 42% of a real file's lymphocytes.
+    The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted
+    in, so a log-normal SSC cluster gets its skewed outline, and cut where the population's
+    posterior drops below `min_posterior`. Confidence: the gate's expected purity (mean
+    posterior of the population over the events inside), 0 at 90% and 1 from 99%."""
     log = np.asarray(params.get("log", [False, False]), dtype=bool)
     floor = float(params.get("log_floor", 1e-6))
     z = np.where(log, np.log(np.maximum(x, floor)), x)
@@ -409,11 +465,7 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
     k = int(params.get("n_components", 3))
     if len(z) < max(MIN_EVENTS, 10 * k):
         return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm = GaussianMixture(k, covariance_type="full", random_state=0, n_init=2).fit(z)
+    gm = _fit_mixture(z, k)
     ok = gm.weights_ >= float(params.get("min_weight", 0.02))
     if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
         dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
@@ -423,6 +475,7 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
         scale = z.std(axis=0) + 1e-9
         dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
     i = int(np.argmin(dist))
+    members = _same_population(gm, i, [j for j in range(gm.n_components) if j != i])
     centre = np.where(log, np.exp(gm.means_[i]), gm.means_[i])
     limits = params.get("center_limits")
     if limits is not None and not all(
@@ -432,9 +485,10 @@ def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placem
         return None, Placement("fallback", 0.2, f"fallback: cluster centre ({where}) out of limits")
     radius = float(params.get("distance", 3.0))
     clip = params.get("min_posterior")
-    outline = _component_outline(gm, i, radius, None if clip is None else float(clip))
+    outline = _component_outline(gm, members, radius, None if clip is None else float(clip))
     inside = points_in_polygon(z[:, 0], z[:, 1], outline)
-    purity = float(gm.predict_proba(z[inside])[:, i].mean()) if inside.any() else 0.0
+    post = gm.predict_proba(z[inside])[:, members].sum(axis=1) if inside.any() else None
+    purity = float(post.mean()) if post is not None else 0.0
     conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)
     verts = np.where(log, np.exp(outline), outline)
     return verts, Placement("gmm", conf, "low_confidence" if conf < LOW_CONFIDENCE else "")
