@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 	$(BIN)/python benchmarks/bench_gating.py
 	$(BIN)/python benchmarks/bench_dag.py
+	$(BIN)/python benchmarks/random_accuracy.py --n 70 --tsv results/random_accuracy.tsv
 	$(BIN)/python benchmarks/bench_autogate.py
 	$(BIN)/python benchmarks/real_gating.py
 

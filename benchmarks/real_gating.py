@@ -26,7 +26,7 @@ import flowio
 import numpy as np
 import pandas as pd
 
-from cytopipe.config import load_config
+from cytopipe.config import merge, read_yaml, validated
 from cytopipe.gating.sample import event_masks, gate
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.fcs import read_fcs
@@ -53,6 +53,9 @@ LYOPLATE = {
 }
 T_LABELS = ("CD4 T cells", "CD8 T cells", "other T cells")
 GVHD_TARGET = {6: 0.80, 7: 0.80}  # the experts left CD3+ events outside their T populations
+# FlowCAP-I stores 4-decade log-amplifier channel numbers (0-1023) with $PnE 0,0: the values are
+# already on a log scale, so they are gated linearly (the data's README), as a lab would set it.
+GVHD_SETTINGS = {"transform": {"fluorescence": "linear"}}
 
 
 def f1(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -60,9 +63,11 @@ def f1(ours: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int((ours & ref).sum()) / total if total else float("nan")
 
 
-def gated(path: Path, required=None) -> pd.DataFrame:
-    """One boolean column per population, file event order (QC-removed events False)."""
-    cfg = load_config(REPO / "config" / "config.yaml")
+def gated(path: Path, required=None, settings: dict | None = None) -> pd.DataFrame:
+    """One boolean column per population, file event order (QC-removed events False);
+    `settings`: config sections over config.yaml, as `cytopipe --settings` gives them."""
+    raw = read_yaml(REPO / "config" / "config.yaml", "config")
+    cfg = validated(merge(raw, settings or {}), "config", source="real_gating")
     kwargs = {"required": required} if required else {}
     pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg, **kwargs)
     keep = pre.qc_pass
@@ -87,7 +92,7 @@ def gvhd(data: Path) -> list[dict]:
     rows = []
     for i in range(1, 10):
         path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
-        masks = gated(path, required=SCATTER_ONLY)
+        masks = gated(path, required=SCATTER_ONLY, settings=GVHD_SETTINGS)
         labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
         t = labels.isin(T_LABELS).to_numpy()
         mask = masks["t_cells"].to_numpy() if "t_cells" in masks else np.zeros(len(t), dtype=bool)

@@ -44,8 +44,15 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     _write(path, lambda t: t.write_text(text))
 
 
-def write_tsv(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    _write(path, lambda t: df.to_csv(t, sep="\t", index=False, na_rep="NaN"))
+def write_tsv(path: str | os.PathLike, df: pd.DataFrame, na_rep: str = "NaN") -> None:
+    """`df` as a tab-separated table without its index, a missing value written as `na_rep`.
+
+    The default "NaN" is cytopipe.results.NAN_REP, the spelling of every table written here so
+    far (stats.tsv and collect's tables, see cytopipe.results); callers pass the constant so the
+    convention is visible at the call. (This module sits beside cytopipe.results in the layers
+    and may not import it, hence the literal.)
+    """
+    _write(path, lambda t: df.to_csv(t, sep="\t", index=False, na_rep=na_rep))
 
 
 def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:

@@ -22,12 +22,13 @@ from cytopipe.commands import (
     longitudinal,
     report,
     sample,
+    settings,
     synth,
 )
 from cytopipe.errors import EX_TEMPFAIL, CytopipeError, environment_message
 
 # Command modules, in the order `--help` lists their subcommands.
-COMMANDS = (synth, ingest, sample, gates, autogate, cluster, longitudinal, report)
+COMMANDS = (synth, ingest, sample, gates, autogate, cluster, longitudinal, report, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

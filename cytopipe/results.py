@@ -21,12 +21,30 @@ Layout of a results folder (RESULTS):
     tables/                           cohort tables (TABLE_FILES), cohort_summary.json and
                                       cohort_export.csv
     report/                           the HTML report
+    logs/                             the workflow's job logs: {step}.log, {step}/{sample}.log
 
 Missing values: the convention is an empty cell (NA_REP), which every longitudinal table uses.
 Readers take an empty cell and "NaN" alike as missing (MISSING_VALUES; pandas' defaults include
 both), because the tables written with cytopipe.atomic.write_tsv (each sample's stats.tsv and
 the collect tables in NAN_TABLES) spell a missing value "NaN" (NAN_REP). They keep that spelling
-so a rerun on the same input writes byte-identical files; a new table uses NA_REP.
+so a rerun on the same input writes byte-identical files; a new table uses NA_REP. Today:
+
+    file                                   writer                        missing number
+    samples/{sample}/stats.tsv             gate (atomic.write_tsv)       NaN   (NAN_REP)
+    tables/sample_status.tsv               collect (atomic.write_tsv)    NaN   (NAN_REP)
+    tables/failures.tsv                    collect (atomic.write_tsv)    NaN   (NAN_REP)
+    tables/sample_stats.tsv                collect (atomic.write_tsv)    NaN   (NAN_REP)
+    tables/population_stats.tsv            longitudinal (clinical.tables) empty (NA_REP)
+    tables/sample_states.tsv               longitudinal (clinical.tables) empty (NA_REP)
+    tables/patients.tsv                    longitudinal (clinical.tables) empty (NA_REP)
+    tables/km.tsv                          longitudinal (clinical.tables) empty (NA_REP)
+    tables/cohort_export.csv               longitudinal (clinical.tables) empty (NA_REP)
+
+In the "NaN" tables only a missing value (NaN/None) is written "NaN": an empty text (a root
+population's parent, a sample without error or warnings) is an empty cell there too, so a text
+column reads back as "" either way (the report fills missing text with ""). Making the two
+spellings one would change the bytes of stats.tsv and collect's tables (a population without
+events has NaN percentages and medians), so it waits for a change that rewrites them anyway.
 """
 
 from __future__ import annotations
@@ -41,6 +59,7 @@ SAMPLES = "samples"
 TABLES = "tables"
 MODEL = "model"
 REPORT = "report"
+LOGS = "logs"
 
 SAMPLE_RECORD = "sample.json"
 SAMPLE_STATS = "stats.tsv"
@@ -72,9 +91,14 @@ def sample_id_of_events(events_path: str | os.PathLike) -> str:
     return Path(events_path).name.removesuffix(EVENTS_SUFFIX)
 
 
+def samples_folder(results: str | os.PathLike) -> Path:
+    """RESULTS/samples: one folder per sample."""
+    return Path(results) / SAMPLES
+
+
 def sample_folder(results: str | os.PathLike, sample_id: str) -> Path:
     """RESULTS/samples/{sample}: the folder of one sample's own outputs."""
-    return Path(results) / SAMPLES / sample_id
+    return samples_folder(results) / sample_id
 
 
 def sample_record_path(folder: str | os.PathLike) -> Path:
@@ -121,6 +145,13 @@ def cohort_export_path(results: str | os.PathLike) -> Path:
 
 def report_folder(results: str | os.PathLike) -> Path:
     return Path(results) / REPORT
+
+
+def log_path(results: str | os.PathLike, step: str, sample_id: str | None = None) -> Path:
+    """RESULTS/logs/{step}.log for a cohort step, RESULTS/logs/{step}/{sample}.log per sample."""
+    if sample_id is None:
+        return Path(results) / LOGS / f"{step}.log"
+    return Path(results) / LOGS / step / f"{sample_id}.log"
 
 
 # ----------------------------------------------------------------------------- cohort tables
@@ -301,6 +332,6 @@ TEXT_COLUMNS = (
 )
 
 NA_REP = ""  # the convention: a missing value is an empty cell
-NAN_REP = "NaN"  # how cytopipe.atomic.write_tsv spells it (stats.tsv and NAN_TABLES)
-NAN_TABLES = frozenset(COLLECT_TABLES)
+NAN_REP = "NaN"  # cytopipe.atomic.write_tsv's default: stats.tsv and NAN_TABLES spell it so
+NAN_TABLES = frozenset(COLLECT_TABLES)  # the cohort tables written with NAN_REP (collect's)
 MISSING_VALUES = (NA_REP, NAN_REP)  # a reader takes both as missing

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cytopipe import cli
-from cytopipe.config import load_config
+from cytopipe.config import load_config, thaw
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess import transforms
 from cytopipe.preprocess.sample import preprocess, scale_channel
@@ -19,7 +19,7 @@ from cytopipe.preprocess.sample import preprocess, scale_channel
 
 def test_a_fixed_top_puts_equal_signals_at_one_place_across_ranges():
     x = np.array([-300.0, 0.0, 1000.0, 50000.0])
-    tcfg = load_config(None)["transform"]
+    tcfg = thaw(load_config(None)["transform"])  # settings are read-only: a copy to edit
     tcfg["logicle"]["t"] = 262144
     a, _ = scale_channel("CD19", x, 262144.0, tcfg)
     b, desc = scale_channel("CD19", x, 4 * 262144.0, tcfg)

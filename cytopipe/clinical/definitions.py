@@ -54,49 +54,27 @@ Definitions (defaults in brackets):
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from cytopipe import __version__
-from cytopipe.clinical.reference_ranges import DEFAULT_REFERENCE_RANGES
+from cytopipe.config import freeze, validated
 from cytopipe.errors import ConfigError
 
-DEFAULTS: dict[str, Any] = {
-    "aplasia_pct_lymphocytes": 1.0,
-    "aplasia_cells_per_ul": 10.0,
-    "confirm_with_next": True,
-    "memory_return_fraction": 0.25,
-    "skip_failed_qc": False,
-    "reference_ranges": DEFAULT_REFERENCE_RANGES,
-}
 
-
-def validate_config(cfg: Mapping | None) -> dict:
-    """The `longitudinal` mapping with defaults applied; ConfigError naming the bad key.
-
-    Unknown keys are errors: a misspelt threshold silently falling back to its default would
-    change every patient's state without anyone noticing.
-    """
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, Mapping):
-        _config_error("longitudinal", "must be a mapping of settings")
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        _config_error(
-            f"longitudinal.{unknown[0]}", f"unknown setting (known: {', '.join(DEFAULTS)})"
-        )
-    out = {**DEFAULTS, **cfg}
-    out["aplasia_pct_lymphocytes"] = _number(out, "aplasia_pct_lymphocytes", 0.0, 100.0)
-    out["aplasia_cells_per_ul"] = _number(out, "aplasia_cells_per_ul", 0.0, math.inf)
-    out["memory_return_fraction"] = _number(out, "memory_return_fraction", 0.0, 1.0)
-    for key in ("confirm_with_next", "skip_failed_qc"):
-        if not isinstance(out[key], bool):
-            _config_error(f"longitudinal.{key}", f"must be true or false, not {out[key]!r}")
-    out["reference_ranges"] = _validate_reference_ranges(out["reference_ranges"])
-    return out
+def validate_config(cfg: Mapping | None) -> Mapping:
+    """The `longitudinal` mapping with defaults applied (read-only); ConfigError naming the bad
+    key. The config schema checks each value (unknown keys are errors: a misspelt threshold
+    silently falling back to its default would change every patient's state without anyone
+    noticing); the rules relating values of the reference bands are checked here."""
+    s = validated({} if cfg is None else cfg, "config", section="longitudinal")
+    out = {
+        **s,
+        **{k: float(s[k]) for k in ("aplasia_pct_lymphocytes", "aplasia_cells_per_ul")},
+        "memory_return_fraction": float(s["memory_return_fraction"]),
+        "reference_ranges": _reference_ranges(s["reference_ranges"]),
+    }
+    return freeze(out)
 
 
 def _config_error(key: str, what: str) -> None:
@@ -105,36 +83,13 @@ def _config_error(key: str, what: str) -> None:
     )
 
 
-def _number(cfg: Mapping, key: str, low: float, high: float, prefix: str = "longitudinal") -> float:
-    value = cfg.get(key)
-    name = f"{prefix}.{key}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        _config_error(name, f"must be a number, not {value!r}")
-    if not low <= value <= high:
-        _config_error(name, f"must be between {low:g} and {high:g}, not {value!r}")
-    return float(value)
-
-
-def _validate_reference_ranges(ranges: Any) -> dict:
+def _reference_ranges(ranges: Mapping) -> dict:
+    """Bands sorted by age, numbers as floats, each with a label; bands must not overlap."""
     key = "longitudinal.reference_ranges"
-    if not isinstance(ranges, Mapping):
-        _config_error(key, "must be a mapping with source, unit and bands")
-    source = ranges.get("source")
-    if not isinstance(source, str) or not source.strip():
-        _config_error(f"{key}.source", "must name where the reference ranges come from")
-    unit = ranges.get("unit", "cells_per_ul")
-    if unit != "cells_per_ul":
-        _config_error(f"{key}.unit", f"only cells_per_ul is supported, not {unit!r}")
-    bands = ranges.get("bands")
-    if not isinstance(bands, list) or not bands:
-        _config_error(f"{key}.bands", "must be a non-empty list of {min_age, max_age, low, high}")
     clean = []
-    for i, band in enumerate(bands):
+    for i, band in enumerate(ranges["bands"]):
         where = f"{key}.bands[{i}]"
-        if not isinstance(band, Mapping):
-            _config_error(where, "must be a mapping with min_age, max_age, low, high")
-        values = {k: _number(band, k, 0.0, math.inf, prefix=where) for k in ("min_age", "max_age")}
-        values.update({k: _number(band, k, 0.0, math.inf, prefix=where) for k in ("low", "high")})
+        values = {k: float(band[k]) for k in ("min_age", "max_age", "low", "high")}
         if values["min_age"] >= values["max_age"]:
             _config_error(f"{where}.max_age", "must be greater than min_age")
         if values["low"] > values["high"]:
@@ -149,7 +104,7 @@ def _validate_reference_ranges(ranges: Any) -> dict:
                 f"{key}.bands",
                 f"bands {previous['label']} and {band['label']} overlap",
             )
-    return {"source": source, "unit": unit, "bands": clean}
+    return {"source": ranges["source"], "unit": ranges["unit"], "bands": clean}
 
 
 def band_label(min_age: float, max_age: float) -> str:

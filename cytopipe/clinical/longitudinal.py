@@ -19,11 +19,7 @@ import pandas as pd
 
 from cytopipe import __version__
 from cytopipe.clinical.counts import add_absolute_counts
-
-# longitudinal_settings: re-exported only because cytopipe.report.pages imports it from here;
-# drop it once the report imports it from cytopipe.clinical.definitions.
 from cytopipe.clinical.definitions import confirmation_rule, definitions, validate_config
-from cytopipe.clinical.definitions import longitudinal_settings as longitudinal_settings
 from cytopipe.clinical.kaplan_meier import km_median, km_table
 from cytopipe.clinical.patients import patient_info_from_sheet, summarize_patients
 from cytopipe.clinical.states import SUBSETS, assign_states, sample_table

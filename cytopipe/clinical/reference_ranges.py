@@ -2,35 +2,17 @@
 
 Age reference band: the band of `reference_ranges.bands` with min_age <= age_years < max_age (age
 at sampling); b_cells_per_ul is "below"/"within"/"above" [low, high] or "unknown". Children's
-B-cell counts fall with age, so a count is only "normal" against its own age band.
+B-cell counts fall with age, so a count is only "normal" against its own age band. The default
+bands (Shearer et al. 2003) are the default of `longitudinal.reference_ranges` in the config
+schema (cytopipe/schemas/config.schema.yaml).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
-
-DEFAULT_REFERENCE_RANGES: dict[str, Any] = {
-    "source": (
-        "Shearer WT et al. Lymphocyte subsets in healthy children from birth through 18 years of "
-        "age: the Pediatric AIDS Clinical Trials Group P1009 study. J Allergy Clin Immunol "
-        "2003;112:973-80 (CD19+ cells/uL, 10th-90th percentile, as commonly cited)"
-    ),
-    "unit": "cells_per_ul",
-    "bands": [
-        {"min_age": 0.0, "max_age": 0.25, "low": 300, "high": 2000},
-        {"min_age": 0.25, "max_age": 0.5, "low": 430, "high": 3000},
-        {"min_age": 0.5, "max_age": 1.0, "low": 610, "high": 2600},
-        {"min_age": 1.0, "max_age": 2.0, "low": 720, "high": 2600},
-        {"min_age": 2.0, "max_age": 6.0, "low": 390, "high": 1400},
-        {"min_age": 6.0, "max_age": 12.0, "low": 270, "high": 860},
-        {"min_age": 12.0, "max_age": 18.0, "low": 110, "high": 570},
-        {"min_age": 18.0, "max_age": 200.0, "low": 110, "high": 570},
-    ],
-}
 
 
 def reference_bands(age_years: np.ndarray, ranges: Mapping) -> pd.DataFrame:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from cytopipe.config import settings_from_args
 from cytopipe.report.pages import write_report, write_report_figures
+from cytopipe.results import report_folder
 
 
 def _run(args: argparse.Namespace) -> int:
     options = settings_from_args(args).get("report")
     index = write_report(
-        args.results, args.out or Path(args.results) / "report", args.config, options
+        args.results, args.out or report_folder(args.results), args.config, options
     )
     print(index)
     return 0

@@ -34,6 +34,7 @@ from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
 from cytopipe.preprocess.sample import QC_COLUMN, preprocess
 from cytopipe.results import (
+    NAN_REP,
     TABLE_FILES,
     sample_gates_path,
     sample_plots_path,
@@ -105,14 +106,14 @@ def run_gate(args: argparse.Namespace) -> int:
             flags = gated.stats["flag"].fillna("")
             gated.stats["flag"] = (flags + ";").where(flags != "", "") + f"qc_{verdict}"
         write_parquet(sample_gates_path(out), event_masks(gated.masks, keep))
-        write_tsv(sample_stats_path(out), gated.stats)
+        write_tsv(sample_stats_path(out), gated.stats, na_rep=NAN_REP)
         write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": gated.plots})
         return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped}
 
     record = _guard(sample_id, "gate", work)
     if record["status"] != "ok":
         write_parquet(sample_gates_path(out), pd.DataFrame())
-        write_tsv(sample_stats_path(out), pd.DataFrame(columns=STATS_COLUMNS))
+        write_tsv(sample_stats_path(out), pd.DataFrame(columns=STATS_COLUMNS), na_rep=NAN_REP)
         write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": []})
     write_json(sample_record_path(out), record)
     return 0
@@ -122,7 +123,7 @@ def run_collect(args: argparse.Namespace) -> int:
     sheet = load_sample_sheet(args.samples, check_files=False)
     tables = collect(sheet, Path(args.results), date_tolerance_days=args.date_tolerance_days)
     for name, df in tables.items():
-        write_tsv(Path(args.out) / TABLE_FILES[name], df)  # missing values as NAN_REP
+        write_tsv(Path(args.out) / TABLE_FILES[name], df, na_rep=NAN_REP)
     n_failed = len(tables["failures"])
     n_warned = int((tables["sample_status"]["warnings"] != "").sum())
     print(

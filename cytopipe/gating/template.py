@@ -13,6 +13,8 @@ The template is data so a core facility can adjust gates without code. It has tw
   `alternatives` list other dims/gates for panels that lack the first choice (lymphocytes on
   FSC-A/SSC-A when there is no CD45).
 
+Every key, what it allows and what it does: cytopipe/schemas/gating.schema.yaml (the file's
+schema, documented in config/README.md); `load_template` adds the checks a schema cannot make.
 `build_gates` turns the template into the fixed gates (every threshold at its `fixed` value);
 `cytopipe.gating.autogate.autogate` places them per sample.
 """
@@ -20,18 +22,14 @@ The template is data so a core facility can adjust gates without code. It has tw
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import yaml
 
+from cytopipe.config import load_file, thaw
 from cytopipe.errors import ConfigError
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
-
-THRESHOLD_METHODS = ("valley", "quantile", "peak_offset", "fixed")
-PLACE_METHODS = ("gmm", "ratio", "fixed")
 
 
 @dataclass(frozen=True)
@@ -124,23 +122,17 @@ class TemplateGates:
     skipped: dict[str, str]  # population -> why it is absent
 
 
-def _number_pair(value: object, what: str, path) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be two numbers [low, high]", path=path) from None
+def _number_pair(value: Sequence[float], what: str, path) -> tuple[float, float]:
+    """A [low, high] pair (two numbers: the schema) with low below high."""
+    lo, hi = (float(v) for v in value)
     if not lo < hi:
         raise ConfigError(f"{what}: low must be below high, got [{lo}, {hi}]", path=path)
     return lo, hi
 
 
-def _load_thresholds(raw: object, path) -> dict[str, ThresholdSpec]:
+def _load_thresholds(raw: Mapping | None, path) -> dict[str, ThresholdSpec]:
     """Thresholds by name; `where` and `reference` may name thresholds in any order (no cycles)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("'thresholds' must map names to threshold definitions", path=path)
-    raw = {str(k): v for k, v in raw.items()}
+    raw = {str(k): v for k, v in (raw or {}).items()}
     out: dict[str, ThresholdSpec] = {}
     for name in raw:
         _threshold(name, raw, out, (), path)
@@ -156,19 +148,9 @@ def _threshold(
     if name in chain:
         raise ConfigError(f"{where}: refers to itself via {' -> '.join(chain)}", path=path)
     t = raw[name]
-    if not isinstance(t, Mapping) or "dim" not in t:
-        raise ConfigError(f"{where} needs a 'dim'", path=path)
-    method = t.get("method", "fixed")
-    if method not in THRESHOLD_METHODS:
-        raise ConfigError(
-            f"{where}: unknown method {method!r}", path=path, hint=f"use {THRESHOLD_METHODS}"
-        )
-    try:
-        fixed = float(t["fixed"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{where} needs a numeric 'fixed' position", path=path) from None
+    method, fixed = t["method"], float(t["fixed"])
     if method != "fixed":
-        lo, hi = _number_pair(t.get("search"), f"{where}: search", path)
+        lo, hi = _number_pair(t["search"], f"{where}: search", path)
         if not lo <= fixed <= hi:
             raise ConfigError(f"{where}: fixed {fixed} outside search [{lo}, {hi}]", path=path)
 
@@ -177,23 +159,13 @@ def _threshold(
             raise ConfigError(f"{where}: {what} {ref!r} is not a threshold", path=path)
         return _threshold(str(ref), raw, out, (*chain, name), path)
 
-    conds = []
-    for cond in t.get("where") or ():
-        if not (isinstance(cond, list | tuple) and len(cond) == 2):
-            raise ConfigError(f"{where}: 'where' entries are [threshold, below|above]", path=path)
-        if cond[1] not in ("below", "above"):
-            raise ConfigError(
-                f"{where}: where [{cond[0]}, {cond[1]}]: use below or above", path=path
-            )
-        conds.append((named(cond[0], "where"), str(cond[1])))
-    on = t.get("on", t.get(True))  # YAML 1.1 reads a bare `on:` key as the boolean True
-    params = {
-        k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", True, "where")
-    }
+    conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
+    on = t.get("on")
+    params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
     if t.get("reference") is not None:
         params["reference"] = named(t["reference"], "reference")
     spec = ThresholdSpec(
-        name, str(t["dim"]), method, fixed, None if on is None else str(on), tuple(conds), params
+        name, str(t["dim"]), method, fixed, None if on is None else str(on), conds, params
     )
     out[name] = spec
     return spec
@@ -202,7 +174,7 @@ def _threshold(
 def _bound(value: object, thresholds: Mapping[str, ThresholdSpec], pid: str, path) -> Bound:
     if value is None or isinstance(value, int | float):
         return value
-    if isinstance(value, str) and value in thresholds:
+    if value in thresholds:
         return thresholds[value]
     raise ConfigError(
         f"{pid}: bound {value!r} is neither a number, null nor a threshold", path=path
@@ -212,7 +184,7 @@ def _bound(value: object, thresholds: Mapping[str, ThresholdSpec], pid: str, pat
 def _rectangle_bounds(
     gate: Mapping, dims: tuple[str, ...], thresholds, seen: set[str], pid: str, path
 ) -> tuple[list[Bound], list[Bound]]:
-    if not len(gate.get("min") or ()) == len(dims) == len(gate.get("max") or ()):
+    if not len(gate["min"]) == len(dims) == len(gate["max"]):
         raise ConfigError(f"{pid}: rectangle min/max need one value per dim {dims}", path=path)
     mins = [_bound(v, thresholds, pid, path) for v in gate["min"]]
     maxs = [_bound(v, thresholds, pid, path) for v in gate["max"]]
@@ -229,18 +201,12 @@ def _rectangle_bounds(
     return mins, maxs
 
 
-def _union_parts(raw: object, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
+def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
     """`or:` rectangles whose events join the gate's (e.g. CD19-dim plasmablasts, below the
     B-cell CD19 cut but brighter in CD27 and CD38 than any T cell)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"{pid}: 'or' is a list of rectangles (dims, min, max)", path=path)
     parts = []
-    for part in raw:
-        dims = tuple(str(d) for d in (part.get("dims") or ())) if isinstance(part, Mapping) else ()
-        if not dims:
-            raise ConfigError(f"{pid}: every 'or' rectangle needs dims, min and max", path=path)
+    for part in raw or ():
+        dims = tuple(str(d) for d in part["dims"])
         mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
         parts.append(UnionPart(dims, tuple(mins), tuple(maxs), str(part.get("label") or "")))
     return parts
@@ -249,10 +215,8 @@ def _union_parts(raw: object, thresholds, seen: set[str], pid: str, path) -> lis
 def _population(
     p: Mapping, pid: str, parent, thresholds: Mapping[str, ThresholdSpec], seen: set[str], path
 ) -> PopulationSpec:
-    dims = tuple(str(d) for d in p.get("dims") or ())
-    gate = dict(p.get("gate") or {})
-    if gate.get("kind") not in ("rectangle", "polygon") or not dims:
-        raise ConfigError(f"{pid}: needs dims and a gate of kind rectangle or polygon", path=path)
+    dims = tuple(str(d) for d in p["dims"])
+    gate = thaw(p["gate"])
     place: dict | None = None
     if gate["kind"] == "rectangle":
         mins, maxs = _rectangle_bounds(gate, dims, thresholds, seen, pid, path)
@@ -269,50 +233,36 @@ def _population(
     else:
         if p.get("or") is not None:
             raise ConfigError(f"{pid}: 'or' rectangles extend rectangle gates only", path=path)
-        if len(dims) != 2 or len(gate.get("vertices", ())) < 3:
+        if len(dims) != 2:
             raise ConfigError(f"{pid}: polygon needs 2 dims and at least 3 vertices", path=path)
-        place = p.get("place")
-        if place is not None:
-            if not isinstance(place, Mapping) or place.get("method") not in PLACE_METHODS:
-                raise ConfigError(f"{pid}: place needs a method, one of {PLACE_METHODS}", path=path)
-            place = dict(place)
+        if p.get("place") is not None:
+            place = thaw(p["place"])
             if place["method"] == "ratio":
-                _number_pair(place.get("search"), f"{pid}: place search", path)
-                if not isinstance(place.get("fixed"), int | float):
-                    raise ConfigError(f"{pid}: place ratio needs a numeric 'fixed'", path=path)
-            if place["method"] == "gmm" and "near" not in place and "lowest" not in place:
-                raise ConfigError(f"{pid}: place gmm needs 'near' or 'lowest'", path=path)
+                _number_pair(place["search"], f"{pid}: place search", path)
     return PopulationSpec(pid, parent, dims, gate, p.get("optional"), place)
 
 
 def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read gating template: {exc}", path=path) from None
-    pops = raw.get("populations") if isinstance(raw, dict) else None
-    if not isinstance(pops, list) or not pops:
-        raise ConfigError("gating template needs a non-empty 'populations' list", path=path)
-    thresholds = _load_thresholds(raw.get("thresholds"), path)
+    """The template file, checked: its schema (cytopipe/schemas/gating.schema.yaml) checks the
+    structure and each value; the names it refers to (parents, thresholds) and the rules
+    relating values (one bound per dim, fixed inside search) are checked here."""
+    raw = load_file(path, "gating")
+    thresholds = _load_thresholds(raw["thresholds"], path)
     specs: list[PopulationSpec] = []
     seen: set[str] = set()
-    for i, p in enumerate(pops, 1):
-        where = f"population #{i}"
-        if not isinstance(p, dict) or "id" not in p:
-            raise ConfigError(f"{where} needs an 'id'", path=path)
+    for p in raw["populations"]:
         pid = str(p["id"])
         parent = p.get("parent")
         if parent is not None and parent not in seen:
             raise ConfigError(f"{pid}: parent {parent!r} must be defined above it", path=path)
         spec = _population(p, pid, parent, thresholds, seen, path)
-        alts = []
-        for alt in p.get("alternatives") or ():
-            if not isinstance(alt, Mapping):
-                raise ConfigError(f"{pid}: alternatives are mappings with dims and gate", path=path)
-            alts.append(_population(alt, pid, parent, thresholds, seen, path))
+        alts = tuple(
+            _population(alt, pid, parent, thresholds, seen, path)
+            for alt in p.get("alternatives") or ()
+        )
         if alts:
             spec = PopulationSpec(
-                spec.id, spec.parent, spec.dims, spec.gate, spec.optional, spec.place, tuple(alts)
+                spec.id, spec.parent, spec.dims, spec.gate, spec.optional, spec.place, alts
             )
         specs.append(spec)
         seen.add(pid)

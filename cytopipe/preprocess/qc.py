@@ -63,7 +63,6 @@ and qc_bins); this module holds the settings, the verdict and the entry points, 
 
 from __future__ import annotations
 
-import math
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cytopipe.config import defaults, validated
 from cytopipe.errors import ConfigError
 from cytopipe.preprocess.qc_duplicates import _duplicate_check, duplicate_fraction
 from cytopipe.preprocess.qc_margins import _finite_float, channel_top, margin_masks
@@ -98,29 +98,9 @@ __all__ = [
     "unwrap_time",
 ]
 
-DEFAULTS: dict = {
-    "remove_margin_events": True,
-    "time_qc": True,
-    "method": "mad",
-    "bin_seconds": 0.1,
-    "min_events_per_bin": 150,
-    "max_bins": 2000,
-    "min_bins": 8,
-    "z_threshold": 5.0,
-    "z_extend": 3.5,
-    "rate_min_change": 0.5,
-    "rate_extreme_factor": 4.0,
-    "rate_window_seconds": 10.0,
-    "signal_min_shift": 0.02,
-    "smooth_events": 1500,
-    "signal_statistic": "mean",
-    "max_median_events": 500,
-    "margin_max_fraction": 0.5,
-    "warn_removed_pct": 10.0,
-    "fail_removed_pct": 30.0,
-    "fail_duplicate_pct": 10.0,
-    "isolation_forest": {"contamination": "auto", "min_z": 4.0, "seed": 0},
-}
+# The `qc:` settings and their defaults are described by the config schema
+# (cytopipe/schemas/config.schema.yaml); these are the built-in values, read-only.
+DEFAULTS = defaults("config", "qc")
 
 RULES = ("saturated", "scatter_floor", "flow_rate", "signal")
 
@@ -221,77 +201,15 @@ def _json_floats(values) -> list:
 # --- settings ----------------------------------------------------------------------------------
 
 
-def qc_settings(cfg: Mapping | None) -> dict:
-    """The `qc:` config section over DEFAULTS, checked, so a typo fails before any file is read."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"qc: unknown setting(s) {', '.join(unknown)}", hint=f"use {', '.join(DEFAULTS)}"
-        )
-    s = {**DEFAULTS, **cfg}
-    s["isolation_forest"] = {
-        **DEFAULTS["isolation_forest"],
-        **dict(cfg.get("isolation_forest") or {}),
-    }
-    for key in ("remove_margin_events", "time_qc"):
-        if not isinstance(s[key], bool):
-            raise ConfigError(f"qc.{key} must be true or false, not {s[key]!r}")
-    if s["signal_statistic"] not in ("mean", "median"):
-        raise ConfigError(
-            f"qc.signal_statistic must be mean or median, not {s['signal_statistic']!r}"
-        )
-    if s["method"] not in ("mad", "isolation_forest"):
-        raise ConfigError(f"qc.method must be mad or isolation_forest, not {s['method']!r}")
-    positive = (
-        "bin_seconds",
-        "z_threshold",
-        "z_extend",
-        "rate_min_change",
-        "signal_min_shift",
-        "rate_window_seconds",
-    )
-    for key in positive:
-        _number(s, key, lo=0.0, strict=True)
-    for key in ("min_events_per_bin", "max_bins", "min_bins", "smooth_events", "max_median_events"):
-        _number(s, key, lo=1, integer=True)
-    _number(s, "margin_max_fraction", lo=0.0, hi=1.0, strict=True)
-    _number(s, "rate_extreme_factor", lo=1.0, strict=True)
-    for key in ("warn_removed_pct", "fail_removed_pct", "fail_duplicate_pct"):
-        _number(s, key, lo=0.0, hi=100.0)
+def qc_settings(cfg: Mapping | None) -> Mapping:
+    """The `qc:` config section over the defaults, checked, so a typo fails before any file is
+    read. The schema checks each value; the rules relating two of them are checked here."""
+    s = validated(cfg or {}, "config", section="qc")
     if s["z_extend"] > s["z_threshold"]:
         raise ConfigError("qc.z_extend must not exceed qc.z_threshold (it extends flagged bins)")
     if s["warn_removed_pct"] > s["fail_removed_pct"]:
         raise ConfigError("qc.warn_removed_pct must not exceed qc.fail_removed_pct")
-    iso = s["isolation_forest"]
-    extra = sorted(set(iso) - set(DEFAULTS["isolation_forest"]))
-    if extra:
-        raise ConfigError(f"qc.isolation_forest: unknown setting(s) {', '.join(extra)}")
-    c = iso.get("contamination")
-    if not (c == "auto" or (isinstance(c, int | float) and 0 < c <= 0.5)):
-        raise ConfigError(
-            f"qc.isolation_forest.contamination must be auto or in (0, 0.5], not {c!r}"
-        )
-    _number(iso, "min_z", lo=0.0, what="qc.isolation_forest.min_z")
-    _number(iso, "seed", lo=0, integer=True, what="qc.isolation_forest.seed")
     return s
-
-
-def _number(s: Mapping, key: str, *, lo=None, hi=None, strict=False, integer=False, what=None):
-    v = s[key]
-    name = what or f"qc.{key}"
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    if ok and integer:
-        ok = float(v).is_integer()
-    if ok and lo is not None:
-        ok = v > lo if strict else v >= lo
-    if ok and hi is not None:
-        ok = v <= hi
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bounds = f" {'>' if strict else '>='} {lo}" if lo is not None else ""
-        bounds += f" and <= {hi}" if hi is not None else ""
-        raise ConfigError(f"{name} must be {kind}{bounds}, not {v!r}")
 
 
 # --- the QC ------------------------------------------------------------------------------------

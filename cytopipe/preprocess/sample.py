@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cytopipe import __version__
+from cytopipe.config import defaults
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess import compensation, qc, ranges, transforms
 
 SCATTER = panel.SCATTER
+TRANSFORM = defaults("config", "transform")  # `transform:` keys a caller's mapping leaves out
 
 
 # The workflow tracks B cells: a file without CD19 fails with the channels it has, so a panel
@@ -57,12 +59,17 @@ def scale_channel(
     if marker in SCATTER:
         scale = transforms.Scale("linear", t=float(top))
         return (raw / np.float32(top)).astype(np.float32), scale
-    own = (tcfg.get("per_marker") or {}).get(marker) or {}
-    if own.get("scale", tcfg.get("fluorescence", "logicle")) == "arcsinh":
-        cof = float(own.get("cofactor", tcfg.get("arcsinh_cofactor", 150)))
+    tcfg = {**TRANSFORM, **tcfg}
+    own = (tcfg["per_marker"] or {}).get(marker) or {}
+    kind = own.get("scale", tcfg["fluorescence"])
+    if kind == "linear":  # values already on a log scale (log-amplifier channel numbers)
+        scale = transforms.Scale("linear", t=float(top))
+        return (raw / np.float32(top)).astype(np.float32), scale
+    if kind == "arcsinh":
+        cof = float(own.get("cofactor", tcfg["arcsinh_cofactor"]))
         scale = transforms.Scale("arcsinh", cofactor=cof)
         return scale.apply(raw).astype(np.float32), scale
-    lp = {"w": 0.5, "m": 4.5, "a": 0.0, **(tcfg.get("logicle") or {})}
+    lp = {**TRANSFORM["logicle"], **(tcfg["logicle"] or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
     t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
     w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
@@ -85,7 +92,7 @@ def preprocess(
     spill = (
         compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
     )
-    if spill is None and cfg["compensation"].get("default", "keyword") == "keyword":
+    if spill is None and cfg["compensation"]["default"] == "keyword":
         spill = compensation.spillover_from_keywords(sample)
     events = (
         compensation.compensate(sample.events, sample.pnn, spill)

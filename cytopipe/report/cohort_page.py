@@ -28,6 +28,14 @@ from cytopipe.report.page_parts import (
 )
 from cytopipe.report.render import Figure, FigureCounter, Unavailable, render
 from cytopipe.report.tables import Column, table
+from cytopipe.results import (
+    COHORT_SUMMARY,
+    TABLE_FILES,
+    cohort_export_path,
+    cohort_summary_path,
+    table_path,
+    tables_folder,
+)
 
 VERDICT_ORDER = ["failed", "fail", "warn", "pass", ""]
 
@@ -118,7 +126,7 @@ def _km_section(report: Report, summary: Mapping, figs: FigureCounter) -> dict:
     """The curve, the patients left out of it and km.tsv itself."""
     km = report.results.table("km")
     if km is None or not len(km):
-        why = report.results.why_missing("km") or "km.tsv is empty"
+        why = report.results.why_missing("km") or f"{TABLE_FILES['km']} is empty"
         return {"plot": Unavailable("The Kaplan-Meier curve", why), "table": None}
     excluded = summary.get("excluded_from_km") or []
     plot = plot_or_unavailable(
@@ -320,9 +328,7 @@ def _definitions_section(report: Report) -> dict:
     """The definitions every number used (from cohort_summary.json, else the config)."""
     defs = report.definitions
     if not defs:
-        why = (
-            report.results.why_missing("cohort_summary") or "cohort_summary.json has no definitions"
-        )
+        why = report.results.why_missing("cohort_summary") or f"{COHORT_SUMMARY} has no definitions"
         return {"unavailable": Unavailable("The definitions", why)}
     entries = []
     for key, value in defs.items():
@@ -364,23 +370,24 @@ def _definitions_section(report: Report) -> dict:
 
 def _downloads_section(report: Report) -> dict:
     """Links to the lab's tables beside the report, those that exist."""
-    tables = report.results.root / "tables"
-    names = [
+    root = report.results.root
+    tables = tables_folder(root)
+    paths = [
         (
-            "cohort_export.csv",
+            cohort_export_path(root),
             "one row per patient with the definitions, for pooling across centres",
         ),
-        ("patients.tsv", "per-patient summary"),
-        ("sample_states.tsv", "B-cell state per timepoint"),
-        ("population_stats.tsv", "every population of every sample, with cells/µL"),
-        ("km.tsv", "Kaplan-Meier table"),
-        ("cohort_summary.json", "cohort numbers and definitions"),
-        ("sample_status.tsv", "status and QC verdict per sample"),
-        ("failures.tsv", "failed samples"),
+        (table_path(root, "patients"), "per-patient summary"),
+        (table_path(root, "sample_states"), "B-cell state per timepoint"),
+        (table_path(root, "population_stats"), "every population of every sample, with cells/µL"),
+        (table_path(root, "km"), "Kaplan-Meier table"),
+        (cohort_summary_path(root), "cohort numbers and definitions"),
+        (table_path(root, "sample_status"), "status and QC verdict per sample"),
+        (table_path(root, "failures"), "failed samples"),
     ]
     links = []
-    for name, what in names:
-        path = tables / name
+    for path, what in paths:
+        name = path.name
         if path.exists():
             href = os.path.relpath(path, report.out).replace(os.sep, "/")
             links.append({"href": href, "name": name, "what": what})

@@ -18,6 +18,7 @@ import pandas as pd
 from cytopipe.report.data import ResultsFolder, records
 from cytopipe.report.formatting import is_missing
 from cytopipe.report.privacy import Privacy
+from cytopipe.results import COHORT_SUMMARY, cohort_summary_path
 
 SCRUBBED = ("error", "warnings")  # table columns that may quote a file's name or dates
 
@@ -115,15 +116,15 @@ def _definitions(
 ) -> tuple[dict | None, str]:
     summary = results.summary or {}
     if isinstance(summary.get("definitions"), dict):
-        return summary["definitions"], "tables/cohort_summary.json"
+        return summary["definitions"], cohort_summary_path(".").as_posix()  # tables/...
     if config is not None:
-        from cytopipe.clinical.longitudinal import definitions, longitudinal_settings
+        from cytopipe.clinical.definitions import definitions, longitudinal_settings
         from cytopipe.config import load_config
 
         cfg = load_config(config)
         return definitions(
             longitudinal_settings(cfg, config)
-        ), f"{config} (cohort_summary.json missing)"
+        ), f"{config} ({COHORT_SUMMARY} missing)"
     return None, ""
 
 

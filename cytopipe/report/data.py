@@ -16,38 +16,18 @@ from typing import Any
 
 import pandas as pd
 
-TABLES = {
-    "sample_status": "sample_status.tsv",
-    "failures": "failures.tsv",
-    "sample_stats": "sample_stats.tsv",
-    "population_stats": "population_stats.tsv",
-    "sample_states": "sample_states.tsv",
-    "patients": "patients.tsv",
-    "km": "km.tsv",
-}
-BOOL_COLUMNS = ("reconstituted", "censored", "flag_memory_return", "below_threshold")
-TEXT_COLUMNS = (
-    "sample_id",
-    "patient_id",
-    "status",
-    "stage",
-    "error",
-    "warnings",
-    "qc_verdict",
-    "flag",
-    "flags",
-    "gate_flags",
-    "note",
-    "state",
-    "disease",
-    "phenotype_at_return",
-    "ref_source_band",
-    "ref_position",
-    "abs_method",
-    "path",
-    "population",
-    "parent",
-    "gate_method",
+from cytopipe.results import (
+    BOOL_COLUMNS,
+    MISSING_VALUES,
+    TABLE_FILES,
+    TEXT_COLUMNS,
+    cohort_summary_path,
+    sample_clusters_path,
+    sample_plots_path,
+    sample_record_path,
+    sample_stats_path,
+    samples_folder,
+    table_path,
 )
 
 
@@ -91,7 +71,13 @@ def read_table(path: Path) -> tuple[pd.DataFrame | None, str]:
     if not path.exists():
         return None, f"{path.name} was not found in {path.parent}"
     try:
-        frame = pd.read_csv(path, sep="\t", dtype={c: str for c in TEXT_COLUMNS})
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            dtype={c: str for c in TEXT_COLUMNS},
+            keep_default_na=True,
+            na_values=list(MISSING_VALUES),
+        )
     except pd.errors.EmptyDataError:
         return None, f"{path.name} is empty"
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -127,19 +113,19 @@ def load_results(results_dir: str | os.PathLike) -> ResultsFolder:
     root = Path(results_dir)
     tables: dict[str, pd.DataFrame | None] = {}
     missing: dict[str, str] = {}
-    for name, file in TABLES.items():
-        tables[name], why = read_table(root / "tables" / file)
+    for name in TABLE_FILES:
+        tables[name], why = read_table(table_path(root, name))
         if why:
             missing[name] = why
-    summary, why = read_json(root / "tables" / "cohort_summary.json")
+    summary, why = read_json(cohort_summary_path(root))
     if why or not isinstance(summary, dict):
         missing["cohort_summary"] = why or "cohort_summary.json is not a JSON object"
         summary = None
     sample_dirs = {}
-    samples_root = root / "samples"
+    samples_root = samples_folder(root)
     if samples_root.is_dir():
         for folder in sorted(samples_root.iterdir()):
-            if (folder / "sample.json").is_file():
+            if sample_record_path(folder).is_file():
                 sample_dirs[folder.name] = folder
     return ResultsFolder(root, tables, summary, missing, sample_dirs)
 
@@ -151,23 +137,23 @@ def load_sample(sample_id: str, folder: Path | None) -> SampleFiles:
         record = {"sample_id": sample_id, "status": "unknown"}
         problems.append("no sample.json for this sample in the results folder")
         return SampleFiles(sample_id, Path(), record, None, None, None, problems)
-    record, why = read_json(folder / "sample.json")
+    record, why = read_json(sample_record_path(folder))
     if not isinstance(record, dict):
         problems.append(why or "sample.json is not a JSON object")
         record = {"sample_id": sample_id, "status": "unknown"}
     stats, plots = None, None
-    if (folder / "stats.tsv").exists():
-        stats, why = read_table(folder / "stats.tsv")
+    if sample_stats_path(folder).exists():
+        stats, why = read_table(sample_stats_path(folder))
         if why:
             problems.append(why)
         elif not len(stats):
             stats = None
-    plot_doc, why = read_json(folder / "plots.json")
+    plot_doc, why = read_json(sample_plots_path(folder))
     if isinstance(plot_doc, dict) and isinstance(plot_doc.get("plots"), list):
         plots = [p for p in plot_doc["plots"] if isinstance(p, dict)] or None
     elif plot_doc is not None:
         problems.append("plots.json has no list of plots")
-    clusters, _ = read_json(folder / "clusters.json")
+    clusters, _ = read_json(sample_clusters_path(folder))
     return SampleFiles(sample_id, folder, record, stats, plots, clusters, problems)
 
 

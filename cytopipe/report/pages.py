@@ -41,6 +41,7 @@ from cytopipe.report.patient_page import patient_page
 from cytopipe.report.privacy import Privacy
 from cytopipe.report.render import Unavailable, render
 from cytopipe.report.sample_page import sample_page
+from cytopipe.results import TABLE_FILES
 
 ASSET = "assets/plotly.min.js"
 
@@ -114,7 +115,7 @@ def write_report_figures(
         frame = results.table(table_name)
         paths[name] = out / f"{name}.html"
         if frame is None or not len(frame):
-            why = results.why_missing(table_name) or f"{table_name}.tsv has no rows"
+            why = results.why_missing(table_name) or f"{TABLE_FILES[table_name]} has no rows"
             text = render(
                 "figure_unavailable.html",
                 title=titles[name],

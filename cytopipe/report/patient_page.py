@@ -31,6 +31,7 @@ from cytopipe.report.patient_figures import (
 )
 from cytopipe.report.render import FigureCounter, Unavailable, render
 from cytopipe.report.tables import Column, key_values, link, table
+from cytopipe.results import TABLE_FILES
 
 
 def patient_page(report: Report, pid: str) -> str:
@@ -123,7 +124,7 @@ def _plasmablast_counts(pop: pd.DataFrame | None, pid: str) -> pd.DataFrame | No
 def _patient_summary(row: Mapping | None, pid: str) -> dict:
     """The patients.tsv row in two columns of label -> value, and its flags."""
     if row is None:
-        why = f"patient {pid} is not in patients.tsv"
+        why = f"patient {pid} is not in {TABLE_FILES['patients']}"
         return {"unavailable": Unavailable("The patient summary", why)}
     pairs: list[tuple[str, Any]] = [("outcome", outcome_badge(row, days=True))]
     for key, label, kind, _ in PATIENT_COLUMNS:

@@ -21,6 +21,7 @@ from cytopipe.report.page_parts import frame
 from cytopipe.report.render import FigureCounter, Unavailable, render
 from cytopipe.report.sample_figures import density_figure, qc_timeline_figure
 from cytopipe.report.tables import Column, badge, key_values, link, table
+from cytopipe.results import SAMPLE_PLOTS, SAMPLE_RECORD, SAMPLE_STATS
 
 
 def sample_page(report: Report, sample: SampleFiles) -> str:
@@ -166,7 +167,7 @@ def _qc_record(rec: Mapping, figs: FigureCounter | None = None) -> dict:
     """The QC verdict and counts, and the QC timeline when the record has one."""
     qc = rec.get("qc")
     if not isinstance(qc, Mapping) or not qc:
-        return {"unavailable": Unavailable("The QC record", "sample.json has no qc record")}
+        return {"unavailable": Unavailable("The QC record", f"{SAMPLE_RECORD} has no qc record")}
     verdict = str(qc.get("verdict", ""))
     pairs = [
         ("verdict", badge(verdict)),
@@ -193,7 +194,7 @@ def _qc_record(rec: Mapping, figs: FigureCounter | None = None) -> dict:
 
 def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
     if not sample.plots:
-        why = "the sample failed" if sample.failed else "plots.json is missing or has no plots"
+        why = "the sample failed" if sample.failed else f"{SAMPLE_PLOTS} is missing or has no plots"
         return {"unavailable": Unavailable("Density plots", why)}
     panel = sample.record.get("panel") if isinstance(sample.record.get("panel"), Mapping) else {}
     return {
@@ -219,7 +220,7 @@ STATS_COLUMNS = [
 def _stats_section(report: Report, sample: SampleFiles) -> dict:
     stats = sample.stats
     if stats is None:
-        why = "the sample failed" if sample.failed else "stats.tsv is missing or empty"
+        why = "the sample failed" if sample.failed else f"{SAMPLE_STATS} is missing or empty"
         return {"unavailable": Unavailable("Statistics", why)}
     stats = stats.copy()
     stats["name"] = [population_name(p) for p in stats["population"]]
@@ -253,7 +254,7 @@ def _skipped_section(rec: Mapping) -> list[tuple[str, str]]:
 def _panel_section(rec: Mapping) -> dict:
     panel = rec.get("panel")
     if not isinstance(panel, Mapping) or not panel:
-        return {"unavailable": Unavailable("The panel", "sample.json has no panel")}
+        return {"unavailable": Unavailable("The panel", f"{SAMPLE_RECORD} has no panel")}
     rows = [{"marker": k, "channel": v} for k, v in panel.items()]
     return {
         "unavailable": None,
@@ -284,7 +285,7 @@ def _provenance_section(report: Report, sid: str, rec: Mapping) -> dict:
              if k != "warnings"]
         )  # fmt: skip
     else:
-        data["unavailable"] = Unavailable("Provenance", "sample.json has no provenance record")
+        data["unavailable"] = Unavailable("Provenance", f"{SAMPLE_RECORD} has no provenance record")
     keywords = rec.get("keywords")
     if isinstance(keywords, Mapping):
         keywords = {

@@ -1,7 +1,7 @@
 # Cohort clustering (FlowSOM-style, cytopipe.cluster): one model trained on a pooled subsample of
 # every sample's gated lymphocytes, then each sample mapped onto it, so a metacluster means the
-# same cells at every timepoint. Needs common.smk (RESULTS, SAMPLE_IDS, input_mb) and the
-# preprocess/gate rules of sample.smk.
+# same cells at every timepoint. Needs common.smk (RESULTS, layout, SAMPLE, SAMPLE_DIR, SAMPLE_IDS,
+# input_mb) and the preprocess/gate rules of sample.smk.
 #
 # The map step depends on the cohort model, so it cannot join a sample's group job.
 #
@@ -13,17 +13,17 @@
 rule cluster_train:
     """Train the cohort's SOM + consensus metaclusters on pooled gated lymphocytes."""
     input:
-        events=expand(f"{RESULTS}/preprocessed/{{sample}}.parquet", sample=SAMPLE_IDS),
-        gates=expand(f"{RESULTS}/samples/{{sample}}/gates.parquet", sample=SAMPLE_IDS),
+        events=expand(str(layout.preprocessed_events_path(RESULTS, SAMPLE)), sample=SAMPLE_IDS),
+        gates=expand(str(layout.sample_gates_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
     output:
-        model=f"{RESULTS}/model/som.npz",
+        model=str(layout.cluster_model_path(RESULTS)),
     params:
         config=CLUSTERING,
         training=clustering_sections(
             "markers", "population", "scale", "training", "som", "metaclustering"
         ),
     log:
-        f"{RESULTS}/logs/cluster_train.log",
+        str(layout.log_path(RESULTS, "cluster_train")),
     conda:
         "../envs/cytopipe.yaml"
     threads: 2
@@ -47,11 +47,11 @@ rule cluster_map:
         model=rules.cluster_train.output.model,
         config=CLUSTERING,
     output:
-        clusters=f"{RESULTS}/samples/{{sample}}/clusters.json",
+        clusters=str(layout.sample_clusters_path(SAMPLE_DIR)),
     params:
         config=content_hash(CLUSTERING),
     log:
-        f"{RESULTS}/logs/cluster_map/{{sample}}.log",
+        str(layout.log_path(RESULTS, "cluster_map", SAMPLE)),
     conda:
         "../envs/cytopipe.yaml"
     threads: 1

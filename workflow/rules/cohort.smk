@@ -5,18 +5,18 @@ rule collect:
     """Every sample's record and statistics in cohort tables, failed samples listed."""
     input:
         sheet=config["samples"],
-        records=expand(f"{RESULTS}/samples/{{sample}}/sample.json", sample=SAMPLE_IDS),
-        stats=expand(f"{RESULTS}/samples/{{sample}}/stats.tsv", sample=SAMPLE_IDS),
+        records=expand(str(layout.sample_record_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
+        stats=expand(str(layout.sample_stats_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
     output:
-        status=f"{RESULTS}/tables/sample_status.tsv",
-        failures=f"{RESULTS}/tables/failures.tsv",
-        stats=f"{RESULTS}/tables/sample_stats.tsv",
+        status=str(layout.table_path(RESULTS, "sample_status")),
+        failures=str(layout.table_path(RESULTS, "failures")),
+        stats=str(layout.table_path(RESULTS, "sample_stats")),
     params:
         tables=lambda wildcards, output: os.path.dirname(output.status),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.status)),
         date_tolerance=(config.get("sample_checks") or {}).get("date_tolerance_days", 1),
     log:
-        f"{RESULTS}/logs/collect.log",
+        str(layout.log_path(RESULTS, "collect")),
     conda:
         "../envs/cytopipe.yaml"
     threads: 1
@@ -35,17 +35,17 @@ rule longitudinal:
         stats=rules.collect.output.stats,
         status=rules.collect.output.status,
     output:
-        population=f"{RESULTS}/tables/population_stats.tsv",
-        states=f"{RESULTS}/tables/sample_states.tsv",
-        patients=f"{RESULTS}/tables/patients.tsv",
-        km=f"{RESULTS}/tables/km.tsv",
-        summary=f"{RESULTS}/tables/cohort_summary.json",
-        export=f"{RESULTS}/tables/cohort_export.csv",
+        population=str(layout.table_path(RESULTS, "population_stats")),
+        states=str(layout.table_path(RESULTS, "sample_states")),
+        patients=str(layout.table_path(RESULTS, "patients")),
+        km=str(layout.table_path(RESULTS, "km")),
+        summary=str(layout.cohort_summary_path(RESULTS)),
+        export=str(layout.cohort_export_path(RESULTS)),
     params:
         tables=lambda wildcards, output: os.path.dirname(output.export),
         settings=settings("longitudinal"),
     log:
-        f"{RESULTS}/logs/longitudinal.log",
+        str(layout.log_path(RESULTS, "longitudinal")),
     conda:
         "../envs/cytopipe.yaml"
     threads: 1
@@ -62,16 +62,16 @@ rule report:
     input:
         rules.longitudinal.output,
         rules.collect.output,
-        plots=expand(f"{RESULTS}/samples/{{sample}}/plots.json", sample=SAMPLE_IDS),
-        clusters=expand(f"{RESULTS}/samples/{{sample}}/clusters.json", sample=SAMPLE_IDS),
+        plots=expand(str(layout.sample_plots_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
+        clusters=expand(str(layout.sample_clusters_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
     output:
-        index=f"{RESULTS}/report/index.html",
+        index=str(layout.report_folder(RESULTS) / "index.html"),
     params:
         out=lambda wildcards, output: os.path.dirname(output.index),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
         settings=settings("report"),
     log:
-        f"{RESULTS}/logs/report.log",
+        str(layout.log_path(RESULTS, "report")),
     conda:
         "../envs/cytopipe.yaml"
     threads: 1
@@ -89,12 +89,12 @@ rule report_figures:
         rules.longitudinal.output,
     output:
         swimmer=report(
-            f"{RESULTS}/report/figures/swimmer.html",
+            str(layout.report_folder(RESULTS) / "figures" / "swimmer.html"),
             caption="../report/swimmer.rst",
             category="Cohort",
         ),
         km=report(
-            f"{RESULTS}/report/figures/km.html",
+            str(layout.report_folder(RESULTS) / "figures" / "km.html"),
             caption="../report/km.rst",
             category="Cohort",
         ),
@@ -102,7 +102,7 @@ rule report_figures:
         out=lambda wildcards, output: os.path.dirname(output.swimmer),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output.swimmer))),
     log:
-        f"{RESULTS}/logs/report_figures.log",
+        str(layout.log_path(RESULTS, "report_figures")),
     conda:
         "../envs/cytopipe.yaml"
     threads: 1

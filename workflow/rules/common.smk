@@ -2,10 +2,12 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 import yaml
 
+import cytopipe.results as layout
 from cytopipe.ingest.archive import check_reachable
 from cytopipe.clinical.samplesheet import load_sample_sheet
 
@@ -13,12 +15,18 @@ from cytopipe.clinical.samplesheet import load_sample_sheet
 # not activated (e.g. `.venv/bin/snakemake ...` or a cluster job).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
-RESULTS = config["results"]
+# Every path below RESULTS comes from cytopipe.results (`layout`), the one description of the
+# results folder that the commands and the report use too. Its functions take the wildcard
+# "{sample}" as a sample id. RESULTS is spelled as those paths spell it ("results/" or
+# "./results" would otherwise make the Snakefile's targets differ from the outputs).
+RESULTS = str(Path(config["results"]))
+SAMPLE = "{sample}"
+SAMPLE_DIR = layout.sample_folder(RESULTS, SAMPLE)
 SAMPLES = load_sample_sheet(config["samples"], check_files=False)
 validate(SAMPLES, "../schemas/samples.schema.yaml")
 SAMPLES = SAMPLES.set_index("sample_id", drop=False)
 SAMPLE_IDS = list(SAMPLES.index)
-PREPROCESS_RECORD = f"{RESULTS}/preprocessed/{{sample}}.json"
+PREPROCESS_RECORD = str(layout.preprocessed_record_path(RESULTS, SAMPLE))
 # An archive that went offline must not turn good results into "file not found" records.
 check_reachable(zip(SAMPLE_IDS, SAMPLES["path"]), PREPROCESS_RECORD)
 

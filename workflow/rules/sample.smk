@@ -8,7 +8,7 @@ rule preprocess:
         panel=config["panel"],
         spill=spillover_csv,
     output:
-        events=f"{RESULTS}/preprocessed/{{sample}}.parquet",
+        events=str(layout.preprocessed_events_path(RESULTS, SAMPLE)),
         info=PREPROCESS_RECORD,
     params:
         path=lambda wc: SAMPLES.loc[wc.sample, "path"],
@@ -16,7 +16,7 @@ rule preprocess:
         contents=preprocess_contents,
         spill=lambda wc, input: f"--spillover-csv {input.spill!r}" if input.spill else "",
     log:
-        f"{RESULTS}/logs/preprocess/{{sample}}.log",
+        str(layout.log_path(RESULTS, "preprocess", SAMPLE)),
     group:
         "sample"
     conda:
@@ -38,15 +38,15 @@ rule gate:
         info=rules.preprocess.output.info,
         template=config["gating"],
     output:
-        record=f"{RESULTS}/samples/{{sample}}/sample.json",
-        stats=f"{RESULTS}/samples/{{sample}}/stats.tsv",
-        plots=f"{RESULTS}/samples/{{sample}}/plots.json",
-        masks=f"{RESULTS}/samples/{{sample}}/gates.parquet",
+        record=str(layout.sample_record_path(SAMPLE_DIR)),
+        stats=str(layout.sample_stats_path(SAMPLE_DIR)),
+        plots=str(layout.sample_plots_path(SAMPLE_DIR)),
+        masks=str(layout.sample_gates_path(SAMPLE_DIR)),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.record),
         template=content_hash(config["gating"]),
     log:
-        f"{RESULTS}/logs/gate/{{sample}}.log",
+        str(layout.log_path(RESULTS, "gate", SAMPLE)),
     group:
         "sample"
     conda:
