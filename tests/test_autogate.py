@@ -107,7 +107,7 @@ def test_template_fixed_gates_still_build(specs):
         (lambda t: t["thresholds"]["cd19"].__setitem__("where", [["cd99", "below"]]), "cd99"),
         (lambda t: t["populations"][4]["place"].__setitem__("method", "kmeans"), "place"),
         (lambda t: t["populations"][1]["place"].pop("fixed"), "fixed"),
-        (lambda t: t["populations"][4]["place"].pop("near"), "near"),
+        (lambda t: t["populations"][4]["place"].pop("lowest"), "near"),  # no locator left
         (lambda t: t["populations"][6]["or"][0]["min"].pop(), "one value per dim"),
         (lambda t: t["populations"][6]["or"][0]["min"].__setitem__(1, "cd20"), "not CD19"),
         (lambda t: t["populations"][6].__setitem__("or", {"dims": ["CD3"]}), "list of rectangles"),

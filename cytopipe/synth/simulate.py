@@ -11,7 +11,7 @@ cells, and the true population of each event.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +23,13 @@ from cytopipe.synth.anomalies import Acquisition, Anomaly
 from cytopipe.synth.biology import pre_spill_signals
 from cytopipe.synth.composition import composition_counts
 from cytopipe.synth.model import INSTRUMENTS, MARKER_COLUMN, POPULATIONS, Instrument
+
+# (truth codes, counts per population, rng) -> FSC-A, FSC-H, SSC-A, (n, MARKERS) fluorescence,
+# pre-spill in instrument-A units: the biology of a tube (`pre_spill_signals` by default).
+SignalModel = Callable[
+    [np.ndarray, Mapping[str, int], np.random.Generator],
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+]
 
 
 @dataclass
@@ -75,12 +82,15 @@ def simulate_sample(
     start: datetime | None = None,
     keywords: Mapping[str, str] | None = None,
     anomalies: Sequence[Anomaly] = (),
+    signals: SignalModel = pre_spill_signals,
 ) -> SimulatedSample:
     """Simulate one tube: events in random order, with spillover, noise, saturation and Time.
 
     `composition` maps truth labels to fractions or exact counts (see `composition_counts`).
     `start` sets $DATE/$BTIM (and $ETIM from the acquisition length); `keywords` adds or
-    overrides FCS keywords (e.g. '$SRC', '$FIL'). Deterministic for a given `rng` seed.
+    overrides FCS keywords (e.g. '$SRC', '$FIL'). `signals` replaces the biology (randomized
+    variants in `cytopipe.synth.variants` reshape scatter and stains). Deterministic for a given
+    `rng` seed.
     """
     inst = get_instrument(instrument)
     rng = np.random.default_rng(rng)
@@ -91,7 +101,7 @@ def simulate_sample(
     )
     labels = pd.Categorical.from_codes(codes, categories=list(POPULATIONS))
 
-    fsc_a, fsc_h, ssc_a, fluor = pre_spill_signals(codes, counts, rng)
+    fsc_a, fsc_h, ssc_a, fluor = signals(codes, counts, rng)
     canonical = [c.canonical for c in inst.channels]
     fl_channels = inst.fluorescence
     fl_markers = [c.canonical for c in fl_channels]

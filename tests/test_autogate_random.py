@@ -1,0 +1,246 @@
+"""Automated gating on randomized synthetic files (cytopipe.synth.variants) that nobody picked:
+the seeds come from a fixed string hash (benchmarks/random_accuracy.py), consecutive seeds cycle
+through the composition classes, and every file is gated with the unedited template.
+
+The issue's targets per class: F1 >= 0.95 for lymphocytes, T cells and B cells and >= 0.90 for
+the B-cell subsets (populations with >= 50 true events), no B cells invented in aplasia (found
+<= 2 x truth + 5 where truth < 20), plasmablast counts within 20% or 5 events. They are
+asserted wherever the current gating meets them. Where it does not, the (class, population) is
+listed in KNOWN_MISSES with the measured figure; those are NOT loosened targets but open work
+for the gating: a strict xfail turns red when one starts to hold, so the list cannot go stale.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from cytopipe.synth.composition import composition_counts
+from cytopipe.synth.model import B_SUBSETS, POPULATIONS
+from cytopipe.synth.sample_files import read_truth
+from cytopipe.synth.variants import (
+    CLASSES,
+    draw_variant,
+    read_variant_record,
+    simulate_variant,
+    variant_class,
+    variant_record,
+    write_variant,
+)
+
+_spec = importlib.util.spec_from_file_location(
+    "random_accuracy", REPO / "benchmarks" / "random_accuracy.py"
+)
+random_accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(random_accuracy)
+
+SMALL_DRAW = 14  # two files per class, 10-30 k events: ~15-35 s
+LARGE_DRAW = 70  # ten files per class: `make bench`
+SMALL_EVENTS = (10_000, 30_000)
+
+# (class, population) -> what the gating measured (worst file; commit f4a7f46, 2026-11-30):
+# targets it misses today. Open work for the gating, not loosened targets.
+KNOWN_MISSES_SMALL = {
+    ("lysed_blood", "lymphocytes"): "F1 0.915 (seed 598707844)",
+    ("pregated_lymphocytes", "b_cells"): "F1 0.357 (seed 598707846)",
+    ("pregated_lymphocytes", "b_naive"): "F1 0.343 (seed 598707846)",
+    ("pregated_lymphocytes", "b_switched_memory"): "F1 0.344 (seed 598707846)",
+    ("pregated_lymphocytes", "b_double_negative"): "F1 0.314 (seed 598707846)",
+    ("pregated_lymphocytes", "b_transitional"): "F1 0.342 (seed 598707846)",
+    ("lymphoid_tissue", "b_cells"): "F1 0.478 (seed 598707841)",
+    ("lymphoid_tissue", "b_naive"): "F1 0.453 (seed 598707841)",
+    ("lymphoid_tissue", "b_unswitched_memory"): "F1 0.426 (seed 598707841)",
+    ("lymphoid_tissue", "b_switched_memory"): "F1 0.474 (seed 598707841)",
+    ("lymphoid_tissue", "b_double_negative"): "F1 0.490 (seed 598707841)",
+    ("lymphoid_tissue", "b_transitional"): "F1 0.414 (seed 598707841)",
+    ("myeloid_tissue", "lymphocytes"): "F1 0.293 (seed 598707842)",
+}
+# The 70-file draw (slow): every (class, population) it misses, with that draw's figures.
+KNOWN_MISSES_LARGE = {
+    ("lysed_blood", "lymphocytes"): "F1 0.000 (seed 598707886), 4 files",
+    ("lysed_blood", "t_cells"): "F1 0.000 (seed 598707886), 2 files",
+    ("lysed_blood", "b_cells"): "F1 0.000 (seed 598707907)",
+    ("lysed_blood", "b_naive"): "F1 0.000 (seed 598707907)",
+    ("lysed_blood", "b_unswitched_memory"): "F1 0.000 (seed 598707907)",
+    ("lysed_blood", "b_switched_memory"): "F1 0.000 (seed 598707907), 2 files",
+    ("pbmc", "lymphocytes"): "F1 0.027 (seed 598707894), 3 files",
+    ("pbmc", "t_cells"): "F1 0.008 (seed 598707894)",
+    ("pbmc", "b_cells"): "F1 0.032 (seed 598707894), 2 files",
+    ("pbmc", "b_naive"): "F1 0.006 (seed 598707894), 2 files",
+    ("pbmc", "b_unswitched_memory"): "F1 0.009 (seed 598707894), 3 files",
+    ("pbmc", "b_switched_memory"): "F1 0.022 (seed 598707894), 2 files",
+    ("pbmc", "plasmablasts"): "pb_count: found 26 of 35 (seed 598707887), 2 files",
+    ("pregated_lymphocytes", "b_cells"): "F1 0.357 (seed 598707846)",
+    ("pregated_lymphocytes", "b_naive"): "F1 0.343 (seed 598707846)",
+    ("pregated_lymphocytes", "b_switched_memory"): "F1 0.344 (seed 598707846)",
+    ("pregated_lymphocytes", "b_double_negative"): "F1 0.314 (seed 598707846)",
+    ("pregated_lymphocytes", "b_transitional"): "F1 0.342 (seed 598707846)",
+    ("pregated_leukocytes", "plasmablasts"): "pb_count: found 19 of 26 (seed 598707882)",
+    ("lymphoid_tissue", "b_cells"): "F1 0.170 (seed 598707876), 4 files",
+    ("lymphoid_tissue", "b_naive"): "F1 0.144 (seed 598707876), 4 files",
+    ("lymphoid_tissue", "b_unswitched_memory"): "F1 0.071 (seed 598707876), 4 files",
+    ("lymphoid_tissue", "b_switched_memory"): "F1 0.125 (seed 598707876), 4 files",
+    ("lymphoid_tissue", "b_double_negative"): "F1 0.086 (seed 598707876), 4 files",
+    ("lymphoid_tissue", "b_transitional"): "F1 0.144 (seed 598707876), 3 files",
+    ("lymphoid_tissue", "plasmablasts"): "pb_count: found 4 of 171 (seed 598707876), 2 files",
+    ("myeloid_tissue", "lymphocytes"): "F1 0.293 (seed 598707842)",
+    ("myeloid_tissue", "b_cells"): "F1 0.475 (seed 598707898)",
+    ("myeloid_tissue", "b_naive"): "F1 0.292 (seed 598707898)",
+    ("myeloid_tissue", "b_switched_memory"): "F1 0.734 (seed 598707884)",
+    ("lymphopenic_post_cart", "lymphocytes"): "F1 0.002 (seed 598707899), 4 files",
+    ("lymphopenic_post_cart", "t_cells"): "F1 0.000 (seed 598707899), 2 files",
+    ("lymphopenic_post_cart", "b_cells"): "F1 0.000 (seed 598707857)",
+    ("lymphopenic_post_cart", "b_naive"): "F1 0.000 (seed 598707857)",
+}
+
+
+def _miss_keys(table) -> set[tuple[str, str]]:
+    bad = random_accuracy.misses(table)
+    return set(zip(bad["class"], bad["population"], strict=True))
+
+
+# ------------------------------------------------------------------ the generator
+
+
+def test_consecutive_seeds_cycle_through_every_class():
+    assert [variant_class(s) for s in range(len(CLASSES))] == list(CLASSES)
+    seeds = random_accuracy.evaluation_seeds(SMALL_DRAW)
+    assert {variant_class(s) for s in seeds} == set(CLASSES)
+    assert seeds == random_accuracy.evaluation_seeds(SMALL_DRAW)  # fixed, not chosen
+
+
+def test_event_counts_are_log_uniform_within_bounds():
+    counts = np.array([draw_variant(s).n_events for s in range(300)])
+    assert counts.min() >= 10_000 and counts.max() <= 1_000_000
+    # log-uniform: about a third of the draws in each decade third (10k-46k-215k-1M)
+    thirds = np.histogram(np.log10(counts), bins=[4, 4 + 2 / 3, 4 + 4 / 3, 6])[0]
+    assert (thirds > 70).all(), thirds
+
+
+def _lymph_share(comp: dict[str, float]) -> float:
+    lymph = sum(comp[p] for p in ("t_cell", "nk", *B_SUBSETS))
+    return lymph / (lymph + comp["granulocyte"] + comp["monocyte"])
+
+
+def test_each_class_has_its_composition():
+    """What makes a class: what it lacks, and what dominates its leukocytes."""
+    by_class: dict[str, list] = {c: [] for c in CLASSES}
+    for seed in range(7 * 12):
+        v = draw_variant(seed, SMALL_EVENTS)
+        by_class[v.cls].append(v)
+    for v in by_class["pregated_lymphocytes"]:
+        assert v.composition["granulocyte"] == v.composition["monocyte"] == 0.0
+        assert v.composition["debris"] == 0.0
+    for v in by_class["pregated_leukocytes"]:
+        assert v.composition["debris"] == 0.0
+        gone = ("cd45_negative",) if v.params["pregate"] == "cd45" else ("doublet", "dead")
+        assert all(v.composition[p] == 0.0 for p in gone)
+    assert all(_lymph_share(v.composition) > 0.8 for v in by_class["lymphoid_tissue"])
+    assert all(_lymph_share(v.composition) < 0.15 for v in by_class["myeloid_tissue"])
+    assert all(_lymph_share(v.composition) < 0.15 for v in by_class["lymphopenic_post_cart"])
+    for v in by_class["pbmc"]:
+        assert v.composition["granulocyte"] < 0.05
+    assert {v.params["aplasia"] for v in by_class["lymphopenic_post_cart"]} == {True, False}
+    assert not any(
+        v.params["aplasia"] for c in ("lymphoid_tissue", "myeloid_tissue") for v in by_class[c]
+    )
+
+
+def test_aplasia_leaves_a_handful_of_b_cells():
+    """Aplasia (every other lymphopenic file, a quarter of blood files): 0-15 B cells."""
+    aplastic = [v for v in map(draw_variant, range(140)) if v.params["aplasia"]]
+    assert {v.cls for v in aplastic} >= {"lymphopenic_post_cart", "lysed_blood", "pbmc"}
+    for v in aplastic:
+        counts = composition_counts(v.n_events, v.composition)
+        assert sum(counts[s] for s in B_SUBSETS) <= 16, (v.seed, v.cls)
+
+
+def test_variant_file_has_truth_and_record_and_is_reproducible(tmp_path):
+    seed = random_accuracy.evaluation_seeds(1)[0] + 3
+    variant = draw_variant(seed, (10_000, 10_000))
+    path = write_variant(tmp_path / "a" / "v.fcs", variant)
+    again = write_variant(tmp_path / "b" / "v.fcs", draw_variant(seed, (10_000, 10_000)))
+    assert path.read_bytes() == again.read_bytes()
+    truth = read_truth(path)
+    assert len(truth) == 10_000 and set(truth["population"].cat.categories) == set(POPULATIONS)
+    record = read_variant_record(path)
+    assert record["class"] == variant.cls and record["seed"] == seed
+    assert sum(record["true_counts"].values()) == 10_000
+    for key in ("scatter_gain", "scatter_position", "stain_separation", "detector_gain",
+                "spill_strength", "composition"):  # fmt: skip
+        assert key in record, key
+    assert "variant" not in json.dumps(simulate_variant(variant).keywords)  # nothing tells
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_lymphocytes_sit_where_the_voltages_were_set(seed):
+    """The drawn scatter voltage and position are in the file: the T cells' SSC median as a
+    fraction of the range is the drawn target times the lymphocytes' position factor."""
+    variant = draw_variant(seed, (10_000, 10_000))
+    sample = simulate_variant(variant)
+    record = variant_record(variant)
+    ssc = next(i for i, c in enumerate(variant.instrument.channels) if c.canonical == "SSC-A")
+    t_cells = np.asarray(sample.labels) == "t_cell"
+    measured = np.median(sample.events[t_cells, ssc]) / sample.pnr[ssc]
+    expected = (
+        record["lymphocyte_scatter_target"]["SSC"] * record["scatter_position"]["lymphocytes"][1]
+    )
+    assert measured == pytest.approx(expected, rel=0.08)
+
+
+# ------------------------------------------------------------------ the gating
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    table = random_accuracy.evaluate(tmp_path_factory.mktemp("variants"), SMALL_DRAW, SMALL_EVENTS)
+    print("\n" + random_accuracy.report(table))
+    return table
+
+
+def test_small_draw_covers_every_class(small_table):
+    assert set(small_table["class"]) == set(CLASSES)
+    assert small_table["seed"].nunique() == SMALL_DRAW
+
+
+def test_small_draw_meets_the_targets_except_known_misses(small_table):
+    bad = random_accuracy.misses(small_table)
+    known = [
+        (c, p) in KNOWN_MISSES_SMALL for c, p in zip(bad["class"], bad["population"], strict=True)
+    ]
+    assert bad[~np.array(known, dtype=bool)].empty, bad[~np.array(known, dtype=bool)].to_string()
+
+
+def test_no_b_cells_invented_in_aplasia(small_table):
+    rows = random_accuracy.aplasia_rows(small_table)
+    assert len(rows) >= 1
+    assert (rows["found"] <= 2 * rows["truth"] + 5).all(), rows.to_string()
+
+
+@pytest.mark.parametrize("cls,population", sorted(KNOWN_MISSES_SMALL))
+@pytest.mark.xfail(strict=True, reason="known miss of the current gating (KNOWN_MISSES_SMALL)")
+def test_known_miss_still_misses(small_table, cls, population):
+    """Strict xfail: when the gating starts to meet this target, move it out of the list."""
+    assert (cls, population) not in _miss_keys(small_table)
+
+
+@pytest.mark.slow
+def test_large_draw_meets_the_targets_except_known_misses(tmp_path, repo):
+    """70 files (ten per class) of 10-30 k events; the table goes to results/."""
+    table = random_accuracy.evaluate(tmp_path / "variants", LARGE_DRAW, SMALL_EVENTS)
+    (repo / "results").mkdir(exist_ok=True)
+    table.to_csv(repo / "results" / "autogate_random_accuracy.tsv", sep="\t", index=False)
+    print("\n" + random_accuracy.report(table))
+    assert set(table["class"]) == set(CLASSES)
+    bad = random_accuracy.misses(table)
+    new = [
+        (c, p) not in KNOWN_MISSES_LARGE
+        for c, p in zip(bad["class"], bad["population"], strict=True)
+    ]
+    assert bad[np.array(new, dtype=bool)].empty, bad[np.array(new, dtype=bool)].to_string()
+    rows = random_accuracy.aplasia_rows(table)
+    assert (rows["found"] <= 2 * rows["truth"] + 5).all(), rows.to_string()
