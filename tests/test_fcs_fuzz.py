@@ -119,6 +119,7 @@ def mutations(draw, originals: list[bytes]) -> bytes:
         if kind in ("flip", "flip_text"):
             lo = 0 if kind == "flip" else min(10, len(raw) - 1)  # flip_text keeps the magic
             hi = len(raw) - 1 if kind == "flip" else min(len(raw) - 1, text_end(bytes(raw)))
+            hi = max(hi, lo)  # a TEXT end before byte 10 (cut or broken offsets): flip byte 10
             for _ in range(draw(st.integers(1, 8))):
                 raw[draw(st.integers(lo, hi))] = draw(st.integers(0, 255))
         elif kind == "cut":
