@@ -476,6 +476,22 @@ def test_clustering_section_renders_results_when_present(cohort, tmp_path):
     assert "No clustering results" in read(results / "report" / "samples" / "P01-d14.html")
 
 
+def test_samples_where_gates_and_clustering_disagree_are_listed_to_look_at(cohort, tmp_path):
+    """Two opinions: a population on which the gates and the clustering annotation disagree
+    puts the sample on the cohort page's review list, with the disagreement."""
+    results = tmp_path / "results"
+    shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))
+    before = write_report(results, results / "report")
+    listed = {r["sample"]["text"] for r in tables_of(read(before), "attention")}
+    assert "P01-d90" not in listed
+    clusters = {"status": "ok", "clusters": [], "agreement": [],
+                "disagreements": ["b_naive: F1 0.42 < 0.8 (gate 512 events, clusters 300)"]}  # fmt: skip
+    (results / "samples" / "P01-d90" / "clusters.json").write_text(json.dumps(clusters))
+    index = read(write_report(results, results / "report"))
+    rows = {r["sample"]["text"]: r for r in tables_of(index, "attention")}
+    assert "b_naive: F1 0.42" in rows["P01-d90"]["gates vs clustering"]["text"]
+
+
 # ----------------------------------------------------------------------------- robustness
 
 

@@ -222,6 +222,13 @@ QC_COLUMNS = [
         "the file's acquisition date ($DATE) far from the row's collection_date: the row may "
         "name another visit's file",
     ),
+    (
+        "disagreements",
+        "gates vs clustering",
+        "long",
+        "populations where the gates and the clustering annotation, two independent methods, "
+        "disagree (F1 below clustering.yaml's min_f1): a gate or a metacluster deserves a look",
+    ),
     ("error", "error", "long", ""),
 ]
 
@@ -233,6 +240,9 @@ def _qc_section(report: Report) -> dict:
         why = report.results.why_missing("sample_status")
         return {"unavailable": Unavailable("The sample status table", why)}
     frame = status.copy()
+    frame["disagreements"] = [
+        "; ".join(report.disagreements.get(str(sid), [])) for sid in frame["sample_id"]
+    ]
     verdict = np.where(
         frame["status"] == "failed",
         "failed",
@@ -294,6 +304,7 @@ def _needs_a_look(row: Mapping) -> bool:
     return (
         row.get("_verdict") in ("failed", "fail", "warn")
         or (not is_missing(warned) and bool(warned))
+        or bool(row.get("disagreements"))
         or (not is_missing(doubtful) and float(doubtful) > 0)
     )
 

@@ -38,6 +38,9 @@ class Report:
     privacy: Privacy = field(default_factory=Privacy)
     status: dict[str, dict] = field(default_factory=dict)  # sample_status.tsv rows by sample
     files: dict[str, list[str]] = field(default_factory=dict)  # failures.tsv paths by sample
+    # clusters.json "disagreements" by sample: gates and clustering, two independent methods,
+    # disagree on a population; collected while the sample pages are written
+    disagreements: dict[str, list[str]] = field(default_factory=dict)
 
     def patient_href(self, pid: str, root: str) -> str:
         return f"{root}patients/{slug(pid)}.html"

@@ -73,6 +73,8 @@ def write_report(
         written.add(path)
     for sid in report.samples:
         sample = load_sample(sid, results.sample_dirs.get(sid))
+        if isinstance(sample.clusters, dict) and sample.clusters.get("disagreements"):
+            report.disagreements[sid] = [str(d) for d in sample.clusters["disagreements"]]
         path = out / "samples" / f"{slug(sid)}.html"
         _write(path, sample_page(report, sample))
         written.add(path)
