@@ -88,7 +88,7 @@ def test_tiny_positive_population_is_not_clipped():
 
 
 def test_template_fixed_gates_still_build(specs):
-    """Existing callers (pipeline.gate) get the template's fixed positions for threshold names."""
+    """Existing callers (gating.sample.gate) get the template's fixed positions for threshold names."""
     tg = build_gates(specs, {"FSC-A", "FSC-H", "SSC-A", "CD45", "CD3", "CD19", "viability"})
     by_id = {g.id: g for g in tg.gates}
     assert by_id["b_cells"].mins == (None, 0.45) and by_id["b_cells"].maxs == (0.45, None)

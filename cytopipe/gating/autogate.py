@@ -12,10 +12,11 @@ gate is placed per sample, top-down, from populations that are always there:
   on another population (CD27 on T cells for tiny B-cell parents) or the template's fixed value.
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
-- `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A) and `ratio` (singlets: FSC-H/FSC-A).
+- `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
+  by BIC) and `ratio` (singlets: FSC-H/FSC-A).
 
 Every placement reports (method, confidence 0-1, flag); a fallback or low confidence is flagged.
-Positions are on the gating scale of `cytopipe.pipeline.preprocess` (scatter / $PnR, logicle).
+Positions are on the gating scale of `cytopipe.preprocess.sample.preprocess` (scatter / top, logicle).
 """
 
 from __future__ import annotations
