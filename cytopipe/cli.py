@@ -25,7 +25,7 @@ from cytopipe.commands import (
     settings,
     synth,
 )
-from cytopipe.errors import EX_TEMPFAIL, CytopipeError, environment_message
+from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, environment_message
 
 # Command modules, in the order `--help` lists their subcommands.
 COMMANDS = (synth, ingest, sample, gates, autogate, cluster, longitudinal, report, settings)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"cytopipe: error: {exc}", file=sys.stderr)
         return 2
-    except (MemoryError, OSError) as exc:
+    except ENVIRONMENT_FAULTS as exc:
         if args.debug:
             traceback.print_exc()
         print(f"cytopipe: error: {environment_message(exc)}", file=sys.stderr)

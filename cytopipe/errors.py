@@ -48,9 +48,8 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def is_environment_fault(exc: BaseException) -> bool:
-    """Out of memory or an operating-system error: the machine, not the sample, is at fault."""
-    return isinstance(exc, MemoryError | OSError)
+# Out of memory or an operating-system error: the machine, not the sample, is at fault.
+ENVIRONMENT_FAULTS = (MemoryError, OSError)
 
 
 def environment_message(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from cytopipe.clinical import sample_checks
 from cytopipe.clinical.collect import collect
 from cytopipe.clinical.samplesheet import load_sample_sheet
 from cytopipe.config import add_settings_arguments, settings_from_args
-from cytopipe.errors import CytopipeError, is_environment_fault
+from cytopipe.errors import ENVIRONMENT_FAULTS, CytopipeError
 from cytopipe.gating.sample import event_masks, gate
 from cytopipe.gating.stats import (
     STATS_COLUMNS,
@@ -56,9 +56,9 @@ def _failed_record(sample_id: str, stage: str, exc: BaseException) -> dict:
 def _guard(sample_id: str, stage: str, work: Callable[[], dict]) -> dict:
     try:
         return work()
+    except ENVIRONMENT_FAULTS:
+        raise  # the machine's fault, not the sample's: fail the job (cytopipe.errors)
     except Exception as exc:  # noqa: BLE001 - every failure of the input becomes its record
-        if is_environment_fault(exc):
-            raise
         return _failed_record(sample_id, stage, exc)
 
 
