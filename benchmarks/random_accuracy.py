@@ -30,6 +30,7 @@ import pandas as pd
 
 from cytopipe.config import load_config
 from cytopipe.gating.autogate import autogate
+from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
@@ -61,12 +62,6 @@ def evaluation_seeds(n: int, label: str = SEED_LABEL) -> range:
     return range(base, base + n)
 
 
-def f1(found: np.ndarray, truth: np.ndarray) -> float:
-    tp = np.count_nonzero(found & truth)
-    denom = np.count_nonzero(found) + np.count_nonzero(truth)
-    return 2 * tp / denom if denom else 1.0
-
-
 def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     """Gate one file as tests/test_autogate_accuracy.py does and score it against its truth."""
     pre = preprocess(str(path), panel_map, cfg)
@@ -83,7 +78,7 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
         method, confidence, flag = result.methods.get(pop, ("absent", 0.0, "not gated"))
         n_true, n_found = int(truth[pop].sum()), int(found.sum())
         rows.append(
-            {"population": pop, "truth": n_true, "found": n_found, "f1": round(f1(found, truth[pop]), 4),
+            {"population": pop, "truth": n_true, "found": n_found, "f1": round(f1_score(found, truth[pop]), 4),
              "method": method, "confidence": round(float(confidence), 3), "flag": flag}
         )  # fmt: skip
     return rows

@@ -28,6 +28,7 @@ import pandas as pd
 
 from cytopipe.config import merge, read_yaml, validated
 from cytopipe.gating.sample import event_masks, gate
+from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.panel import load_panel
@@ -58,11 +59,6 @@ GVHD_TARGET = {6: 0.80, 7: 0.80}  # the experts left CD3+ events outside their T
 GVHD_SETTINGS = {"transform": {"fluorescence": "linear"}}
 
 
-def f1(ours: np.ndarray, ref: np.ndarray) -> float:
-    total = int(ours.sum() + ref.sum())
-    return 2.0 * int((ours & ref).sum()) / total if total else float("nan")
-
-
 def gated(path: Path, required=None, settings: dict | None = None) -> pd.DataFrame:
     """One boolean column per population, file event order (QC-removed events False);
     `settings`: config sections over config.yaml, as `cytopipe --settings` gives them."""
@@ -84,7 +80,7 @@ def lyoplate(data: Path) -> list[dict]:
         mask = masks[ours].to_numpy() if ours in masks else np.zeros(len(ref), dtype=bool)
         rows.append({"file": "lyoplate C01", "population": ours, "reference": f"openCyto {theirs}",
                      "ours": int(mask.sum()), "ref": int(ref[theirs].sum()),
-                     "f1": f1(mask, ref[theirs].to_numpy(bool)), "target": target})  # fmt: skip
+                     "f1": f1_score(mask, ref[theirs].to_numpy(bool)), "target": target})  # fmt: skip
     return rows
 
 
@@ -97,7 +93,7 @@ def gvhd(data: Path) -> list[dict]:
         t = labels.isin(T_LABELS).to_numpy()
         mask = masks["t_cells"].to_numpy() if "t_cells" in masks else np.zeros(len(t), dtype=bool)
         rows.append({"file": path.stem, "population": "t_cells", "reference": "experts' T cells",
-                     "ours": int(mask.sum()), "ref": int(t.sum()), "f1": f1(mask, t),
+                     "ours": int(mask.sum()), "ref": int(t.sum()), "f1": f1_score(mask, t),
                      "target": GVHD_TARGET.get(i, 0.90)})  # fmt: skip
     return rows
 

@@ -14,7 +14,7 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating.autogate import autogate, density, find_valley
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.sample import gate
-from cytopipe.gating.stats import gates_to_review, population_stats
+from cytopipe.gating.stats import f1_score, gates_to_review, population_stats
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
@@ -196,7 +196,7 @@ def test_cd19_dim_plasmablasts_join_b_cells(tmp_path, specs, panel_map, instrume
     assert result.masks["b_cells"][below_cut].mean() > 0.9
     found = int(result.masks["plasmablasts"].sum())
     assert abs(found - pb.sum()) <= 0.1 * pb.sum()
-    assert f1(result.masks["plasmablasts"], pb) > 0.9
+    assert f1_score(result.masks["plasmablasts"], pb) > 0.9
     ((label, extra),) = result.extras["b_cells"]
     assert "CD27" in label and extra.dims[:2] == ("CD3", "CD19")
     # the sample page's density plot of b_cells carries that part with its label
@@ -249,7 +249,7 @@ def test_minimal_panel_still_yields_lymphocytes_t_and_b_cells(baseline_sample, s
     assert result.skipped["b_naive"] == "parent b_cd20pos not gated"
     truth = truth_masks(labels)
     for pop in ("lymphocytes", "t_cells", "b_cells"):
-        assert f1(result.masks[pop], truth[pop]) > 0.95, pop
+        assert f1_score(result.masks[pop], truth[pop]) > 0.95, pop
 
 
 def test_missing_viability_passes_parent_events_flagged(baseline_sample, specs, panel_map):
@@ -290,12 +290,6 @@ def test_no_events_gives_empty_populations_not_an_error(specs):
     assert result.methods["lymphocytes"][0] == "fallback"
 
 
-def f1(found: np.ndarray, truth: np.ndarray) -> float:
-    tp = np.count_nonzero(found & truth)
-    denom = np.count_nonzero(found) + np.count_nonzero(truth)
-    return 2 * tp / denom if denom else 1.0
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -308,7 +302,9 @@ def test_cli_writes_membership_in_file_order_and_stats(baseline_sample, tmp_path
     assert all(members[c].dtype == bool for c in members.columns)
     labels = np.asarray(read_truth(baseline_sample)["population"])
     truth = truth_masks(labels)
-    assert f1(members["b_cells"].to_numpy(), truth["b_cells"]) > 0.95  # rows are in file order
+    assert (
+        f1_score(members["b_cells"].to_numpy(), truth["b_cells"]) > 0.95
+    )  # rows are in file order
     table = pd.read_csv(stats, sep="\t")
     assert list(table["population"]) == list(members.columns)
     assert set(table["gate_method"]) <= {"valley", "gmm", "ratio", "quantile", "fallback", "pass", "fixed", "peak_offset", "quantile+valley"}  # fmt: skip
@@ -377,5 +373,5 @@ def test_a_file_pre_gated_on_lymphocytes_is_not_split(tmp_path, repo, instrument
     result = gate("S", {m: v[keep] for m, v in pre.columns.items()}, load_template(repo / "config/gating.yaml"))  # fmt: skip
     truth = truth_masks(read_truth(path)["population"][keep])
     for population in ("lymphocytes", "b_cells"):
-        score = f1(result.masks[population], np.asarray(truth[population]))
+        score = f1_score(result.masks[population], np.asarray(truth[population]))
         assert score >= 0.99, (population, score)

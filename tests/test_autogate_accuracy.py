@@ -19,6 +19,7 @@ import pytest
 from cytopipe.config import load_config
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.gates import evaluate
+from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
@@ -38,12 +39,6 @@ SUBSETS = (
 )
 MIN_TRUTH_FOR_F1 = 50  # below this F1 is a coin toss of a few events: count error is judged
 TRUTH_LABELS = {"b_naive": ("b_naive", "b_transitional")}
-
-
-def f1(found: np.ndarray, truth: np.ndarray) -> float:
-    tp = np.count_nonzero(found & truth)
-    denom = np.count_nonzero(found) + np.count_nonzero(truth)
-    return 2 * tp / denom if denom else 1.0
 
 
 def score_sample(path: str, specs, panel_map, cfg) -> list[dict]:
@@ -67,10 +62,10 @@ def score_sample(path: str, specs, panel_map, cfg) -> list[dict]:
                 "population": pop,
                 "truth": n_true,
                 "found": n_found,
-                "f1": round(f1(mask, truth[pop]), 4),
+                "f1": round(f1_score(mask, truth[pop]), 4),
                 "count_error": n_found - n_true,
                 "rel_count_error": round((n_found - n_true) / n_true, 4) if n_true else np.nan,
-                "f1_fixed_template": round(f1(fixed[pop], truth[pop]), 4),
+                "f1_fixed_template": round(f1_score(fixed[pop], truth[pop]), 4),
                 "method": method,
                 "confidence": confidence,
                 "flag": flag,

@@ -27,6 +27,7 @@ from cytopipe.cluster.training import train_files
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
 from cytopipe.gating.sample import event_masks, gate
+from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import QC_COLUMN, Preprocessed, preprocess
@@ -55,11 +56,6 @@ TRUTH = {
     "b_double_negative": ("b_double_negative",),
     "plasmablasts": ("plasmablast",),
 }
-
-
-def f1(found: np.ndarray, truth: np.ndarray) -> float:
-    denom = np.count_nonzero(found) + np.count_nonzero(truth)
-    return 2 * np.count_nonzero(found & truth) / denom if denom else 1.0
 
 
 def write_sample(out, sample_id: str, pre: Preprocessed, masks) -> tuple[str, str]:
@@ -154,7 +150,7 @@ def test_metaclusters_recover_the_known_populations(cohort, model, settings):
     scores = {}
     for pop, group in TRUTH.items():
         truth = np.isin(labels, group)
-        scores[pop] = (round(f1(found_mask(model, metas, pop), truth), 4), int(truth.sum()))
+        scores[pop] = (round(f1_score(found_mask(model, metas, pop), truth), 4), int(truth.sum()))
     print("\nF1 of annotated metaclusters vs truth (pooled, events):")
     for pop, (score, n) in scores.items():
         print(f"  {pop:22s} F1 {score:.4f}  ({n} true events)")

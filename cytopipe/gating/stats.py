@@ -64,6 +64,14 @@ def population_stats(
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
+def f1_score(found: np.ndarray, reference: np.ndarray) -> float:
+    """Agreement of two per-event memberships (a gate and a truth, a peer's gate or an expert's
+    label): 2 |both| / (|found| + |reference|); 1.0 when both are empty (nothing to find, and
+    nothing found)."""
+    denom = np.count_nonzero(found) + np.count_nonzero(reference)
+    return 2.0 * np.count_nonzero(found & reference) / denom if denom else 1.0
+
+
 def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:
     """Gates a reviewer should look at: placed with confidence below `low` (where autogate
     flags low confidence) on a parent of at least `min_parent` events.
