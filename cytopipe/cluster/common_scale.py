@@ -27,17 +27,17 @@ def parse_common(raw: Mapping | None, source: str) -> Scale | None:
     if raw is None:
         return None
     try:
-        scale = Scale("logicle", **{k: float(raw[k]) for k in ("t", "w", "m", "a")})
+        t, w, m, a = (float(raw[k]) for k in ("t", "w", "m", "a"))
     except (KeyError, TypeError, ValueError):
         raise ConfigError(
             "`scale` needs numeric t, w, m and a (logicle parameters), or null",
             path=source,
         ) from None
-    if not (scale.t > 0 and scale.m > 0 and 0 <= 2 * scale.w <= scale.m and scale.a >= 0):
+    if not (t > 0 and m > 0 and 0 <= 2 * w <= m and a >= 0):
         raise ConfigError(
             f"`scale` {raw} is not a valid logicle (T > 0, 0 <= 2W <= M)", path=source
         )
-    return scale
+    return Scale.logicle(t, w, m, a)
 
 
 def sample_scales(info_path: str | os.PathLike) -> dict[str, Scale]:
@@ -48,7 +48,7 @@ def sample_scales(info_path: str | os.PathLike) -> dict[str, Scale]:
     except (OSError, ValueError):
         return {}
     scales = (info.get("provenance") or {}).get("scales") or {}
-    return {m: Scale(**p) for m, p in scales.items() if isinstance(p, Mapping)}
+    return {m: Scale.from_record(p) for m, p in scales.items() if isinstance(p, Mapping)}
 
 
 def to_common(
@@ -63,6 +63,6 @@ def to_common(
         own = scales.get(marker)
         if own is None or own == common or own.kind == "linear":
             continue
-        data[:, j] = common.apply(own.inverse(data[:, j]))
+        data[:, j] = common.forward(own.inverse(data[:, j]))
         changed[marker] = str(own)
     return changed

@@ -35,8 +35,9 @@ from cytopipe.gating.gates import (
 )
 from cytopipe.gating.gatingml import from_flowkit, to_flowkit
 from cytopipe.gating.sample_columns import event_source_from_flowkit
-from cytopipe.gating.strategy import DimSpec, EventSource, Scale, Strategy
+from cytopipe.gating.strategy import DimSpec, EventSource, Strategy
 from cytopipe.preprocess.compensation import Spillover
+from cytopipe.preprocess.transforms import Scale
 
 
 def _workspace(wsp_path: str | os.PathLike, fcs=None):

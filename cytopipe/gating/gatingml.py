@@ -26,8 +26,9 @@ from cytopipe.gating.gates import (
     RectangleGate,
     population_ids,
 )
-from cytopipe.gating.strategy import FCS_SPILL, UNCOMPENSATED, DimSpec, Scale, Strategy
+from cytopipe.gating.strategy import FCS_SPILL, UNCOMPENSATED, DimSpec, Strategy
 from cytopipe.preprocess.compensation import Spillover
+from cytopipe.preprocess.transforms import Scale
 
 # --------------------------------------------------------------------------- import
 

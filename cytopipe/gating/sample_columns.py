@@ -26,7 +26,7 @@ from cytopipe.gating.strategy import (
     EventSource,
     Strategy,
 )
-from cytopipe.preprocess.compensation import Spillover, compensation_matrix, spillover_from_keywords
+from cytopipe.preprocess.compensation import Spillover, spill_product, spillover_from_keywords
 
 # --------------------------------------------------------------------------- sample columns
 
@@ -163,7 +163,11 @@ class _Compensation:
 
     def _compute(self, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         raw = self.events if rows is None else self.events[rows]  # whole rows: contiguous gather
-        return _compensate(raw, self.m, self.idx, self.needed, self.scratch)
+        scratch = self.scratch or _Scratch()
+        raw64 = scratch.get("raw64", raw.shape)
+        comp = scratch.get(f"comp:{self.m.id}", (len(self.needed), raw.shape[0]))
+        spill_product(raw, self.m, self.idx, self.needed, raw64, comp)
+        return {d: comp[j] for j, d in enumerate(self.needed)}
 
 
 class _Scratch:
@@ -268,49 +272,6 @@ class _Resolver:
             return self.timer.run("transform", s.forward, values)
 
         return scaled
-
-
-def _compensate(
-    raw: np.ndarray,
-    m: Spillover,
-    detector_idx: list[int],
-    names: list[str],
-    scratch: _Scratch | None = None,
-) -> dict[str, np.ndarray]:
-    """Compensated values of some detectors: raw @ inverse(spillover), in float64.
-
-    `raw` holds all channels of some events; the inverse's columns for `names` are embedded
-    in a (channels x len(names)) matrix with zero rows for non-detector channels, so events
-    need no column gather. The result is laid out detector-major so each column is
-    contiguous. FlowKit solves the same system with np.linalg.solve; a product with the
-    inverse differs from it only in the last bits (~1e-16 relative), is several times faster,
-    computes just the detectors gates use and does not depend on chunking.
-    """
-    scratch = scratch or _Scratch()
-    inv = _inverse(m)
-    weights = np.zeros((len(names), raw.shape[1]))
-    cols = [m.detectors.index(d) for d in names]
-    weights[:, detector_idx] = inv[:, cols].T
-    raw64 = scratch.get("raw64", raw.shape)
-    np.copyto(raw64, raw)
-    comp = scratch.get(f"comp:{m.id}", (len(names), raw.shape[0]))
-    np.matmul(weights, raw64.T, out=comp)
-    return {d: comp[j] for j, d in enumerate(names)}
-
-
-_INVERSES: dict[tuple, np.ndarray] = {}  # a few matrices per run, asked for by every chunk
-
-
-def _inverse(m: Spillover) -> np.ndarray:
-    """inv(S) by the pipeline's `compensation_matrix` (the same checks: shape, NaN/inf,
-    singular; errors name the matrix's source and file), once per distinct matrix."""
-    mat = np.ascontiguousarray(m.matrix, dtype=np.float64)
-    key = (mat.tobytes(), mat.shape, len(m.channels))
-    if key not in _INVERSES:
-        if len(_INVERSES) >= 16:
-            _INVERSES.clear()
-        _INVERSES[key] = compensation_matrix(m)
-    return _INVERSES[key]
 
 
 def sample_columns(

@@ -15,74 +15,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cytopipe.errors import GatingError
 from cytopipe.gating.gates import Gate, population_ids
-from cytopipe.preprocess import transforms as tf
 from cytopipe.preprocess.compensation import Spillover
+from cytopipe.preprocess.transforms import Scale
 
 UNCOMPENSATED = "uncompensated"
 FCS_SPILL = "FCS"
 
 
 # --------------------------------------------------------------------------- plain model
-
-
-@dataclass(frozen=True)
-class Scale:
-    """A Gating-ML transformation: kind in logicle, asinh, hyperlog, linear, log, fratio, and
-    (from FlowJo) biex; `params` are its named parameters; fratio also has `inputs`."""
-
-    id: str
-    kind: str
-    params: tuple[tuple[str, float], ...]
-    inputs: tuple[str, ...] = ()  # fratio: (numerator, denominator) FCS dimension names
-
-    @property
-    def p(self) -> dict[str, float]:
-        return dict(self.params)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        p = self.p
-        if self.kind == "logicle":
-            return tf.logicle_fast(x, p["T"], p["W"], p["M"], p["A"])
-        if self.kind == "asinh":
-            return tf.asinh(x, p["T"], p["M"], p["A"])
-        if self.kind == "hyperlog":
-            return tf.hyperlog(x, p["T"], p["W"], p["M"], p["A"])
-        if self.kind == "linear":
-            return tf.linear(x, p["T"], p["A"])
-        if self.kind == "log":
-            return tf.log(x, p["T"], p["M"])
-        if self.kind == "biex":
-            return tf.biex(x, p["negative"], p["width"], p["positive"], p["max_value"])
-        raise GatingError(
-            f"transformation {self.id!r} of kind {self.kind!r} cannot scale a channel"
-        )
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        p = self.p
-        if self.kind == "logicle":
-            return tf.logicle_inverse(y, p["T"], p["W"], p["M"], p["A"])
-        if self.kind == "asinh":
-            return tf.asinh_inverse(y, p["T"], p["M"], p["A"])
-        if self.kind == "hyperlog":
-            return tf.hyperlog_inverse(y, p["T"], p["W"], p["M"], p["A"])
-        if self.kind == "linear":
-            return tf.linear_inverse(y, p["T"], p["A"])
-        if self.kind == "log":
-            return tf.log_inverse(y, p["T"], p["M"])
-        if self.kind == "biex":
-            return tf.biex_inverse(y, p["negative"], p["width"], p["positive"], p["max_value"])
-        raise GatingError(f"transformation {self.id!r} of kind {self.kind!r} has no inverse")
-
-    @property
-    def total_order_preserving(self) -> bool:
-        """True when x >= inverse(L) <=> forward(x) >= L for every real x (no NaN, no clamping),
-        which lets a range on this scale be tested on linear values."""
-        p = self.p
-        if self.kind in ("logicle", "asinh", "hyperlog"):
-            return True
-        return self.kind == "linear" and p["T"] + p["A"] > 0
 
 
 @dataclass(frozen=True)

@@ -57,24 +57,24 @@ def scale_channel(
     """
     top = top if top and top > 0 else ranges.DEFAULT_TOP
     if marker in SCATTER:
-        scale = transforms.Scale("linear", t=float(top))
+        scale = transforms.Scale.linear(float(top))
         return (raw / np.float32(top)).astype(np.float32), scale
     tcfg = {**TRANSFORM, **tcfg}
     own = (tcfg["per_marker"] or {}).get(marker) or {}
     kind = own.get("scale", tcfg["fluorescence"])
     if kind == "linear":  # values already on a log scale (log-amplifier channel numbers)
-        scale = transforms.Scale("linear", t=float(top))
+        scale = transforms.Scale.linear(float(top))
         return (raw / np.float32(top)).astype(np.float32), scale
     if kind == "arcsinh":
         cof = float(own.get("cofactor", tcfg["arcsinh_cofactor"]))
-        scale = transforms.Scale("arcsinh", cofactor=cof)
-        return scale.apply(raw).astype(np.float32), scale
+        scale = transforms.Scale.arcsinh(cof)
+        return scale.forward(raw).astype(np.float32), scale
     lp = {**TRANSFORM["logicle"], **(tcfg["logicle"] or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
     t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
     w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
-    scale = transforms.Scale("logicle", t=t, w=w, m=m, a=a)
-    return scale.apply(raw).astype(np.float32), scale
+    scale = transforms.Scale.logicle(t, w, m, a)
+    return scale.forward(raw).astype(np.float32), scale
 
 
 def preprocess(
@@ -136,7 +136,7 @@ def preprocess(
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
             "transform": {m: str(sc) for m, sc in scales.items()},
-            "scales": {m: dataclasses.asdict(sc) for m, sc in scales.items()},
+            "scales": {m: sc.to_record() for m, sc in scales.items()},
             "cytopipe_version": __version__,
         },
         "panel": {

@@ -13,11 +13,14 @@ inverse-transformed limits: gating uses that to avoid transforming most events a
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from flowutils import logicle_c as _c
 from flowutils import transforms as _fu
+
+from cytopipe.errors import GatingError
 
 
 def _in_c(kernel, x: np.ndarray, t: float, w: float, m: float, a: float) -> np.ndarray:
@@ -288,35 +291,101 @@ def biex_inverse(
 # --------------------------------------------------------------------------- a channel's scale
 
 
+_FORWARD = {
+    "logicle": lambda x, p: logicle_fast(x, p["T"], p["W"], p["M"], p["A"]),
+    "asinh": lambda x, p: asinh(x, p["T"], p["M"], p["A"]),
+    "hyperlog": lambda x, p: hyperlog(x, p["T"], p["W"], p["M"], p["A"]),
+    "linear": lambda x, p: linear(x, p["T"], p.get("A", 0.0)),
+    "log": lambda x, p: log(x, p["T"], p["M"]),
+    "biex": lambda x, p: biex(x, p["negative"], p["width"], p["positive"], p["max_value"]),
+    "arcsinh": lambda x, p: arcsinh(x, p["cofactor"]),
+}
+_INVERSE = {
+    "logicle": lambda y, p: logicle_inverse(y, p["T"], p["W"], p["M"], p["A"]),
+    "asinh": lambda y, p: asinh_inverse(y, p["T"], p["M"], p["A"]),
+    "hyperlog": lambda y, p: hyperlog_inverse(y, p["T"], p["W"], p["M"], p["A"]),
+    "linear": lambda y, p: linear_inverse(y, p["T"], p.get("A", 0.0)),
+    "log": lambda y, p: log_inverse(y, p["T"], p["M"]),
+    "biex": lambda y, p: biex_inverse(y, p["negative"], p["width"], p["positive"], p["max_value"]),
+    "arcsinh": lambda y, p: arcsinh_inverse(y, p["cofactor"]),
+}
+
+
 @dataclass(frozen=True)
 class Scale:
-    """How one channel was put on the gating scale, so a later step can undo it: clustering
-    re-expresses every sample on one common scale (cytopipe.cluster.common_scale)."""
+    """One channel scale, for the pipeline (how a channel was put on the gating scale, so
+    clustering can undo it: cytopipe.cluster.common_scale) and for Gating-ML/FlowJo gates alike.
 
-    kind: str  # "linear" (divided by t) | "logicle" | "arcsinh"
-    t: float = 262144.0
-    w: float = 0.5
-    m: float = 4.5
-    a: float = 0.0
-    cofactor: float = 150.0
+    kind: a Gating-ML transformation (logicle, asinh, hyperlog, linear, log, fratio), FlowJo's
+    biex, or arcsinh with a cofactor (the cytometry convention, not Gating-ML's asinh); `params`
+    are its named parameters in Gating-ML spelling (T, W, M, A); fratio also has `inputs`.
+    """
+
+    id: str
+    kind: str
+    params: tuple[tuple[str, float], ...]
+    inputs: tuple[str, ...] = ()  # fratio: (numerator, denominator) FCS dimension names
+
+    @classmethod
+    def logicle(cls, t: float, w: float, m: float, a: float, id: str = "logicle") -> Scale:
+        return cls(id, "logicle", (("T", t), ("W", w), ("M", m), ("A", a)))
+
+    @classmethod
+    def linear(cls, t: float, a: float = 0.0, id: str = "linear") -> Scale:
+        return cls(id, "linear", (("T", t), ("A", a)))
+
+    @classmethod
+    def arcsinh(cls, cofactor: float, id: str = "arcsinh") -> Scale:
+        return cls(id, "arcsinh", (("cofactor", cofactor),))
+
+    @property
+    def p(self) -> dict[str, float]:
+        return dict(self.params)
 
     def __str__(self) -> str:
-        if self.kind == "linear":
-            return f"linear/{self.t:g}"
+        p = self.p
+        if self.kind == "linear" and not p.get("A"):
+            return f"linear/{p['T']:g}"
         if self.kind == "arcsinh":
-            return f"arcsinh(cofactor={self.cofactor:g})"
-        return f"logicle(T={self.t:g}, W={self.w:.4g}, M={self.m:g}, A={self.a:g})"
+            return f"arcsinh(cofactor={p['cofactor']:g})"
+        if self.kind == "logicle":
+            return f"logicle(T={p['T']:g}, W={p['W']:.4g}, M={p['M']:g}, A={p['A']:g})"
+        return f"{self.kind}({', '.join(f'{k}={v:g}' for k, v in self.params)})"
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        if self.kind == "linear":
-            return linear(raw, self.t)
-        if self.kind == "arcsinh":
-            return arcsinh(raw, self.cofactor)
-        return logicle_fast(raw, t=self.t, w=self.w, m=self.m, a=self.a)
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.kind not in _FORWARD:
+            raise GatingError(
+                f"transformation {self.id!r} of kind {self.kind!r} cannot scale a channel"
+            )
+        return _FORWARD[self.kind](x, self.p)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        if self.kind == "linear":
-            return linear_inverse(y, self.t)
-        if self.kind == "arcsinh":
-            return arcsinh_inverse(y, self.cofactor)
-        return logicle_inverse(y, t=self.t, w=self.w, m=self.m, a=self.a)
+        if self.kind not in _INVERSE:
+            raise GatingError(f"transformation {self.id!r} of kind {self.kind!r} has no inverse")
+        return _INVERSE[self.kind](y, self.p)
+
+    @property
+    def total_order_preserving(self) -> bool:
+        """True when x >= inverse(L) <=> forward(x) >= L for every real x (no NaN, no clamping),
+        which lets a range on this scale be tested on linear values."""
+        if self.kind in ("logicle", "asinh", "hyperlog", "arcsinh"):
+            return True
+        return self.kind == "linear" and self.p["T"] + self.p.get("A", 0.0) > 0
+
+    def to_record(self) -> dict:
+        """The scale as JSON (provenance.scales of a preprocessed record)."""
+        return {"kind": self.kind, **self.p}
+
+    @classmethod
+    def from_record(cls, rec: Mapping) -> Scale:
+        """Inverse of to_record; also reads the older record (lower-case t, w, m, a and cofactor
+        for every kind), so samples preprocessed before the change still pool correctly."""
+        kind = rec["kind"]
+        if "t" in rec:  # the older spelling
+            if kind == "arcsinh":
+                return cls.arcsinh(float(rec["cofactor"]))
+            if kind == "linear":
+                return cls.linear(float(rec["t"]))
+            return cls.logicle(*(float(rec[k]) for k in "twma"))
+        params = tuple((k, float(v)) for k, v in rec.items() if k != "kind")
+        return cls(kind, kind, params)
