@@ -190,6 +190,7 @@ SAMPLE_STATUS_COLUMNS = [
     "pct_kept",
     "n_flagged_gates",
     "n_gates_to_review",
+    "unlike_template",
 ]
 
 # failures.tsv: the rows of failed samples, with their file
@@ -316,6 +317,8 @@ TEXT_COLUMNS = (
     "warnings",
     "qc_verdict",
     "flag",
+    "as_template",
+    "unlike_template",
     "flags",
     "gate_flags",
     "note",

@@ -14,7 +14,7 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating.autogate import autogate, density, find_valley
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.sample import gate
-from cytopipe.gating.stats import f1_score, gates_to_review, population_stats
+from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
@@ -375,3 +375,47 @@ def test_a_file_pre_gated_on_lymphocytes_is_not_split(tmp_path, repo, instrument
     for population in ("lymphocytes", "b_cells"):
         score = f1_score(result.masks[population], np.asarray(truth[population]))
         assert score >= 0.99, (population, score)
+
+
+def test_each_gate_says_whether_the_sample_looked_as_the_template_expects(
+    baseline_sample, specs, panel_map
+):
+    """A normal tube looks as expected; the same tube with CD3 staining lost (one population
+    where T and non-T lymphocytes are expected) is listed to review, with the reason."""
+    columns, _ = gating_columns(baseline_sample, panel_map)
+    stats = gate("ok", columns, specs).stats.set_index("population")
+    assert stats.loc["t_cells", "as_template"] == "yes"
+    assert stats.loc["t_cells", "populations_found"] == 2
+    assert stats.loc["t_cells", "separation"] > 2
+    assert stats.loc["lymphocytes", "as_template"] == "yes"
+    assert stats.loc["t_cells", "parent_count"] == stats.loc["lymphocytes", "count"]
+    assert unlike_template(stats.reset_index()) == ""
+
+    rng = np.random.default_rng(3)
+    lost = {**columns, "CD3": rng.normal(0.2, 0.03, len(columns["CD3"])).astype(np.float32)}
+    stats = gate("lost", lost, specs).stats.set_index("population")
+    assert stats.loc["t_cells", "populations_found"] == 1
+    assert stats.loc["t_cells", "as_template"].startswith("no: cd3: 1 population in")
+    assert "t_cells: cd3: 1 population" in unlike_template(stats.reset_index())
+
+
+def test_backgating_finds_lymphocytes_that_are_not_the_lowest_ssc_cluster(specs):
+    """Scatter only (no CD45): debris piled at the FSC threshold has the lowest SSC; the
+    cluster holding the CD3+ events is the lymphocytes' (on FlowCAP-I GvHD file 6 this took
+    T-cell F1 from 0.05 to 0.85: tests/test_real_gating.py)."""
+    rng = np.random.default_rng(7)
+    n_debris, n_lymph, n_mono = 6_000, 5_000, 4_000
+    fsc = np.concatenate([np.abs(rng.normal(0, 0.03, n_debris)) + 0.06,
+                          rng.normal(0.35, 0.05, n_lymph), rng.normal(0.55, 0.06, n_mono)])  # fmt: skip
+    ssc = np.exp(np.concatenate([rng.normal(-3.0, 0.7, n_debris), rng.normal(-2.3, 0.25, n_lymph),
+                                 rng.normal(-1.3, 0.25, n_mono)]))  # fmt: skip
+    t = np.zeros(len(fsc), dtype=bool)
+    t[n_debris : n_debris + int(0.7 * n_lymph)] = True
+    cd3 = np.where(t, rng.normal(0.65, 0.05, len(t)), rng.normal(0.15, 0.05, len(t)))
+    columns = {"FSC-A": fsc, "SSC-A": ssc, "CD3": cd3}
+    columns = {m: np.asarray(v, dtype=np.float32) for m, v in columns.items()}
+    lymph = np.zeros(len(fsc), dtype=bool)
+    lymph[n_debris : n_debris + n_lymph] = True
+    result = autogate(specs, columns)
+    assert f1_score(result.masks["lymphocytes"], lymph) > 0.9
+    assert f1_score(result.masks["t_cells"], t) > 0.95

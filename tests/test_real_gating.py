@@ -1,9 +1,11 @@
-"""The unedited template on a real file we did not write: the Lyoplate B-cell panel (BD
-LSRFortessa, human PBMC) against openCyto's automated gates, a peer tool (not truth).
+"""The unedited template on real files we did not write: the Lyoplate B-cell panel (BD
+LSRFortessa, human PBMC) against openCyto's automated gates, a peer tool (not truth), and the
+FlowCAP-I GvHD T-cell panel (FACSCalibur, scatter heights only, no CD45, no CD19) against the
+experts' per-event labels.
 
 The B-cell titration removes every CD19+ event but k of openCyto's B cells. Targets are the
-issue's; the measured figures and the ones still missed (plasmablasts; the
-FlowCAP-I GvHD T-cell panel) are printed by benchmarks/real_gating.py and listed in the README.
+issue's; the measured figures are printed by benchmarks/real_gating.py and listed in the
+README. What still misses a target is a strict xfail, so it is noticed when it starts to pass.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ _spec = importlib.util.spec_from_file_location(
 real_gating = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(real_gating)
 
+KNOWN_MISSES = {  # measured 2026-11-30: population/file -> F1 then
+    "plasmablasts": 0.03,  # 4 found vs openCyto's 67: our CD27/CD38 cuts sit above theirs
+    "gvhd_07": 0.71,  # CD3-dim, SSC-high T cells (880 'other T') fall below our CD3 valley
+    "gvhd_09": 0.87,  # ... the same, fewer (209)
+}
 TARGETS = {
     "b_cells": 0.95,
     "b_naive": 0.90,
@@ -34,10 +41,30 @@ def lyoplate(shared_data):
     return {row["population"]: row for row in real_gating.lyoplate(shared_data / "real")}
 
 
-@pytest.mark.parametrize("population", sorted(TARGETS))
+def _known(name: str):
+    reason = f"known miss, F1 {KNOWN_MISSES[name]} when measured"
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("population", [*sorted(TARGETS), _known("plasmablasts")])
 def test_lyoplate_population_agrees_with_opencyto(lyoplate, population):
     row = lyoplate[population]
-    assert row["f1"] >= TARGETS[population], row
+    assert row["f1"] >= TARGETS.get(population, 0.70), row
+
+
+@pytest.fixture(scope="module")
+def gvhd(shared_data):
+    return {row["file"]: row for row in real_gating.gvhd(shared_data / "real")}
+
+
+@pytest.mark.parametrize(
+    "name", [_known(n) if n in KNOWN_MISSES else n for n in real_gating.GVHD_FILES]
+)
+def test_t_cells_of_a_t_cell_panel_without_cd45_agree_with_experts(gvhd, name):
+    """F1 on the events the experts assigned to a population, as FlowCAP-I scored it (their
+    'unassigned' debris, doublets and outliers are unknown, not negatives; both F1s print)."""
+    row = gvhd[name]
+    assert row["f1"] >= row["target"], row
 
 
 @pytest.fixture(scope="module")

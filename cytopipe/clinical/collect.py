@@ -14,6 +14,7 @@ from cytopipe.clinical import sample_checks
 from cytopipe.gating.stats import (
     STATS_COLUMNS,
     gates_to_review,
+    unlike_template,
 )
 from cytopipe.results import (
     FAILURES_COLUMNS,
@@ -101,4 +102,5 @@ def _status_row(row: Any, rec: Mapping, st: pd.DataFrame | None, warnings: str) 
         "pct_kept": qc.get("pct_kept"),
         "n_flagged_gates": int((st["flag"].fillna("") != "").sum()) if st is not None else 0,
         "n_gates_to_review": gates_to_review(st) if st is not None else 0,
+        "unlike_template": unlike_template(st) if st is not None else "",
     }

@@ -22,7 +22,13 @@ def _write_outputs(args: argparse.Namespace, pre, result: AutogateResult, sample
     if args.stats:
         kept = {m: np.asarray(v)[keep] for m, v in pre.columns.items()}
         stats = population_stats(
-            sample_id, result.masks, result.parents, kept, int(keep.sum()), result.methods
+            sample_id,
+            result.masks,
+            result.parents,
+            kept,
+            int(keep.sum()),
+            result.methods,
+            result.shapes,
         )
         write_tsv(args.stats, stats)
 

@@ -22,28 +22,22 @@ Positions are on the gating scale of `cytopipe.preprocess.sample.preprocess` (sc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate, points_in_polygon
+from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
+from cytopipe.gating.mixture import place_gmm
+from cytopipe.gating.placement import (
+    LOW_CONFIDENCE,
+    MIN_EVENTS,
+    MIN_SHAPE_EVENTS,
+    Placement,
+    judged,
+    split_separation,
+)
 from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
-
-LOW_CONFIDENCE = 0.5
-MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
-MIN_SHAPE_EVENTS = 500  # ... and below this its peak's width (majority_peak) is noise
-GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: speed, determinism
-
-
-@dataclass(frozen=True)
-class Placement:
-    """How one threshold or gate was placed in this sample."""
-
-    method: str  # valley | gmm | ratio | quantile | peak_offset | reference | fixed | fallback
-    confidence: float
-    flag: str = ""
-    value: float | None = None  # thresholds: the cut-off
 
 
 @dataclass
@@ -62,6 +56,8 @@ class AutogateResult:
     passed: set[str] = field(default_factory=set)  # pass-through pre-gates (nothing to draw)
     # population -> its `or:` rectangles as placed, (label, gate): their events are in the mask
     extras: dict[str, list[tuple[str, Gate]]] = field(default_factory=dict)
+    # population -> what its sample looked like (cytopipe.gating.placement.judged)
+    shapes: dict[str, dict] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- 1-D densities and valleys
@@ -284,7 +280,14 @@ class _Placer:
         if x.size < min_events:
             return self._fallback(t, f"only {x.size} events in {t.on}")
         if t.method == "valley":
-            return self._valley(t, x)
+            placed = self._valley(t, x)
+            found = placed.method == "valley"
+            return replace(
+                placed,
+                populations=2 if found else 1,
+                separation=split_separation(x, placed.value) if found else None,
+                events=int(x.size),
+            )
         if t.method == "quantile":
             value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
             return self._clamped(t, value, "quantile")
@@ -368,143 +371,6 @@ class _Placer:
 # ---------------------------------------------------------------- 2-D placements
 
 
-def _merged_gaussian(gm, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of the mixture of `members` (moment matching): the shape one
-    population takes when the mixture modelled it with several components."""
-    w = gm.weights_[members] / gm.weights_[members].sum()
-    mean = (w[:, None] * gm.means_[members]).sum(axis=0)
-    cov = sum(
-        wk * (gm.covariances_[k] + np.outer(gm.means_[k] - mean, gm.means_[k] - mean))
-        for wk, k in zip(w, members, strict=True)
-    )
-    return mean, cov
-
-
-def _component_outline(
-    gm, members: Sequence[int], radius: float, min_posterior: float | None, n: int = 64
-):
-    """Outline of the population made of components `members`: their merged ellipse at
-    Mahalanobis `radius`, each ray from the centre cut where the population's posterior first
-    drops below `min_posterior` (None: no cut).
-
-    A fixed-radius ellipse is wrong when the neighbours' weights change: in a lymphopenic sample
-    the monocyte cluster outweighs the lymphocytes and its tail reaches into their ellipse. The
-    posterior boundary moves with the weights, the radius keeps far outliers out.
-    """
-    mean, cov = _merged_gaussian(gm, members)
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    vals, vecs = np.linalg.eigh(cov)
-    rays = np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T
-    if min_posterior is None:
-        return mean + radius * rays
-    steps = np.linspace(0.0, radius, 161)[1:]
-    points = mean + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
-    post = gm.predict_proba(points.reshape(-1, 2))[:, members].sum(axis=1)
-    below = post.reshape(n, len(steps)) < min_posterior
-    last = np.where(below.any(axis=1), np.argmax(below, axis=1) - 1, len(steps) - 1)
-    reach = np.where(last >= 0, steps[np.maximum(last, 0)], steps[0])
-    return mean + reach[:, None] * rays
-
-
-def _fit_mixture(z: np.ndarray, k_max: int):
-    """The Gaussian mixture with the number of components (1..k_max) that BIC prefers: how
-    many populations the data hold is decided from the data, not by the template."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
-
-    best = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for k in range(1, k_max + 1):
-            # below k_max: one k-means++ start, for speed (benchmarks/bench_autogate.py)
-            fast = {} if k == k_max else {"n_init": 1, "init_params": "k-means++"}
-            gm = GaussianMixture(
-                k, covariance_type="full", random_state=0, **{"n_init": 2, **fast}
-            ).fit(z)
-            bic = gm.bic(z)
-            if best is None or bic < best[0]:
-                best = (bic, gm)
-    return best[1]
-
-
-UNIMODAL_DIP = 0.8  # a dip to less than this of the lower end's density separates populations
-MAX_JOIN_SEPARATION = 3.0  # Ashman's D above this: two populations, even without a dip
-
-
-def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
-    """Components that model one population with component i: the mixture density along the
-    line between their centres never dips below UNIMODAL_DIP of its value at the lower end,
-    and they overlap (Ashman's D along that line <= MAX_JOIN_SEPARATION). A skewed population
-    needs several Gaussians; a cluster far out on the tail of a large one shows no dip but is
-    still apart. D <= 3, not the textbook 2: on the real GvHD files (scatter only) the T cells
-    need components 2-2.5 apart joined (file 2: T-cell F1 0.88 at 3, 0.11 at 2)."""
-    members = [i]
-    for j in candidates:
-        delta = gm.means_[j] - gm.means_[i]
-        u = delta / (np.linalg.norm(delta) + 1e-12)
-        spread = u @ gm.covariances_[i] @ u + u @ gm.covariances_[j] @ u
-        ashman_d = np.sqrt(2.0) * np.linalg.norm(delta) / np.sqrt(spread)
-        if ashman_d > MAX_JOIN_SEPARATION:
-            continue
-        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * delta
-        dens = np.exp(gm.score_samples(line))
-        if dens.min() >= UNIMODAL_DIP * min(dens[0], dens[-1]):
-            members.append(j)
-    return members
-
-
-def place_gmm(x: np.ndarray, params: Mapping) -> tuple[np.ndarray | None, Placement]:
-    """Polygon around the population of the Gaussian mixture nearest `near` (in dims' own
-    units, after log for `log` dims), or with the lowest mean on dim index `lowest` among
-    components of at least `min_weight`; vertices in data units, or None when the fit is not
-    trustworthy.
-
-    The number of components (up to `n_components`) is chosen by BIC, and components joined to
-    the chosen one by a density without a valley are the same population: a file pre-gated on
-    lymphocytes holds one population, and splitting it kept 42% of a real file's lymphocytes.
-    The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted
-    in, so a log-normal SSC cluster gets its skewed outline, and cut where the population's
-    posterior drops below `min_posterior`. Confidence: the gate's expected purity (mean
-    posterior of the population over the events inside), 0 at 90% and 1 from 99%."""
-    log = np.asarray(params.get("log", [False, False]), dtype=bool)
-    floor = float(params.get("log_floor", 1e-6))
-    z = np.where(log, np.log(np.maximum(x, floor)), x)
-    if len(z) > GMM_MAX_EVENTS:
-        z = z[np.random.default_rng(0).choice(len(z), GMM_MAX_EVENTS, replace=False)]
-    k = int(params.get("n_components", 3))
-    if len(z) < max(MIN_EVENTS, 10 * k):
-        return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
-    gm = _fit_mixture(z, k)
-    ok = gm.weights_ >= float(params.get("min_weight", 0.02))
-    if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
-        dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
-    else:
-        near = np.asarray(params["near"], dtype=float)
-        near = np.where(log, np.log(np.maximum(near, floor)), near)
-        scale = z.std(axis=0) + 1e-9
-        dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
-    i = int(np.argmin(dist))
-    members = _same_population(gm, i, [j for j in range(gm.n_components) if j != i])
-    centre = np.where(log, np.exp(gm.means_[i]), gm.means_[i])
-    limits = params.get("center_limits")
-    if limits is not None and not all(
-        lo <= c <= hi for c, (lo, hi) in zip(centre, limits, strict=True)
-    ):
-        where = ", ".join(f"{c:.3g}" for c in centre)
-        return None, Placement("fallback", 0.2, f"fallback: cluster centre ({where}) out of limits")
-    radius = float(params.get("distance", 3.0))
-    clip = params.get("min_posterior")
-    outline = _component_outline(gm, members, radius, None if clip is None else float(clip))
-    inside = points_in_polygon(z[:, 0], z[:, 1], outline)
-    post = gm.predict_proba(z[inside])[:, members].sum(axis=1) if inside.any() else None
-    purity = float(post.mean()) if post is not None else 0.0
-    conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)
-    verts = np.where(log, np.exp(outline), outline)
-    return verts, Placement("gmm", conf, "low_confidence" if conf < LOW_CONFIDENCE else "")
-
-
 def place_ratio(x: np.ndarray, y: np.ndarray, params: Mapping) -> tuple[np.ndarray, Placement]:
     """Singlets: a line y = r * x through the origin, r at the valley below the singlets' ridge
     of y / x (doublets have a larger area for their height, i.e. a smaller ratio)."""
@@ -539,15 +405,15 @@ def _combine(placements: Sequence[tuple[str, Placement]]) -> tuple[str, float, s
 
 def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, available: set[str]):
     """The rectangle and its `or:` parts the panel can gate, all with thresholds placed."""
-    used: list[tuple[str, Placement]] = []
+    used: list[tuple[str, Placement, int | None]] = []
 
     def placed(bounds) -> tuple:
         out = []
         for b in bounds:
             if isinstance(b, ThresholdSpec):
                 where = placer.place(b)
-                if all(name != b.name for name, _ in used):
-                    used.append((b.name, where))
+                if all(name != b.name for name, _, _ in used):
+                    used.append((b.name, where, b.params.get("expect")))
                 out.append(where.value)
             else:
                 out.append(b)
@@ -564,7 +430,39 @@ def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, availa
         for part in spec.place.get("or", ())
         if part.needed() <= available
     ]
-    return gate, _combine(used), extras
+    return gate, _combine([(n, p) for n, p, _ in used]), extras, judged(used)
+
+
+BACKGATE_SIDE = 0.01  # each side of a lineage marker's valley holds >= 1% of the parent
+BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
+
+
+def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndarray | None:
+    """Events of `rows` bright for any of `markers` (T and B lineage: lymphocytes wherever they
+    sit in scatter), each cut at its own deepest density valley over the data's full range;
+    None when no marker of the panel shows two populations.
+
+    Backgating, as an expert checks a lymphocyte gate: without CD45 the lowest-SSC cluster can
+    be debris at the FSC threshold (FlowCAP-I GvHD files 6 and 9), and in myeloid-rich samples
+    the lymphocytes are a minority; the cluster that holds the CD3+/CD19+ events is theirs.
+    """
+    bright = np.zeros(len(rows), dtype=bool)
+    found = False
+    for m in markers:
+        if m not in columns:
+            continue
+        v = np.nan_to_num(np.asarray(columns[m][rows], dtype=np.float64), nan=-np.inf)
+        if v.size < MIN_SHAPE_EVENTS:
+            continue
+        lo, hi = np.quantile(v, [0.005, 0.995])
+        if hi <= lo:
+            continue
+        d = density(v, (hi - lo) / 50, lo, hi)
+        cut = find_valley(d, lo, hi, int(BACKGATE_SIDE * v.size), BACKGATE_DEPTH)
+        if cut is not None:
+            bright |= v >= cut[0]
+            found = True
+    return bright if found else None
 
 
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None):
@@ -575,7 +473,9 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     x, y = x[finite], y[finite]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
-        verts, placed = place_gmm(np.column_stack([x, y]), place)
+        bright = lineage_bright(columns, rows[finite], place.get("backgate", ()))
+        guide = None if bright is None else np.column_stack([x[bright], y[bright]])
+        verts, placed = place_gmm(np.column_stack([x, y]), place, guide)
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)
     if verts is None:
@@ -583,13 +483,14 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
         if place["method"] != "fixed" and not placed.flag:
             placed = Placement("fallback", 0.2, "fallback: template position")
     gate = PolygonGate(spec.id, parent, spec.dims, verts)
-    return gate, (placed.method, placed.confidence, placed.flag)
+    return gate, (placed.method, placed.confidence, placed.flag), judged([(spec.id, placed, None)])
 
 
 def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent, available):
     if spec.gate["kind"] == "rectangle":
         return _rectangle(spec, placer, parent, available)
-    return (*_polygon(spec, columns, rows, parent), [])
+    gate, how, shape = _polygon(spec, columns, rows, parent)
+    return gate, how, [], shape
 
 
 def _apply(gate: Gate, columns: Mapping[str, np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
@@ -640,9 +541,11 @@ def autogate(
             gate = pass_gate(spec, available)
             how = ("pass", 0.0, f"not gated: no {missing} channel")
             out.passed.add(spec.id)
-            extras = []
+            extras, shape = [], judged([])
         else:
-            gate, how, extras = _place_gate(variant, placer, columns, rows, spec.parent, available)
+            gate, how, extras, shape = _place_gate(
+                variant, placer, columns, rows, spec.parent, available
+            )
             out.plotted[spec.id] = plot_axes(variant)
         out.masks[spec.id] = _apply(_unparented(gate), columns, rows, n_events)
         for _, extra in extras:
@@ -651,6 +554,7 @@ def autogate(
             out.extras[spec.id] = extras
         out.gates.append(gate)
         out.methods[spec.id] = how
+        out.shapes[spec.id] = shape
         out.parents[spec.id] = spec.parent
     out.thresholds = dict(placer.done)
     return out

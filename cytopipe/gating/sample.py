@@ -32,7 +32,9 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
     order = [g.id for g in res.gates]
     masks = {p: res.masks[p] for p in order}
     n_root = len(next(iter(columns.values()))) if columns else 0
-    stats = population_stats(sample_id, masks, res.parents, columns, n_root, res.methods)
+    stats = population_stats(
+        sample_id, masks, res.parents, columns, n_root, res.methods, res.shapes
+    )
     shown = {m for g in res.gates if g.id not in res.passed for m in res.plotted[g.id]}
     ranges = {m: (0.0, 1.0) if m in SCATTER else display_range(columns[m]) for m in shown}
     all_events = np.ones(n_root, dtype=bool)

@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import LOW_CONFIDENCE
+from cytopipe.gating.placement import LOW_CONFIDENCE
 
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 STATS_COLUMNS = [
     "sample_id", "population", "parent", "count", "pct_parent", "pct_lymphocytes",
-    "gate_method", "confidence", "flag", *(f"median_{m}" for m in MARKERS),
+    "gate_method", "confidence", "flag", "parent_count", "populations_found", "separation",
+    "as_template", *(f"median_{m}" for m in MARKERS),
 ]  # fmt: skip
 PLOT_BINS = 96
 
@@ -33,8 +34,11 @@ def population_stats(
     columns: Mapping[str, np.ndarray],
     n_root: int,
     methods: Mapping[str, tuple[str, float, str]] | None = None,
+    shapes: Mapping[str, Mapping] | None = None,
 ) -> pd.DataFrame:
-    """One row per population in `masks` order. `methods`: population -> (method, confidence, flag)."""
+    """One row per population in `masks` order. `methods`: population -> (method, confidence,
+    flag); `shapes`: population -> what the sample looked like where its gate was placed
+    (populations_found, separation, as_template: cytopipe.gating.placement.judged)."""
     counts = {pop: int(np.count_nonzero(m)) for pop, m in masks.items()}
     n_lymph = counts.get("lymphocytes")
     under_lymph = _descendants(parents, "lymphocytes")
@@ -54,6 +58,10 @@ def population_stats(
             "gate_method": method,
             "confidence": confidence,
             "flag": flag,
+            "parent_count": counts[parent] if parent else n_root,
+            **{k: None for k in ("populations_found", "separation")},
+            "as_template": "",
+            **(shapes or {}).get(pop, {}),
         }
         for m in MARKERS:
             col = columns.get(m) if m in columns else None
@@ -61,7 +69,9 @@ def population_stats(
                 float(np.median(col[mask])) if col is not None and counts[pop] else float("nan")
             )
         rows.append(row)
-    return pd.DataFrame(rows, columns=STATS_COLUMNS)
+    out = pd.DataFrame(rows, columns=STATS_COLUMNS)
+    out["populations_found"] = out["populations_found"].astype("Int64")
+    return out
 
 
 def f1_score(found: np.ndarray, reference: np.ndarray) -> float:
@@ -70,6 +80,19 @@ def f1_score(found: np.ndarray, reference: np.ndarray) -> float:
     nothing found)."""
     denom = np.count_nonzero(found) + np.count_nonzero(reference)
     return 2.0 * np.count_nonzero(found & reference) / denom if denom else 1.0
+
+
+def unlike_template(stats: pd.DataFrame) -> str:
+    """The gates of one sample placed where it did not look as the template expects, as
+    'population: why' joined by ' | ' ('' when all did, or for stats from before the check)."""
+    if "as_template" not in stats:
+        return ""
+    look = stats["as_template"].fillna("").astype(str)
+    bad = stats[look.str.startswith("no")]
+    return " | ".join(
+        f"{pop}: {why.removeprefix('no: ')}"
+        for pop, why in zip(bad["population"], look[bad.index], strict=True)
+    )
 
 
 def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:

@@ -216,6 +216,13 @@ QC_COLUMNS = [
         "position can change the counts",
     ),
     (
+        "unlike_template",
+        "unlike the template",
+        "long",
+        "gates whose sample did not look as the template expects: fewer populations than "
+        "expected, populations that overlap (Ashman's D < 2), a cluster out of its limits",
+    ),
+    (
         "warnings",
         "sheet checks",
         "long",
@@ -305,6 +312,7 @@ def _needs_a_look(row: Mapping) -> bool:
         row.get("_verdict") in ("failed", "fail", "warn")
         or (not is_missing(warned) and bool(warned))
         or bool(row.get("disagreements"))
+        or (not is_missing(row.get("unlike_template")) and bool(row.get("unlike_template")))
         or (not is_missing(doubtful) and float(doubtful) > 0)
     )
 

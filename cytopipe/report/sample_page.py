@@ -214,6 +214,28 @@ STATS_COLUMNS = [
     Column("gate_method", "gate method"),
     Column("confidence", "confidence", "num"),
     Column("flag", "flag"),
+    Column("parent_count", "events in parent", "int"),
+    Column(
+        "populations_found",
+        "populations found",
+        "int",
+        "populations found where the cut was searched: 2 when a valley parted them, 1 when "
+        "none did; lymphocytes: clusters of the mixture after joining",
+    ),
+    Column(
+        "separation",
+        "separation",
+        "num",
+        "Ashman's D between the populations on both sides of the cut (lymphocytes: to the "
+        "nearest other cluster); below 2 they overlap",
+    ),
+    Column(
+        "as_template",
+        "looks as expected",
+        "long",
+        "whether the sample looked as the template expects where this gate was placed "
+        "(judged from 500 events in the parent)",
+    ),
 ]
 
 

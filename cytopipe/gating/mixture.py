@@ -1,0 +1,182 @@
+"""2-D populations found as Gaussian mixtures (lymphocytes in CD45 or FSC vs SSC): how many
+populations the parent holds is decided by BIC, components of one population are joined, and
+the chosen population is outlined where its posterior stays high.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cytopipe.gating.gates import points_in_polygon
+from cytopipe.gating.placement import (
+    GMM_MAX_EVENTS,
+    LOW_CONFIDENCE,
+    MIN_EVENTS,
+    Placement,
+    ashman_d,
+)
+
+
+def _merged_gaussian(gm, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the mixture of `members` (moment matching): the shape one
+    population takes when the mixture modelled it with several components."""
+    w = gm.weights_[members] / gm.weights_[members].sum()
+    mean = (w[:, None] * gm.means_[members]).sum(axis=0)
+    cov = sum(
+        wk * (gm.covariances_[k] + np.outer(gm.means_[k] - mean, gm.means_[k] - mean))
+        for wk, k in zip(w, members, strict=True)
+    )
+    return mean, cov
+
+
+def _component_outline(
+    gm, members: Sequence[int], radius: float, min_posterior: float | None, n: int = 64
+):
+    """Outline of the population made of components `members`: their merged ellipse at
+    Mahalanobis `radius`, each ray from the centre cut where the population's posterior first
+    drops below `min_posterior` (None: no cut).
+
+    A fixed-radius ellipse is wrong when the neighbours' weights change: in a lymphopenic sample
+    the monocyte cluster outweighs the lymphocytes and its tail reaches into their ellipse. The
+    posterior boundary moves with the weights, the radius keeps far outliers out.
+    """
+    mean, cov = _merged_gaussian(gm, members)
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    vals, vecs = np.linalg.eigh(cov)
+    rays = np.stack([np.cos(t), np.sin(t)], axis=1) @ (vecs * np.sqrt(vals)).T
+    if min_posterior is None:
+        return mean + radius * rays
+    steps = np.linspace(0.0, radius, 161)[1:]
+    points = mean + steps[None, :, None] * rays[:, None, :]  # ray, step, dim
+    post = gm.predict_proba(points.reshape(-1, 2))[:, members].sum(axis=1)
+    below = post.reshape(n, len(steps)) < min_posterior
+    last = np.where(below.any(axis=1), np.argmax(below, axis=1) - 1, len(steps) - 1)
+    reach = np.where(last >= 0, steps[np.maximum(last, 0)], steps[0])
+    return mean + reach[:, None] * rays
+
+
+def _fit_mixture(z: np.ndarray, k_max: int):
+    """The Gaussian mixture with the number of components (1..k_max) that BIC prefers: how
+    many populations the data hold is decided from the data, not by the template."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in range(1, k_max + 1):
+            # below k_max: one k-means++ start, for speed (benchmarks/bench_autogate.py)
+            fast = {} if k == k_max else {"n_init": 1, "init_params": "k-means++"}
+            gm = GaussianMixture(
+                k, covariance_type="full", random_state=0, **{"n_init": 2, **fast}
+            ).fit(z)
+            bic = gm.bic(z)
+            if best is None or bic < best[0]:
+                best = (bic, gm)
+    return best[1]
+
+
+UNIMODAL_DIP = 0.8  # a dip to less than this of the lower end's density separates populations
+MAX_JOIN_SEPARATION = 3.0  # Ashman's D above this: two populations, even without a dip
+
+
+def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
+    """Components that model one population with component i: the mixture density along the
+    line between their centres never dips below UNIMODAL_DIP of its value at the lower end,
+    and they overlap (Ashman's D along that line <= MAX_JOIN_SEPARATION). A skewed population
+    needs several Gaussians; a cluster far out on the tail of a large one shows no dip but is
+    still apart. D <= 3, not the textbook 2: on the real GvHD files (scatter only) the T cells
+    need components 2-2.5 apart joined (file 2: T-cell F1 0.88 at 3, 0.11 at 2)."""
+    members = [i]
+    for j in candidates:
+        delta = gm.means_[j] - gm.means_[i]
+        u = delta / (np.linalg.norm(delta) + 1e-12)
+        si, sj = np.sqrt(u @ gm.covariances_[i] @ u), np.sqrt(u @ gm.covariances_[j] @ u)
+        if ashman_d(0.0, si, float(np.linalg.norm(delta)), sj) > MAX_JOIN_SEPARATION:
+            continue
+        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * delta
+        dens = np.exp(gm.score_samples(line))
+        if dens.min() >= UNIMODAL_DIP * min(dens[0], dens[-1]):
+            members.append(j)
+    return members
+
+
+def _separation(gm, members: Sequence[int]) -> float | None:
+    """Ashman's D between the population of `members` and its nearest other cluster, along the
+    line joining their centres (None: the mixture holds one population)."""
+    mean, cov = _merged_gaussian(gm, members)
+    out = []
+    for j in set(range(gm.n_components)) - set(members):
+        delta = gm.means_[j] - mean
+        u = delta / (np.linalg.norm(delta) + 1e-12)
+        s1, s2 = np.sqrt(u @ cov @ u), np.sqrt(u @ gm.covariances_[j] @ u)
+        out.append(ashman_d(0.0, s1, float(np.linalg.norm(delta)), s2))
+    return round(min(out), 2) if out else None
+
+
+def place_gmm(
+    x: np.ndarray, params: Mapping, guide: np.ndarray | None = None
+) -> tuple[np.ndarray | None, Placement]:
+    """Polygon around the population of the Gaussian mixture nearest `near` (in dims' own
+    units, after log for `log` dims), or with the lowest mean on dim index `lowest` among
+    components of at least `min_weight`; vertices in data units, or None when the fit is not
+    trustworthy.
+
+    The number of components (up to `n_components`) is chosen by BIC, and components joined to
+    the chosen one by a density without a valley are the same population: a file pre-gated on
+    lymphocytes holds one population, and splitting it kept 42% of a real file's lymphocytes.
+    The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted
+    in, so a log-normal SSC cluster gets its skewed outline, and cut where the population's
+    posterior drops below `min_posterior`. Confidence: the gate's expected purity (mean
+    posterior of the population over the events inside), 0 at 90% and 1 from 99%."""
+    log = np.asarray(params.get("log", [False, False]), dtype=bool)
+    floor = float(params.get("log_floor", 1e-6))
+    z = np.where(log, np.log(np.maximum(x, floor)), x)
+    if len(z) > GMM_MAX_EVENTS:
+        z = z[np.random.default_rng(0).choice(len(z), GMM_MAX_EVENTS, replace=False)]
+    k = int(params.get("n_components", 3))
+    if len(z) < max(MIN_EVENTS, 10 * k):
+        return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
+    gm = _fit_mixture(z, k)
+    ok = gm.weights_ >= float(params.get("min_weight", 0.02))
+    if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
+        dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
+    else:
+        near = np.asarray(params["near"], dtype=float)
+        near = np.where(log, np.log(np.maximum(near, floor)), near)
+        scale = z.std(axis=0) + 1e-9
+        dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
+    if guide is not None and len(guide) >= MIN_EVENTS:  # backgating: where lineage+ events are
+        if len(guide) > GMM_MAX_EVENTS:
+            guide = guide[np.random.default_rng(0).choice(len(guide), GMM_MAX_EVENTS, False)]
+        g = np.where(log, np.log(np.maximum(guide, floor)), guide)
+        dist = np.where(ok, -gm.predict_proba(g).sum(axis=0), np.inf)
+    i = int(np.argmin(dist))
+    members = _same_population(gm, i, [j for j in range(gm.n_components) if j != i])
+    shape = {
+        "populations": gm.n_components - len(members) + 1,
+        "separation": _separation(gm, members),
+        "events": len(z),
+    }
+    centre = np.where(log, np.exp(gm.means_[i]), gm.means_[i])
+    limits = params.get("center_limits")
+    if limits is not None and not all(
+        lo <= c <= hi for c, (lo, hi) in zip(centre, limits, strict=True)
+    ):
+        where = ", ".join(f"{c:.3g}" for c in centre)
+        why = f"fallback: cluster centre ({where}) out of limits"
+        return None, Placement("fallback", 0.2, why, **shape)
+    radius = float(params.get("distance", 3.0))
+    clip = params.get("min_posterior")
+    outline = _component_outline(gm, members, radius, None if clip is None else float(clip))
+    inside = points_in_polygon(z[:, 0], z[:, 1], outline)
+    post = gm.predict_proba(z[inside])[:, members].sum(axis=1) if inside.any() else None
+    purity = float(post.mean()) if post is not None else 0.0
+    conf = round(float(np.clip((purity - 0.9) / 0.09, 0.0, 1.0)), 3)
+    verts = np.where(log, np.exp(outline), outline)
+    flag = "low_confidence" if conf < LOW_CONFIDENCE else ""
+    return verts, Placement("gmm", conf, flag, **shape)

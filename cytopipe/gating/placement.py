@@ -1,0 +1,77 @@
+"""How a gate or threshold was placed in one sample, shared by the 1-D placements
+(cytopipe.gating.autogate) and the 2-D mixtures (cytopipe.gating.mixture)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LOW_CONFIDENCE = 0.5
+MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
+MIN_SHAPE_EVENTS = 500  # ... and below this its peak's width (majority_peak) is noise
+GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: speed, determinism
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one threshold or gate was placed in this sample."""
+
+    method: str  # valley | gmm | ratio | quantile | peak_offset | reference | fixed | fallback
+    confidence: float
+    flag: str = ""
+    value: float | None = None  # thresholds: the cut-off
+    # What the sample looked like where the cut was searched (None: not searched for).
+    populations: int | None = None  # 1 (no valley) or 2; gmm: clusters after joining
+    separation: float | None = None  # Ashman's D of the two sides (gmm: to the nearest cluster)
+    events: int | None = None  # events the placement looked at
+
+
+MIN_SEPARATION = 2.0  # Ashman's D below this: the populations on both sides of a cut overlap
+
+
+def ashman_d(m1: float, s1: float, m2: float, s2: float) -> float:
+    """Ashman's D of two populations (means, SDs): above 2 they are cleanly separated."""
+    return float(np.sqrt(2.0) * abs(m2 - m1) / np.sqrt(max(s1 * s1 + s2 * s2, 1e-18)))
+
+
+def split_separation(x: np.ndarray, cut: float) -> float | None:
+    """Ashman's D of the events below and above `cut` (medians, robust SDs); None when a side
+    has fewer than MIN_EVENTS events."""
+    below, above = x[x < cut], x[x >= cut]
+    if below.size < MIN_EVENTS or above.size < MIN_EVENTS:
+        return None
+    mb, ma = float(np.median(below)), float(np.median(above))
+    sb = 1.4826 * float(np.median(np.abs(below - mb)))
+    sa = 1.4826 * float(np.median(np.abs(above - ma)))
+    return ashman_d(mb, sb, ma, sa)
+
+
+def unlike_template(name: str, p: Placement, expect: int | None = None) -> str:
+    """Why this placement's sample did not look as the template expects ('' when it did, or
+    when too few events were there to judge: a B-subset cut in aplasia is not a surprise)."""
+    if p.events is None or p.events < MIN_SHAPE_EVENTS:
+        return ""
+    if expect and p.populations is not None and p.populations < expect:
+        return f"{name}: {p.populations} population in {p.events} events, {expect} expected"
+    if p.separation is not None and p.separation < MIN_SEPARATION:
+        return f"{name}: populations overlap (separation D {p.separation:.1f} < {MIN_SEPARATION:g})"
+    if "out of limits" in p.flag:
+        return f"{name}: {p.flag.removeprefix('fallback: ')}"
+    return ""
+
+
+def judged(placements: Sequence[tuple[str, Placement, int | None]]) -> dict:
+    """One gate's look: the fewest populations and the smallest separation its placements
+    found, and `as_template`: '' (nothing searched), 'yes', or 'no: <why>'."""
+    searched = [(n, p, e) for n, p, e in placements if p.populations is not None]
+    if not searched:
+        return {"populations_found": None, "separation": None, "as_template": ""}
+    seps = [p.separation for _, p, _ in searched if p.separation is not None]
+    why = [w for w in (unlike_template(n, p, e) for n, p, e in searched) if w]
+    return {
+        "populations_found": min(p.populations for _, p, _ in searched),
+        "separation": round(min(seps), 2) if seps else None,
+        "as_template": "no: " + "; ".join(why) if why else "yes",
+    }
