@@ -84,7 +84,8 @@ def density(x: np.ndarray, bandwidth: float, lo: float, hi: float) -> _Density:
     counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
     k = np.arange(-16, 17)
     kernel = np.exp(-0.5 * (k / 4.0) ** 2)
-    smooth = np.convolve(counts.astype(float), kernel / kernel.sum(), mode="same")
+    # "full" then centred: equals mode="same", also when there are fewer bins than the kernel
+    smooth = np.convolve(counts.astype(float), kernel / kernel.sum())[16 : 16 + n_bins]
     centers = 0.5 * (edges[:-1] + edges[1:])
     below = np.count_nonzero(x < lo) + np.cumsum(counts) - 0.5 * counts
     return _Density(centers, smooth, below, int(x.size))
@@ -197,8 +198,49 @@ def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None
     return float(d.centers[i]), max(float(min(widths)) / 1.1774, bandwidth / 2)
 
 
+def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
+    """Where the events above `start` run out: the first point beyond which the smoothed
+    density holds less than one event per bandwidth.
+
+    The cut without a valley or shoulder, when a positive population may be absent: in
+    aplasia a handful of B cells sit well above the NK cells, whose CD19 tail a spillover of
+    CD38 (bright on NK cells) can spread far above their quantiles."""
+    d = density(x, bandwidth, start, float(np.max(x)) + 4 * bandwidth)
+    per_bandwidth = d.smooth * 4  # bins are a quarter bandwidth wide
+    empty = np.flatnonzero((d.centers >= start) & (per_bandwidth < 1.0))
+    return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
+
+
+SHOULDER_Z = 4.0  # the log density's turn must be this many Poisson SDs
+
+
+def find_shoulder(x: np.ndarray, bandwidth: float, start: float) -> float | None:
+    """A minority population showing as a shoulder on the majority's upper flank, no valley
+    between: where the log density, falling from the majority peak, turns convex (its fall
+    slows because another population begins), the most significant such turn above `start`
+    with at least MIN_EVENTS events beyond it; None when the flank falls like one population.
+
+    A tail of one population (a Gaussian, or spillover spread) has a log density that falls
+    ever faster: concave. Dim CD19 B cells beside the NK cells (100715.fcs) do not."""
+    d = density(x, bandwidth, float(np.min(x)) - 4 * bandwidth, float(np.max(x)) + 4 * bandwidth)
+    step = 4  # one bandwidth between the points compared
+    c = d.smooth[::step]
+    centers = d.centers[::step]
+    logd = np.log(np.maximum(c, 1e-9))
+    var = 1.0 / (np.maximum(c, 1e-9) * _EFFECTIVE_BINS)  # Poisson variance of a log density
+    turn = logd[2:] - 2 * logd[1:-1] + logd[:-2]
+    z = turn / np.sqrt(var[2:] + 4 * var[1:-1] + var[:-2])
+    mid = centers[1:-1]
+    above = d.n - np.interp(mid, d.centers, d.below)
+    peak = centers[int(np.argmax(c))]
+    ok = (mid > max(start, peak)) & (z >= SHOULDER_Z) & (above >= MIN_EVENTS) & (c[1:-1] >= 5)
+    if not ok.any():
+        return None
+    return float(mid[np.flatnonzero(ok)[np.argmax(z[ok])]])
+
+
 def anchor_limits(
-    x: np.ndarray, anchor: Mapping, bandwidth: float
+    x: np.ndarray, anchor: Mapping, bandwidth: float, ref: np.ndarray | None = None
 ) -> tuple[float, float, str] | None:
     """Where a valley may start and where the cut falls without one, from the always-present
     population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
@@ -210,13 +252,20 @@ def anchor_limits(
       With `fallback_sd` as well, the cut without a valley is the sample's own majority peak
       + k SDs (`majority_peak`): on real files the minority is often a shoulder, not a peak.
     - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
+    `ref`: the anchor population's own events (`anchor.population`, e.g. T cells for CD19:
+    always present, never CD19+), measured instead of the events in the `peak` window, which
+    on a sample rich in dim B cells holds the B cells themselves. `fallback: support`: the
+    cut without a valley is where the events above the search start run out (support_end).
     Returns (search start, fallback cut, description) or None without events in the window.
     """
     below = anchor.get("side", "above") == "below"
     sign = -1.0 if below else 1.0
     if "q" in anchor:
-        a, b = (float(v) for v in anchor["peak"])
-        inside = x[(x >= a) & (x <= b)]
+        if ref is not None and ref.size >= MIN_EVENTS:
+            inside = ref
+        else:
+            a, b = (float(v) for v in anchor["peak"])
+            inside = x[(x >= a) & (x <= b)]
         if inside.size < MIN_EVENTS:
             return None
         q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
@@ -224,6 +273,12 @@ def anchor_limits(
         edge = float(np.quantile(inside, 1 - fq if below else fq))
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        if anchor.get("fallback") == "support" and not below:
+            start = start + gap
+            shoulder = find_shoulder(x, bandwidth, start)
+            if shoulder is not None:
+                return start, shoulder, f"shoulder at {shoulder:.2f}"
+            return start, max(support_end(x, bandwidth, start), edge + fgap), "end of the events"
         if "fallback_sd" in anchor:  # no valley: the sample's own majority peak + k SD
             peak = majority_peak(x, bandwidth)
             if peak is not None:
@@ -245,10 +300,17 @@ def anchor_limits(
 class _Placer:
     """Places thresholds lazily (each once per sample) on populations gated so far."""
 
-    def __init__(self, columns: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], n: int):
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray],
+        masks: Mapping[str, np.ndarray],
+        n: int,
+        methods: Mapping[str, tuple[str, float, str]] | None = None,
+    ):
         self.columns = columns
         self.masks = masks
         self.n = n
+        self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
 
     def place(self, t: ThresholdSpec) -> Placement:
@@ -320,7 +382,11 @@ class _Placer:
         anchor = p.get("anchor")
         limits = None
         if anchor:
-            limits = anchor_limits(x, anchor, bw)
+            ref, pop = None, anchor.get("population")
+            if pop in self.masks and self.methods.get(pop, ("",))[0] != "fallback":
+                ref = np.asarray(self.columns[t.dim][self.masks[pop]], float)
+                ref = ref[np.isfinite(ref)]
+            limits = anchor_limits(x, anchor, bw, ref)
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
@@ -474,8 +540,7 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
         bright = lineage_bright(columns, rows[finite], place.get("backgate", ()))
-        guide = None if bright is None else np.column_stack([x[bright], y[bright]])
-        verts, placed = place_gmm(np.column_stack([x, y]), place, guide)
+        verts, placed = place_gmm(np.column_stack([x, y]), place, bright)
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)
     if verts is None:
@@ -525,7 +590,7 @@ def autogate(
         if len(v) != n_events:
             raise GatingError(f"column {m} has {len(v)} events, expected {n_events}")
     out = AutogateResult([], {}, {}, {}, {}, {})
-    placer = _Placer(columns, out.masks, n_events)
+    placer = _Placer(columns, out.masks, n_events, out.methods)
     all_rows = np.arange(n_events)
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:

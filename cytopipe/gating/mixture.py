@@ -118,8 +118,70 @@ def _separation(gm, members: Sequence[int]) -> float | None:
     return round(min(out), 2) if out else None
 
 
+REFINE_POOL = 200_000  # events a refinement fit may draw from (fixed seed)
+REFINE_GAIN = 1.5  # ... and its sub-cluster replaces it when this much richer in them
+
+
+def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tuple[int, list]:
+    """The chosen component (nearest `near`, lowest on `lowest`, or holding most `bright`
+    events) and the components joined to it as one population."""
+    log = np.asarray(params.get("log", [False, False]), dtype=bool)
+    floor = float(params.get("log_floor", 1e-6))
+    ok = gm.weights_ >= float(params.get("min_weight", 0.02))
+    if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
+        dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
+    else:
+        near = np.asarray(params["near"], dtype=float)
+        near = np.where(log, np.log(np.maximum(near, floor)), near)
+        scale = z.std(axis=0) + 1e-9
+        dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
+    candidates = np.ones(gm.n_components, dtype=bool)
+    if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+        post = gm.predict_proba(z)
+        held = post[bright].sum(axis=0)
+        dist = np.where(ok, -held, np.inf)
+        share = held / np.maximum(post.sum(axis=0), 1e-12)
+        candidates = share >= float(params.get("join_share", 0.0)) * share[int(np.argmin(dist))]
+    i = int(np.argmin(dist))
+    return i, _same_population(gm, i, [j for j in np.flatnonzero(candidates) if j != i])
+
+
+def _bright_share(gm, z: np.ndarray, members: Sequence[int], bright: np.ndarray) -> float:
+    mine = np.isin(gm.predict(z), members)
+    return float(bright[mine].mean()) if mine.any() else 0.0
+
+
+def _refine(gm, z, i, members, params, pool, pool_bright, rng):
+    """A rare population merged into a large cluster (lymphocytes among the monocytes of a
+    lymphopenic or myeloid-rich sample: BIC has too few of their events to give them a
+    component): while the chosen cluster is poor in lineage+ events, fit a mixture to its own
+    events and keep the sub-cluster holding them when it is REFINE_GAIN richer."""
+    share = _bright_share(gm, pool, members, pool_bright)
+    for _ in range(2):
+        if share >= float(params.get("refine_share", 0.0)):
+            break
+        inside = np.isin(gm.predict(pool), members)
+        pool, pool_bright = pool[inside], pool_bright[inside]
+        sub, sub_bright = pool, pool_bright
+        if len(sub) > GMM_MAX_EVENTS:
+            pick = rng.choice(len(sub), GMM_MAX_EVENTS, replace=False)
+            sub, sub_bright = sub[pick], sub_bright[pick]
+        k = int(params.get("n_components", 3))
+        if len(sub) < 10 * k or np.count_nonzero(sub_bright) < MIN_EVENTS:
+            break
+        sub_gm = _fit_mixture(sub, k)
+        if sub_gm.n_components == 1:
+            break
+        si, smembers = _choose(sub_gm, sub, params, sub_bright)
+        sub_share = _bright_share(sub_gm, sub, smembers, sub_bright)
+        if sub_share < REFINE_GAIN * share:
+            break
+        gm, z, i, members, share = sub_gm, sub, si, smembers, sub_share
+    return gm, z, i, members
+
+
 def place_gmm(
-    x: np.ndarray, params: Mapping, guide: np.ndarray | None = None
+    x: np.ndarray, params: Mapping, bright: np.ndarray | None = None
 ) -> tuple[np.ndarray | None, Placement]:
     """Polygon around the population of the Gaussian mixture nearest `near` (in dims' own
     units, after log for `log` dims), or with the lowest mean on dim index `lowest` among
@@ -132,31 +194,30 @@ def place_gmm(
     The ellipse is drawn at Mahalanobis `distance` in the (log-)space the mixture was fitted
     in, so a log-normal SSC cluster gets its skewed outline, and cut where the population's
     posterior drops below `min_posterior`. Confidence: the gate's expected purity (mean
-    posterior of the population over the events inside), 0 at 90% and 1 from 99%."""
+    posterior of the population over the events inside), 0 at 90% and 1 from 99%.
+
+    `bright` (backgating: the events of `x` that are lineage-marker positive) overrides
+    `near`/`lowest`: the population is the cluster holding most of those events, and only
+    clusters at least half as rich in them join it (monocytes, a shoulder of a myeloid-rich
+    sample's lymphocytes, hold none)."""
     log = np.asarray(params.get("log", [False, False]), dtype=bool)
     floor = float(params.get("log_floor", 1e-6))
     z = np.where(log, np.log(np.maximum(x, floor)), x)
+    rng = np.random.default_rng(0)
+    if len(z) > REFINE_POOL:  # the events a refinement may draw from
+        pick = rng.choice(len(z), REFINE_POOL, replace=False)
+        z, bright = z[pick], (None if bright is None else bright[pick])
+    pool, pool_bright = z, bright
     if len(z) > GMM_MAX_EVENTS:
-        z = z[np.random.default_rng(0).choice(len(z), GMM_MAX_EVENTS, replace=False)]
+        pick = rng.choice(len(z), GMM_MAX_EVENTS, replace=False)
+        z, bright = z[pick], (None if bright is None else bright[pick])
     k = int(params.get("n_components", 3))
     if len(z) < max(MIN_EVENTS, 10 * k):
         return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
     gm = _fit_mixture(z, k)
-    ok = gm.weights_ >= float(params.get("min_weight", 0.02))
-    if "lowest" in params:  # e.g. lymphocytes: the lowest-SSC cluster of a fair size
-        dist = np.where(ok, gm.means_[:, int(params["lowest"])], np.inf)
-    else:
-        near = np.asarray(params["near"], dtype=float)
-        near = np.where(log, np.log(np.maximum(near, floor)), near)
-        scale = z.std(axis=0) + 1e-9
-        dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
-    if guide is not None and len(guide) >= MIN_EVENTS:  # backgating: where lineage+ events are
-        if len(guide) > GMM_MAX_EVENTS:
-            guide = guide[np.random.default_rng(0).choice(len(guide), GMM_MAX_EVENTS, False)]
-        g = np.where(log, np.log(np.maximum(guide, floor)), guide)
-        dist = np.where(ok, -gm.predict_proba(g).sum(axis=0), np.inf)
-    i = int(np.argmin(dist))
-    members = _same_population(gm, i, [j for j in range(gm.n_components) if j != i])
+    i, members = _choose(gm, z, params, bright)
+    if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+        gm, z, i, members = _refine(gm, z, i, members, params, pool, pool_bright, rng)
     shape = {
         "populations": gm.n_components - len(members) + 1,
         "separation": _separation(gm, members),
