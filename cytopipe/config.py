@@ -240,10 +240,27 @@ def _yaml_keys(value: Any) -> Any:
     return value
 
 
+PACKAGED = Path(__file__).resolve().parent / "defaults"
+# The project's standard files that cytopipe also ships (cytopipe/defaults: the repository's own
+# config/ files, linked, so there is one copy).
+PROJECT_FILES = ("config/gating.yaml", "config/panel.yaml", "config/clustering.yaml")
+
+
+def project_file(path: str | os.PathLike) -> Path:
+    """The file a settings path names: as given when it exists, else, for the project's standard
+    names (config/gating.yaml, config/panel.yaml, config/clustering.yaml), the copy shipped with
+    cytopipe, so an installed cytopipe gates a file from any folder and a project's own
+    config/ still overrides it."""
+    p = Path(path)
+    if not p.exists() and p.as_posix().removeprefix("./") in PROJECT_FILES:
+        return PACKAGED / p.name
+    return p
+
+
 def read_yaml(path: str | os.PathLike, kind: str) -> Any:
     """A settings file's content as read (not validated); an empty file is an empty mapping."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(project_file(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {KINDS[kind][1]}: {exc}", path=path) from None
     return {} if raw is None else _yaml_keys(raw)

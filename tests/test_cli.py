@@ -92,3 +92,33 @@ def test_missing_required_marker_names_what_the_file_has(tmp_path, shared_data, 
     assert rec["status"] == "failed" and rec["stage"] == "ingest"
     assert "CD19" in rec["error"] and "FL1-H" in rec["error"] and "panel.yaml" in rec["error"]
     assert pd.read_parquet(tmp_path / "ev.parquet").empty
+
+
+def _run_in(folder, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cytopipe.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+    )
+
+
+def test_installed_user_gates_a_file_from_any_folder(tmp_path, shared_data):
+    """The template, panel and clustering rules ship with the package: `cytopipe autogate FILE`
+    works in a folder without config/ (it failed with `config/gating.yaml: cannot read`)."""
+    fcs = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    res = _run_in(tmp_path, "autogate", str(fcs), "--out", "m.parquet", "--stats", "s.tsv")
+    assert res.returncode == 0, res.stderr
+    stats = pd.read_csv(tmp_path / "s.tsv", sep="\t").set_index("population")
+    assert stats.loc["b_cells", "count"] > 10_000
+
+
+def test_a_projects_own_config_overrides_the_shipped_one(tmp_path, shared_data, repo):
+    fcs = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    (tmp_path / "config").mkdir()
+    panel = (repo / "config" / "panel.yaml").read_text().replace("CD19: [CD19,", "CD19: [B710-A,")
+    (tmp_path / "config" / "panel.yaml").write_text(panel.replace("\nCD20:", "\nCD20x:"))
+    res = _run_in(tmp_path, "autogate", str(fcs), "--out", "m.parquet", "--stats", "s.tsv")
+    assert res.returncode == 0, res.stderr
+    assert "skipped b_cd20pos: no CD20 channel" in res.stderr  # the project's panel was read

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import yaml
 
+from cytopipe.config import project_file
 from cytopipe.errors import ConfigError, FcsError
 
 Panel = dict[str, list[str]]
@@ -32,7 +32,7 @@ def _norm(text: str) -> str:
 def load_panel(path: str | os.PathLike) -> Panel:
     """Read a panel file: a mapping from canonical marker to a list of aliases."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(project_file(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(
             f"cannot read panel: {exc}", path=path, hint="check the file exists and is YAML"
