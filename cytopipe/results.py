@@ -247,6 +247,7 @@ PATIENT_COLUMNS = [
     "frac_memory_at_return",
     "frac_plasmablast_at_return",
     "flag_memory_return",
+    "flag_memory_return_day",
     "flags",
 ]
 
@@ -298,6 +299,7 @@ WHOLE_NUMBER_COLUMNS = frozenset(
         "aplasia_duration_days",
         "reconstitution_day",
         "last_followup_day",
+        "flag_memory_return_day",
         "days_to_reconstitution_or_censoring",
         "at_risk",
         "events",

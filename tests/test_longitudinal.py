@@ -261,6 +261,18 @@ def test_child_reference_band_and_position():
     assert st.loc[28, "ref_position"] == "below"
 
 
+def test_adults_are_placed_against_an_adult_study_cited_as_such():
+    """Regression: adults got the 12-18 y band of a study of children (Shearer 2003) with that
+    study as the source; each band now cites its own study, and every output names both."""
+    cfg = validate_config({})
+    bands = reference_bands(np.array([33.0, 62.0, 15.0]), cfg["reference_ranges"])
+    assert bands["ref_low"].tolist() == [109.0, 109.0, 110.0]
+    assert bands["ref_high"].tolist() == [802.0, 802.0, 570.0]
+    source = cfg["reference_ranges"]["source"]
+    assert "18+ y: Bisset" in source and "Shearer" in source.split("|")[0]
+    assert "Bisset" not in source.split("|")[0]
+
+
 def test_reference_bands_edges_and_unknown():
     cfg = validate_config({})
     bands = reference_bands(np.array([0.1, 0.25, 0.7, 1.0, 11.99, 12.0, 18.0, 75.0, np.nan]),

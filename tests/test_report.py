@@ -37,6 +37,7 @@ from report_fixtures import (
 from cytopipe import cli
 from cytopipe.commands import report as report_cli
 from cytopipe.errors import CytopipeError
+from cytopipe.report.cohort_figures import swimmer_figure
 from cytopipe.report.context import slug
 from cytopipe.report.formatting import esc, fmt_number
 from cytopipe.report.pages import write_report, write_report_figures
@@ -149,6 +150,25 @@ def test_every_page_is_written_and_plotly_is_bundled_once(cohort, report):
         text = read(page)
         assert '<script src="../assets/plotly.min.js"></script>' in text, page
         assert "https://" not in text and "http://" not in text, f"{page} refers to the network"
+
+
+def test_a_report_folder_shared_on_its_own_keeps_its_table_links(cohort, report, tmp_path):
+    """Regression: the table links pointed at ../tables/, outside the report folder. The cited
+    tables now travel inside it; the failures copy names no file (report privacy)."""
+    alone = tmp_path / "mailed" / "report"
+    shutil.copytree(report, alone)
+    index = read(alone / "index.html")
+    hrefs = re.findall(r'href="([^"#]+\.(?:tsv|csv|json))"', index)
+    assert "tables/cohort_export.csv" in hrefs and "tables/failures.tsv" in hrefs
+    for href in hrefs:
+        assert not href.startswith(".."), href
+        assert (alone / href).is_file(), href
+    assert (alone / "tables" / "km.tsv").read_bytes() == (
+        cohort.results / "tables" / "km.tsv"
+    ).read_bytes()
+    failures = pd.read_csv(alone / "tables" / "failures.tsv", sep="\t")
+    assert len(failures) and "path" not in failures
+    assert not failures["error"].astype(str).str.contains(".fcs", regex=False).any()
 
 
 def test_links_between_pages_resolve(cohort, report):
@@ -280,6 +300,39 @@ def test_swimmer_bars_equal_the_patient_table(cohort, report):
     # rows are ordered reconstituted (by day), censored, others; clicking opens the patient
     assert fig["layout"]["yaxis"]["categoryarray"] == ["P03", "P01", "P02", "P04"]
     assert fig["layout"]["meta"]["links"]["P01"] == "patients/P01.html"
+
+
+def test_swimmer_hover_states_each_patients_course(cohort, report):
+    """Regression: the hover said "no aplasia episode" for every patient (NumPy booleans are
+    not `True`), including one in aplasia for a year."""
+    patients = table_file(cohort, "patients.tsv").set_index("patient_id")
+    fig = figures(read(report / "index.html"))[0]
+    hover = dict(
+        zip(trace(fig, "follow-up")["y"], trace(fig, "follow-up")["hovertext"], strict=True)
+    )
+    for pid, row in patients.iterrows():
+        expected = (
+            "reconstituted" if row["reconstituted"]
+            else "censored in aplasia" if row["censored"]
+            else "no aplasia episode" if pd.isna(row["aplasia_start_day"]) else "in aplasia"
+        )  # fmt: skip
+        assert f"status: {expected}<br>" in hover[pid], (pid, hover[pid])
+    assert "status: censored in aplasia" in hover["P02"]
+    assert "status: reconstituted" in hover["P01"]
+
+
+def test_memory_return_star_sits_on_the_day_the_flag_was_raised():
+    """Regression: the star sat at the reconstitution day, not the day of the flagging sample."""
+    patients = pd.DataFrame(
+        {"patient_id": ["A"], "aplasia_start_day": [14.0], "aplasia_duration_days": [100.0],
+         "reconstitution_day": [120.0], "reconstituted": [np.True_], "censored": [np.False_],
+         "last_followup_day": [400.0], "flag_memory_return": [np.True_],
+         "flag_memory_return_day": [300.0], "disease": ["SLE"]}
+    )  # fmt: skip
+    fig = swimmer_figure(patients).to_plotly_json()
+    star = next(tr for tr in fig["data"] if tr["name"] == "memory/plasmablast return flag")
+    assert list(star["x"]) == [300.0]
+    assert "status: reconstituted" in star["hovertext"][0]
 
 
 def test_km_curve_equals_km_tsv(cohort, report):

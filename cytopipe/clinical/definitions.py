@@ -96,6 +96,7 @@ def _reference_ranges(ranges: Mapping) -> dict:
             _config_error(f"{where}.high", "must be at least low")
         label = band.get("label")
         values["label"] = str(label) if label else band_label(values["min_age"], values["max_age"])
+        values["source"] = str(band.get("source") or ranges["source"])
         clean.append(values)
     clean.sort(key=lambda b: b["min_age"])
     for previous, band in zip(clean, clean[1:], strict=False):
@@ -104,7 +105,18 @@ def _reference_ranges(ranges: Mapping) -> dict:
                 f"{key}.bands",
                 f"bands {previous['label']} and {band['label']} overlap",
             )
-    return {"source": ranges["source"], "unit": ranges["unit"], "bands": clean}
+    return {"source": sources_text(clean), "unit": ranges["unit"], "bands": clean}
+
+
+def sources_text(bands: list[Mapping]) -> str:
+    """Every source the bands cite, each with the ages it covers: a band taken from another
+    study (adults) must not be cited as the children's one."""
+    spans: dict[str, list[str]] = {}
+    for band in bands:
+        spans.setdefault(band["source"], []).append(band["label"])
+    if len(spans) == 1:
+        return next(iter(spans))
+    return " | ".join(f"{', '.join(labels)}: {src}" for src, labels in spans.items())
 
 
 def band_label(min_age: float, max_age: float) -> str:
@@ -178,7 +190,7 @@ def definitions(cfg: Mapping) -> dict:
             "source": ranges["source"],
             "unit": ranges["unit"],
             "bands": [
-                {k: band[k] for k in ("label", "min_age", "max_age", "low", "high")}
+                {k: band[k] for k in ("label", "min_age", "max_age", "low", "high", "source")}
                 for band in ranges["bands"]
             ],
             "rule": "band with min_age <= age at sampling < max_age",

@@ -121,7 +121,9 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
             f"B-cell state unknown at day {format_number(day[i])} (no b_cells/lymphocytes)"
         )
     row.update(_phenotype(group.iloc[recon[0]] if reconstituted else None))
-    row["flag_memory_return"], memory_flag = _memory_return(group, base, cfg)
+    row["flag_memory_return"], memory_flag, row["flag_memory_return_day"] = _memory_return(
+        group, base, cfg
+    )
     if memory_flag:
         flags.append(memory_flag)
     row["flags"] = "; ".join(flags)
@@ -183,7 +185,10 @@ def dominant_class(fractions: Mapping[str, float]) -> str:
     return max(finite, key=finite.get)
 
 
-def _memory_return(group: pd.DataFrame, base: pd.Series | None, cfg: Mapping) -> tuple[bool, str]:
+def _memory_return(
+    group: pd.DataFrame, base: pd.Series | None, cfg: Mapping
+) -> tuple[bool, str, float]:
+    """(flag raised, its text, the day of the sample that raised it: NaN without a flag)."""
     limit = cfg["memory_return_fraction"]
     # an aplastic baseline (prior rituximab) has too few B cells for a meaningful fraction
     usable = (
@@ -200,11 +205,13 @@ def _memory_return(group: pd.DataFrame, base: pd.Series | None, cfg: Mapping) ->
         if np.isfinite(baseline) and frac > baseline:
             reasons.append(f"> baseline {baseline:.0%}")
         if reasons:
-            return True, (
+            return (
+                True,
                 f"{MEMORY_FLAG}: switched memory + plasmablasts {frac:.0%} of B cells at day "
-                f"{format_number(float(row['day']))} ({' and '.join(reasons)})"
+                f"{format_number(float(row['day']))} ({' and '.join(reasons)})",
+                float(row["day"]),
             )
-    return False, ""
+    return False, "", np.nan
 
 
 def patient_info_from_sheet(sheet: pd.DataFrame) -> pd.DataFrame:

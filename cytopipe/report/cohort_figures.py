@@ -22,9 +22,15 @@ from cytopipe.report.figure_style import (
 )
 
 
+def is_yes(value: Any) -> bool:
+    """A boolean cell that is True, Python or NumPy (`x is True` is False for np.True_: the
+    swimmer hover said "no aplasia episode" for every patient); missing counts as False."""
+    return isinstance(value, bool | np.bool_) and bool(value)
+
+
 def is_true(series: pd.Series) -> np.ndarray:
     """True where a boolean column is True; missing (None/NaN) counts as False."""
-    return np.array([isinstance(v, bool | np.bool_) and bool(v) for v in series], dtype=bool)
+    return np.array([is_yes(v) for v in series], dtype=bool)
 
 
 def patient_order(patients: pd.DataFrame) -> list[str]:
@@ -104,10 +110,13 @@ def swimmer_figure(
         hover,
     )
     flag = is_true(rows.get("flag_memory_return", pd.Series(False, index=rows.index)))
+    flag_day = pd.to_numeric(
+        rows.get("flag_memory_return_day", pd.Series(np.nan, index=rows.index)), errors="coerce"
+    ).to_numpy(dtype=float)  # tables written before the day was recorded: the reconstitution
     _markers(
         fig,
         ids,
-        np.where(np.isfinite(r_day), r_day, last),
+        np.where(np.isfinite(flag_day), flag_day, np.where(np.isfinite(r_day), r_day, last)),
         flag,
         "memory/plasmablast return flag",
         "star",
@@ -153,9 +162,11 @@ def _first_days(states: pd.DataFrame | None, ids: Sequence[str]) -> dict[str, fl
 def _patient_hover(pid: str, row: pd.Series) -> str:
     status = (
         "reconstituted"
-        if row.get("reconstituted") is True
+        if is_yes(row.get("reconstituted"))
         else "censored in aplasia"
-        if row.get("censored") is True
+        if is_yes(row.get("censored"))
+        else "in aplasia"
+        if is_finite(row.get("aplasia_start_day"))
         else "no aplasia episode"
     )
     lines = [

@@ -7,7 +7,6 @@ The functions here gather each section's data; templates/cohort.html lays the pa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +30,6 @@ from cytopipe.report.tables import Column, table
 from cytopipe.results import (
     COHORT_SUMMARY,
     TABLE_FILES,
-    cohort_export_path,
-    cohort_summary_path,
-    table_path,
     tables_folder,
 )
 
@@ -388,28 +384,8 @@ def _definitions_section(report: Report) -> dict:
 
 
 def _downloads_section(report: Report) -> dict:
-    """Links to the lab's tables beside the report, those that exist."""
-    root = report.results.root
-    tables = tables_folder(root)
-    paths = [
-        (
-            cohort_export_path(root),
-            "one row per patient with the definitions, for pooling across centres",
-        ),
-        (table_path(root, "patients"), "per-patient summary"),
-        (table_path(root, "sample_states"), "B-cell state per timepoint"),
-        (table_path(root, "population_stats"), "every population of every sample, with cells/µL"),
-        (table_path(root, "km"), "Kaplan-Meier table"),
-        (cohort_summary_path(root), "cohort numbers and definitions"),
-        (table_path(root, "sample_status"), "status and QC verdict per sample"),
-        (table_path(root, "failures"), "failed samples"),
-    ]
-    links = []
-    for path, what in paths:
-        name = path.name
-        if path.exists():
-            href = os.path.relpath(path, report.out).replace(os.sep, "/")
-            links.append({"href": href, "name": name, "what": what})
-    if not links:
-        return {"links": [], "unavailable": Unavailable("The tables", f"no tables in {tables}")}
-    return {"links": links, "unavailable": None}
+    """Links to the tables, copied into the report folder (cytopipe.report.shipped_tables)."""
+    if not report.downloads:
+        where = tables_folder(report.results.root)
+        return {"links": [], "unavailable": Unavailable("The tables", f"no tables in {where}")}
+    return {"links": report.downloads, "unavailable": None}

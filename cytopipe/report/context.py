@@ -41,6 +41,8 @@ class Report:
     # clusters.json "disagreements" by sample: gates and clustering, two independent methods,
     # disagree on a population; collected while the sample pages are written
     disagreements: dict[str, list[str]] = field(default_factory=dict)
+    # the tables the cohort page links, copied into the report folder (shipped_tables)
+    downloads: list[dict] = field(default_factory=list)
 
     def patient_href(self, pid: str, root: str) -> str:
         return f"{root}patients/{slug(pid)}.html"

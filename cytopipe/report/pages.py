@@ -41,6 +41,7 @@ from cytopipe.report.patient_page import patient_page
 from cytopipe.report.privacy import Privacy
 from cytopipe.report.render import Unavailable, render
 from cytopipe.report.sample_page import sample_page
+from cytopipe.report.shipped_tables import ship_tables
 from cytopipe.results import TABLE_FILES
 
 ASSET = "assets/plotly.min.js"
@@ -79,6 +80,7 @@ def write_report(
         _write(path, sample_page(report, sample))
         written.add(path)
     _remove_stale(out, written)
+    report.downloads = ship_tables(results.root, out, report.privacy)
     index = out / "index.html"
     _write(index, cohort_page(report))  # last: its presence means the report is complete
     return index
