@@ -207,6 +207,18 @@ SAMPLE_STATE_COLUMNS = [
     "b_pct_lymphocytes",
     "b_cells_per_ul",
     "abs_method",
+    "b_cells_low",
+    "b_cells_high",
+    "b_pct_low",
+    "b_pct_high",
+    "b_per_ul_low",
+    "b_per_ul_high",
+    "lod_pct",
+    "lloq_pct",
+    "lod_per_ul",
+    "lloq_per_ul",
+    "below_lloq",
+    "events_needed",
     "cd20_pct_lymphocytes",
     "plasmablast_pct_b",
     "frac_naive",
@@ -271,6 +283,9 @@ EXPORT_COLUMNS = [
     "def_confirmation_rule",
     "def_memory_return_fraction",
     "def_reference_ranges_source",
+    "def_lod_events",
+    "def_lloq_events",
+    "def_reconstitution_rule",
     "cytopipe_version",
 ]
 
@@ -309,7 +324,7 @@ WHOLE_NUMBER_COLUMNS = frozenset(
 )
 # What a reader must parse: True/False columns, and columns that stay text (a sample called
 # "0012" must not become 12).
-BOOL_COLUMNS = (*PATIENT_BOOL_COLUMNS, "below_threshold")
+BOOL_COLUMNS = (*PATIENT_BOOL_COLUMNS, "below_threshold", "below_lloq")
 TEXT_COLUMNS = (
     "sample_id",
     "patient_id",

@@ -24,7 +24,7 @@ SINGLE = "single_platform_beads"
 DUAL = "dual_platform"
 NONE = "none"
 SHEET_COLUMNS = ("patient_id", "day", "age_years", "disease")
-_COUNT_INPUTS = ("abs_lymphocytes", "bead_events", "beads_per_test", "volume_ul")
+COUNT_INPUTS = ("abs_lymphocytes", "bead_events", "beads_per_test", "volume_ul")
 
 
 def single_platform(
@@ -80,7 +80,7 @@ def add_absolute_counts(stats: pd.DataFrame, sheet: pd.DataFrame) -> pd.DataFram
         name: keys.map(info[name]).to_numpy(dtype=float)
         if name in info
         else np.full(len(stats), np.nan)
-        for name in _COUNT_INPUTS
+        for name in COUNT_INPUTS
     }
     count = stats["count"].to_numpy(dtype=float)
     pct_lymph = stats["pct_lymphocytes"].to_numpy(dtype=float)

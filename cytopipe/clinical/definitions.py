@@ -61,6 +61,17 @@ from cytopipe import __version__
 from cytopipe.config import freeze, validated
 from cytopipe.errors import ConfigError
 
+INTERVALS = (
+    "exact 95%: Garwood (Poisson) for B-cell events, Clopper-Pearson for % of lymphocytes, "
+    "conditional binomial for cells/uL from bead counts; dual-platform cells/uL carry the % "
+    "interval times the absolute lymphocyte count, whose own error is not known"
+)
+RECONSTITUTION_RULES = {
+    "point_estimate": "at/above the aplasia threshold when the value is",
+    "lower_bound": "at/above the aplasia threshold only when the lower end of its exact 95% "
+    "interval is",
+}
+
 
 def validate_config(cfg: Mapping | None) -> Mapping:
     """The `longitudinal` mapping with defaults applied (read-only); ConfigError naming the bad
@@ -74,6 +85,8 @@ def validate_config(cfg: Mapping | None) -> Mapping:
         "memory_return_fraction": float(s["memory_return_fraction"]),
         "reference_ranges": _reference_ranges(s["reference_ranges"]),
     }
+    if s["limits"]["lloq_events"] < s["limits"]["lod_events"]:
+        _config_error("longitudinal.limits.lloq_events", "must be at least lod_events")
     return freeze(out)
 
 
@@ -195,6 +208,19 @@ def definitions(cfg: Mapping) -> dict:
             ],
             "rule": "band with min_age <= age at sampling < max_age",
         },
+        "limits": {
+            "lod_events": cfg["limits"]["lod_events"],
+            "lloq_events": cfg["limits"]["lloq_events"],
+            "source": cfg["limits"]["source"],
+            "rule": (
+                "each sample's LOD and LLOQ in % of lymphocytes and cells/uL given its events; "
+                "values below the LLOQ read '< LLOQ'; 'not evaluable' when the aplasia "
+                "threshold is below the LOD on every criterion and the B cells found do not "
+                "settle it (lower bound not above the threshold)"
+            ),
+        },
+        "intervals": INTERVALS,
+        "reconstitution_rule": RECONSTITUTION_RULES[cfg["reconstitution_rule"]],
         "skip_failed_qc": cfg["skip_failed_qc"],
         "cytopipe_version": __version__,
     }

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe import __version__
-from cytopipe.clinical.counts import add_absolute_counts
+from cytopipe.clinical.counts import COUNT_INPUTS, add_absolute_counts
 from cytopipe.clinical.definitions import confirmation_rule, definitions, validate_config
 from cytopipe.clinical.kaplan_meier import km_median, km_table
 from cytopipe.clinical.patients import patient_info_from_sheet, summarize_patients
@@ -63,6 +63,8 @@ def run_longitudinal(
         qc_excluded = sorted(fail_qc & set(used["sample_id"]))
         used = used[~used["sample_id"].isin(fail_qc)]
     samples = sample_table(used) if len(used) else _empty_samples()
+    counting = [c for c in COUNT_INPUTS if c in sheet]
+    samples = samples.merge(sheet[["sample_id", *counting]], on="sample_id", how="left")
     samples["qc_verdict"] = samples["sample_id"].map(verdict).fillna("")
     states = assign_states(samples, cfg)
     patient_info = patient_info_from_sheet(sheet)
@@ -102,6 +104,9 @@ def cohort_export(patients: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     out["def_confirmation_rule"] = confirmation_rule(cfg)
     out["def_memory_return_fraction"] = cfg["memory_return_fraction"]
     out["def_reference_ranges_source"] = cfg["reference_ranges"]["source"]
+    out["def_lod_events"] = cfg["limits"]["lod_events"]
+    out["def_lloq_events"] = cfg["limits"]["lloq_events"]
+    out["def_reconstitution_rule"] = cfg["reconstitution_rule"]
     out["cytopipe_version"] = __version__
     return out[EXPORT_COLUMNS]
 

@@ -15,15 +15,17 @@ import pandas as pd
 from cytopipe.clinical.counts import NONE
 from cytopipe.clinical.definitions import validate_config
 from cytopipe.clinical.reference_ranges import reference_bands, reference_position
+from cytopipe.clinical.uncertainty import add_uncertainty, not_evaluable
 from cytopipe.errors import CytopipeError
 from cytopipe.results import SAMPLE_STATE_COLUMNS
 
-BASELINE, APLASIA, RECONSTITUTED, NOT_DEPLETED, UNKNOWN = (
+BASELINE, APLASIA, RECONSTITUTED, NOT_DEPLETED, UNKNOWN, NOT_EVALUABLE = (
     "baseline",
     "aplasia",
     "reconstituted",
     "not_depleted",
     "unknown",
+    "not_evaluable",
 )
 NOTE_BLIP = "unconfirmed_blip"
 NOTE_LAST = "unconfirmed_last_timepoint"
@@ -144,7 +146,13 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     frame = samples.sort_values(["patient_id", "day", "sample_id"], kind="stable").reset_index(
         drop=True
     )
-    below = below_threshold(frame["b_pct_lymphocytes"], frame["b_cells_per_ul"], cfg)
+    frame = add_uncertainty(frame, cfg)
+    if cfg["reconstitution_rule"] == "lower_bound":  # at/above only when the interval is
+        below = below_threshold(frame["b_pct_low"], frame["b_per_ul_low"], cfg)
+    else:
+        below = below_threshold(frame["b_pct_lymphocytes"], frame["b_cells_per_ul"], cfg)
+    blind = not_evaluable(frame, cfg)
+    below[blind] = pd.NA
     frame["below_threshold"] = below.array  # nullable: <NA> when the state is unknown
     states = pd.Series("", index=frame.index, dtype=object)
     notes = pd.Series("", index=frame.index, dtype=object)
@@ -156,6 +164,15 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
             confirm_with_next=cfg["confirm_with_next"],
         )
         states.loc[idx], notes.loc[idx] = s, n
+    post = blind & (frame["day"].to_numpy(dtype=float) >= 0)
+    states[post] = NOT_EVALUABLE
+    notes[post] = [
+        f"not evaluable: {int(n)} lymphocytes acquired, {int(k)} needed to see the aplasia "
+        "threshold above the LOD"
+        for n, k in zip(
+            frame.loc[post, "lymphocytes"], frame.loc[post, "events_needed"], strict=True
+        )
+    ]
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
     frame[bands.columns] = bands.to_numpy()
