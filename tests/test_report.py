@@ -171,6 +171,21 @@ def test_a_report_folder_shared_on_its_own_keeps_its_table_links(cohort, report,
     assert not failures["error"].astype(str).str.contains(".fcs", regex=False).any()
 
 
+def test_pages_say_how_sure_each_b_cell_number_is(cohort, report):
+    """Issue 17: a count below the LLOQ reads '< LLOQ (x)', others carry their 95% interval,
+    and every sample states the limits of its acquisition."""
+    states = table_file(cohort, "sample_states.tsv")
+    low = states[states["below_lloq"] == True].iloc[0]  # noqa: E712 (a nullable column)
+    high = states[states["below_lloq"] == False].iloc[0]  # noqa: E712
+    page = read(report / "samples" / f"{low['sample_id']}.html")
+    assert f"&lt; LLOQ ({fmt_number(low['lloq_pct'], 2)} %)" in page
+    assert "limits of this acquisition" in page and "LOD (20 events)" in page
+    page = read(report / "samples" / f"{high['sample_id']}.html")
+    assert f"{fmt_number(high['b_pct_lymphocytes'], 2)} % (95% CI " in page
+    patient = read(report / "patients" / f"{high['patient_id']}.html")
+    assert "B % lymph. (95% CI)" in patient
+
+
 def test_links_between_pages_resolve(cohort, report):
     href_re = re.compile(r'href="([^"#]+)"')
     reached = set()

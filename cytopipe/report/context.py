@@ -44,6 +44,12 @@ class Report:
     # the tables the cohort page links, copied into the report folder (shipped_tables)
     downloads: list[dict] = field(default_factory=list)
 
+    @property
+    def limit_events(self) -> tuple[Any, Any]:
+        """(LOD, LLOQ) in events from the definitions; (None, None) for older results."""
+        limits = (self.definitions or {}).get("limits") or {}
+        return limits.get("lod_events"), limits.get("lloq_events")
+
     def patient_href(self, pid: str, root: str) -> str:
         return f"{root}patients/{slug(pid)}.html"
 

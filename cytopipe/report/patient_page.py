@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from cytopipe.report.certainty import pct_text, per_ul_text
 from cytopipe.report.context import Report
 from cytopipe.report.data import records
 from cytopipe.report.formatting import fmt_number, is_missing, plain
@@ -217,7 +218,15 @@ def _patient_samples(report: Report, pid: str, states: pd.DataFrame | None) -> d
         Column("age_years", "age (y)", "num"),
         Column("state", "state", "verdict"),
         Column("b_pct_lymphocytes", "B % lymph.", "num", "CD19+ B cells, % of lymphocytes"),
+        Column(
+            "b_pct_text",
+            "B % lymph. (95% CI)",
+            "long",
+            "exact 95% interval on the B-cell events; '< LLOQ' below the lower limit of "
+            "quantification of this acquisition",
+        ),
         Column("b_cells_per_ul", "B cells/µL", "num"),
+        Column("b_per_ul_text", "B cells/µL (95% CI)", "long"),
         Column("abs_method", "count method"),
         Column("b_cells", "B events", "int"),
         Column("cd20_pct_lymphocytes", "CD20+ B % lymph.", "num"),
@@ -231,9 +240,15 @@ def _patient_samples(report: Report, pid: str, states: pd.DataFrame | None) -> d
         Column("ref_position", "vs reference"),
         Column("qc_verdict", "QC", "verdict"),
     ]
-    columns = [c for c in columns if c.key in states or c.key == "reference"]
+    computed = {"reference", "b_pct_text", "b_per_ul_text"}
+    columns = [c for c in columns if c.key in states or c.key in computed]
     rows = [
-        {**r, "reference": _reference_text(r)}
+        {
+            **r,
+            "reference": _reference_text(r),
+            "b_pct_text": pct_text(r),
+            "b_per_ul_text": per_ul_text(r),
+        }
         for r in records(states.sort_values("day", kind="stable"))
     ]
     failed = [s for s in report.samples_of(pid) if s not in set(states["sample_id"])]

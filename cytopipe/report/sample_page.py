@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cytopipe.clinical.sample_checks import WARNING_SEPARATOR
+from cytopipe.report.certainty import events_text, limits_text, pct_text, per_ul_text
 from cytopipe.report.context import Report
 from cytopipe.report.data import SampleFiles, records
 from cytopipe.report.figure_style import population_name
@@ -147,12 +148,13 @@ def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> Any:
             row = records(match)[0]
             pairs += [
                 ("B-cell state", badge(str(row.get("state", "")), str(row.get("state", "")))),
-                ("CD19+ B cells, % of lymphocytes", fmt_number(row.get("b_pct_lymphocytes"))),
+                ("CD19+ B cells", events_text(row)),
+                ("CD19+ B cells, % of lymphocytes", pct_text(row)),
                 (
                     "CD19+ B cells per µL",
-                    fmt_number(row.get("b_cells_per_ul"))
-                    + f" ({plain(row.get('abs_method', ''))})",
+                    per_ul_text(row) + f" ({plain(row.get('abs_method', ''))})",
                 ),
+                ("limits of this acquisition", limits_text(row, *report.limit_events)),
                 (
                     "age reference",
                     f"{plain(row.get('ref_source_band', ''))}: {fmt_number(row.get('ref_low'))}–"
