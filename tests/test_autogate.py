@@ -3,6 +3,8 @@ missing markers, the `cytopipe autogate` command and the real lymphocyte file 10
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -453,3 +455,23 @@ def test_backgating_finds_lymphocytes_that_are_not_the_lowest_ssc_cluster(specs)
     result = autogate(specs, columns)
     assert f1_score(result.masks["lymphocytes"], lymph) > 0.9
     assert f1_score(result.masks["t_cells"], t) > 0.95
+
+
+@pytest.mark.parametrize("instrument", ["A", "B"])
+def test_a_mouse_panel_gates_with_only_the_panel_mapping(tmp_path, specs, panel_map, instrument):
+    """TCRb for CD3, B220 for CD20 and CD45.2 for CD45, as a mouse panel names them: the
+    shipped panel maps them by role and the template gates T and B cells unedited."""
+    sample = simulate_sample(30_000, blood_composition(), instrument, 8)
+    mouse = {"CD3": "TCRb", "CD20": "B220", "CD45": "CD45.2"}
+    pns = [
+        " ".join([mouse.get(p.split(" ")[0], p.split(" ")[0]), *p.split(" ")[1:]]) if p else p
+        for p in sample.pns
+    ]
+    assert "TCRb" in " ".join(pns) and "B220" in " ".join(pns)
+    path = write_sample(tmp_path / "mouse.fcs", dataclasses.replace(sample, pns=pns))
+    columns, labels = gating_columns(path, panel_map)
+    assert {"CD3", "CD20", "CD45"} <= set(columns)
+    result = autogate(specs, columns)
+    truth = truth_masks(labels)
+    for pop in ("lymphocytes", "t_cells", "b_cells"):
+        assert f1_score(result.masks[pop], truth[pop]) > 0.95, pop

@@ -65,8 +65,9 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     """Map canonical marker -> channel index. Unmatched markers are absent from the result.
 
     Order of evidence: an alias equal to $PnS, an alias equal to $PnN, then a $PnS whose first
-    token is the canonical name ("CD21;FITC;530/30@488/B"). A channel is used for one marker
-    only, so a detector alias cannot steal a channel whose stain label named another marker.
+    token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B", "TCRb BV421" for
+    CD3 in a mouse panel). A channel is used for one marker only, so a detector alias cannot
+    steal a channel whose stain label named another marker.
     """
     norm_pns = [_norm(s) for s in pns]
     norm_pnn = [_norm(n) for n in pnn]
@@ -87,7 +88,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
 
     claim(norm_pns, lambda m, keys, label: label in keys)
     claim(norm_pnn, lambda m, keys, label: label in keys)
-    claim(first_token, lambda m, keys, label: label == _norm(m))
+    claim(first_token, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
 
 
