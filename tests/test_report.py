@@ -442,9 +442,13 @@ def test_age_reference_band_changes_with_age(cohort, report):
 
 
 def test_subset_composition_equals_fractions(cohort, report):
+    """Fractions where the B cells reach the LLOQ (50 events); fewer get a 'too few B cells'
+    stub instead of a 100% bar built from a handful of events (issue 19)."""
     states = table_file(cohort, "sample_states.tsv")
     fig = figures(read(report / "patients" / "P01.html"))[1]
     mine = states[states["patient_id"] == "P01"].sort_values("day")
+    enough = mine["b_cells"].to_numpy() >= 50
+    assert enough.any() and (~enough & (mine["b_cells"].to_numpy() > 0)).any()
     for name, column in (
         ("naive (IgD+ CD27−)", "frac_naive"),
         ("switched memory (IgD− CD27+)", "frac_switched_memory"),
@@ -453,13 +457,22 @@ def test_subset_composition_equals_fractions(cohort, report):
     ):
         tr = trace(fig, name)
         assert [c[0] for c in tr["customdata"]] == mine["sample_id"].tolist()
-        for shown, expected in zip(tr["y"], mine[column], strict=True):
-            assert close(shown, expected), (name, shown, expected)
-    # the bars of one timepoint add up to the whole B-cell compartment
-    bars = [t for t in fig["data"] if t["type"] == "bar"]
-    totals = np.nansum([[np.nan if v is None else v for v in t["y"]] for t in bars], axis=0)
-    has_b = mine["b_cells"].to_numpy() > 0
-    assert np.allclose(totals[has_b], 1.0)
+        for shown, expected, ok in zip(tr["y"], mine[column], enough, strict=True):
+            assert close(shown, expected) if ok else shown is None, (name, shown, expected)
+    # one timepoint's bars add up to the whole B-cell compartment, or are one stub (also at 0)
+    totals: dict[str, float] = {}
+    for tr in (t for t in fig["data"] if t["type"] == "bar"):
+        for x, y in zip(tr["x"], tr["y"], strict=True):
+            totals[x] = totals.get(x, 0.0) + (0.0 if y is None else y)
+    stub = trace(fig, "too few B cells (< 50 events): not shown")
+    labels = trace(fig, "naive (IgD+ CD27−)")["x"]
+    for x, n in zip(labels, mine["b_cells"], strict=True):
+        assert (x in stub["x"]) == (n < 50), x
+        assert math.isclose(totals[x], 1.0), x
+    line = trace(fig, "switched memory + plasmablasts (memory-return flag)")
+    expected = mine["frac_switched_memory"] + mine["frac_plasmablast"]
+    for shown, value, ok in zip(line["y"], expected, enough, strict=True):
+        assert close(shown, value) if ok else shown is None
 
 
 def test_patient_samples_table_links_and_values(cohort, report):

@@ -270,17 +270,33 @@ def _day_labels(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def composition_figure(states: pd.DataFrame, links: Mapping[str, str] | None = None) -> go.Figure:
-    """Stacked B-cell subset fractions per timepoint (fractions of CD19+ B cells)."""
+def composition_figure(
+    states: pd.DataFrame,
+    links: Mapping[str, str] | None = None,
+    min_b_cells: float = FEW_B_CELLS,
+    memory_threshold: float | None = None,
+) -> go.Figure:
+    """Stacked B-cell subset fractions per timepoint (fractions of CD19+ B cells).
+
+    A timepoint with fewer than `min_b_cells` B-cell events (the LLOQ) gets a grey "too few
+    B cells (n)" stub, not a 100% bar built from 2 events. The quantity the memory-return flag
+    tests, switched memory + plasmablasts, is drawn as a line with its threshold and the
+    baseline value."""
     frame = states.sort_values("day", kind="stable").reset_index(drop=True)
     labels = _day_labels(frame)
     n_b = pd.to_numeric(frame["b_cells"], errors="coerce").to_numpy(dtype=float)
+    enough = np.isfinite(n_b) & (n_b >= min_b_cells)
     fig = go.Figure(layout={"template": "none"})
+
+    def fractions(column: str) -> np.ndarray:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        return np.where(enough, values, np.nan)
+
     stacked = np.zeros(len(frame))
     for column, name, color in COMPOSITION:
         if column not in frame:
             continue
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        values = fractions(column)
         stacked += np.nan_to_num(values)
         fig.add_bar(
             name=name,
@@ -292,7 +308,7 @@ def composition_figure(states: pd.DataFrame, links: Mapping[str, str] | None = N
             ],
             hovertemplate=f"{t(name)}: %{{y:.3f}}<br>%{{customdata[0]}} (%{{customdata[1]}} B-cell events)<extra></extra>",
         )
-    other = np.where(np.isfinite(n_b) & (n_b > 0), np.clip(1.0 - stacked, 0.0, 1.0), np.nan)
+    other = np.where(enough & (n_b > 0), np.clip(1.0 - stacked, 0.0, 1.0), np.nan)
     fig.add_bar(
         name="other CD19+ (CD20− non-plasmablast)",
         x=labels,
@@ -301,8 +317,19 @@ def composition_figure(states: pd.DataFrame, links: Mapping[str, str] | None = N
         customdata=[[str(s)] for s in frame["sample_id"]],
         hovertemplate="other CD19+: %{y:.3f}<br>%{customdata[0]}<extra></extra>",
     )
+    few = np.isfinite(n_b) & ~enough
+    if few.any():
+        fig.add_bar(
+            name=f"too few B cells (< {short_number(min_b_cells)} events): not shown",
+            x=[lab for lab, f in zip(labels, few, strict=True) if f],
+            y=[1.0] * int(few.sum()),
+            marker=dict(color="rgba(0,0,0,0)", line=dict(color="#adb5bd", width=1.5)),
+            marker_pattern=dict(shape="/", fgcolor="#ced4da"),
+            customdata=[[str(s), json_number(n)] for s, n in zip(frame["sample_id"][few], n_b[few], strict=True)],
+            hovertemplate="too few B cells (%{customdata[1]} events): fractions not shown<br>%{customdata[0]}<extra></extra>",
+        )  # fmt: skip
     if "frac_transitional" in frame:
-        trans = pd.to_numeric(frame["frac_transitional"], errors="coerce").to_numpy(dtype=float)
+        trans = fractions("frac_transitional")
         if np.isfinite(trans).any():
             fig.add_scatter(
                 name="transitional (CD24hi CD38hi, within naive)",
@@ -321,27 +348,61 @@ def composition_figure(states: pd.DataFrame, links: Mapping[str, str] | None = N
             yanchor="bottom",
             showarrow=False,
             text=(f"n={short_number(n)}" if is_finite(n) else "n=—")
-            + (" ⚠" if is_finite(n) and n < FEW_B_CELLS else ""),
-            font=dict(size=10, color="#c92a2a" if is_finite(n) and n < FEW_B_CELLS else "#495057"),
+            + (" ⚠" if is_finite(n) and n < min_b_cells else ""),
+            font=dict(size=10, color="#c92a2a" if is_finite(n) and n < min_b_cells else "#495057"),
         )
         for lab, n in zip(labels, n_b, strict=True)
     ]
     fig.update_layout(
         base_layout(
             barmode="stack",
-            height=420,
+            height=440,
             annotations=notes,
             meta=dict(links=dict(links or {})),
-            margin=dict(l=70, r=20, t=110, b=60),
+            margin=dict(l=70, r=120, t=130, b=60),
             legend=dict(orientation="h", yanchor="bottom", y=1.1, x=0),
         )
     )
+    _memory_line(fig, frame, labels, enough, memory_threshold)  # after: adds annotations
     fig.update_yaxes(title="fraction of CD19+ B cells", range=[0, 1.0], tickformat=".0%")
     fig.update_xaxes(
         type="category",
-        title=f"n = B-cell events; ⚠ fewer than {FEW_B_CELLS}: fractions unreliable",
+        title=f"n = B-cell events; ⚠ fewer than {short_number(min_b_cells)} (LLOQ): fractions not shown",
     )
     return styled(fig)
+
+
+def _memory_line(fig, frame, labels, enough, threshold: float | None) -> None:
+    """Switched memory + plasmablasts (what the memory-return flag tests), its threshold and
+    the baseline value (the last pre-infusion sample with enough B cells)."""
+    if not {"frac_switched_memory", "frac_plasmablast"} <= set(frame):
+        return
+    memory = pd.to_numeric(frame["frac_switched_memory"], errors="coerce").fillna(
+        0
+    ) + pd.to_numeric(frame["frac_plasmablast"], errors="coerce").fillna(0)
+    values = np.where(enough, memory.to_numpy(dtype=float), np.nan)
+    if not np.isfinite(values).any():
+        return
+    fig.add_scatter(
+        name="switched memory + plasmablasts (memory-return flag)",
+        x=labels,
+        y=[json_number(v) for v in values],
+        mode="lines+markers",
+        line=dict(color="#862e9c", width=2),
+        marker=dict(size=7),
+        customdata=[[str(s)] for s in frame["sample_id"]],
+        hovertemplate="switched memory + plasmablasts: %{y:.1%}<br>%{customdata[0]}<extra></extra>",
+    )
+    day = pd.to_numeric(frame["day"], errors="coerce").to_numpy(dtype=float)
+    base = np.flatnonzero((day < 0) & np.isfinite(values))
+    lines = [] if threshold is None else [(threshold, f"flag threshold {threshold:.0%}", "dot")]
+    if base.size:
+        lines.append((float(values[base[-1]]), f"baseline {values[base[-1]]:.0%}", "dashdot"))
+    for y, text, dash in lines:
+        fig.add_hline(
+            y=y, line=dict(color="#862e9c", dash=dash, width=1),
+            annotation_text=text, annotation_position="right", annotation_font_size=10,
+        )  # fmt: skip
 
 
 def cd20_figure(

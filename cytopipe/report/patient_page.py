@@ -25,6 +25,7 @@ from cytopipe.report.page_parts import (
     row_class,
 )
 from cytopipe.report.patient_figures import (
+    FEW_B_CELLS,
     b_cell_figure,
     cd20_figure,
     composition_figure,
@@ -64,10 +65,15 @@ def patient_page(report: Report, pid: str) -> str:
              "Log axes. Dashed lines: aplasia thresholds; green band: age reference range of "
              "CD19+ B cells per µL (changes with age); ▼ a value of 0 drawn at the bottom of "
              "the axis. Click a point to open the sample."),
-            ("subsets", "B-cell subsets over time", composition_figure, (states, links), {},
+            ("subsets", "B-cell subsets over time", composition_figure, (states, links),
+             dict(min_b_cells=report.limit_events[1] or FEW_B_CELLS,
+                  memory_threshold=defs.get("memory_return_fraction")),
              "Fractions of CD19+ B cells. Naive / unswitched memory / switched memory / double "
              "negative are the IgD/CD27 quadrants of CD20+ B cells; transitional cells lie "
-             "inside the naive quadrant and are drawn as a line."),
+             "inside the naive quadrant and are drawn as a line. Timepoints with fewer B-cell "
+             "events than the LLOQ get a hatched stub instead of fractions. Purple: switched "
+             "memory + plasmablasts, the quantity of the memory-return flag, with its threshold "
+             "and the baseline value."),
             ("cd20", "CD20+ vs CD19+ B cells", cd20_figure, (states, pct, links), {},
              "Both as % of lymphocytes (log axis). A gap between them shows CD19+ CD20− cells."),
             ("plasmablasts", "Plasmablasts", plasmablast_figure, (states, counts, links), {},
