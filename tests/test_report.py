@@ -186,6 +186,25 @@ def test_pages_say_how_sure_each_b_cell_number_is(cohort, report):
     assert "B % lymph. (95% CI)" in patient
 
 
+def test_patient_page_opens_with_where_the_patient_stands_now(cohort, report):
+    """Issue 19: the last sample, its state and B cells with their interval or '< LLOQ', and
+    when aplasia was first and last documented, above the timelines."""
+    states = table_file(cohort, "sample_states.tsv")
+    mine = states[states["patient_id"] == "P02"].sort_values("day")
+    last = mine.iloc[-1]
+    page = read(report / "patients" / "P02.html")
+    now = page.index("Where the patient stands now")
+    assert now < page.index("B cells over time")
+    block = page[now : page.index("Summary", now)]
+    assert f"day {int(last['day'])} ({last['sample_id']})" in block
+    aplastic = mine[(mine["state"] == "aplasia") & (mine["day"] >= 0)]["day"]
+    assert (
+        f"first documented day {int(aplastic.min())}, last aplastic sample day "
+        f"{int(aplastic.max())}" in block
+    )
+    assert f"of {fmt_number(last['lymphocytes'])} lymphocytes (95% CI" in block
+
+
 def test_links_between_pages_resolve(cohort, report):
     href_re = re.compile(r'href="([^"#]+)"')
     reached = set()

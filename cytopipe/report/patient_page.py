@@ -31,6 +31,7 @@ from cytopipe.report.patient_figures import (
     composition_figure,
     plasmablast_figure,
 )
+from cytopipe.report.patient_now import patient_now
 from cytopipe.report.render import FigureCounter, Unavailable, render
 from cytopipe.report.tables import Column, key_values, link, table
 from cytopipe.results import TABLE_FILES
@@ -44,6 +45,7 @@ def patient_page(report: Report, pid: str) -> str:
     states = _rows_for(res.table("sample_states"), pid)
     links = {s: report.sample_href(s, root) for s in report.samples_of(pid)}
     data: dict[str, Any] = {
+        "now": patient_now(states, report.limit_events[1] or FEW_B_CELLS),
         "summary": _patient_summary(prow, pid),
         "failed": failures_section(report, root, patient=pid),
         "timelines_unavailable": None,
@@ -91,6 +93,7 @@ def patient_page(report: Report, pid: str) -> str:
         ("next patient ›", report.patient_href(ids[i + 1], root) if i + 1 < len(ids) else None),
     ]
     toc = [
+        *([("now", "Now")] if data["now"] else []),
         ("bcells", "B cells"),
         ("subsets", "Subsets"),
         ("cd20", "CD20 vs CD19"),
