@@ -421,11 +421,19 @@ def test_patient_b_cell_points_equal_sample_states(cohort, report):
         for tr in fig["data"]:
             if tr.get("mode") != "markers" or tr.get("yaxis", "y") not in ("y", "y2"):
                 continue
+            if tr.get("legendgroup") == "lloq":  # each sample's LLOQ, checked below
+                lloq = "lloq_per_ul" if tr.get("yaxis", "y") == "y" else "lloq_pct"
+                assert sorted(tr["y"]) == sorted(mine[lloq].dropna().tolist())
+                continue
             column = "b_cells_per_ul" if tr.get("yaxis", "y") == "y" else "b_pct_lymphocytes"
-            for (sid, exact, _), x, y in zip(tr["customdata"], tr["x"], tr["y"], strict=True):
+            points = zip(tr["customdata"], tr["x"], tr["y"], strict=True)
+            for i, ((sid, exact, *_), x, y) in enumerate(points):
                 assert close(exact, mine.loc[sid, column]), (sid, column)
                 assert x == mine.loc[sid, "day"]
                 assert mine.loc[sid, "state"] in tr["legendgroup"]
+                low, high = (("b_per_ul_low", "b_per_ul_high") if column == "b_cells_per_ul"
+                             else ("b_pct_low", "b_pct_high"))  # fmt: skip
+                assert close(y + tr["error_y"]["array"][i], mine.loc[sid, high])  # whisker top
                 if exact > 0:
                     assert close(y, exact)
                 else:  # zero on a log axis: at the bottom, below every real value

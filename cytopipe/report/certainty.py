@@ -7,13 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cytopipe.report.formatting import MISSING, fmt_number, is_missing
+from cytopipe.report.formatting import MISSING, fmt_number, is_missing, sig
 
-SIGNIFICANT = 2  # an interval of a small count does not deserve more
-
-
-def _num(value: Any) -> str:
-    return fmt_number(value, SIGNIFICANT)
+_num = sig  # two significant figures: an interval of a small count does not deserve more
 
 
 def _below_lloq(row: Mapping) -> bool:

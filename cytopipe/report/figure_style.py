@@ -23,12 +23,15 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+# Okabe-Ito (colour-blind safe). Aplasia is the intended effect of CD19 CAR-T, so it is a calm
+# blue, not a warning colour; a patient never depleted (the therapy did not act) is vermillion.
 STATE_COLORS = {
-    "baseline": "#6c757d",
-    "aplasia": "#e8590c",
-    "reconstituted": "#2b8a3e",
-    "not_depleted": "#1c7ed6",
-    "unknown": "#adb5bd",
+    "baseline": "#7f7f7f",
+    "aplasia": "#0072B2",
+    "reconstituted": "#009E73",
+    "not_depleted": "#D55E00",
+    "unknown": "#BBBBBB",
+    "not_evaluable": "#CC79A7",
 }
 
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, Arial, sans-serif", size=12)
@@ -39,6 +42,7 @@ STATE_LABELS = {
     "reconstituted": "reconstituted",
     "not_depleted": "not depleted",
     "unknown": "state unknown",
+    "not_evaluable": "not evaluable (too few events)",
 }
 
 POPULATION_NAMES = {

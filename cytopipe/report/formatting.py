@@ -60,6 +60,22 @@ def fmt_number(value: Any, digits: int = 4) -> str:
     return f"{number:.{digits - 1}e}"
 
 
+def sig(value: Any, digits: int = 2) -> str:
+    """`value` to `digits` significant figures, never in exponent form ("170", "0.34",
+    "0.025"): an interval of a small count does not deserve more, and "1.7e+02" is not read
+    at a glance. Whole numbers of 1,000 and more keep their separators."""
+    if is_missing(value) or value == "":
+        return MISSING
+    number = float(value)
+    if not math.isfinite(number):
+        return MISSING
+    if number == 0:
+        return "0"
+    rounded = float(f"{number:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:,.{decimals}f}"
+
+
 def fmt_pct(value: Any) -> str:
     text = fmt_number(value)
     return text if text == MISSING else f"{text} %"

@@ -23,6 +23,7 @@ from cytopipe.report.figure_style import (
     styled,
     t,
 )
+from cytopipe.report.formatting import sig
 
 DAYS_PER_YEAR = 365.25
 
@@ -59,6 +60,69 @@ def reference_segments(
     return out
 
 
+THRESHOLD_COLOR = "#495057"  # thresholds are rules, not states: neutral
+INTERVALS = {  # plotted column -> its 95% interval, LLOQ and the hover's words
+    "b_cells_per_ul": ("b_per_ul_low", "b_per_ul_high", "lloq_per_ul"),
+    "b_pct_lymphocytes": ("b_pct_low", "b_pct_high", "lloq_pct"),
+}
+
+
+def _point_text(row: Mapping, column: str, unit: str) -> str:
+    """Hover body: the value (2 significant figures) or 'not detected', its interval, '< LLOQ',
+    and the events behind it."""
+    low, high, lloq = INTERVALS.get(column, ("", "", ""))
+    value = row.get(column)
+    zero = is_finite(value) and float(value) <= 0
+    parts = ["not detected (0 events)" if zero else f"{sig(value)} {unit}"]
+    if is_finite(row.get(low)) and is_finite(row.get(high)):
+        parts.append(f"95% CI {sig(row[low])}–{sig(row[high])}")
+    below = row.get("below_lloq")
+    if isinstance(below, bool | np.bool_) and below and is_finite(row.get(lloq)):
+        parts.append(f"< LLOQ ({sig(row[lloq])} {unit})")
+    if is_finite(row.get("b_cells")) and is_finite(row.get("lymphocytes")):
+        parts.append(
+            f"{short_number(row['b_cells'])} B-cell events of "
+            f"{short_number(row['lymphocytes'])} lymphocytes"
+        )
+    return "<br>".join(t(p) for p in parts)
+
+
+def _limits(
+    fig: go.Figure,
+    frame: pd.DataFrame,
+    column: str,
+    floor: float,
+    row: int,
+    legend: bool,
+    span: tuple[float, float],
+) -> None:
+    """Each sample's LLOQ as a short grey bar (values below it read '< LLOQ'), and the floor
+    where zeros are drawn labelled 'not detected'."""
+    if column in frame:
+        lloq = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        days = pd.to_numeric(frame["day"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(lloq) & np.isfinite(days) & (lloq > 0)
+        if ok.any():
+            fig.add_scatter(
+                name="LLOQ of each sample (below: '< LLOQ')",
+                legendgroup="lloq",
+                showlegend=legend,
+                x=days[ok].tolist(),
+                y=lloq[ok].tolist(),
+                mode="markers",
+                marker=dict(symbol="line-ew", size=16, line=dict(color="#868e96", width=2)),
+                hovertemplate="LLOQ of this sample: %{y:.2g}<extra></extra>",
+                row=row,
+                col=1,
+            )
+    fig.add_scatter(  # a trace, not add_hline: its label lands right on a log axis
+        x=list(span), y=[floor, floor], mode="lines+text", text=["", "not detected"],
+        textposition="top left", textfont=dict(size=10, color="#868e96"),
+        line=dict(color="#ced4da", dash="dot", width=1), hoverinfo="skip", showlegend=False,
+        row=row, col=1,
+    )  # fmt: skip
+
+
 def _state_points(
     fig: go.Figure,
     frame: pd.DataFrame,
@@ -68,7 +132,9 @@ def _state_points(
     unit: str,
     legend: bool,
 ) -> None:
-    """Points coloured by state; zeros at `floor` with a down-triangle (log axis)."""
+    """Points coloured by state with their 95% interval as whiskers; zeros at `floor` ("not
+    detected") with a down-triangle (log axis)."""
+    low_col, high_col, _ = INTERVALS.get(column, (None, None, None))
     for state, group in frame.groupby("state", sort=False):
         values = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(values)
@@ -76,12 +142,23 @@ def _state_points(
             continue
         group, values = group[ok], values[ok]
         zero = values <= 0
+        drawn = np.where(zero, floor, values)
+        error = None
+        if low_col in group and high_col in group:
+            low = pd.to_numeric(group[low_col], errors="coerce").to_numpy(dtype=float)
+            high = pd.to_numeric(group[high_col], errors="coerce").to_numpy(dtype=float)
+            up = np.where(np.isfinite(high), np.maximum(high - drawn, 0), 0)
+            down = np.where(np.isfinite(low), drawn - np.maximum(low, floor), 0)
+            error = dict(type="data", symmetric=False, array=up.tolist(),
+                         arrayminus=np.maximum(down, 0).tolist(), thickness=1.2, width=3,
+                         color=STATE_COLORS.get(state, "#495057"))  # fmt: skip
         fig.add_scatter(
             name=STATE_LABELS.get(state, state),
             legendgroup=state,
             showlegend=legend,
             x=[float(d) for d in pd.to_numeric(group["day"], errors="coerce")],
-            y=[float(v) if v > 0 else floor for v in values],
+            y=[float(v) for v in drawn],
+            error_y=error,
             mode="markers",
             marker=dict(
                 color=STATE_COLORS.get(state, "#495057"),
@@ -90,17 +167,15 @@ def _state_points(
                 line=dict(color="#ffffff", width=1),
             ),
             customdata=[
-                [str(s), float(v), _ref_text(r)]
+                [str(s), float(v), _point_text(r, column, unit), _ref_text(r)]
                 for s, v, r in zip(
                     group["sample_id"], values, group.to_dict("records"), strict=True
                 )
             ],
             hovertemplate=(
-                "<b>%{customdata[0]}</b> day %{x}<br>%{customdata[1]:.4g} "
-                + t(unit)
-                + "<br>"
+                "<b>%{customdata[0]}</b> day %{x}<br>%{customdata[2]}<br>"
                 + t(STATE_LABELS.get(state, state))
-                + "%{customdata[2]}<extra></extra>"
+                + "%{customdata[3]}<extra></extra>"
             ),
             row=row,
             col=1,
@@ -203,7 +278,7 @@ def b_cell_figure(
                 x=[x0, x1],
                 y=[float(value)] * 2,
                 mode="lines",
-                line=dict(color=STATE_COLORS["aplasia"], dash="dash", width=1.5),
+                line=dict(color=THRESHOLD_COLOR, dash="dash", width=1.5),
                 hovertemplate=f"aplasia threshold {short_number(value)} {unit}<extra></extra>",
                 row=row,
                 col=1,
@@ -219,10 +294,13 @@ def b_cell_figure(
             row=1,
             col=1,
         )
-    for row in (1, 2):
+    for row, column, floor in ((1, "lloq_per_ul", floor_ul), (2, "lloq_pct", floor_pct)):
         fig.add_vline(x=0, line=dict(color="#495057", dash="dot", width=1), row=row, col=1)
-    fig.update_yaxes(type="log", dtick=1, title="cells/µL", row=1, col=1)
-    fig.update_yaxes(type="log", dtick=1, title="% of lymphocytes", row=2, col=1)
+        _limits(fig, frame, column, floor, row, legend=row == 2, span=(x0, x1))
+    # plain numbers on the log axes ("0.001", never "1m" or "100µ")
+    log_axis = dict(type="log", dtick=1, exponentformat="none", tickformat="~g")
+    fig.update_yaxes(title="cells/µL", row=1, col=1, **log_axis)
+    fig.update_yaxes(title="% of lymphocytes", row=2, col=1, **log_axis)
     fig.update_xaxes(range=[x0, x1])
     fig.update_xaxes(title="days since CAR-T infusion (dotted line: infusion)", row=2, col=1)
     fig.update_layout(
@@ -445,7 +523,7 @@ def cd20_figure(
     if is_finite(threshold_pct) and threshold_pct > 0:
         fig.add_hline(
             y=float(threshold_pct),
-            line=dict(color=STATE_COLORS["aplasia"], dash="dash", width=1.5),
+            line=dict(color=THRESHOLD_COLOR, dash="dash", width=1.5),
             annotation_text=f"aplasia threshold {short_number(threshold_pct)} %",
             annotation_position="bottom right",
         )
