@@ -19,6 +19,7 @@ from cytopipe.commands import (
     cluster,
     gates,
     ingest,
+    learn,
     longitudinal,
     report,
     sample,
@@ -28,7 +29,7 @@ from cytopipe.commands import (
 from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, environment_message
 
 # Command modules, in the order `--help` lists their subcommands.
-COMMANDS = (synth, ingest, sample, gates, autogate, cluster, longitudinal, report, settings)
+COMMANDS = (synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, report, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

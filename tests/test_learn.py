@@ -1,0 +1,129 @@
+"""Learning a lab's gating from expert-gated files (issue 16), on the real FlowCAP-I GvHD files
+and their experts' per-event labels: how close the learned model gets file by file (leave one
+file out), the model file, and files unlike the references."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytopipe.config import defaults, merge, validated
+from cytopipe.errors import ConfigError
+from cytopipe.ingest.panel import load_panel
+from cytopipe.learn.evaluate import leave_one_file_out
+from cytopipe.learn.model import fit, load, predict, review, save
+from cytopipe.learn.references import load_reference, read_labels
+
+MARKERS = ["FSC-A", "SSC-A", "CD4", "CD8", "CD3"]
+LINEAR = {"transform": {"fluorescence": "linear"}}  # FlowCAP-I: log-amplifier channel numbers
+
+
+@pytest.fixture(scope="module")
+def refs(shared_data, repo):
+    folder = shared_data / "real" / "flowcap1_gvhd"
+    cfg = validated(merge(defaults("config"), LINEAR), "config", source="test")
+    panel = load_panel(repo / "config" / "panel.yaml")
+    return [
+        load_reference(
+            folder / f"gvhd_{i:02d}.fcs", folder / f"gvhd_{i:02d}_labels.csv", panel, cfg, MARKERS
+        )  # fmt: skip
+        for i in range(1, 10)
+    ]
+
+
+@pytest.fixture(scope="module")
+def lofo(refs):
+    table = leave_one_file_out(refs, MARKERS)
+    print("\n" + table.pivot(index="file", columns="population", values="f1").to_string())
+    return table
+
+
+def test_learned_t_cell_subsets_match_the_experts_file_by_file(lofo):
+    """Leave one file out on 9 real files. The data's README measures a gradient-boosting
+    classifier the same way: CD4 T F1 0.78-0.99, CD8 T 0.59-0.97. Measured here: CD4 T
+    0.84-0.99 (median 0.96), CD8 T 0.57-0.97 (median 0.85; file 7, whose experts left many
+    CD3+ events outside their T populations, is the 0.57)."""
+    f1 = lofo.pivot(index="file", columns="population", values="f1")
+    assert f1["CD4 T cells"].min() >= 0.78 and f1["CD4 T cells"].median() >= 0.90
+    assert f1["CD8 T cells"].median() >= 0.80
+    assert f1["other"].min() >= 0.90
+    errors = lofo[lofo["population"] == "CD4 T cells"]["count_error_pct"].abs()
+    assert errors.median() <= 10
+
+
+def test_model_file_round_trips_and_is_deterministic(refs, tmp_path):
+    model = fit(refs[:3], MARKERS, per_class=500, seed=1)
+    path = save(model, tmp_path / "m.json")
+    again = save(fit(refs[:3], MARKERS, per_class=500, seed=1), tmp_path / "m2.json")
+    assert path.read_bytes() == again.read_bytes()
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "cytopipe gating model" and doc["version"] == 1
+    assert [r["name"] for r in doc["references"]] == ["gvhd_01.fcs", "gvhd_02.fcs", "gvhd_03.fcs"]
+    loaded = load(path)
+    a, b = predict(model, refs[4].events), predict(loaded, refs[4].events)
+    assert (a[0] == b[0]).mean() > 0.999  # the file keeps 4 decimals of the scaled events
+    doc["version"] = 99
+    (tmp_path / "future.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="version 99"):
+        load(tmp_path / "future.json")
+
+
+def test_a_file_unlike_the_references_is_flagged(refs):
+    """The same file with CD4 and CD3 shifted (a voltage or reagent change) is listed for
+    review; the file as acquired is not."""
+    model = fit(refs[:8], MARKERS)
+    held = refs[8].events
+    assert not review(model, *predict(model, held))["review"]
+    shifted = held.copy()
+    shifted[:, [2, 4]] += 0.25
+    found = review(model, *predict(model, shifted))
+    assert found["review"] and found["unlike_share"] > 0.10
+
+
+def test_labels_as_one_column_per_gate(shared_data):
+    """openCyto's per-event gate columns: each event takes its last (most specific) gate."""
+    csv = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01_opencyto_gates.csv"
+    table = pd.read_csv(csv)
+    labels = read_labels(csv, len(table))
+    pb = table["Live/CD19and!CD20/Plasmablasts"].astype(bool).to_numpy()
+    assert (labels[pb] == "Live/CD19and!CD20/Plasmablasts").all()
+    with pytest.raises(ConfigError, match="rows for"):
+        read_labels(csv, len(table) + 1)
+
+
+def test_learn_and_apply_from_the_command_line(shared_data, tmp_path):
+    folder = shared_data / "real" / "flowcap1_gvhd"
+    files = [folder / f"gvhd_{i:02d}.fcs" for i in (1, 2, 3)]
+    labels = [folder / f"gvhd_{i:02d}_labels.csv" for i in (1, 2, 3)]
+    settings = json.dumps(LINEAR)
+    cli = [sys.executable, "-m", "cytopipe.cli"]
+    learn = subprocess.run(
+        [*cli, "learn-gates", "--fcs", *map(str, files), "--labels", *map(str, labels),
+         "--markers", *MARKERS, "--out", str(tmp_path / "m.json"), "--settings", settings,
+         "--evaluate", str(tmp_path / "lofo.tsv")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert learn.returncode == 0, learn.stderr
+    assert (tmp_path / "lofo.tsv").exists() and "CD4 T cells" in learn.stdout
+    apply = subprocess.run(
+        [*cli, "apply-model", str(folder / "gvhd_04.fcs"), "--model", str(tmp_path / "m.json"),
+         "--out", str(tmp_path / "g4.tsv"), "--review", str(tmp_path / "g4.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert apply.returncode == 0, apply.stderr
+    out = pd.read_csv(tmp_path / "g4.tsv", sep="\t")
+    truth = pd.read_csv(folder / "gvhd_04_labels.csv")["label"]
+    assert len(out) == len(truth)
+    assert json.loads((tmp_path / "g4.json").read_text())["learned_from"][0] == "gvhd_01.fcs"
+    bad = subprocess.run(
+        [*cli, "learn-gates", "--fcs", str(files[0]), "--labels", str(labels[1]),
+         "--markers", *MARKERS, "--out", str(tmp_path / "x.json"), "--settings", settings],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "rows for" in bad.stderr and "Traceback" not in bad.stderr
+    assert np.isfinite(out["confidence"].dropna()).all()
