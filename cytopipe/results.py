@@ -264,7 +264,10 @@ PATIENT_COLUMNS = [
 ]
 
 # km.tsv: the Kaplan-Meier table (cytopipe.clinical.kaplan_meier)
-KM_COLUMNS = ["day", "at_risk", "events", "censored", "still_aplastic"]
+KM_COLUMNS = [
+    "day", "at_risk", "events", "censored", "still_aplastic", "still_aplastic_low",
+    "still_aplastic_high",
+]  # fmt: skip
 
 # cohort_export.csv: one row per patient, definitions as def_* columns
 EXPORT_COLUMNS = [

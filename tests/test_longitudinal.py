@@ -659,3 +659,18 @@ def test_phenotype_not_evaluable_when_the_panel_has_no_subset_gates():
     # no return at all: nothing to evaluate, the field stays empty
     censored = {-7: (150, L), 7: (0, L), 28: (2, L)}
     assert patient(run(story("P2", censored)), "P2")["phenotype_at_return"] == ""
+
+
+def test_kaplan_meier_band_equals_r_survival_log_log():
+    """Five patients, all reconstituting: the pointwise 95% interval on the log(-log S) scale
+    as R's survfit(Surv(t, e) ~ 1, conf.type = "log-log") gives it."""
+    km = kaplan_meier(np.array([1.0, 2, 3, 4, 5]), np.ones(5, dtype=bool))
+    assert km["still_aplastic"].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
+    assert km["still_aplastic_low"].tolist()[:4] == pytest.approx(
+        [0.2038, 0.1257, 0.0520, 0.0084], abs=1e-4
+    )
+    assert km["still_aplastic_high"].tolist()[:4] == pytest.approx(
+        [0.9692, 0.8818, 0.7528, 0.5819], abs=1e-4
+    )
+    assert km_median(km) == 3.0
+    assert (km_median(km, "still_aplastic_low"), km_median(km, "still_aplastic_high")) == (1.0, 5.0)

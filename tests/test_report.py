@@ -383,6 +383,17 @@ def test_km_curve_equals_km_tsv(cohort, report):
     assert f"median time to reconstitution: {fmt_number(median)} days" in json.dumps(fig)
 
 
+def test_km_has_its_confidence_band_median_interval_and_numbers_at_risk(cohort, report):
+    km = table_file(cohort, "km.tsv")
+    fig = figures(read(report / "index.html"))[1]
+    band = trace(fig, "95% confidence band")
+    assert min(band["y"]) == pytest.approx(km["still_aplastic_low"].min())
+    assert max(band["y"]) == pytest.approx(km["still_aplastic_high"].max())
+    notes = [a["text"] for a in fig["layout"]["annotations"]]
+    assert "at risk" in notes and str(int(km["at_risk"].iloc[0])) in notes
+    assert "95% CI" in notes[0]
+
+
 def test_qc_verdict_counts_and_definitions(cohort, report):
     index = read(report / "index.html")
     status = table_file(cohort, "sample_status.tsv")

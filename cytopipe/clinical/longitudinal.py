@@ -80,6 +80,11 @@ def run_longitudinal(
         "n_censored": int(patients["censored"].sum()),
         "n_never_depleted": sum(e["reason"] == "never depleted" for e in excluded),
         "median_days_to_reconstitution": km_median(km),
+        # the median's 95% interval: where the band's low and high curves cross 0.5
+        "median_days_to_reconstitution_ci": [
+            km_median(km, "still_aplastic_low"),
+            km_median(km, "still_aplastic_high"),
+        ],
         "n_samples_used": int(len(states)),
         "excluded_from_km": excluded,
         "failed_samples": _records(failed, ["sample_id", "patient_id", "stage", "error"]),

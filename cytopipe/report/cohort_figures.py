@@ -233,14 +233,37 @@ def _day_text(value: Any) -> str:
     return short_number(value) if is_finite(value) else "—"
 
 
-def km_figure(km: pd.DataFrame, median: float | None = None, n_excluded: int = 0) -> go.Figure:
-    """Kaplan-Meier step curve of the fraction still in aplasia, with censoring ticks."""
+def km_figure(
+    km: pd.DataFrame,
+    median: float | None = None,
+    n_excluded: int = 0,
+    median_ci: Sequence[float | None] | None = None,
+) -> go.Figure:
+    """Kaplan-Meier step curve of the fraction still in aplasia, its 95% band (log-log), the
+    median with its interval, censoring ticks and the numbers at risk."""
     day = pd.to_numeric(km["day"], errors="coerce").to_numpy(dtype=float)
     surv = pd.to_numeric(km["still_aplastic"], errors="coerce").to_numpy(dtype=float)
     at_risk = km["at_risk"].tolist()
     events = km["events"].tolist()
     cens = pd.to_numeric(km["censored"], errors="coerce").fillna(0).to_numpy()
     fig = go.Figure(layout={"template": "none"})
+    if {"still_aplastic_low", "still_aplastic_high"} <= set(km):
+        low = pd.to_numeric(km["still_aplastic_low"], errors="coerce").to_numpy(dtype=float)
+        high = pd.to_numeric(km["still_aplastic_high"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(low) & np.isfinite(high)
+        if ok.any():
+            hx, hy = _steps(day[ok], high[ok])
+            lx, ly = _steps(day[ok], low[ok])
+            fig.add_scatter(  # the band: the high steps out, the low steps back
+                name="95% confidence band",
+                x=hx + lx[::-1],
+                y=hy + ly[::-1],
+                mode="lines",
+                line=dict(width=0),
+                fill="toself",
+                fillcolor="rgba(0,114,178,0.15)",
+                hoverinfo="skip",
+            )
     fig.add_scatter(
         name="still in aplasia (Kaplan-Meier)",
         x=[float(d) for d in day],
@@ -271,9 +294,13 @@ def km_figure(km: pd.DataFrame, median: float | None = None, n_excluded: int = 0
         if median is not None
         else "median time to reconstitution: not reached"
     )
+    if median is not None and median_ci:
+        lo, hi = (short_number(v) if v is not None else "not reached" for v in median_ci)
+        text += f" (95% CI {lo}–{hi})"
     if n_excluded:
         text += f" · {n_excluded} patient(s) not in the curve (see below)"
     fig.add_hline(y=0.5, line=dict(color="#adb5bd", dash="dot", width=1))
+    risk = _numbers_at_risk(day, np.asarray(at_risk, dtype=float))
     fig.update_layout(
         base_layout(
             height=400,
@@ -298,10 +325,51 @@ def km_figure(km: pd.DataFrame, median: float | None = None, n_excluded: int = 0
                     yanchor="bottom",
                     showarrow=False,
                     font=dict(size=13),
-                )
+                ),
+                *risk,
             ],
         )
     )
+    fig.update_layout(margin=dict(b=115))
     fig.update_yaxes(title="fraction still in B-cell aplasia", range=[-0.02, 1.05])
     fig.update_xaxes(title="days since CAR-T infusion", rangemode="tozero")
     return styled(fig)
+
+
+def _steps(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """A right-continuous step function as explicit corners (each value held to the next x)."""
+    xs, ys = [], []
+    for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
+        nxt = x[i + 1] if i + 1 < len(x) else xi
+        xs += [float(xi), float(nxt)]
+        ys += [float(yi), float(yi)]
+    return xs, ys
+
+
+def _numbers_at_risk(day: np.ndarray, at_risk: np.ndarray, n_ticks: int = 5) -> list[dict]:
+    """A 'number at risk' row under the curve at round days (the KM convention)."""
+    if not len(day) or not np.isfinite(day).any():
+        return []
+    end = float(np.nanmax(day))
+    raw = max(end / n_ticks, 1.0)
+    power = 10 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    ticks = np.arange(0.0, end + 1e-9, step)
+    order = np.argsort(day)
+    notes = [dict(text="at risk", x=-0.03, xref="paper", xanchor="right", y=-0.33, yref="paper",
+                  showarrow=False, font=dict(size=11, color="#495057"))]  # fmt: skip
+    for tick in ticks:
+        i = np.searchsorted(day[order], tick, side="left")  # patients still followed at tick
+        n = int(at_risk[order][i]) if i < len(order) else 0
+        notes.append(
+            dict(
+                text=str(n),
+                x=float(tick),
+                xref="x",
+                y=-0.33,
+                yref="paper",
+                showarrow=False,
+                font=dict(size=11, color="#495057"),
+            )  # fmt: skip
+        )
+    return notes

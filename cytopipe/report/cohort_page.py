@@ -110,7 +110,7 @@ def _swimmer_section(report, patients, states, figs) -> Figure | Unavailable:
         links,
         caption=(
             "One row per patient over days since infusion. Grey: follow-up from the first "
-            "sample; orange: B-cell aplasia; green: reconstituted. Dots are the sampling days "
+            "sample; blue: B-cell aplasia; green: reconstituted. Dots are the sampling days "
             "coloured by B-cell state (open circle: baseline), ◆ reconstitution, ▶ follow-up "
             "ended in aplasia (censored), ★ memory/plasmablast return flag. Click a row to open "
             "the patient."
@@ -132,6 +132,7 @@ def _km_section(report: Report, summary: Mapping, figs: FigureCounter) -> dict:
         km,
         summary.get("median_days_to_reconstitution"),
         len(excluded),
+        summary.get("median_days_to_reconstitution_ci"),
         caption=(
             "Fraction of patients still in B-cell aplasia over days since infusion; an event is a "
             "confirmed reconstitution, ticks mark patients censored at their last follow-up."

@@ -111,6 +111,7 @@ def write_report_figures(
                 t,
                 summary.get("median_days_to_reconstitution"),
                 len(summary.get("excluded_from_km") or []),
+                summary.get("median_days_to_reconstitution_ci"),
             ),
         ),
     }
