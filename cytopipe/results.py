@@ -163,11 +163,13 @@ LONGITUDINAL_TABLES = ("population_stats", "sample_states", "patients", "km")
 TABLE_FILES = {name: f"{name}.tsv" for name in (*COLLECT_TABLES, *LONGITUDINAL_TABLES)}
 COHORT_SUMMARY = "cohort_summary.json"
 COHORT_EXPORT = "cohort_export.csv"
+EXPORT_DICTIONARY_FILE = "cohort_export_dictionary.tsv"  # column -> meaning, beside the export
 # Everything `cytopipe longitudinal` writes into tables/, in the order it writes them.
 LONGITUDINAL_FILES = (
     *(TABLE_FILES[name] for name in LONGITUDINAL_TABLES),
     COHORT_SUMMARY,
     COHORT_EXPORT,
+    EXPORT_DICTIONARY_FILE,
 )
 
 # Columns. stats.tsv, sample_stats and population_stats start with the gating statistics
@@ -250,10 +252,12 @@ PATIENT_COLUMNS = [
     "aplasia_start_day",
     "aplasia_end_day",
     "aplasia_duration_days",
+    "last_aplastic_day",
     "reconstitution_day",
     "reconstituted",
     "censored",
     "last_followup_day",
+    "counting_method",
     "phenotype_at_return",
     "frac_naive_transitional_at_return",
     "frac_memory_at_return",
@@ -270,27 +274,42 @@ KM_COLUMNS = [
 ]  # fmt: skip
 
 # cohort_export.csv: one row per patient, definitions as def_* columns
-EXPORT_COLUMNS = [
-    "patient_id",
-    "disease",
-    "age_at_infusion",
-    "baseline_b_pct",
-    "baseline_b_per_ul",
-    "aplasia_start_day",
-    "days_to_reconstitution_or_censoring",
-    "reconstituted",
-    "phenotype_at_return",
-    "flags",
-    "def_aplasia_pct_lymphocytes",
-    "def_aplasia_cells_per_ul",
-    "def_confirmation_rule",
-    "def_memory_return_fraction",
-    "def_reference_ranges_source",
-    "def_lod_events",
-    "def_lloq_events",
-    "def_reconstitution_rule",
-    "cytopipe_version",
-]
+# cohort_export.csv: column -> its meaning; the order is the file's, and the meanings are written
+# beside it as cohort_export_dictionary.tsv (a pooled analysis reads both)
+EXPORT_DICTIONARY = {
+    "patient_id": "pseudonymous patient id, as in the sample sheet",
+    "disease": "disease, as in the sample sheet",
+    "age_at_infusion": "age in years at CAR-T infusion",
+    "n_samples": "samples with statistics",
+    "n_failed_samples": "samples that failed (no statistics): follow-up may be shorter than planned",
+    "counting_method": "how cells/uL were counted (single_platform_beads, dual_platform, none; + when mixed)",
+    "baseline_b_pct": "B cells, % of lymphocytes, last pre-infusion sample",
+    "baseline_b_per_ul": "B cells/uL, last pre-infusion sample",
+    "aplasia_start_day": "first post-infusion day in aplasia",
+    "last_aplastic_day": "last day in aplasia before reconstitution (or before the end of follow-up)",
+    "reconstitution_day": "first confirmed day at/above the threshold after aplasia",
+    "reconstitution_interval": "reconstitution happened after last_aplastic_day and by reconstitution_day (interval-censored)",
+    "days_to_reconstitution_or_censoring": "Kaplan-Meier time: reconstitution_day, or last_followup_day when censored",
+    "reconstituted": "True when B cells returned (event)",
+    "censored": "True when follow-up ended in aplasia",
+    "last_followup_day": "last classifiable post-infusion day",
+    "phenotype_at_return": "dominant B-cell class at reconstitution",
+    "flags": "notes on the patient's course (blips, unconfirmed reconstitution, memory return)",
+    "def_aplasia_pct_lymphocytes": "aplasia threshold, % of lymphocytes",
+    "def_aplasia_cells_per_ul": "aplasia threshold, cells/uL",
+    "def_baseline_rule": "which samples are the baseline",
+    "def_confirmation_rule": "how reconstitution is confirmed",
+    "def_reconstitution_rule": "point_estimate or lower_bound (95% interval) against the threshold",
+    "def_phenotype_rule": "how the phenotype at return is computed",
+    "def_memory_return_fraction": "memory-return flag threshold (fraction of B cells)",
+    "def_memory_flag_rule": "when the memory-return flag is raised",
+    "def_lod_events": "limit of detection, events",
+    "def_lloq_events": "lower limit of quantification, events",
+    "def_limits_source": "where LOD and LLOQ come from",
+    "def_reference_ranges_source": "age reference ranges, each source with its ages",
+    "cytopipe_version": "cytopipe that computed the row",
+}
+EXPORT_COLUMNS = list(EXPORT_DICTIONARY)
 
 TABLE_COLUMNS = {
     "sample_status": SAMPLE_STATUS_COLUMNS,
@@ -318,6 +337,8 @@ WHOLE_NUMBER_COLUMNS = frozenset(
         "reconstitution_day",
         "last_followup_day",
         "flag_memory_return_day",
+        "last_aplastic_day",
+        "n_failed_samples",
         "days_to_reconstitution_or_censoring",
         "at_risk",
         "events",

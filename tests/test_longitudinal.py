@@ -455,8 +455,13 @@ def test_cli_writes_every_output_with_definitions(tmp_path, repo, capsys):
             "km.tsv",
             "cohort_summary.json",
             "cohort_export.csv",
+            "cohort_export_dictionary.tsv",
         ]
     )  # fmt: skip  (and no temp files left behind)
+    dictionary = pd.read_csv(out / "cohort_export_dictionary.tsv", sep="\t")
+    export = pd.read_csv(out / "cohort_export.csv")
+    assert dictionary["column"].tolist() == export.columns.tolist()  # every column explained
+    assert dictionary["meaning"].str.len().min() > 10
     states = pd.read_csv(out / "sample_states.tsv", sep="\t")
     assert list(states.columns) == SAMPLE_STATE_COLUMNS
     assert list(states["patient_id"]) == ["P1"] * 8 + ["P2"] * 4

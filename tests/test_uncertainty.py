@@ -5,9 +5,11 @@ when an acquisition could not have seen the aplasia threshold, and the lower-bou
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
-from test_longitudinal import run, states_of, story
+from test_longitudinal import cohort, run, states_of, story
 
+from cytopipe.clinical.longitudinal import run_longitudinal
 from cytopipe.clinical.uncertainty import binomial_interval, poisson_interval, ratio_interval
 
 L = 50_000
@@ -78,3 +80,30 @@ def test_lower_bound_rule_needs_the_interval_above_the_threshold():
     strict = states_of(run(story("C", timeline), cfg={"reconstitution_rule": "lower_bound"}), "C")
     assert point.loc[60, "state"] == "reconstituted"
     assert strict.loc[60, "state"] == "aplasia" and strict.loc[180, "state"] == "reconstituted"
+
+
+def test_a_not_evaluable_last_sample_does_not_extend_follow_up_in_aplasia():
+    timeline = {-7: (5000, L), 14: (0, L), 90: (0, L), 200: (0, 500)}
+    result = run(story("D", timeline))
+    patient = result.patients.set_index("patient_id").loc["D"]
+    assert bool(patient["censored"]) and patient["last_followup_day"] == 90
+    assert patient["last_aplastic_day"] == 90
+
+
+def test_the_export_says_when_reconstitution_happened_and_what_failed():
+    """Interval-censored reconstitution (between the last aplastic visit and the first one
+    above), failed samples per patient, the counting method, every rule as a def_* column."""
+    timeline = {-7: (5000, L), 14: (0, L), 56: (8, L), 90: (900, L), 120: (950, L)}
+    stats, sheet = cohort(story("E", timeline))
+    status = pd.DataFrame({
+        "sample_id": [*sheet["sample_id"], "E_D200"], "patient_id": ["E"] * (len(sheet) + 1),
+        "status": ["ok"] * len(sheet) + ["failed"], "stage": [""] * len(sheet) + ["ingest"],
+        "error": [""] * len(sheet) + ["truncated"], "qc_verdict": ["pass"] * len(sheet) + [""],
+    })  # fmt: skip
+    sheet = pd.concat([sheet, sheet.iloc[[-1]].assign(sample_id="E_D200", day=200)])
+    export = run_longitudinal(stats, sheet, {}, status).export.set_index("patient_id")
+    row = export.loc["E"]
+    assert row["last_aplastic_day"] == 56 and row["reconstitution_day"] == 90
+    assert row["reconstitution_interval"] == "(56, 90]"
+    assert row["n_failed_samples"] == 1 and row["counting_method"] == "none"
+    assert {"def_baseline_rule", "def_phenotype_rule", "def_memory_flag_rule"} <= set(export)

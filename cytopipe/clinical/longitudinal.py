@@ -92,13 +92,27 @@ def run_longitudinal(
         "samples_without_stats": missing,
         "definitions": definitions(cfg),
     }
-    export = cohort_export(patients, cfg)
+    export = cohort_export(patients, cfg, failed)
     return LongitudinalResult(pop_stats, states, patients, km, summary, export)
 
 
-def cohort_export(patients: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
-    """One row per patient for pooling across centres, definitions as def_* columns."""
+def cohort_export(
+    patients: pd.DataFrame, cfg: Mapping, failed: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per patient for pooling across centres, definitions as def_* columns (every
+    column is described in results.EXPORT_DICTIONARY, written beside the export)."""
+    defs = definitions(cfg)
     out = patients[[c for c in EXPORT_COLUMNS if c in PATIENT_COLUMNS]].copy()
+    n_failed = (failed["patient_id"].value_counts() if failed is not None and len(failed)
+                else pd.Series(dtype=int))  # fmt: skip
+    out["n_failed_samples"] = out["patient_id"].map(n_failed).fillna(0).astype(int)
+    out["reconstitution_interval"] = [
+        f"({_day(a)}, {_day(r)}]" if rec and np.isfinite(a) else ""
+        for a, r, rec in zip(
+            patients["last_aplastic_day"], patients["reconstitution_day"],
+            patients["reconstituted"], strict=True,
+        )
+    ]  # fmt: skip
     out["days_to_reconstitution_or_censoring"] = np.where(
         patients["reconstituted"],
         patients["reconstitution_day"],
@@ -106,14 +120,22 @@ def cohort_export(patients: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     )
     out["def_aplasia_pct_lymphocytes"] = cfg["aplasia_pct_lymphocytes"]
     out["def_aplasia_cells_per_ul"] = cfg["aplasia_cells_per_ul"]
+    out["def_baseline_rule"] = defs["baseline"]
     out["def_confirmation_rule"] = confirmation_rule(cfg)
+    out["def_reconstitution_rule"] = cfg["reconstitution_rule"]
+    out["def_phenotype_rule"] = defs["phenotype_at_return"]
     out["def_memory_return_fraction"] = cfg["memory_return_fraction"]
-    out["def_reference_ranges_source"] = cfg["reference_ranges"]["source"]
+    out["def_memory_flag_rule"] = defs["memory_return_rule"]
     out["def_lod_events"] = cfg["limits"]["lod_events"]
     out["def_lloq_events"] = cfg["limits"]["lloq_events"]
-    out["def_reconstitution_rule"] = cfg["reconstitution_rule"]
+    out["def_limits_source"] = cfg["limits"]["source"]
+    out["def_reference_ranges_source"] = cfg["reference_ranges"]["source"]
     out["cytopipe_version"] = __version__
     return out[EXPORT_COLUMNS]
+
+
+def _day(value: float) -> str:
+    return f"{value:g}" if np.isfinite(value) else ""
 
 
 def _check_stats(stats: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from cytopipe.clinical.states import (
     RECONSTITUTED,
     UNKNOWN,
 )
+from cytopipe.clinical.states import NOT_EVALUABLE as STATE_NOT_EVALUABLE
 from cytopipe.results import PATIENT_BOOL_COLUMNS, PATIENT_COLUMNS
 
 DAYS_PER_YEAR = 365.25
@@ -66,7 +67,9 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
     flags: list[str] = []
     baseline = group[state == BASELINE]
     base = baseline.iloc[-1] if len(baseline) else None
-    known = group[(state != UNKNOWN) & (state != BASELINE)]
+    # follow-up ends at the last sample that could be classified: a not-evaluable last sample
+    # (too few events) must not extend a patient's time in aplasia
+    known = group[(state != UNKNOWN) & (state != BASELINE) & (state != STATE_NOT_EVALUABLE)]
     row: dict[str, Any] = {
         "patient_id": pid,
         "disease": _first(group.get("disease")),
@@ -92,7 +95,11 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
     reconstituted = bool(len(recon))
     censored = bool(len(aplasia)) and not reconstituted
     end = recon_day if reconstituted else (row["last_followup_day"] if censored else np.nan)
+    before = aplasia[day[aplasia] < recon_day] if reconstituted else aplasia
+    methods = sorted({str(m) for m in group.get("abs_method", pd.Series(dtype=str)).dropna()})
     row.update(
+        last_aplastic_day=day[before[-1]] if len(before) else np.nan,
+        counting_method="+".join(methods),
         aplasia_start_day=start,
         aplasia_end_day=end,
         aplasia_duration_days=end - start,

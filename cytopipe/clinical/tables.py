@@ -15,7 +15,13 @@ import pandas as pd
 from cytopipe.atomic import atomic_path, write_json
 from cytopipe.clinical.longitudinal import LongitudinalResult
 from cytopipe.errors import CytopipeError
-from cytopipe.results import LONGITUDINAL_FILES, MISSING_VALUES, NA_REP, WHOLE_NUMBER_COLUMNS
+from cytopipe.results import (
+    EXPORT_DICTIONARY,
+    LONGITUDINAL_FILES,
+    MISSING_VALUES,
+    NA_REP,
+    WHOLE_NUMBER_COLUMNS,
+)
 
 
 def _integers_where_whole(frame: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +59,7 @@ DERIVED_FLOAT_FORMAT = "%.6g"
 
 
 def write_outputs(result: LongitudinalResult, out_dir: str | os.PathLike) -> list[Path]:
-    """Write the six longitudinal outputs into `out_dir`; returns their paths."""
+    """Write the longitudinal outputs into `out_dir`; returns their paths."""
     out = Path(out_dir)
     paths = [out / name for name in LONGITUDINAL_FILES]
     derived = DERIVED_FLOAT_FORMAT
@@ -63,6 +69,10 @@ def write_outputs(result: LongitudinalResult, out_dir: str | os.PathLike) -> lis
     write_table(result.km, paths[3], float_format=derived)
     write_json(paths[4], result.summary)
     write_table(result.export, paths[5], sep=",", float_format=derived)
+    dictionary = pd.DataFrame(
+        {"column": list(EXPORT_DICTIONARY), "meaning": list(EXPORT_DICTIONARY.values())}
+    )
+    write_table(dictionary, paths[6])
     return paths
 
 

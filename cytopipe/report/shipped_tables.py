@@ -16,13 +16,19 @@ import pandas as pd
 
 from cytopipe.atomic import atomic_path
 from cytopipe.report.privacy import Privacy
-from cytopipe.results import cohort_export_path, cohort_summary_path, table_path
+from cytopipe.results import (
+    EXPORT_DICTIONARY_FILE,
+    cohort_export_path,
+    cohort_summary_path,
+    table_path,
+)
 
 SHIPPED = "tables"  # folder inside the report
 
 # (table, what it holds) in the order the cohort page lists them
 CITED = (
     ("cohort_export", "one row per patient with the definitions, for pooling across centres"),
+    ("cohort_export_dictionary", "what each column of the export means"),
     ("patients", "per-patient summary"),
     ("sample_states", "B-cell state per timepoint"),
     ("population_stats", "every population of every sample, with cells/µL"),
@@ -38,6 +44,8 @@ def _source(root: Path, name: str) -> Path:
         return cohort_export_path(root)
     if name == "cohort_summary":
         return cohort_summary_path(root)
+    if name == "cohort_export_dictionary":
+        return cohort_export_path(root).with_name(EXPORT_DICTIONARY_FILE)
     return table_path(root, name)
 
 
