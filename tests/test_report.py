@@ -205,6 +205,20 @@ def test_patient_page_opens_with_where_the_patient_stands_now(cohort, report):
     assert f"of {fmt_number(last['lymphocytes'])} lymphocytes (95% CI" in block
 
 
+def test_gate_gallery_shows_one_gate_on_every_sample_least_confident_first(cohort, report):
+    """Issue 19: a reviewer checks one gate across the cohort on one page."""
+    index = read(report / "index.html")
+    assert 'href="gates/b_cells.html"' in index
+    page = read(report / "gates" / "b_cells.html")
+    shown = re.findall(r'<p class="tile"><a href="../samples/([^"#]+)\.html#gates">', page)
+    stats = table_file(cohort, "sample_stats.tsv")
+    b = stats[stats["population"] == "b_cells"].set_index("sample_id")
+    assert sorted(shown) == sorted(b.index)
+    confidences = [b.loc[sid, "confidence"] for sid in shown]
+    assert confidences == sorted(confidences)
+    assert len(figures(page)) == len(shown)
+
+
 def test_links_between_pages_resolve(cohort, report):
     href_re = re.compile(r'href="([^"#]+)"')
     reached = set()

@@ -93,11 +93,10 @@ def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
     need components 2-2.5 apart joined (file 2: T-cell F1 0.88 at 3, 0.11 at 2)."""
     members = [i]
     for j in candidates:
-        delta = gm.means_[j] - gm.means_[i]
-        u = delta / (np.linalg.norm(delta) + 1e-12)
-        si, sj = np.sqrt(u @ gm.covariances_[i] @ u), np.sqrt(u @ gm.covariances_[j] @ u)
-        if ashman_d(0.0, si, float(np.linalg.norm(delta)), sj) > MAX_JOIN_SEPARATION:
+        d = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
+        if d > MAX_JOIN_SEPARATION:
             continue
+        delta = gm.means_[j] - gm.means_[i]
         line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * delta
         dens = np.exp(gm.score_samples(line))
         if dens.min() >= UNIMODAL_DIP * min(dens[0], dens[-1]):
@@ -109,17 +108,22 @@ def _separation(gm, members: Sequence[int]) -> float | None:
     """Ashman's D between the population of `members` and its nearest other cluster, along the
     line joining their centres (None: the mixture holds one population)."""
     mean, cov = _merged_gaussian(gm, members)
-    out = []
-    for j in set(range(gm.n_components)) - set(members):
-        delta = gm.means_[j] - mean
-        u = delta / (np.linalg.norm(delta) + 1e-12)
-        s1, s2 = np.sqrt(u @ cov @ u), np.sqrt(u @ gm.covariances_[j] @ u)
-        out.append(ashman_d(0.0, s1, float(np.linalg.norm(delta)), s2))
+    others = sorted(set(range(gm.n_components)) - set(members))
+    out = [_line_d(mean, cov, gm.means_[j], gm.covariances_[j]) for j in others]
     return round(min(out), 2) if out else None
 
 
+def _line_d(mean_a, cov_a, mean_b, cov_b) -> float:
+    """Ashman's D of two Gaussians along the line joining their centres."""
+    delta = mean_b - mean_a
+    u = delta / (np.linalg.norm(delta) + 1e-12)
+    return ashman_d(
+        0.0, np.sqrt(u @ cov_a @ u), float(np.linalg.norm(delta)), np.sqrt(u @ cov_b @ u)
+    )
+
+
 REFINE_POOL = 200_000  # events a refinement fit may draw from (fixed seed)
-REFINE_GAIN = 1.5  # ... and its sub-cluster replaces it when this much richer in them
+REFINE_GAIN = 1.5  # a sub-cluster replaces the chosen cluster when this much richer in lineage+
 
 
 def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tuple[int, list]:

@@ -51,6 +51,7 @@ def cohort_page(report: Report) -> str:
         "qc": _qc_section(report),
         "definitions": _definitions_section(report),
         "downloads": _downloads_section(report),
+        "galleries": report.galleries,
     }
     toc = [
         ("failed", "Failed samples"),
@@ -59,6 +60,7 @@ def cohort_page(report: Report) -> str:
         ("patients", "Patients"),
         ("qc", "Samples by QC verdict"),
         ("definitions", "Definitions"),
+        *([("gallery", "Gates")] if report.galleries else []),
         ("downloads", "Tables"),
     ]
     page = frame(

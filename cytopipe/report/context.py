@@ -43,6 +43,8 @@ class Report:
     disagreements: dict[str, list[str]] = field(default_factory=dict)
     # the tables the cohort page links, copied into the report folder (shipped_tables)
     downloads: list[dict] = field(default_factory=list)
+    # the gate gallery pages (gallery_page): href, name, samples, low-confidence samples
+    galleries: list[dict] = field(default_factory=list)
 
     @property
     def limit_events(self) -> tuple[Any, Any]:

@@ -37,6 +37,7 @@ from cytopipe.report.cohort_page import cohort_page
 from cytopipe.report.context import load_report, slug
 from cytopipe.report.data import load_results, load_sample
 from cytopipe.report.formatting import esc
+from cytopipe.report.gallery_page import Gallery, gallery_links, gallery_page
 from cytopipe.report.patient_page import patient_page
 from cytopipe.report.privacy import Privacy
 from cytopipe.report.render import Unavailable, render
@@ -72,6 +73,7 @@ def write_report(
         path = out / "patients" / f"{slug(pid)}.html"
         _write(path, patient_page(report, pid))
         written.add(path)
+    gallery = Gallery()
     for sid in report.samples:
         sample = load_sample(sid, results.sample_dirs.get(sid))
         if isinstance(sample.clusters, dict) and sample.clusters.get("disagreements"):
@@ -79,6 +81,12 @@ def write_report(
         path = out / "samples" / f"{slug(sid)}.html"
         _write(path, sample_page(report, sample))
         written.add(path)
+        gallery.add(sample)
+    for gate in gallery.gates():
+        path = out / "gates" / f"{slug(gate)}.html"
+        _write(path, gallery_page(report, gallery, gate))
+        written.add(path)
+    report.galleries = gallery_links(report, gallery)
     _remove_stale(out, written)
     report.downloads = ship_tables(results.root, out, report.privacy)
     index = out / "index.html"
@@ -156,7 +164,7 @@ def _write(path: Path, text: str) -> None:
 
 def _remove_stale(out: Path, keep: set[Path]) -> None:
     """Pages of samples/patients no longer in the results would otherwise linger with old data."""
-    for sub in ("patients", "samples"):
+    for sub in ("patients", "samples", "gates"):
         folder = out / sub
         if folder.is_dir():
             for page_file in folder.glob("*.html"):
