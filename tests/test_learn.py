@@ -127,3 +127,29 @@ def test_learn_and_apply_from_the_command_line(shared_data, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2 and "rows for" in bad.stderr and "Traceback" not in bad.stderr
     assert np.isfinite(out["confidence"].dropna()).all()
+
+
+def test_expert_gates_from_gating_ml_and_a_flowjo_workspace_become_labels(shared_data):
+    """The expert's gating as training data straight from their gate files: each event takes
+    the most specific population it is in (cytopipe's exact Gating-ML and FlowJo evaluation)."""
+    from cytopipe.gating.apply import apply_strategy
+    from cytopipe.gating.flowjo import apply_flowjo_workspace
+    from cytopipe.gating.gatingml import read_gatingml
+    from cytopipe.gating.sample_columns import event_source_from_fcs
+    from cytopipe.ingest.fcs import open_fcs
+    from cytopipe.learn.references import expert_labels
+
+    ref = shared_data / "flowkit" / "gate_ref"
+    gml, fcs = ref / "gml" / "gml_ellipse1_gate.xml", ref / "data1.fcs"
+    masks = apply_strategy(read_gatingml(gml), event_source_from_fcs(open_fcs(fcs)))
+    gate, member = next(iter(masks.items()))
+    labels = expert_labels(gml, fcs, len(member))
+    assert ((labels == gate) == member).all() and (labels[~member] == "other").all()
+    folder = shared_data / "flowkit" / "simple_line_example"
+    wsp, fcs = folder / "simple_poly_and_rect.wsp", folder / "data_set_simple_line_100.fcs"
+    masks = apply_flowjo_workspace(wsp, fcs)
+    labels = expert_labels(wsp, fcs, 100)
+    last = list(masks)[-1]
+    assert ((labels == last) == masks[last]).all()
+    with pytest.raises(ConfigError, match="gave 100 events for 99"):
+        expert_labels(wsp, fcs, 99)

@@ -92,14 +92,18 @@ def _progress(text: str) -> None:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "learn-gates",
-        help="learn a lab's own gating from expert-gated files (per-event labels)",
-        description="Learn the expert's populations from reference FCS files and one label CSV "
-        "per file (a `label` column, or one 0/1 column per population, one row per event in "
-        "file order), on cytopipe's own transform; writes a versioned JSON model. With "
-        "--evaluate, leave one file out to measure per-population F1 and count error.",
+        help="learn a lab's own gating from expert-gated files",
+        description="Learn the expert's populations from reference FCS files and, per file, "
+        "its expert gating: a label CSV (a `label` column, or one 0/1 column per population, "
+        "one row per event in file order), a Gating-ML 2.0 file (.xml) or a FlowJo workspace "
+        "(.wsp, samples matched by file name); on cytopipe's own transform. Writes a versioned "
+        "JSON model. With --evaluate, leave one file out to measure per-population F1 and "
+        "count error.",
     )
     p.add_argument("--fcs", nargs="+", required=True, help="reference FCS files")
-    p.add_argument("--labels", nargs="+", required=True, help="their expert label CSVs")
+    p.add_argument(
+        "--labels", nargs="+", required=True, help="per file: label CSV, Gating-ML .xml or .wsp"
+    )
     p.add_argument("--markers", nargs="+", required=True, help="canonical markers to learn on")
     p.add_argument("--out", required=True, help="model JSON")
     p.add_argument("--evaluate", default=None, help="also write leave-one-file-out scores (TSV)")

@@ -1,9 +1,14 @@
 """Expert gating as training data: each reference FCS file on cytopipe's own transform (panel,
 compensation, logicle, QC) with one expert label per event.
 
-Labels come as a CSV with one row per event in file order: a `label` column (FlowCAP-style
-exports, one population per event), or one 0/1 column per population (exported gates; an
-event in several is given the last, most specific, column it belongs to; in none: "other").
+Labels come from one of:
+- a CSV with one row per event in file order: a `label` column (FlowCAP-style exports, one
+  population per event), or one 0/1 column per population (exported gates);
+- a Gating-ML 2.0 file applied to each reference file (cytopipe's exact evaluation);
+- a FlowJo 10 workspace, its samples matched to the files by name.
+With gates, an event in several populations takes the last (most specific) one of the
+hierarchy it belongs to; in none: "other". Unsupported gate types are GatingErrors that name
+them.
 """
 
 from __future__ import annotations
@@ -49,16 +54,48 @@ def read_labels(path: str | os.PathLike, n_events: int) -> np.ndarray:
         )
     if "label" in table:
         return table["label"].to_numpy(dtype=object)
+    truthy = ["1", "True", "true", "TRUE"]
+    return labels_from_masks({c: table[c].isin(truthy).to_numpy() for c in table.columns}, n_events)
+
+
+def labels_from_masks(masks: Mapping[str, np.ndarray], n_events: int) -> np.ndarray:
+    """The most specific population of each event (masks in hierarchy order, parents first)."""
     labels = np.full(n_events, OTHER, dtype=object)
-    for column in table.columns:
-        member = table[column].isin(["1", "True", "true", "TRUE"]).to_numpy()
-        labels[member] = column
+    for population, member in masks.items():
+        labels[np.asarray(member, dtype=bool)] = population
     return labels
+
+
+def expert_labels(source: str | os.PathLike, fcs: str | os.PathLike, n_events: int) -> np.ndarray:
+    """One label per event of `fcs` from a label CSV, a Gating-ML file (.xml) or a FlowJo
+    workspace (.wsp), by the file's suffix."""
+    suffix = Path(source).suffix.lower()
+    if suffix == ".wsp":
+        from cytopipe.gating.flowjo import apply_flowjo_workspace
+
+        masks = apply_flowjo_workspace(source, fcs)
+    elif suffix == ".xml":
+        from cytopipe.gating.apply import apply_strategy
+        from cytopipe.gating.gatingml import read_gatingml
+        from cytopipe.gating.sample_columns import event_source_from_fcs
+        from cytopipe.ingest.fcs import open_fcs
+
+        strategy = read_gatingml(source)
+        masks = apply_strategy(strategy, event_source_from_fcs(open_fcs(fcs, sha256=False)))
+    else:
+        return read_labels(source, n_events)
+    first = next(iter(masks.values()), np.zeros(0))
+    if len(first) != n_events:
+        raise ConfigError(
+            f"expert gates gave {len(first)} events for {n_events}", path=source,
+            hint="apply the gates to the same FCS file",
+        )  # fmt: skip
+    return labels_from_masks(masks, n_events)
 
 
 def load_reference(
     fcs: str | os.PathLike,
-    labels_csv: str | os.PathLike,
+    labels_csv: str | os.PathLike,  # a label CSV, Gating-ML (.xml) or FlowJo workspace (.wsp)
     panel: Panel,
     cfg: Mapping,
     markers: Sequence[str],
@@ -73,7 +110,7 @@ def load_reference(
             hint="every reference file needs the markers the model is learned on",
         )
     keep = np.asarray(pre.qc_pass, dtype=bool)
-    labels = read_labels(labels_csv, len(keep))
+    labels = expert_labels(labels_csv, fcs, len(keep))
     events = np.column_stack([np.asarray(pre.columns[m], dtype=np.float64)[keep] for m in markers])
     digest = hashlib.sha256(Path(fcs).read_bytes()).hexdigest()
     return Reference(Path(fcs).name, digest, events, labels[keep])
