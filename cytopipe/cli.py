@@ -16,6 +16,7 @@ import traceback
 from cytopipe import __version__
 from cytopipe.commands import (
     autogate,
+    check,
     cluster,
     gates,
     ingest,
@@ -29,7 +30,9 @@ from cytopipe.commands import (
 from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, environment_message
 
 # Command modules, in the order `--help` lists their subcommands.
-COMMANDS = (synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, report, settings)
+COMMANDS = (
+    synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, report, settings, check
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

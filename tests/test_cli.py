@@ -122,3 +122,26 @@ def test_a_projects_own_config_overrides_the_shipped_one(tmp_path, shared_data, 
     res = _run_in(tmp_path, "autogate", str(fcs), "--out", "m.parquet", "--stats", "s.tsv")
     assert res.returncode == 0, res.stderr
     assert "skipped b_cd20pos: no CD20 channel" in res.stderr  # the project's panel was read
+
+
+def test_check_lists_every_problem_before_a_run(tmp_path, shared_data, repo):
+    """`cytopipe check`: settings, sheet and files all at once, each with its place."""
+    (tmp_path / "bad.yaml").write_text("qc:\n  fail_duplicate_pct: 500\n")
+    real = shared_data / "flowio" / "fcs_files" / "100715.fcs"
+    lyo = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    (tmp_path / "bad.tsv").write_text(
+        f"sample_id\tpatient_id\tpath\tday\nA\tP\tmissing.fcs\t-3\nB\tP\t{real}\tabc\n"
+    )
+    res = _run_in(repo, "check", "--config", str(tmp_path / "bad.yaml"), "--samples",
+                  str(tmp_path / "bad.tsv"))  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "qc.fail_duplicate_pct" in res.stderr
+    assert "row 2, field 'path': file not found" in res.stderr
+    assert "row 3, field 'day': 'abc' is not a number" in res.stderr
+    assert "3 problem(s)" in res.stderr
+    (tmp_path / "good.tsv").write_text(
+        f"sample_id\tpatient_id\tpath\tday\nA\tP\t{real}\t-3\nB\tP\t{lyo}\t28\n"
+    )
+    res = _run_in(repo, "check", "--samples", str(tmp_path / "good.tsv"), "--files")
+    assert res.returncode == 0, res.stderr
+    assert "2 sample sheet rows, 2 FCS files opened: all fine" in res.stdout
