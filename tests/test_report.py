@@ -37,6 +37,7 @@ from report_fixtures import (
 from cytopipe import cli
 from cytopipe.commands import report as report_cli
 from cytopipe.errors import CytopipeError
+from cytopipe.gating.stats import review_rows
 from cytopipe.report.cohort_figures import swimmer_figure
 from cytopipe.report.context import slug
 from cytopipe.report.formatting import esc, fmt_number
@@ -217,6 +218,21 @@ def test_gate_gallery_shows_one_gate_on_every_sample_least_confident_first(cohor
     confidences = [b.loc[sid, "confidence"] for sid in shown]
     assert confidences == sorted(confidences)
     assert len(figures(page)) == len(shown)
+
+
+def test_gates_to_look_at_link_to_their_plot_on_the_sample_page(cohort, report):
+    """Issue 19: sample, gate, confidence and why; the gate link lands on that gate's plot."""
+    index = read(report / "index.html")
+    links = re.findall(r'href="samples/([^"#]+)\.html#gate-([^"]+)"', index)
+    stats = table_file(cohort, "sample_stats.tsv")
+    expected = set()
+    for sid, own in stats.groupby("sample_id"):
+        unlike = own["as_template"].fillna("").astype(str).str.startswith("no")
+        chosen = own.index.isin(review_rows(own).index) | unlike.to_numpy()
+        expected |= {(sid, pop) for pop in own.loc[chosen, "population"]}
+    assert expected and set(links) == expected
+    for sid, pop in links:
+        assert f'id="gate-{pop}"' in read(report / "samples" / f"{sid}.html"), (sid, pop)
 
 
 def test_links_between_pages_resolve(cohort, report):

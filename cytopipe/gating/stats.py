@@ -96,7 +96,14 @@ def unlike_template(stats: pd.DataFrame) -> str:
 
 
 def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:
-    """Gates a reviewer should look at: placed with confidence below `low` (where autogate
+    """How many gates of one sample a reviewer should look at (review_rows)."""
+    return len(review_rows(stats, low, min_parent))
+
+
+def review_rows(
+    stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50
+) -> pd.DataFrame:
+    """The gates a reviewer should look at: placed with confidence below `low` (where autogate
     flags low confidence) on a parent of at least `min_parent` events.
 
     Every fallback is flagged in the statistics, but in aplasia the B-subset gates fall back on
@@ -104,11 +111,11 @@ def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent
     by more than that handful; listing every such sample would bury the ones that matter.
     """
     if stats.empty:
-        return 0
+        return stats.iloc[0:0]
     counts = stats.set_index("population")["count"]
     parent_n = stats["parent"].map(counts).fillna(np.inf)  # root: all events
     doubtful = pd.to_numeric(stats["confidence"], errors="coerce").fillna(0.0) < low
-    return int((doubtful & (parent_n >= min_parent)).sum())
+    return stats[(doubtful & (parent_n >= min_parent)).to_numpy()]
 
 
 def _descendants(parents: Mapping[str, str | None], root: str) -> set[str]:

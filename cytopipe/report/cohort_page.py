@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cytopipe.gating.stats import review_rows
 from cytopipe.report.cohort_figures import km_figure, patient_order, swimmer_figure
 from cytopipe.report.context import Report
 from cytopipe.report.data import records
@@ -293,14 +294,48 @@ def _qc_section(report: Report) -> dict:
     columns += [Column(k, label, kind, tip) for k, label, kind, tip in QC_COLUMNS if k in frame]
     rows = report.shown_rows(records(frame))
     attention = [r for r in rows if _needs_a_look(r)]
+    gates = _gates_to_review(report)
     return {
         "unavailable": None,
         "cards": cards,
         "n_attention": len(attention),
         "attention": table(attention, columns, css="attention", row_class=row_class),
+        "n_gates": len(gates["rows"]),
+        "gates": table(gates["rows"], gates["columns"], css="gates"),
         "n_samples": len(rows),
         "samples": table(rows, columns, css="qc", row_class=row_class),
     }
+
+
+def _gates_to_review(report: Report) -> dict:
+    """One row per gate to look at (low confidence on a parent that matters, or a sample unlike
+    the template), each linking to that gate's plot, framed on its sample page."""
+    stats = report.results.table("sample_stats")
+    rows: list[dict] = []
+    if stats is not None and len(stats):
+        for sid, own in stats.groupby("sample_id", sort=False):
+            unlike = own["as_template"].fillna("").astype(str).str.startswith("no") if (
+                "as_template" in own) else pd.Series(False, index=own.index)  # fmt: skip
+            doubtful = own.index.isin(review_rows(own).index)
+            for r in records(own[doubtful | unlike.to_numpy()]):
+                why = [str(r.get(k)) for k in ("flag", "as_template")
+                       if not is_missing(r.get(k)) and str(r.get(k)) not in ("", "yes")]  # fmt: skip
+                rows.append({
+                    "sample_id": str(sid), "population": str(r["population"]),
+                    "confidence": r.get("confidence"),
+                    "reason": report.shown(" · ".join(why), str(sid), ()),
+                })  # fmt: skip
+    columns = [
+        Column("sample_id", "sample", link=lambda r: report.sample_href(r["sample_id"], "")),
+        Column(
+            "population",
+            "gate",
+            link=lambda r: report.sample_href(r["sample_id"], "") + f"#gate-{r['population']}",
+        ),
+        Column("confidence", "confidence", "num"),
+        Column("reason", "why", "long"),
+    ]
+    return {"rows": rows, "columns": columns}
 
 
 def _needs_a_look(row: Mapping) -> bool:

@@ -200,8 +200,11 @@ def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
         return {"unavailable": Unavailable("Density plots", why)}
     panel = sample.record.get("panel") if isinstance(sample.record.get("panel"), Mapping) else {}
     return {
-        "unavailable": None,
-        "plots": [figs.embed(density_figure(p, panel)) for p in sample.plots],
+        "unavailable": None,  # (population, figure): each in a box the cohort page links to
+        "plots": [
+            (str(p.get("population", "")), figs.embed(density_figure(p, panel)))
+            for p in sample.plots
+        ],
     }
 
 
