@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import tempfile
@@ -281,6 +282,7 @@ def _path_of(url: str) -> Path:
 def test_every_page_renders_links_resolve_and_nothing_runs(report_dir: Path, browser: Browser):
     pages = [report_dir / "index.html", *sorted((report_dir / "patients").glob("*.html"))]
     pages += sorted((report_dir / "samples").glob("*.html"))
+    pages += sorted((report_dir / "gates").glob("*.html"))
     assert len(pages) > 2, f"no report pages in {report_dir}"
     SHOTS.mkdir(exist_ok=True)
     shot_kinds = {"index": "cohort", "patients": "patient", "samples": "sample"}
@@ -348,3 +350,23 @@ def test_clicking_a_swimmer_row_opens_the_patient(report_dir: Path, browser: Bro
             break
         time.sleep(0.1)
     assert href.endswith("patients/" + target.split("/")[-1]), href
+
+
+def test_patient_summary_prints_on_one_page(report_dir: Path, browser: Browser):
+    """Issue 19: the one-page patient summary prints as one A4 page, its trend drawn, with the
+    report date, versions, definitions and a sign-off block."""
+    summaries = sorted((report_dir / "patients").glob("*_summary.html"))
+    assert summaries, "no patient summaries"
+    for path in summaries:
+        state, events = browser.load(path.as_uri())
+        assert state.get("rendered") == state.get("n") == 1, (path.name, state)
+        assert not problems(events), (path.name, problems(events))
+        text = browser.evaluate("document.body.innerText")
+        assert "Report date" in text and "Reviewed by" in text and "LOD/LLOQ" in text
+        pdf = base64.b64decode(
+            browser.call("Page.printToPDF", session=True, timeout=60, preferCSSPageSize=True)[
+                "data"
+            ]
+        )
+        pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+        assert pages == 1, (path.name, pages)

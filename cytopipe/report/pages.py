@@ -39,6 +39,7 @@ from cytopipe.report.data import load_results, load_sample
 from cytopipe.report.formatting import esc
 from cytopipe.report.gallery_page import Gallery, gallery_links, gallery_page
 from cytopipe.report.patient_page import patient_page
+from cytopipe.report.patient_summary import patient_summary_page
 from cytopipe.report.privacy import Privacy
 from cytopipe.report.render import Unavailable, render
 from cytopipe.report.sample_page import sample_page
@@ -72,7 +73,9 @@ def write_report(
     for pid in report.patients:
         path = out / "patients" / f"{slug(pid)}.html"
         _write(path, patient_page(report, pid))
-        written.add(path)
+        summary = out / "patients" / f"{slug(pid)}_summary.html"
+        _write(summary, patient_summary_page(report, pid))
+        written |= {path, summary}
     gallery = Gallery()
     for sid in report.samples:
         sample = load_sample(sid, results.sample_dirs.get(sid))

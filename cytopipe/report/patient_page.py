@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cytopipe.report.certainty import pct_text, per_ul_text
-from cytopipe.report.context import Report
+from cytopipe.report.context import Report, slug
 from cytopipe.report.data import records
 from cytopipe.report.formatting import fmt_number, is_missing, plain
 from cytopipe.report.page_parts import (
@@ -41,11 +41,12 @@ def patient_page(report: Report, pid: str) -> str:
     res = report.results
     root = "../"
     figs = FigureCounter()
-    prow = _patient_row(res.table("patients"), pid)
-    states = _rows_for(res.table("sample_states"), pid)
+    prow = patient_row(res.table("patients"), pid)
+    states = rows_for(res.table("sample_states"), pid)
     links = {s: report.sample_href(s, root) for s in report.samples_of(pid)}
     data: dict[str, Any] = {
         "now": patient_now(states, report.limit_events[1] or FEW_B_CELLS),
+        "summary_href": f"{slug(pid)}_summary.html",
         "summary": _patient_summary(prow, pid),
         "failed": failures_section(report, root, patient=pid),
         "timelines_unavailable": None,
@@ -113,19 +114,19 @@ def patient_page(report: Report, pid: str) -> str:
     return render("patient.html", frame=page, patient=data)
 
 
-def _rows_for(frame: pd.DataFrame | None, pid: str) -> pd.DataFrame | None:
+def rows_for(frame: pd.DataFrame | None, pid: str) -> pd.DataFrame | None:
     if frame is None or "patient_id" not in frame:
         return None
     return frame[frame["patient_id"].astype(str) == pid]
 
 
-def _patient_row(patients: pd.DataFrame | None, pid: str) -> dict | None:
-    rows = _rows_for(patients, pid)
+def patient_row(patients: pd.DataFrame | None, pid: str) -> dict | None:
+    rows = rows_for(patients, pid)
     return records(rows)[0] if rows is not None and len(rows) else None
 
 
 def _plasmablast_counts(pop: pd.DataFrame | None, pid: str) -> pd.DataFrame | None:
-    rows = _rows_for(pop, pid)
+    rows = rows_for(pop, pid)
     if rows is None or "population" not in rows or "cells_per_ul" not in rows:
         return None
     return rows[rows["population"] == "plasmablasts"]
@@ -175,7 +176,7 @@ def _reference_text(row: Mapping) -> str:
 
 def _patient_qc(report: Report, pid: str, states: pd.DataFrame | None) -> dict:
     """Status, QC verdict and gate flags of every sample of the patient (a table)."""
-    status = _rows_for(report.results.table("sample_status"), pid)
+    status = rows_for(report.results.table("sample_status"), pid)
     rows = []
     for sid in report.samples_of(pid):
         row: dict[str, Any] = {"sample_id": sid, "day": report.sample_day.get(sid)}
