@@ -140,7 +140,9 @@ def table_file(cohort, name: str) -> pd.DataFrame:
 
 
 def test_every_page_is_written_and_plotly_is_bundled_once(cohort, report):
-    assert sorted(p.stem for p in (report / "patients").glob("*.html")) == cohort.patients
+    pages = sorted(p.stem for p in (report / "patients").glob("*.html"))
+    assert [p for p in pages if not p.endswith("_summary")] == cohort.patients
+    assert [p for p in pages if p.endswith("_summary")] == [f"{p}_summary" for p in cohort.patients]
     assert sorted(p.stem for p in (report / "samples").glob("*.html")) == cohort.samples
     assets = list(report.rglob("*.js"))
     assert assets == [report / "assets" / "plotly.min.js"]

@@ -34,14 +34,17 @@ def patient_summary_page(report: Report, pid: str) -> str:
     age = (prow or {}).get("age_at_infusion")
     defs = report.definitions or {}
     figs = FigureCounter()
-    trend = b_cell_figure(
-        states if states is not None else pd.DataFrame(columns=["day", "state"]),
-        threshold_pct=defs.get("aplasia_pct_lymphocytes"),
-        threshold_per_ul=defs.get("aplasia_cells_per_ul"),
-        bands=(defs.get("reference_ranges") or {}).get("bands") or [],
-        age_at_infusion=None if is_missing(age) else float(age),
-    )
-    trend.update_layout(height=360, margin=dict(l=60, r=10, t=50, b=40))
+    trend = None
+    if states is not None and len(states) and "b_cells_per_ul" in states:
+        fig = b_cell_figure(
+            states,
+            threshold_pct=defs.get("aplasia_pct_lymphocytes"),
+            threshold_per_ul=defs.get("aplasia_cells_per_ul"),
+            bands=(defs.get("reference_ranges") or {}).get("bands") or [],
+            age_at_infusion=None if is_missing(age) else float(age),
+        )
+        fig.update_layout(height=360, margin=dict(l=60, r=10, t=50, b=40))
+        trend = figs.embed(fig, css="plot print-trend")
     course = [("outcome", outcome_badge(prow, days=True) if prow else "—")]
     for key, label in (
         ("disease", "disease"),
@@ -62,7 +65,7 @@ def patient_summary_page(report: Report, pid: str) -> str:
         "limits": f"{limits.get('lod_events', '—')}/{limits.get('lloq_events', '—')} events",
         "now": patient_now(states, report.limit_events[1] or FEW_B_CELLS),
         "course": key_values(course),
-        "trend": figs.embed(trend, css="plot print-trend"),
+        "trend": trend,
         "flags": [f.strip() for f in str((prow or {}).get("flags") or "").split(";") if f.strip()],
         "gate_notes": _gate_notes(states),
     }
