@@ -101,30 +101,22 @@ def load_reference(
     markers: Sequence[str],
 ) -> Reference:
     """The file's events (kept by QC) on the gating scale of `markers`, with their labels."""
-    pre = preprocess(str(fcs), panel, cfg, required=SCATTER_ONLY)
-    missing = [m for m in markers if m not in pre.columns]
-    if missing:
-        raise ConfigError(
-            f"reference file has no channel for {', '.join(missing)}",
-            path=fcs,
-            hint="every reference file needs the markers the model is learned on",
-        )
-    keep = np.asarray(pre.qc_pass, dtype=bool)
+    events, keep = sample_events(fcs, panel, cfg, markers)
     labels = expert_labels(labels_csv, fcs, len(keep))
-    events = np.column_stack([np.asarray(pre.columns[m], dtype=np.float64)[keep] for m in markers])
     digest = hashlib.sha256(Path(fcs).read_bytes()).hexdigest()
-    return Reference(Path(fcs).name, digest, events, labels[keep])
+    return Reference(Path(fcs).name, digest, events[keep], labels[keep])
 
 
 def sample_events(fcs: str | os.PathLike, panel: Panel, cfg: Mapping, markers: Sequence[str]):
-    """A new file's events on the gating scale (all events, file order) and its QC mask."""
+    """A file's events on the gating scale of `markers` (all events, file order) and its QC
+    mask; ConfigError naming the markers the file lacks."""
     pre = preprocess(str(fcs), panel, cfg, required=SCATTER_ONLY)
     missing = [m for m in markers if m not in pre.columns]
     if missing:
         raise ConfigError(
-            f"file has no channel for {', '.join(missing)}, which the model was learned on",
+            f"file has no channel for {', '.join(missing)}, which the model is learned on",
             path=fcs,
-            hint="apply a model to files of the panel it was learned on",
+            hint="reference files and the files a model gates need the same panel",
         )
     events = np.column_stack([np.asarray(pre.columns[m], dtype=np.float64) for m in markers])
     return events, np.asarray(pre.qc_pass, dtype=bool)
