@@ -35,7 +35,7 @@ from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
 from cytopipe.synth.sample_files import read_truth
-from cytopipe.synth.truth import truth_masks
+from cytopipe.synth.truth import gate_truth
 from cytopipe.synth.variants import CLASSES, draw_variant, write_variant
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,6 @@ TARGET = {**{p: 0.95 for p in MAIN}, **{p: 0.90 for p in SUBSETS}}
 MIN_TRUTH_FOR_F1 = 50  # below this F1 is a coin toss of a few events: counts are judged
 APLASIA_TRUTH = 20
 # Our b_naive is the IgD+ CD27- quadrant, which also holds the transitional B cells.
-TRUTH_LABELS = {"b_naive": ("b_naive", "b_transitional")}
 
 
 def evaluation_seeds(n: int, label: str = SEED_LABEL) -> range:
@@ -68,9 +67,7 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
     labels = np.asarray(read_truth(path)["population"])[keep]
-    truth = truth_masks(labels)
-    for pop, group in TRUTH_LABELS.items():
-        truth[pop] = np.isin(labels, group)
+    truth = gate_truth(labels)
     result = autogate(specs, columns)
     rows = []
     for pop in SCORED:

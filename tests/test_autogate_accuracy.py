@@ -26,7 +26,7 @@ from cytopipe.preprocess.sample import preprocess
 from cytopipe.synth.cohort import synth_cohort
 from cytopipe.synth.model import TIMEPOINTS
 from cytopipe.synth.sample_files import read_truth
-from cytopipe.synth.truth import truth_masks
+from cytopipe.synth.truth import gate_truth
 
 MAIN = ("lymphocytes", "t_cells", "b_cells")
 SUBSETS = (
@@ -38,7 +38,6 @@ SUBSETS = (
     "b_transitional",
 )
 MIN_TRUTH_FOR_F1 = 50  # below this F1 is a coin toss of a few events: count error is judged
-TRUTH_LABELS = {"b_naive": ("b_naive", "b_transitional")}
 
 
 def score_sample(path: str, specs, panel_map, cfg) -> list[dict]:
@@ -46,9 +45,7 @@ def score_sample(path: str, specs, panel_map, cfg) -> list[dict]:
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
     labels = np.asarray(read_truth(path)["population"])[keep]
-    truth = truth_masks(labels)
-    for pop, group in TRUTH_LABELS.items():
-        truth[pop] = np.isin(labels, group)
+    truth = gate_truth(labels)
     result = autogate(specs, columns)
     fixed = evaluate(build_gates(specs, set(columns)).gates, columns)
     rows = []

@@ -105,10 +105,9 @@ def add_uncertainty(frame: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[f"{name}_pct"] = np.where(lymph > 0, 100.0 * events / lymph, np.nan)
         out[f"{name}_per_ul"] = np.where(known, events * per_event, np.nan)
-    out["below_lloq"] = pd.array(
-        np.where(np.isfinite(b), b < limits["lloq_events"], False), dtype="boolean"
-    )
-    out.loc[~np.isfinite(b), "below_lloq"] = pd.NA
+    below = pd.array(b < limits["lloq_events"], dtype="boolean")
+    below[~np.isfinite(b)] = pd.NA  # no count, no statement
+    out["below_lloq"] = below
     # lymphocytes needed for the aplasia threshold's % to hold LOD events
     needed = np.ceil(limits["lod_events"] / (cfg["aplasia_pct_lymphocytes"] / 100.0))
     out["events_needed"] = np.where(np.isfinite(lymph), needed, np.nan)

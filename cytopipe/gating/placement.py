@@ -48,7 +48,7 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
     return ashman_d(mb, sb, ma, sa)
 
 
-def unlike_template(name: str, p: Placement, expect: int | None = None) -> str:
+def unlike_reason(name: str, p: Placement, expect: int | None = None) -> str:
     """Why this placement's sample did not look as the template expects ('' when it did, or
     when too few events were there to judge: a B-subset cut in aplasia is not a surprise)."""
     if p.events is None or p.events < MIN_SHAPE_EVENTS:
@@ -69,7 +69,7 @@ def judged(placements: Sequence[tuple[str, Placement, int | None]]) -> dict:
     if not searched:
         return {"populations_found": None, "separation": None, "as_template": ""}
     seps = [p.separation for _, p, _ in searched if p.separation is not None]
-    why = [w for w in (unlike_template(n, p, e) for n, p, e in searched) if w]
+    why = [w for w in (unlike_reason(n, p, e) for n, p, e in searched) if w]
     return {
         "populations_found": min(p.populations for _, p, _ in searched),
         "separation": round(min(seps), 2) if seps else None,

@@ -82,16 +82,21 @@ def f1_score(found: np.ndarray, reference: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(found & reference) / denom if denom else 1.0
 
 
+def unlike_mask(stats: pd.DataFrame) -> np.ndarray:
+    """Rows of one sample's stats whose gate was placed where the sample did not look as the
+    template expects (all False for stats from before the check)."""
+    if "as_template" not in stats:
+        return np.zeros(len(stats), dtype=bool)
+    return stats["as_template"].fillna("").astype(str).str.startswith("no").to_numpy()
+
+
 def unlike_template(stats: pd.DataFrame) -> str:
     """The gates of one sample placed where it did not look as the template expects, as
     'population: why' joined by ' | ' ('' when all did, or for stats from before the check)."""
-    if "as_template" not in stats:
-        return ""
-    look = stats["as_template"].fillna("").astype(str)
-    bad = stats[look.str.startswith("no")]
+    bad = stats[unlike_mask(stats)]
     return " | ".join(
-        f"{pop}: {why.removeprefix('no: ')}"
-        for pop, why in zip(bad["population"], look[bad.index], strict=True)
+        f"{pop}: {str(why).removeprefix('no: ')}"
+        for pop, why in zip(bad["population"], bad["as_template"], strict=True)
     )
 
 

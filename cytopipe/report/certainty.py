@@ -9,8 +9,6 @@ from typing import Any
 
 from cytopipe.report.formatting import MISSING, fmt_number, is_missing, sig
 
-_num = sig  # two significant figures: an interval of a small count does not deserve more
-
 
 def _below_lloq(row: Mapping) -> bool:
     flag = row.get("below_lloq")
@@ -23,11 +21,11 @@ def value_text(row: Mapping, value: str, low: str, high: str, lloq: str, unit: s
         return MISSING
     if _below_lloq(row):
         limit = row.get(lloq)
-        return "< LLOQ" + ("" if is_missing(limit) else f" ({_num(limit)}{unit})")
-    text = f"{_num(row.get(value))}{unit}"
+        return "< LLOQ" + ("" if is_missing(limit) else f" ({sig(limit)}{unit})")
+    text = f"{sig(row.get(value))}{unit}"
     if is_missing(row.get(low)) or is_missing(row.get(high)):
         return text
-    return f"{text} (95% CI {_num(row.get(low))}–{_num(row.get(high))})"
+    return f"{text} (95% CI {sig(row.get(low))}–{sig(row.get(high))})"
 
 
 def pct_text(row: Mapping) -> str:
@@ -44,7 +42,7 @@ def events_text(row: Mapping) -> str:
         return MISSING
     text = f"{fmt_number(row.get('b_cells'))} of {fmt_number(row.get('lymphocytes'))} lymphocytes"
     if not is_missing(row.get("b_cells_high")):
-        text += f" (95% CI {_num(row.get('b_cells_low'))}–{_num(row.get('b_cells_high'))} events)"
+        text += f" (95% CI {sig(row.get('b_cells_low'))}–{sig(row.get('b_cells_high'))} events)"
     return text
 
 
@@ -56,8 +54,8 @@ def limits_text(row: Mapping, lod_events: Any = None, lloq_events: Any = None) -
         if is_missing(row.get(f"{key}_pct")):
             continue
         text = f"{name}{'' if events is None else f' ({fmt_number(events)} events)'} "
-        text += f"{_num(row.get(f'{key}_pct'))} %"
+        text += f"{sig(row.get(f'{key}_pct'))} %"
         if not is_missing(row.get(f"{key}_per_ul")):
-            text += f" / {_num(row.get(f'{key}_per_ul'))}/µL"
+            text += f" / {sig(row.get(f'{key}_per_ul'))}/µL"
         parts.append(text)
     return ", ".join(parts) or MISSING

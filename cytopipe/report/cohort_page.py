@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.stats import review_rows
+from cytopipe.gating.stats import review_rows, unlike_mask
 from cytopipe.report.cohort_figures import km_figure, patient_order, swimmer_figure
 from cytopipe.report.context import Report
 from cytopipe.report.data import records
@@ -314,10 +314,8 @@ def _gates_to_review(report: Report) -> dict:
     rows: list[dict] = []
     if stats is not None and len(stats):
         for sid, own in stats.groupby("sample_id", sort=False):
-            unlike = own["as_template"].fillna("").astype(str).str.startswith("no") if (
-                "as_template" in own) else pd.Series(False, index=own.index)  # fmt: skip
             doubtful = own.index.isin(review_rows(own).index)
-            for r in records(own[doubtful | unlike.to_numpy()]):
+            for r in records(own[doubtful | unlike_mask(own)]):
                 why = [str(r.get(k)) for k in ("flag", "as_template")
                        if not is_missing(r.get(k)) and str(r.get(k)) not in ("", "yes")]  # fmt: skip
                 rows.append({

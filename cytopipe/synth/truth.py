@@ -50,3 +50,11 @@ def truth_masks(labels: Sequence[str] | pd.Categorical | np.ndarray) -> dict[str
     masks["leukocytes"] = masks["live"] & (codes != POPULATION_CODE["cd45_negative"])
     masks.update({pid: isin(pops) for pid, pops in _TRUTH_GROUPS.items()})
     return masks
+
+
+def gate_truth(labels: Sequence[str] | pd.Categorical | np.ndarray) -> dict[str, np.ndarray]:
+    """truth_masks as the template's gates cut them: b_naive is the IgD+ CD27- quadrant, which
+    holds the transitional B cells too (b_transitional is a gate inside it)."""
+    masks = truth_masks(labels)
+    masks["b_naive"] = masks["b_naive"] | masks["b_transitional"]
+    return masks
