@@ -14,6 +14,7 @@ from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
 from cytopipe.gating.autogate import (
+    anchor_limits,
     autogate,
     density,
     find_shoulder,
@@ -115,6 +116,25 @@ def test_without_a_valley_a_few_far_positives_are_kept_and_the_tail_is_not():
     b = rng.normal(0.75, 0.02, 6)
     end = support_end(np.concatenate([nk, b]), 0.02, 0.45)
     assert (nk >= end).sum() <= 2 and (b >= end).sum() == 6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_valley_search_starts_from_the_samples_own_majority_not_the_window(seed):
+    """CD27 on B cells of a file with dim CD27 (memory at 0.40, naive at 0.20): the template's
+    negative window [-0.20, 0.35] holds the memory cells' lower half, so its 0.99 quantile lies
+    above their peak and no valley could be found (random draw, myeloid file: memory F1 0.41).
+    The search starts within 1 SD of the sample's own naive peak, and finds the dip."""
+    rng = np.random.default_rng(seed)
+    naive, memory = rng.normal(0.20, 0.06, 1700), rng.normal(0.42, 0.04, 420)
+    x = np.concatenate([naive, memory])
+    anchor = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
+              "fallback_gap": 0.05, "fallback_sd": 2.5, "min_sd": 1}  # fmt: skip
+    start, _, _ = anchor_limits(x, anchor, 0.02)
+    found = find_valley(density(x, 0.02, -0.2, 1.1), start, 0.60, 10, 0.3)
+    assert found is not None
+    cut = found[0]
+    assert (memory >= cut).mean() > 0.85 and (naive >= cut).mean() < 0.05
+    assert np.quantile(x[x < 0.35], 0.99) + 0.02 > cut  # the window alone starts above the dip
 
 
 # ---------------------------------------------------------------- template
@@ -455,6 +475,31 @@ def test_backgating_finds_lymphocytes_that_are_not_the_lowest_ssc_cluster(specs)
     result = autogate(specs, columns)
     assert f1_score(result.masks["lymphocytes"], lymph) > 0.9
     assert f1_score(result.masks["t_cells"], t) > 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lymphocytes_a_tenth_of_the_monocytes_beside_them_get_their_own_cluster(specs, seed):
+    """Lymphopenic blood: 1,500 lymphocytes just below 15,000 monocytes in SSC, no dip between.
+    From k-means++ starts the mixture splits the monocytes and gives the lymphocytes' cluster
+    half of them (F1 0.47-0.86); started from the CD3+ events (a refit while the chosen cluster
+    is poor in lineage+ events) the lymphocytes keep their own component."""
+    rng = np.random.default_rng(seed)
+    n_gran, n_mono, n_lymph = 50_000, 15_000, 1_500
+
+    def groups(means, sds):  # granulocytes, monocytes, lymphocytes
+        sizes = (n_gran, n_mono, n_lymph)
+        return np.concatenate([rng.normal(*p) for p in zip(means, sds, sizes, strict=True)])
+
+    cd45 = groups((0.68, 0.85, 0.86), (0.03, 0.03, 0.03))
+    log_ssc = groups((-0.9, -2.0, -2.65), (0.2, 0.2, 0.15))
+    fsc = groups((0.45, 0.40, 0.25), (0.05, 0.05, 0.05))
+    lymph = np.arange(len(cd45)) >= n_gran + n_mono
+    t = lymph & (rng.random(len(cd45)) < 0.85)
+    cd3 = np.where(t, rng.normal(0.65, 0.05, len(t)), rng.normal(0.15, 0.05, len(t)))
+    columns = {"FSC-A": fsc, "SSC-A": np.exp(log_ssc), "CD45": cd45, "CD3": cd3}
+    result = autogate(specs, {m: np.asarray(v, dtype=np.float32) for m, v in columns.items()})
+    assert f1_score(result.masks["lymphocytes"], lymph) > 0.87
+    assert f1_score(result.masks["t_cells"], t) > 0.94
 
 
 @pytest.mark.parametrize("instrument", ["A", "B"])

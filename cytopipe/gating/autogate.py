@@ -280,8 +280,15 @@ def anchor_limits(
             if shoulder is not None:
                 return start, shoulder, f"shoulder at {shoulder:.2f}"
             return start, max(support_end(x, bandwidth, start), edge + fgap), "end of the events"
-        if "fallback_sd" in anchor:  # no valley: the sample's own majority peak + k SD
+        if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
             peak = majority_peak(x, bandwidth)
+            if peak is not None:  # the window may hold the minority's near side: start
+                # no further out than min_sd SDs of the sample's own majority peak
+                near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
+                start = min(start, near - gap) if not below else max(start, near + gap)
+            shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
+            if shoulder is not None:
+                return start + sign * gap, sign * shoulder, f"shoulder at {sign * shoulder:.2f}"
             if peak is not None:
                 fk = float(anchor["fallback_sd"])
                 how = f"majority peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"

@@ -57,9 +57,42 @@ def _component_outline(
     return mean + reach[:, None] * rays
 
 
-def _fit_mixture(z: np.ndarray, k_max: int):
+def _seeded_start(z: np.ndarray, seed: np.ndarray, k: int) -> dict | None:
+    """Starting values for a k-component mixture whose first component is the `seed` events
+    (backgating: the lineage-bright lymphocytes) and the others k-means clusters of the rest.
+
+    EM only finds a local optimum: from k-means++ starts, a rare population beside a large one
+    (the lymphocytes of a lymphopenic or myeloid-rich sample, a tenth of the monocytes beside
+    them) loses its component to a split of the large cluster. Started where the sample's own
+    lineage+ events are, EM keeps it when the data hold it; BIC then compares both fits."""
+    from sklearn.cluster import KMeans
+
+    rest = z[~seed]
+    if np.count_nonzero(seed) < 10 or len(rest) < 10 * (k - 1):
+        return None
+    labels = np.zeros(len(z), dtype=int)
+    labels[~seed] = 1 + KMeans(k - 1, n_init=1, random_state=0).fit_predict(rest)
+    weights, means, precisions = [], [], []
+    for c in range(k):
+        part = z[labels == c]
+        if len(part) < 3:
+            return None
+        weights.append(len(part) / len(z))
+        means.append(part.mean(axis=0))
+        cov = np.cov(part, rowvar=False) + 1e-6 * np.eye(z.shape[1])
+        precisions.append(np.linalg.inv(cov))
+    return {
+        "weights_init": np.array(weights),
+        "means_init": np.array(means),
+        "precisions_init": np.array(precisions),
+    }
+
+
+def _fit_mixture(z: np.ndarray, k_max: int, seed: np.ndarray | None = None):
     """The Gaussian mixture with the number of components (1..k_max) that BIC prefers: how
-    many populations the data hold is decided from the data, not by the template."""
+    many populations the data hold is decided from the data, not by the template. With `seed`
+    (events known to belong to one population), each k is also fitted from a start that gives
+    those events their own component, and BIC chooses among all fits."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -71,12 +104,16 @@ def _fit_mixture(z: np.ndarray, k_max: int):
         for k in range(1, k_max + 1):
             # below k_max: one k-means++ start, for speed (benchmarks/bench_autogate.py)
             fast = {} if k == k_max else {"n_init": 1, "init_params": "k-means++"}
-            gm = GaussianMixture(
-                k, covariance_type="full", random_state=0, **{"n_init": 2, **fast}
-            ).fit(z)
-            bic = gm.bic(z)
-            if best is None or bic < best[0]:
-                best = (bic, gm)
+            starts = [{"n_init": 2, **fast}]
+            if seed is not None and k > 1:
+                start = _seeded_start(z, seed, k)
+                if start is not None:
+                    starts.append(start)
+            for start in starts:
+                gm = GaussianMixture(k, covariance_type="full", random_state=0, **start).fit(z)
+                bic = gm.bic(z)
+                if best is None or bic < best[0]:
+                    best = (bic, gm)
     return best[1]
 
 
@@ -155,14 +192,25 @@ def _bright_share(gm, z: np.ndarray, members: Sequence[int], bright: np.ndarray)
     return float(bright[mine].mean()) if mine.any() else 0.0
 
 
-def _refine(gm, z, i, members, params, pool, pool_bright, rng):
+def _refine(gm, z, z_bright, i, members, params, pool, pool_bright, rng):
     """A rare population merged into a large cluster (lymphocytes among the monocytes of a
     lymphopenic or myeloid-rich sample: BIC has too few of their events to give them a
-    component): while the chosen cluster is poor in lineage+ events, fit a mixture to its own
-    events and keep the sub-cluster holding them when it is REFINE_GAIN richer."""
+    component). While the chosen cluster is poor in lineage+ events (below `refine_share`),
+    refit, and keep a fit whose chosen cluster is REFINE_GAIN richer in them: first the whole
+    parent from a start that gives the lineage+ events their own component, then the chosen
+    cluster's own events."""
+    target = float(params.get("refine_share", 0.0))
+    k = int(params.get("n_components", 3))
     share = _bright_share(gm, pool, members, pool_bright)
+    if share >= target:
+        return gm, z, i, members
+    seeded = _fit_mixture(z, k, z_bright)
+    si, smembers = _choose(seeded, z, params, z_bright)
+    seeded_share = _bright_share(seeded, pool, smembers, pool_bright)
+    if seeded_share >= REFINE_GAIN * share:
+        gm, i, members, share = seeded, si, smembers, seeded_share
     for _ in range(2):
-        if share >= float(params.get("refine_share", 0.0)):
+        if share >= target:
             break
         inside = np.isin(gm.predict(pool), members)
         pool, pool_bright = pool[inside], pool_bright[inside]
@@ -170,10 +218,9 @@ def _refine(gm, z, i, members, params, pool, pool_bright, rng):
         if len(sub) > GMM_MAX_EVENTS:
             pick = rng.choice(len(sub), GMM_MAX_EVENTS, replace=False)
             sub, sub_bright = sub[pick], sub_bright[pick]
-        k = int(params.get("n_components", 3))
         if len(sub) < 10 * k or np.count_nonzero(sub_bright) < MIN_EVENTS:
             break
-        sub_gm = _fit_mixture(sub, k)
+        sub_gm = _fit_mixture(sub, k, sub_bright)
         if sub_gm.n_components == 1:
             break
         si, smembers = _choose(sub_gm, sub, params, sub_bright)
@@ -221,7 +268,7 @@ def place_gmm(
     gm = _fit_mixture(z, k)
     i, members = _choose(gm, z, params, bright)
     if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
-        gm, z, i, members = _refine(gm, z, i, members, params, pool, pool_bright, rng)
+        gm, z, i, members = _refine(gm, z, bright, i, members, params, pool, pool_bright, rng)
     shape = {
         "populations": gm.n_components - len(members) + 1,
         "separation": _separation(gm, members),
