@@ -42,31 +42,17 @@ SMALL_DRAW = 14  # two files per class, 10-30 k events: ~15-35 s
 LARGE_DRAW = 70  # ten files per class: `make bench`
 SMALL_EVENTS = (10_000, 30_000)
 
-# (class, population) -> what the gating measured (worst file; 2026-11-30, session 4):
+# (class, population) -> what the gating measured (worst file; 2026-11-30, session 5):
 # targets it misses today. Open work for the gating, not loosened targets.
 KNOWN_MISSES_SMALL = {
-    ("myeloid_tissue", "lymphocytes"): "F1 0.871 (seed 598707842)",
+    ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
 }
-# The 70-file draw (slow): every (class, population) it misses, with that draw's figures.
+# The 70-file draw of the slow test below (10-30 k events): every (class, population) it misses.
 KNOWN_MISSES_LARGE = {
-    ("lymphoid_tissue", "b_double_negative"): "F1 0.784 (seed 598707876)",
-    ("lymphoid_tissue", "b_naive"): "F1 0.897 (seed 598707876)",
-    ("lymphoid_tissue", "b_switched_memory"): "F1 0.895 (seed 598707876)",
-    ("lymphoid_tissue", "b_unswitched_memory"): "F1 0.891 (seed 598707876)",
-    ("lymphopenic_post_cart", "b_switched_memory"): "F1 0.130 (seed 598707843)",
-    ("lymphopenic_post_cart", "lymphocytes"): "F1 0.336 (seed 598707892), 3 files",
-    ("lysed_blood", "b_switched_memory"): "F1 0.897 (seed 598707900)",
-    ("lysed_blood", "b_unswitched_memory"): "F1 0.878 (seed 598707893)",
-    ("lysed_blood", "plasmablasts"): "pb_count: found 150 of 196 (seed 598707844)",
-    ("myeloid_tissue", "b_double_negative"): "F1 0.452 (seed 598707863)",
-    ("myeloid_tissue", "b_switched_memory"): "F1 0.422 (seed 598707863), 2 files",
-    ("myeloid_tissue", "b_unswitched_memory"): "F1 0.413 (seed 598707863)",
-    ("myeloid_tissue", "lymphocytes"): "F1 0.867 (seed 598707842)",
-    ("myeloid_tissue", "plasmablasts"): "pb_count: found 40 of 51 (seed 598707842), 2 files",
-    ("pbmc", "b_double_negative"): "F1 0.845 (seed 598707887)",
-    ("pbmc", "b_transitional"): "F1 0.900 (seed 598707908)",
-    ("pbmc", "b_unswitched_memory"): "F1 0.874 (seed 598707887)",
-    ("pbmc", "plasmablasts"): "pb_count: found 81 of 120 (seed 598707887)",
+    ("lymphopenic_post_cart", "lymphocytes"): "F1 0.799 (seed 598707892), 2 files",
+    ("lymphopenic_post_cart", "t_cells"): "F1 0.939 (seed 598707892)",
+    ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
+    ("pregated_leukocytes", "plasmablasts"): "pb_count: found 19 of 26 (seed 598707882)",
 }
 
 
@@ -216,3 +202,31 @@ def test_large_draw_meets_the_targets_except_known_misses(tmp_path, repo):
     assert bad[np.array(new, dtype=bool)].empty, bad[np.array(new, dtype=bool)].to_string()
     rows = random_accuracy.aplasia_rows(table)
     assert (rows["found"] <= 2 * rows["truth"] + 5).all(), rows.to_string()
+
+
+# Files of the draw that once missed, kept as regressions with what fixed them.
+REGRESSIONS = {
+    598707859: ("lymphocytes", "PBMC: the mixture's lymphocyte cluster took half the monocytes "
+                "(F1 0.91) until each k was also fitted from the lineage+ events"),
+    598707876: ("b_naive", "lymphoid tissue: B cells are most CD3- lymphocytes, so the CD20 "
+                "window's quantile lay inside them (cut 0.50 through the B cells, F1 0.90) "
+                "until the negative level was measured on the T cells"),
+    598707900: ("b_switched_memory", "330 B cells: too few for the majority peak at 500 events, "
+                "the window quantile put CD27 above the memory cells (F1 0.55)"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def regression_table(tmp_path_factory):
+    return random_accuracy.evaluate(
+        tmp_path_factory.mktemp("regressions"), len(REGRESSIONS), SMALL_EVENTS,
+        seeds=sorted(REGRESSIONS),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", sorted(REGRESSIONS))
+def test_files_that_once_missed_meet_the_targets(regression_table, seed):
+    population, why = REGRESSIONS[seed]
+    rows = regression_table[regression_table["seed"] == seed]
+    assert random_accuracy.misses(rows).empty, f"{why}\n{rows.to_string()}"
+    assert (rows["population"] == population).any()

@@ -32,6 +32,7 @@ from cytopipe.gating.mixture import place_gmm
 from cytopipe.gating.placement import (
     LOW_CONFIDENCE,
     MIN_EVENTS,
+    MIN_PEAK_EVENTS,
     MIN_SHAPE_EVENTS,
     Placement,
     judged,
@@ -181,9 +182,9 @@ def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None
     On real files the minority often shows as a shoulder, not a second peak (IgD- memory B
     cells beside the IgD+ naive majority), which widens the side facing it; a negative
     population on the logicle scale is also wider below its peak (the linear region). The
-    narrower side is the majority's own shape. None below MIN_SHAPE_EVENTS events (then the
+    narrower side is the majority's own shape. None below MIN_PEAK_EVENTS events (then the
     caller's quantile rule applies)."""
-    if x.size < MIN_SHAPE_EVENTS:
+    if x.size < MIN_PEAK_EVENTS:
         return None
     lo, hi = np.quantile(x, [0.001, 0.999])
     d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)

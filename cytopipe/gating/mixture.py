@@ -265,9 +265,10 @@ def place_gmm(
     k = int(params.get("n_components", 3))
     if len(z) < max(MIN_EVENTS, 10 * k):
         return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
-    gm = _fit_mixture(z, k)
+    has_bright = bright is not None and np.count_nonzero(bright) >= MIN_EVENTS
+    gm = _fit_mixture(z, k, bright if has_bright and params.get("seeded") else None)
     i, members = _choose(gm, z, params, bright)
-    if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+    if has_bright:
         gm, z, i, members = _refine(gm, z, bright, i, members, params, pool, pool_bright, rng)
     shape = {
         "populations": gm.n_components - len(members) + 1,
