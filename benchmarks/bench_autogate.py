@@ -32,8 +32,8 @@ from cytopipe.synth.simulate import simulate_sample
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fixed_k_mixture(z: np.ndarray, k_max: int):
-    """The old placement: always k_max components."""
+def fixed_k_mixture(z: np.ndarray, k_max: int, seed=None):
+    """The old placement: always k_max components (no start from the lineage+ events)."""
     from sklearn.mixture import GaussianMixture
 
     return GaussianMixture(k_max, covariance_type="full", random_state=0, n_init=2).fit(z)
@@ -44,7 +44,7 @@ def old_template(path: Path, out: Path) -> Path:
     raw = yaml.safe_load(path.read_text())
     for pop in raw["populations"]:
         for variant in (pop, *pop.get("alternatives", ())):
-            for key in ("backgate", "join_share", "refine_share"):
+            for key in ("backgate", "join_share", "refine_share", "seeded"):
                 (variant.get("place") or {}).pop(key, None)
     for key in ("population", "fallback"):
         raw["thresholds"]["cd19"]["anchor"].pop(key, None)
