@@ -15,7 +15,7 @@ from cytopipe.config import defaults
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
-from cytopipe.preprocess import compensation, qc, ranges, transforms
+from cytopipe.preprocess import compensation, log_channels, qc, ranges, transforms
 
 SCATTER = panel.SCATTER
 TRANSFORM = defaults("config", "transform")  # `transform:` keys a caller's mapping leaves out
@@ -77,6 +77,26 @@ def scale_channel(
     return scale.forward(raw).astype(np.float32), scale
 
 
+def _log_channels(
+    events: np.ndarray, idx: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
+) -> tuple[dict, list[str]]:
+    """The transform settings with a linear scale for every fluorescence channel stored as
+    log-amplifier channel numbers (log_channels), and a note for each."""
+    tcfg = {**TRANSFORM, **tcfg}
+    if tcfg.get("log_channels", "auto") == "off":
+        return tcfg, []
+    own = dict(tcfg.get("per_marker") or {})
+    notes = []
+    for marker, i in idx.items():
+        if marker in SCATTER or marker == "Time" or "scale" in (own.get(marker) or {}):
+            continue
+        raw, top = events[:, i], tops[i].top
+        if tcfg["fluorescence"] != "linear" and log_channels.stored_as_log_channels(raw, top):
+            own[marker] = {**(own.get(marker) or {}), "scale": "linear"}
+            notes.append(log_channels.note(f"{marker} ({pnn[i]})", raw, top))
+    return {**tcfg, "per_marker": own}, notes
+
+
 def preprocess(
     path: str,
     panel_map: panel.Panel,
@@ -110,13 +130,12 @@ def preprocess(
         path,
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
+    tcfg, log_notes = _log_channels(events, idx, tops, cfg["transform"], sample.pnn)
     for marker, i in idx.items():
         if marker == "Time":
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
-        columns[marker], scales[marker] = scale_channel(
-            marker, events[:, i], tops[i].top, cfg["transform"]
-        )
+        columns[marker], scales[marker] = scale_channel(marker, events[:, i], tops[i].top, tcfg)
 
     fluorescence = {m: columns[m] for m in idx if m not in SCATTER and m != "Time"}
     qc_result = qc.qc_sample(
@@ -131,6 +150,7 @@ def preprocess(
                 *(spill.warnings if spill is not None else []),
                 *range_notes,
                 *scatter_notes,
+                *log_notes,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill.source if spill is not None else "none",

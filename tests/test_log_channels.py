@@ -1,0 +1,69 @@
+"""Fluorescence stored as log-amplifier channel numbers without $PnE (cytopipe.preprocess.
+log_channels): recognised from the data on real files, gated on the scale as stored, said in
+the provenance; linear 10-bit channels and $PnE-decoded channels are left to logicle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cytopipe.config import defaults, merge, validated
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.log_channels import stored_as_log_channels
+from cytopipe.preprocess.qc_margins import channel_top
+from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
+
+FLUORESCENCE = ("FL1", "FL2", "FL3", "FL4")
+
+
+def _fluorescence_verdicts(path) -> dict[str, bool]:
+    sample = read_fcs(path)
+    return {
+        name: stored_as_log_channels(sample.events[:, i], channel_top(sample.keywords, sample.pnr, i) + 1)
+        for i, name in enumerate(sample.pnn)
+        if name.startswith(FLUORESCENCE)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("i", range(1, 10))
+def test_flowcap_channel_numbers_are_recognised(shared_data, i):
+    verdicts = _fluorescence_verdicts(shared_data / "real" / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs")
+    assert verdicts and all(verdicts.values()), verdicts
+
+
+@pytest.mark.parametrize(
+    "name", ["flowkit/gate_ref/data1.fcs", "flowio/fcs_files/3FITC_4PE_004.fcs",
+             "flowio/fcs_files/coulter.lmd"],
+)  # fmt: skip
+def test_linear_and_decoded_log_channels_are_not(shared_data, name):
+    """FACSCalibur/FACScan/FC 500 files with $PnE 4,0 (decoded to 1-10^4 by read_fcs) and
+    linear 1024-channel FL channels: none is taken for stored channel numbers."""
+    verdicts = _fluorescence_verdicts(shared_data / name)
+    assert verdicts and not any(verdicts.values()), verdicts
+
+
+def _gvhd(shared_data, repo, settings):
+    cfg = validated(merge(defaults("config"), settings), "config", source="test")
+    path = shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs"
+    return preprocess(
+        str(path), load_panel(repo / "config" / "panel.yaml"), cfg, required=SCATTER_ONLY
+    )
+
+
+def test_default_settings_gate_them_as_stored_and_say_so(shared_data, repo):
+    pre = _gvhd(shared_data, repo, {})
+    scales = pre.info["provenance"]["transform"]
+    assert all(scales[m] == "linear/1024" for m in ("CD3", "CD4", "CD8")), scales
+    notes = [w for w in pre.info["provenance"]["warnings"] if "log-amplifier channel numbers" in w]
+    assert len(notes) == 3 and any("CD3 (FL3-H)" in n for n in notes), notes
+    raw = read_fcs(shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs")
+    np.testing.assert_allclose(pre.columns["CD3"], raw.events[:, 4] / 1024, rtol=1e-6)
+
+
+def test_it_can_be_turned_off(shared_data, repo):
+    pre = _gvhd(shared_data, repo, {"transform": {"log_channels": "off"}})
+    assert pre.info["provenance"]["transform"]["CD3"].startswith("logicle")
+    pre = _gvhd(shared_data, repo, {"transform": {"per_marker": {"CD3": {"scale": "arcsinh"}}}})
+    assert pre.info["provenance"]["transform"]["CD3"].startswith("arcsinh")
+    assert pre.info["provenance"]["transform"]["CD4"] == "linear/1024"
