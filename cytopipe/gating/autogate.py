@@ -256,23 +256,26 @@ def anchor_limits(
     - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
     `ref`: the anchor population's own events (`anchor.population`, e.g. T cells for CD19:
     always present, never CD19+), measured instead of the events in the `peak` window, which
-    on a sample rich in dim B cells holds the B cells themselves. `fallback: support`: the
+    on a sample rich in dim B cells holds the B cells themselves. `start: lowest` measures
+    both and takes the nearer level: each reference can run high in its own way (CD20-dim T
+    cells on the Lyoplate file; a window holding B cells in lymphoid tissue). `fallback: support`: the
     cut without a valley is where the events above the search start run out (support_end).
     Returns (search start, fallback cut, description) or None without events in the window.
     """
     below = anchor.get("side", "above") == "below"
     sign = -1.0 if below else 1.0
     if "q" in anchor:
-        if ref is not None and ref.size >= MIN_EVENTS:
-            inside = ref
-        else:
-            a, b = (float(v) for v in anchor["peak"])
-            inside = x[(x >= a) & (x <= b)]
-        if inside.size < MIN_EVENTS:
+        a, b = (float(v) for v in anchor["peak"])
+        window = x[(x >= a) & (x <= b)]
+        refs = [r for r in (ref, window) if r is not None and r.size >= MIN_EVENTS]
+        if not refs:
             return None
+        if anchor.get("start") != "lowest":  # the anchor population, else the window
+            refs = refs[:1]
         q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
-        start = float(np.quantile(inside, 1 - q if below else q))
-        edge = float(np.quantile(inside, 1 - fq if below else fq))
+        pick = max if below else min  # `start: lowest`: the nearer of both negative levels
+        start = pick(float(np.quantile(r, 1 - q if below else q)) for r in refs)
+        edge = pick(float(np.quantile(r, 1 - fq if below else fq)) for r in refs)
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
         if anchor.get("fallback") == "support" and not below:
@@ -441,6 +444,21 @@ class _Placer:
             flag = f"fallback: {why}; {ref.name} on {ref.on} used"
             return Placement("fallback", round(0.8 * r.confidence, 3), flag, r.value)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
+
+
+def threshold_events(
+    t: ThresholdSpec,
+    columns: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    placed: Mapping[str, Placement],
+) -> np.ndarray | None:
+    """The values a placed threshold was searched on (its dim on `on`, within its `where`
+    cuts as placed), so a reviewer sees the density the cut was put on; None: not gated."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    placer = _Placer(columns, masks, n)
+    placer.done = dict(placed)
+    x = placer.values(t)
+    return None if x is None else x[np.isfinite(x)]
 
 
 # ---------------------------------------------------------------- 2-D placements

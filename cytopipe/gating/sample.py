@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import autogate
+from cytopipe.gating.autogate import autogate, threshold_events
 from cytopipe.gating.gates import gate_outline
 from cytopipe.gating.stats import (
+    cut_density,
     density_plot,
     display_range,
     population_stats,
@@ -38,6 +39,7 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
     shown = {m for g in res.gates if g.id not in res.passed for m in res.plotted[g.id]}
     ranges = {m: (0.0, 1.0) if m in SCATTER else display_range(columns[m]) for m in shown}
     all_events = np.ones(n_root, dtype=bool)
+    variants = {s.id: s.variant_for(set(columns)) for s in specs}
     plots = []
     for g in res.gates:
         if g.id in res.passed:  # pass-through pre-gate (marker missing): nothing to draw
@@ -51,13 +53,27 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
             if tuple(e.dims[:2]) == (x, y)
         ]
         count = int(masks[g.id].sum())
-        plots.append(
-            density_plot(
-                g.id, g.parent, x, y, columns, parent_mask, count, gate_outline(g, view), ranges,
-                extras,
-            )
+        plot = density_plot(
+            g.id, g.parent, x, y, columns, parent_mask, count, gate_outline(g, view), ranges,
+            extras,
         )  # fmt: skip
+        plot["cuts"] = _cuts(variants.get(g.id), columns, masks, res.thresholds)
+        plots.append(plot)
     return Gated(masks, stats, plots, res.skipped)
+
+
+def _cuts(spec, columns, masks, placed) -> list[dict]:
+    """Each threshold of the gate as placed in this sample, on the density it was searched on."""
+    out = []
+    for t in spec.thresholds() if spec is not None else ():
+        if t.name not in placed or placed[t.name].value is None:
+            continue
+        values = threshold_events(t, columns, masks, placed)
+        if values is None:
+            continue
+        view = (0.0, 1.0) if t.dim in SCATTER else display_range(values)
+        out.append(cut_density(t, values, placed[t.name], view))
+    return out
 
 
 def event_masks(masks: Mapping[str, np.ndarray], kept: np.ndarray) -> pd.DataFrame:

@@ -172,6 +172,30 @@ def density_plot(
     }
 
 
+CUT_BINS = 120
+
+
+def cut_density(t, values: np.ndarray, placed, view: tuple[float, float]) -> dict:
+    """A threshold's 1-D histogram on the events it was searched on, with where it was placed
+    and how (valley, fallback and why): what a reviewer checks before trusting the cut."""
+    edges = np.linspace(*view, CUT_BINS + 1)
+    counts, _ = np.histogram(np.clip(values, *view), bins=edges)
+    where = [f"{cond.dim} {side} {cond.name}" for cond, side in t.where]
+    return {
+        "name": t.name,
+        "dim": t.dim,
+        "on": t.on or "all events",
+        "where": where,
+        "edges": np.round(edges, 5).tolist(),
+        "counts": counts.astype(int).tolist(),
+        "events": int(values.size),
+        "value": None if placed.value is None else round(float(placed.value), 5),
+        "method": placed.method,
+        "confidence": round(float(placed.confidence), 3),
+        "flag": placed.flag,
+    }
+
+
 def _rounded(outline: np.ndarray) -> list:
     return np.round(np.asarray(outline, dtype=float), 5).tolist()
 
