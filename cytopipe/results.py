@@ -277,6 +277,7 @@ KM_COLUMNS = [
 # cohort_export.csv: column -> its meaning; the order is the file's, and the meanings are written
 # beside it as cohort_export_dictionary.tsv (a pooled analysis reads both)
 EXPORT_DICTIONARY = {
+    "centre": "the centre's code (config longitudinal.centre; empty when not set)",
     "patient_id": "pseudonymous patient id, as in the sample sheet",
     "disease": "disease, as in the sample sheet",
     "age_at_infusion": "age in years at CAR-T infusion",
@@ -307,6 +308,7 @@ EXPORT_DICTIONARY = {
     "def_lloq_events": "lower limit of quantification, events",
     "def_limits_source": "where LOD and LLOQ come from",
     "def_reference_ranges_source": "age reference ranges, each source with its ages",
+    "gating_template_sha256": "SHA-256 of the gating template the workflow configured (empty: not known)",
     "cytopipe_version": "cytopipe that computed the row",
 }
 EXPORT_COLUMNS = list(EXPORT_DICTIONARY)

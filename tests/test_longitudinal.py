@@ -4,6 +4,7 @@ example, the `longitudinal` command end to end, and a generated cohort with hidd
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 
@@ -444,7 +445,8 @@ def test_cli_writes_every_output_with_definitions(tmp_path, repo, capsys):
     out = tmp_path / "tables"
     code = _cli(["longitudinal", "--stats", str(tmp_path / "sample_stats.tsv"),
                  "--status", str(tmp_path / "sample_status.tsv"), "--samples", str(sheet_path),
-                 "--config", str(repo / "config" / "config.yaml"), "--out", str(out)])  # fmt: skip
+                 "--config", str(repo / "config" / "config.yaml"), "--out", str(out),
+                 "--settings", json.dumps({"longitudinal": {"centre": "C07"}})])  # fmt: skip
     assert code == 0
     assert "2 patients, 1 reconstituted, 1 censored" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -493,6 +495,9 @@ def test_cli_writes_every_output_with_definitions(tmp_path, repo, capsys):
     assert export["days_to_reconstitution_or_censoring"].tolist() == [90, 365]
     assert (export["cytopipe_version"] == __version__).all()
     assert export["def_reference_ranges_source"].str.contains("Shearer").all()
+    assert (export["centre"] == "C07").all()  # pooled analyses stratify by it
+    template = hashlib.sha256((repo / "config" / "gating.yaml").read_bytes()).hexdigest()
+    assert (export["gating_template_sha256"] == template).all()
     km = pd.read_csv(out / "km.tsv", sep="\t")
     assert list(km.columns) == KM_COLUMNS
 

@@ -560,28 +560,60 @@ def test_patient_samples_table_links_and_values(cohort, report):
 # ----------------------------------------------------------------------------- sample page
 
 
+QUADRANTS = ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative")
+
+
+def _check_density(fig, plot, outline_name="gate"):
+    heat = fig["data"][0]
+    assert heat["type"] == "heatmap"
+    assert heat["customdata"] == plot["counts"]
+    assert heat["x"] == plot["x_edges"] and heat["y"] == plot["y_edges"]
+    counts = np.asarray(plot["counts"], dtype=float)
+    z = np.array([[np.nan if v is None else v for v in row] for row in heat["z"]])
+    assert np.allclose(z[counts > 0], np.log10(counts[counts > 0]), atol=1e-4)
+    assert np.isnan(z[counts == 0]).all()
+    gate = [d for d in fig["data"] if d.get("name") == outline_name][-1]
+    assert [[x, y] for x, y in zip(gate["x"], gate["y"], strict=True)] == plot["gate"]
+    go.Figure(fig)  # plotly accepts the hand-built figure as valid
+
+
 def test_density_plots_equal_plots_json(cohort, report):
+    """One figure per gate, but the IgD/CD27 quadrants share one with every outline and its
+    percentage; under each, its cuts on the densities they were searched on."""
     sid = "P01-d90"
     plots = json.loads((cohort.results / "samples" / sid / "plots.json").read_text())["plots"]
     figs = figures(read(report / "samples" / f"{sid}.html"))
-    assert len(figs) == len(plots)
-    for fig, plot in zip(figs, plots, strict=True):
-        heat = fig["data"][0]
-        assert heat["type"] == "heatmap"
-        assert heat["customdata"] == plot["counts"]
-        assert heat["x"] == plot["x_edges"] and heat["y"] == plot["y_edges"]
-        counts = np.asarray(plot["counts"], dtype=float)
-        z = np.array([[np.nan if v is None else v for v in row] for row in heat["z"]])
-        assert np.allclose(z[counts > 0], np.log10(counts[counts > 0]), atol=1e-4)
-        assert np.isnan(z[counts == 0]).all()
-        gate = [d for d in fig["data"] if d.get("name") == "gate"][-1]
-        assert [[x, y] for x, y in zip(gate["x"], gate["y"], strict=True)] == plot["gate"]
+    dens = [f for f in figs if f["data"][0]["type"] == "heatmap"]
+    cut_figs = [f for f in figs if f["data"][0]["type"] != "heatmap"]
+    singles = [p for p in plots if p["population"] not in QUADRANTS]
+    quads = [p for p in plots if p["population"] in QUADRANTS]
+    assert len(quads) == 4 and len(dens) == len(singles) + 1
+    quad_fig = next(f for f in dens if "b_naive" in f["layout"]["title"]["text"])
+    for plot in quads:
+        _check_density(quad_fig, plot, outline_name=plot["population"])
+        assert any(
+            n["text"].startswith(plot["population"]) and f"{plot['pct_parent']:.3g}%" in n["text"]
+            for n in quad_fig["layout"]["annotations"]
+        ), plot["population"]
+    for fig, plot in zip([f for f in dens if f is not quad_fig], singles, strict=True):
+        _check_density(fig, plot)
         dashed = [d for d in fig["data"] if d.get("line", {}).get("dash") == "dash"]
         assert len(dashed) == 2 * len(plot.get("extra_gates") or ())
         title = fig["layout"]["title"]["text"]
         assert title.startswith(f"<b>{plot['population']}</b> ({plot['count']:,}, ")
         assert f"{plot['pct_parent']:.3g}% of {plot['parent'] or 'all events'}" in title
-        go.Figure(fig)  # plotly accepts the hand-built figure as valid
+    cuts = {c["name"]: c for p in plots for c in p["cuts"]}
+    assert {"cd3", "cd19", "igd", "cd27"} <= set(cuts)
+    expected = sum(len({c["name"] for c in p["cuts"]}) for p in singles) + len(
+        {c["name"] for p in quads for c in p["cuts"]}
+    )
+    assert len(cut_figs) == expected
+    for fig in cut_figs:
+        name = fig["layout"]["title"]["text"].split(":")[0].removeprefix("<b>")
+        cut = cuts[name]
+        assert fig["data"][0]["y"] == cut["counts"]
+        assert fig["layout"]["shapes"][0]["x0"] == cut["value"]
+        go.Figure(fig)
 
 
 def test_stats_table_equals_stats_tsv(cohort, report):

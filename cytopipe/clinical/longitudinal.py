@@ -44,6 +44,7 @@ def run_longitudinal(
     sheet: pd.DataFrame,
     cfg: Mapping | None = None,
     status: pd.DataFrame | None = None,
+    template_sha256: str = "",
 ) -> LongitudinalResult:
     """All longitudinal tables from the combined sample stats, the sheet and the sample status.
 
@@ -92,12 +93,15 @@ def run_longitudinal(
         "samples_without_stats": missing,
         "definitions": definitions(cfg),
     }
-    export = cohort_export(patients, cfg, failed)
+    export = cohort_export(patients, cfg, failed, template_sha256)
     return LongitudinalResult(pop_stats, states, patients, km, summary, export)
 
 
 def cohort_export(
-    patients: pd.DataFrame, cfg: Mapping, failed: pd.DataFrame | None = None
+    patients: pd.DataFrame,
+    cfg: Mapping,
+    failed: pd.DataFrame | None = None,
+    template_sha256: str = "",
 ) -> pd.DataFrame:
     """One row per patient for pooling across centres, definitions as def_* columns (every
     column is described in results.EXPORT_DICTIONARY, written beside the export)."""
@@ -130,6 +134,8 @@ def cohort_export(
     out["def_lloq_events"] = cfg["limits"]["lloq_events"]
     out["def_limits_source"] = cfg["limits"]["source"]
     out["def_reference_ranges_source"] = cfg["reference_ranges"]["source"]
+    out["centre"] = cfg["centre"]
+    out["gating_template_sha256"] = template_sha256
     out["cytopipe_version"] = __version__
     return out[EXPORT_COLUMNS]
 

@@ -14,7 +14,8 @@ from cytopipe.config import add_settings_arguments, settings_from_args
 def _run(args: argparse.Namespace) -> int:
     from cytopipe.clinical.samplesheet import load_sample_sheet
 
-    cfg = longitudinal_settings(settings_from_args(args), args.config)
+    whole = settings_from_args(args)
+    cfg = longitudinal_settings(whole, args.config)
     sheet = load_sample_sheet(
         args.samples,
         base_dir=args.base_dir,
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     stats = read_tsv(args.stats, "sample statistics")
     status = read_tsv(args.status, "sample status table") if args.status else None
-    result = run_longitudinal(stats, sheet, cfg, status)
+    result = run_longitudinal(stats, sheet, cfg, status, _template_sha256(whole))
     write_outputs(result, args.out)
     summary = result.summary
     median = summary["median_days_to_reconstitution"]
@@ -34,6 +35,19 @@ def _run(args: argparse.Namespace) -> int:
         f"{len(summary['failed_samples'])} failed samples; tables in {args.out}"
     )
     return 0
+
+
+def _template_sha256(cfg) -> str:
+    """The gating template the workflow configured, by content: centres pooling their exports
+    see whether they gated alike ("" when the file cannot be read)."""
+    import hashlib
+
+    from cytopipe.config import project_file
+
+    try:
+        return hashlib.sha256(project_file(cfg["gating"]).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def add_cli(subparsers: Any) -> None:

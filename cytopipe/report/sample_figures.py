@@ -241,3 +241,132 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
         "annotations": notes,
     }
     return {"data": traces, "layout": layout}
+
+
+def cut_figure(cut: Mapping, panel: Mapping[str, str] | None = None) -> dict:
+    """One threshold on the 1-D density it was searched on (the events of its `on` population
+    within its `where` cuts), the cut as a line: valley or fallback, and why, in the title."""
+    edges = np.asarray(cut.get("edges") or [0.0, 1.0], dtype=float)
+    counts = [int(c) for c in cut.get("counts") or []]
+    centers = (0.5 * (edges[:-1] + edges[1:])).round(5).tolist()
+    value = cut.get("value")
+    where = f" where {', '.join(t(w) for w in cut['where'])}" if cut.get("where") else ""
+    how = str(cut.get("method") or "")
+    flag = str(cut.get("flag") or "")
+    title = (
+        f"{t(cut.get('name', ''))}: {how} at {value:.3g}"
+        if is_finite(value)
+        else t(cut.get("name", ""))
+    )
+    lines = [
+        f"<b>{title}</b>",
+        f"{t(cut.get('dim', ''))} on {t(cut.get('on', ''))}{where} ({int(cut.get('events') or 0):,} events)",
+    ]
+    if flag:
+        lines.append(t(flag if len(flag) <= 90 else flag[:89] + "…"))
+    traces: list[dict] = [
+        {
+            "type": "scatter",
+            "x": centers,
+            "y": counts,
+            "mode": "lines",
+            "line": {"color": "#495057", "width": 1.2, "shape": "hvh"},
+            "fill": "tozeroy",
+            "fillcolor": "rgba(73,80,87,0.15)",
+            "hovertemplate": f"{t(cut.get('dim', ''))} %{{x:.3f}}: %{{y}} events<extra></extra>",
+            "name": "events",
+        }
+    ]
+    shapes = []
+    if is_finite(value):
+        colour = "#000000" if how == "valley" else "#b35806"
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": value, "x1": value,
+                       "y0": 0, "y1": 1, "line": {"color": colour, "width": 2, "dash": "dash"}})  # fmt: skip
+    layout = {
+        "title": {
+            "text": "<br>".join(lines),
+            "x": 0.01,
+            "xanchor": "left",
+            "y": 0.97,
+            "yanchor": "top",
+            "font": {"size": 10},
+        },  # fmt: skip
+        "font": FONT,
+        "height": 190 if flag else 170,
+        "margin": {"l": 60, "r": 10, "t": 58 if flag else 44, "b": 30},
+        "plot_bgcolor": "#ffffff",
+        "paper_bgcolor": "#ffffff",
+        "xaxis": {
+            "title": {"text": axis_label(str(cut.get("dim", "")), panel), "font": {"size": 10}},
+            "range": [json_number(edges[0]), json_number(edges[-1])],
+            "showgrid": False,
+            "zeroline": False,
+            "linecolor": "#adb5bd",
+            "ticks": "outside",
+        },  # fmt: skip
+        "yaxis": {
+            "type": "log",
+            "title": {"text": "events", "font": {"size": 10}},
+            "showgrid": False,
+            "linecolor": "#adb5bd",
+            "rangemode": "tozero",
+        },  # fmt: skip
+        "showlegend": False,
+        "shapes": shapes,
+    }
+    return {"data": traces, "layout": layout}
+
+
+QUADRANT_MIN = 3  # gates sharing parent and axes drawn on one plot (IgD/CD27 quadrants)
+
+
+def shared_plots(plots: Sequence[Mapping]) -> list[list[Mapping]]:
+    """The sample's plots in order, those of rectangles that share a parent and both axes
+    (the IgD/CD27 quadrants) grouped: one plot with every outline and its percentage says more
+    than four plots of the same density."""
+    groups: dict[tuple, list[Mapping]] = {}
+    order: list[tuple] = []
+    for p in plots:
+        key = (p.get("parent"), p.get("x"), p.get("y"))
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(p)
+    out: list[list[Mapping]] = []
+    for key in order:
+        members = groups[key]
+        if len(members) >= QUADRANT_MIN:
+            out.append(members)
+        else:
+            out.extend([m] for m in members)
+    return out
+
+
+def quadrant_figure(plots: Sequence[Mapping], panel: Mapping[str, str] | None = None) -> dict:
+    """Gates on one parent density (the IgD/CD27 quadrants): every outline, each labelled with
+    its population and % of the parent where its region is."""
+    fig = density_figure(plots[0], panel)
+    fig["data"] = fig["data"][:1]
+    notes = []
+    x_range = plots[0].get("x_range") or [0.0, 1.0]
+    y_range = plots[0].get("y_range") or [0.0, 1.0]
+    for p in plots:
+        fig["data"] += _outline_traces(p.get("gate") or [], str(p.get("population")), "solid")
+        pts = np.asarray([q for q in p.get("gate") or [] if len(q) >= 2], dtype=float)
+        if pts.size == 0:
+            continue
+        cx = float(np.clip(pts[:, 0].mean(), *x_range))
+        cy = float(np.clip(pts[:, 1].mean(), *y_range))
+        pct = p.get("pct_parent")
+        text = (
+            f"{t(p.get('population', ''))}<br>{float(pct):.3g}%"
+            if is_finite(pct)
+            else t(p.get("population", ""))
+        )
+        notes.append({"x": json_number(cx), "y": json_number(cy), "text": text, "showarrow": False,
+                      "font": {"size": 10}, "bgcolor": "rgba(255,255,255,0.8)"})  # fmt: skip
+    parent = str(plots[0].get("parent") or "all events")
+    fig["layout"]["title"]["text"] = f"<b>{t(parent)}</b>: " + ", ".join(
+        t(p.get("population", "")) for p in plots
+    )
+    fig["layout"]["annotations"] = notes
+    return fig

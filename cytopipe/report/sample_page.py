@@ -20,7 +20,13 @@ from cytopipe.report.figure_style import population_name
 from cytopipe.report.formatting import fmt_number, plain
 from cytopipe.report.page_parts import frame
 from cytopipe.report.render import FigureCounter, Unavailable, render
-from cytopipe.report.sample_figures import density_figure, qc_timeline_figure
+from cytopipe.report.sample_figures import (
+    cut_figure,
+    density_figure,
+    qc_timeline_figure,
+    quadrant_figure,
+    shared_plots,
+)
 from cytopipe.report.tables import Column, badge, key_values, link, table
 from cytopipe.results import SAMPLE_PLOTS, SAMPLE_RECORD, SAMPLE_STATS
 
@@ -199,13 +205,18 @@ def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
         why = "the sample failed" if sample.failed else f"{SAMPLE_PLOTS} is missing or has no plots"
         return {"unavailable": Unavailable("Density plots", why)}
     panel = sample.record.get("panel") if isinstance(sample.record.get("panel"), Mapping) else {}
-    return {
-        "unavailable": None,  # (population, figure): each in a box the cohort page links to
-        "plots": [
-            (str(p.get("population", "")), figs.embed(density_figure(p, panel)))
-            for p in sample.plots
-        ],
-    }
+    boxes = []  # one box per plot; the cohort page links to gate-<population>
+    for group in shared_plots(sample.plots):
+        pops = [str(p.get("population", "")) for p in group]
+        main = density_figure(group[0], panel) if len(group) == 1 else quadrant_figure(group, panel)
+        seen, cuts = set(), []
+        for p in group:
+            for c in p.get("cuts") or ():
+                if c.get("name") not in seen:
+                    seen.add(c.get("name"))
+                    cuts.append(figs.embed(cut_figure(c, panel), css="plot cut"))
+        boxes.append({"populations": pops, "figure": figs.embed(main), "cuts": cuts})
+    return {"unavailable": None, "boxes": boxes}
 
 
 STATS_COLUMNS = [

@@ -13,6 +13,19 @@
       var key=(p.customdata&&p.customdata.length)?p.customdata[0]:p.y;
       if(links[key])window.location.href=links[key];});})(div,links);}
   }
+  // a figure drawn inside closed <details> has no width: size it when it opens; a gate
+  // reached by its link (#gate-...) opens the densities its cuts were searched on
+  var details=document.querySelectorAll('details');
+  for(var d=0;d<details.length;d++){details[d].addEventListener('toggle',function(ev){
+    if(!ev.target.open||typeof Plotly==='undefined')return;
+    var figs=ev.target.querySelectorAll('div.js-fig');
+    for(var f=0;f<figs.length;f++)Plotly.Plots.resize(figs[f]);});}
+  function openTarget(){
+    var el=location.hash&&document.getElementById(location.hash.slice(1));
+    var box=el&&el.closest&&el.closest('.gate');
+    var cuts=box&&box.querySelector('details.cuts');
+    if(cuts)cuts.open=true;}
+  openTarget();window.addEventListener('hashchange',openTarget);
   // tells automated checks (and the browser test) that every figure has been drawn
   Promise.all(drawn).then(function(){document.body.setAttribute('data-plots-drawn',drawn.length);});
   var tables=document.querySelectorAll('table.sortable');
