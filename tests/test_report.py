@@ -616,6 +616,21 @@ def test_density_plots_equal_plots_json(cohort, report):
         go.Figure(fig)
 
 
+def test_hierarchy_sidebar_links_every_gate_at_its_depth(cohort, report):
+    sid = "P01-d90"
+    plots = json.loads((cohort.results / "samples" / sid / "plots.json").read_text())["plots"]
+    page = read(report / "samples" / f"{sid}.html")
+    start = page.index('<nav class="hierarchy"')
+    nav = page[start : page.index("</nav>", start)]
+    items = re.findall(r'padding-left:([\d.]+)em"><a href="#gate-([^"]+)">', nav)
+    assert [pop for _, pop in items] == [p["population"] for p in plots]
+    depth = {pop: float(pad) for pad, pop in items}
+    assert depth["cells"] == 0 and depth["lymphocytes"] > depth["leukocytes"] > depth["cells"]
+    assert depth["b_naive"] == pytest.approx(depth["b_cd20pos"] + 0.8)
+    for pop in depth:  # every link lands on a gate box or an anchor inside one
+        assert f'id="gate-{pop}"' in page
+
+
 def test_stats_table_equals_stats_tsv(cohort, report):
     sid = "P01-d90"
     stats = pd.read_csv(cohort.results / "samples" / sid / "stats.tsv", sep="\t")

@@ -216,7 +216,26 @@ def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
                     seen.add(c.get("name"))
                     cuts.append(figs.embed(cut_figure(c, panel), css="plot cut"))
         boxes.append({"populations": pops, "figure": figs.embed(main), "cuts": cuts})
-    return {"unavailable": None, "boxes": boxes}
+    return {"unavailable": None, "boxes": boxes, "hierarchy": _hierarchy(sample.plots)}
+
+
+def _hierarchy(plots) -> list[dict]:
+    """The gating hierarchy as an indented list (population, depth, count, % of parent), in
+    the template's order: a sidebar to jump to any gate."""
+    parents = {str(p.get("population")): str(p.get("parent") or "") for p in plots}
+
+    def depth(pop: str) -> int:
+        d, seen = 0, set()
+        while parents.get(pop) and pop not in seen:
+            seen.add(pop)
+            pop, d = parents[pop], d + 1
+        return d
+
+    return [
+        {"population": str(p.get("population")), "depth": depth(str(p.get("population"))),
+         "count": p.get("count"), "pct": p.get("pct_parent")}
+        for p in plots
+    ]  # fmt: skip
 
 
 STATS_COLUMNS = [
