@@ -370,3 +370,25 @@ def test_patient_summary_prints_on_one_page(report_dir: Path, browser: Browser):
         )
         pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
         assert pages == 1, (path.name, pages)
+
+
+def test_a_gate_reached_by_its_link_shows_where_its_cuts_were_searched(
+    report_dir: Path, browser: Browser
+):
+    """Issue 19 item 8: the cohort page links a gate to review to samples/<sid>.html#gate-<pop>;
+    there the gate's box is framed and its cut densities open, drawn at full width (the IgD/CD27
+    quadrants share one box: b_naive is an anchor inside it)."""
+    page = sorted((report_dir / "samples").glob("*.html"))[0]
+    state, events = browser.load(page.as_uri() + "#gate-b_naive")
+    assert not problems(events), problems(events)
+    facts = browser.evaluate(
+        """(() => { const box = document.getElementById('gate-b_naive').closest('.gate');
+           const cuts = box.querySelector('details.cuts');
+           const figs = Array.from(cuts.querySelectorAll('div.js-fig'));
+           const outline = getComputedStyle(box.querySelector(':scope > figure')).outlineStyle;
+           return {open: cuts.open, widths: figs.map(f => f.getBoundingClientRect().width),
+                   outline: outline, quadrants: box.querySelectorAll('.anchor').length}; })()"""
+    )
+    assert facts["open"] and facts["widths"], facts
+    assert min(facts["widths"]) > 200, facts  # resized when opened, not drawn at zero width
+    assert facts["outline"] == "solid" and facts["quadrants"] == 3, facts
