@@ -287,13 +287,14 @@ def cut_figure(cut: Mapping, panel: Mapping[str, str] | None = None) -> dict:
             "text": "<br>".join(lines),
             "x": 0.01,
             "xanchor": "left",
-            "y": 0.97,
+            "y": 0.99,
+            "pad": {"t": 8},
             "yanchor": "top",
             "font": {"size": 10},
         },  # fmt: skip
         "font": FONT,
-        "height": 190 if flag else 170,
-        "margin": {"l": 60, "r": 10, "t": 58 if flag else 44, "b": 30},
+        "height": 200 if flag else 180,
+        "margin": {"l": 60, "r": 10, "t": 66 if flag else 52, "b": 34},
         "plot_bgcolor": "#ffffff",
         "paper_bgcolor": "#ffffff",
         "xaxis": {
@@ -342,31 +343,35 @@ def shared_plots(plots: Sequence[Mapping]) -> list[list[Mapping]]:
 
 
 def quadrant_figure(plots: Sequence[Mapping], panel: Mapping[str, str] | None = None) -> dict:
-    """Gates on one parent density (the IgD/CD27 quadrants): every outline, each labelled with
-    its population and % of the parent where its region is."""
+    """Gates on one parent density (the IgD/CD27 quadrants): every outline, and each
+    population's name and % of the parent in its outer corner, away from the cells."""
     fig = density_figure(plots[0], panel)
     fig["data"] = fig["data"][:1]
+    x_range = [float(v) for v in plots[0].get("x_range") or [0.0, 1.0]]
+    y_range = [float(v) for v in plots[0].get("y_range") or [0.0, 1.0]]
+    outlines = [
+        np.asarray([q for q in p.get("gate") or [] if len(q) >= 2], dtype=float) for p in plots
+    ]
+    centres = [o.mean(axis=0) for o in outlines if o.size]
+    cross = np.mean(centres, axis=0) if centres else np.array([0.5, 0.5])
     notes = []
-    x_range = plots[0].get("x_range") or [0.0, 1.0]
-    y_range = plots[0].get("y_range") or [0.0, 1.0]
-    for p in plots:
+    for p, pts in zip(plots, outlines, strict=True):
         fig["data"] += _outline_traces(p.get("gate") or [], str(p.get("population")), "solid")
-        pts = np.asarray([q for q in p.get("gate") or [] if len(q) >= 2], dtype=float)
         if pts.size == 0:
             continue
-        cx = float(np.clip(pts[:, 0].mean(), *x_range))
-        cy = float(np.clip(pts[:, 1].mean(), *y_range))
+        right, top = pts.mean(axis=0) > cross
         pct = p.get("pct_parent")
-        text = (
-            f"{t(p.get('population', ''))}<br>{float(pct):.3g}%"
-            if is_finite(pct)
-            else t(p.get("population", ""))
-        )
-        notes.append({"x": json_number(cx), "y": json_number(cy), "text": text, "showarrow": False,
-                      "font": {"size": 10}, "bgcolor": "rgba(255,255,255,0.8)"})  # fmt: skip
+        name = t(p.get("population", ""))
+        notes.append({
+            "x": json_number(x_range[1] if right else x_range[0]),
+            "y": json_number(y_range[1] if top else y_range[0]),
+            "xanchor": "right" if right else "left", "yanchor": "top" if top else "bottom",
+            "text": f"{name}<br><b>{float(pct):.3g}%</b>" if is_finite(pct) else name,
+            "showarrow": False, "font": {"size": 10}, "bgcolor": "rgba(255,255,255,0.85)",
+            "align": "right" if right else "left",
+        })  # fmt: skip
     parent = str(plots[0].get("parent") or "all events")
-    fig["layout"]["title"]["text"] = f"<b>{t(parent)}</b>: " + ", ".join(
-        t(p.get("population", "")) for p in plots
-    )
+    names = ", ".join(t(p.get("population", "")) for p in plots)
+    fig["layout"]["title"]["text"] = f"<b>{t(parent)}</b>: {names}"
     fig["layout"]["annotations"] = notes
     return fig
