@@ -498,6 +498,7 @@ def test_cli_writes_every_output_with_definitions(tmp_path, repo, capsys):
     assert (export["centre"] == "C07").all()  # pooled analyses stratify by it
     template = hashlib.sha256((repo / "config" / "gating.yaml").read_bytes()).hexdigest()
     assert (export["gating_template_sha256"] == template).all()
+    assert summary["definitions"]["gating_template"] == f"sha256 {template[:12]}"  # on summaries
     km = pd.read_csv(out / "km.tsv", sep="\t")
     assert list(km.columns) == KM_COLUMNS
 

@@ -91,7 +91,10 @@ def run_longitudinal(
         "failed_samples": _records(failed, ["sample_id", "patient_id", "stage", "error"]),
         "excluded_failed_qc": qc_excluded,
         "samples_without_stats": missing,
-        "definitions": definitions(cfg),
+        "definitions": {
+            **definitions(cfg),
+            **({"gating_template": f"sha256 {template_sha256[:12]}"} if template_sha256 else {}),
+        },
     }
     export = cohort_export(patients, cfg, failed, template_sha256)
     return LongitudinalResult(pop_stats, states, patients, km, summary, export)
