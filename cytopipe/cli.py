@@ -22,6 +22,7 @@ from cytopipe.commands import (
     ingest,
     learn,
     longitudinal,
+    pool,
     report,
     sample,
     settings,
@@ -31,7 +32,8 @@ from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, envi
 
 # Command modules, in the order `--help` lists their subcommands.
 COMMANDS = (
-    synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, report, settings, check
+    synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, pool, report, settings,
+    check,
 )  # fmt: skip
 
 

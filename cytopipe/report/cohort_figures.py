@@ -252,8 +252,8 @@ def km_figure(
         high = pd.to_numeric(km["still_aplastic_high"], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(low) & np.isfinite(high)
         if ok.any():
-            hx, hy = _steps(day[ok], high[ok])
-            lx, ly = _steps(day[ok], low[ok])
+            hx, hy = steps(day[ok], high[ok])
+            lx, ly = steps(day[ok], low[ok])
             fig.add_scatter(  # the band: the high steps out, the low steps back
                 name="95% confidence band",
                 x=hx + lx[::-1],
@@ -336,7 +336,7 @@ def km_figure(
     return styled(fig)
 
 
-def _steps(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+def steps(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
     """A right-continuous step function as explicit corners (each value held to the next x)."""
     xs, ys = [], []
     for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
