@@ -46,9 +46,19 @@ def km_by_centre_figure(curves: Mapping[str, pd.DataFrame], test: Mapping) -> go
         else "log-rank test: needs two centres with reconstitutions"
     )
     fig.update_layout(
-        base_layout(height=440, showlegend=True, margin=dict(l=70, r=20, t=40, b=50),
-                    legend=dict(orientation="v", x=1.0, xanchor="right", y=0.98, yanchor="top",
-                                bgcolor="rgba(255,255,255,0.85)")),  # fmt: skip
+        base_layout(
+            height=440,
+            showlegend=True,
+            margin=dict(l=70, r=20, t=40, b=50),
+            legend=dict(
+                orientation="v",
+                x=1.0,
+                xanchor="right",
+                y=0.98,
+                yanchor="top",
+                bgcolor="rgba(255,255,255,0.85)",
+            ),
+        ),  # fmt: skip
         xaxis=dict(title="days since CAR-T infusion", rangemode="tozero"),
         yaxis=dict(title="fraction still in B-cell aplasia", range=[0, 1.05]),
         annotations=[
