@@ -183,3 +183,30 @@ def test_bad_workspaces_are_gating_errors(shared_data, tmp_path):
     wsp = shared_data / "flowkit" / WORKSPACES[1]
     with pytest.raises(GatingError, match="no sample 'other.fcs'"):
         read_flowjo_workspace(wsp, ["other.fcs"])
+
+
+def test_apply_gates_takes_a_flowjo_workspace(shared_data, tmp_path, capsys):
+    """`cytopipe apply-gates WORKSPACE.wsp FILE.fcs`: the sample named like the file, its gates
+    evaluated as the workspace holds them (FlowJo's stored counts), one column per gate; an
+    unknown sample is a one-line error naming the samples there are."""
+    import pandas as pd
+
+    from cytopipe import cli
+
+    wsp = shared_data / "flowkit" / WORKSPACES[4]
+    sid = next(iter(flowjo_stored_counts(wsp)))
+    out = tmp_path / "m.parquet"
+    assert cli.main(["apply-gates", str(wsp), str(wsp.parent / sid), "--out", str(out)]) == 0
+    masks = pd.read_parquet(out)
+    expected = apply_flowjo_workspace(wsp, wsp.parent / sid, sid)
+    assert set(masks.columns) == set(expected) and len(masks.columns) >= 2
+    for name, mask in expected.items():
+        assert np.array_equal(masks[name].to_numpy(), mask), name
+    stored = flowjo_stored_counts(wsp)[sid]
+    for path, count in stored.items():
+        if count >= 0:
+            assert int(masks[path.split("/")[-1]].sum()) == count, path
+    code = cli.main(["apply-gates", str(wsp), str(wsp.parent / sid), "--out", str(out),
+                     "--sample", "nope.fcs"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "no sample 'nope.fcs'" in err and sid in err and "Traceback" not in err

@@ -1,8 +1,10 @@
-"""`cytopipe apply-gates`: apply an agreed Gating-ML 2.0 strategy to one FCS file.
+"""`cytopipe apply-gates`: apply an agreed Gating-ML 2.0 strategy, or a sample's gates in a
+FlowJo 10 workspace, to one FCS file.
 
-A core facility runs this over a batch with the same XML; the output has one boolean column
-per population in the strategy and one row per event in file order, so it joins with any
-per-event export of the same file. Large files are gated in chunks of events.
+A core facility runs this over a batch with the same XML (or the workspace a scientist reviewed
+in FlowJo); the output has one boolean column per population in the strategy and one row per
+event in file order, so it joins with any per-event export of the same file. Large files are
+gated in chunks of events.
 """
 
 from __future__ import annotations
@@ -42,15 +44,28 @@ def apply_gates(
     fcs_path: str | os.PathLike,
     *,
     chunk_events: int = DEFAULT_CHUNK,
+    sample_id: str | None = None,
 ) -> tuple[Strategy, dict[str, np.ndarray]]:
-    """Strategy and its population masks on one file; any bad input is a GatingError/FcsError."""
-    strategy = read_gatingml(strategy_path)
+    """Strategy and its population masks on one file; any bad input is a GatingError/FcsError.
+
+    A FlowJo workspace (.wsp) holds gates per sample: `sample_id` names the workspace's sample
+    (default: the FCS file's name, as FlowJo names samples)."""
+    strategy = read_strategy(strategy_path, sample_id or os.path.basename(fcs_path))
     if not strategy.gates:
-        raise GatingError("the Gating-ML document defines no gates", path=strategy_path)
+        raise GatingError("the gating document defines no gates", path=strategy_path)
     src = read_events(fcs_path)
     src.path = os.fspath(fcs_path)
     masks = apply_strategy_chunked(strategy, src, chunk_events)
     return strategy, masks
+
+
+def read_strategy(path: str | os.PathLike, sample_id: str) -> Strategy:
+    """Gating-ML 2.0, or one sample's gates of a FlowJo workspace (by file suffix)."""
+    if str(path).lower().endswith(".wsp"):
+        from cytopipe.gating.flowjo import read_flowjo_workspace
+
+        return read_flowjo_workspace(path, [sample_id])[sample_id]
+    return read_gatingml(path)
 
 
 ROW_GROUP_EVENTS = 1 << 20
@@ -76,7 +91,9 @@ def write_masks(path: str | os.PathLike, strategy: Strategy, masks: dict[str, np
 
 
 def _cmd_apply_gates(args: argparse.Namespace) -> int:
-    strategy, masks = apply_gates(args.strategy, args.fcs, chunk_events=args.chunk_events)
+    strategy, masks = apply_gates(
+        args.strategy, args.fcs, chunk_events=args.chunk_events, sample_id=args.sample
+    )
     write_masks(args.out, strategy, masks)
     if args.stats:
         write_tsv(args.stats, pd.DataFrame(strategy_stats(strategy, masks)))
@@ -86,13 +103,17 @@ def _cmd_apply_gates(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "apply-gates",
-        help="apply a Gating-ML 2.0 strategy (with its compensation and transforms) to an FCS file",
+        help="apply a Gating-ML 2.0 strategy or a FlowJo workspace's gates to an FCS file",
         description=(
             "Writes one boolean column per gate id (and quadrant id), one row per event in file "
             "order. Compensation refs: 'FCS' uses the file's own spillover."
         ),
     )
-    p.add_argument("strategy", help="Gating-ML 2.0 XML file")
+    p.add_argument("strategy", help="Gating-ML 2.0 XML file, or a FlowJo 10 workspace (.wsp)")
+    p.add_argument(
+        "--sample",
+        help="the workspace sample whose gates to apply (default: the FCS file's name)",
+    )
     p.add_argument("fcs", help="FCS file")
     p.add_argument("--out", required=True, help="output Parquet of gate memberships")
     p.add_argument("--stats", help="also write a TSV: gate_id, parent, count, pct_parent")
