@@ -265,6 +265,13 @@ PATIENT_COLUMNS = [
     "flag_memory_return",
     "flag_memory_return_day",
     "flags",
+    # CAR-T kinetics (cytopipe.clinical.car_kinetics; empty without a CAR channel)
+    "car_t_samples",
+    "car_t_cmax_per_ul",
+    "car_t_tmax_day",
+    "car_t_auc_0_28",
+    "car_t_auc_end_day",
+    "car_t_last_detected_day",
 ]
 
 # km.tsv: the Kaplan-Meier table (cytopipe.clinical.kaplan_meier)
@@ -296,6 +303,11 @@ EXPORT_DICTIONARY = {
     "last_followup_day": "last classifiable post-infusion day",
     "phenotype_at_return": "dominant B-cell class at reconstitution",
     "flags": "notes on the patient's course (blips, unconfirmed reconstitution, memory return)",
+    "car_t_cmax_per_ul": "CAR+ T cells: highest cells/uL of a post-infusion sample (Cmax)",
+    "car_t_tmax_day": "CAR+ T cells: day of Cmax (Tmax)",
+    "car_t_auc_0_28": "CAR+ T cells: area under cells/uL from day 0 to 28 (trapezoidal; cells/uL x days)",
+    "car_t_auc_end_day": "day the AUC ends: 28, or the last sample before day 28",
+    "car_t_last_detected_day": "CAR+ T cells: last post-infusion day with at least the LOD in events (persistence)",
     "def_aplasia_pct_lymphocytes": "aplasia threshold, % of lymphocytes",
     "def_aplasia_cells_per_ul": "aplasia threshold, cells/uL",
     "def_baseline_rule": "which samples are the baseline",
@@ -342,6 +354,10 @@ WHOLE_NUMBER_COLUMNS = frozenset(
         "last_aplastic_day",
         "n_failed_samples",
         "days_to_reconstitution_or_censoring",
+        "car_t_samples",
+        "car_t_tmax_day",
+        "car_t_auc_end_day",
+        "car_t_last_detected_day",
         "at_risk",
         "events",
         "censored",

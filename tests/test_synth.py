@@ -248,7 +248,8 @@ def test_truth_masks_follow_the_gating_hierarchy():
         "live": set(POPULATIONS) - {"debris", "doublet", "dead"},
         "leukocytes": set(LEUKOCYTES),
         "lymphocytes": set(LYMPHOCYTES),
-        "t_cells": {"t_cell"},
+        "t_cells": {"t_cell", "car_t"},  # CAR+ T cells are T cells
+        "car_t": {"car_t"},
         "b_cells": set(B_SUBSETS),
         "b_cd20pos": set(B_SUBSETS) - {"plasmablast"},
         "b_cd20neg": {"plasmablast"},
@@ -265,6 +266,7 @@ def test_truth_masks_follow_the_gating_hierarchy():
         ("lymphocytes", "leukocytes"),
         ("b_cells", "lymphocytes"),
         ("t_cells", "lymphocytes"),
+        ("car_t", "t_cells"),
         ("b_naive", "b_cd20pos"),
         ("plasmablasts", "b_cd20neg"),
     ]:

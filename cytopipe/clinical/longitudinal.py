@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cytopipe import __version__
+from cytopipe.clinical.car_kinetics import COLUMNS as CAR_COLUMNS
+from cytopipe.clinical.car_kinetics import car_kinetics
 from cytopipe.clinical.counts import COUNT_INPUTS, add_absolute_counts
 from cytopipe.clinical.definitions import confirmation_rule, definitions, validate_config
 from cytopipe.clinical.kaplan_meier import km_median, km_table
@@ -70,6 +72,10 @@ def run_longitudinal(
     states = assign_states(samples, cfg)
     patient_info = patient_info_from_sheet(sheet)
     patients = summarize_patients(states, cfg, patient_info)
+    kinetics = car_kinetics(used, cfg["limits"]["lod_events"])
+    patients = patients.drop(columns=CAR_COLUMNS, errors="ignore").merge(
+        kinetics, on="patient_id", how="left"
+    )[PATIENT_COLUMNS]
     km, excluded = km_table(patients)
     with_stats = set(stats["sample_id"])
     missing = [

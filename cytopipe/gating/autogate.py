@@ -278,6 +278,13 @@ def anchor_limits(
         edge = pick(float(np.quantile(r, 1 - fq if below else fq)) for r in refs)
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        peak = None
+        if "fallback_sd" in anchor or "min_sd" in anchor:
+            peak = majority_peak(x, bandwidth)
+            if peak is not None:  # the window may hold the minority's near side: start
+                # no further out than min_sd SDs of the sample's own majority peak
+                near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
+                start = min(start, near - gap) if not below else max(start, near + gap)
         if anchor.get("fallback") == "support" and not below:
             start = start + gap
             shoulder = find_shoulder(x, bandwidth, start)
@@ -285,11 +292,6 @@ def anchor_limits(
                 return start, shoulder, f"shoulder at {shoulder:.2f}"
             return start, max(support_end(x, bandwidth, start), edge + fgap), "end of the events"
         if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
-            peak = majority_peak(x, bandwidth)
-            if peak is not None:  # the window may hold the minority's near side: start
-                # no further out than min_sd SDs of the sample's own majority peak
-                near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
-                start = min(start, near - gap) if not below else max(start, near + gap)
             shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
             if shoulder is not None:
                 return start + sign * gap, sign * shoulder, f"shoulder at {sign * shoulder:.2f}"

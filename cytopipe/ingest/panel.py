@@ -64,9 +64,10 @@ def parse_panel(raw: object, source: str | os.PathLike | None = None) -> Panel:
 def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict[str, int]:
     """Map canonical marker -> channel index. Unmatched markers are absent from the result.
 
-    Order of evidence: an alias equal to $PnS, an alias equal to $PnN, then a $PnS whose first
-    token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B", "TCRb BV421" for
-    CD3 in a mouse panel). A channel is used for one marker only, so a detector alias cannot
+    Order of evidence: an alias equal to $PnS, an alias equal to $PnN, a $PnS that starts with a
+    multi-word alias ("CD19 CAR-detect BV786" is the CAR detection reagent, not CD19), then a
+    $PnS whose first token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B",
+    "TCRb BV421" for CD3 in a mouse panel). A channel is used for one marker only, so a detector alias cannot
     steal a channel whose stain label named another marker.
     """
     norm_pns = [_norm(s) for s in pns]
@@ -88,8 +89,14 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
 
     claim(norm_pns, lambda m, keys, label: label in keys)
     claim(norm_pnn, lambda m, keys, label: label in keys)
+    claim(norm_pns, lambda m, keys, label: any(_starts_with(label, k) for k in keys if " " in k))
     claim(first_token, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
+
+
+def _starts_with(label: str, alias: str) -> bool:
+    """`label` is `alias` followed by more words ("cd19 car-detect bv786" after "cd19 car")."""
+    return label.startswith(alias) and label[len(alias) : len(alias) + 1] in (" ", "-", ";", "_")
 
 
 def describe_channels(pnn: Sequence[str], pns: Sequence[str]) -> str:

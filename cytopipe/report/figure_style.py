@@ -61,6 +61,7 @@ POPULATION_NAMES = {
     "b_switched_memory": "Switched memory B (IgD− CD27+)",
     "b_double_negative": "Double-negative B (IgD− CD27−)",
     "b_transitional": "Transitional B (CD24hi CD38hi)",
+    "car_t": "CAR+ T cells (CD3+ CAR+)",
 }
 
 

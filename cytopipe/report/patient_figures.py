@@ -605,3 +605,82 @@ def plasmablast_figure(
         )
     )
     return styled(fig)
+
+
+CAR_COLOR = "#D55E00"  # Okabe-Ito vermillion: the infused cells, apart from the B-cell states
+
+
+def car_t_figure(
+    car: pd.DataFrame,
+    states: pd.DataFrame,
+    *,
+    lod_events: float | None = None,
+    patient: Mapping | None = None,
+    threshold_per_ul: float | None = None,
+) -> go.Figure:
+    """CAR+ T cells per µL (top) over the B cells per µL (bottom), one time axis: expansion,
+    contraction and persistence read beside aplasia and reconstitution. Samples with fewer CAR+
+    events than the LOD are drawn as "not detected" at the bottom of the axis; Cmax/Tmax and
+    the last detected day from patients.tsv are marked."""
+    car = car.sort_values("day", kind="stable")
+    frame = states.sort_values("day", kind="stable")
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+        subplot_titles=("CAR+ T cells per µL", "CD19+ B cells per µL"),
+    )  # fmt: skip
+    day = pd.to_numeric(car["day"], errors="coerce").to_numpy(dtype=float)
+    per_ul = pd.to_numeric(car["cells_per_ul"], errors="coerce").to_numpy(dtype=float)
+    events = pd.to_numeric(car["count"], errors="coerce").to_numpy(dtype=float)
+    below = events < (lod_events or 0)
+    floor = log_floor(per_ul[~below & (per_ul > 0)]) if (~below & (per_ul > 0)).any() else 0.01
+    shown = np.where(below | ~(per_ul > 0), floor, per_ul)
+    fig.add_scatter(
+        name="CAR+ T cells/µL", x=[float(d) for d in day], y=[json_number(v) for v in shown],
+        mode="lines+markers", line=dict(color=CAR_COLOR, width=2),
+        marker=dict(size=9, color=[("#ffffff" if b else CAR_COLOR) for b in below],
+                    symbol=["triangle-down" if b else "circle" for b in below],
+                    line=dict(color=CAR_COLOR, width=2)),
+        customdata=[[str(s), int(e) if np.isfinite(e) else None, sig(v, 2) if np.isfinite(v) else "—",
+                     "not detected (< LOD)" if b else ""]
+                    for s, e, v, b in zip(car["sample_id"], events, per_ul, below, strict=True)],
+        hovertemplate="%{customdata[0]}, day %{x}<br>%{customdata[2]} cells/µL "
+        "(%{customdata[1]} events) %{customdata[3]}<extra></extra>",
+        row=1, col=1,
+    )  # fmt: skip
+    notes = []
+    row = patient or {}
+    if is_finite(row.get("car_t_cmax_per_ul")) and is_finite(row.get("car_t_tmax_day")):
+        notes.append(dict(
+            x=float(row["car_t_tmax_day"]), y=math.log10(max(float(row["car_t_cmax_per_ul"]), 1e-3)),
+            xref="x", yref="y", text=f"Cmax {sig(row['car_t_cmax_per_ul'], 3)}/µL, day {short_number(row['car_t_tmax_day'])}",
+            showarrow=True, arrowhead=2, ax=40, ay=-25, font=dict(size=11),
+        ))  # fmt: skip
+    if is_finite(row.get("car_t_last_detected_day")):
+        fig.add_vline(x=float(row["car_t_last_detected_day"]), line=dict(color=CAR_COLOR, dash="dot", width=1),
+                      annotation_text="last detected", annotation_position="top right", row=1, col=1)  # fmt: skip
+    b_day = pd.to_numeric(frame["day"], errors="coerce").to_numpy(dtype=float)
+    b_ul = pd.to_numeric(frame["b_cells_per_ul"], errors="coerce").to_numpy(dtype=float)
+    b_floor = log_floor(b_ul, [threshold_per_ul] if threshold_per_ul else [])
+    fig.add_scatter(
+        name="B cells/µL", x=[float(d) for d in b_day],
+        y=[json_number(v if v > 0 else b_floor) if np.isfinite(v) else None for v in b_ul],
+        mode="lines+markers", line=dict(color="#adb5bd", width=1.5),
+        marker=dict(size=8, color=[STATE_COLORS.get(s, "#495057") for s in frame["state"]]),
+        customdata=[[str(s), STATE_LABELS.get(st, st)] for s, st in zip(frame["sample_id"], frame["state"], strict=True)],
+        hovertemplate="%{customdata[0]}, day %{x}: %{y:.3g} B cells/µL<br>%{customdata[1]}<extra></extra>",
+        row=2, col=1,
+    )  # fmt: skip
+    if threshold_per_ul:
+        fig.add_hline(
+            y=float(threshold_per_ul),
+            line=dict(color="#495057", dash="dash", width=1),
+            row=2,
+            col=1,
+        )
+    fig.update_yaxes(type="log", title="cells/µL", row=1, col=1)
+    fig.update_yaxes(type="log", title="cells/µL", row=2, col=1)
+    fig.update_xaxes(title="days since CAR-T infusion", row=2, col=1)
+    fig.add_vline(x=0, line=dict(color="#495057", dash="dot", width=1))
+    fig.update_layout(base_layout(height=520, showlegend=False, margin=dict(l=70, r=20, t=40, b=50)),
+                      annotations=[*fig.layout.annotations, *notes])  # fmt: skip
+    return fig

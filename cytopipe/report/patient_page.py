@@ -27,6 +27,7 @@ from cytopipe.report.page_parts import (
 from cytopipe.report.patient_figures import (
     FEW_B_CELLS,
     b_cell_figure,
+    car_t_figure,
     cd20_figure,
     composition_figure,
     plasmablast_figure,
@@ -60,7 +61,7 @@ def patient_page(report: Report, pid: str) -> str:
         bands = (defs.get("reference_ranges") or {}).get("bands") or []
         age = prow.get("age_at_infusion") if prow else None
         pct, per_ul = defs.get("aplasia_pct_lymphocytes"), defs.get("aplasia_cells_per_ul")
-        counts = _plasmablast_counts(res.table("population_stats"), pid)
+        counts = _population_rows(res.table("population_stats"), pid, "plasmablasts")
         plots = [
             ("bcells", "B cells over time", b_cell_figure, (states,),
              dict(threshold_pct=pct, threshold_per_ul=per_ul, bands=bands,
@@ -82,6 +83,15 @@ def patient_page(report: Report, pid: str) -> str:
             ("plasmablasts", "Plasmablasts", plasmablast_figure, (states, counts, links), {},
              "Marker colour: B-cell state at that timepoint."),
         ]  # fmt: skip
+        car = _population_rows(res.table("population_stats"), pid, "car_t")
+        if car is not None and len(car):
+            plots.insert(1, (
+                "cart", "CAR-T cells beside the B cells", car_t_figure, (car, states),
+                dict(lod_events=report.limit_events[0], patient=prow, threshold_per_ul=per_ul),
+                "CAR+ T cells per µL (gate car_t: CD3+ CAR+) above the B cells per µL, on one "
+                "time axis (log). ▽: fewer CAR+ events than the LOD (not detected). Cmax/Tmax "
+                "and the last detected day as in patients.tsv.",
+            ))  # fmt: skip
         for sid, title, build, args, kw, caption in plots:
             fig = plot_or_unavailable(figs, title, build, *args, caption=caption, **kw)
             data["plots"].append((sid, title, fig))
@@ -96,6 +106,7 @@ def patient_page(report: Report, pid: str) -> str:
     toc = [
         *([("now", "Now")] if data["now"] else []),
         ("bcells", "B cells"),
+        *([("cart", "CAR-T")] if any(p[0] == "cart" for p in data["plots"]) else []),
         ("subsets", "Subsets"),
         ("cd20", "CD20 vs CD19"),
         ("plasmablasts", "Plasmablasts"),
@@ -125,11 +136,12 @@ def patient_row(patients: pd.DataFrame | None, pid: str) -> dict | None:
     return records(rows)[0] if rows is not None and len(rows) else None
 
 
-def _plasmablast_counts(pop: pd.DataFrame | None, pid: str) -> pd.DataFrame | None:
+def _population_rows(pop: pd.DataFrame | None, pid: str, population: str) -> pd.DataFrame | None:
+    """A patient's population_stats rows of one population (None: the table lacks them)."""
     rows = rows_for(pop, pid)
     if rows is None or "population" not in rows or "cells_per_ul" not in rows:
         return None
-    return rows[rows["population"] == "plasmablasts"]
+    return rows[rows["population"] == population]
 
 
 def _patient_summary(row: Mapping | None, pid: str) -> dict:
@@ -157,6 +169,14 @@ def _patient_summary(row: Mapping | None, pid: str) -> dict:
     ):
         if key in row:
             pairs.append((f"{label} (fraction of B cells)", fmt_number(row.get(key))))
+    for key, label in (
+        ("car_t_cmax_per_ul", "CAR-T Cmax (cells/µL)"),
+        ("car_t_tmax_day", "CAR-T Tmax (day)"),
+        ("car_t_auc_0_28", "CAR-T AUC 0-28 (cells/µL × days)"),
+        ("car_t_last_detected_day", "CAR-T last detected (day)"),
+    ):
+        if not is_missing(row.get(key)):
+            pairs.append((label, fmt_number(row.get(key))))
     half = (len(pairs) + 1) // 2
     flags = [f.strip() for f in str(row.get("flags") or "").split(";") if f.strip()]
     return {

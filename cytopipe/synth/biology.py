@@ -17,6 +17,7 @@ from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.model import (
     AUTOFLUORESCENCE,
     AUTOFLUORESCENCE_SCALE,
+    CAR,
     DEAD_FSC_FACTOR,
     DEAD_STAIN_FACTOR,
     DEAD_VIABILITY,
@@ -60,7 +61,23 @@ def pre_spill_signals(
         else:
             cells = _cells(np.full(idx.size, pop), rng)
         fsc_a[idx], fsc_h[idx], ssc_a[idx], fluor[idx] = cells[:4]
-    return fsc_a, fsc_h, ssc_a, fluor
+    return fsc_a, fsc_h, ssc_a, np.column_stack([fluor, _car_signal(codes, rng)])
+
+
+def _car_signal(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The CAR detection channel: autofluorescence for every event, the reagent's stain on CAR+
+    T cells. Drawn from a child stream (rng.spawn leaves rng's own sequence untouched), so the
+    other channels of every file are what they were before the CAR channel existed."""
+    child = rng.spawn(1)[0]
+    scale = np.ones(len(codes))
+    for pop, factor in AUTOFLUORESCENCE_SCALE.items():
+        scale[codes == POPULATION_CODE[pop]] = factor
+    scale[codes == POPULATION_CODE["debris"]] = 0.5
+    car = AUTOFLUORESCENCE[CAR] * scale * np.exp(0.35 * child.standard_normal(len(codes)))
+    positive = np.flatnonzero(codes == POPULATION_CODE["car_t"])
+    if positive.size:
+        car[positive] += _stain(PHENOTYPES["car_t"][CAR], np.zeros(positive.size), child)
+    return car
 
 
 def _weights(counts: Mapping[str, int], pops: Sequence[str]) -> np.ndarray:
@@ -88,7 +105,8 @@ def _cells(pops: np.ndarray, rng: np.random.Generator):
         ssc[idx] = sc.ssc * np.exp(sc.ssc_sigma * (0.5 * size + 0.87 * rng.standard_normal(m)))
         auto[idx] = _autofluorescence(m, AUTOFLUORESCENCE_SCALE.get(pop, 1.0), size, rng)
         for marker, st in PHENOTYPES[pop].items():
-            stain[idx, MARKER_COLUMN[marker]] = _stain(st, size, rng)
+            if marker != CAR:  # the CAR channel is drawn on its own stream (_car_signal)
+                stain[idx, MARKER_COLUMN[marker]] = _stain(st, size, rng)
     fsc_h = _fsc_height(fsc, rng)
     return fsc, fsc_h, ssc, auto + stain, stain
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cytopipe.errors import ConfigError, CytopipeError
 from cytopipe.synth.cohort_plan import PatientPlan, plan_cohort, timepoint_counts
-from cytopipe.synth.model import TIMEPOINTS
+from cytopipe.synth.model import CAR_INSTRUMENTS, TIMEPOINTS
 from cytopipe.synth.sample_files import write_sample
 from cytopipe.synth.simulate import simulate_sample
 from cytopipe.synth.truth import truth_masks
@@ -32,6 +32,7 @@ SAMPLE_SHEET_COLUMNS = (
     "instrument",
     "true_b_cells",
     "true_lymphocytes",
+    "true_car_t",
 )
 
 
@@ -84,7 +85,8 @@ def _write_timepoint(
         "$COM": f"CAR-T follow-up day {day}",
         "$SMNO": sample_id,
     }
-    sample = simulate_sample(None, counts, plan.instrument, rng, start=start, keywords=keywords)
+    instrument = CAR_INSTRUMENTS[plan.instrument]  # the CAR-T monitoring panel
+    sample = simulate_sample(None, counts, instrument, rng, start=start, keywords=keywords)
     path = write_sample(out / f"{sample_id}.fcs", sample)
     masks = truth_masks(sample.labels)
     return {
@@ -100,6 +102,7 @@ def _write_timepoint(
         "instrument": plan.instrument,
         "true_b_cells": int(masks["b_cells"].sum()),
         "true_lymphocytes": int(masks["lymphocytes"].sum()),
+        "true_car_t": int(masks["car_t"].sum()),
     }
 
 
@@ -111,6 +114,9 @@ def _patient_truth(plans: Sequence[PatientPlan]) -> pd.DataFrame:
             "recon_day": [p.recon_day for p in plans],
             "first_return_day": [p.first_return_day for p in plans],
             "b_baseline": [round(p.b_baseline, 4) for p in plans],
+            "car_peak_per_ul": [round(p.car_peak, 3) for p in plans],
+            "car_tmax": [round(p.car_tmax, 2) for p in plans],
+            "car_persists": [p.car_floor > 0 for p in plans],
             "instrument": [p.instrument for p in plans],
         }
     )

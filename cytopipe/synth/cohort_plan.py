@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -56,6 +56,13 @@ class PatientPlan:
     granulocytes: float  # cells/uL
     monocytes: float
     aplasia_rate: float  # mean residual B events in an aplastic 50k-event file
+    # CAR-T kinetics (cells/uL): expansion to car_peak on day car_tmax, contraction with
+    # car_tau days, then persistence at car_floor decaying with car_tau_persist (0: none)
+    car_peak: float = 0.0
+    car_tmax: float = 10.0
+    car_tau: float = 8.0
+    car_floor: float = 0.0
+    car_tau_persist: float = 120.0
 
     @property
     def first_return_day(self) -> int | None:
@@ -71,6 +78,7 @@ def plan_cohort(
     if n_patients < 1:
         raise ConfigError(f"n_patients must be at least 1, got {n_patients}")
     rng = np.random.default_rng([seed, 0])
+    car_rng = np.random.default_rng([seed, 2])  # its own stream: the other draws stay as they were
     roles = ["typical"] * n_patients
     special = (["never", "early"] if n_patients >= 3 else []) + (
         ["relapse"] if n_patients >= 5 else []
@@ -84,12 +92,37 @@ def plan_cohort(
     width = max(2, len(str(n_patients)))
     plans = []
     for i in range(n_patients):
-        plans.append(
-            _plan_patient(
-                i, f"P{i + 1:0{width}d}", roles[i], bool(is_child[i]), instruments[i], rng
-            )
+        plan = _plan_patient(
+            i, f"P{i + 1:0{width}d}", roles[i], bool(is_child[i]), instruments[i], rng
         )
+        plans.append(replace(plan, **_car_kinetics(car_rng)))
     return plans
+
+
+def _car_kinetics(rng: np.random.Generator) -> dict[str, float]:
+    """A patient's CAR-T kinetics: peak 5-300 cells/uL (log-uniform; a paediatric JDM case
+    peaked at 32.7 cells/uL on day 7, Nicolai et al. 2024) on day 7-14, contraction over about
+    a week, and in half the patients persistence at 0.3-3 cells/uL fading over months."""
+    persists = rng.random() < 0.5
+    return {
+        "car_peak": float(np.exp(rng.uniform(np.log(5.0), np.log(300.0)))),
+        "car_tmax": float(rng.uniform(7.0, 14.0)),
+        "car_tau": float(rng.uniform(4.0, 12.0)),
+        "car_floor": float(rng.uniform(0.3, 3.0)) if persists else 0.0,
+        "car_tau_persist": float(rng.uniform(60.0, 300.0)),
+    }
+
+
+def car_per_ul(plan: PatientPlan, day: float) -> float:
+    """CAR+ T cells/uL on a day: none before infusion, a rise to the peak (quadratic in time),
+    exponential contraction, then the persisting level."""
+    if day <= 0 or plan.car_peak <= 0:
+        return 0.0
+    if day <= plan.car_tmax:
+        return plan.car_peak * (day / plan.car_tmax) ** 2
+    since = day - plan.car_tmax
+    floor = plan.car_floor * math.exp(-since / plan.car_tau_persist)
+    return max(plan.car_peak * math.exp(-since / plan.car_tau), floor)
 
 
 def _patient_instruments(
@@ -209,18 +242,20 @@ def timepoint_counts(
     mono = plan.monocytes * math.exp(rng.normal(0.0, 0.1))
     nk = plan.nk_baseline * (1.0 + (0.8 * math.exp(-(day - 7) / 45.0) if day > 0 else 0.0))
     b = b_fraction(plan, day, alc)
+    car = min(car_per_ul(plan, day) / alc, 0.6)  # CAR+ T cells of lymphocytes
     fractions = blood_composition(
         lymphocytes_of_leukocytes=alc / (alc + gran + mono),
         monocytes_of_leukocytes=mono / (alc + gran + mono),
         nk_of_lymphocytes=min(nk, 0.35),
         b_of_lymphocytes=0.0 if b is None else b,
         b_subsets=b_subsets(plan, day),
+        car_t_of_lymphocytes=car,
         debris=rng.uniform(0.03, 0.08),
         doublet=rng.uniform(0.02, 0.05),
         dead=rng.uniform(0.01, 0.03) + (0.02 if early else 0.0),
         cd45_negative=rng.uniform(0.02, 0.07),
     )
-    p = np.array([fractions[k] for k in POPULATIONS])
+    p = np.array([fractions.get(k, 0.0) for k in POPULATIONS])
     counts = dict(
         zip(POPULATIONS, (int(c) for c in rng.multinomial(n_events, p / p.sum())), strict=True)
     )

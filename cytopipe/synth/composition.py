@@ -23,6 +23,7 @@ def blood_composition(
     nk_of_lymphocytes: float = 0.12,
     b_of_lymphocytes: float = 0.10,
     b_subsets: Mapping[str, float] = BASELINE_B_SUBSETS,
+    car_t_of_lymphocytes: float = 0.0,
     debris: float = 0.05,
     doublet: float = 0.03,
     dead: float = 0.03,
@@ -31,13 +32,15 @@ def blood_composition(
     """Flat event fractions of a lysed whole-blood tube from the hierarchy a clinician thinks in.
 
     Granulocytes take what lymphocytes and monocytes leave of the leukocytes; T cells what NK
-    and B cells leave of the lymphocytes. `b_subsets` are fractions of B cells (normalized).
+    and B cells leave of the lymphocytes (CAR+ T cells, after CAR-T infusion, are taken from
+    them). `b_subsets` are fractions of B cells (normalized).
     """
     shares = {
         "lymphocytes_of_leukocytes": lymphocytes_of_leukocytes,
         "monocytes_of_leukocytes": monocytes_of_leukocytes,
         "nk_of_lymphocytes": nk_of_lymphocytes,
         "b_of_lymphocytes": b_of_lymphocytes,
+        "car_t_of_lymphocytes": car_t_of_lymphocytes,
         "debris": debris,
         "doublet": doublet,
         "dead": dead,
@@ -48,7 +51,7 @@ def blood_composition(
             raise ConfigError(f"blood_composition: {name}={value} is not a fraction in [0, 1]")
     leukocytes = 1.0 - debris - doublet - dead - cd45_negative
     granulocytes = 1.0 - lymphocytes_of_leukocytes - monocytes_of_leukocytes
-    t_cells = 1.0 - nk_of_lymphocytes - b_of_lymphocytes
+    t_cells = 1.0 - nk_of_lymphocytes - b_of_lymphocytes - car_t_of_lymphocytes
     if leukocytes < 0 or granulocytes < 0 or t_cells < 0:
         raise ConfigError("blood_composition: fractions at one level add up to more than 1")
     subsets = _normalized(b_subsets, B_SUBSETS, "b_subsets")
@@ -64,6 +67,7 @@ def blood_composition(
         "t_cell": lymph * t_cells,
     }
     comp.update({s: lymph * b_of_lymphocytes * subsets[s] for s in B_SUBSETS})
+    comp["car_t"] = lymph * car_t_of_lymphocytes
     return comp
 
 

@@ -10,7 +10,7 @@ what the cytometer records before compensation. Other instruments rescale them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 # --- populations -------------------------------------------------------------------------------
@@ -23,7 +23,8 @@ B_SUBSETS: tuple[str, ...] = (
     "b_double_negative",
     "plasmablast",
 )
-LYMPHOCYTES: tuple[str, ...] = ("t_cell", "nk", *B_SUBSETS)
+# car_t: CAR+ T cells after CD19 CAR-T infusion (last, so every other population keeps its code)
+LYMPHOCYTES: tuple[str, ...] = ("t_cell", "nk", *B_SUBSETS, "car_t")
 LEUKOCYTES: tuple[str, ...] = ("granulocyte", "monocyte", *LYMPHOCYTES)
 # Populations with a phenotype of their own; `dead` and `doublet` are built from these.
 SINGLET_CELLS: tuple[str, ...] = ("cd45_negative", *LEUKOCYTES)
@@ -39,6 +40,7 @@ POPULATIONS: tuple[str, ...] = (
     "nk",
     "t_cell",
     *B_SUBSETS,
+    "car_t",
 )
 
 # Fluorescence markers of the panel, in the canonical (instrument A) order.
@@ -53,9 +55,14 @@ MARKERS: tuple[str, ...] = (
     "CD24",
     "viability",
 )
+# The CAR detection reagent (anti-idiotype / CD19-CAR detection / tag) of the CAR-T monitoring
+# panel: only the cohort's instruments (CAR_INSTRUMENTS) have its channel. Its signal is drawn
+# from a child random stream, so files without it are exactly what they were before it existed.
+CAR = "CAR"
+ALL_MARKERS: tuple[str, ...] = (*MARKERS, CAR)
 SCATTER: tuple[str, ...] = ("FSC-A", "FSC-H", "SSC-A")
-# Column of each marker in (events, MARKERS) arrays, and the code of each truth label.
-MARKER_COLUMN: Mapping[str, int] = MappingProxyType({m: i for i, m in enumerate(MARKERS)})
+# Column of each marker in (events, ALL_MARKERS) arrays, and the code of each truth label.
+MARKER_COLUMN: Mapping[str, int] = MappingProxyType({m: i for i, m in enumerate(ALL_MARKERS)})
 POPULATION_CODE: Mapping[str, int] = MappingProxyType({p: i for i, p in enumerate(POPULATIONS)})
 
 # B-cell subsets (fractions of B cells) of an adult autoimmune patient before CAR-T.
@@ -107,6 +114,7 @@ SCATTER_BY_POPULATION: Mapping[str, Scatter] = MappingProxyType(
         "b_switched_memory": Scatter(54_000, 0.10, 15_000, 0.20),
         "b_double_negative": _LYMPH,
         "plasmablast": Scatter(62_000, 0.10, 19_000, 0.20),
+        "car_t": Scatter(60_000, 0.12, 17_000, 0.22),  # activated, a little larger
     }
 )
 
@@ -166,6 +174,13 @@ PHENOTYPES: Mapping[str, Mapping[str, Stain]] = MappingProxyType(
             "CD27": Stain(60_000, 0.30),
             "CD38": Stain(90_000, 0.25),
         },
+        "car_t": {  # activated T cells carrying the CAR (detection reagent moderately bright)
+            "CD45": Stain(40_000, 0.30),
+            "CD3": Stain(18_000),
+            "CD27": Stain(4_000, 0.5, 0.6),
+            "CD38": Stain(5_000, 0.6),
+            CAR: Stain(12_000, 0.45),
+        },
     }
 )
 
@@ -181,6 +196,7 @@ AUTOFLUORESCENCE: Mapping[str, float] = MappingProxyType(
         "IgD": 100.0,
         "CD24": 70.0,
         "viability": 30.0,
+        CAR: 80.0,
     }
 )
 AUTOFLUORESCENCE_SCALE: Mapping[str, float] = MappingProxyType(
@@ -235,7 +251,7 @@ class Instrument:
 
     @property
     def fluorescence(self) -> tuple[Channel, ...]:
-        return tuple(c for c in self.channels if c.canonical in MARKERS)
+        return tuple(c for c in self.channels if c.canonical in ALL_MARKERS)
 
     def channel(self, canonical: str) -> Channel:
         for c in self.channels:
@@ -373,6 +389,37 @@ INSTRUMENT_B = Instrument(
 )
 
 INSTRUMENTS: Mapping[str, Instrument] = MappingProxyType({"A": INSTRUMENT_A, "B": INSTRUMENT_B})
+
+
+def with_car(inst: Instrument, channel: Channel, spill: Mapping, gain: float = 1.0,
+             offset: float = 0.0) -> Instrument:  # fmt: skip
+    """The instrument with a CAR detection channel added (the CAR-T monitoring panel)."""
+    return replace(
+        inst,
+        channels=(*inst.channels, channel),
+        spill=MappingProxyType({**inst.spill, **spill}),
+        fluor_gain=MappingProxyType({**inst.fluor_gain, CAR: gain}),
+        fluor_offset=MappingProxyType({**inst.fluor_offset, CAR: offset}),
+    )
+
+
+# The synthetic cohorts' panel: the B-cell panel plus a CAR detection reagent.
+CAR_INSTRUMENTS: Mapping[str, Instrument] = MappingProxyType(
+    {
+        "A": with_car(
+            INSTRUMENT_A,
+            Channel(CAR, "BV786-A", "CD19 CAR-detect BV786", 470),
+            {(CAR, "CD20"): 0.040, ("CD20", CAR): 0.020, ("CD3", CAR): 0.005},  # BV786 <-> APC-H7
+        ),
+        "B": with_car(
+            INSTRUMENT_B,
+            Channel(CAR, "FL8 INT", "CD19 CAR-detect APC-A700"),
+            {(CAR, "CD20"): 0.120, ("viability", CAR): 0.060, ("CD20", CAR): 0.030},
+            gain=0.9,
+            offset=30.0,
+        ),
+    }
+)
 
 # --- patients ----------------------------------------------------------------------------------
 

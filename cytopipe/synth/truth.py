@@ -16,7 +16,8 @@ from cytopipe.synth.model import B_SUBSETS, LYMPHOCYTES, POPULATION_CODE, POPULA
 
 _TRUTH_GROUPS: dict[str, tuple[str, ...]] = {
     "lymphocytes": LYMPHOCYTES,
-    "t_cells": ("t_cell",),
+    "t_cells": ("t_cell", "car_t"),
+    "car_t": ("car_t",),
     "b_cells": B_SUBSETS,
     "b_cd20pos": tuple(s for s in B_SUBSETS if s != "plasmablast"),
     "b_cd20neg": ("plasmablast",),
