@@ -187,8 +187,9 @@ def _patients_section(report: Report, patients: pd.DataFrame | None) -> dict:
     columns += [
         Column(k, label, kind, tip)
         for k, label, kind, tip in PATIENT_COLUMNS
-        if k in patients or k == "outcome"
-    ]
+        if k == "outcome"
+        or (k in patients and (not k.startswith("car_t") or patients[k].notna().any()))
+    ]  # CAR-T columns only when some patient has CAR-T data
     return {
         "unavailable": None,
         "table": table(ordered, columns, css="patients", empty="no patients"),

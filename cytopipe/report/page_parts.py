@@ -134,6 +134,14 @@ PATIENT_COLUMNS = [
         "dominant B-cell class at reconstitution; not evaluable when every subset fraction is "
         "missing or 0",
     ),
+    ("car_t_cmax_per_ul", "CAR-T Cmax /µL", "num", "highest CAR+ T cells per µL after infusion"),
+    ("car_t_tmax_day", "CAR-T Tmax", "num", "day of the CAR-T peak"),
+    (
+        "car_t_last_detected_day",
+        "CAR-T last detected",
+        "num",
+        "last day with at least the LOD in CAR+ T-cell events (persistence)",
+    ),
     ("flags", "flags", "long", ""),
 ]
 

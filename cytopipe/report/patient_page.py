@@ -151,8 +151,8 @@ def _patient_summary(row: Mapping | None, pid: str) -> dict:
         return {"unavailable": Unavailable("The patient summary", why)}
     pairs: list[tuple[str, Any]] = [("outcome", outcome_badge(row, days=True))]
     for key, label, kind, _ in PATIENT_COLUMNS:
-        if key in ("flags", "outcome") or key not in row:
-            continue
+        if key in ("flags", "outcome") or key not in row or key.startswith("car_t"):
+            continue  # CAR-T values below, only when the panel had a CAR marker
         value = row.get(key)
         pairs.append((label, fmt_number(value) if kind in ("num", "int") else value))
     for key, label in (
