@@ -85,8 +85,9 @@ GVHD_FILES = tuple(f"gvhd_{i:02d}" for i in range(1, 10))
 
 
 def gvhd(data: Path) -> list[dict]:
-    """T cells against the experts', F1 on the events they assigned (FlowCAP-I's scoring: their
-    'unassigned' are unknown, not negatives); `f1_all_events` counts them as negatives."""
+    """T cells (and their CD4/CD8 split) against the experts', F1 on the events they assigned
+    (FlowCAP-I's scoring: their 'unassigned' are unknown, not negatives); `f1_all_events`
+    counts them as negatives."""
     rows = []
     for name in GVHD_FILES:
         i = int(name[-2:])
@@ -100,6 +101,13 @@ def gvhd(data: Path) -> list[dict]:
                      "ours": int(mask.sum()), "ref": int(t.sum()),
                      "f1": f1_score(mask[assigned], t[assigned]), "f1_all_events": f1_score(mask, t),
                      "target": GVHD_TARGET.get(i, 0.90)})  # fmt: skip
+        for pop, label in (("t_cd4", "CD4 T cells"), ("t_cd8", "CD8 T cells")):
+            mask = masks[pop].to_numpy() if pop in masks else np.zeros(len(t), dtype=bool)
+            ref = (labels == label).to_numpy()
+            rows.append({"file": path.stem, "population": pop, "reference": f"experts' {label}",
+                         "ours": int(mask.sum()), "ref": int(ref.sum()),
+                         "f1": f1_score(mask[assigned], ref[assigned]),
+                         "f1_all_events": f1_score(mask, ref), "target": None})  # fmt: skip
     return rows
 
 

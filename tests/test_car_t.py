@@ -127,3 +127,37 @@ def test_patient_figure_shows_car_t_above_the_b_cells(cohort_tables):
     assert fig.data[0].xaxis == "x" and fig.data[1].xaxis == "x2"
     assert fig.layout.xaxis.matches == "x2" or fig.layout.xaxis2.matches == "x"  # one time axis
     assert any("Cmax" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_car_t_cells_split_into_cd4_and_cd8_where_the_panel_has_them():
+    """A panel with CD4 and CD8 (built directly on the gating scale): CAR+ T cells split by the
+    same CD4/CD8 valleys as all T cells."""
+    rng = np.random.default_rng(3)
+    n_t, n_other = 20_000, 6_000
+    is_cd4 = rng.random(n_t) < 0.6
+    car = rng.random(n_t) < 0.1
+    cd4 = np.where(is_cd4, rng.normal(0.65, 0.05, n_t), rng.normal(0.2, 0.05, n_t))
+    cd8 = np.where(is_cd4, rng.normal(0.2, 0.05, n_t), rng.normal(0.7, 0.05, n_t))
+    columns = {
+        "FSC-A": np.concatenate([rng.normal(0.35, 0.03, n_t), rng.normal(0.36, 0.03, n_other)]),
+        "SSC-A": np.exp(rng.normal(-2.6, 0.2, n_t + n_other)),
+        "CD3": np.concatenate([rng.normal(0.65, 0.05, n_t), rng.normal(0.15, 0.05, n_other)]),
+        "CAR": np.concatenate(
+            [
+                np.where(car, rng.normal(0.7, 0.05, n_t), rng.normal(0.2, 0.05, n_t)),
+                rng.normal(0.2, 0.05, n_other),
+            ]
+        ),  # fmt: skip
+        "CD4": np.concatenate([cd4, rng.normal(0.2, 0.05, n_other)]),
+        "CD8": np.concatenate([cd8, rng.normal(0.2, 0.05, n_other)]),
+    }
+    from cytopipe.gating.autogate import autogate
+
+    result = autogate(
+        load_template("config/gating.yaml"), {k: v.astype(np.float32) for k, v in columns.items()}
+    )
+    pad = np.zeros(n_other, dtype=bool)
+    assert f1_score(result.masks["car_t"], np.concatenate([car, pad])) > 0.98
+    assert f1_score(result.masks["car_t_cd4"], np.concatenate([car & is_cd4, pad])) > 0.97
+    assert f1_score(result.masks["car_t_cd8"], np.concatenate([car & ~is_cd4, pad])) > 0.97
+    assert f1_score(result.masks["t_cd4"], np.concatenate([is_cd4, pad])) > 0.98

@@ -62,6 +62,10 @@ POPULATION_NAMES = {
     "b_double_negative": "Double-negative B (IgD− CD27−)",
     "b_transitional": "Transitional B (CD24hi CD38hi)",
     "car_t": "CAR+ T cells (CD3+ CAR+)",
+    "t_cd4": "CD4+ T cells (CD4+ CD8−)",
+    "t_cd8": "CD8+ T cells (CD8+ CD4−)",
+    "car_t_cd4": "CD4+ CAR+ T cells",
+    "car_t_cd8": "CD8+ CAR+ T cells",
 }
 
 
