@@ -46,4 +46,5 @@ def plant_truncated_file(out: Path, sheet: pd.DataFrame, source_row: int, day: i
     row["collection_date"] = (infusion + timedelta(days=day)).isoformat()
     row["true_b_cells"] = pd.NA
     row["true_lymphocytes"] = pd.NA
+    row["true_car_t"] = pd.NA
     return pd.concat([sheet, row.to_frame().T], ignore_index=True)
