@@ -20,6 +20,7 @@ from cytopipe.commands import (
     cluster,
     gates,
     ingest,
+    init,
     learn,
     longitudinal,
     pool,
@@ -32,8 +33,8 @@ from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, envi
 
 # Command modules, in the order `--help` lists their subcommands.
 COMMANDS = (
-    synth, ingest, sample, gates, autogate, learn, cluster, longitudinal, pool, report, settings,
-    check,
+    synth, init, ingest, sample, gates, autogate, learn, cluster, longitudinal, pool, report,
+    settings, check,
 )  # fmt: skip
 
 

@@ -1,0 +1,70 @@
+"""`cytopipe init`: a project from a folder of real and generated FCS files (one unreadable, one
+whose panel lacks CD19), checked by `cytopipe check` once the clinic's columns are filled in, and
+a second run that keeps what was filled in."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+
+from cytopipe import cli
+from cytopipe.synth.cohort import synth_cohort
+
+
+def _folder(tmp_path, shared_data):
+    archive = tmp_path / "archive"
+    synth_cohort(archive / "2024 run", n_patients=1, seed=5, events_per_sample=3_000,
+                 instrument="B", timepoints=(-7, 14))  # fmt: skip
+    shutil.copy(shared_data / "real" / "flowcap1_gvhd" / "gvhd_03.fcs", archive / "GvHD tube.FCS")
+    good = next((archive / "2024 run").glob("*.fcs"))
+    (archive / "broken.fcs").write_bytes(good.read_bytes()[:5000])  # cut short in transfer
+    (archive / "notes.txt").write_text("not an FCS file")
+    return archive
+
+
+def test_init_writes_sheet_panel_and_report_then_check_passes(
+    tmp_path, shared_data, monkeypatch, capsys
+):
+    archive = _folder(tmp_path, shared_data)
+    project = tmp_path / "project"
+    assert cli.main(["init", str(archive), "--out", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "4 files, 2 panel(s), 3 new sample(s), 1 unreadable" in out
+    sheet = pd.read_csv(
+        project / "config" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    assert sorted(sheet["sample_id"]) == ["GvHD_tube", "P01_BL", "P01_D014"]
+    assert all((project / p).exists() for p in sheet["path"])  # relative to the project
+    assert (sheet["patient_id"] == "").all() and (sheet["day"] == "").all()  # for the clinic
+    synth = sheet[sheet["sample_id"].str.startswith("P01")]
+    assert (synth["instrument"] == "Navios EX").all() and (synth["collection_date"] != "").all()
+    report = (project / "init_report.md").read_text()
+    assert (
+        "B-cell analysis possible" in report
+        and "| CAR | FL8 INT (CD19 CAR-detect APC-A700) |" in report
+    )
+    assert "no B-cell analysis: no channel for CD19" in report  # the GvHD T-cell panel
+    assert "FL2-H (CD8b)" in report  # a channel nobody claimed, to map if wanted
+    assert "broken.fcs:" in report and "notes.txt" not in report
+
+    # the clinic fills in its columns; `cytopipe check` in the project then finds nothing wrong
+    sheet = sheet[sheet["sample_id"] != "GvHD_tube"].copy()
+    sheet["patient_id"] = "P1"
+    sheet["day"] = ["-7", "14"]
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
+    monkeypatch.chdir(project)
+    assert cli.main(["check", "--config", "config/config.yaml", "--files"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "2 sample sheet rows, 2 FCS files opened: all fine" in capsys.readouterr().out
+
+    # a second run keeps every filled-in value and adds only the new file
+    shutil.copy(shared_data / "real" / "flowcap1_gvhd" / "gvhd_04.fcs", archive / "gvhd_04.fcs")
+    assert cli.main(["init", str(archive), "--out", str(project)]) == 0
+    again = pd.read_csv(
+        project / "config" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    kept = again.set_index("sample_id")
+    assert kept.loc["P01_D014", "day"] == "14" and kept.loc["P01_BL", "patient_id"] == "P1"
+    assert sorted(again["sample_id"]) == ["GvHD_tube", "P01_BL", "P01_D014", "gvhd_04"]
