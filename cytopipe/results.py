@@ -16,6 +16,7 @@ Layout of a results folder (RESULTS):
     samples/{sample}/stats.tsv        population statistics (cytopipe.gating.stats.STATS_COLUMNS)
     samples/{sample}/plots.json       density plots of the gates
     samples/{sample}/gates.parquet    one boolean column per population, one row per event
+    samples/{sample}/gates.xml        the placed gates as Gating-ML 2.0 on the file's channels
     samples/{sample}/clusters.json    the sample mapped onto the cohort clustering model
     model/som.npz                     the cohort clustering model
     tables/                           cohort tables (TABLE_FILES), cohort_summary.json and
@@ -65,6 +66,7 @@ SAMPLE_RECORD = "sample.json"
 SAMPLE_STATS = "stats.tsv"
 SAMPLE_PLOTS = "plots.json"
 SAMPLE_GATES = "gates.parquet"
+SAMPLE_GATINGML = "gates.xml"
 SAMPLE_CLUSTERS = "clusters.json"
 CLUSTER_MODEL = "som.npz"
 EVENTS_SUFFIX = ".parquet"
@@ -115,6 +117,10 @@ def sample_plots_path(folder: str | os.PathLike) -> Path:
 
 def sample_gates_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / SAMPLE_GATES
+
+
+def sample_gatingml_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_GATINGML
 
 
 def sample_clusters_path(folder: str | os.PathLike) -> Path:

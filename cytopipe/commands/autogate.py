@@ -47,6 +47,11 @@ def run_autogate(args: argparse.Namespace) -> int:
     columns = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in pre.columns.items()}
     result = autogate(specs, columns, int(keep.sum()))
     _write_outputs(args, pre, result, Path(args.fcs).stem)
+    if args.gatingml:
+        from cytopipe.gating.export import strategy_from_info
+        from cytopipe.gating.gatingml import write_gatingml
+
+        write_gatingml(strategy_from_info(result, pre.info), args.gatingml)
     for pop, why in result.skipped.items():
         print(f"cytopipe autogate: skipped {pop}: {why}", file=sys.stderr)
     for pop, (method, conf, flag) in result.methods.items():
@@ -70,5 +75,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")
     p.add_argument("--template", default=None, help="gating template (default: the config's)")
     p.add_argument("--stats", default=None, help="also write population statistics (TSV)")
+    p.add_argument(
+        "--gatingml",
+        default=None,
+        help="also write the placed gates as Gating-ML 2.0 on the file's channels (XML)",
+    )
     p.add_argument("--config", default=None, help="config YAML (default: built-in defaults)")
     p.set_defaults(func=run_autogate)

@@ -26,10 +26,13 @@ from cytopipe.clinical.collect import collect
 from cytopipe.clinical.samplesheet import load_sample_sheet
 from cytopipe.config import add_settings_arguments, settings_from_args
 from cytopipe.errors import ENVIRONMENT_FAULTS, CytopipeError
+from cytopipe.gating.export import strategy_from_info
+from cytopipe.gating.gatingml import write_gatingml
 from cytopipe.gating.sample import event_masks, gate
 from cytopipe.gating.stats import (
     STATS_COLUMNS,
 )
+from cytopipe.gating.strategy import Strategy
 from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
 from cytopipe.preprocess.sample import QC_COLUMN, preprocess
@@ -37,6 +40,7 @@ from cytopipe.results import (
     NAN_REP,
     TABLE_FILES,
     sample_gates_path,
+    sample_gatingml_path,
     sample_plots_path,
     sample_record_path,
     sample_stats_path,
@@ -108,15 +112,31 @@ def run_gate(args: argparse.Namespace) -> int:
         write_parquet(sample_gates_path(out), event_masks(gated.masks, keep))
         write_tsv(sample_stats_path(out), gated.stats, na_rep=NAN_REP)
         write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": gated.plots})
-        return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped}
+        exported = _write_gatingml(out, gated, info)
+        return {**info, "skipped_populations": sorted(gated.skipped), "skip_reasons": gated.skipped,
+                "gatingml": exported}  # fmt: skip
 
     record = _guard(sample_id, "gate", work)
     if record["status"] != "ok":
+        write_gatingml(Strategy([]), sample_gatingml_path(out))
         write_parquet(sample_gates_path(out), pd.DataFrame())
         write_tsv(sample_stats_path(out), pd.DataFrame(columns=STATS_COLUMNS), na_rep=NAN_REP)
         write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": []})
     write_json(sample_record_path(out), record)
     return 0
+
+
+def _write_gatingml(out: Path, gated, info: dict) -> str:
+    """The placed gates as Gating-ML 2.0 on the file's channels (samples/<id>/gates.xml), so the
+    lab reviews them in FlowJo or any Gating-ML tool; a sample whose gates cannot be expressed
+    (e.g. an arcsinh scale) gets an empty strategy and the reason in its record."""
+    try:
+        strategy = strategy_from_info(gated.result, info)
+    except CytopipeError as exc:
+        write_gatingml(Strategy([]), sample_gatingml_path(out))
+        return f"not exported: {exc.what if hasattr(exc, 'what') else exc}"
+    write_gatingml(strategy, sample_gatingml_path(out))
+    return f"{len(strategy.gates)} gates"
 
 
 def run_collect(args: argparse.Namespace) -> int:

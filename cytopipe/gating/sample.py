@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import autogate, threshold_events
+from cytopipe.gating.autogate import AutogateResult, autogate, threshold_events
 from cytopipe.gating.gates import gate_outline
 from cytopipe.gating.stats import (
     cut_density,
@@ -25,6 +25,7 @@ class Gated:
     stats: pd.DataFrame
     plots: list[dict]
     skipped: dict[str, str]
+    result: AutogateResult | None = None  # the placed gates (cytopipe.gating.export)
 
 
 def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
@@ -59,7 +60,7 @@ def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
         )  # fmt: skip
         plot["cuts"] = _cuts(variants.get(g.id), columns, masks, res.thresholds)
         plots.append(plot)
-    return Gated(masks, stats, plots, res.skipped)
+    return Gated(masks, stats, plots, res.skipped, res)
 
 
 def _cuts(spec, columns, masks, placed) -> list[dict]:

@@ -155,6 +155,9 @@ def preprocess(
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill.source if spill is not None else "none",
             "spillover_channels": spill.channels if spill is not None else [],
+            # the matrix itself: exported gates name it instead of "the file's own" (FCS), which
+            # not every tool reads from every instrument's keywords
+            "spillover_matrix": spill.matrix.tolist() if spill is not None else [],
             "transform": {m: str(sc) for m, sc in scales.items()},
             "scales": {m: sc.to_record() for m, sc in scales.items()},
             "cytopipe_version": __version__,
@@ -163,6 +166,7 @@ def preprocess(
             m: f"{sample.pnn[i]} ({sample.pns[i]})" if sample.pns[i] else sample.pnn[i]
             for m, i in idx.items()
         },
+        "channels": {m: sample.pnn[i] for m, i in idx.items()},  # marker -> $PnN
         "qc": _doubt_ranges(qc_result.record(), range_notes),
         "qc_timeline": qc_result.timeline(),
         "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),

@@ -42,6 +42,7 @@ rule gate:
         stats=str(layout.sample_stats_path(SAMPLE_DIR)),
         plots=str(layout.sample_plots_path(SAMPLE_DIR)),
         masks=str(layout.sample_gates_path(SAMPLE_DIR)),
+        gatingml=str(layout.sample_gatingml_path(SAMPLE_DIR)),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.record),
         template=content_hash(config["gating"]),
