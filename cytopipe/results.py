@@ -248,6 +248,15 @@ SAMPLE_STATE_COLUMNS = [
 ]
 
 # patients.tsv: one row per patient (cytopipe.clinical.patients)
+# CAR-T kinetics per patient (cytopipe.clinical.car_kinetics; empty without a CAR channel)
+CAR_T_COLUMNS = [
+    "car_t_samples",
+    "car_t_cmax_per_ul",
+    "car_t_tmax_day",
+    "car_t_auc_0_28",
+    "car_t_auc_end_day",
+    "car_t_last_detected_day",
+]
 PATIENT_COLUMNS = [
     "patient_id",
     "disease",
@@ -271,13 +280,7 @@ PATIENT_COLUMNS = [
     "flag_memory_return",
     "flag_memory_return_day",
     "flags",
-    # CAR-T kinetics (cytopipe.clinical.car_kinetics; empty without a CAR channel)
-    "car_t_samples",
-    "car_t_cmax_per_ul",
-    "car_t_tmax_day",
-    "car_t_auc_0_28",
-    "car_t_auc_end_day",
-    "car_t_last_detected_day",
+    *CAR_T_COLUMNS,
 ]
 
 # km.tsv: the Kaplan-Meier table (cytopipe.clinical.kaplan_meier)

@@ -20,16 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cytopipe.results import CAR_T_COLUMNS as COLUMNS
+
 POPULATION = "car_t"
 AUC_END = 28.0
-COLUMNS = [
-    "car_t_samples",
-    "car_t_cmax_per_ul",
-    "car_t_tmax_day",
-    "car_t_auc_0_28",
-    "car_t_auc_end_day",
-    "car_t_last_detected_day",
-]
 
 
 def car_kinetics(pop_stats: pd.DataFrame, lod_events: float) -> pd.DataFrame:
