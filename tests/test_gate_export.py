@@ -74,3 +74,15 @@ def test_autogate_command_writes_the_same_gatingml(gated_sample, tmp_path):
     masks = apply_strategy(read_gatingml(tmp_path / "g.xml"), event_source_from_fcs(read_fcs(fcs)))
     for pop in ours.columns:
         np.testing.assert_array_equal(masks[pop][keep], ours[pop].to_numpy()[keep], err_msg=pop)
+
+
+def test_a_sample_without_gates_gets_an_empty_document(tmp_path):
+    """A failed sample still has its gates.xml (a workflow output): an empty Gating-ML root."""
+    import xml.etree.ElementTree as ET
+
+    from cytopipe.gating.gatingml import write_gatingml
+    from cytopipe.gating.strategy import Strategy
+
+    write_gatingml(Strategy([]), tmp_path / "g.xml")
+    root = ET.parse(tmp_path / "g.xml").getroot()
+    assert root.tag.endswith("Gating-ML") and len(root) == 0

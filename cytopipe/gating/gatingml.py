@@ -325,13 +325,26 @@ def _gate_to_flowkit(g: Gate, strategy: Strategy, paths):
 
 
 def write_gatingml(strategy: Strategy, path: str | os.PathLike) -> None:
-    """Write a Gating-ML 2.0 document (flowkit's writer) that read_gatingml reads back equal."""
+    """Write a Gating-ML 2.0 document (flowkit's writer) that read_gatingml reads back equal; a
+    strategy without gates (a sample that failed) is an empty document flowkit cannot write."""
     import flowkit as fk
 
-    gs = to_flowkit(strategy)
-    buf = io.BytesIO()
-    fk.export_gatingml(gs, buf)
+    if strategy.gates:
+        gs = to_flowkit(strategy)
+        buf = io.BytesIO()
+        fk.export_gatingml(gs, buf)
+        data = buf.getvalue()
+    else:
+        data = EMPTY_DOCUMENT
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
+        fh.write(data)
     os.replace(tmp, path)
+
+
+EMPTY_DOCUMENT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating" '
+    b'xmlns:transforms="http://www.isac-net.org/std/Gating-ML/v2.0/transformations" '
+    b'xmlns:data-type="http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"/>\n'
+)
