@@ -392,3 +392,48 @@ def test_a_gate_reached_by_its_link_shows_where_its_cuts_were_searched(
     assert facts["open"] and facts["widths"], facts
     assert min(facts["widths"]) > 200, facts  # resized when opened, not drawn at zero width
     assert facts["outline"] == "solid" and facts["quadrants"] == 3, facts
+
+
+def test_issue_19_items_as_a_reader_meets_them(report_dir: Path, browser: Browser):
+    """Issue 19, in the browser: the swimmer's hover says each patient's status (not "no aplasia
+    episode" for everyone), the patient page opens on where the patient stands now, a timepoint
+    with too few B cells is a stub, every gate link of the cohort page lands on that gate's box,
+    and each gate's gallery draws one plot per sample it lists."""
+    browser.load((report_dir / "index.html").as_uri())
+    swimmer = browser.evaluate(
+        """(() => { const div = document.querySelector('div.js-fig');
+           return div.data.map(t => (t.hovertext || t.text || [])).flat().join('\\n'); })()"""
+    )
+    statuses = set(re.findall(r"status: ([a-z ]+)", swimmer))
+    assert statuses and statuses != {"no aplasia episode"}, statuses
+    links = browser.evaluate(
+        "Array.from(document.querySelectorAll('a[href*=\"#gate-\"]')).map(a => a.href)"
+    )
+    assert links, "no gate to review is linked from the cohort page"
+    for href in links:
+        page, anchor = href.split("#")
+        browser.load(href)
+        found = browser.evaluate(f"!!document.getElementById('{anchor}')?.closest('.gate')")
+        assert found, href
+    patients = sorted(
+        p for p in (report_dir / "patients").glob("*.html") if "_summary" not in p.name
+    )
+    stubs = 0
+    for path in patients:
+        browser.load(path.as_uri())
+        top = browser.evaluate(
+            "(() => { const s = document.getElementById('now'); return s ? s.getBoundingClientRect().top : -1; })()"
+        )
+        assert 0 <= top < 400, (path.name, top)  # the first thing under the page title
+        stubs += browser.evaluate(
+            """Array.from(document.querySelectorAll('div.js-fig')).map(d => d.data || [])
+               .flat().filter(t => String(t.name || '').startsWith('too few B cells')).length"""
+        )
+    assert stubs >= 1, "no timepoint with too few B cells drawn as a stub"
+    for gallery in sorted((report_dir / "gates").glob("*.html")):
+        state, _ = browser.load(gallery.as_uri())
+        tiles = browser.evaluate("document.querySelectorAll('p.tile a').length")
+        assert tiles >= 1 and state.get("rendered") == state.get("n") == tiles, (
+            gallery.name,
+            state,
+        )
