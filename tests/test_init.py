@@ -68,3 +68,21 @@ def test_init_writes_sheet_panel_and_report_then_check_passes(
     kept = again.set_index("sample_id")
     assert kept.loc["P01_D014", "day"] == "14" and kept.loc["P01_BL", "patient_id"] == "P1"
     assert sorted(again["sample_id"]) == ["GvHD_tube", "P01_BL", "P01_D014", "gvhd_04"]
+
+
+def test_progress_shows_on_a_terminal_only():
+    """Long commands (init, learn-gates) report files read on a terminal; logs stay quiet."""
+    import io
+
+    from cytopipe.commands.progress import progress, progress_done
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term, log = Terminal(), io.StringIO()
+    for stream in (term, log):
+        progress("cytopipe init: 3/10 files read", stream)
+        progress_done(stream)
+    assert term.getvalue() == "\rcytopipe init: 3/10 files read\n"
+    assert log.getvalue() == ""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cytopipe.atomic import atomic_path
+    from cytopipe.commands.progress import progress, progress_done
     from cytopipe.config import PACKAGED
     from cytopipe.errors import CytopipeError
     from cytopipe.ingest.inventory import panel_groups, proposed_sheet
@@ -82,10 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     infos = []
     for n, path in enumerate(files, 1):
         infos.append(read_header(path, project))
-        if sys.stderr.isatty():
-            print(f"\rcytopipe init: {n}/{len(files)} files read", end="", file=sys.stderr)
-    if sys.stderr.isatty() and files:
-        print(file=sys.stderr)
+        progress(f"cytopipe init: {n}/{len(files)} files read")
+    progress_done()
     groups = panel_groups(infos, load_panel(panel_path), REQUIRED)
     sheet_path = config / "samples.tsv"
     previous = (

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytopipe.commands.progress import progress, progress_done
 from cytopipe.config import add_settings_arguments, merge, settings_from_args, validated
 from cytopipe.errors import ConfigError
 
@@ -32,7 +33,8 @@ def run_learn(args: argparse.Namespace) -> int:
     refs = []
     for i, (fcs, labels) in enumerate(zip(args.fcs, args.labels, strict=True), start=1):
         refs.append(load_reference(fcs, labels, panel, cfg, args.markers))
-        _progress(f"read {i}/{len(args.fcs)} reference files")
+        progress(f"read {i}/{len(args.fcs)} reference files")
+    progress_done()
     fit_args = {"per_class": args.per_class, "k": args.k, "seed": args.seed}
     model = fit(refs, args.markers, settings={"transform": dict(cfg["transform"])}, **fit_args)
     save(model, args.out)
@@ -81,12 +83,6 @@ def run_apply(args: argparse.Namespace) -> int:
         print(f"{args.fcs}: unlike the files the model learned from; review before use",
               file=sys.stderr)  # fmt: skip
     return 0
-
-
-def _progress(text: str) -> None:
-    """On a terminal only: logs and Snakemake stay quiet."""
-    if sys.stderr.isatty():
-        print(f"\r{text}", end="", file=sys.stderr, flush=True)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
