@@ -677,8 +677,8 @@ def car_t_figure(
             row=2,
             col=1,
         )
-    fig.update_yaxes(type="log", title="cells/µL", row=1, col=1)
-    fig.update_yaxes(type="log", title="cells/µL", row=2, col=1)
+    fig.update_yaxes(type="log", dtick=1, title="cells/µL", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title="cells/µL", row=2, col=1)
     fig.update_xaxes(title="days since CAR-T infusion", row=2, col=1)
     fig.add_vline(x=0, line=dict(color="#495057", dash="dot", width=1))
     fig.update_layout(base_layout(height=520, showlegend=False, margin=dict(l=70, r=20, t=40, b=50)),
