@@ -18,6 +18,7 @@ from cytopipe.commands import (
     autogate,
     check,
     cluster,
+    export,
     gates,
     ingest,
     init,
@@ -33,8 +34,8 @@ from cytopipe.errors import ENVIRONMENT_FAULTS, EX_TEMPFAIL, CytopipeError, envi
 
 # Command modules, in the order `--help` lists their subcommands.
 COMMANDS = (
-    synth, init, ingest, sample, gates, autogate, learn, cluster, longitudinal, pool, report,
-    settings, check,
+    synth, init, ingest, sample, gates, autogate, export, learn, cluster, longitudinal, pool,
+    report, settings, check,
 )  # fmt: skip
 
 
