@@ -107,3 +107,30 @@ def test_the_export_says_when_reconstitution_happened_and_what_failed():
     assert row["reconstitution_interval"] == "(56, 90]"
     assert row["n_failed_samples"] == 1 and row["counting_method"] == "none"
     assert {"def_baseline_rule", "def_phenotype_rule", "def_memory_flag_rule"} <= set(export)
+
+
+def test_every_population_count_carries_the_b_cells_kind_of_interval():
+    """Subsets, plasmablasts, CAR-T: population_stats gives each count its Poisson interval and
+    its % of lymphocytes and cells/uL intervals, computed as the B cells' are (the B-cell rows
+    equal sample_states' intervals exactly)."""
+    result = run(
+        story("P1", {-7: (200, 2000), 7: (3, 2000), 90: (60, 2000)}, alc={-7: 1500.0, 7: 400.0}),
+        story("P2", {-7: (150, 2000), 14: (0, 2000)}),
+    )
+    pop, states = result.population_stats, result.sample_states.set_index("sample_id")
+    b = pop[pop["population"] == "b_cells"].set_index("sample_id")
+    for ours, theirs in (("count_low", "b_cells_low"), ("count_high", "b_cells_high"),
+                         ("pct_lymphocytes_low", "b_pct_low"), ("pct_lymphocytes_high", "b_pct_high"),
+                         ("cells_per_ul_low", "b_per_ul_low"), ("cells_per_ul_high", "b_per_ul_high")):  # fmt: skip
+        np.testing.assert_allclose(
+            b[ours], states.loc[b.index, theirs], equal_nan=True, err_msg=ours
+        )
+    pb = pop[pop["population"] == "plasmablasts"]
+    low, high = poisson_interval(pb["count"].to_numpy(dtype=float))
+    np.testing.assert_allclose(pb["count_low"], low)
+    np.testing.assert_allclose(pb["count_high"], high)
+    assert (pb["count_low"] <= pb["count"]).all() and (pb["count"] <= pb["count_high"]).all()
+    known = pb["cells_per_ul"].notna()
+    assert (
+        known.any() and (pb.loc[known, "cells_per_ul_low"] <= pb.loc[known, "cells_per_ul"]).all()
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cytopipe.clinical.uncertainty import binomial_interval, poisson_interval, ratio_interval
 from cytopipe.errors import ConfigError
 
 SINGLE = "single_platform_beads"
@@ -98,4 +99,31 @@ def add_absolute_counts(stats: pd.DataFrame, sheet: pd.DataFrame) -> pd.DataFram
         out[name] = keys.map(info[name]).to_numpy() if name in info else np.nan
     out["cells_per_ul"] = cells_per_ul
     out["abs_method"] = method
+    return add_count_intervals(out, inputs, use_single)
+
+
+def add_count_intervals(
+    out: pd.DataFrame, inputs: dict[str, np.ndarray], use_single: np.ndarray
+) -> pd.DataFrame:
+    """Every population's count with its exact 95% interval, propagated as the B cells' are
+    (cytopipe.clinical.uncertainty): Poisson on the events, Clopper-Pearson on % of the
+    sample's lymphocytes, and on cells/uL the bead-count ratio (single platform) or the
+    lymphocyte fraction times the blood count (dual platform). A subset, plasmablast or CAR-T
+    count is as uncertain as the B-cell count of the same size."""
+    count = out["count"].to_numpy(dtype=float)
+    lymph_rows = out["population"] == "lymphocytes"
+    lymph = out["sample_id"].map(out[lymph_rows].set_index("sample_id")["count"]).to_numpy(float)
+    out["count_low"], out["count_high"] = poisson_interval(count)
+    low, high = binomial_interval(count, lymph)
+    pct = np.isfinite(out["pct_lymphocytes"].to_numpy(dtype=float))
+    out["pct_lymphocytes_low"] = np.where(pct, 100 * low, np.nan)
+    out["pct_lymphocytes_high"] = np.where(pct, 100 * high, np.nan)
+    r_low, r_high = ratio_interval(count, inputs["bead_events"])
+    per_test_volume = inputs["beads_per_test"] / inputs["volume_ul"]
+    known = np.isfinite(out["cells_per_ul"].to_numpy(dtype=float))
+    for side, ratio, frac in (("low", r_low, low), ("high", r_high, high)):
+        dual = frac * inputs["abs_lymphocytes"]
+        out[f"cells_per_ul_{side}"] = np.where(
+            known, np.where(use_single, ratio * per_test_volume, dual), np.nan
+        )
     return out
