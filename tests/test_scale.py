@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def finished_samples(work: Path, sheet: pd.DataFrame) -> set[str]:
 def unreadable_outputs(results: Path) -> list[str]:
     """Declared per-sample outputs present on disk that do not parse completely."""
     readers = {".json": lambda p: json.loads(p.read_text()), ".parquet": pd.read_parquet,
-               ".tsv": lambda p: pd.read_csv(p, sep="\t")}  # fmt: skip
+               ".tsv": lambda p: pd.read_csv(p, sep="\t"), ".xml": ET.parse}  # fmt: skip
     bad = []
     for path in [*results.glob("preprocessed/*"), *results.glob("samples/*/*")]:
         if path.name.startswith("."):  # a temporary file of atomic_path: no rule declares it

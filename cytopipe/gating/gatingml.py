@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from cytopipe.atomic import atomic_path
 from cytopipe.errors import GatingError
 from cytopipe.gating.gates import (
     BooleanGate,
@@ -336,10 +337,8 @@ def write_gatingml(strategy: Strategy, path: str | os.PathLike) -> None:
         data = buf.getvalue()
     else:
         data = EMPTY_DOCUMENT
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, path)
 
 
 EMPTY_DOCUMENT = (
