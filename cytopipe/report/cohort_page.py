@@ -329,12 +329,19 @@ def _gates_to_review(report: Report) -> dict:
         Column(
             "population",
             "gate",
-            link=lambda r: report.sample_href(r["sample_id"], "") + f"#gate-{r['population']}",
+            link=lambda r: report.sample_href(r["sample_id"], "") + _gate_anchor(report, r),
         ),
         Column("confidence", "confidence", "num"),
         Column("reason", "why", "long"),
     ]
     return {"rows": rows, "columns": columns}
+
+
+def _gate_anchor(report: Report, row: Mapping) -> str:
+    """The gate's box on the sample page; a gate with nothing drawn (a pass-through pre-gate of
+    a panel without its marker) links to the sample's statistics."""
+    drawn = (str(row["sample_id"]), str(row["population"])) in report.drawn_gates
+    return f"#gate-{row['population']}" if drawn else "#stats"
 
 
 def _needs_a_look(row: Mapping) -> bool:

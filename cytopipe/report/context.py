@@ -45,6 +45,9 @@ class Report:
     downloads: list[dict] = field(default_factory=list)
     # the gate gallery pages (gallery_page): href, name, samples, low-confidence samples
     galleries: list[dict] = field(default_factory=list)
+    # (sample, population) with a gate box on the sample page (#gate-<population>): filled as
+    # the sample pages are written, read by the cohort page's list of gates to look at
+    drawn_gates: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def limit_events(self) -> tuple[Any, Any]:

@@ -49,7 +49,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     }
     if measured:
         data["qc"] = _qc_record(rec, figs)
-        data["gates"] = _gates_section(sample, figs)
+        data["gates"] = _gates_section(report, sample, figs)
         data["stats"] = _stats_section(report, sample)
         data["skipped"] = _skipped_section(rec)
         data["panel"] = _panel_section(rec)
@@ -200,7 +200,7 @@ def _qc_record(rec: Mapping, figs: FigureCounter | None = None) -> dict:
     return {"unavailable": None, "record": key_values(pairs), "timeline": plot}
 
 
-def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
+def _gates_section(report: Report, sample: SampleFiles, figs: FigureCounter) -> dict:
     if not sample.plots:
         why = "the sample failed" if sample.failed else f"{SAMPLE_PLOTS} is missing or has no plots"
         return {"unavailable": Unavailable("Density plots", why)}
@@ -216,6 +216,7 @@ def _gates_section(sample: SampleFiles, figs: FigureCounter) -> dict:
                     seen.add(c.get("name"))
                     cuts.append(figs.embed(cut_figure(c, panel), css="plot cut"))
         boxes.append({"populations": pops, "figure": figs.embed(main), "cuts": cuts})
+        report.drawn_gates.update((sample.sample_id, p) for p in pops)
     return {"unavailable": None, "boxes": boxes, "hierarchy": _hierarchy(sample.plots)}
 
 
