@@ -86,3 +86,41 @@ def test_progress_shows_on_a_terminal_only():
         progress_done(stream)
     assert term.getvalue() == "\rcytopipe init: 3/10 files read\n"
     assert log.getvalue() == ""
+
+
+def test_the_workflow_runs_on_a_project_made_by_init(tmp_path, shared_data, repo):
+    """The README's walkthrough for one's own data: init on a folder (generated files, a real
+    file of a panel without CD19, a broken file), fill in patient and day, run the workflow:
+    every readable sample is processed, the one without CD19 fails alone and is listed."""
+    import subprocess
+    import sys
+
+    archive = tmp_path / "archive"
+    generated = synth_cohort(archive / "run", n_patients=2, seed=8, events_per_sample=4_000,
+                             instrument="mixed", timepoints=(-7, 14, 90))  # fmt: skip
+    shutil.copy(shared_data / "real" / "flowcap1_gvhd" / "gvhd_03.fcs", archive / "gvhd_03.fcs")
+    (archive / "broken.fcs").write_bytes(b"FCS3.1    not really")
+    project = tmp_path / "project"
+    assert subprocess.run([sys.executable, "-m", "cytopipe.cli", "init", str(archive), "--out",
+                           str(project)], capture_output=True, text=True).returncode == 0  # fmt: skip
+    sheet = pd.read_csv(
+        project / "config" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    truth = generated.set_index("sample_id")
+    known = sheet["sample_id"].isin(truth.index)
+    sheet.loc[known, "patient_id"] = sheet.loc[known, "sample_id"].map(truth["patient_id"])
+    sheet.loc[known, "day"] = sheet.loc[known, "sample_id"].map(truth["day"]).astype(str)
+    sheet.loc[~known, ["patient_id", "day"]] = ["G01", "-1"]
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory",
+         str(project), "--cores", "2", "--keep-going", "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = pd.read_csv(project / "results" / "tables" / "sample_status.tsv", sep="\t")
+    assert len(status) == len(sheet) == 7
+    failed = status[status["status"] == "failed"]
+    assert list(failed["sample_id"]) == ["gvhd_03"] and "CD19" in failed["error"].iloc[0]
+    assert (project / "results" / "report" / "index.html").exists()
+    assert (project / "results" / "samples" / "P01_D014" / "gates.xml").exists()

@@ -3,7 +3,8 @@ the sample sheet or the panel file by hand.
 
 Scans the folder tree (FCS 2.0-3.2, LMD, any name), reads each file's header (not its events),
 groups the files by panel, matches every channel against the panel file, and writes
-PROJECT/config/{config.yaml, panel.yaml, samples.tsv} and PROJECT/init_report.md: per panel,
+PROJECT/config/{config.yaml, samples.tsv} (and copies of the shipped panel.yaml, gating.yaml and
+clustering.yaml, the lab's own to edit; existing files are kept) and PROJECT/init_report.md: per panel,
 which canonical markers sit on which channel, which are missing, whether the B-cell analysis
 can run and why not, the channels nobody claimed (to map in panel.yaml), and the files that
 cannot be read, each with the reason. A second run on the same folder keeps every row (and
@@ -23,7 +24,7 @@ MINIMAL_CONFIG = """\
 # default, described in config/README.md of the cytopipe repository.
 samples: config/samples.tsv      # one row per FCS file: fill patient_id and day
 panel: config/panel.yaml         # canonical markers and their aliases
-gating: config/gating.yaml       # gating template (the one shipped with cytopipe when absent)
+gating: config/gating.yaml       # gating template
 clustering: config/clustering.yaml
 results: results
 """
@@ -75,9 +76,10 @@ def _run(args: argparse.Namespace) -> int:
     project = Path(args.out).resolve()
     config = project / "config"
     config.mkdir(parents=True, exist_ok=True)
+    for name in ("panel.yaml", "gating.yaml", "clustering.yaml"):  # the lab's own to edit
+        if not (config / name).exists():
+            (config / name).write_text((PACKAGED / name).read_text())
     panel_path = config / "panel.yaml"
-    if not panel_path.exists():
-        panel_path.write_text((PACKAGED / "panel.yaml").read_text())
     files = scan(folder)
     infos = []
     for n, path in enumerate(files, 1):
