@@ -62,12 +62,8 @@ def pool_exports(exports: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     named by its export's name. Refuses a centre code used by two exports and a patient listed
     twice within one centre."""
     check_definitions(exports)
-    frames = []
-    for name, frame in exports.items():
-        frame = frame.copy()
-        code = frame["centre"].map(_text) if "centre" in frame else pd.Series("", index=frame.index)
-        frame["centre"] = code.where(code != "", name)
-        frames.append(frame)
+    codes = centre_codes(exports)
+    frames = [frame.assign(centre=codes[name]) for name, frame in exports.items()]
     owners: dict[str, str] = {}
     for name, frame in zip(exports, frames, strict=True):
         for code in frame["centre"].unique():
@@ -88,6 +84,15 @@ def pool_exports(exports: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         if column not in pooled:
             pooled[column] = ""
     return pooled[POOLED_COLUMNS]
+
+
+def centre_codes(exports: Mapping[str, pd.DataFrame]) -> dict[str, pd.Series]:
+    """Each export's rows' centre: its `centre` code, or the export's name where it has none."""
+    out = {}
+    for name, frame in exports.items():
+        code = frame["centre"].map(_text) if "centre" in frame else pd.Series("", index=frame.index)
+        out[name] = code.where(code != "", name)
+    return out
 
 
 def _text(value) -> str:

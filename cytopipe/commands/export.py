@@ -18,10 +18,11 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-# Keywords that describe the original file's layout, not its content: flowio writes its own.
+# Keywords that describe the original file's layout, not its content: flowio writes its own,
+# and $PnR is rewritten from the values' tops.
 LAYOUT = re.compile(
     r"^\$?(BEGIN|END)(DATA|ANALYSIS|STEXT)$|^\$?(NEXTDATA|TOT|PAR|DATATYPE|BYTEORD|MODE)$"
-    r"|^\$?P\d+[BENSG]$",
+    r"|^\$?P\d+[BENSGR]$",
     re.IGNORECASE,
 )
 
@@ -33,7 +34,7 @@ def carried_keywords(keywords: dict[str, str], tops: list[float]) -> dict[str, s
     out = {}
     for key, value in keywords.items():
         k = key.lstrip("$").upper()
-        if LAYOUT.match(k) or re.match(r"^P\d+R$", k):
+        if LAYOUT.match(k):
             continue
         out[f"${k}" if k in STANDARD or re.match(r"^P\d+[A-Z]$", k) else k] = value
     for i, top in enumerate(tops, start=1):

@@ -55,7 +55,7 @@ def read_header(path: Path, base: Path):
     kw = sample.keywords
     return FileInfo(
         shown, list(sample.pnn), list(sample.pns), acquisition_date(kw),
-        str(kw.get("cyt", "")).strip(), sample.n_events,
+        str(kw.get("cyt", "")).strip(),
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from cytopipe.atomic import atomic_path
     from cytopipe.clinical.pooling import (
+        centre_codes,
         check_definitions,
         km_by_centre,
         km_input,
@@ -47,9 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         ).to_csv(tmp, sep="\t", index=False)
     write_plotly_asset(out)
     sources = {
-        str(code): name
-        for name in exports
-        for code in pooled["centre"].iloc[_rows(exports, name)].unique()
+        code: name for name, codes in centre_codes(exports).items() for code in codes.unique()
     }
     with atomic_path(out / "pooled.html") as tmp:
         Path(tmp).write_text(pooled_page(pooled, curves, table, test, shared, sources))
@@ -59,16 +58,6 @@ def _run(args: argparse.Namespace) -> int:
         f"log-rank p {p}; {out / 'pooled.html'}"
     )
     return 0
-
-
-def _rows(exports, name) -> slice:
-    """Rows of export `name` in the pooled table (pooled in the exports' order)."""
-    start = 0
-    for other, frame in exports.items():
-        if other == name:
-            return slice(start, start + len(frame))
-        start += len(frame)
-    return slice(0, 0)
 
 
 def add_cli(subparsers: Any) -> None:

@@ -204,11 +204,12 @@ def _refine(gm, z, z_bright, i, members, params, pool, pool_bright, rng):
     share = _bright_share(gm, pool, members, pool_bright)
     if share >= target:
         return gm, z, i, members
-    seeded = _fit_mixture(z, k, z_bright)
-    si, smembers = _choose(seeded, z, params, z_bright)
-    seeded_share = _bright_share(seeded, pool, smembers, pool_bright)
-    if seeded_share >= REFINE_GAIN * share:
-        gm, i, members, share = seeded, si, smembers, seeded_share
+    if not params.get("seeded"):  # a seeded parent fit is already the one this would make
+        seeded = _fit_mixture(z, k, z_bright)
+        si, smembers = _choose(seeded, z, params, z_bright)
+        seeded_share = _bright_share(seeded, pool, smembers, pool_bright)
+        if seeded_share >= REFINE_GAIN * share:
+            gm, i, members, share = seeded, si, smembers, seeded_share
     for _ in range(2):
         if share >= target:
             break

@@ -23,7 +23,6 @@ SHEET_COLUMNS = [
     "sample_id", "patient_id", "path", "day", "collection_date", "infusion_date",
     "abs_lymphocytes", "age_years", "disease", "instrument", "panel",
 ]  # fmt: skip
-TO_FILL = ("patient_id", "day", "infusion_date", "abs_lymphocytes", "age_years", "disease")
 
 
 @dataclass
@@ -35,7 +34,6 @@ class FileInfo:
     pns: Sequence[str] = ()
     date: str | None = None
     instrument: str = ""
-    events: int | None = None
     error: str = ""
 
 
