@@ -22,6 +22,7 @@ from cytopipe.gating.autogate import (
     support_end,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
+from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
 from cytopipe.gating.template import build_gates, load_template
@@ -500,6 +501,54 @@ def test_lymphocytes_a_tenth_of_the_monocytes_beside_them_get_their_own_cluster(
     result = autogate(specs, {m: np.asarray(v, dtype=np.float32) for m, v in columns.items()})
     assert f1_score(result.masks["lymphocytes"], lymph) > 0.87
     assert f1_score(result.masks["t_cells"], t) > 0.94
+
+
+def _overlapping_monocytes(seed: int, fsc_apart: bool):
+    """Lymphopenic blood whose monocytes overlap the lymphocytes in CD45 x SSC (the random
+    draw's post-CAR-T files: lymphocyte F1 0.80 there), larger than them or not; NK cells
+    (lymphocytes without a lineage marker) 10-45% of the lymphocytes."""
+    rng = np.random.default_rng(seed)
+    n_gran, n_mono, n_lymph = 40_000, 12_000, int(rng.integers(800, 2_500))
+
+    def groups(means, sds):  # granulocytes, monocytes, lymphocytes
+        sizes = (n_gran, n_mono, n_lymph)
+        return np.concatenate([rng.normal(*p) for p in zip(means, sds, sizes, strict=True)])
+
+    cd45 = groups((0.68, 0.85, 0.86), (0.03, 0.03, 0.03))
+    log_ssc = groups((-0.9, -2.0, -2.5), (0.2, 0.25, 0.2))
+    fsc = groups((0.45, 0.24 if fsc_apart else 0.16, 0.16), (0.05, 0.02, 0.02))
+    lymph = np.arange(len(cd45)) >= n_gran + n_mono
+    t = lymph & (rng.random(len(cd45)) < rng.uniform(0.55, 0.9))
+    cd3 = np.where(t, rng.normal(0.65, 0.05, len(t)), rng.normal(0.15, 0.05, len(t)))
+    columns = {"FSC-A": fsc, "SSC-A": np.exp(log_ssc), "CD45": cd45, "CD3": cd3}
+    return {m: np.asarray(v, dtype=np.float32) for m, v in columns.items()}, lymph
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lymphocytes_the_cd45_view_cannot_separate_are_gated_on_forward_scatter(specs, seed):
+    """When CD45 x SSC gives no pure cluster, FSC x SSC is tried and kept when it holds the
+    lineage+ events as well from a confident fit; the flag says which view was used and why."""
+    columns, lymph = _overlapping_monocytes(seed, fsc_apart=True)
+    result = autogate(specs, columns)
+    gate = next(g for g in result.gates if g.id == "lymphocytes")
+    assert gate.dims == ("FSC-A", "SSC-A")
+    assert result.plotted["lymphocytes"][:2] == ("FSC-A", "SSC-A")
+    assert "gated on FSC-A x SSC-A" in result.methods["lymphocytes"][2]
+    assert f1_score(result.masks["lymphocytes"], lymph) > 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_where_no_view_separates_the_lymphocytes_the_gate_says_so(specs, seed):
+    """Monocytes of the lymphocytes' size: no view separates them. CD45 x SSC is kept (the
+    other view is no better), and a gate that holds the monocytes is never confident."""
+    columns, lymph = _overlapping_monocytes(seed, fsc_apart=False)
+    result = autogate(specs, columns)
+    gate = next(g for g in result.gates if g.id == "lymphocytes")
+    assert gate.dims == ("CD45", "SSC-A")
+    method, confidence, flag = result.methods["lymphocytes"]
+    assert "gated on" not in flag
+    assert f1_score(result.masks["lymphocytes"], lymph) < 0.9  # the premise: no view can
+    assert confidence < LOW_CONFIDENCE
 
 
 @pytest.mark.parametrize("instrument", ["A", "B"])

@@ -42,16 +42,17 @@ SMALL_DRAW = 14  # two files per class, 10-30 k events: ~15-35 s
 LARGE_DRAW = 70  # ten files per class: `make bench`
 SMALL_EVENTS = (10_000, 30_000)
 
-# (class, population) -> what the gating measured (worst file; 2026-11-30, session 5):
+# (class, population) -> what the gating measured (worst file; 2026-11-30, session 6):
 # targets it misses today. Open work for the gating, not loosened targets.
 KNOWN_MISSES_SMALL = {
     ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
 }
 # The 70-file draw of the slow test below (10-30 k events): every (class, population) it misses.
+# Lymphopenic lymphocytes (0.799) and T cells (0.939) left the list in session 6 (the FSC x SSC
+# view); it costs the PBMC file 598707880 plasmablasts, larger cells cut by that view (17 -> 14).
 KNOWN_MISSES_LARGE = {
-    ("lymphopenic_post_cart", "lymphocytes"): "F1 0.799 (seed 598707892), 2 files",
-    ("lymphopenic_post_cart", "t_cells"): "F1 0.939 (seed 598707892)",
     ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
+    ("pbmc", "plasmablasts"): "pb_count: found 14 of 22 (seed 598707880)",
     ("pregated_leukocytes", "plasmablasts"): "pb_count: found 19 of 26 (seed 598707882)",
 }
 
@@ -213,6 +214,8 @@ REGRESSIONS = {
                 "until the negative level was measured on the T cells"),
     598707900: ("b_switched_memory", "330 B cells: too few for the majority peak at 500 events, "
                 "the window quantile put CD27 above the memory cells (F1 0.55)"),
+    598707892: ("lymphocytes", "lymphopenic: monocytes overlap the lymphocytes in CD45 x SSC "
+                "(F1 0.80) until an impure cluster had FSC x SSC tried as well"),
 }  # fmt: skip
 
 

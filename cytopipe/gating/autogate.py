@@ -580,11 +580,81 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     return gate, (placed.method, placed.confidence, placed.flag), judged([(spec.id, placed, None)])
 
 
+VIEW_MARGIN = 0.05  # lineage F1 this much higher (or, from a trusted fit, not this much lower)
+
+
+def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> tuple[float, float]:
+    """F1 of `gate` on the parent's rows against the lineage+ events (backgating: how well the
+    gate holds the cells a lymphocyte gate must hold while leaving the others out), and their
+    share of the gated events. The lineage- lymphocytes (NK cells) cap both alike in every
+    view, so views compare fairly."""
+    g = _unparented(gate)
+    inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
+    hit = np.count_nonzero(inside & bright)
+    n_in = np.count_nonzero(inside)
+    return 2.0 * hit / max(n_in + np.count_nonzero(bright), 1), hit / max(n_in, 1)
+
+
+def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
+    """The polygon in the first view the panel has, or in another view (`alternatives`) when
+    `compare_views` is set and the first view's cluster is not pure (confidence below
+    LOW_CONFIDENCE, or lineage+ events below `refine_share` of it): the other view is kept when it holds the lineage+ events better (F1 by
+    VIEW_MARGIN), or about as well (within VIEW_MARGIN) from a fit that is confident. The
+    lineage+ share alone cannot decide: NK cells are lymphocytes without a lineage marker.
+
+    CD45 x SSC cannot tell lymphocytes from monocytes where both overlap (lymphopenic blood
+    after CAR-T, myeloid-rich tissue: the monocytes outnumber the lymphocytes ten to one);
+    forward scatter, the cells' size, often can. Which view separates them is decided per
+    sample, from the sample's own lineage+ events. The other view is searched the way the
+    first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
+    gate, how, shape = _polygon(variant, columns, rows, parent)
+    place = variant.place or {}
+    if not place.get("compare_views"):
+        return gate, how, shape, variant
+    bright = lineage_bright(columns, rows, place.get("backgate", ()))
+    if bright is None or np.count_nonzero(bright) < MIN_EVENTS:
+        return gate, how, shape, variant
+    first, share = _lineage_fit(gate, columns, rows, bright)
+    if how[1] >= LOW_CONFIDENCE and share >= float(place.get("refine_share", 0.0)):
+        return gate, how, shape, variant
+    score, best = first, (gate, how, shape, variant)
+    for alt in spec.alternatives:
+        if alt is variant or alt.gate["kind"] != "polygon" or not alt.needed() <= available:
+            continue
+        # the first view's way of finding a rare cluster, the other view's scales and limits
+        own = {k: alt.place[k] for k in ("log", "center_limits") if k in alt.place}
+        other = _polygon(replace(alt, place={**place, **own}), columns, rows, parent)
+        if other[1][0] == "fallback":
+            continue
+        f1 = _lineage_fit(other[0], columns, rows, bright)[0]
+        conf = other[1][1]
+        trusted = conf >= LOW_CONFIDENCE and conf > how[1] and f1 >= first - VIEW_MARGIN
+        if f1 >= score + VIEW_MARGIN or (trusted and best[3] is variant):
+            score, best = f1, (*other, alt)
+    gate, (method, conf, flag), shape, chosen = best
+    notes = [flag] if flag else []
+    if chosen is not variant:
+        notes.insert(0, (
+            f"gated on {' x '.join(chosen.dims)}: {' x '.join(variant.dims)} did not separate "
+            f"the lymphocytes (confidence {how[1]:.2f} vs {conf:.2f}; lineage+ F1 "
+            f"{first:.2f} vs {score:.2f})"
+        ))  # fmt: skip
+    share = _lineage_fit(gate, columns, rows, bright)[1]
+    expected = float(place.get("refine_share", 0.0))
+    if share < expected / 2:  # a lymphocyte gate of mostly lineage- events: monocytes inside
+        conf = min(conf, round(float(LOW_CONFIDENCE * share / (expected / 2)), 3))
+        notes.append(f"lineage+ events only {share:.0%} of the gate: other cells likely inside")
+    return gate, (method, conf, "; ".join(notes)), shape, chosen
+
+
 def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent, available):
-    if spec.gate["kind"] == "rectangle":
-        return _rectangle(spec, placer, parent, available)
-    gate, how, shape = _polygon(spec, columns, rows, parent)
-    return gate, how, [], shape
+    """The gate of the first variant the panel has (polygons: maybe another view), how it was
+    placed, its `or:` parts, its shape, and the variant used."""
+    variant = spec.variant_for(available)
+    if variant.gate["kind"] == "rectangle":
+        return (*_rectangle(variant, placer, parent, available), variant)
+    gate, how, shape, variant = _polygon_view(spec, variant, columns, rows, parent, available)
+    return gate, how, [], shape, variant
 
 
 def _apply(gate: Gate, columns: Mapping[str, np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
@@ -637,8 +707,8 @@ def autogate(
             out.passed.add(spec.id)
             extras, shape = [], judged([])
         else:
-            gate, how, extras, shape = _place_gate(
-                variant, placer, columns, rows, spec.parent, available
+            gate, how, extras, shape, variant = _place_gate(
+                spec, placer, columns, rows, spec.parent, available
             )
             out.plotted[spec.id] = plot_axes(variant)
         out.masks[spec.id] = _apply(_unparented(gate), columns, rows, n_events)
