@@ -49,11 +49,10 @@ KNOWN_MISSES_SMALL = {
 }
 # The 70-file draw of the slow test below (10-30 k events): every (class, population) it misses.
 # Lymphopenic lymphocytes (0.799) and T cells (0.939) left the list in session 6 (the FSC x SSC
-# view); it costs the PBMC file 598707880 plasmablasts, larger cells cut by that view (17 -> 14).
+# view), and plasmablasts of a PBMC file (rescue by phenotype outside the scatter gate).
 KNOWN_MISSES_LARGE = {
     ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
-    ("pbmc", "plasmablasts"): "pb_count: found 14 of 22 (seed 598707880)",
-    ("pregated_leukocytes", "plasmablasts"): "pb_count: found 19 of 26 (seed 598707882)",
+    ("pregated_leukocytes", "plasmablasts"): "pb_count: found 20 of 26 (seed 598707882)",
 }
 
 
@@ -216,6 +215,8 @@ REGRESSIONS = {
                 "the window quantile put CD27 above the memory cells (F1 0.55)"),
     598707892: ("lymphocytes", "lymphopenic: monocytes overlap the lymphocytes in CD45 x SSC "
                 "(F1 0.80) until an impure cluster had FSC x SSC tried as well"),
+    598707880: ("plasmablasts", "PBMC: 8 of 22 plasmablasts, larger than lymphocytes, outside "
+                "the FSC x SSC lymphocyte gate until found by phenotype wherever they sit"),
 }  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -88,6 +88,9 @@ class PopulationSpec:
     # ({"min": [...], "max": [...]}) or a polygon's `place` block ({"method": "gmm", ...}).
     place: Mapping | None = field(default=None, hash=False, compare=False)
     alternatives: tuple[PopulationSpec, ...] = field(default=(), hash=False, compare=False)
+    # `rescue:` rectangles on the parent's events outside the gate, whose thresholds are placed
+    # on populations below it; their events join the population after the whole pass
+    rescue: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -250,6 +253,7 @@ def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
     thresholds = _load_thresholds(raw["thresholds"], path)
     specs: list[PopulationSpec] = []
     seen: set[str] = set()
+    every_id = {str(p["id"]) for p in raw["populations"]}
     for p in raw["populations"]:
         pid = str(p["id"])
         parent = p.get("parent")
@@ -260,10 +264,9 @@ def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
             _population(alt, pid, parent, thresholds, seen, path)
             for alt in p.get("alternatives") or ()
         )
-        if alts:
-            spec = PopulationSpec(
-                spec.id, spec.parent, spec.dims, spec.gate, spec.optional, spec.place, alts
-            )
+        rescue = _union_parts(p.get("rescue"), thresholds, every_id, pid, path)
+        if alts or rescue:
+            spec = replace(spec, alternatives=alts, rescue=tuple(rescue))
         specs.append(spec)
         seen.add(pid)
     return specs
