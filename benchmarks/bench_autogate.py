@@ -1,8 +1,9 @@
 """Data-driven placement must not make gating slow: `cytopipe autogate`'s work on a 1 M-event
 file (read, preprocess, place and apply every gate) with today's placement (number of mixture
 components by BIC over 1..k, lymphocytes by backgating with refinement, the CD19 cut anchored
-on the sample's T cells with its shoulder/support fallback) and with the old placement (the
-template's fixed k, lowest-SSC cluster, CD19 anchored on a fixed window), side by side in one
+on the sample's T cells with its shoulder/support fallback, the FSC x SSC view for an impure
+cluster, plasmablasts joined by phenotype) and with the old placement (the template's fixed k,
+lowest-SSC cluster, CD19 anchored on a fixed window), side by side in one
 process on the same file; the placement alone is shown too.
 
     .venv/bin/python benchmarks/bench_autogate.py [--events 1000000] [--repeats 3]
@@ -43,8 +44,9 @@ def old_template(path: Path, out: Path) -> Path:
     """The template without today's data-driven options (what the old placement did)."""
     raw = yaml.safe_load(path.read_text())
     for pop in raw["populations"]:
+        pop.pop("rescue", None)
         for variant in (pop, *pop.get("alternatives", ())):
-            for key in ("backgate", "join_share", "refine_share", "seeded"):
+            for key in ("backgate", "join_share", "refine_share", "seeded", "compare_views"):
                 (variant.get("place") or {}).pop(key, None)
     for key in ("population", "fallback"):
         raw["thresholds"]["cd19"]["anchor"].pop(key, None)

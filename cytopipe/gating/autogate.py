@@ -560,7 +560,9 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
     return bright if found else None
 
 
-def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None):
+def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright=None):
+    """The polygon placed on the parent's `rows`; `bright`: their lineage+ events, when the
+    caller has them already."""
     place = spec.place or {"method": "fixed"}
     x = np.asarray(columns[spec.dims[0]][rows], dtype=np.float64)
     y = np.asarray(columns[spec.dims[1]][rows], dtype=np.float64)
@@ -568,8 +570,11 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     x, y = x[finite], y[finite]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
-        bright = lineage_bright(columns, rows[finite], place.get("backgate", ()))
-        verts, placed = place_gmm(np.column_stack([x, y]), place, bright)
+        if bright is None:
+            bright = lineage_bright(columns, rows, place.get("backgate", ()))
+        verts, placed = place_gmm(
+            np.column_stack([x, y]), place, None if bright is None else bright[finite]
+        )
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)
     if verts is None:
@@ -581,13 +586,18 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
 
 
 VIEW_MARGIN = 0.05  # lineage F1 this much higher (or, from a trusted fit, not this much lower)
+VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
 
 
 def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> tuple[float, float]:
     """F1 of `gate` on the parent's rows against the lineage+ events (backgating: how well the
     gate holds the cells a lymphocyte gate must hold while leaving the others out), and their
     share of the gated events. The lineage- lymphocytes (NK cells) cap both alike in every
-    view, so views compare fairly."""
+    view, so views compare fairly. Judged on a strided subsample of at most VIEW_MAX_EVENTS
+    events (a share, not a cut)."""
+    if len(rows) > VIEW_MAX_EVENTS:
+        step = len(rows) // VIEW_MAX_EVENTS + 1
+        rows, bright = rows[::step], bright[::step]
     g = _unparented(gate)
     inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
     hit = np.count_nonzero(inside & bright)
@@ -598,20 +608,21 @@ def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> t
 def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
     """The polygon in the first view the panel has, or in another view (`alternatives`) when
     `compare_views` is set and the first view's cluster is not pure (confidence below
-    LOW_CONFIDENCE, or lineage+ events below `refine_share` of it): the other view is kept when it holds the lineage+ events better (F1 by
-    VIEW_MARGIN), or about as well (within VIEW_MARGIN) from a fit that is confident. The
-    lineage+ share alone cannot decide: NK cells are lymphocytes without a lineage marker.
+    LOW_CONFIDENCE, or lineage+ events below `refine_share` of it): the other view is kept
+    when it holds the lineage+ events better (F1 by VIEW_MARGIN), or about as well (within
+    VIEW_MARGIN) from a fit that is more confident. The lineage+ share alone cannot decide:
+    NK cells are lymphocytes without a lineage marker.
 
     CD45 x SSC cannot tell lymphocytes from monocytes where both overlap (lymphopenic blood
     after CAR-T, myeloid-rich tissue: the monocytes outnumber the lymphocytes ten to one);
     forward scatter, the cells' size, often can. Which view separates them is decided per
     sample, from the sample's own lineage+ events. The other view is searched the way the
     first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
-    gate, how, shape = _polygon(variant, columns, rows, parent)
     place = variant.place or {}
     if not place.get("compare_views"):
-        return gate, how, shape, variant
+        return (*_polygon(variant, columns, rows, parent), variant)
     bright = lineage_bright(columns, rows, place.get("backgate", ()))
+    gate, how, shape = _polygon(variant, columns, rows, parent, bright)
     if bright is None or np.count_nonzero(bright) < MIN_EVENTS:
         return gate, how, shape, variant
     first, share = _lineage_fit(gate, columns, rows, bright)
@@ -623,7 +634,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
             continue
         # the first view's way of finding a rare cluster, the other view's scales and limits
         own = {k: alt.place[k] for k in ("log", "center_limits") if k in alt.place}
-        other = _polygon(replace(alt, place={**place, **own}), columns, rows, parent)
+        other = _polygon(replace(alt, place={**place, **own}), columns, rows, parent, bright)
         if other[1][0] == "fallback":
             continue
         f1 = _lineage_fit(other[0], columns, rows, bright)[0]
@@ -639,7 +650,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
             f"the lymphocytes (confidence {how[1]:.2f} vs {conf:.2f}; lineage+ F1 "
             f"{first:.2f} vs {score:.2f})"
         ))  # fmt: skip
-    share = _lineage_fit(gate, columns, rows, bright)[1]
+        share = _lineage_fit(gate, columns, rows, bright)[1]
     expected = float(place.get("refine_share", 0.0))
     if share < expected / 2:  # a lymphocyte gate of mostly lineage- events: monocytes inside
         conf = min(conf, round(float(LOW_CONFIDENCE * share / (expected / 2)), 3))
@@ -684,6 +695,7 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
     brighter than any T cell) finds them wherever they sit, but its cut-offs are placed on
     populations inside the lymphocytes, hence after the whole pass."""
     rows = np.flatnonzero(out.masks[spec.parent]) if spec.parent else np.arange(n)
+    before = out.masks[spec.id].copy()
     joined = []
     for part in spec.rescue:
         if not part.needed() <= available:
@@ -703,12 +715,12 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
         return
     method, conf, flag = out.methods[spec.id]
     out.methods[spec.id] = (method, conf, "; ".join([*([flag] if flag else []), *joined]))
-    grown = {spec.id}
-    for g in out.gates:  # template order: parents before children
-        if g.parent in grown:
-            parent_rows = np.flatnonzero(out.masks[g.parent])
-            out.masks[g.id] = _mask(g, out.extras.get(g.id, ()), columns, parent_rows, n)
-            grown.add(g.id)
+    new = {spec.id: np.flatnonzero(out.masks[spec.id] & ~before)}  # population -> joined rows
+    for g in out.gates:  # template order: parents before children; only the joined events
+        if g.parent in new:
+            hit = _mask(g, out.extras.get(g.id, ()), columns, new[g.parent], n)
+            out.masks[g.id] |= hit
+            new[g.id] = np.flatnonzero(hit)
 
 
 def _unparented(gate: Gate) -> Gate:
