@@ -28,6 +28,13 @@ config.update(thaw(validated(config, "config", source="workflow config")))
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/cluster.smk"
+
+
+if config["gating_model"]["path"]:
+
+    include: "workflow/rules/model.smk"
+
+
 include: "workflow/rules/cohort.smk"
 
 

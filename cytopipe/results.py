@@ -68,6 +68,7 @@ SAMPLE_PLOTS = "plots.json"
 SAMPLE_GATES = "gates.parquet"
 SAMPLE_GATINGML = "gates.xml"
 SAMPLE_CLUSTERS = "clusters.json"
+SAMPLE_LEARNED = "learned.json"  # the learned gating model's opinion (gating_model)
 CLUSTER_MODEL = "som.npz"
 EVENTS_SUFFIX = ".parquet"
 RECORD_SUFFIX = ".json"
@@ -125,6 +126,10 @@ def sample_gatingml_path(folder: str | os.PathLike) -> Path:
 
 def sample_clusters_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / SAMPLE_CLUSTERS
+
+
+def sample_learned_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_LEARNED
 
 
 def cluster_model_path(results: str | os.PathLike) -> Path:

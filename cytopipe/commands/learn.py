@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.commands.progress import progress, progress_done
-from cytopipe.config import add_settings_arguments, merge, settings_from_args, validated
+from cytopipe.config import add_settings_arguments, merge, settings_from_args, thaw, validated
 from cytopipe.errors import ConfigError
 
 
@@ -85,6 +85,64 @@ def run_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_map(args: argparse.Namespace) -> int:
+    """The workflow's step: the model's labels and its agreement with the template's gates on
+    the preprocessed events (learned.json), or "not available" with the reason."""
+    from cytopipe.atomic import write_json
+    from cytopipe.learn.agreement import learned_summary
+    from cytopipe.learn.model import load, predict
+
+    cfg = settings_from_args(args)
+    settings = cfg["gating_model"]
+    sid = args.sample_id or Path(args.events).stem
+    model = load(args.model)
+    doc = {"sample_id": sid, "model": Path(args.model).name}
+    why = _unusable(model, cfg, args.events)
+    if why:
+        write_json(args.out, {**doc, "status": "not available", "reason": why})
+        print(f"{sid}: learned gating not available: {why}", file=sys.stderr)
+        return 0
+    events = pd.read_parquet(args.events, columns=[*model.markers, "qc_pass"])
+    keep = events["qc_pass"].to_numpy(dtype=bool)
+    data = events[list(model.markers)].to_numpy(dtype=np.float64)[keep]
+    finite = np.isfinite(data).all(axis=1)
+    labels = np.full(len(data), "", dtype=object)
+    confidence, novel = np.zeros(len(data)), np.zeros(len(data), dtype=bool)
+    labels[finite], confidence[finite], novel[finite] = predict(model, data[finite])
+    gates = pd.read_parquet(args.gates)
+    masks = {g: gates[g].to_numpy(dtype=bool)[keep] for g in settings["compare"] if g in gates}
+    summary = learned_summary(
+        model, labels, confidence, novel, masks, settings["compare"], settings["min_f1"]
+    )
+    write_json(args.out, {**doc, **summary})
+    for text in summary["disagreements"]:
+        print(f"{sid}: review: {text}", file=sys.stderr)
+    return 0
+
+
+def _unusable(model, cfg, events_path) -> str:
+    """Why the model cannot gate this sample ('' when it can): other markers, another scale."""
+    same = json.dumps(thaw(model.settings.get("transform")), sort_keys=True) == json.dumps(
+        thaw(cfg["transform"]), sort_keys=True
+    )
+    if "transform" in model.settings and not same:
+        return (
+            "the model was learned on another transform than this workflow's "
+            "(config transform); learn it again with this config"
+        )
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(events_path)
+        columns = set(meta.schema.names)
+    except (OSError, ValueError) as exc:
+        return f"cannot read the preprocessed events ({exc})"
+    if meta.num_rows == 0:
+        return "no events (the sample failed upstream)"
+    missing = [m for m in (*model.markers, "qc_pass") if m not in columns]
+    return f"the sample lacks the model's marker(s) {', '.join(missing)}" if missing else ""
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "learn-gates",
@@ -126,3 +184,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")
     add_settings_arguments(a)
     a.set_defaults(func=run_apply)
+
+    m = subparsers.add_parser(
+        "model-map",
+        help="the learned model's opinion of a preprocessed sample beside the template's gates",
+        description="Label the QC-kept events of a preprocessed sample with the model "
+        "(gating_model.path), compare the model's populations with the template's gates "
+        "(gating_model.compare) and write learned.json: populations, agreement (F1), and what "
+        "to review (disagreements, events unlike the references).",
+    )
+    m.add_argument("events", help="preprocessed/{sample}.parquet")
+    m.add_argument("--gates", required=True, help="samples/{sample}/gates.parquet")
+    m.add_argument("--model", required=True, help="model JSON from learn-gates")
+    m.add_argument("--sample-id", default=None, help="default: the events file name")
+    m.add_argument("--out", required=True, help="learned.json")
+    add_settings_arguments(m)
+    m.set_defaults(func=run_map)

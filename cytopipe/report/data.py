@@ -23,6 +23,7 @@ from cytopipe.results import (
     TEXT_COLUMNS,
     cohort_summary_path,
     sample_clusters_path,
+    sample_learned_path,
     sample_plots_path,
     sample_record_path,
     sample_stats_path,
@@ -42,6 +43,7 @@ class SampleFiles:
     plots: list[dict] | None
     clusters: Any | None
     problems: list[str] = field(default_factory=list)
+    learned: Any | None = None  # learned.json: the learned gating model's opinion (gating_model)
 
     @property
     def failed(self) -> bool:
@@ -154,7 +156,8 @@ def load_sample(sample_id: str, folder: Path | None) -> SampleFiles:
     elif plot_doc is not None:
         problems.append("plots.json has no list of plots")
     clusters, _ = read_json(sample_clusters_path(folder))
-    return SampleFiles(sample_id, folder, record, stats, plots, clusters, problems)
+    learned, _ = read_json(sample_learned_path(folder))
+    return SampleFiles(sample_id, folder, record, stats, plots, clusters, problems, learned)
 
 
 def records(frame: pd.DataFrame | None) -> list[dict]:

@@ -79,8 +79,10 @@ def write_report(
     gallery = Gallery()
     for sid in report.samples:
         sample = load_sample(sid, results.sample_dirs.get(sid))
-        if isinstance(sample.clusters, dict) and sample.clusters.get("disagreements"):
-            report.disagreements[sid] = [str(d) for d in sample.clusters["disagreements"]]
+        for opinion, who in ((sample.clusters, ""), (sample.learned, "learned gating: ")):
+            if isinstance(opinion, dict) and opinion.get("disagreements"):
+                found = [f"{who}{d}" for d in opinion["disagreements"]]
+                report.disagreements.setdefault(sid, []).extend(found)
         path = out / "samples" / f"{slug(sid)}.html"
         _write(path, sample_page(report, sample))
         written.add(path)

@@ -58,6 +58,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     else:
         data["provenance"] = None
     data["clustering"] = _clustering(sample)
+    data["learned"] = _learned(sample)
     own = report.samples_of(pid) if pid else []
     i = own.index(sid) if sid in own else -1
     pager = [
@@ -397,6 +398,33 @@ def _clustering(sample: SampleFiles) -> dict:
     return {
         "found": True,
         "ok": True,
+        "disagreements": [plain(d) for d in data.get("disagreements") or []],
+        "tables": tables,
+    }
+
+
+def _learned(sample: SampleFiles) -> dict | None:
+    """The lab's learned gating seen from this sample (None: the workflow has no model): its
+    populations, where it is unsure or outside its references, and its agreement with the
+    template's gates."""
+    data = sample.learned
+    if data is None:
+        return None
+    if not isinstance(data, Mapping) or data.get("status") != "ok":
+        items = data.items() if isinstance(data, Mapping) else [("learned", data)]
+        return {"ok": False, "record": key_values(items)}
+    tables = []
+    for key, heading in (
+        ("agreement", "Agreement with the template's gates (F1)"),
+        ("populations", "The model's populations"),
+    ):
+        rows = data.get(key)
+        if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
+            tables.append((heading, _records_table(rows, key)))
+    return {
+        "ok": True,
+        "learned_from": ", ".join(plain(n) for n in data.get("learned_from") or []),
+        "model": plain(data.get("model", "")),
         "disagreements": [plain(d) for d in data.get("disagreements") or []],
         "tables": tables,
     }

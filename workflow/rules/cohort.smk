@@ -64,6 +64,11 @@ rule report:
         rules.collect.output,
         plots=expand(str(layout.sample_plots_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
         clusters=expand(str(layout.sample_clusters_path(SAMPLE_DIR)), sample=SAMPLE_IDS),
+        learned=(
+            expand(str(layout.sample_learned_path(SAMPLE_DIR)), sample=SAMPLE_IDS)
+            if config["gating_model"]["path"]
+            else []
+        ),
     output:
         index=str(layout.report_folder(RESULTS) / "index.html"),
     params:

@@ -1,0 +1,142 @@
+"""A lab's learned gating in the workflow (issue 16, config gating_model): each sample labelled
+by the model beside the template, their agreement per population, and what to review."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cytopipe import cli
+from cytopipe.gating.stats import f1_score
+from cytopipe.report.data import load_sample
+from cytopipe.report.render import render
+from cytopipe.report.sample_page import _learned
+from cytopipe.synth.cohort import synth_cohort
+from cytopipe.synth.model import B_SUBSETS
+from cytopipe.synth.sample_files import read_truth
+
+MARKERS = ["CD45", "SSC-A", "CD3", "CD19", "CD20"]
+COMPARE = {"t_cells": "T cells", "b_cells": "B cells"}
+
+
+def expert_labels(fcs: str, out: Path) -> Path:
+    """What an expert's export would hold: one label per event, from the generator's truth."""
+    truth = np.asarray(read_truth(fcs)["population"])
+    b = np.isin(truth, [*B_SUBSETS, "plasmablast"])
+    label = np.where(truth == "t_cell", "T cells", np.where(b, "B cells", "other"))
+    pd.DataFrame({"label": label}).to_csv(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory):
+    """A model learned from three generated files with an expert's labels; a fourth sample
+    preprocessed and gated as the workflow does."""
+    out = tmp_path_factory.mktemp("learned")
+    sheet = synth_cohort(out / "cohort", 2, 5, 20_000, "A", timepoints=(-7, 90))
+    files = list(sheet["path"])
+    refs, new = files[:3], files[3]
+    labels = [str(expert_labels(f, out / f"labels{i}.csv")) for i, f in enumerate(refs)]
+    model = out / "model.json"
+    assert cli.main(["learn-gates", "--fcs", *refs, "--labels", *labels, "--markers", *MARKERS,
+                     "--out", str(model)]) == 0  # fmt: skip
+    events, info, folder = out / "e.parquet", out / "info.json", out / "sample"
+    assert cli.main(["preprocess", new, "--sample-id", "s", "--out-events", str(events),
+                     "--out-info", str(info)]) == 0  # fmt: skip
+    assert cli.main(["gate", str(events), "--info", str(info), "--out-dir", str(folder)]) == 0
+    return out, model, events, folder, new
+
+
+def model_map(mapped, compare, name, **extra) -> dict:
+    out, model, events, folder, _ = mapped
+    settings = {"gating_model": {"path": str(model), "compare": compare, **extra}}
+    target = out / name
+    assert cli.main(["model-map", str(events), "--gates", str(folder / "gates.parquet"),
+                     "--model", str(model), "--settings", json.dumps(settings),
+                     "--sample-id", "s", "--out", str(target)]) == 0  # fmt: skip
+    return json.loads(target.read_text())
+
+
+def test_the_learned_gating_agrees_with_the_template_where_both_are_right(mapped):
+    doc = model_map(mapped, COMPARE, "learned.json")
+    assert doc["status"] == "ok" and len(doc["learned_from"]) == 3
+    rows = {r["gate"]: r for r in doc["agreement"]}
+    assert rows["t_cells"]["f1"] >= 0.95 and rows["b_cells"]["f1"] >= 0.90, rows
+    assert doc["disagreements"] == []
+    # the F1 is the events' own: our gates against the model's labels on the QC-kept events
+    out, model, events, folder, new = mapped
+    keep = pd.read_parquet(events)["qc_pass"].to_numpy()
+    ours = pd.read_parquet(folder / "gates.parquet")["t_cells"].to_numpy()[keep]
+    truth = np.asarray(read_truth(new)["population"])[keep] == "t_cell"
+    assert abs(f1_score(ours, truth) - rows["t_cells"]["f1"]) < 0.05
+    populations = {p["population"]: p for p in doc["populations"]}
+    assert set(populations) == {"T cells", "B cells", "other"}
+    assert populations["T cells"]["confidence"] > 0.8
+
+
+def test_a_population_the_two_methods_disagree_on_is_listed_to_review(mapped):
+    doc = model_map(mapped, {"t_cells": "T cells", "b_cells": "other", "nk": "B cells"}, "d.json")
+    rows = {r["gate"]: r for r in doc["agreement"]}
+    assert rows["b_cells"]["f1"] < 0.2
+    assert any(d.startswith("b_cells vs the learned other") for d in doc["disagreements"])
+    assert not any(d.startswith("t_cells") for d in doc["disagreements"])
+    assert rows["nk"]["note"] == "not in the sample's gates"
+
+
+def test_a_model_learned_on_another_scale_is_refused_with_the_reason(mapped):
+    out, model, events, folder, _ = mapped
+    other = json.loads(model.read_text())
+    other["settings"]["transform"] = {"fluorescence": "arcsinh"}
+    (out / "arcsinh.json").write_text(json.dumps(other))
+    settings = {"gating_model": {"path": "x"}}
+    assert cli.main(["model-map", str(events), "--gates", str(folder / "gates.parquet"),
+                     "--model", str(out / "arcsinh.json"), "--settings", json.dumps(settings),
+                     "--out", str(out / "refused.json")]) == 0  # fmt: skip
+    doc = json.loads((out / "refused.json").read_text())
+    assert doc["status"] == "not available" and "another transform" in doc["reason"]
+
+
+def test_the_sample_page_shows_the_learned_opinion_and_what_to_review(mapped):
+    out, _, _, folder, _ = mapped
+    doc = model_map(mapped, {"t_cells": "T cells", "b_cells": "other"}, "learned.json")
+    (folder / "learned.json").write_text(json.dumps(doc))
+    html = render("learned.html", learned=_learned(load_sample("s", folder)))
+    assert "Learned gating" in html and "model.json" in html
+    assert "Agreement with the template" in html and "b_cells vs the learned other" in html
+
+
+def test_the_workflow_runs_the_model_only_when_configured(tmp_path, repo):
+    """Dry runs: with gating_model.path every sample gets a model_map job feeding the report."""
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    sheet = synth_cohort(tmp_path / "cohort", 1, 3, 3000, "A", timepoints=(-7, 28))
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+
+    def jobs(extra: dict) -> str:
+        cfg = {**config, "samples": str(tmp_path / "samples.tsv"),
+               "panel": str(repo / config["panel"]), "gating": str(repo / config["gating"]),
+               "clustering": str(repo / config["clustering"]), "results": str(tmp_path / "r"),
+               **extra}  # fmt: skip
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+             "--configfile", str(path), "--directory", str(tmp_path)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    assert "model_map" not in jobs({})
+    planned = jobs({"gating_model": {"path": str(model), "compare": COMPARE}})
+    counts = dict(line.split()[:2] for line in planned.splitlines() if line.startswith("model_map"))
+    assert counts == {"model_map": str(len(sheet))}, planned[-2000:]
+    assert "learned.json" in planned
