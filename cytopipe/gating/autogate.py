@@ -685,6 +685,9 @@ def _mask(gate: Gate, extras, columns, rows: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
+RESCUE_RATIO, RESCUE_SLACK = 2.0, 10  # joined events beyond this many x those inside: doubtful
+
+
 def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns, available, n):
     """Join the parent's events outside `spec`'s gate that a `rescue:` rectangle holds, then
     evaluate every gate below again (same gates, same cut-offs) on the grown population.
@@ -693,10 +696,15 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
     lymphocytes leaves a quarter of them out (random draw: 7 files with too few plasmablasts;
     once inside the gate, every one was found). Their phenotype (CD19-dim, CD20-, CD27 and CD38
     brighter than any T cell) finds them wherever they sit, but its cut-offs are placed on
-    populations inside the lymphocytes, hence after the whole pass."""
+    populations inside the lymphocytes, hence after the whole pass.
+
+    Real plasmablasts outside the gate are at most about as many as inside it; many more events
+    of that phenotype outside than inside (more than RESCUE_RATIO x + RESCUE_SLACK) look like
+    autofluorescent or antibody-sticky myeloid cells: they are joined (the definition is the
+    definition) but the gate is not confident, so the sample is listed to review."""
     rows = np.flatnonzero(out.masks[spec.parent]) if spec.parent else np.arange(n)
     before = out.masks[spec.id].copy()
-    joined = []
+    joined, doubt = [], []
     for part in spec.rescue:
         if not part.needed() <= available:
             continue
@@ -708,12 +716,21 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
         gate = RectangleGate(spec.id, spec.parent, part.dims, *bounds)
         hit = _apply(_unparented(gate), columns, outside, n)
         if hit.any():
+            n_in = int(_apply(_unparented(gate), columns, rows[out.masks[spec.id][rows]], n).sum())
             out.masks[spec.id] |= hit
             out.extras.setdefault(spec.id, []).append((part.label, gate))
             joined.append(f"{int(hit.sum())} events joined ({part.label})")
+            if hit.sum() > RESCUE_RATIO * n_in + RESCUE_SLACK:
+                doubt.append(
+                    f"{int(hit.sum())} joined but {n_in} like them inside the gate: check that "
+                    "they are not autofluorescent or antibody-sticky cells"
+                )
     if not joined:
         return
     method, conf, flag = out.methods[spec.id]
+    if doubt:
+        conf = min(conf, LOW_CONFIDENCE - 0.1)
+        joined += doubt
     out.methods[spec.id] = (method, conf, "; ".join([*([flag] if flag else []), *joined]))
     new = {spec.id: np.flatnonzero(out.masks[spec.id] & ~before)}  # population -> joined rows
     for g in out.gates:  # template order: parents before children; only the joined events
