@@ -78,7 +78,7 @@ def test_the_learned_gating_agrees_with_the_template_where_both_are_right(mapped
     assert abs(f1_score(ours, truth) - rows["t_cells"]["f1"]) < 0.05
     populations = {p["population"]: p for p in doc["populations"]}
     assert set(populations) == {"T cells", "B cells", "other"}
-    assert populations["T cells"]["confidence"] > 0.8
+    assert populations["T cells"]["mean confidence"] > 0.8
 
 
 def test_a_population_the_two_methods_disagree_on_is_listed_to_review(mapped):
@@ -110,6 +110,9 @@ def test_the_sample_page_shows_the_learned_opinion_and_what_to_review(mapped):
     html = render("learned.html", learned=_learned(load_sample("s", folder)))
     assert "Learned gating" in html and "model.json" in html
     assert "Agreement with the template" in html and "b_cells vs the learned other" in html
+    assert "3 reference files" in html and ".fcs" not in html  # file names may name patients
+    shown = render("learned.html", learned=_learned(load_sample("s", folder), True))
+    assert all(Path(f).name in shown for f in doc["learned_from"])
 
 
 def test_the_workflow_runs_the_model_only_when_configured(tmp_path, repo):

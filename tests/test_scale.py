@@ -321,8 +321,10 @@ def test_archive_offline_stops_the_run_and_keeps_every_result(finished_run, tmp_
     try:
         proc = snakemake(work, "--cores", "2", "--keep-going")
         after = outputs_snapshot(work / "results")
+        unlock = snakemake(work, "--unlock")  # after a crash, with the archive still offline
     finally:
         offline.rename(archive)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     assert proc.returncode != 0
     message = " ".join(proc.stderr.split())
     n = len(finished_run["sheet"])

@@ -32,7 +32,16 @@ def learned_summary(
     -> model population, F1 over the same events) and the disagreements to review. `labels`,
     `confidence`, `novel` and each gate mask are over the same events (QC-kept)."""
     found = review(model, labels, confidence, novel)
-    populations = [{"population": p, **info} for p, info in found["populations"].items()]
+    populations = [
+        {
+            "population": p,
+            "events": info["events"],
+            "mean confidence": info["confidence"],
+            "unlike the references (%)": round(100 * info["unlike_share"], 1),
+            "to review": "yes" if info["review"] else "",
+        }
+        for p, info in found["populations"].items()
+    ]
     agreement, disagreements = [], []
     for gate, learned in compare.items():
         row = {"gate": gate, "model population": learned}
@@ -46,7 +55,7 @@ def learned_summary(
                           "f1": f1})  # fmt: skip
         if ours.sum() + theirs.sum() >= MIN_COMPARED and f1 < min_f1:
             disagreements.append(f"{gate} vs the learned {learned}: F1 {f1:.2f} < {min_f1:g}")
-    unlike = [p["population"] for p in populations if p["review"]]
+    unlike = [p for p, info in found["populations"].items() if info["review"]]
     if unlike:
         disagreements.append(f"unlike the files the model learned from: {', '.join(unlike)}")
     elif found["review"]:

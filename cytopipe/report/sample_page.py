@@ -58,7 +58,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     else:
         data["provenance"] = None
     data["clustering"] = _clustering(sample)
-    data["learned"] = _learned(sample)
+    data["learned"] = _learned(sample, report.privacy.show_file_names)
     own = report.samples_of(pid) if pid else []
     i = own.index(sid) if sid in own else -1
     pager = [
@@ -80,6 +80,8 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
     ]
     if not measured:
         toc = [("error", "Error"), ("clustering", "Clustering")]
+    if data["learned"] is not None:
+        toc.append(("learned", "Learned gating"))
     page = frame(
         report,
         title=f"Sample {sid} · cytopipe",
@@ -403,10 +405,11 @@ def _clustering(sample: SampleFiles) -> dict:
     }
 
 
-def _learned(sample: SampleFiles) -> dict | None:
+def _learned(sample: SampleFiles, show_file_names: bool = False) -> dict | None:
     """The lab's learned gating seen from this sample (None: the workflow has no model): its
     populations, where it is unsure or outside its references, and its agreement with the
-    template's gates."""
+    template's gates. The reference files are named only where file names may be shown
+    (archives often name files after patients)."""
     data = sample.learned
     if data is None:
         return None
@@ -421,9 +424,10 @@ def _learned(sample: SampleFiles) -> dict | None:
         rows = data.get(key)
         if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
             tables.append((heading, _records_table(rows, key)))
+    files = [plain(n) for n in data.get("learned_from") or []]
     return {
         "ok": True,
-        "learned_from": ", ".join(plain(n) for n in data.get("learned_from") or []),
+        "learned_from": ", ".join(files) if show_file_names else f"{len(files)} reference files",
         "model": plain(data.get("model", "")),
         "disagreements": [plain(d) for d in data.get("disagreements") or []],
         "tables": tables,
