@@ -179,3 +179,21 @@ def test_the_workflow_report_renders_in_a_browser(run, repo):
     assert proc.returncode == 0, proc.stdout[-4000:]
     # every browser test ran on this report (none skipped, none failed)
     assert " passed" in proc.stdout and not any(w in proc.stdout for w in ("skipped", "failed"))
+
+
+def test_the_catalog_test_configuration_runs(repo, tmp_path):
+    """The workflow-catalog convention: `.test/` holds a small configuration and data that run
+    end to end (`snakemake --directory .test`); results go to a temporary folder here."""
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"),
+         "--directory", str(repo / ".test"), "--cores", "2", "--quiet",
+         "--config", f"results={results}"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    status = pd.read_csv(results / "tables" / "sample_status.tsv", sep="\t")
+    sheet = pd.read_csv(repo / ".test" / "config" / "samples.tsv", sep="\t")
+    assert sorted(status["sample_id"]) == sorted(sheet["sample_id"])
+    assert (status["status"] == "ok").all(), status.to_string()
+    assert (results / "report" / "index.html").exists()
