@@ -41,5 +41,6 @@ include: "workflow/rules/cohort.smk"
 rule all:
     input:
         rules.report.output.index,
+        expand(str(layout.flowjo_workspace_path(RESULTS, "{batch}")), batch=BATCHES),
         rules.longitudinal.output.export,
         rules.report_figures.output.swimmer,

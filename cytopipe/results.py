@@ -132,6 +132,11 @@ def sample_learned_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / SAMPLE_LEARNED
 
 
+def flowjo_workspace_path(results: str | os.PathLike, batch: str) -> Path:
+    """RESULTS/flowjo/{batch}.wsp: one batch's automated gates as a FlowJo 10 workspace."""
+    return Path(results) / "flowjo" / f"{batch}.wsp"
+
+
 def cluster_model_path(results: str | os.PathLike) -> Path:
     """RESULTS/model/som.npz: the cohort clustering model."""
     return Path(results) / MODEL / CLUSTER_MODEL

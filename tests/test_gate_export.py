@@ -86,3 +86,35 @@ def test_a_sample_without_gates_gets_an_empty_document(tmp_path):
     write_gatingml(Strategy([]), tmp_path / "g.xml")
     root = ET.parse(tmp_path / "g.xml").getroot()
     assert root.tag.endswith("Gating-ML") and len(root) == 0
+
+
+def test_a_flowjo_workspace_of_the_samples_gives_our_counts_in_flowkit(gated_sample, tmp_path):
+    """cytopipe export-flowjo: the sample with its own gates, compensation and transforms (and
+    an OR node where a population has `or:` parts), and a sample without gates left out with
+    the reason; FlowKit reads the workspace back with cytopipe's membership."""
+    fcs, folder, keep = gated_sample
+    from cytopipe.gating.gatingml import write_gatingml
+    from cytopipe.gating.strategy import Strategy
+
+    empty = tmp_path / "failed.xml"
+    write_gatingml(Strategy([]), empty)  # what the workflow writes for a failed sample
+    wsp = tmp_path / "batch.wsp"
+    assert cli.main(["export-flowjo", "--gatingml", str(folder / "gates.xml"), str(empty),
+                     "--fcs", fcs, str(tmp_path / "gone.fcs"), "--out", str(wsp)]) == 0  # fmt: skip
+    text = wsp.read_text()
+    assert "<OrNode" in text and "<Dependent " in text  # b_cells: CD19+ OR CD19-dim plasmablasts
+    ours = pd.read_parquet(folder / "gates.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ws = fk.Workspace(str(wsp), fcs_samples=fcs)
+        ws.analyze_samples()
+        (sample_id,) = ws.get_sample_ids()
+        results = ws.get_gating_results(sample_id)
+    checked = set()
+    for _, row in results.report.iterrows():
+        name = row["gate_name"]
+        if name in ours:
+            theirs = np.asarray(results.get_gate_membership(name, gate_path=row["gate_path"]))
+            assert np.array_equal(theirs[keep], ours[name].to_numpy()[keep]), name
+            checked.add(name)
+    assert checked == set(ours.columns)

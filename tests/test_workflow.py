@@ -181,6 +181,35 @@ def test_the_workflow_report_renders_in_a_browser(run, repo):
     assert " passed" in proc.stdout and not any(w in proc.stdout for w in ("skipped", "failed"))
 
 
+def test_the_batch_flowjo_workspace_holds_every_gated_sample_with_our_counts(run):
+    """results/flowjo/<batch>.wsp (no batch column: all.wsp): every gated sample, the failed one
+    left out and named in the log; FlowKit reads a sample's gates back with our counts."""
+    import warnings
+
+    import flowkit as fk
+    import numpy as np
+
+    work, sheet = run
+    wsp = work / "results" / "flowjo" / "all.wsp"
+    log = (work / "results" / "logs" / "flowjo_workspace" / "all.log").read_text()
+    assert "broken.fcs: no gates" in log
+    text = wsp.read_text()
+    assert text.count("<SampleNode ") == len(sheet) - 1
+    sid = sheet["sample_id"].iloc[0]
+    fcs = work / sheet["path"].iloc[0]
+    ours = pd.read_parquet(work / "results" / "samples" / sid / "gates.parquet")
+    keep = pd.read_parquet(work / "results" / "preprocessed" / f"{sid}.parquet")["qc_pass"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ws = fk.Workspace(str(wsp), fcs_samples=str(fcs))
+        ws.analyze_samples(sample_id=fcs.name)
+        results = ws.get_gating_results(fcs.name)
+    for pop in ("lymphocytes", "t_cells", "b_cells", "b_naive"):
+        path = results.report[results.report["gate_name"] == pop]["gate_path"].iloc[0]
+        theirs = np.asarray(results.get_gate_membership(pop, gate_path=path))
+        assert np.array_equal(theirs[keep.to_numpy()], ours[pop].to_numpy()[keep.to_numpy()]), pop
+
+
 def test_the_catalog_test_configuration_runs(repo, tmp_path):
     """The workflow-catalog convention: `.test/` holds a small configuration and data that run
     end to end (`snakemake --directory .test`); results go to a temporary folder here."""

@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from array import array
 from pathlib import Path
 from typing import Any
+
+from cytopipe.errors import ConfigError
 
 # Keywords that describe the original file's layout, not its content: flowio writes its own,
 # and $PnR is rewritten from the values' tops.
@@ -118,6 +121,60 @@ def add_cli(subparsers: Any) -> None:
                     help="events per sample (0: all QC-kept events; default 10000)")  # fmt: skip
     ad.add_argument("--seed", type=int, default=0, help="subsampling seed (default 0)")
     ad.set_defaults(func=_run_anndata)
+    fj = subparsers.add_parser(
+        "export-flowjo",
+        help="write samples' automated gates as one FlowJo 10 workspace (.wsp)",
+        description="Every sample with its own gates (from the workflow's gates.xml), "
+        "compensation and transforms, in one group; populations with `or:` parts become "
+        "FlowJo OR gates. FlowJo finds each FCS file at its path.",
+    )
+    fj.add_argument("--gatingml", nargs="+", required=True, help="samples/{sample}/gates.xml")
+    fj.add_argument("--fcs", nargs="+", required=True, help="each sample's FCS file, same order")
+    fj.add_argument("--out", required=True, help=".wsp file to write")
+    fj.set_defaults(func=_run_flowjo)
+
+
+def _run_flowjo(args: argparse.Namespace) -> int:
+    """Samples without gates (failed upstream), without their FCS file, or with a file name
+    already in the workspace are left out and named; the others are written."""
+    from cytopipe.gating.flowjo_export import write_workspace
+    from cytopipe.gating.gatingml import read_gatingml
+
+    if len(args.gatingml) != len(args.fcs):
+        raise ConfigError(
+            f"{len(args.gatingml)} Gating-ML files but {len(args.fcs)} FCS files",
+            hint="give one --fcs file per --gatingml file, in the same order",
+        )
+    samples, names = [], set()
+    for xml, fcs in zip(args.gatingml, args.fcs, strict=True):
+        why = ""
+        strategy = read_gatingml(xml) if _has_gates(xml) else None
+        if strategy is None or not strategy.gates:
+            why = "no gates (the sample failed upstream)"
+        elif not Path(fcs).is_file():
+            why = "its FCS file is not there"
+        elif Path(fcs).name in names:
+            why = f"another sample of this workspace has the file name {Path(fcs).name}"
+        if why:
+            print(f"{args.out}: left out {fcs}: {why}", file=sys.stderr)
+            continue
+        names.add(Path(fcs).name)
+        samples.append((strategy, fcs))
+    for fcs, why in write_workspace(samples, args.out):
+        print(f"{args.out}: left out {fcs}: {why}", file=sys.stderr)
+        samples = [s for s in samples if str(s[1]) != fcs]
+    print(f"{args.out}: {len(samples)} samples with their gates")
+    return 0
+
+
+def _has_gates(path: str) -> bool:
+    """Whether a sample's gates.xml holds gates (a failed sample's is an empty document)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        return len(ET.parse(path).getroot()) > 0
+    except (OSError, ET.ParseError):
+        return False
 
 
 def _run_anndata(args: argparse.Namespace) -> int:

@@ -88,6 +88,31 @@ rule report:
         "--settings {params.settings:q} 2> {log:q}"
 
 
+rule flowjo_workspace:
+    """One batch's automated gates as a FlowJo 10 workspace: every sample with its own gates,
+    compensation and transforms, so the lab reviews and corrects them in FlowJo."""
+    input:
+        gatingml=lambda wc: [
+            str(layout.sample_gatingml_path(layout.sample_folder(RESULTS, s)))
+            for s in batch_samples(wc.batch)
+        ],
+    output:
+        wsp=str(layout.flowjo_workspace_path(RESULTS, "{batch}")),
+    params:
+        fcs=lambda wc: [SAMPLES.loc[s, "path"] for s in batch_samples(wc.batch)],
+    log:
+        str(layout.log_path(RESULTS, "flowjo_workspace", "{batch}")),
+    conda:
+        "../envs/cytopipe.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: int(1000 + 50 * len(input.gatingml)),
+        runtime=lambda wc, input: int(5 + len(input.gatingml) / 20),
+    shell:
+        "cytopipe export-flowjo --gatingml {input.gatingml:q} --fcs {params.fcs:q} "
+        "--out {output.wsp:q} > {log:q} 2>&1"
+
+
 rule report_figures:
     """The main cohort plots as standalone HTML for Snakemake's own `--report`."""
     input:

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +38,7 @@ if not NO_JOB_MODES & set(sys.argv):
 
 
 wildcard_constraints:
+    batch=r"[A-Za-z0-9._-]+",
     sample=r"[A-Za-z0-9][A-Za-z0-9._-]*",  # the sheet's sample_id rule; a list of 10,000 ids makes the DAG quadratic
 
 
@@ -79,6 +81,20 @@ def existing(path):
     then fails its own sample (listed in the report) instead of stopping the whole cohort's
     DAG. A file that was seen before and is gone stopped the run above (check_reachable)."""
     return path if os.path.exists(path) else []
+
+
+def batch_of(sample_id):
+    """The sample's batch (sheet column `batch`; "all" without one), as a file name."""
+    batch = SAMPLES.loc[sample_id].get("batch", None)
+    name = "all" if batch is None or pd.isna(batch) or not str(batch).strip() else str(batch)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+BATCHES = sorted({batch_of(s) for s in SAMPLE_IDS})
+
+
+def batch_samples(batch):
+    return [s for s in SAMPLE_IDS if batch_of(s) == batch]
 
 
 def input_mb(input):
