@@ -13,9 +13,9 @@ import yaml
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating.autogate import (
+from cytopipe.gating.autogate import autogate
+from cytopipe.gating.densities import (
     anchor_limits,
-    autogate,
     density,
     find_shoulder,
     find_valley,

@@ -1,0 +1,260 @@
+"""1-D densities of one marker's events and the positions read from them: peaks, valleys
+between two populations, a shoulder where a minority has no peak of its own, the end of the
+events, and where a valley search starts relative to an always-present population.
+
+Why a module of its own: every threshold of the template is placed from these (cytopipe.gating
+.autogate), and they are tested on their own; positions are on the gating scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cytopipe.gating.placement import MIN_EVENTS, MIN_PEAK_EVENTS
+
+
+@dataclass(frozen=True)
+class _Density:
+    centers: np.ndarray
+    smooth: np.ndarray  # smoothed counts per bin
+    below: np.ndarray  # events below each bin center
+    n: int
+
+    def at(self, x: float) -> float:
+        return float(np.interp(x, self.centers, self.smooth))
+
+
+_EFFECTIVE_BINS = 2.0 * np.sqrt(np.pi) * 4.0  # Gaussian kernel of SD 4 bins: Poisson variance / 14
+
+
+def density(x: np.ndarray, bandwidth: float, lo: float, hi: float) -> _Density:
+    """Gaussian-smoothed histogram on [lo, hi] (bins of bandwidth / 4): O(n), no per-event KDE."""
+    step = bandwidth / 4.0
+    n_bins = max(int(np.ceil((hi - lo) / step)), 8)
+    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
+    k = np.arange(-16, 17)
+    kernel = np.exp(-0.5 * (k / 4.0) ** 2)
+    # "full" then centred: equals mode="same", also when there are fewer bins than the kernel
+    smooth = np.convolve(counts.astype(float), kernel / kernel.sum())[16 : 16 + n_bins]
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    below = np.count_nonzero(x < lo) + np.cumsum(counts) - 0.5 * counts
+    return _Density(centers, smooth, below, int(x.size))
+
+
+def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
+    """Histogram range: the data's, widened to the search limits, bounded against outliers."""
+    span = max(hi - lo, 0.5)
+    dlo, dhi = float(np.min(x)), float(np.max(x))
+    return max(min(dlo, lo), lo - span) - 4 * bandwidth, min(
+        max(dhi, hi), hi + span
+    ) + 4 * bandwidth
+
+
+def find_peak(
+    x: np.ndarray, window: Sequence[float], bandwidth: float, how: str = "mode"
+) -> tuple[float, float] | None:
+    """Centre of the peak of `x` inside `window` and a robust SD, or None without events there.
+
+    `how="median"` (anchors: a broad negative population, noisy mode) takes the median of the
+    window's events; "mode" the maximum of the smoothed density. The SD comes from the events on
+    the lower side only (scaled median distance): that side of a negative peak is never
+    contaminated by the positive population.
+    """
+    a, b = float(window[0]), float(window[1])
+    inside = x[(x >= a) & (x <= b)]
+    if inside.size < MIN_EVENTS:
+        return None
+    if how == "median":
+        peak = float(np.median(inside))
+    else:
+        d = density(inside, bandwidth, a - 4 * bandwidth, b + 4 * bandwidth)
+        sel = (d.centers >= a) & (d.centers <= b)
+        peak = float(d.centers[sel][np.argmax(d.smooth[sel])])
+    low = inside[inside < peak]
+    sd = 1.4826 * float(np.median(peak - low)) if low.size >= 10 else bandwidth
+    return peak, max(sd, bandwidth / 2)
+
+
+def find_valley(
+    d: _Density,
+    lo: float,
+    hi: float,
+    min_side: int,
+    min_depth: float,
+    min_z: float = 3.0,
+    first: bool = False,
+) -> tuple[float, float] | None:
+    """Deepest density minimum in [lo, hi] with a peak of at least `min_side` events on each
+    side; (position, depth 0-1) or None. Depth = 1 - valley / lower of the two flanking peaks.
+
+    A dip must also be `min_z` Poisson SDs deep, so a few hundred events of one population do
+    not split at a noise wiggle (a smoothed bin holds about 14 bins' worth of events).
+    `first`: take the lowest qualifying valley, not the deepest (CD19: the dip between NK cells
+    and CD19-dim plasmablasts, not the one between plasmablasts and bright B cells).
+
+    A flat empty stretch (all depths ~1) is cut in its middle, so a tiny positive population
+    is not clipped and the negative tail is not touched."""
+    left = np.maximum.accumulate(d.smooth)
+    right = np.maximum.accumulate(d.smooth[::-1])[::-1]
+    ref = np.minimum(left, right)
+    depth = np.where(ref > 0, 1.0 - d.smooth / np.where(ref > 0, ref, 1.0), 0.0)
+    above = d.n - d.below
+    z = (ref - d.smooth) / np.sqrt(np.maximum(ref + d.smooth, 1e-9) / _EFFECTIVE_BINS)
+    ok = (d.centers >= lo) & (d.centers <= hi) & (d.below >= min_side) & (above >= min_side)
+    ok &= z >= min_z
+    if not ok.any():
+        return None
+    if first:  # the valley nearest the low end: the first dip above the negative peak
+        good = np.flatnonzero(ok & (depth >= min_depth))
+        if good.size == 0:
+            return None
+        run = good[: int(np.argmax(np.diff(np.append(good, good[-1] + 2)) > 1)) + 1]
+        ok = np.zeros_like(ok)
+        ok[run] = True
+    best = float(depth[ok].max())
+    if best < min_depth:
+        return None
+    near = ok & (depth >= best - 0.02)
+    i = int(np.flatnonzero(ok & (depth == best))[0])
+    j, k = i, i  # the contiguous run of near-best bins around the deepest one
+    while j > 0 and near[j - 1]:
+        j -= 1
+    while k < len(near) - 1 and near[k + 1]:
+        k += 1
+    return float(0.5 * (d.centers[j] + d.centers[k])), best
+
+
+def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
+    """The sample's own majority peak (the density mode) and its SD from the narrower of its two
+    half-widths at half maximum: no search window to tune.
+
+    On real files the minority often shows as a shoulder, not a second peak (IgD- memory B
+    cells beside the IgD+ naive majority), which widens the side facing it; a negative
+    population on the logicle scale is also wider below its peak (the linear region). The
+    narrower side is the majority's own shape. None below MIN_PEAK_EVENTS events (then the
+    caller's quantile rule applies)."""
+    if x.size < MIN_PEAK_EVENTS:
+        return None
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+    i = int(np.argmax(d.smooth))
+    below_half = d.smooth < d.smooth[i] / 2
+    left = np.flatnonzero(below_half[:i])
+    right = np.flatnonzero(below_half[i:])
+    widths = [d.centers[i] - d.centers[left[-1]]] if left.size else []
+    widths += [d.centers[i + right[0]] - d.centers[i]] if right.size else []
+    if not widths:
+        return None
+    return float(d.centers[i]), max(float(min(widths)) / 1.1774, bandwidth / 2)
+
+
+def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
+    """Where the events above `start` run out: the first point beyond which the smoothed
+    density holds less than one event per bandwidth.
+
+    The cut without a valley or shoulder, when a positive population may be absent: in
+    aplasia a handful of B cells sit well above the NK cells, whose CD19 tail a spillover of
+    CD38 (bright on NK cells) can spread far above their quantiles."""
+    d = density(x, bandwidth, start, float(np.max(x)) + 4 * bandwidth)
+    per_bandwidth = d.smooth * 4  # bins are a quarter bandwidth wide
+    empty = np.flatnonzero((d.centers >= start) & (per_bandwidth < 1.0))
+    return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
+
+
+SHOULDER_Z = 3.0  # the log density's turn must be this many Poisson SDs (conservative: the
+# smoothed points compared are correlated, which this SD ignores)
+
+
+def find_shoulder(x: np.ndarray, bandwidth: float, start: float) -> float | None:
+    """A minority population showing as a shoulder on the majority's upper flank, no valley
+    between: where the log density, falling from the majority peak, turns convex (its fall
+    slows because another population begins), the most significant such turn above `start`
+    with at least MIN_EVENTS events beyond it; None when the flank falls like one population.
+
+    A tail of one population (a Gaussian, or spillover spread) has a log density that falls
+    ever faster: concave. Dim CD19 B cells beside the NK cells (100715.fcs) do not."""
+    d = density(x, bandwidth, float(np.min(x)) - 4 * bandwidth, float(np.max(x)) + 4 * bandwidth)
+    step = 4  # one bandwidth between the points compared
+    c = d.smooth[::step]
+    centers = d.centers[::step]
+    logd = np.log(np.maximum(c, 1e-9))
+    var = 1.0 / (np.maximum(c, 1e-9) * _EFFECTIVE_BINS)  # Poisson variance of a log density
+    turn = logd[2:] - 2 * logd[1:-1] + logd[:-2]
+    z = turn / np.sqrt(var[2:] + 4 * var[1:-1] + var[:-2])
+    mid = centers[1:-1]
+    above = d.n - np.interp(mid, d.centers, d.below)
+    peak = centers[int(np.argmax(c))]
+    ok = (mid > max(start, peak)) & (z >= SHOULDER_Z) & (above >= MIN_EVENTS) & (c[1:-1] >= 5)
+    if not ok.any():
+        return None
+    return float(mid[np.flatnonzero(ok)[np.argmax(z[ok])]])
+
+
+def anchor_limits(
+    x: np.ndarray, anchor: Mapping, bandwidth: float, ref: np.ndarray | None = None
+) -> tuple[float, float, str] | None:
+    """Where a valley may start and where the cut falls without one, from the always-present
+    population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
+
+    Two ways to measure how far that population reaches:
+    - `q`, `gap`, `fallback_q`, `fallback_gap`: its own upper quantiles plus a margin. For
+      negatives on the logicle scale: their linear-region spread is wide below the peak and
+      compressed above it, so an SD does not describe the upper tail (NK cells on CD19).
+      With `fallback_sd` as well, the cut without a valley is the sample's own majority peak
+      + k SDs (`majority_peak`): on real files the minority is often a shoulder, not a peak.
+    - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
+    `ref`: the anchor population's own events (`anchor.population`, e.g. T cells for CD19:
+    always present, never CD19+), measured instead of the events in the `peak` window, which
+    on a sample rich in dim B cells holds the B cells themselves. `start: lowest` measures
+    both and takes the nearer level: each reference can run high in its own way (CD20-dim T
+    cells on the Lyoplate file; a window holding B cells in lymphoid tissue). `fallback: support`: the
+    cut without a valley is where the events above the search start run out (support_end).
+    Returns (search start, fallback cut, description) or None without events in the window.
+    """
+    below = anchor.get("side", "above") == "below"
+    sign = -1.0 if below else 1.0
+    if "q" in anchor:
+        a, b = (float(v) for v in anchor["peak"])
+        window = x[(x >= a) & (x <= b)]
+        refs = [r for r in (ref, window) if r is not None and r.size >= MIN_EVENTS]
+        if not refs:
+            return None
+        if anchor.get("start") != "lowest":  # the anchor population, else the window
+            refs = refs[:1]
+        q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
+        pick = max if below else min  # `start: lowest`: the nearer of both negative levels
+        start = pick(float(np.quantile(r, 1 - q if below else q)) for r in refs)
+        edge = pick(float(np.quantile(r, 1 - fq if below else fq)) for r in refs)
+        gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
+        how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        peak = None
+        if "fallback_sd" in anchor or "min_sd" in anchor:
+            peak = majority_peak(x, bandwidth)
+            if peak is not None:  # the window may hold the minority's near side: start
+                # no further out than min_sd SDs of the sample's own majority peak
+                near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
+                start = min(start, near - gap) if not below else max(start, near + gap)
+        if anchor.get("fallback") == "support" and not below:
+            start = start + gap
+            shoulder = find_shoulder(x, bandwidth, start)
+            if shoulder is not None:
+                return start, shoulder, f"shoulder at {shoulder:.2f}"
+            return start, max(support_end(x, bandwidth, start), edge + fgap), "end of the events"
+        if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
+            shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
+            if shoulder is not None:
+                return start + sign * gap, sign * shoulder, f"shoulder at {sign * shoulder:.2f}"
+            if peak is not None:
+                fk = float(anchor["fallback_sd"])
+                how = f"majority peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+                return start + sign * gap, peak[0] + sign * fk * peak[1], how
+        return start + sign * gap, edge + sign * fgap, how
+    peak = find_peak(x, anchor["peak"], bandwidth, how="median")
+    if peak is None:
+        return None
+    k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
+    how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+    return peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how
