@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cytopipe.clinical.sample_checks import WARNING_SEPARATOR
+from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.report.certainty import events_text, limits_text, pct_text, per_ul_text
 from cytopipe.report.context import Report
 from cytopipe.report.data import SampleFiles, records
@@ -292,9 +294,7 @@ def _stats_section(report: Report, sample: SampleFiles) -> dict:
             stats["population"].map(mine["cells_per_ul"]) if len(mine) else np.nan
         )
     columns = [c for c in STATS_COLUMNS if c.key in stats]
-    stats_table = table(
-        records(stats), columns, css="stats", row_class=lambda r: "warn" if r.get("flag") else ""
-    )
+    stats_table = table(records(stats), columns, css="stats", row_class=_doubtful_row)
     medians = [c for c in stats.columns if c.startswith("median_")]
     median_table = None
     if medians:
@@ -403,6 +403,16 @@ def _clustering(sample: SampleFiles) -> dict:
         "disagreements": [plain(d) for d in data.get("disagreements") or []],
         "tables": tables,
     }
+
+
+def _doubtful_row(row: Mapping) -> str:
+    """A statistics row to look at: a gate that fell back or is not confident. Other flags
+    are notes (plasmablasts joined by phenotype, the lymphocyte view used) and stay plain."""
+    confidence = pd.to_numeric(row.get("confidence"), errors="coerce")
+    doubtful = (not pd.isna(confidence) and confidence < LOW_CONFIDENCE) or (
+        "fallback" in str(row.get("flag") or "")
+    )
+    return "warn" if doubtful else ""
 
 
 def _learned(sample: SampleFiles, show_file_names: bool = False) -> dict | None:
