@@ -52,14 +52,14 @@ def _flat(strategy: Strategy) -> tuple[Strategy, dict[str, tuple[str, ...]]]:
 def _sample_xml(strategy: Strategy, fcs: str | os.PathLike):
     """FlowKit's workspace of one sample, its ORs made OrNodes and its matrix in its Sample."""
     import flowkit as fk
-    from flowkit._utils.wsp_utils import export_flowjo_wsp
-    from lxml import etree
+    from lxml import etree  # FlowKit's own XML library
 
     flat, ors = _flat(strategy)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_flowjo_wsp(to_flowkit(flat), "All Samples", [fk.Sample(str(fcs))], buffer)
+        session = fk.Session(gating_strategy=to_flowkit(flat), fcs_samples=[fk.Sample(str(fcs))])
+        session.export_wsp(buffer, "All Samples")
     root = etree.fromstring(buffer.getvalue())
     sample = root.find("SampleList").find("Sample")
     sample.find("DataSet").set("uri", Path(fcs).resolve().as_uri())
