@@ -28,6 +28,7 @@ config.update(thaw(validated(config, "config", source="workflow config")))
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/cluster.smk"
+include: "workflow/rules/expert.smk"
 
 
 if config["gating_model"]["path"]:

@@ -69,6 +69,7 @@ SAMPLE_GATES = "gates.parquet"
 SAMPLE_GATINGML = "gates.xml"
 SAMPLE_CLUSTERS = "clusters.json"
 SAMPLE_LEARNED = "learned.json"  # the learned gating model's opinion (gating_model)
+SAMPLE_EXPERT = "expert.json"  # agreement with the expert's own gating (expert_gates)
 CLUSTER_MODEL = "som.npz"
 EVENTS_SUFFIX = ".parquet"
 RECORD_SUFFIX = ".json"
@@ -130,6 +131,10 @@ def sample_clusters_path(folder: str | os.PathLike) -> Path:
 
 def sample_learned_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / SAMPLE_LEARNED
+
+
+def sample_expert_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / SAMPLE_EXPERT
 
 
 def flowjo_workspace_path(results: str | os.PathLike, batch: str) -> Path:

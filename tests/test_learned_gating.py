@@ -116,9 +116,12 @@ def test_the_sample_page_shows_the_learned_opinion_and_what_to_review(mapped):
 
 
 def test_the_workflow_runs_the_model_only_when_configured(tmp_path, repo):
-    """Dry runs: with gating_model.path every sample gets a model_map job feeding the report."""
+    """Dry runs: with gating_model.path every sample gets a model_map job feeding the report;
+    a sample with expert gates (sheet column expert_gates) gets an expert_map job."""
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     sheet = synth_cohort(tmp_path / "cohort", 1, 3, 3000, "A", timepoints=(-7, 28))
+    (tmp_path / "expert.csv").write_text("label\n")
+    sheet["expert_gates"] = [str(tmp_path / "expert.csv"), ""]  # an expert gated one file
     sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
     model = tmp_path / "model.json"
     model.write_text("{}")
@@ -138,8 +141,83 @@ def test_the_workflow_runs_the_model_only_when_configured(tmp_path, repo):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
-    assert "model_map" not in jobs({})
+    plain = jobs({})
+    assert "model_map" not in plain
+    assert dict(
+        line.split()[:2] for line in plain.splitlines() if line.startswith("expert_map")
+    ) == {"expert_map": "1"}
     planned = jobs({"gating_model": {"path": str(model), "compare": COMPARE}})
     counts = dict(line.split()[:2] for line in planned.splitlines() if line.startswith("model_map"))
     assert counts == {"model_map": str(len(sheet))}, planned[-2000:]
     assert "learned.json" in planned
+
+
+# ------------------------------------------------------------ an expert's gating of the same file
+
+EXPERT_COMPARE = {"lymphocytes": "Lymphocytes", "t_cells": "T cells", "b_cells": "B cells"}
+
+
+def expert_masks_csv(fcs: str, out: Path) -> Path:
+    """An expert's exported gates: one 0/1 column per population, parents included."""
+    truth = np.asarray(read_truth(fcs)["population"])
+    lymph = np.isin(truth, ["t_cell", "nk", "car_t", *B_SUBSETS, "plasmablast"])
+    b = np.isin(truth, [*B_SUBSETS, "plasmablast"])
+    table = {"Lymphocytes": lymph, "T cells": truth == "t_cell", "B cells": b}
+    pd.DataFrame({k: v.astype(int) for k, v in table.items()}).to_csv(out, index=False)
+    return out
+
+
+def expert_map(mapped, compare, expert: Path, name: str) -> dict:
+    out, _, events, folder, fcs = mapped
+    settings = {"expert_gates": {"compare": compare}}
+    assert cli.main(["expert-map", str(events), "--gates", str(folder / "gates.parquet"),
+                     "--plots", str(folder / "plots.json"), "--fcs", fcs, "--expert", str(expert),
+                     "--settings", json.dumps(settings), "--out", str(out / name)]) == 0  # fmt: skip
+    return json.loads((out / name).read_text())
+
+
+def test_the_experts_populations_agree_and_are_outlined_on_our_plots(mapped):
+    from cytopipe.gating.gates import points_in_polygon
+
+    out, _, events, folder, fcs = mapped
+    doc = expert_map(mapped, EXPERT_COMPARE, expert_masks_csv(fcs, out / "expert.csv"), "e.json")
+    assert doc["status"] == "ok" and doc["disagreements"] == []
+    rows = {r["gate"]: r for r in doc["agreement"]}
+    assert all(rows[g]["f1"] >= 0.95 for g in EXPERT_COMPARE), rows
+    # the expert's T cells, outlined on our t_cells plot (CD3 x CD19), hold our T cells
+    plots = {p["population"]: p for p in json.loads((folder / "plots.json").read_text())["plots"]}
+    outline = np.asarray(doc["outlines"]["t_cells"])
+    ev = pd.read_parquet(events)
+    ours = pd.read_parquet(folder / "gates.parquet")["t_cells"].to_numpy() & ev["qc_pass"]
+    x, y = ev[plots["t_cells"]["x"]][ours], ev[plots["t_cells"]["y"]][ours]
+    assert points_in_polygon(x.to_numpy(), y.to_numpy(), outline).mean() > 0.9
+
+
+def test_a_population_we_and_the_expert_disagree_on_is_listed_to_review(mapped):
+    out, _, _, _, fcs = mapped
+    expert = expert_masks_csv(fcs, out / "expert.csv")
+    doc = expert_map(mapped, {"b_cells": "T cells", "t_cells": "T cells"}, expert, "d.json")
+    assert [d.split(":")[0] for d in doc["disagreements"]] == ["b_cells vs the expert's T cells"]
+
+
+def test_an_unreadable_expert_file_is_not_available_not_a_failed_run(mapped):
+    out = mapped[0]
+    (out / "short.csv").write_text("B cells\n1\n0\n")
+    doc = expert_map(mapped, EXPERT_COMPARE, out / "short.csv", "bad.json")
+    assert doc["status"] == "not available" and "2 rows for" in doc["reason"]
+
+
+def test_the_sample_page_draws_the_experts_outline_beside_our_gate(mapped):
+    from cytopipe.report.sample_figures import density_figure
+    from cytopipe.report.sample_page import _expert
+
+    out, _, _, folder, fcs = mapped
+    doc = expert_map(mapped, EXPERT_COMPARE, expert_masks_csv(fcs, out / "expert.csv"), "x.json")
+    (folder / "expert.json").write_text(json.dumps(doc))
+    sample = load_sample("s", folder)
+    plot = next(p for p in sample.plots if p["population"] == "t_cells")
+    names = [t["name"] for t in density_figure(plot)["data"]]
+    assert "the expert's population" in names and "gate" in names
+    html = render("expert.html", expert=_expert(sample))
+    assert "Agreement with the expert" in html and "t_cells" in html
+    (folder / "expert.json").unlink()

@@ -120,6 +120,46 @@ def run_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_expert(args: argparse.Namespace) -> int:
+    """The workflow's step for a sample an expert gated too: expert.json (agreement per
+    compared population, disagreements, the expert's outlines), or "not available" with the
+    reason (an unreadable expert file must not cost the run)."""
+    from cytopipe.atomic import write_json
+    from cytopipe.errors import GatingError
+    from cytopipe.learn.agreement import expert_summary
+    from cytopipe.learn.references import expert_masks
+
+    settings = settings_from_args(args)["expert_gates"]
+    sid = args.sample_id or Path(args.events).stem
+    doc = {"sample_id": sid, "expert": Path(args.expert).name}
+    try:
+        events = pd.read_parquet(args.events)
+        gates = pd.read_parquet(args.gates)
+        plots = json.loads(Path(args.plots).read_text()).get("plots") or []
+        if not len(events) or not len(gates.columns):
+            raise ConfigError("no events or no gates (the sample failed upstream)")
+        theirs = expert_masks(args.expert, args.fcs, len(events))
+    except (ConfigError, GatingError, OSError, ValueError) as exc:
+        write_json(args.out, {**doc, "status": "not available", "reason": str(exc)})
+        print(f"{sid}: expert gating not available: {exc}", file=sys.stderr)
+        return 0
+    keep = events["qc_pass"].to_numpy(dtype=bool)
+    ours = {p: gates[p].to_numpy(dtype=bool)[keep] for p in gates.columns}
+    columns = {m: events[m].to_numpy()[keep] for m in events.columns if m != "qc_pass"}
+    summary = expert_summary(
+        ours,
+        {p: m[keep] for p, m in theirs.items()},
+        settings["compare"],
+        settings["min_f1"],
+        plots,
+        columns,
+    )
+    write_json(args.out, {**doc, **summary})
+    for text in summary["disagreements"]:
+        print(f"{sid}: review: {text}", file=sys.stderr)
+    return 0
+
+
 def _unusable(model, cfg, events_path) -> str:
     """Why the model cannot gate this sample ('' when it can): other markers, another scale."""
     same = json.dumps(thaw(model.settings.get("transform")), sort_keys=True) == json.dumps(
@@ -200,3 +240,21 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="learned.json")
     add_settings_arguments(m)
     m.set_defaults(func=run_map)
+
+    e = subparsers.add_parser(
+        "expert-map",
+        help="compare a sample's automated gates with an expert's gating of the same file",
+        description="Apply the expert's gating of the FCS file (FlowJo .wsp, Gating-ML .xml or "
+        "a per-event label CSV), compare each population of expert_gates.compare with the "
+        "template's gate on the QC-kept events (F1), outline the expert's population on the "
+        "gate's density plot and write expert.json.",
+    )
+    e.add_argument("events", help="preprocessed/{sample}.parquet")
+    e.add_argument("--gates", required=True, help="samples/{sample}/gates.parquet")
+    e.add_argument("--plots", required=True, help="samples/{sample}/plots.json")
+    e.add_argument("--fcs", required=True, help="the sample's FCS file")
+    e.add_argument("--expert", required=True, help="the expert's gating: .wsp, .xml or .csv")
+    e.add_argument("--sample-id", default=None, help="default: the events file name")
+    e.add_argument("--out", required=True, help="expert.json")
+    add_settings_arguments(e)
+    e.set_defaults(func=run_expert)

@@ -1,14 +1,17 @@
-"""A learned model's opinion of one sample beside the template's: what it found, where it is
-unsure or outside its references, and where the two disagree.
+"""Second opinions of one sample beside the template's gates: a learned model's (what it found,
+where it is unsure or outside its references) and an expert's own gating of the same file; and
+where each agrees with the template.
 
-Two independent methods (the lab's learned gating and the template) that agree on a population
-make its number more credible; where they disagree, or the sample is unlike every file the model
-learned from, the sample is listed to review rather than one of them silently trusted.
+Two independent gatings that agree on a population make its number more credible; where they
+disagree, or the sample is unlike every file the model learned from, the sample is listed to
+review rather than one of them silently trusted. Where an expert gated the file, the expert's
+population is outlined on the template gate's own density plot, so the reviewer sees where
+they differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -70,4 +73,71 @@ def learned_summary(
         "populations": populations,
         "agreement": agreement,
         "disagreements": disagreements,
+    }
+
+
+OUTLINE_Q = (
+    0.99  # an outline holds this share of the population's events: outliers do not stretch it
+)
+
+
+def population_outline(x: np.ndarray, y: np.ndarray) -> list[list[float]]:
+    """A population's events as one outline on a density plot: the convex hull of the events
+    within the OUTLINE_Q quantile of Mahalanobis distance from their centre ([] when fewer
+    than 3 distinct events). An outline of events, not a gate: it shows where the expert's
+    population lies against ours, whatever gate type drew it."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.column_stack([x, y]).astype(np.float64)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < 3:
+        return []
+    centred = pts - pts.mean(axis=0)
+    cov = np.cov(centred, rowvar=False) + 1e-9 * np.eye(2)
+    dist = np.einsum("ij,jk,ik->i", centred, np.linalg.inv(cov), centred)
+    pts = pts[dist <= np.quantile(dist, OUTLINE_Q)]
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return []
+    return np.round(pts[hull.vertices], 4).tolist()
+
+
+def expert_summary(
+    ours: Mapping[str, np.ndarray],
+    theirs: Mapping[str, np.ndarray],
+    compare: Mapping[str, str],
+    min_f1: float,
+    plots: Sequence[Mapping],
+    columns: Mapping[str, np.ndarray],
+) -> dict:
+    """expert.json of one sample with expert gating: for each `compare` pair (template
+    population -> expert population) the F1 over the same events, the disagreements below
+    `min_f1`, and the expert population's outline on the density plot of our gate (its events
+    among our gate's parent). All masks and columns over the same (QC-kept) events."""
+    plot_of = {str(p.get("population")): p for p in plots}
+    agreement, disagreements, outlines = [], [], {}
+    for gate, expert in compare.items():
+        row = {"gate": gate, "expert population": expert}
+        if gate not in ours or expert not in theirs:
+            missing = "the sample's gates" if gate not in ours else "the expert's gating"
+            agreement.append({**row, "f1": None, "note": f"not in {missing}"})
+            continue
+        mine, exp = np.asarray(ours[gate], dtype=bool), np.asarray(theirs[expert], dtype=bool)
+        f1 = round(f1_score(mine, exp), 3)
+        agreement.append({**row, "gate events": int(mine.sum()), "expert events": int(exp.sum()),
+                          "f1": f1})  # fmt: skip
+        if mine.sum() + exp.sum() >= MIN_COMPARED and f1 < min_f1:
+            disagreements.append(f"{gate} vs the expert's {expert}: F1 {f1:.2f} < {min_f1:g}")
+        plot = plot_of.get(gate)
+        if plot is not None and plot.get("x") in columns and plot.get("y") in columns:
+            parent = ours.get(str(plot.get("parent") or ""))
+            inside = exp if parent is None else exp & np.asarray(parent, dtype=bool)
+            x, y = columns[plot["x"]][inside], columns[plot["y"]][inside]
+            outlines[gate] = population_outline(x, y)
+    return {
+        "status": "ok",
+        "agreement": agreement,
+        "disagreements": disagreements,
+        "outlines": outlines,
     }

@@ -39,9 +39,10 @@ class Reference:
     labels: np.ndarray
 
 
-def read_labels(path: str | os.PathLike, n_events: int) -> np.ndarray:
-    """One label per event from a label CSV (see the module); ConfigError when the rows do not
-    match the file's events."""
+TRUTHY = ("1", "True", "true", "TRUE")
+
+
+def _label_table(path: str | os.PathLike, n_events: int) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
@@ -52,10 +53,16 @@ def read_labels(path: str | os.PathLike, n_events: int) -> np.ndarray:
             path=path,
             hint="export one row per event, in the file's event order",
         )
+    return table
+
+
+def read_labels(path: str | os.PathLike, n_events: int) -> np.ndarray:
+    """One label per event from a label CSV (see the module); ConfigError when the rows do not
+    match the file's events."""
+    table = _label_table(path, n_events)
     if "label" in table:
         return table["label"].to_numpy(dtype=object)
-    truthy = ["1", "True", "true", "TRUE"]
-    return labels_from_masks({c: table[c].isin(truthy).to_numpy() for c in table.columns}, n_events)
+    return labels_from_masks({c: table[c].isin(TRUTHY).to_numpy() for c in table.columns}, n_events)
 
 
 def labels_from_masks(masks: Mapping[str, np.ndarray], n_events: int) -> np.ndarray:
@@ -66,9 +73,12 @@ def labels_from_masks(masks: Mapping[str, np.ndarray], n_events: int) -> np.ndar
     return labels
 
 
-def expert_labels(source: str | os.PathLike, fcs: str | os.PathLike, n_events: int) -> np.ndarray:
-    """One label per event of `fcs` from a label CSV, a Gating-ML file (.xml) or a FlowJo
-    workspace (.wsp), by the file's suffix."""
+def expert_masks(
+    source: str | os.PathLike, fcs: str | os.PathLike, n_events: int
+) -> dict[str, np.ndarray]:
+    """Membership of every population of the expert's gating of `fcs` (all events, file order):
+    a FlowJo workspace (.wsp), a Gating-ML file (.xml) or a label CSV (a `label` column: one
+    population per event; or one 0/1 column per population, parents included)."""
     suffix = Path(source).suffix.lower()
     if suffix == ".wsp":
         from cytopipe.gating.flowjo import apply_flowjo_workspace
@@ -83,14 +93,26 @@ def expert_labels(source: str | os.PathLike, fcs: str | os.PathLike, n_events: i
         strategy = read_gatingml(source)
         masks = apply_strategy(strategy, event_source_from_fcs(open_fcs(fcs, sha256=False)))
     else:
-        return read_labels(source, n_events)
+        table = _label_table(source, n_events)
+        if "label" in table:
+            labels = table["label"].to_numpy(dtype=object)
+            return {p: labels == p for p in dict.fromkeys(labels) if p not in ("", OTHER)}
+        return {c: table[c].isin(TRUTHY).to_numpy() for c in table.columns}
     first = next(iter(masks.values()), np.zeros(0))
     if len(first) != n_events:
         raise ConfigError(
             f"expert gates gave {len(first)} events for {n_events}", path=source,
             hint="apply the gates to the same FCS file",
         )  # fmt: skip
-    return labels_from_masks(masks, n_events)
+    return {p: np.asarray(m, dtype=bool) for p, m in masks.items()}
+
+
+def expert_labels(source: str | os.PathLike, fcs: str | os.PathLike, n_events: int) -> np.ndarray:
+    """One label per event of `fcs` (its most specific expert population) from a label CSV, a
+    Gating-ML file (.xml) or a FlowJo workspace (.wsp), by the file's suffix."""
+    if Path(source).suffix.lower() not in (".wsp", ".xml"):
+        return read_labels(source, n_events)
+    return labels_from_masks(expert_masks(source, fcs, n_events), n_events)
 
 
 def load_reference(

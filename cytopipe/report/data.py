@@ -23,6 +23,7 @@ from cytopipe.results import (
     TEXT_COLUMNS,
     cohort_summary_path,
     sample_clusters_path,
+    sample_expert_path,
     sample_learned_path,
     sample_plots_path,
     sample_record_path,
@@ -44,6 +45,7 @@ class SampleFiles:
     clusters: Any | None
     problems: list[str] = field(default_factory=list)
     learned: Any | None = None  # learned.json: the learned gating model's opinion (gating_model)
+    expert: Any | None = None  # expert.json: agreement with the expert's gating (expert_gates)
 
     @property
     def failed(self) -> bool:
@@ -157,7 +159,13 @@ def load_sample(sample_id: str, folder: Path | None) -> SampleFiles:
         problems.append("plots.json has no list of plots")
     clusters, _ = read_json(sample_clusters_path(folder))
     learned, _ = read_json(sample_learned_path(folder))
-    return SampleFiles(sample_id, folder, record, stats, plots, clusters, problems, learned)
+    expert, _ = read_json(sample_expert_path(folder))
+    outlines = expert.get("outlines") if isinstance(expert, dict) else None
+    if isinstance(outlines, dict):  # each drawn on its gate's own density plot
+        for plot in plots or ():
+            if outlines.get(str(plot.get("population"))):
+                plot["expert_gate"] = outlines[str(plot.get("population"))]
+    return SampleFiles(sample_id, folder, record, stats, plots, clusters, problems, learned, expert)
 
 
 def records(frame: pd.DataFrame | None) -> list[dict]:

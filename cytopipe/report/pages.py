@@ -79,7 +79,12 @@ def write_report(
     gallery = Gallery()
     for sid in report.samples:
         sample = load_sample(sid, results.sample_dirs.get(sid))
-        for opinion, who in ((sample.clusters, ""), (sample.learned, "learned gating: ")):
+        opinions = (
+            (sample.clusters, ""),
+            (sample.learned, "learned gating: "),
+            (sample.expert, "expert gating: "),
+        )
+        for opinion, who in opinions:
             if isinstance(opinion, dict) and opinion.get("disagreements"):
                 found = [f"{who}{d}" for d in opinion["disagreements"]]
                 report.disagreements.setdefault(sid, []).extend(found)

@@ -119,8 +119,12 @@ def axis_label(marker: str, panel: Mapping[str, str] | None, width: int = 28) ->
     return f"{t(marker)} · {t(channel)}"
 
 
-def _outline_traces(gate: Sequence, name: str, dash: str) -> list[dict]:
-    """A gate outline as a white halo under a black line: visible on every density colour."""
+EXPERT_COLOR = "#e8590c"  # the expert's population outlined beside our gate (expert_gates)
+
+
+def _outline_traces(gate: Sequence, name: str, dash: str, line: str = "#000000") -> list[dict]:
+    """A gate outline as a white halo under a black (or `color`) line: visible on every
+    density colour."""
     pts = [list(p) for p in gate if isinstance(p, list | tuple) and len(p) >= 2]
     if pts and pts[0] != pts[-1]:
         pts.append(pts[0])
@@ -139,7 +143,7 @@ def _outline_traces(gate: Sequence, name: str, dash: str) -> list[dict]:
             "showlegend": False,
             **hover,
         }
-        for color, width in (("#ffffff", 4), ("#000000", 1.8))
+        for color, width in (("#ffffff", 4), (line, 1.8 if line == "#000000" else 2.6))
     ]
 
 
@@ -185,6 +189,9 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
     if gate:
         traces += _outline_traces(gate, "gate", "solid")
     notes = []
+    expert = plot.get("expert_gate") or []
+    if expert:  # the expert's population on the same events (expert_gates), beside ours
+        traces += _outline_traces(expert, "the expert's population", "dot", line=EXPERT_COLOR)
     for extra in plot.get("extra_gates") or ():
         # an `or:` part of the gate (e.g. CD19-dim plasmablasts): its other dims are in its label,
         # written inside its outline so nobody reads the dashed box as "every event in here"
@@ -207,7 +214,8 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
             )
     layout = {
         "title": {
-            "text": density_title(plot),
+            "text": density_title(plot)
+            + (f" · <span style='color:{EXPERT_COLOR}'>dotted: expert</span>" if expert else ""),
             "x": 0.01,
             "xanchor": "left",
             "y": 0.985,

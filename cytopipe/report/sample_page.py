@@ -61,6 +61,7 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
         data["provenance"] = None
     data["clustering"] = _clustering(sample)
     data["learned"] = _learned(sample, report.privacy.show_file_names)
+    data["expert"] = _expert(sample)
     own = report.samples_of(pid) if pid else []
     i = own.index(sid) if sid in own else -1
     pager = [
@@ -84,6 +85,8 @@ def sample_page(report: Report, sample: SampleFiles) -> str:
         toc = [("error", "Error"), ("clustering", "Clustering")]
     if data["learned"] is not None:
         toc.append(("learned", "Learned gating"))
+    if data["expert"] is not None:
+        toc.append(("expert", "Expert gating"))
     page = frame(
         report,
         title=f"Sample {sid} · cytopipe",
@@ -441,6 +444,26 @@ def _learned(sample: SampleFiles, show_file_names: bool = False) -> dict | None:
         "model": plain(data.get("model", "")),
         "disagreements": [plain(d) for d in data.get("disagreements") or []],
         "tables": tables,
+    }
+
+
+def _expert(sample: SampleFiles) -> dict | None:
+    """The expert's gating of this sample's file against the template's (None: no expert
+    gating for it): agreement per compared population and what to review; the expert's
+    populations are outlined on the density plots above."""
+    data = sample.expert
+    if data is None:
+        return None
+    if not isinstance(data, Mapping) or data.get("status") != "ok":
+        items = data.items() if isinstance(data, Mapping) else [("expert", data)]
+        return {"ok": False, "record": key_values(items)}
+    rows = data.get("agreement")
+    ok_rows = isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows)
+    return {
+        "ok": True,
+        "outlined": sorted(str(k) for k, v in (data.get("outlines") or {}).items() if v),
+        "disagreements": [plain(d) for d in data.get("disagreements") or []],
+        "table": _records_table(rows, "agreement") if ok_rows else None,
     }
 
 

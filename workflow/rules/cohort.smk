@@ -69,6 +69,7 @@ rule report:
             if config["gating_model"]["path"]
             else []
         ),
+        expert=expand(str(layout.sample_expert_path(SAMPLE_DIR)), sample=EXPERT_SAMPLES),
     output:
         index=str(layout.report_folder(RESULTS) / "index.html"),
     params:

@@ -97,6 +97,15 @@ def batch_samples(batch):
     return [s for s in SAMPLE_IDS if batch_of(s) == batch]
 
 
+def expert_gates_of(sample_id):
+    """The expert's gating of the sample's file (sheet column `expert_gates`), or None."""
+    path = SAMPLES.loc[sample_id].get("expert_gates", None)
+    return None if path is None or pd.isna(path) or not str(path).strip() else str(path)
+
+
+EXPERT_SAMPLES = [s for s in SAMPLE_IDS if expert_gates_of(s)]
+
+
 def input_mb(input):
     return sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 1e6
 
