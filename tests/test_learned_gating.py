@@ -205,6 +205,9 @@ def test_an_unreadable_expert_file_is_not_available_not_a_failed_run(mapped):
     (out / "short.csv").write_text("B cells\n1\n0\n")
     doc = expert_map(mapped, EXPERT_COMPARE, out / "short.csv", "bad.json")
     assert doc["status"] == "not available" and "2 rows for" in doc["reason"]
+    (out / "broken.xml").write_text("<not gating-ml")
+    doc = expert_map(mapped, EXPERT_COMPARE, out / "broken.xml", "bad2.json")
+    assert doc["status"] == "not available" and doc["reason"]
 
 
 def test_the_sample_page_draws_the_experts_outline_beside_our_gate(mapped):

@@ -139,9 +139,15 @@ def run_expert(args: argparse.Namespace) -> int:
         if not len(events) or not len(gates.columns):
             raise ConfigError("no events or no gates (the sample failed upstream)")
         theirs = expert_masks(args.expert, args.fcs, len(events))
-    except (ConfigError, GatingError, OSError, ValueError) as exc:
-        write_json(args.out, {**doc, "status": "not available", "reason": str(exc)})
-        print(f"{sid}: expert gating not available: {exc}", file=sys.stderr)
+    except Exception as exc:  # a third party's file: any failure is its sample's record, not
+        # a failed job (the report waits for every sample's expert.json)
+        reason = (
+            str(exc)
+            if isinstance(exc, ConfigError | GatingError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        write_json(args.out, {**doc, "status": "not available", "reason": reason})
+        print(f"{sid}: expert gating not available: {reason}", file=sys.stderr)
         return 0
     keep = events["qc_pass"].to_numpy(dtype=bool)
     ours = {p: gates[p].to_numpy(dtype=bool)[keep] for p in gates.columns}
