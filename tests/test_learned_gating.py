@@ -224,3 +224,35 @@ def test_the_sample_page_draws_the_experts_outline_beside_our_gate(mapped):
     html = render("expert.html", expert=_expert(sample))
     assert "Agreement with the expert" in html and "t_cells" in html
     (folder / "expert.json").unlink()
+
+
+def test_the_experts_hierarchy_is_read_from_membership():
+    from cytopipe.learn.references import hierarchy
+
+    lymph = np.array([1, 1, 1, 1, 0, 0], dtype=bool)
+    t = np.array([1, 1, 0, 0, 0, 0], dtype=bool)
+    b = np.array([0, 0, 1, 0, 0, 0], dtype=bool)
+    naive = np.array([0, 0, 1, 0, 0, 0], dtype=bool)  # all of the B cells: still below them
+    found = hierarchy({"B cells": b, "naive": naive, "Lymphocytes": lymph, "T cells": t})
+    assert found["T cells"] == "Lymphocytes" and found["Lymphocytes"] is None
+    assert {found["B cells"], found["naive"]} <= {"Lymphocytes", "B cells", "naive"}
+
+
+def test_a_parent_population_of_the_expert_is_compared_with_all_its_events(mapped):
+    """Exported gates with parents (Lymphocytes holding T and B cells): each event is learned
+    with its most specific population, and the model's Lymphocytes are all events below them,
+    not only those labelled Lymphocytes (the NK cells)."""
+    out, _, events, folder, new = mapped
+    refs = sorted(str(p) for p in (out / "cohort").rglob("*.fcs") if p.name != Path(new).name)[:3]
+    labels = [str(expert_masks_csv(f, out / f"h{i}.csv")) for i, f in enumerate(refs)]
+    model = out / "hmodel.json"
+    assert cli.main(["learn-gates", "--fcs", *refs, "--labels", *labels, "--markers", *MARKERS,
+                     "--out", str(model)]) == 0  # fmt: skip
+    parents = json.loads(model.read_text())["parents"]
+    assert parents["T cells"] == parents["B cells"] == "Lymphocytes"
+    settings = {"gating_model": {"path": str(model), "compare": {"lymphocytes": "Lymphocytes"}}}
+    assert cli.main(["model-map", str(events), "--gates", str(folder / "gates.parquet"),
+                     "--model", str(model), "--settings", json.dumps(settings),
+                     "--out", str(out / "h.json")]) == 0  # fmt: skip
+    (row,) = json.loads((out / "h.json").read_text())["agreement"]
+    assert row["f1"] >= 0.95, row

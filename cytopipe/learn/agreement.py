@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cytopipe.gating.stats import f1_score
-from cytopipe.learn.model import Model, review
+from cytopipe.learn.model import Model, members, review
 
 MIN_COMPARED = 20  # fewer events on both sides: F1 says nothing, no disagreement is raised
 
@@ -46,13 +46,14 @@ def learned_summary(
         for p, info in found["populations"].items()
     ]
     agreement, disagreements = [], []
+    known = {*model.populations, *model.parents, *model.parents.values()} - {None}
     for gate, learned in compare.items():
         row = {"gate": gate, "model population": learned}
-        if gate not in gates or learned not in model.populations:
+        if gate not in gates or learned not in known:
             missing = "the sample's gates" if gate not in gates else "the model"
             agreement.append({**row, "f1": None, "note": f"not in {missing}"})
             continue
-        ours, theirs = np.asarray(gates[gate], dtype=bool), labels == learned
+        ours, theirs = np.asarray(gates[gate], dtype=bool), members(model, labels, learned)
         f1 = round(f1_score(ours, theirs), 3)
         agreement.append({**row, "gate events": int(ours.sum()), "model events": int(theirs.sum()),
                           "f1": f1})  # fmt: skip

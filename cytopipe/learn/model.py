@@ -48,6 +48,9 @@ class Model:
     reach: float  # novelty distance (standardized units)
     references: tuple[dict, ...] = ()  # the files learned from: name, sha256, counts
     settings: dict = field(default_factory=dict)  # the config sections the events were made with
+    # population -> parent in the expert's hierarchy (from the references' memberships): an
+    # event labelled with a population is a member of its ancestors too
+    parents: dict = field(default_factory=dict)
 
 
 def fit(
@@ -90,9 +93,10 @@ def fit(
         }
         for r in refs
     )
+    parents = {p: q for r in refs for p, q in r.parents.items()}  # every level of it
     return Model(
         tuple(markers), populations, center, scale, z[keep], index[keep], weights, k, reach,
-        files, dict(settings or {}),
+        files, dict(settings or {}), parents,
     )  # fmt: skip
 
 
@@ -124,6 +128,18 @@ def predict(model: Model, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     confidence = votes[np.arange(len(z)), winner] / np.maximum(votes.sum(axis=1), 1e-12)
     novel = dist.mean(axis=1) > model.reach
     return names[winner], confidence, novel
+
+
+def members(model: Model, labels: np.ndarray, population: str) -> np.ndarray:
+    """Events in `population`: labelled with it or with any population below it in the
+    expert's hierarchy (each event carries only its most specific label)."""
+    inside = {population}
+    grew = True
+    while grew:
+        below = {p for p, q in model.parents.items() if q in inside} - inside
+        inside |= below
+        grew = bool(below)
+    return np.isin(labels, sorted(inside))
 
 
 def review(model: Model, labels: np.ndarray, confidence: np.ndarray, novel: np.ndarray) -> dict:
@@ -166,6 +182,7 @@ def save(model: Model, path: str | os.PathLike) -> Path:
         "events": np.round(model.events, 4).tolist(),
         "references": list(model.references),
         "settings": model.settings,
+        "parents": model.parents,
     }
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(doc, separators=(",", ":")))
@@ -199,4 +216,5 @@ def load(path: str | os.PathLike) -> Model:
         float(doc["reach"]),
         tuple(doc.get("references") or ()),
         dict(doc.get("settings") or {}),
+        dict(doc.get("parents") or {}),  # absent in models of flat labels
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,9 @@ class Reference:
     sha256: str
     events: np.ndarray
     labels: np.ndarray
+    # population -> its parent in the expert's hierarchy (None: a top population); empty when
+    # the expert's labels are flat (one `label` column)
+    parents: dict = field(default_factory=dict)
 
 
 TRUTHY = ("1", "True", "true", "TRUE")
@@ -107,6 +110,21 @@ def expert_masks(
     return {p: np.asarray(m, dtype=bool) for p, m in masks.items()}
 
 
+def hierarchy(masks: dict[str, np.ndarray]) -> dict[str, str | None]:
+    """Each population's parent, read from the events: the smallest other population holding
+    all of its events (None: no other does). Exported gates name no hierarchy (a CSV of 0/1
+    columns), but membership shows it; a population of no events has no parent to find."""
+    sizes = {p: int(m.sum()) for p, m in masks.items()}
+    parents: dict[str, str | None] = {}
+    for p, m in masks.items():
+        holders = [
+            q for q, n in masks.items()
+            if q != p and sizes[q] >= sizes[p] > 0 and not (m & ~n).any()
+        ]  # fmt: skip
+        parents[p] = min(holders, key=lambda q: (sizes[q], q)) if holders else None
+    return parents
+
+
 def expert_labels(source: str | os.PathLike, fcs: str | os.PathLike, n_events: int) -> np.ndarray:
     """One label per event of `fcs` (its most specific expert population) from a label CSV, a
     Gating-ML file (.xml) or a FlowJo workspace (.wsp), by the file's suffix."""
@@ -124,9 +142,26 @@ def load_reference(
 ) -> Reference:
     """The file's events (kept by QC) on the gating scale of `markers`, with their labels."""
     events, keep = sample_events(fcs, panel, cfg, markers)
-    labels = expert_labels(labels_csv, fcs, len(keep))
+    if _flat_csv(labels_csv):
+        labels, parents = read_labels(labels_csv, len(keep)), {}
+    else:  # each event's most specific population: larger (parent) populations first
+        masks = expert_masks(labels_csv, fcs, len(keep))
+        by_size = dict(sorted(masks.items(), key=lambda pm: -int(pm[1].sum())))
+        labels = labels_from_masks(by_size, len(keep))
+        parents = hierarchy({p: m[keep] for p, m in masks.items()})
     digest = hashlib.sha256(Path(fcs).read_bytes()).hexdigest()
-    return Reference(Path(fcs).name, digest, events[keep], labels[keep])
+    return Reference(Path(fcs).name, digest, events[keep], labels[keep], parents)
+
+
+def _flat_csv(source: str | os.PathLike) -> bool:
+    """A label CSV with one `label` column: one population per event, no hierarchy."""
+    if Path(source).suffix.lower() in (".wsp", ".xml"):
+        return False
+    try:
+        header = pd.read_csv(source, nrows=0, dtype=str).columns
+    except (OSError, ValueError):
+        return True  # read_labels names the problem
+    return "label" in header
 
 
 def sample_events(fcs: str | os.PathLike, panel: Panel, cfg: Mapping, markers: Sequence[str]):
