@@ -88,7 +88,6 @@ def run_apply(args: argparse.Namespace) -> int:
 def run_map(args: argparse.Namespace) -> int:
     """The workflow's step: the model's labels and its agreement with the template's gates on
     the preprocessed events (learned.json), or "not available" with the reason."""
-    from cytopipe.atomic import write_json
     from cytopipe.learn.agreement import learned_summary
     from cytopipe.learn.model import load, predict
 
@@ -99,9 +98,7 @@ def run_map(args: argparse.Namespace) -> int:
     doc = {"sample_id": sid, "model": Path(args.model).name}
     why = _unusable(model, cfg, args.events)
     if why:
-        write_json(args.out, {**doc, "status": "not available", "reason": why})
-        print(f"{sid}: learned gating not available: {why}", file=sys.stderr)
-        return 0
+        return _opinion(args.out, doc, {"status": "not available", "reason": why}, "learned")
     events = pd.read_parquet(args.events, columns=[*model.markers, "qc_pass"])
     keep = events["qc_pass"].to_numpy(dtype=bool)
     data = events[list(model.markers)].to_numpy(dtype=np.float64)[keep]
@@ -114,17 +111,13 @@ def run_map(args: argparse.Namespace) -> int:
     summary = learned_summary(
         model, labels, confidence, novel, masks, settings["compare"], settings["min_f1"]
     )
-    write_json(args.out, {**doc, **summary})
-    for text in summary["disagreements"]:
-        print(f"{sid}: review: {text}", file=sys.stderr)
-    return 0
+    return _opinion(args.out, doc, summary, "learned")
 
 
 def run_expert(args: argparse.Namespace) -> int:
     """The workflow's step for a sample an expert gated too: expert.json (agreement per
     compared population, disagreements, the expert's outlines), or "not available" with the
     reason (an unreadable expert file must not cost the run)."""
-    from cytopipe.atomic import write_json
     from cytopipe.errors import GatingError
     from cytopipe.learn.agreement import expert_summary
     from cytopipe.learn.references import expert_masks
@@ -146,9 +139,7 @@ def run_expert(args: argparse.Namespace) -> int:
             if isinstance(exc, ConfigError | GatingError)
             else f"{type(exc).__name__}: {exc}"
         )
-        write_json(args.out, {**doc, "status": "not available", "reason": reason})
-        print(f"{sid}: expert gating not available: {reason}", file=sys.stderr)
-        return 0
+        return _opinion(args.out, doc, {"status": "not available", "reason": reason}, "expert")
     keep = events["qc_pass"].to_numpy(dtype=bool)
     ours = {p: gates[p].to_numpy(dtype=bool)[keep] for p in gates.columns}
     columns = {m: events[m].to_numpy()[keep] for m in events.columns if m != "qc_pass"}
@@ -160,9 +151,20 @@ def run_expert(args: argparse.Namespace) -> int:
         plots,
         columns,
     )
-    write_json(args.out, {**doc, **summary})
-    for text in summary["disagreements"]:
-        print(f"{sid}: review: {text}", file=sys.stderr)
+    return _opinion(args.out, doc, summary, "expert")
+
+
+def _opinion(out: str, doc: dict, summary: dict, who: str) -> int:
+    """Write a second opinion's record (learned.json, expert.json) and say on stderr what to
+    review, or why it is not available; 0 either way: a sample's record, never a failed job."""
+    from cytopipe.atomic import write_json
+
+    write_json(out, {**doc, **summary})
+    if summary["status"] != "ok":
+        print(f"{doc['sample_id']}: {who} gating not available: {summary['reason']}",
+              file=sys.stderr)  # fmt: skip
+    for text in summary.get("disagreements", ()):
+        print(f"{doc['sample_id']}: review: {text}", file=sys.stderr)
     return 0
 
 

@@ -45,20 +45,11 @@ def learned_summary(
         }
         for p, info in found["populations"].items()
     ]
-    agreement, disagreements = [], []
     known = {*model.populations, *model.parents, *model.parents.values()} - {None}
-    for gate, learned in compare.items():
-        row = {"gate": gate, "model population": learned}
-        if gate not in gates or learned not in known:
-            missing = "the sample's gates" if gate not in gates else "the model"
-            agreement.append({**row, "f1": None, "note": f"not in {missing}"})
-            continue
-        ours, theirs = np.asarray(gates[gate], dtype=bool), members(model, labels, learned)
-        f1 = round(f1_score(ours, theirs), 3)
-        agreement.append({**row, "gate events": int(ours.sum()), "model events": int(theirs.sum()),
-                          "f1": f1})  # fmt: skip
-        if ours.sum() + theirs.sum() >= MIN_COMPARED and f1 < min_f1:
-            disagreements.append(f"{gate} vs the learned {learned}: F1 {f1:.2f} < {min_f1:g}")
+    theirs = {p: members(model, labels, p) for p in set(compare.values()) & known}
+    agreement, disagreements = _agreement(
+        gates, theirs, compare, min_f1, ("model", "the model", "the learned")
+    )
     unlike = [p for p, info in found["populations"].items() if info["review"]]
     if unlike:
         disagreements.append(f"unlike the files the model learned from: {', '.join(unlike)}")
@@ -75,6 +66,34 @@ def learned_summary(
         "agreement": agreement,
         "disagreements": disagreements,
     }
+
+
+def _agreement(
+    ours: Mapping[str, np.ndarray],
+    theirs: Mapping[str, np.ndarray],
+    compare: Mapping[str, str],
+    min_f1: float,
+    who: tuple[str, str, str],
+) -> tuple[list[dict], list[str]]:
+    """One row per `compare` pair (template population -> the other gating's population): the
+    events of each and their F1 over the same events, or why the pair is missing; and the
+    pairs below `min_f1` to review. `who`: the other gating's column word, its name where a
+    population is missing, and its possessive in a disagreement."""
+    column, source, whose = who
+    rows, disagreements = [], []
+    for gate, other in compare.items():
+        row = {"gate": gate, f"{column} population": other}
+        if gate not in ours or other not in theirs:
+            missing = "the sample's gates" if gate not in ours else source
+            rows.append({**row, "f1": None, "note": f"not in {missing}"})
+            continue
+        mine, their = np.asarray(ours[gate], dtype=bool), np.asarray(theirs[other], dtype=bool)
+        f1 = round(f1_score(mine, their), 3)
+        rows.append({**row, "gate events": int(mine.sum()), f"{column} events": int(their.sum()),
+                     "f1": f1})  # fmt: skip
+        if mine.sum() + their.sum() >= MIN_COMPARED and f1 < min_f1:
+            disagreements.append(f"{gate} vs {whose} {other}: F1 {f1:.2f} < {min_f1:g}")
+    return rows, disagreements
 
 
 OUTLINE_Q = (
@@ -116,26 +135,23 @@ def expert_summary(
     population -> expert population) the F1 over the same events, the disagreements below
     `min_f1`, and the expert population's outline on the density plot of our gate (its events
     among our gate's parent). All masks and columns over the same (QC-kept) events."""
+    agreement, disagreements = _agreement(
+        ours, theirs, compare, min_f1, ("expert", "the expert's gating", "the expert's")
+    )
     plot_of = {str(p.get("population")): p for p in plots}
-    agreement, disagreements, outlines = [], [], {}
+    outlines = {}
     for gate, expert in compare.items():
-        row = {"gate": gate, "expert population": expert}
-        if gate not in ours or expert not in theirs:
-            missing = "the sample's gates" if gate not in ours else "the expert's gating"
-            agreement.append({**row, "f1": None, "note": f"not in {missing}"})
-            continue
-        mine, exp = np.asarray(ours[gate], dtype=bool), np.asarray(theirs[expert], dtype=bool)
-        f1 = round(f1_score(mine, exp), 3)
-        agreement.append({**row, "gate events": int(mine.sum()), "expert events": int(exp.sum()),
-                          "f1": f1})  # fmt: skip
-        if mine.sum() + exp.sum() >= MIN_COMPARED and f1 < min_f1:
-            disagreements.append(f"{gate} vs the expert's {expert}: F1 {f1:.2f} < {min_f1:g}")
         plot = plot_of.get(gate)
-        if plot is not None and plot.get("x") in columns and plot.get("y") in columns:
+        if gate not in ours or expert not in theirs or plot is None:
+            continue
+        if plot.get("x") in columns and plot.get("y") in columns:
+            inside = np.asarray(theirs[expert], dtype=bool)
             parent = ours.get(str(plot.get("parent") or ""))
-            inside = exp if parent is None else exp & np.asarray(parent, dtype=bool)
-            x, y = columns[plot["x"]][inside], columns[plot["y"]][inside]
-            outlines[gate] = population_outline(x, y)
+            if parent is not None:
+                inside = inside & np.asarray(parent, dtype=bool)
+            outlines[gate] = population_outline(
+                columns[plot["x"]][inside], columns[plot["y"]][inside]
+            )
     return {
         "status": "ok",
         "agreement": agreement,

@@ -386,25 +386,28 @@ def clustering_section(sample: SampleFiles) -> str:
 def _clustering(sample: SampleFiles) -> dict:
     """The cohort clustering seen from this sample: its metaclusters and whether they agree
     with the gates (a disagreement says a gate or a metacluster deserves a look)."""
-    data = sample.clusters
-    if data is None:
+    if sample.clusters is None:
         return {"found": False}
+    tables = {"agreement": "Agreement with the gates (F1)", "clusters": "Metaclusters"}
+    return {"found": True, **_opinion(sample.clusters, "clusters", tables)}
+
+
+def _opinion(data: Any, name: str, tables: Mapping[str, str]) -> dict:
+    """A second opinion's record (clusters.json, learned.json, expert.json) as a page section
+    shows it: its disagreements and its tables (record key -> heading) when it is ok, else the
+    record as it stands (why it is not available)."""
     if not isinstance(data, Mapping) or data.get("status") != "ok":
-        items = data.items() if isinstance(data, Mapping) else [("clusters", data)]
-        return {"found": True, "ok": False, "record": key_values(items)}
-    tables = []
-    for key, heading in (
-        ("agreement", "Agreement with the gates (F1)"),
-        ("clusters", "Metaclusters"),
-    ):
+        items = data.items() if isinstance(data, Mapping) else [(name, data)]
+        return {"ok": False, "record": key_values(items)}
+    shown = []
+    for key, heading in tables.items():
         rows = data.get(key)
         if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
-            tables.append((heading, _records_table(rows, key)))
+            shown.append((heading, _records_table(rows, key)))
     return {
-        "found": True,
         "ok": True,
         "disagreements": [plain(d) for d in data.get("disagreements") or []],
-        "tables": tables,
+        "tables": shown,
     }
 
 
@@ -426,25 +429,16 @@ def _learned(sample: SampleFiles, show_file_names: bool = False) -> dict | None:
     data = sample.learned
     if data is None:
         return None
-    if not isinstance(data, Mapping) or data.get("status") != "ok":
-        items = data.items() if isinstance(data, Mapping) else [("learned", data)]
-        return {"ok": False, "record": key_values(items)}
-    tables = []
-    for key, heading in (
-        ("agreement", "Agreement with the template's gates (F1)"),
-        ("populations", "The model's populations"),
-    ):
-        rows = data.get(key)
-        if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
-            tables.append((heading, _records_table(rows, key)))
-    files = [plain(n) for n in data.get("learned_from") or []]
-    return {
-        "ok": True,
-        "learned_from": ", ".join(files) if show_file_names else f"{len(files)} reference files",
-        "model": plain(data.get("model", "")),
-        "disagreements": [plain(d) for d in data.get("disagreements") or []],
-        "tables": tables,
+    tables = {
+        "agreement": "Agreement with the template's gates (F1)",
+        "populations": "The model's populations",
     }
+    section = _opinion(data, "learned", tables)
+    if section["ok"]:
+        files = [plain(n) for n in data.get("learned_from") or []]
+        shown = ", ".join(files) if show_file_names else f"{len(files)} reference files"
+        section.update(learned_from=shown, model=plain(data.get("model", "")))
+    return section
 
 
 def _expert(sample: SampleFiles) -> dict | None:
@@ -454,17 +448,11 @@ def _expert(sample: SampleFiles) -> dict | None:
     data = sample.expert
     if data is None:
         return None
-    if not isinstance(data, Mapping) or data.get("status") != "ok":
-        items = data.items() if isinstance(data, Mapping) else [("expert", data)]
-        return {"ok": False, "record": key_values(items)}
-    rows = data.get("agreement")
-    ok_rows = isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows)
-    return {
-        "ok": True,
-        "outlined": sorted(str(k) for k, v in (data.get("outlines") or {}).items() if v),
-        "disagreements": [plain(d) for d in data.get("disagreements") or []],
-        "table": _records_table(rows, "agreement") if ok_rows else None,
-    }
+    section = _opinion(data, "expert", {"agreement": "Agreement with the expert (F1)"})
+    if section["ok"]:
+        outlines = data.get("outlines") or {}
+        section["outlined"] = sorted(str(k) for k, v in outlines.items() if v)
+    return section
 
 
 def _records_table(rows: list[Mapping], css: str) -> dict:

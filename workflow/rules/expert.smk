@@ -9,7 +9,7 @@ rule expert_map:
         events=rules.preprocess.output.events,
         gates=rules.gate.output.masks,
         plots=rules.gate.output.plots,
-        expert=lambda wc: expert_gates_of(wc.sample),
+        expert=lambda wc: EXPERT_GATES[wc.sample],
     output:
         expert=str(layout.sample_expert_path(SAMPLE_DIR)),
     params:
