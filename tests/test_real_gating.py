@@ -11,10 +11,19 @@ README. What still misses a target is a strict xfail, so it is noticed when it s
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REPO
+
+from cytopipe.config import read_yaml, validated
+from cytopipe.gating.autogate import autogate
+from cytopipe.gating.gates import evaluate
+from cytopipe.gating.template import load_template
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
 
 _spec = importlib.util.spec_from_file_location(
     "real_gating", REPO / "benchmarks" / "real_gating.py"
@@ -22,12 +31,13 @@ _spec = importlib.util.spec_from_file_location(
 real_gating = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(real_gating)
 
-KNOWN_MISSES = {  # measured 2026-11-30 (session 6): population/file -> F1 then
+KNOWN_MISSES = {  # measured 2026-11-30 (session 7): population/file -> F1 then
     # 93 found vs 67, 49 shared: 42 of ours lie above openCyto's lymphocyte gate in SSC, 18 of
     # theirs below our CD27/CD38 cuts
     "plasmablasts": 0.61,
-    "gvhd_07": 0.69,  # CD3-dim, SSC-high T cells (880 'other T') fall below our CD3 valley
-    "gvhd_09": 0.86,  # ... the same, fewer (209), and 11% of their T cells below the FSC cut
+    "gvhd_07": 0.75,  # CD3-dim, SSC-high T cells (880 'other T') fall below our CD3 valley
+    "gvhd_09": 0.88,  # the valley's flat floor: our cut 0.57, theirs about 0.45; QC removes 165
+    # of their T cells saturated at FSC 1023
 }
 TARGETS = {
     "b_cells": 0.95,
@@ -68,6 +78,27 @@ def test_t_cells_of_a_t_cell_panel_without_cd45_agree_with_experts(gvhd, name):
     'unassigned' debris, doublets and outliers are unknown, not negatives; both F1s print)."""
     row = gvhd[name, "t_cells"]
     assert row["f1"] >= row["target"], row
+
+
+def test_t_cells_outside_the_scatter_gate_join_by_cd3(shared_data):
+    """Large (activated) T cells beside a scatter-only lymphocyte gate are CD3+ wherever they
+    sit: the `rescue` joins them. On file 7 (the most such cells) the joined events must be the
+    experts' T cells, not monocytes or debris."""
+    path = shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs"
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(
+        str(path), load_panel(REPO / "config" / "panel.yaml"), cfg, required=SCATTER_ONLY
+    )
+    keep = pre.qc_pass
+    columns = {m: v[keep] for m, v in pre.columns.items()}
+    result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
+    scatter = {g.id: g for g in result.gates}["lymphocytes"]
+    inside = evaluate([replace(scatter, parent=None)], columns)["lymphocytes"]
+    joined = result.masks["lymphocytes"] & ~inside
+    labels = pd.read_csv(path.with_name("gvhd_07_labels.csv"))["label"].to_numpy()[keep]
+    experts_t = np.isin(labels[joined], real_gating.T_LABELS)
+    assert joined.sum() >= 100 and experts_t.mean() >= 0.8, (joined.sum(), experts_t.mean())
+    assert "CD3+ outside the scatter gate" in result.methods["lymphocytes"][2]
 
 
 @pytest.mark.parametrize("population", ["t_cd4", "t_cd8"])
