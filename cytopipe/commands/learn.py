@@ -59,7 +59,7 @@ def run_apply(args: argparse.Namespace) -> int:
     base = settings_from_args(args)
     cfg = validated(merge(base, model.settings), "config", source=f"{args.model} settings")
     panel = load_panel(args.panel or cfg["panel"])
-    events, keep = sample_events(args.fcs, panel, cfg, model.markers)
+    events, keep, info = sample_events(args.fcs, panel, cfg, model.markers)
     labels = np.full(len(keep), "", dtype=object)
     confidence = np.full(len(keep), np.nan)
     novel = np.zeros(len(keep), dtype=bool)
@@ -75,14 +75,41 @@ def run_apply(args: argparse.Namespace) -> int:
     found["learned_from"] = [r.get("name") for r in model.references]
     if args.review:
         Path(args.review).write_text(json.dumps(found, indent=1))
-    for pop, info in found["populations"].items():
-        mark = "  <- unlike the references: review" if info["review"] else ""
-        print(f"{pop}: {info['events']} events, confidence {info['confidence']}, "
-              f"{100 * info['unlike_share']:.1f}% unlike the references{mark}")  # fmt: skip
+    for pop, seen in found["populations"].items():
+        mark = "  <- unlike the references: review" if seen["review"] else ""
+        print(f"{pop}: {seen['events']} events, confidence {seen['confidence']}, "
+              f"{100 * seen['unlike_share']:.1f}% unlike the references{mark}")  # fmt: skip
     if found["review"]:
         print(f"{args.fcs}: unlike the files the model learned from; review before use",
               file=sys.stderr)  # fmt: skip
+    if args.gatingml or args.flowjo or args.gate_counts:
+        _export_learned(args, model, events[keep], labels[keep], info)
     return 0
+
+
+def _export_learned(args: argparse.Namespace, model, events, labels, info) -> None:
+    """The model's decision as polygon gates (cytopipe.learn.approximate) in Gating-ML and a
+    FlowJo workspace, with the model's and the gates' counts side by side."""
+    from cytopipe.atomic import write_tsv
+    from cytopipe.gating.export import gates_from_info
+    from cytopipe.learn.approximate import approximate
+
+    gates, rows = approximate(model, events, labels)
+    strategy = gates_from_info(gates, info)
+    if args.gatingml:
+        from cytopipe.gating.gatingml import write_gatingml
+
+        write_gatingml(strategy, args.gatingml)
+    if args.flowjo:
+        from cytopipe.gating.flowjo_export import write_workspace
+
+        for fcs, why in write_workspace([(strategy, args.fcs)], args.flowjo):
+            raise ConfigError(f"cannot write a FlowJo workspace for this file: {why}", path=fcs)
+    if args.gate_counts:
+        write_tsv(args.gate_counts, pd.DataFrame(rows))
+    for row in rows:
+        print(f"gate {row['population']} ({row['dims'] or 'none'}): {row['gate_events']} events, "
+              f"model {row['model_events']}, F1 {row['f1']}")  # fmt: skip
 
 
 def run_map(args: argparse.Namespace) -> int:
@@ -229,6 +256,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--model", required=True, help="model JSON from learn-gates")
     a.add_argument("--out", required=True, help="per-event labels (TSV)")
     a.add_argument("--review", default=None, help="also write the per-population review (JSON)")
+    a.add_argument(
+        "--gatingml", default=None,
+        help="also write the model's populations as polygon gates (Gating-ML 2.0)",
+    )  # fmt: skip
+    a.add_argument("--flowjo", default=None, help="... and as a FlowJo 10 workspace (.wsp)")
+    a.add_argument(
+        "--gate-counts", default=None,
+        help="... and a TSV: population, markers, model and gate counts, F1",
+    )  # fmt: skip
     a.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")
     add_settings_arguments(a)
     a.set_defaults(func=run_apply)

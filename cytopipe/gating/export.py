@@ -17,12 +17,12 @@ counted by other tools and not by cytopipe (compare on QC-kept events).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from cytopipe.errors import GatingError
 from cytopipe.gating.autogate import AutogateResult
-from cytopipe.gating.gates import BooleanGate, PolygonGate, RectangleGate
+from cytopipe.gating.gates import BooleanGate, Gate, PolygonGate, RectangleGate
 from cytopipe.gating.strategy import UNCOMPENSATED, DimSpec, Strategy
 from cytopipe.preprocess.compensation import Spillover
 from cytopipe.preprocess.transforms import Scale
@@ -37,10 +37,41 @@ def placed_strategy(
     scales: Mapping[str, Scale],
     spill: Spillover | None = None,
 ) -> Strategy:
-    """The placed gates of `result` on the file's channels: `channels` maps a canonical marker to
-    its $PnN, `scales` to the Scale it was put on the gating scale with (provenance.scales),
-    `spill` is the matrix preprocessing compensated with (written into the strategy, so a tool
-    needs nothing from the file's keywords)."""
+    """The placed gates of `result` on the file's channels (gates_strategy), pass-through
+    pre-gates left out and `or:` parts joined by a Boolean OR named like the population."""
+
+    def exported_parent(pop: str | None) -> str | None:
+        while pop is not None and pop in result.passed:
+            pop = result.parents.get(pop)
+        return pop
+
+    gates: list[Gate] = []
+    for g in result.gates:
+        if g.id in result.passed:
+            continue
+        parent = exported_parent(g.parent)
+        extras = result.extras.get(g.id, ())
+        own = f"{g.id}__gate" if extras else g.id
+        gates.append(replace(g, id=own, parent=parent))
+        if extras:
+            parts = [own]
+            for i, (_, extra) in enumerate(extras, 1):
+                parts.append(f"{g.id}__or{i}")
+                gates.append(replace(extra, id=parts[-1], parent=parent))
+            gates.append(BooleanGate(g.id, parent, "or", tuple(parts)))
+    return gates_strategy(gates, channels, scales, spill)
+
+
+def gates_strategy(
+    gates: Sequence[Gate],
+    channels: Mapping[str, str],
+    scales: Mapping[str, Scale],
+    spill: Spillover | None = None,
+) -> Strategy:
+    """Gates on canonical markers (the gating scale) as a strategy on the file's channels:
+    `channels` maps a canonical marker to its $PnN, `scales` to the Scale it was put on the
+    gating scale with (provenance.scales), `spill` is the matrix preprocessing compensated with
+    (written into the strategy, so a tool needs nothing from the file's keywords)."""
     matrices = {}
     if spill is not None:
         spill = replace(spill, id=MATRIX_ID, fluorochromes=tuple(spill.channels))
@@ -66,41 +97,22 @@ def placed_strategy(
         dims[spec.key] = spec
         return spec.key
 
-    def exported_parent(pop: str | None) -> str | None:
-        while pop is not None and pop in result.passed:
-            pop = result.parents.get(pop)
-        return pop
-
-    gates = []
-    for g in result.gates:
-        if g.id in result.passed:
-            continue
-        parent = exported_parent(g.parent)
-        extras = result.extras.get(g.id, ())
-        own = f"{g.id}__gate" if extras else g.id
-        gates.append(_on_channels(g, own, parent, key))
-        if extras:
-            parts = [own]
-            for i, (_, extra) in enumerate(extras, 1):
-                parts.append(f"{g.id}__or{i}")
-                gates.append(_on_channels(extra, parts[-1], parent, key))
-            gates.append(BooleanGate(g.id, parent, "or", tuple(parts)))
-    return Strategy(gates, dims, used_scales, matrices)
+    return Strategy([_on_channels(g, key) for g in gates], dims, used_scales, matrices)
 
 
-def _on_channels(g, gid: str, parent: str | None, key) -> RectangleGate | PolygonGate:
+def _on_channels(g: Gate, key) -> Gate:
+    if isinstance(g, BooleanGate):
+        return g
     gate_dims = tuple(key(m) for m in g.dims)
     if isinstance(g, RectangleGate):
-        return RectangleGate(gid, parent, gate_dims, g.mins, g.maxs)
+        return RectangleGate(g.id, g.parent, gate_dims, g.mins, g.maxs)
     if isinstance(g, PolygonGate):
-        return PolygonGate(gid, parent, gate_dims, g.vertices)
+        return PolygonGate(g.id, g.parent, gate_dims, g.vertices)
     raise GatingError(f"gate {g.id!r}: a {type(g).__name__} cannot be exported yet")
 
 
-def strategy_from_info(result: AutogateResult, info: Mapping) -> Strategy:
-    """placed_strategy with the channels, scales and spillover a preprocessed sample's record
-    (cytopipe.preprocess.sample's info: channels, provenance.scales, provenance.spillover_*)
-    holds."""
+def _record(info: Mapping) -> tuple[dict, dict, Spillover | None]:
+    """The channels, scales and spillover a preprocessed sample's record holds."""
     import numpy as np
 
     prov = info.get("provenance") or {}
@@ -111,4 +123,16 @@ def strategy_from_info(result: AutogateResult, info: Mapping) -> Strategy:
         else None
     )
     scales = {m: Scale.from_record(r) for m, r in (prov.get("scales") or {}).items()}
-    return placed_strategy(result, info.get("channels") or {}, scales, spill)
+    return dict(info.get("channels") or {}), scales, spill
+
+
+def strategy_from_info(result: AutogateResult, info: Mapping) -> Strategy:
+    """placed_strategy with the channels, scales and spillover a preprocessed sample's record
+    (cytopipe.preprocess.sample's info: channels, provenance.scales, provenance.spillover_*)
+    holds."""
+    return placed_strategy(result, *_record(info))
+
+
+def gates_from_info(gates: Sequence[Gate], info: Mapping) -> Strategy:
+    """gates_strategy with what a preprocessed sample's record holds (as strategy_from_info)."""
+    return gates_strategy(gates, *_record(info))

@@ -141,7 +141,7 @@ def load_reference(
     markers: Sequence[str],
 ) -> Reference:
     """The file's events (kept by QC) on the gating scale of `markers`, with their labels."""
-    events, keep = sample_events(fcs, panel, cfg, markers)
+    events, keep, _ = sample_events(fcs, panel, cfg, markers)
     if _flat_csv(labels_csv):
         labels, parents = read_labels(labels_csv, len(keep)), {}
     else:  # each event's most specific population: larger (parent) populations first
@@ -165,8 +165,9 @@ def _flat_csv(source: str | os.PathLike) -> bool:
 
 
 def sample_events(fcs: str | os.PathLike, panel: Panel, cfg: Mapping, markers: Sequence[str]):
-    """A file's events on the gating scale of `markers` (all events, file order) and its QC
-    mask; ConfigError naming the markers the file lacks."""
+    """A file's events on the gating scale of `markers` (all events, file order), its QC mask
+    and its preprocessing record (channels, scales, spillover); ConfigError naming the markers
+    the file lacks."""
     pre = preprocess(str(fcs), panel, cfg, required=SCATTER_ONLY)
     missing = [m for m in markers if m not in pre.columns]
     if missing:
@@ -176,4 +177,4 @@ def sample_events(fcs: str | os.PathLike, panel: Panel, cfg: Mapping, markers: S
             hint="reference files and the files a model gates need the same panel",
         )
     events = np.column_stack([np.asarray(pre.columns[m], dtype=np.float64) for m in markers])
-    return events, np.asarray(pre.qc_pass, dtype=bool)
+    return events, np.asarray(pre.qc_pass, dtype=bool), pre.info
