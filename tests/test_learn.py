@@ -19,7 +19,7 @@ from cytopipe.learn.evaluate import leave_one_file_out
 from cytopipe.learn.model import fit, load, predict, review, save
 from cytopipe.learn.references import load_reference, read_labels
 
-MARKERS = ["FSC-A", "SSC-A", "CD4", "CD8", "CD3"]
+MARKERS = ["FSC-A", "SSC-A", "CD4", "CD8b", "CD3", "CD8"]  # the six channels
 LINEAR = {"transform": {"fluorescence": "linear"}}  # FlowCAP-I: log-amplifier channel numbers
 
 
@@ -45,12 +45,12 @@ def lofo(refs):
 
 def test_learned_t_cell_subsets_match_the_experts_file_by_file(lofo):
     """Leave one file out on 9 real files. The data's README measures a gradient-boosting
-    classifier the same way: CD4 T F1 0.78-0.99, CD8 T 0.59-0.97. Measured here: CD4 T
-    0.84-0.99 (median 0.96), CD8 T 0.57-0.97 (median 0.85; file 7, whose experts left many
-    CD3+ events outside their T populations, is the 0.57)."""
+    classifier the same way: CD4 T F1 0.78-0.99, CD8 T 0.59-0.97 (benchmarks/bench_learn.py
+    runs it side by side). Measured here (2026-11-30): CD4 T 0.85-0.98 (median 0.96), CD8 T
+    0.73-0.97 (median 0.87; the nearest-neighbour model before: 0.57-0.97, median 0.85)."""
     f1 = lofo.pivot(index="file", columns="population", values="f1")
-    assert f1["CD4 T cells"].min() >= 0.78 and f1["CD4 T cells"].median() >= 0.90
-    assert f1["CD8 T cells"].median() >= 0.80
+    assert f1["CD4 T cells"].min() >= 0.80 and f1["CD4 T cells"].median() >= 0.93
+    assert f1["CD8 T cells"].min() >= 0.70 and f1["CD8 T cells"].median() >= 0.85
     assert f1["other"].min() >= 0.90
     errors = lofo[lofo["population"] == "CD4 T cells"]["count_error_pct"].abs()
     assert errors.median() <= 10
@@ -62,11 +62,11 @@ def test_model_file_round_trips_and_is_deterministic(refs, tmp_path):
     again = save(fit(refs[:3], MARKERS, per_class=500, seed=1), tmp_path / "m2.json")
     assert path.read_bytes() == again.read_bytes()
     doc = json.loads(path.read_text())
-    assert doc["format"] == "cytopipe gating model" and doc["version"] == 1
+    assert doc["format"] == "cytopipe gating model" and doc["version"] == 2
     assert [r["name"] for r in doc["references"]] == ["gvhd_01.fcs", "gvhd_02.fcs", "gvhd_03.fcs"]
     loaded = load(path)
     a, b = predict(model, refs[4].events), predict(loaded, refs[4].events)
-    assert (a[0] == b[0]).mean() > 0.999  # the file keeps 4 decimals of the scaled events
+    assert (a[0] == b[0]).all() and np.allclose(a[1], b[1], atol=1e-6) and (a[2] == b[2]).all()
     doc["version"] = 99
     (tmp_path / "future.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="version 99"):
@@ -76,13 +76,13 @@ def test_model_file_round_trips_and_is_deterministic(refs, tmp_path):
 def test_a_file_unlike_the_references_is_flagged(refs):
     """The same file with CD4 and CD3 shifted (a voltage or reagent change) is listed for
     review; the file as acquired is not."""
-    model = fit(refs[:8], MARKERS)
-    held = refs[8].events
+    model = fit([r for i, r in enumerate(refs) if i != 3], MARKERS)
+    held = refs[3].events  # measured: 1% unlike as acquired, 13% shifted
     assert not review(model, *predict(model, held))["review"]
     shifted = held.copy()
     shifted[:, [2, 4]] += 0.25
     found = review(model, *predict(model, shifted))
-    assert found["review"] and found["unlike_share"] > 0.10
+    assert found["review"] and found["unlike_share"] > 0.10, found
 
 
 def test_labels_as_one_column_per_gate(shared_data):
@@ -206,8 +206,8 @@ def test_learned_populations_become_polygons_in_the_experts_hierarchy():
     labels = np.repeat(list(centres), 2000)
     events = np.vstack([rng.normal(centres[p], 0.4, size=(2000, 3)) for p in centres])
     parents = {"T cells": "Lymphocytes", "CD4 T": "T cells"}
-    model = Model(("a", "b", "c"), tuple(sorted(centres)), np.zeros(3), np.ones(3), events[:1],
-                  np.zeros(1, int), np.ones(4), 1, 1.0, parents=parents)  # fmt: skip
+    model = Model(("a", "b", "c"), tuple(sorted(centres)), np.zeros(3), np.ones(3), (),
+                  np.ones(4), {}, 0.0, parents=parents)  # only the hierarchy is used  # fmt: skip
     gates, rows = approximate(model, events, labels)
     by_id = {g.id: g for g in gates}
     assert by_id["CD4_T"].parent == "T_cells" and by_id["T_cells"].parent == "Lymphocytes"

@@ -35,7 +35,7 @@ def run_learn(args: argparse.Namespace) -> int:
         refs.append(load_reference(fcs, labels, panel, cfg, args.markers))
         progress(f"read {i}/{len(args.fcs)} reference files")
     progress_done()
-    fit_args = {"per_class": args.per_class, "k": args.k, "seed": args.seed}
+    fit_args = {"per_class": args.per_class, "seed": args.seed}
     model = fit(refs, args.markers, settings={"transform": dict(cfg["transform"])}, **fit_args)
     save(model, args.out)
     print(f"{args.out}: {len(model.populations)} populations from {len(refs)} files "
@@ -237,9 +237,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model JSON")
     p.add_argument("--evaluate", default=None, help="also write leave-one-file-out scores (TSV)")
     p.add_argument(
-        "--per-class", type=int, default=3000, help="reference events kept per population"
+        "--per-class", type=int, default=1000, help="reference events learned per population"
     )
-    p.add_argument("-k", type=int, default=15, help="neighbours that vote")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")
     add_settings_arguments(p)
