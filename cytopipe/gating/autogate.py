@@ -8,8 +8,9 @@ gate is placed per sample, top-down, from populations that are always there:
 - `valley`: the density minimum between two peaks of a 1-D smoothed histogram, searched only
   inside hard limits and, when `anchor` is set, only beyond `min_sd` robust SDs above (or below)
   the peak of the always-present population (the CD19-negative NK/T cells). No valley ->
-  fallback to `anchor` peak + `fallback_sd` SDs, a peak + offset, a reference threshold placed
-  on another population (CD27 on T cells for tiny B-cell parents) or the template's fixed value.
+  fallback to `anchor` peak + `fallback_sd` SDs, the majority peak + `fallback_sd` SDs of its own
+  spread, a reference threshold placed on another population (CD27 on T cells for tiny B-cell
+  parents) or the template's fixed value.
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
@@ -35,6 +36,7 @@ from cytopipe.gating.densities import (
     density_range,
     find_peak,
     find_valley,
+    majority_peak,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.mixture import place_gmm
@@ -192,11 +194,12 @@ class _Placer:
         if limits is not None:
             value = min(max(limits[1], search[0]), search[1])
             return Placement("fallback", 0.5, f"fallback: {why} ({limits[2]})", value)
-        if "fallback_offset" in p:
-            peak = find_peak(x, p.get("fallback_peak", search), bw)
+        if "fallback_sd" in p:
+            peak = majority_peak(x, bw)
             if peak is not None:
-                value = min(max(peak[0] + float(p["fallback_offset"]), search[0]), search[1])
-                how = f"peak {peak[0]:.2f} + {float(p['fallback_offset']):g}"
+                k = float(p["fallback_sd"])
+                value = min(max(peak[0] + k * peak[1], search[0]), search[1])
+                how = f"majority peak {peak[0]:.2f} + {k:g} SD"
                 return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
         return self._fallback(t, why)
 
