@@ -7,6 +7,8 @@ to the gating is measured on data we did not write.
 - Lyoplate B-cell panel (BD LSRFortessa, human PBMC) against openCyto's automated gates (a peer
   tool, not truth).
 - FlowCAP-I GvHD (FACSCalibur, a T-cell panel without CD19 or CD45) against expert labels.
+- The Lyoplate file at other detector gains (x0.33, x2): another instrument or voltage; the
+  same targets.
 - B-cell titration on a real background: the Lyoplate file with every CD19+ event removed
   (at openCyto's CD19 cut) but k of openCyto's B cells; aplasia must stay aplasia (count <=
   2k + 5 for k = 0, 5, 20) and small counts must be counted (within 20% for k = 100, 500).
@@ -119,29 +121,39 @@ def titration_target(k: int, found: int) -> bool:
     return found <= 2 * k + 5 if k <= 20 else abs(found - k) <= 0.2 * k
 
 
-def titration(data: Path, ks=TITRATION, seed: int = 1) -> list[dict]:
-    """Gate the Lyoplate file with its B cells removed but k (openCyto's B cells, drawn with
-    `seed`); every CD19+ event at or above openCyto's CD19 cut goes, dead cells included."""
+def _lyoplate_source(data: Path):
     src = data / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
     sample = read_fcs(src)
     ref = pd.read_csv(data / "lyoplate_bcell" / "lyoplate_bcell_C01_opencyto_gates.csv")
+    metadata = {"$SPILLOVER": sample.keywords["spillover"]}
+    metadata.update({f"p{i}r": format(r, ".0f") for i, r in enumerate(sample.pnr, start=1)})
+    return sample, ref, metadata
+
+
+def _write_like(sample, events: np.ndarray, path: Path, metadata: dict) -> Path:
+    """`events` as an FCS file with the sample's channels, ranges and spillover."""
+    with open(path, "wb") as fh:
+        data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())
+        flowio.create_fcs(fh, data_, sample.pnn, sample.pns, metadata_dict=metadata)
+    return path
+
+
+def titration(data: Path, ks=TITRATION, seed: int = 1) -> list[dict]:
+    """Gate the Lyoplate file with its B cells removed but k (openCyto's B cells, drawn with
+    `seed`); every CD19+ event at or above openCyto's CD19 cut goes, dead cells included."""
+    sample, ref, metadata = _lyoplate_source(data)
     cd19 = compensate(sample.events, sample.pnn, spillover_from_keywords(sample))[
         :, sample.pns.index("CD19")
     ]
     b_lineage = cd19 >= cd19[ref["Live/CD19gate"].to_numpy(bool)].min()
     b_cells = np.flatnonzero(ref["Live/CD19andCD20"].to_numpy(bool))
     rng = np.random.default_rng(seed)
-    metadata = {"$SPILLOVER": sample.keywords["spillover"]}
-    metadata.update({f"p{i}r": format(r, ".0f") for i, r in enumerate(sample.pnr, start=1)})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in ks:
             keep = ~b_lineage
             keep[rng.choice(b_cells, k, replace=False)] = True
-            path = Path(tmp) / f"lyoplate_b{k}.fcs"
-            with open(path, "wb") as fh:
-                data_ = array("f", np.ascontiguousarray(sample.events[keep], "<f4").tobytes())
-                flowio.create_fcs(fh, data_, sample.pnn, sample.pns, metadata_dict=metadata)
+            path = _write_like(sample, sample.events[keep], Path(tmp) / f"b{k}.fcs", metadata)
             found = int(gated(path)["b_cells"].sum())
             rows.append({"file": f"lyoplate C01, {k} B cells left", "population": "b_cells",
                          "reference": "kept B cells", "ours": found, "ref": k,
@@ -149,11 +161,41 @@ def titration(data: Path, ks=TITRATION, seed: int = 1) -> list[dict]:
     return rows
 
 
+GAINS = (0.33, 2.0)
+
+
+def gains(data: Path, factors=GAINS) -> list[dict]:
+    """The Lyoplate file as another instrument or voltage would record it: every fluorescence
+    detector's signal times `factor` (clipped at the channel's range, as a detector saturates);
+    openCyto's per-event gates still say which event is which. Positions tuned to one
+    instrument fail here (transitional B cells fell to F1 0.01 at x0.33 with the generator's
+    fixed offsets and search windows)."""
+    sample, ref, metadata = _lyoplate_source(data)
+    scatter = [i for i, n in enumerate(sample.pnn) if n.upper().startswith(("FSC", "SSC", "TIME"))]
+    fluorescence = np.setdiff1d(np.arange(len(sample.pnn)), scatter)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in factors:
+            events = np.array(sample.events, dtype=np.float64)
+            events[:, fluorescence] *= factor
+            events[:, fluorescence] = np.minimum(
+                events[:, fluorescence], np.asarray(sample.pnr, float)[fluorescence]
+            )
+            masks = gated(_write_like(sample, events, Path(tmp) / f"x{factor}.fcs", metadata))
+            for ours, (theirs, target) in LYOPLATE.items():
+                mask = masks[ours].to_numpy() if ours in masks else np.zeros(len(ref), bool)
+                rows.append({"file": f"lyoplate C01, fluorescence x{factor:g}", "population": ours,
+                             "reference": f"openCyto {theirs}", "ours": int(mask.sum()),
+                             "ref": int(ref[theirs].sum()),
+                             "f1": f1_score(mask, ref[theirs].to_numpy(bool)), "target": target})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    table = pd.DataFrame([*lyoplate(args.data), *gvhd(args.data)])
+    table = pd.DataFrame([*lyoplate(args.data), *gvhd(args.data), *gains(args.data)])
     table["meets"] = np.where(
         table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")
     )

@@ -112,6 +112,39 @@ def test_cd4_and_cd8_t_cells_split_as_the_experts_did(gvhd, population):
 
 
 @pytest.fixture(scope="module")
+def regained(shared_data):
+    return {(row["file"].rsplit("x", 1)[1], row["population"]): row
+            for row in real_gating.gains(shared_data / "real")}  # fmt: skip
+
+
+GAIN_MISSES = {  # measured 2026-11-30: (gain, population) -> F1 then
+    ("0.33", "b_unswitched_memory"): 0.60,  # the CD27 majority peak + 2.5 SD sits lower
+    ("2", "b_double_negative"): 0.699,
+    ("0.33", "plasmablasts"): 0.61,
+    ("2", "plasmablasts"): 0.44,  # 85 CD38-brightest events saturate at x2
+}
+
+
+@pytest.mark.parametrize(
+    "gain,population",
+    [
+        pytest.param(g, p, marks=pytest.mark.xfail(strict=True, reason=f"known miss, F1 {f1}"))
+        if (f1 := GAIN_MISSES.get((g, p))) is not None
+        else (g, p)
+        for g in ("0.33", "2")
+        for p in [*TARGETS, "plasmablasts"]
+    ],
+)
+def test_lyoplate_at_another_detector_gain_agrees_with_opencyto(regained, gain, population):
+    """Another instrument or voltage: every fluorescence signal x0.33 or x2 (clipped at the
+    channel's range). Cut-offs placed relative to the sample's own peaks and spreads hold; the
+    transitional B cells, on fixed offsets and windows tuned to our generator, fell to F1 0.01
+    at x0.33."""
+    row = regained[gain, population]
+    assert row["f1"] >= TARGETS.get(population, 0.70), row
+
+
+@pytest.fixture(scope="module")
 def titration(shared_data):
     return {row["ref"]: row["ours"] for row in real_gating.titration(shared_data / "real")}
 

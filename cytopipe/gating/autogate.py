@@ -131,7 +131,15 @@ class _Placer:
             value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
             return self._clamped(t, value, "quantile")
         if t.method == "peak_offset":
-            peak = find_peak(x, p.get("peak", p["search"]), float(p.get("bandwidth", 0.02)))
+            bw = float(p.get("bandwidth", 0.02))
+            # no window: the sample's own majority peak and the SD of its narrower half-width
+            # (too few events for half-widths: the mode and its lower side's spread)
+            whole = (float(x.min()), float(x.max()))
+            peak = (
+                find_peak(x, p["peak"], bw)
+                if "peak" in p
+                else majority_peak(x, bw) or find_peak(x, whole, bw)
+            )
             if peak is None:
                 return self._fallback(t, f"no peak in {t.on}")
             return self._clamped(t, self._from_peak(t, peak, p), "peak_offset")
@@ -170,13 +178,19 @@ class _Placer:
                 hi = min(hi, limits[0])
             else:
                 lo = max(lo, limits[0])
+        if "start_sd" in p:  # beyond the sample's own majority, however bright the stain
+            peak = majority_peak(x, bw)
+            if peak is not None:
+                lo = max(lo, peak[0] + float(p["start_sd"]) * peak[1])
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
         found = (
             find_valley(
                 d,
                 lo,
                 hi,
-                int(p.get("min_side", 10)),
+                max(
+                    int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
+                ),
                 float(p.get("min_depth", 0.3)),
                 float(p.get("min_z", 3.0)),
                 bool(p.get("first", False)),
