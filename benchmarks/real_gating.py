@@ -58,13 +58,16 @@ T_LABELS = ("CD4 T cells", "CD8 T cells", "other T cells")
 GVHD_TARGET = {6: 0.80, 7: 0.80}  # the experts left CD3+ events outside their T populations
 
 
-def gated(path: Path, required=None, settings: dict | None = None) -> pd.DataFrame:
+def gated(
+    path: Path, required=None, settings: dict | None = None, panel: Path | None = None
+) -> pd.DataFrame:
     """One boolean column per population, file event order (QC-removed events False);
-    `settings`: config sections over config.yaml, as `cytopipe --settings` gives them."""
+    `settings`: config sections over config.yaml, as `cytopipe --settings` gives them; `panel`:
+    a panel file instead of config/panel.yaml (a panel without some marker)."""
     raw = read_yaml(REPO / "config" / "config.yaml", "config")
     cfg = validated(merge(raw, settings or {}), "config", source="real_gating")
     kwargs = {"required": required} if required else {}
-    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg, **kwargs)
+    pre = preprocess(str(path), load_panel(panel or REPO / "config" / "panel.yaml"), cfg, **kwargs)
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
     result = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"))

@@ -147,7 +147,8 @@ def test_template_fixed_gates_still_build(specs):
     by_id = {g.id: g for g in tg.gates}
     assert by_id["b_cells"].mins == (None, 0.45) and by_id["b_cells"].maxs == (0.45, None)
     assert isinstance(by_id["lymphocytes"], PolygonGate)
-    assert {"b_cd20pos", "b_naive", "plasmablasts"} <= set(tg.skipped)
+    assert {"b_cd20neg", "b_naive", "plasmablasts"} <= set(tg.skipped)
+    assert tg.flags["b_cd20pos"] == "not gated: no CD20 channel"  # subsets on all B cells
     lymph = build_gates(specs, {"FSC-A", "FSC-H", "SSC-A", "CD3", "CD19"}).gates
     assert next(g for g in lymph if g.id == "lymphocytes").dims == ("FSC-A", "SSC-A")
 
@@ -298,9 +299,13 @@ def test_minimal_panel_still_yields_lymphocytes_t_and_b_cells(baseline_sample, s
     columns, labels = gating_columns(baseline_sample, panel_map)
     keep = {"FSC-A", "FSC-H", "SSC-A", "CD45", "CD3", "CD19", "viability"}
     result = autogate(specs, {m: v for m, v in columns.items() if m in keep})
-    assert list(result.masks) == ["cells", "singlets", "live", "leukocytes", "lymphocytes", "t_cells", "b_cells"]  # fmt: skip
-    assert result.skipped["b_cd20pos"] == "no CD20 channel"
-    assert result.skipped["b_naive"] == "parent b_cd20pos not gated"
+    assert list(result.masks) == ["cells", "singlets", "live", "leukocytes", "lymphocytes", "t_cells", "b_cells", "b_cd20pos"]  # fmt: skip
+    # no CD20: the subsets would be cut on all B cells (pass, flagged); without IgD and CD27
+    # there are none to cut
+    assert result.methods["b_cd20pos"] == ("pass", 0.0, "not gated: no CD20 channel")
+    assert np.array_equal(result.masks["b_cd20pos"], result.masks["b_cells"])
+    assert result.skipped["b_cd20neg"] == "no CD20 channel"
+    assert result.skipped["b_naive"] == "no CD27, IgD channel"
     truth = truth_masks(labels)
     for pop in ("lymphocytes", "t_cells", "b_cells"):
         assert f1_score(result.masks[pop], truth[pop]) > 0.95, pop
@@ -374,9 +379,9 @@ def test_cli_panel_without_b_subset_markers_lists_skipped(baseline_sample, tmp_p
     assert (
         cli.main(["autogate", str(baseline_sample), "--out", str(out), "--panel", str(panel)]) == 0
     )
-    assert list(pd.read_parquet(out).columns)[-3:] == ["lymphocytes", "t_cells", "b_cells"]
+    assert list(pd.read_parquet(out).columns)[-4:] == ["lymphocytes", "t_cells", "b_cells", "b_cd20pos"]  # fmt: skip
     err = capsys.readouterr().err
-    assert "skipped b_cd20pos: no CD20 channel" in err and "skipped plasmablasts" in err
+    assert "skipped b_cd20neg: no CD20 channel" in err and "skipped plasmablasts" in err
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):

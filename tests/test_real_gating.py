@@ -21,6 +21,7 @@ from conftest import REPO
 from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.gates import evaluate
+from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
@@ -142,6 +143,35 @@ def test_lyoplate_at_another_detector_gain_agrees_with_opencyto(regained, gain, 
     at x0.33."""
     row = regained[gain, population]
     assert row["f1"] >= TARGETS.get(population, 0.70), row
+
+
+@pytest.mark.parametrize("missing", ["CD3", "CD20"])
+def test_a_b_cell_panel_without_cd3_or_cd20_still_finds_the_b_cells(shared_data, tmp_path, missing):
+    """B-cell panels often carry no CD3 (or no CD20). Without CD3 the B cells are the CD19+
+    lymphocytes (cut above the CD19-negative majority, `cd19_lymph`); without CD20 the subsets
+    are cut on all B cells (`optional: pass`). Plasmablasts need both (CD19-dim cells are told
+    from NK cells by CD3, from B cells by CD20): absent, with the reason, not undercounted.
+    Measured (2026-11-30): B cells 0.957 without CD3, 0.967 without CD20 (0 before: no gate)."""
+    import yaml
+
+    panel = yaml.safe_load((REPO / "config" / "panel.yaml").read_text())
+    del panel[missing]
+    path = tmp_path / "panel.yaml"
+    path.write_text(yaml.safe_dump(panel))
+    fcs = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    masks = real_gating.gated(fcs, panel=path)
+    ref = pd.read_csv(fcs.with_name("lyoplate_bcell_C01_opencyto_gates.csv"))
+    for ours, (theirs, _) in real_gating.LYOPLATE.items():
+        if ours in ("b_cells", "b_naive"):
+            f1 = f1_score(masks[ours].to_numpy(), ref[theirs].to_numpy(bool))
+            assert f1 >= TARGETS[ours], (ours, f1)
+    assert "plasmablasts" not in masks and "b_transitional" in masks
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(str(fcs), load_panel(path), cfg)
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
+    assert result.skipped["b_cd20neg"] == f"no {missing} channel", result.skipped
+    assert result.skipped["plasmablasts"] == "parent b_cd20neg not gated"
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,9 @@ class PopulationSpec:
     # `rescue:` rectangles on the parent's events outside the gate, whose thresholds are placed
     # on populations below it; their events join the population after the whole pass
     rescue: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
+    # markers the population needs beyond its gate's (plasmablasts are CD19-dim: without CD3
+    # they cannot be told from NK cells, so they are absent with that reason, not undercounted)
+    requires: tuple[str, ...] = ()
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -110,8 +113,8 @@ class PopulationSpec:
         return None
 
     def needed(self) -> set[str]:
-        """Markers the gate and the placement of its thresholds need."""
-        need = set(self.dims)
+        """Markers the gate, the placement of its thresholds and `requires` need."""
+        need = set(self.dims) | set(self.requires)
         for t in self.thresholds():
             need |= t.dims()
         return need
@@ -242,7 +245,8 @@ def _population(
             place = thaw(p["place"])
             if place["method"] == "ratio":
                 _number_pair(place["search"], f"{pid}: place search", path)
-    return PopulationSpec(pid, parent, dims, gate, p.get("optional"), place)
+    requires = tuple(str(m) for m in p.get("requires") or ())
+    return PopulationSpec(pid, parent, dims, gate, p.get("optional"), place, requires=requires)
 
 
 def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
