@@ -41,7 +41,8 @@ HIDDEN = (32, 32)  # measured: (64, 64) and 5 nets were no better on GvHD, 3x sl
 BATCH = 200
 NOVELTY_Q = 0.01  # unlike the references: density below that of 99% of the reference events
 NOVELTY_COMPONENTS = 4  # per population
-MIN_NOVELTY_EVENTS = 50  # per mixture component; fewer reference events: not judged
+MIN_NOVELTY_EVENTS = 50  # a population with fewer reference events is not judged
+EVENTS_PER_COMPONENT = 200  # a full covariance in ~10 markers needs this many not to overfit
 MIN_UNLIKE_EVENTS = 20  # ... and a population needs at least this many such events
 UNLIKE_SHARE = 0.10  # a population (or file) with more novel events than this is unlike
 CHUNK = 200_000  # events per block in prediction (bounds memory at 10 M events)
@@ -139,7 +140,7 @@ def _class_mixture(z: np.ndarray, seed: int) -> dict:
     if len(z) < MIN_NOVELTY_EVENTS:
         return {}
     fitted = GaussianMixture(
-        min(NOVELTY_COMPONENTS, len(z) // MIN_NOVELTY_EVENTS), covariance_type="full",
+        max(1, min(NOVELTY_COMPONENTS, len(z) // EVENTS_PER_COMPONENT)), covariance_type="full",
         random_state=seed, reg_covar=1e-3,
     ).fit(z)  # fmt: skip
     mixture = {
