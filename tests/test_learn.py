@@ -123,6 +123,18 @@ def test_learn_and_apply_from_the_command_line(shared_data, tmp_path):
     assert len(out) == len(truth)
     assert json.loads((tmp_path / "g4.json").read_text())["learned_from"][0] == "gvhd_01.fcs"
     _learned_gates_round_trip(folder / "gvhd_04.fcs", out, tmp_path)
+    auto = subprocess.run(  # the same model through `autogate --model`: membership columns
+        [*cli, "autogate", str(folder / "gvhd_04.fcs"), "--model", str(tmp_path / "m.json"),
+         "--out", str(tmp_path / "g4.parquet"), "--stats", str(tmp_path / "g4_stats.tsv")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert auto.returncode == 0, auto.stderr
+    members = pd.read_parquet(tmp_path / "g4.parquet")
+    assert len(members) == len(out)
+    for pop in ("CD4 T cells", "CD8 T cells"):
+        assert members[pop].sum() == (out["label"] == pop).sum() > 0
+    stats = pd.read_csv(tmp_path / "g4_stats.tsv", sep="\t").set_index("population")
+    assert stats.loc["CD4 T cells", "count"] == members["CD4 T cells"].sum()
     again = subprocess.run(  # the workspace (as an expert corrects it) is a reference again
         [*cli, "learn-gates", "--fcs", str(folder / "gvhd_04.fcs"), "--labels",
          str(tmp_path / "g4.wsp"), "--markers", *MARKERS, "--out", str(tmp_path / "m4.json")],

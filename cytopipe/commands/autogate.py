@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cytopipe.gating.autogate import AutogateResult, autogate
 
@@ -34,6 +35,8 @@ def _write_outputs(args: argparse.Namespace, pre, result: AutogateResult, sample
 
 
 def run_autogate(args: argparse.Namespace) -> int:
+    if args.model:
+        return _autogate_with_model(args)
     from cytopipe.config import load_config
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
@@ -62,6 +65,39 @@ def run_autogate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _autogate_with_model(args: argparse.Namespace) -> int:
+    """The same outputs from a learned model (cytopipe learn-gates): one column per population
+    of the expert's hierarchy (an event is in its population and every one above it), and with
+    --gatingml the model's populations as polygons (cytopipe.learn.approximate)."""
+    from cytopipe.atomic import write_parquet, write_tsv
+    from cytopipe.commands.learn import gate_with_model, reviewed
+    from cytopipe.config import load_config
+    from cytopipe.learn.approximate import hierarchy
+    from cytopipe.learn.model import members
+
+    cfg = load_config(args.config)
+    model, events, keep, info, labels, confidence, novel = gate_with_model(
+        args.fcs, args.model, cfg, args.panel
+    )
+    order = [pop for pop, _ in hierarchy(model)]
+    write_parquet(args.out, pd.DataFrame({pop: members(model, labels, pop) for pop in order}))
+    found = reviewed(args.fcs, model, labels[keep], confidence[keep], novel[keep])
+    if args.stats:
+        rows = [{"population": pop, "parent": model.parents.get(pop),
+                 "count": int(members(model, labels, pop).sum()),
+                 **{k: found["populations"].get(pop, {}).get(k) for k in ("confidence", "unlike_share")}}
+                for pop in order]  # fmt: skip
+        write_tsv(args.stats, pd.DataFrame(rows))
+    if args.gatingml:
+        from cytopipe.gating.export import gates_from_info
+        from cytopipe.gating.gatingml import write_gatingml
+        from cytopipe.learn.approximate import approximate
+
+        gates, _ = approximate(model, events[keep], labels[keep])
+        write_gatingml(gates_from_info(gates, info), args.gatingml)
+    return 0
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "autogate",
@@ -80,5 +116,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also write the placed gates as Gating-ML 2.0 on the file's channels (XML)",
     )
+    p.add_argument(
+        "--model", default=None,
+        help="gate with a model learned from expert-gated files (learn-gates) instead of the "
+        "template: its populations as columns, the review printed",
+    )  # fmt: skip
     p.add_argument("--config", default=None, help="config YAML (default: built-in defaults)")
     p.set_defaults(func=run_autogate)

@@ -51,40 +51,59 @@ def run_learn(args: argparse.Namespace) -> int:
 
 def run_apply(args: argparse.Namespace) -> int:
     from cytopipe.atomic import write_tsv
-    from cytopipe.ingest.panel import load_panel
-    from cytopipe.learn.model import load, predict, review
-    from cytopipe.learn.references import sample_events
 
-    model = load(args.model)
-    base = settings_from_args(args)
-    cfg = validated(merge(base, model.settings), "config", source=f"{args.model} settings")
-    panel = load_panel(args.panel or cfg["panel"])
-    events, keep, info = sample_events(args.fcs, panel, cfg, model.markers)
-    labels = np.full(len(keep), "", dtype=object)
-    confidence = np.full(len(keep), np.nan)
-    novel = np.zeros(len(keep), dtype=bool)
-    labels[keep], confidence[keep], novel[keep] = predict(model, events[keep])
+    model, events, keep, info, labels, confidence, novel = gate_with_model(
+        args.fcs, args.model, settings_from_args(args), args.panel
+    )
     write_tsv(
         args.out,
         pd.DataFrame(
             {"label": labels, "confidence": confidence.round(3), "unlike_references": novel}
         ),
     )
-    found = review(model, labels[keep], confidence[keep], novel[keep])
-    found["file"] = Path(args.fcs).name
-    found["learned_from"] = [r.get("name") for r in model.references]
+    found = reviewed(args.fcs, model, labels[keep], confidence[keep], novel[keep])
     if args.review:
         Path(args.review).write_text(json.dumps(found, indent=1))
+    if args.gatingml or args.flowjo or args.gate_counts:
+        _export_learned(args, model, events[keep], labels[keep], info)
+    return 0
+
+
+def gate_with_model(fcs: str, model_path: str, base_cfg, panel_path=None):
+    """One FCS file labelled by a learned model: (model, events, QC mask, preprocessing record,
+    labels, confidence, unlike the references), per event in file order ('' / NaN where QC
+    removed the event); the file is put on the transform the model was learned with."""
+    from cytopipe.ingest.panel import load_panel
+    from cytopipe.learn.model import load, predict
+    from cytopipe.learn.references import sample_events
+
+    model = load(model_path)
+    cfg = validated(merge(base_cfg, model.settings), "config", source=f"{model_path} settings")
+    panel = load_panel(panel_path or cfg["panel"])
+    events, keep, info = sample_events(fcs, panel, cfg, model.markers)
+    labels = np.full(len(keep), "", dtype=object)
+    confidence = np.full(len(keep), np.nan)
+    novel = np.zeros(len(keep), dtype=bool)
+    labels[keep], confidence[keep], novel[keep] = predict(model, events[keep])
+    return model, events, keep, info, labels, confidence, novel
+
+
+def reviewed(fcs: str, model, labels, confidence, novel) -> dict:
+    """The per-population review of a file the model gated, printed (stdout; stderr when the
+    file is unlike the references)."""
+    from cytopipe.learn.model import review
+
+    found = review(model, labels, confidence, novel)
+    found["file"] = Path(fcs).name
+    found["learned_from"] = [r.get("name") for r in model.references]
     for pop, seen in found["populations"].items():
         mark = "  <- unlike the references: review" if seen["review"] else ""
         print(f"{pop}: {seen['events']} events, confidence {seen['confidence']}, "
               f"{100 * seen['unlike_share']:.1f}% unlike the references{mark}")  # fmt: skip
     if found["review"]:
-        print(f"{args.fcs}: unlike the files the model learned from; review before use",
+        print(f"{fcs}: unlike the files the model learned from; review before use",
               file=sys.stderr)  # fmt: skip
-    if args.gatingml or args.flowjo or args.gate_counts:
-        _export_learned(args, model, events[keep], labels[keep], info)
-    return 0
+    return found
 
 
 def _export_learned(args: argparse.Namespace, model, events, labels, info) -> None:

@@ -30,7 +30,7 @@ def gate_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "population"
 
 
-def _hierarchy(model: Model) -> list[tuple[str, str | None]]:
+def hierarchy(model: Model) -> list[tuple[str, str | None]]:
     """(population, parent), every parent before its children."""
     names = set(model.populations) | {p for p in model.parents.values() if p}
     order, placed = [], set()
@@ -56,7 +56,7 @@ def approximate(
     ids: dict[str, str] = {}
     gates: list[PolygonGate] = []
     rows = []
-    for pop, parent in _hierarchy(model):
+    for pop, parent in hierarchy(model):
         inside = members(model, labels, pop)
         within = members(model, labels, parent) if parent else np.ones(len(labels), dtype=bool)
         parent_id = ids.get(parent) if parent else None
