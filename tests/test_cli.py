@@ -121,7 +121,7 @@ def test_a_projects_own_config_overrides_the_shipped_one(tmp_path, shared_data, 
     (tmp_path / "config" / "panel.yaml").write_text(panel.replace("\nCD20:", "\nCD20x:"))
     res = _run_in(tmp_path, "autogate", str(fcs), "--out", "m.parquet", "--stats", "s.tsv")
     assert res.returncode == 0, res.stderr
-    assert "skipped b_cd20pos: no CD20 channel" in res.stderr  # the project's panel was read
+    assert "skipped b_cd20neg: no CD20 channel" in res.stderr  # the project's panel was read
 
 
 def test_check_lists_every_problem_before_a_run(tmp_path, shared_data, repo):

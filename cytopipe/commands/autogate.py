@@ -83,9 +83,10 @@ def _autogate_with_model(args: argparse.Namespace) -> int:
     write_parquet(args.out, pd.DataFrame({pop: members(model, labels, pop) for pop in order}))
     found = reviewed(args.fcs, model, labels[keep], confidence[keep], novel[keep])
     if args.stats:
+        seen = found["populations"]
         rows = [{"population": pop, "parent": model.parents.get(pop),
                  "count": int(members(model, labels, pop).sum()),
-                 **{k: found["populations"].get(pop, {}).get(k) for k in ("confidence", "unlike_share")}}
+                 **{k: seen.get(pop, {}).get(k) for k in ("confidence", "unlike_share")}}
                 for pop in order]  # fmt: skip
         write_tsv(args.stats, pd.DataFrame(rows))
     if args.gatingml:

@@ -3,8 +3,10 @@
 
 Why: the template's gates are placed per sample on cytopipe's gating scale (scatter as a
 fraction of the range, fluorescence on logicle), on canonical markers. A strategy another tool
-applies must name the file's channels ($PnN), the compensation and each channel's scale as a Gating-ML transformation; the gate limits and
-vertices stay exactly as placed, so the exported gates give cytopipe's own membership. The
+applies must name the file's channels ($PnN), the compensation and each channel's scale as a
+Gating-ML transformation; the gate limits and vertices stay exactly as placed, so the exported
+gates give cytopipe's own membership (gates_strategy: any gates on canonical markers, the
+learned model's polygons too). The
 compensation is written as the matrix preprocessing used (not Gating-ML's "FCS", the file's
 own: FlowKit cannot read a Navios file's spillover keyword, for one).
 

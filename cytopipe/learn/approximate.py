@@ -49,8 +49,9 @@ def approximate(
 ) -> tuple[list[PolygonGate], list[dict]]:
     """Polygon gates of the model's populations on `events` (columns = model.markers, the
     gating scale) labelled `labels` by predict, and one row per population: its gate id, its
-    parent, the markers drawn, the model's count, the gate's count (inside its parent's gate) and the F1 of
-    gate against model. Populations without 3 distinct events get no gate (row kept)."""
+    parent, the markers drawn, the model's count, the gate's count (inside its parent's gate)
+    and the F1 of gate against model. Populations without 3 distinct events get no gate (the
+    row is kept)."""
     rng = np.random.default_rng(seed)
     columns = {m: np.asarray(events[:, i], dtype=np.float64) for i, m in enumerate(model.markers)}
     ids: dict[str, str] = {}
