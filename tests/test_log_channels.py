@@ -54,9 +54,9 @@ def _gvhd(shared_data, repo, settings):
 def test_default_settings_gate_them_as_stored_and_say_so(shared_data, repo):
     pre = _gvhd(shared_data, repo, {})
     scales = pre.info["provenance"]["transform"]
-    assert all(scales[m] == "linear/1024" for m in ("CD3", "CD4", "CD8")), scales
+    assert all(scales[m] == "linear/1024" for m in ("CD3", "CD4", "CD8", "CD8b")), scales
     notes = [w for w in pre.info["provenance"]["warnings"] if "log-amplifier channel numbers" in w]
-    assert len(notes) == 3 and any("CD3 (FL3-H)" in n for n in notes), notes
+    assert len(notes) == 4 and any("CD3 (FL3-H)" in n for n in notes), notes
     raw = read_fcs(shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs")
     np.testing.assert_allclose(pre.columns["CD3"], raw.events[:, 4] / 1024, rtol=1e-6)
 
