@@ -99,7 +99,7 @@ def test_t_cells_outside_the_scatter_gate_join_by_cd3(shared_data):
     labels = pd.read_csv(path.with_name("gvhd_07_labels.csv"))["label"].to_numpy()[keep]
     experts_t = np.isin(labels[joined], real_gating.T_LABELS)
     assert joined.sum() >= 100 and experts_t.mean() >= 0.8, (joined.sum(), experts_t.mean())
-    assert "CD3+ outside the scatter gate" in result.methods["lymphocytes"][2]
+    assert "CD3+ outside the lymphocyte gate" in result.methods["lymphocytes"][2]
 
 
 @pytest.mark.parametrize("population", ["t_cd4", "t_cd8"])

@@ -1031,7 +1031,7 @@ def test_generated_archive_names_and_times_stay_out_of_the_html(checked):
 def test_statistics_rows_to_look_at_are_fallbacks_and_doubtful_gates_not_notes():
     from cytopipe.report.sample_page import _doubtful_row
 
-    note = "7 events joined (CD19-dim CD20- CD27++ CD38++ outside the scatter gate)"
+    note = "7 events joined (CD19-dim CD20- CD27++ CD38++ outside the lymphocyte gate)"
     assert _doubtful_row({"confidence": 1.0, "flag": note}) == ""
     assert _doubtful_row({"confidence": 0.3, "flag": "low_confidence"}) == "warn"
     assert _doubtful_row({"confidence": 0.8, "flag": "cd24_tr fallback: no valley"}) == "warn"
