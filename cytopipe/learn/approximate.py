@@ -1,7 +1,7 @@
 """What a learned model decided on one file, as gates an expert can open, review and correct:
 one polygon per population, on the two markers that hold it best, in the expert's hierarchy.
 
-Why polygons: the model votes among reference events in every marker at once, which no gating
+Why polygons: the model weighs every marker of an event at once, which no gating
 tool can show. FlowJo and Gating-ML hold 2-D gates; for each population the pair of markers
 where the outline of its events (population_outline: the convex hull of the central 99%)
 separates it best from the rest of its parent is the gate drawn, and its count is given beside
