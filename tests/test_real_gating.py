@@ -171,6 +171,8 @@ def test_a_b_cell_panel_without_cd3_or_cd20_still_finds_the_b_cells(shared_data,
     columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
     result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
     assert result.skipped["b_cd20neg"] == f"no {missing} channel", result.skipped
+    if missing == "CD3":  # the sample page says how the B cells were gated
+        assert "gated on CD19 x SSC-A: no CD3 channel" in result.methods["b_cells"][2]
     assert result.skipped["plasmablasts"] == "parent b_cd20neg not gated"
 
 

@@ -563,6 +563,10 @@ def autogate(
                 spec, placer, columns, rows, spec.parent, available
             )
             out.plotted[spec.id] = plot_axes(variant)
+            lacking = sorted(spec.needed() - available)
+            if lacking:  # the template's first choice needs a marker the panel lacks: say so
+                note = f"gated on {' x '.join(variant.dims)}: no {', '.join(lacking)} channel"
+                how = (how[0], how[1], "; ".join(f for f in (note, how[2]) if f))
         out.masks[spec.id] = _mask(gate, extras, columns, rows, n_events)
         if extras:
             out.extras[spec.id] = extras
