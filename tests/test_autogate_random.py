@@ -12,12 +12,11 @@ for the gating: a strict xfail turns red when one starts to hold, so the list ca
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import benchmark
 
 from cytopipe.synth.composition import composition_counts
 from cytopipe.synth.model import B_SUBSETS, POPULATIONS
@@ -32,11 +31,7 @@ from cytopipe.synth.variants import (
     write_variant,
 )
 
-_spec = importlib.util.spec_from_file_location(
-    "random_accuracy", REPO / "benchmarks" / "random_accuracy.py"
-)
-random_accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(random_accuracy)
+random_accuracy = benchmark("random_accuracy")
 
 SMALL_DRAW = 14  # two files per class, 10-30 k events: ~15-35 s
 LARGE_DRAW = 70  # ten files per class: `make bench`

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import benchmark
 
 from cytopipe.config import defaults
 from cytopipe.errors import ConfigError
@@ -242,13 +243,7 @@ def test_a_hierarchy_of_gates_is_learned_from_half_a_real_file_and_applied_to_th
     transitional 0.801; 3% of the events unlike the references, no population to review (the
     memory populations' mixtures, from ~250 events each, flagged 12% before one component per
     200 events)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "real_gating", repo / "benchmarks" / "real_gating.py"
-    )
-    real_gating = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(real_gating)
+    real_gating = benchmark("real_gating")
     gates = ["lymph", "Live", "Live/CD3", "Live/CD19andCD20", "Live/CD19andCD20/IgD+CD27-",
              "Live/CD19andCD20/IgD-CD27+", "Live/CD19andCD20/Transitional"]  # fmt: skip
     markers = ["FSC-A", "SSC-A", "viability", "CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24"]

@@ -10,13 +10,12 @@ README. What still misses a target is a strict xfail, so it is noticed when it s
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, benchmark
 
 from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
@@ -26,11 +25,7 @@ from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
 
-_spec = importlib.util.spec_from_file_location(
-    "real_gating", REPO / "benchmarks" / "real_gating.py"
-)
-real_gating = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(real_gating)
+real_gating = benchmark("real_gating")
 
 KNOWN_MISSES = {  # measured 2026-11-30 (session 7): population/file -> F1 then
     # 93 found vs 67, 49 shared: 42 of ours lie above openCyto's lymphocyte gate in SSC, 18 of

@@ -72,22 +72,20 @@ def _autogate_with_model(args: argparse.Namespace) -> int:
     from cytopipe.atomic import write_parquet, write_tsv
     from cytopipe.commands.learn import gate_with_model, reviewed
     from cytopipe.config import load_config
-    from cytopipe.learn.approximate import hierarchy
-    from cytopipe.learn.model import members
+    from cytopipe.learn.model import members, parents_first
 
     cfg = load_config(args.config)
     model, events, keep, info, labels, confidence, novel = gate_with_model(
         args.fcs, args.model, cfg, args.panel
     )
-    order = [pop for pop, _ in hierarchy(model)]
-    write_parquet(args.out, pd.DataFrame({pop: members(model, labels, pop) for pop in order}))
+    masks = {pop: members(model, labels, pop) for pop, _ in parents_first(model)}
+    write_parquet(args.out, pd.DataFrame(masks))
     found = reviewed(args.fcs, model, labels[keep], confidence[keep], novel[keep])
     if args.stats:
         seen = found["populations"]
-        rows = [{"population": pop, "parent": model.parents.get(pop),
-                 "count": int(members(model, labels, pop).sum()),
+        rows = [{"population": pop, "parent": model.parents.get(pop), "count": int(mask.sum()),
                  **{k: seen.get(pop, {}).get(k) for k in ("confidence", "unlike_share")}}
-                for pop in order]  # fmt: skip
+                for pop, mask in masks.items()]  # fmt: skip
         write_tsv(args.stats, pd.DataFrame(rows))
     if args.gatingml:
         from cytopipe.gating.export import gates_from_info

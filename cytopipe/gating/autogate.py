@@ -178,10 +178,10 @@ class _Placer:
                 hi = min(hi, limits[0])
             else:
                 lo = max(lo, limits[0])
-        if "start_sd" in p:  # beyond the sample's own majority, however bright the stain
-            peak = majority_peak(x, bw)
-            if peak is not None:
-                lo = max(lo, peak[0] + float(p["start_sd"]) * peak[1])
+        # the sample's own majority peak, for a search start or a cut that follow the stain
+        majority = majority_peak(x, bw) if "start_sd" in p or "fallback_sd" in p else None
+        if "start_sd" in p and majority is not None:
+            lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
         found = (
             find_valley(
@@ -208,13 +208,11 @@ class _Placer:
         if limits is not None:
             value = min(max(limits[1], search[0]), search[1])
             return Placement("fallback", 0.5, f"fallback: {why} ({limits[2]})", value)
-        if "fallback_sd" in p:
-            peak = majority_peak(x, bw)
-            if peak is not None:
-                k = float(p["fallback_sd"])
-                value = min(max(peak[0] + k * peak[1], search[0]), search[1])
-                how = f"majority peak {peak[0]:.2f} + {k:g} SD"
-                return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
+        if "fallback_sd" in p and majority is not None:
+            k = float(p["fallback_sd"])
+            value = min(max(majority[0] + k * majority[1], search[0]), search[1])
+            how = f"majority peak {majority[0]:.2f} + {k:g} SD"
+            return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
         return self._fallback(t, why)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cytopipe.gating.stats import f1_score
-from cytopipe.learn.model import Model, members, review
+from cytopipe.learn.model import Model, members, parents_first, review
 
 MIN_COMPARED = 20  # fewer events on both sides: F1 says nothing, no disagreement is raised
 
@@ -45,7 +45,7 @@ def learned_summary(
         }
         for p, info in found["populations"].items()
     ]
-    known = {*model.populations, *model.parents, *model.parents.values()} - {None}
+    known = {p for p, _ in parents_first(model)}
     theirs = {p: members(model, labels, p) for p in set(compare.values()) & known}
     agreement, disagreements = _agreement(
         gates, theirs, compare, min_f1, ("model", "the model", "the learned")

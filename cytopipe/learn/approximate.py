@@ -19,7 +19,7 @@ import numpy as np
 from cytopipe.gating.gates import PolygonGate, evaluate
 from cytopipe.gating.stats import f1_score
 from cytopipe.learn.agreement import population_outline
-from cytopipe.learn.model import Model, members
+from cytopipe.learn.model import Model, members, parents_first
 
 CHOOSE_MAX_EVENTS = 50_000  # pairs are compared on at most this many of the parent's events
 OUTLINE_MAX_EVENTS = 20_000  # ... and outlined from at most this many of the population's
@@ -28,20 +28,6 @@ OUTLINE_MAX_EVENTS = 20_000  # ... and outlined from at most this many of the po
 def gate_id(name: str) -> str:
     """A population name as a gate id FlowJo and Gating-ML accept (no spaces or slashes)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "population"
-
-
-def hierarchy(model: Model) -> list[tuple[str, str | None]]:
-    """(population, parent), every parent before its children."""
-    names = set(model.populations) | {p for p in model.parents.values() if p}
-    order, placed = [], set()
-    while len(order) < len(names):
-        ready = sorted(
-            p for p in names - placed if model.parents.get(p) in placed | {None}
-        ) or sorted(names - placed)  # a cycle cannot come from membership; never loop
-        for p in ready:
-            order.append((p, model.parents.get(p) if model.parents.get(p) in placed else None))
-            placed.add(p)
-    return order
 
 
 def approximate(
@@ -55,9 +41,10 @@ def approximate(
     rng = np.random.default_rng(seed)
     columns = {m: np.asarray(events[:, i], dtype=np.float64) for i, m in enumerate(model.markers)}
     ids: dict[str, str] = {}
+    gated: dict[str, np.ndarray] = {}  # gate id -> its events (inside its parent's gate too)
     gates: list[PolygonGate] = []
     rows = []
-    for pop, parent in hierarchy(model):
+    for pop, parent in parents_first(model):
         inside = members(model, labels, pop)
         within = members(model, labels, parent) if parent else np.ones(len(labels), dtype=bool)
         parent_id = ids.get(parent) if parent else None
@@ -85,7 +72,10 @@ def approximate(
                 gid += "_"
             ids[pop] = gid
             gates.append(PolygonGate(gid, parent_id, best[1], np.asarray(best[2])))
-            hit = evaluate(gates, columns)[gid]
+            hit = evaluate([PolygonGate(gid, None, best[1], np.asarray(best[2]))], columns)[gid]
+            if parent_id is not None:
+                hit &= gated[parent_id]
+            gated[gid] = hit
             row.update(gate=gid, dims=" x ".join(best[1]), gate_events=int(hit.sum()),
                        f1=round(f1_score(hit, inside), 4))  # fmt: skip
         rows.append(row)

@@ -207,6 +207,21 @@ def predict(model: Model, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return names[winner], confidence, novel
 
 
+def parents_first(model: Model) -> list[tuple[str, str | None]]:
+    """Every population of the model (labels, and populations known only as someone's parent or
+    child in the expert's hierarchy) with its parent, every parent before its children."""
+    names = {*model.populations, *model.parents, *model.parents.values()} - {None}
+    order, placed = [], set()
+    while len(order) < len(names):
+        ready = sorted(
+            p for p in names - placed if model.parents.get(p) in placed | {None}
+        ) or sorted(names - placed)  # a cycle cannot come from membership; never loop
+        for p in ready:
+            order.append((p, model.parents.get(p) if model.parents.get(p) in placed else None))
+            placed.add(p)
+    return order
+
+
 def members(model: Model, labels: np.ndarray, population: str) -> np.ndarray:
     """Events in `population`: labelled with it or with any population below it in the
     expert's hierarchy (each event carries only its most specific label)."""
