@@ -30,7 +30,8 @@ from cytopipe.preprocess.sample import preprocess  # noqa: E402
 
 OUT = REPO / "docs" / "real_gating" / "lyoplate_differences.png"
 
-# (title, our parent population, x, y, openCyto gate, our cut-offs as (threshold, axis))
+# (title, our parent population, x, y, openCyto gate, our cut-offs as (threshold, axis),
+#  our population drawn where openCyto's scatter lymphocyte gate does not hold it, or None)
 PANELS = (
     (
         "transitional: naive-quadrant B cells (ours)",
@@ -39,6 +40,7 @@ PANELS = (
         "CD24",
         "Live/CD19andCD20/Transitional",
         (("cd38_tr", "x"), ("cd24_tr", "y")),
+        None,
     ),
     (
         "plasmablasts: CD20- B cells (ours)",
@@ -46,7 +48,17 @@ PANELS = (
         "CD27",
         "CD38",
         "Live/CD19and!CD20/Plasmablasts",
-        (("cd27", "x"), ("cd38_tr", "y")),
+        (("cd27", "x"), ("cd38_pb", "y")),
+        "plasmablasts",
+    ),
+    (
+        "plasmablasts in scatter: all cells",
+        "cells",
+        "FSC-A",
+        "SSC-A",
+        "Live/CD19and!CD20/Plasmablasts",
+        (),
+        "plasmablasts",
     ),
     (
         "IgD/CD27 quadrants: CD20+ B cells (ours)",
@@ -55,6 +67,7 @@ PANELS = (
         "CD27",
         "Live/CD19andCD20/IgD-CD27+",
         (("igd", "x"), ("cd27", "y")),
+        None,
     ),
 )
 
@@ -68,7 +81,8 @@ def figure(data: Path) -> go.Figure:
     result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
     ref = pd.read_csv(path.with_name("lyoplate_bcell_C01_opencyto_gates.csv"))[keep]
     fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[0] for p in PANELS])
-    for col, (_, parent, x, y, theirs, cuts) in enumerate(PANELS, start=1):
+    outside = ~ref["lymph"].to_numpy(bool)
+    for col, (_, parent, x, y, theirs, cuts, ours) in enumerate(PANELS, start=1):
         mine = result.masks[parent]
         fig.add_histogram2d(
             x=columns[x][mine], y=columns[y][mine], nbinsx=80, nbinsy=80, row=1, col=col,
@@ -78,7 +92,15 @@ def figure(data: Path) -> go.Figure:
         fig.add_scatter(
             x=columns[x][other], y=columns[y][other], mode="markers", row=1, col=col,
             marker=dict(size=3, color="#d6336c"), name=f"openCyto {theirs.split('/')[-1]}",
+            showlegend=theirs not in (p[4] for p in PANELS[: col - 1]),
         )  # fmt: skip
+        if ours is not None:
+            beyond = result.masks[ours] & outside
+            fig.add_scatter(
+                x=columns[x][beyond], y=columns[y][beyond], mode="markers", row=1, col=col,
+                marker=dict(size=5, color="#1c7ed6", symbol="x"), showlegend=col == 2,
+                name=f"ours ({ours}), outside openCyto's lymphocyte gate",
+            )  # fmt: skip
         for name, axis in cuts:
             value = result.thresholds[name].value
             line = dict(color="#1c7ed6", width=2, dash="dash")
@@ -86,10 +108,11 @@ def figure(data: Path) -> go.Figure:
                 fig.add_vline(x=value, line=line, row=1, col=col)
             else:
                 fig.add_hline(y=value, line=line, row=1, col=col)
+        top = 0.8 if y == "SSC-A" else 1
         fig.update_xaxes(title=x, range=[0, 1], row=1, col=col)
-        fig.update_yaxes(title=y, range=[0, 1], row=1, col=col)
+        fig.update_yaxes(title=y, range=[0, top], row=1, col=col)
     fig.update_layout(
-        width=1500, height=520, template="simple_white", margin=dict(t=60, l=60, r=20, b=50),
+        width=1800, height=520, template="simple_white", margin=dict(t=60, l=60, r=20, b=50),
         legend=dict(orientation="h", y=-0.18), title="Lyoplate C01: our cut-offs (blue dashed) "
         "on the density of our parent population; openCyto's population as pink dots",
     )  # fmt: skip
@@ -111,7 +134,7 @@ def main() -> int:
         fig.write_html(html, include_plotlyjs=True, config={"displayModeBar": False})
         subprocess.run(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--window-size=1500,540", f"--screenshot={OUT}", html.as_uri()],
+             "--window-size=1800,540", f"--screenshot={OUT}", html.as_uri()],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
     print(OUT)

@@ -28,9 +28,9 @@ from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
 real_gating = benchmark("real_gating")
 
 KNOWN_MISSES = {  # measured 2026-11-30 (session 7): population/file -> F1 then
-    # 93 found vs 67, 49 shared: 42 of ours lie above openCyto's lymphocyte gate in SSC, 18 of
-    # theirs below our CD27/CD38 cuts
-    "plasmablasts": 0.59,
+    # 106 found vs 67, 55 shared: 41 of ours lie above openCyto's scatter lymphocyte gate
+    # (within it F1 0.905, test below)
+    "plasmablasts": 0.66,
     "gvhd_07": 0.75,  # CD3-dim, SSC-high T cells (880 'other T') fall below our CD3 valley
     "gvhd_09": 0.88,  # the valley's flat floor: our cut 0.57, theirs about 0.45; QC removes 165
     # of their T cells saturated at FSC 1023
@@ -59,6 +59,24 @@ def _known(name: str):
 def test_lyoplate_population_agrees_with_opencyto(lyoplate, population):
     row = lyoplate[population]
     assert row["f1"] >= TARGETS.get(population, 0.70), row
+
+
+@pytest.mark.parametrize(
+    "gain",
+    [
+        "1",
+        "0.33",
+        pytest.param("2", marks=pytest.mark.xfail(strict=True, reason="known miss, F1 0.68")),
+    ],
+)
+def test_plasmablasts_agree_with_opencyto_within_its_scatter_gate(lyoplate, regained, gain):
+    """Where we differ on purpose: plasmablasts are larger than lymphocytes and 41 of ours lie
+    above openCyto's scatter lymphocyte gate (README). On the events inside that gate our
+    CD20-, CD27 and CD38 cuts must find openCyto's plasmablasts: the CD38 cut is the valley of
+    the sample's own CD20- B cells (was the transitional level: 0.79 here). At x2 the
+    CD38-brightest events saturate."""
+    row = lyoplate["plasmablasts"] if gain == "1" else regained[gain, "plasmablasts"]
+    assert row["f1_in_their_lymph"] >= 0.70, row
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +134,8 @@ def regained(shared_data):
 GAIN_MISSES = {  # measured 2026-11-30: (gain, population) -> F1 then
     ("0.33", "b_unswitched_memory"): 0.60,  # the CD27 majority peak + 2.5 SD sits lower
     ("2", "b_double_negative"): 0.699,
-    ("0.33", "plasmablasts"): 0.61,
-    ("2", "plasmablasts"): 0.44,  # 85 CD38-brightest events saturate at x2
+    ("0.33", "plasmablasts"): 0.66,  # within openCyto's scatter gate 0.99
+    ("2", "plasmablasts"): 0.55,  # 85 CD38-brightest events saturate at x2
 }
 
 
