@@ -18,6 +18,7 @@ from cytopipe.gating.densities import (
     anchor_limits,
     density,
     find_shoulder,
+    find_turn,
     find_valley,
     support_end,
 )
@@ -108,6 +109,19 @@ def test_a_shoulder_is_a_population_a_tail_is_not(seed):
     assert find_shoulder(neg, 0.02, 0.45) is None
     skewed = 0.3 + rng.gamma(4.0, 0.025, 40_000)  # one population with a long upper tail
     assert find_shoulder(skewed, 0.02, 0.45) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_weak_turn_is_cut_where_both_populations_are_equally_likely(seed):
+    """9,000 naive-like events and 1,000 memory-like ones 6 SD above them, no valley and no
+    shoulder of 3 SD: the convex stretch of the log density is centred within 0.03 of the
+    equal-posterior cut (0.308); one Gaussian population of any size has no such stretch."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.17, 0.047, 9_000), rng.normal(0.45, 0.08, 1_000)])
+    assert find_shoulder(x, 0.02, 0.22) is None
+    assert abs(find_turn(x, 0.03, 0.22) - 0.308) <= 0.03
+    for n in (300, 3_000, 30_000):
+        assert find_turn(rng.normal(0.17, 0.047, n), 0.03, 0.22) is None
 
 
 def test_without_a_valley_a_few_far_positives_are_kept_and_the_tail_is_not():
