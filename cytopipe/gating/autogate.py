@@ -198,6 +198,8 @@ class _Placer:
             if lo < hi
             else None
         )
+        if found is None and anchor and anchor.get("either_side") and lo < hi:
+            found = self._other_side(x, d, anchor, bw, search, p)
         if found is not None:
             value, depth = found
             conf = round(depth, 3)
@@ -214,6 +216,25 @@ class _Placer:
             how = f"majority peak {majority[0]:.2f} + {k:g} SD"
             return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
         return self._fallback(t, why)
+
+    @staticmethod
+    def _other_side(x, d, anchor: Mapping, bw: float, search, p: Mapping):
+        """The valley on the far side of the sample's majority peak: the anchor expects the
+        majority on one side of the cut (IgD+ naive B cells above the IgD cut), but a
+        memory-rich sample's majority is the other population (IgD- B cells), and the cut is
+        then beyond its peak. Searched from the peak on (the two may overlap), with the same
+        depth and z as the anchored search and each side >= OTHER_SIDE_SHARE."""
+        peak = majority_peak(x, bw)
+        if peak is None:
+            return None
+        if anchor.get("side", "above") == "below":  # expected below the majority: look above
+            lo, hi = peak[0], search[1]
+        else:
+            lo, hi = search[0], peak[0]
+        if lo >= hi:
+            return None
+        min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * x.size)))
+        return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
@@ -304,6 +325,8 @@ def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, availa
     return gate, _combine([(n, p) for n, p, _ in used]), extras, judged(used)
 
 
+OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
+OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
 BACKGATE_SIDE = 0.01  # each side of a lineage marker's valley holds >= 1% of the parent
 BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
 
