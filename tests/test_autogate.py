@@ -615,6 +615,16 @@ def test_plasmablasts_outside_the_scatter_gate_join_by_phenotype(specs, seed):
     assert (result.masks["lymphocytes"] & (who == "mono")).sum() < 0.01 * (who == "mono").sum()
 
 
+def test_a_narrower_population_where_the_panel_allows_it(specs):
+    """The transitional CD38 cut is searched among IgD+ CD27- B cells when the panel has IgD
+    (where_if_present), among CD27- B cells otherwise: IgD is not needed to place it, so a
+    panel without IgD keeps its transitional B cells and plasmablasts (the test above has
+    no IgD)."""
+    cd38_tr = next(t for s in specs for t in s.thresholds() if t.name == "cd38_tr")
+    assert cd38_tr.dims() == {"CD38", "CD27"}
+    assert [(c.name, side) for c, side in cd38_tr.params["where_if_present"]] == [("igd", "above")]
+
+
 def test_many_more_plasmablast_like_events_outside_than_inside_are_doubted(specs):
     """Monocytes that bind every antibody look like plasmablasts: 300 of them outside the gate
     against 20 real plasmablasts inside. They join (the definition holds), but the gate loses

@@ -157,31 +157,36 @@ def test_lyoplate_at_another_detector_gain_agrees_with_opencyto(regained, gain, 
 
 
 @pytest.fixture(scope="module")
-def memory_rich(shared_data):
-    return {(row["file"], row["population"]): row
-            for row in real_gating.memory_rich(shared_data / "real")}  # fmt: skip
+def recomposed(shared_data):
+    return {(row["file"].split(", ", 1)[1], row["population"]): row
+            for row in real_gating.recomposed(shared_data / "real")}  # fmt: skip
 
 
-MEMORY_RICH_MISSES = {("10%", "b_naive"): 0.845, ("10%", "b_cells"): 0.947}  # 2026-11-30
+RECOMPOSED_MISSES = {  # measured 2026-11-30
+    ("10% of naive B cells kept", "b_naive"): 0.887,
+    ("early reconstitution", "b_cells"): 0.931,
+}
+# early reconstitution keeps 57-66 events of each memory subset: too few to score
+RECOMPOSED_SCORED = {"early reconstitution": ("b_cells", "b_naive", "b_transitional")}
 
 
 @pytest.mark.parametrize(
-    "kept,population",
+    "variant,population",
     [
-        pytest.param(k, p, marks=pytest.mark.xfail(strict=True, reason=f"known miss, F1 {f1}"))
-        if (f1 := MEMORY_RICH_MISSES.get((k, p))) is not None
-        else (k, p)
-        for k in ("30%", "10%")
-        for p in TARGETS
+        pytest.param(v, p, marks=pytest.mark.xfail(strict=True, reason=f"known miss, F1 {f1}"))
+        if (f1 := RECOMPOSED_MISSES.get((v, p))) is not None
+        else (v, p)
+        for v in real_gating.RECOMPOSED
+        for p in RECOMPOSED_SCORED.get(v, TARGETS)
     ],
 )
-def test_memory_rich_b_cells_are_cut_where_opencyto_cuts(memory_rich, kept, population):
-    """Most naive B cells removed from the real file: IgD- memory and double-negative B cells
-    are then the majority, and the IgD cut, searched only below the majority peak (expected
-    to be the IgD+ naive one), scored switched memory 0.07 and double negative 0.04 at 10%.
-    B cells are scored within openCyto's scatter gate: our ~700 CD19+ events beyond it (the
-    same in every variant) weigh more as B cells get fewer."""
-    row = memory_rich[f"lyoplate C01, {kept} of naive B cells kept", population]
+def test_other_b_cell_compositions_are_cut_where_opencyto_cuts(recomposed, variant, population):
+    """Most naive B cells removed from the real file (memory-rich: the IgD- B cells become the
+    majority; IgD searched only below the majority peak scored switched memory 0.07), or most
+    memory and non-transitional naive B cells (early reconstitution: the transitional B cells
+    become the CD38 majority; transitional scored 0.004). B cells are scored within openCyto's
+    scatter gate (our ~700 CD19+ events beyond it weigh more as B cells get fewer)."""
+    row = recomposed[variant, population]
     f1 = row["f1_in_their_lymph"] if population == "b_cells" else row["f1"]
     assert f1 >= TARGETS.get(population, 0.95), row
 

@@ -103,7 +103,8 @@ class _Placer:
             mask = self.masks[t.on].copy()
         else:
             return None
-        for cond, side in t.where:
+        optional = t.params.get("where_if_present", ())
+        for cond, side in (*t.where, *(c for c in optional if c[0].dims() <= self.columns.keys())):
             cut = self.place(cond).value
             col = self.columns[cond.dim]
             mask &= (col < cut) if side == "below" else (col >= cut)
@@ -198,8 +199,9 @@ class _Placer:
             if lo < hi
             else None
         )
-        if found is None and anchor and anchor.get("either_side") and lo < hi:
-            found = self._other_side(x, d, anchor, bw, search, p)
+        if found is None and p.get("either_side"):  # the cut expected below: look above
+            expected_below = bool(anchor) and anchor.get("side", "above") == "below"
+            found = self._far_side(x, d, bw, search, p, look_above=expected_below)
         if found is not None:
             value, depth = found
             conf = round(depth, 3)
@@ -218,19 +220,17 @@ class _Placer:
         return self._fallback(t, why)
 
     @staticmethod
-    def _other_side(x, d, anchor: Mapping, bw: float, search, p: Mapping):
-        """The valley on the far side of the sample's majority peak: the anchor expects the
-        majority on one side of the cut (IgD+ naive B cells above the IgD cut), but a
-        memory-rich sample's majority is the other population (IgD- B cells), and the cut is
-        then beyond its peak. Searched from the peak on (the two may overlap), with the same
-        depth and z as the anchored search and each side >= OTHER_SIDE_SHARE."""
+    def _far_side(x, d, bw: float, search, p: Mapping, look_above: bool):
+        """The valley on the far side of the sample's majority peak. The template expects the
+        majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
+        naive B cells below the transitional cut), but in a memory-rich sample the majority
+        is the IgD- B cells, and early after CAR-T the transitional ones: the cut is then on
+        the other side of the majority peak. Searched from the peak on (the two overlap),
+        each side >= OTHER_SIDE_SHARE, OTHER_SIDE_DEPTH deep, and as significant (min_z)."""
         peak = majority_peak(x, bw)
         if peak is None:
             return None
-        if anchor.get("side", "above") == "below":  # expected below the majority: look above
-            lo, hi = peak[0], search[1]
-        else:
-            lo, hi = search[0], peak[0]
+        lo, hi = (peak[0], search[1]) if look_above else (search[0], peak[0])
         if lo >= hi:
             return None
         min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * x.size)))

@@ -170,6 +170,10 @@ def _threshold(
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
     if t.get("reference") is not None:
         params["reference"] = named(t["reference"], "reference")
+    if t.get("where_if_present"):
+        params["where_if_present"] = tuple(
+            (named(ref, "where_if_present"), str(side)) for ref, side in t["where_if_present"]
+        )
     spec = ThresholdSpec(
         name, str(t["dim"]), method, fixed, None if on is None else str(on), conds, params
     )
