@@ -201,6 +201,7 @@ def find_shoulder(x: np.ndarray, bandwidth: float, start: float) -> float | None
 
 
 WEAK_TURN_Z = 1.0  # summed z of the convex stretch: weaker than a shoulder, more than a wiggle
+TURN_SMOOTHING = 1.5  # x the threshold's bandwidth: a weak turn is read on a smoother density
 
 
 def find_turn(x: np.ndarray, bandwidth: float, start: float) -> float | None:
@@ -276,7 +277,7 @@ def anchor_limits(
             shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
             if shoulder is not None:
                 return start + sign * gap, sign * shoulder, f"shoulder at {sign * shoulder:.2f}"
-            turn = find_turn(sign * x, 1.5 * bandwidth, sign * (start + sign * gap))
+            turn = find_turn(sign * x, TURN_SMOOTHING * bandwidth, sign * (start + sign * gap))
             if turn is not None:
                 return start + sign * gap, sign * turn, f"density turn at {sign * turn:.2f}"
             if peak is not None:
