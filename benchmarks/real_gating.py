@@ -49,6 +49,9 @@ DEFAULT_DATA = (
 # our population -> (openCyto gate, target F1 of the issue)
 LYOPLATE = {
     "b_cells": ("Live/CD19andCD20", 0.95),
+    # openCyto's B cells are CD19+ CD20+, our b_cd20pos; our b_cells (CD3- CD19+) also hold
+    # the CD19+ CD20- cells (plasmablasts, CD20-dim B cells), as DESIGN.md defines them
+    "b_cd20pos": ("Live/CD19andCD20", 0.95),
     "b_naive": ("Live/CD19andCD20/IgD+CD27-", 0.90),
     "b_unswitched_memory": ("Live/CD19andCD20/IgD+CD27+", 0.70),
     "b_switched_memory": ("Live/CD19andCD20/IgD-CD27+", 0.70),
@@ -182,6 +185,7 @@ def titration(data: Path, ks=TITRATION, seed: int = 1) -> list[dict]:
 _B = "Live/CD19andCD20/"
 _NAIVE = f"{_B}IgD+CD27-"
 _MEMORY = (f"{_B}IgD+CD27+", f"{_B}IgD-CD27+", f"{_B}IgD-CD27-")
+UNSCORED_RECOMPOSED = ("b_cells", "b_cd20pos", "plasmablasts")  # see `recomposed`
 # variant -> {openCyto B-cell subset (naive: without its transitional part) -> share kept}
 RECOMPOSED = {
     "30% of naive B cells kept": {"naive": 0.3},
@@ -215,7 +219,7 @@ def recomposed(data: Path, variants=RECOMPOSED, seed: int = 1) -> list[dict]:
             path = _write_like(sample, sample.events[keep], Path(tmp) / f"v{i}.fcs", metadata)
             masks, theirs = gated(path), ref[keep].reset_index(drop=True)
             for row in _lyoplate_rows(f"lyoplate C01, {label}", masks, theirs):
-                if row["population"] in ("b_cells", "plasmablasts") or row["ref"] < 100:
+                if row["population"] in UNSCORED_RECOMPOSED or row["ref"] < 100:
                     row["target"] = None  # B cells: scored within openCyto's scatter gate in
                     # the tests (our ~700 CD19+ events beyond it weigh more as B cells get
                     # fewer); subsets of < 100 events: a coin toss of a few events
