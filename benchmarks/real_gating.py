@@ -9,8 +9,8 @@ to the gating is measured on data we did not write.
 - FlowCAP-I GvHD (FACSCalibur, a T-cell panel without CD19 or CD45) against expert labels.
 - The Lyoplate file at other detector gains (x0.33, x2): another instrument or voltage; the
   same targets.
-- The Lyoplate file with other B-cell compositions (memory-rich; early reconstitution,
-  transitional-rich): the same targets for the B-cell subsets of >= 100 events (B cells
+- The Lyoplate file with other compositions (memory-rich; early reconstitution, transitional-
+  rich; T-poor; lymphopenic): the same targets for the B-cell subsets of >= 100 events (B cells
   themselves are scored within openCyto's scatter gate: our ~700 CD19+ events beyond it weigh
   more when B cells are fewer).
 - B-cell titration on a real background: the Lyoplate file with every CD19+ event removed
@@ -191,6 +191,8 @@ RECOMPOSED = {
     "30% of naive B cells kept": {"naive": 0.3},
     "10% of naive B cells kept": {"naive": 0.1},
     "early reconstitution": {"memory": 0.1, "naive": 0.1},
+    "T-poor: 10% of T cells kept": {"t_cells": 0.1},
+    "lymphopenic: 3% of lymphocytes kept": {"lymphocytes": 0.03},
 }
 
 
@@ -199,13 +201,17 @@ def recomposed(data: Path, variants=RECOMPOSED, seed: int = 1) -> list[dict]:
     untouched: memory-rich (naive B cells thinned: memory and double-negative B cells as many
     as naive ones or more, as in lupus or older donors) and early reconstitution after CAR-T
     (memory and non-transitional naive thinned: transitional B cells about half of the B
-    cells). Cuts that assume the naive majority failed here: switched memory F1 0.07 with 10%
-    of the naive kept, transitional 0.004 in early reconstitution. The naive pool of the early
-    reconstitution variant excludes openCyto's transitional B cells, which all stay."""
+    cells); T-poor (B cells the majority of the lymphocytes, as in lymphoid tissue) and
+    lymphopenic (openCyto's lymphocytes thinned to 3%: a few lymphocytes beside many monocytes,
+    as after CAR-T). Composition assumptions failed here: switched memory F1 0.07 with 10% of
+    the naive kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004
+    lymphopenic. The naive pool excludes openCyto's transitional B cells, which all stay."""
     sample, ref, metadata = _lyoplate_source(data)
     pools = {
         "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
         "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
+        "t_cells": ref["Live/CD3"].to_numpy(bool),
+        "lymphocytes": ref["lymph"].to_numpy(bool),
     }
     rng = np.random.default_rng(seed)
     rows = []

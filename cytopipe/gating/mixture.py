@@ -159,6 +159,7 @@ def _line_d(mean_a, cov_a, mean_b, cov_b) -> float:
     )
 
 
+BRIGHT_MIN_WEIGHT = 0.01  # a cluster chosen by its lineage+ events holds >= 1% of the parent
 REFINE_POOL = 200_000  # events a refinement fit may draw from (fixed seed)
 REFINE_GAIN = 1.5  # a sub-cluster replaces the chosen cluster when this much richer in lineage+
 
@@ -178,6 +179,9 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
         dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
     candidates = np.ones(gm.n_components, dtype=bool)
     if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+        # the lineage+ events say which cluster it is, whatever its size: a lymphopenic
+        # sample's lymphocytes are a few % of the events (min_weight guards `lowest` only)
+        ok = gm.weights_ >= min(float(params.get("min_weight", 0.02)), BRIGHT_MIN_WEIGHT)
         post = gm.predict_proba(z)
         held = post[bright].sum(axis=0)
         dist = np.where(ok, -held, np.inf)
