@@ -180,7 +180,8 @@ class _Placer:
             else:
                 lo = max(lo, limits[0])
         # the sample's own majority peak, for a search start or a cut that follow the stain
-        majority = majority_peak(x, bw) if "start_sd" in p or "fallback_sd" in p else None
+        wanted = any(k in p for k in ("start_sd", "fallback_sd", "either_side"))
+        majority = majority_peak(x, bw) if wanted else None
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
@@ -199,9 +200,9 @@ class _Placer:
             if lo < hi
             else None
         )
-        if found is None and p.get("either_side"):  # the cut expected below: look above
+        if found is None and p.get("either_side") and majority is not None:
             expected_below = bool(anchor) and anchor.get("side", "above") == "below"
-            found = self._far_side(x, d, bw, search, p, look_above=expected_below)
+            found = _far_side(d, x.size, majority[0], search, p, look_above=expected_below)
         if found is not None:
             value, depth = found
             conf = round(depth, 3)
@@ -218,23 +219,6 @@ class _Placer:
             how = f"majority peak {majority[0]:.2f} + {k:g} SD"
             return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
         return self._fallback(t, why)
-
-    @staticmethod
-    def _far_side(x, d, bw: float, search, p: Mapping, look_above: bool):
-        """The valley on the far side of the sample's majority peak. The template expects the
-        majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
-        naive B cells below the transitional cut), but in a memory-rich sample the majority
-        is the IgD- B cells, and early after CAR-T the transitional ones: the cut is then on
-        the other side of the majority peak. Searched from the peak on (the two overlap),
-        each side >= OTHER_SIDE_SHARE, OTHER_SIDE_DEPTH deep, and as significant (min_z)."""
-        peak = majority_peak(x, bw)
-        if peak is None:
-            return None
-        lo, hi = (peak[0], search[1]) if look_above else (search[0], peak[0])
-        if lo >= hi:
-            return None
-        min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * x.size)))
-        return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
@@ -329,6 +313,20 @@ OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populatio
 OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
 BACKGATE_SIDE = 0.01  # each side of a lineage marker's valley holds >= 1% of the parent
 BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
+
+
+def _far_side(d, n: int, peak: float, search, p: Mapping, look_above: bool):
+    """The valley on the far side of the sample's majority `peak`. The template expects the
+    majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
+    naive B cells below the transitional cut), but in a memory-rich sample the majority is the
+    IgD- B cells, and early after CAR-T the transitional ones: the cut is then on the other
+    side of the majority peak. Searched from the peak on (the two overlap), each side >=
+    OTHER_SIDE_SHARE of the `n` events, OTHER_SIDE_DEPTH deep, and as significant (min_z)."""
+    lo, hi = (peak, search[1]) if look_above else (search[0], peak)
+    if lo >= hi:
+        return None
+    min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * n)))
+    return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
 
 
 def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndarray | None:

@@ -218,7 +218,8 @@ def find_turn(x: np.ndarray, bandwidth: float, start: float) -> float | None:
     mid, z, c, above, peak = _log_turn(x, bandwidth)
     ok = (mid > max(start, peak)) & (z > 0) & (above >= MIN_EVENTS) & (c >= 5)
     best, where = 0.0, None
-    for run in np.split(np.flatnonzero(ok), np.flatnonzero(np.diff(np.flatnonzero(ok)) > 1) + 1):
+    idx = np.flatnonzero(ok)
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):  # contiguous stretches
         if run.size and z[run].sum() > best:
             best, where = float(z[run].sum()), float(np.average(mid[run], weights=z[run]))
     return where if best >= WEAK_TURN_Z else None
@@ -271,9 +272,9 @@ def anchor_limits(
             refs = refs[:1]
         q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
         pick = max if below else min  # `start: lowest`: the nearer of both negative levels
-        robust = ref if anchor.get("robust") else None
-        start = pick(_level(r, q, below, bandwidth, r is robust) for r in refs)
-        edge = pick(_level(r, fq, below, bandwidth, r is robust) for r in refs)
+        robust = bool(anchor.get("robust"))  # the anchor population's level, not the window's
+        start = pick(_level(r, q, below, bandwidth, robust and r is ref) for r in refs)
+        edge = pick(_level(r, fq, below, bandwidth, robust and r is ref) for r in refs)
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
         peak = None

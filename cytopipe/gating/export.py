@@ -6,9 +6,9 @@ fraction of the range, fluorescence on logicle), on canonical markers. A strateg
 applies must name the file's channels ($PnN), the compensation and each channel's scale as a
 Gating-ML transformation; the gate limits and vertices stay exactly as placed, so the exported
 gates give cytopipe's own membership (gates_strategy: any gates on canonical markers, the
-learned model's polygons too). The
-compensation is written as the matrix preprocessing used (not Gating-ML's "FCS", the file's
-own: FlowKit cannot read a Navios file's spillover keyword, for one).
+learned model's polygons too). The compensation is written as the matrix preprocessing used
+(not Gating-ML's "FCS", the file's own: FlowKit cannot read a Navios file's spillover
+keyword, for one).
 
 Two things the template has that a strategy has not are translated: a pass-through pre-gate (a
 marker the panel lacks) is left out and its children hang from its parent; a gate with `or:`
