@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import benchmark
 
 from cytopipe import cli
 from cytopipe.config import load_config
@@ -23,6 +24,7 @@ from cytopipe.gating.densities import (
     support_end,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
+from cytopipe.gating.mixture import split_in_two
 from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
@@ -122,6 +124,37 @@ def test_a_weak_turn_is_cut_where_both_populations_are_equally_likely(seed):
     assert abs(find_turn(x, 0.03, 0.22) - 0.308) <= 0.03
     for n in (300, 3_000, 30_000):
         assert find_turn(rng.normal(0.17, 0.047, n), 0.03, 0.22) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_populations_without_a_valley_are_split_where_both_are_equally_likely(seed):
+    """60 double-negative-like events spread below 300 switched-memory-like ones: no dip a
+    valley search trusts, but BIC prefers two Gaussians; the cut falls within 0.02 of the
+    equal-likelihood point (0.253). One population, Gaussian, skewed or heavy-tailed, of any
+    size is never split."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.10, 0.07, 60), rng.normal(0.40, 0.05, 300)])
+    cut, d = split_in_two(x)
+    assert abs(cut - 0.253) <= 0.02 and d >= 2
+    for n in (100, 1_000, 10_000, 50_000):
+        assert split_in_two(rng.normal(0.3, 0.06, n)) is None
+    assert split_in_two(0.3 + rng.gamma(4.0, 0.025, 20_000)) is None
+    assert split_in_two(0.05 * rng.standard_t(3, 5_000)) is None
+
+
+def test_switched_memory_of_a_memory_poor_sample_is_cut_among_the_igd_negative_b_cells(tmp_path):
+    """Found by the random draw (seed 598707843, lymphopenic post-CAR-T, 447,000 events):
+    2,787 naive and 1,084 transitional B cells whose CD27 runs wide (CD24 spillover), 130
+    switched memory and 22 double-negative ones. CD27 shows no valley, shoulder or turn among
+    all CD20+ B cells, so its quadrant cut is the naive peak + 2.5 SD (0.46), above most
+    switched memory B cells (F1 0.13). Among the IgD- B cells they stand apart (`same_as`
+    cd27 unless it had only that last resort, then `split`): switched memory F1 >= 0.9, naive
+    B cells untouched (>= 0.99: the IgD+ half keeps the quadrant cut)."""
+    rows = benchmark("random_accuracy").evaluate(
+        tmp_path, 1, (10_000, 1_000_000), seeds=[598707843]
+    )
+    f1 = dict(zip(rows["population"], rows["f1"], strict=True))
+    assert f1["b_switched_memory"] >= 0.9 and f1["b_naive"] >= 0.99, f1
 
 
 def test_without_a_valley_a_few_far_positives_are_kept_and_the_tail_is_not():

@@ -10,7 +10,9 @@ gate is placed per sample, top-down, from populations that are always there:
   the peak of the always-present population (the CD19-negative NK/T cells). No valley ->
   fallback to `anchor` peak + `fallback_sd` SDs, the majority peak + `fallback_sd` SDs of its own
   spread, a reference threshold placed on another population (CD27 on T cells for tiny B-cell
-  parents) or the template's fixed value.
+  parents) or the template's fixed value. With `split`, before those last resorts: two
+  Gaussians BIC prefers to one, cut where both are equally likely; with `same_as`, another
+  threshold's cut unless that one had only its last resort (the IgD- half of the CD27 quadrant).
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
@@ -31,6 +33,7 @@ import numpy as np
 
 from cytopipe.errors import GatingError
 from cytopipe.gating.densities import (
+    LAST_RESORT,
     anchor_limits,
     density,
     density_range,
@@ -39,7 +42,7 @@ from cytopipe.gating.densities import (
     majority_peak,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
-from cytopipe.gating.mixture import place_gmm
+from cytopipe.gating.mixture import place_gmm, split_in_two
 from cytopipe.gating.placement import (
     LOW_CONFIDENCE,
     MIN_EVENTS,
@@ -89,6 +92,7 @@ class _Placer:
         self.n = n
         self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
+        self.last_resort: set[str] = set()  # valleys placed without valley, shoulder or turn
 
     def place(self, t: ThresholdSpec) -> Placement:
         if t.name not in self.done:
@@ -112,6 +116,10 @@ class _Placer:
 
     def _place(self, t: ThresholdSpec) -> Placement:
         p = t.params
+        if p.get("same_as") is not None:  # its cut, unless the sample did not show it
+            same = self.place(p["same_as"])
+            if p["same_as"].name not in self.last_resort:
+                return same
         x = self.values(t)
         if x is None:
             return self._fallback(t, f"{t.on} not gated")
@@ -121,7 +129,7 @@ class _Placer:
             return self._fallback(t, f"only {x.size} events in {t.on}")
         if t.method == "valley":
             placed = self._valley(t, x)
-            found = placed.method == "valley"
+            found = placed.method in ("valley", "mixture")
             return replace(
                 placed,
                 populations=2 if found else 1,
@@ -210,6 +218,12 @@ class _Placer:
                 "valley", conf, "low_confidence" if conf < LOW_CONFIDENCE else "", value
             )
         why = f"no valley between {lo:.2f} and {hi:.2f}"
+        if limits is None or limits[2].startswith(LAST_RESORT):
+            self.last_resort.add(t.name)
+            two = split_in_two(x) if p.get("split") else None
+            if two is not None and search[0] <= two[0] <= search[1]:
+                flag = f"no valley: two populations (BIC), D {two[1]:.1f}"
+                return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0])
         if limits is not None:
             value = min(max(limits[1], search[0]), search[1])
             return Placement("fallback", 0.5, f"fallback: {why} ({limits[2]})", value)

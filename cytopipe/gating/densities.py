@@ -239,6 +239,9 @@ def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool)
     return max(level, reach) if below else min(level, reach)
 
 
+LAST_RESORT = "majority peak"  # how anchor_limits names a cut with no valley, shoulder or turn
+
+
 def anchor_limits(
     x: np.ndarray, anchor: Mapping, bandwidth: float, ref: np.ndarray | None = None
 ) -> tuple[float, float, str] | None:
@@ -299,7 +302,7 @@ def anchor_limits(
                 return start + sign * gap, sign * turn, f"density turn at {sign * turn:.2f}"
             if peak is not None:
                 fk = float(anchor["fallback_sd"])
-                how = f"majority peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+                how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
                 return start + sign * gap, peak[0] + sign * fk * peak[1], how
         return start + sign * gap, edge + sign * fgap, how
     peak = find_peak(x, anchor["peak"], bandwidth, how="median")

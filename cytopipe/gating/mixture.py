@@ -298,3 +298,40 @@ def place_gmm(
     verts = np.where(log, np.exp(outline), outline)
     flag = "low_confidence" if conf < LOW_CONFIDENCE else ""
     return verts, Placement("gmm", conf, flag, **shape)
+
+
+SPLIT_MIN_WEIGHT = 0.05  # each of two 1-D populations holds >= 5% of the events ...
+SPLIT_MIN_D = 2.0  # ... and they are cleanly apart (Ashman's D), else one population
+
+
+def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
+    """(cut, Ashman's D) where two 1-D populations are equally likely, when BIC prefers two
+    Gaussians to one and both are real (SPLIT_MIN_WEIGHT, SPLIT_MIN_D); else None.
+
+    For a cut with no valley in the density: a small, spread population beside a large one
+    (a few double-negative B cells below the switched memory ones) makes no dip a valley
+    search can trust, but a mixture still tells whether there are two and where the larger
+    one's edge is, weighted by how many each holds."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2 * MIN_EVENTS:
+        return None
+    z = x[:: x.size // GMM_MAX_EVENTS + 1].reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one, two = (GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2))
+    if two.bic(z) >= one.bic(z) or two.weights_.min() < SPLIT_MIN_WEIGHT:
+        return None
+    (m1, m2), (s1, s2) = two.means_.ravel(), np.sqrt(two.covariances_.ravel())
+    d = ashman_d(m1, s1, m2, s2)
+    if d < SPLIT_MIN_D:
+        return None
+    grid = np.linspace(min(m1, m2), max(m1, m2), 401).reshape(-1, 1)
+    low = int(np.argmin(two.means_.ravel()))
+    post_low = two.predict_proba(grid)[:, low]
+    return float(grid[np.argmax(post_low < 0.5), 0]), d

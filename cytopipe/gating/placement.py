@@ -21,7 +21,7 @@ GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: spee
 class Placement:
     """How one threshold or gate was placed in this sample."""
 
-    method: str  # valley | gmm | ratio | quantile | peak_offset | reference | fixed | fallback
+    method: str  # valley | mixture | gmm | ratio | quantile | peak_offset | fixed | fallback
     confidence: float
     flag: str = ""
     value: float | None = None  # thresholds: the cut-off

@@ -46,13 +46,14 @@ class ThresholdSpec:
     params: Mapping = field(default_factory=dict, hash=False, compare=False)
 
     def dims(self) -> set[str]:
-        """Markers needed to place it: its own and those of its `where` and `reference`."""
+        """Markers needed to place it: its own, its `where`'s, `reference`'s and `same_as`'s."""
         out = {self.dim}
         for t, _ in self.where:
             out |= t.dims()
-        ref = self.params.get("reference")
-        if isinstance(ref, ThresholdSpec):
-            out |= ref.dims()
+        for key in ("reference", "same_as"):
+            ref = self.params.get(key)
+            if isinstance(ref, ThresholdSpec):
+                out |= ref.dims()
         return out
 
 
@@ -168,8 +169,9 @@ def _threshold(
     conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
     on = t.get("on")
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
-    if t.get("reference") is not None:
-        params["reference"] = named(t["reference"], "reference")
+    for key in ("reference", "same_as"):
+        if t.get(key) is not None:
+            params[key] = named(t[key], key)
     if t.get("where_if_present"):
         params["where_if_present"] = tuple(
             (named(ref, "where_if_present"), str(side)) for ref, side in t["where_if_present"]
