@@ -162,6 +162,11 @@ def _line_d(mean_a, cov_a, mean_b, cov_b) -> float:
 BRIGHT_MIN_WEIGHT = 0.01  # a cluster chosen by its lineage+ events holds >= 1% of the parent
 REFINE_POOL = 200_000  # events a refinement fit may draw from (fixed seed)
 REFINE_GAIN = 1.5  # a sub-cluster replaces the chosen cluster when this much richer in lineage+
+# `join_bright`: a cluster at least that share as lineage+-rich as the chosen one joins it when
+# within this Ashman's D, even across a dip: in a file pre-gated on lymphocytes the side-scatter-
+# higher part (NK cells, larger T and B cells) makes its own component (Lyoplate: lymphocytes
+# 0.926 -> 0.990); monocytes and debris hold few lineage+ events
+JOIN_BRIGHT_D = 4.0
 
 
 def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tuple[int, list]:
@@ -188,7 +193,15 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
         share = held / np.maximum(post.sum(axis=0), 1e-12)
         candidates = share >= float(params.get("join_share", 0.0)) * share[int(np.argmin(dist))]
     i = int(np.argmin(dist))
-    return i, _same_population(gm, i, [j for j in np.flatnonzero(candidates) if j != i])
+    members = _same_population(gm, i, [j for j in np.flatnonzero(candidates) if j != i])
+    rich = float(params.get("join_bright", 0.0))
+    if rich and bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+        # lineage-rich neighbours beyond a dip: the same population (a pre-gated export)
+        for j in np.flatnonzero(ok & (share >= rich * share[i])):
+            near = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
+            if j not in members and near <= JOIN_BRIGHT_D:
+                members.append(int(j))
+    return i, members
 
 
 def _bright_share(gm, z: np.ndarray, members: Sequence[int], bright: np.ndarray) -> float:
