@@ -199,6 +199,7 @@ RECOMPOSED = {
     "lymphopenic: 3% of lymphocytes kept": {"lymphocytes": 0.03},
     "pre-gated on lymphocytes (openCyto's scatter gate)": {"outside_lymphocytes": 0.0},
     "a quarter of the events (a smaller acquisition)": {"all": 0.25},
+    "early reconstitution, a quarter of the events": {"memory": 0.1, "naive": 0.1, "all": 0.25},
 }
 
 
@@ -215,7 +216,9 @@ def recomposed(data: Path, variants=RECOMPOSED, seed: int = 1) -> list[dict]:
     kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004
     lymphopenic, lymphocytes 0.926 pre-gated (the one population split), double negative 0.69
     with a quarter of the events (the IgD turn too weak to see there, its last resort too
-    low). The naive pool excludes openCyto's transitional B cells, which all stay."""
+    low), transitional 0.03 in early reconstitution with a quarter of the events (too few
+    for a significant valley). The naive pool excludes openCyto's transitional B cells, which
+    all stay."""
     sample, ref, metadata = _lyoplate_source(data)
     pools = {
         "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),

@@ -142,6 +142,18 @@ def test_two_populations_without_a_valley_are_split_where_both_are_equally_likel
     assert split_in_two(0.05 * rng.standard_t(3, 5_000)) is None
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_populations_beside_a_spread_tail_are_split_between_them(seed):
+    """Early reconstitution in a small file: 250 naive-like and 200 transitional-like events
+    (CD38) with 40 spread CD38-low ones below: two Gaussians would widen the naive one over
+    the tail until no pair looks apart; the third takes the tail and the cut falls within 0.01
+    of the naive/transitional equal-likelihood point (0.645)."""
+    rng = np.random.default_rng(seed)
+    naive, tail = rng.normal(0.55, 0.05, 250), rng.normal(0.30, 0.15, 40)
+    cut, d = split_in_two(np.concatenate([naive, tail, rng.normal(0.72, 0.04, 200)]))
+    assert abs(cut - 0.645) <= 0.01 and d >= 2
+
+
 def test_switched_memory_of_a_memory_poor_sample_is_cut_among_the_igd_negative_b_cells(tmp_path):
     """Found by the random draw (seed 598707843, lymphopenic post-CAR-T, 447,000 events):
     2,787 naive and 1,084 transitional B cells whose CD27 runs wide (CD24 spillover), 130

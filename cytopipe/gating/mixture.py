@@ -318,13 +318,19 @@ SPLIT_MIN_D = 2.0  # ... and they are cleanly apart (Ashman's D), else one popul
 
 
 def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
-    """(cut, Ashman's D) where two 1-D populations are equally likely, when BIC prefers two
-    Gaussians to one and both are real (SPLIT_MIN_WEIGHT, SPLIT_MIN_D); else None.
+    """(cut, Ashman's D) between two 1-D populations where they are equally likely, when BIC
+    prefers more than one Gaussian (of 1-3: two populations and a spread tail of one of them)
+    and two neighbouring ones are both real (SPLIT_MIN_WEIGHT, SPLIT_MIN_D, and the mixture's
+    density dips between them as `_same_population` asks of 2-D clusters; of several such
+    pairs, the one whose smaller population is largest); else None.
 
     For a cut with no valley in the density: a small, spread population beside a large one
-    (a few double-negative B cells below the switched memory ones) makes no dip a valley
-    search can trust, but a mixture still tells whether there are two and where the larger
-    one's edge is, weighted by how many each holds."""
+    (a few double-negative B cells below the switched memory ones), or two populations too
+    few to show a significant dip (naive and transitional B cells early after CAR-T in a
+    small file), make no dip a valley search can trust, but a mixture still tells whether
+    there are two and where one becomes likelier than the other. A third component takes a
+    spread tail (CD38-low B cells below the naive ones) that would otherwise widen a
+    population until no pair looks apart."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -337,14 +343,20 @@ def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
     z = x[:: x.size // GMM_MAX_EVENTS + 1].reshape(-1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        one, two = (GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2))
-    if two.bic(z) >= one.bic(z) or two.weights_.min() < SPLIT_MIN_WEIGHT:
-        return None
-    (m1, m2), (s1, s2) = two.means_.ravel(), np.sqrt(two.covariances_.ravel())
-    d = ashman_d(m1, s1, m2, s2)
-    if d < SPLIT_MIN_D:
-        return None
-    grid = np.linspace(min(m1, m2), max(m1, m2), 401).reshape(-1, 1)
-    low = int(np.argmin(two.means_.ravel()))
-    post_low = two.predict_proba(grid)[:, low]
-    return float(grid[np.argmax(post_low < 0.5), 0]), d
+        fits = [GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2, 3)]
+    gm = min(fits, key=lambda g: g.bic(z))
+    order = np.argsort(gm.means_.ravel())
+    mean, sd = gm.means_.ravel()[order], np.sqrt(gm.covariances_.ravel())[order]
+    weight = gm.weights_[order]
+    best = None
+    for a in range(len(order) - 1):
+        d = ashman_d(mean[a], sd[a], mean[a + 1], sd[a + 1])
+        small = min(weight[a], weight[a + 1])
+        if small < SPLIT_MIN_WEIGHT or d < SPLIT_MIN_D or (best is not None and small <= best[0]):
+            continue
+        grid = np.linspace(mean[a], mean[a + 1], 401).reshape(-1, 1)
+        dens = np.exp(gm.score_samples(grid))
+        if dens.min() < UNIMODAL_DIP * min(dens[0], dens[-1]):  # a skewed one has no dip
+            low = gm.predict_proba(grid)[:, order[: a + 1]].sum(axis=1)
+            best = (small, float(grid[np.argmax(low < 0.5), 0]), d)
+    return None if best is None else best[1:]
