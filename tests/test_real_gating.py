@@ -283,3 +283,21 @@ def test_b_cells_removed_from_a_real_file_are_not_invented(titration, kept, preg
     issue's user found 56 B cells for 100 and 220 for 500."""
     found = titration[pregated, kept]
     assert real_gating.titration_target(kept, found), (kept, found)
+
+
+def test_the_autogate_command_gates_a_t_cell_panel_without_cd19(shared_data, tmp_path, capsys):
+    """`cytopipe autogate` gates one file by hand, whatever its panel: a FlowCAP-I T-cell file
+    (no CD19, no CD45) gets its lymphocytes and T cells, as the benchmark gates them, and the
+    B-cell populations are listed as skipped with the reason (it stopped at 'no channel for
+    required marker CD19' before)."""
+    from cytopipe import cli
+
+    fcs = shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs"
+    out = tmp_path / "members.parquet"
+    assert cli.main(["autogate", str(fcs), "--out", str(out)]) == 0
+    members = pd.read_parquet(out)
+    labels = pd.read_csv(fcs.with_name("gvhd_07_labels.csv"))["label"]
+    assigned = (labels != "unassigned").to_numpy()
+    t = labels.isin(real_gating.T_LABELS).to_numpy()
+    assert f1_score(members["t_cells"].to_numpy()[assigned], t[assigned]) >= 0.80
+    assert "skipped b_cells: no CD19 channel" in capsys.readouterr().err

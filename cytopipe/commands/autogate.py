@@ -40,12 +40,14 @@ def run_autogate(args: argparse.Namespace) -> int:
     from cytopipe.config import load_config
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
-    from cytopipe.preprocess.sample import preprocess
+    from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
 
     cfg = load_config(args.config)
     panel_map = load_panel(args.panel or cfg["panel"])
     specs = load_template(args.template or cfg["gating"])
-    pre = preprocess(args.fcs, panel_map, cfg)
+    # one file by hand: any panel (a T-cell panel without CD19 gets its lymphocytes and T
+    # cells; what its markers do not allow is listed as skipped, with the reason)
+    pre = preprocess(args.fcs, panel_map, cfg, required=SCATTER_ONLY)
     keep = np.asarray(pre.qc_pass, dtype=bool)
     columns = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in pre.columns.items()}
     result = autogate(specs, columns, int(keep.sum()))
