@@ -253,7 +253,8 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
 
 def cut_figure(cut: Mapping, panel: Mapping[str, str] | None = None) -> dict:
     """One threshold on the 1-D density it was searched on (the events of its `on` population
-    within its `where` cuts), the cut as a line: valley or fallback, and why, in the title."""
+    within its `where` cuts), the cut as a line: found (valley, mixture) or fallback, and why,
+    in the title."""
     edges = np.asarray(cut.get("edges") or [0.0, 1.0], dtype=float)
     counts = [int(c) for c in cut.get("counts") or []]
     centers = (0.5 * (edges[:-1] + edges[1:])).round(5).tolist()
@@ -287,7 +288,7 @@ def cut_figure(cut: Mapping, panel: Mapping[str, str] | None = None) -> dict:
     ]
     shapes = []
     if is_finite(value):
-        colour = "#000000" if how == "valley" else "#b35806"
+        colour = "#000000" if how in ("valley", "mixture") else "#b35806"  # found in the data
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": value, "x1": value,
                        "y0": 0, "y1": 1, "line": {"color": colour, "width": 2, "dash": "dash"}})  # fmt: skip
     layout = {
