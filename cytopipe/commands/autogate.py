@@ -59,6 +59,9 @@ def run_autogate(args: argparse.Namespace) -> int:
         write_gatingml(strategy_from_info(result, pre.info), args.gatingml)
     for pop, why in result.skipped.items():
         print(f"cytopipe autogate: skipped {pop}: {why}", file=sys.stderr)
+    if any(why.startswith("no ") and why.endswith(" channel") for why in result.skipped.values()):
+        print("cytopipe autogate: if the file has a skipped marker under another name, give a "
+              "panel file that maps it: --panel PANEL.yaml", file=sys.stderr)  # fmt: skip
     for pop, (method, conf, flag) in result.methods.items():
         if flag:
             print(f"cytopipe autogate: {pop} ({method}, {conf:.2f}): {flag}", file=sys.stderr)
