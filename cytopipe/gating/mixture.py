@@ -135,10 +135,15 @@ def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
             continue
         delta = gm.means_[j] - gm.means_[i]
         line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * delta
-        dens = np.exp(gm.score_samples(line))
-        if dens.min() >= UNIMODAL_DIP * min(dens[0], dens[-1]):
+        if not _dips(np.exp(gm.score_samples(line))):
             members.append(j)
     return members
+
+
+def _dips(dens: np.ndarray) -> bool:
+    """Whether a density along a line between two components' centres dips below UNIMODAL_DIP
+    of its lower end: two populations, not one (skewed) population modelled by two."""
+    return bool(dens.min() < UNIMODAL_DIP * min(dens[0], dens[-1]))
 
 
 def _separation(gm, members: Sequence[int]) -> float | None:
@@ -183,7 +188,8 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
         scale = z.std(axis=0) + 1e-9
         dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
     candidates = np.ones(gm.n_components, dtype=bool)
-    if bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+    backgated = bright is not None and np.count_nonzero(bright) >= MIN_EVENTS
+    if backgated:
         # the lineage+ events say which cluster it is, whatever its size: a lymphopenic
         # sample's lymphocytes are a few % of the events (min_weight guards `lowest` only)
         ok = gm.weights_ >= min(float(params.get("min_weight", 0.02)), BRIGHT_MIN_WEIGHT)
@@ -195,7 +201,7 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
     i = int(np.argmin(dist))
     members = _same_population(gm, i, [j for j in np.flatnonzero(candidates) if j != i])
     rich = float(params.get("join_bright", 0.0))
-    if rich and bright is not None and np.count_nonzero(bright) >= MIN_EVENTS:
+    if rich and backgated:
         # lineage-rich neighbours beyond a dip: the same population (a pre-gated export)
         for j in np.flatnonzero(ok & (share >= rich * share[i])):
             near = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
@@ -355,8 +361,7 @@ def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
         if small < SPLIT_MIN_WEIGHT or d < SPLIT_MIN_D or (best is not None and small <= best[0]):
             continue
         grid = np.linspace(mean[a], mean[a + 1], 401).reshape(-1, 1)
-        dens = np.exp(gm.score_samples(grid))
-        if dens.min() < UNIMODAL_DIP * min(dens[0], dens[-1]):  # a skewed one has no dip
+        if _dips(np.exp(gm.score_samples(grid))):  # a skewed population has no dip
             low = gm.predict_proba(grid)[:, order[: a + 1]].sum(axis=1)
             best = (small, float(grid[np.argmax(low < 0.5), 0]), d)
     return None if best is None else best[1:]
