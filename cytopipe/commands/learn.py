@@ -41,7 +41,7 @@ def run_learn(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(model.populations)} populations from {len(refs)} files "
           f"({', '.join(model.populations)})")  # fmt: skip
     if args.evaluate:
-        table = leave_one_file_out(refs, args.markers, **fit_args)
+        table = leave_one_file_out(refs, args.markers, args.unscored, **fit_args)
         write_tsv(args.evaluate, table)
         if len(table):
             summary = table.groupby("population")["f1"].agg(["min", "median"]).round(3)
@@ -255,6 +255,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--markers", nargs="+", required=True, help="canonical markers to learn on")
     p.add_argument("--out", required=True, help="model JSON")
     p.add_argument("--evaluate", default=None, help="also write leave-one-file-out scores (TSV)")
+    p.add_argument(
+        "--unscored",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="expert labels meaning 'not gated' (e.g. unassigned): --evaluate leaves their events "
+        "out of the F1 (FlowCAP-I's scoring) and also reports the F1 counting them as negatives",
+    )
     p.add_argument(
         "--per-class", type=int, default=1000, help="reference events learned per population"
     )
