@@ -14,6 +14,7 @@ import pandas as pd
 from cytopipe.commands.progress import progress, progress_done
 from cytopipe.config import add_settings_arguments, merge, settings_from_args, thaw, validated
 from cytopipe.errors import ConfigError
+from cytopipe.learn.model import PER_CLASS
 
 
 def run_learn(args: argparse.Namespace) -> int:
@@ -264,7 +265,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "out of the F1 (FlowCAP-I's scoring) and also reports the F1 counting them as negatives",
     )
     p.add_argument(
-        "--per-class", type=int, default=1000, help="reference events learned per population"
+        "--per-class", type=int, default=PER_CLASS, help="reference events learned per population"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")
