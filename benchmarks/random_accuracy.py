@@ -80,9 +80,9 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
              "method": method, "confidence": round(float(confidence), 3), "flag": flag}
         )  # fmt: skip
         if pop in QUADRANTS:  # what the definition itself can reach on this file
-            rows[-1]["best_quadrant_f1"] = round(
-                best_quadrant_f1(columns, parent, truth[pop], pop), 4
-            )
+            igd = result.thresholds["igd"].value if "igd" in result.thresholds else None
+            best = best_quadrant_f1(columns, parent, truth[pop], pop, igd)
+            rows[-1]["best_quadrant_f1"] = round(best, 4)
     return rows
 
 
@@ -101,6 +101,8 @@ def best_quadrant_f1(
     igd_up, cd27_up = QUADRANTS[pop]
     igd, cd27, t = columns["IgD"][parent], columns["CD27"][parent], truth[parent]
     missed = int(truth.sum() - t.sum())  # true events outside our B cells: never found
+    if not truth.any():
+        return 1.0  # as f1_score: nothing to find, an empty gate is right
     if len(igd) == 0 or t.sum() == 0:
         return 0.0
     best = 0.0

@@ -168,6 +168,15 @@ def test_small_draw_meets_the_targets_except_known_misses(small_table):
     assert bad[~np.array(known, dtype=bool)].empty, bad[~np.array(known, dtype=bool)].to_string()
 
 
+def test_best_quadrant_bounds_our_quadrants(small_table):
+    """The best F1 any IgD x CD27 cuts reach (chosen with the truth) is an upper bound of our
+    own quadrant cuts' F1 on every file: what tells a reachable miss from an unreachable one."""
+    rows = small_table.dropna(subset=["best_quadrant_f1"])
+    assert set(rows["population"]) == set(random_accuracy.QUADRANTS)
+    assert (rows["best_quadrant_f1"] >= rows["f1"] - 1e-4).all(), rows.to_string()
+    assert (rows["best_quadrant_f1"] <= 1.0).all()
+
+
 def test_no_b_cells_invented_in_aplasia(small_table):
     rows = random_accuracy.aplasia_rows(small_table)
     assert len(rows) >= 1
