@@ -6,7 +6,8 @@ to the gating is measured on data we did not write.
 
 - Lyoplate B-cell panel (BD LSRFortessa, human PBMC) against openCyto's automated gates (a peer
   tool, not truth).
-- FlowCAP-I GvHD (FACSCalibur, a T-cell panel without CD19 or CD45) against expert labels.
+- FlowCAP-I GvHD (FACSCalibur, a T-cell panel without CD19 or CD45) against expert labels;
+  also files 6, 7 and 9 made T-cell-rich (most non-T events removed).
 - The Lyoplate file at other detector gains (x0.33, x2): another instrument or voltage; the
   same targets.
 - The Lyoplate file with other compositions (memory-rich; early reconstitution, transitional-
@@ -131,6 +132,37 @@ def gvhd(data: Path) -> list[dict]:
                          "ours": int(mask.sum()), "ref": int(ref.sum()),
                          "f1": f1_score(mask[assigned], ref[assigned]),
                          "f1_all_events": f1_score(mask, ref), "target": None})  # fmt: skip
+    return rows
+
+
+T_RICH = (6, 7, 9)  # the files with the most large (activated) T cells
+T_RICH_OTHERS_KEPT = 0.3
+
+
+def gvhd_t_rich(data: Path, files=T_RICH, seed: int = 1) -> list[dict]:
+    """GvHD files with 30% of the non-T events kept (T cells 27-34% of the events, as in a
+    T-cell-rich sample): the scatter-only lymphocyte cluster is then tight and leaves the
+    large T cells of these files beside it (T-cell F1 0.78, 0.69, 0.77 when only CD3+ events of
+    lymphocyte side scatter joined it). Scored as `gvhd`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in files:
+            path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
+            sample = read_fcs(path)
+            labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+            t = labels.isin(T_LABELS).to_numpy()
+            keep = t | (rng.random(len(t)) < T_RICH_OTHERS_KEPT)
+            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
+            rich = _write_like(sample, sample.events[keep], Path(tmp) / f"{i}.fcs", ranges)
+            masks = gated(rich, required=SCATTER_ONLY)
+            assigned = (labels[keep] != "unassigned").to_numpy()
+            mask = masks["t_cells"].to_numpy() if "t_cells" in masks else np.zeros(keep.sum(), bool)
+            rows.append({"file": f"{path.stem}, T-rich", "population": "t_cells",
+                         "reference": "experts' T cells", "ours": int(mask.sum()),
+                         "ref": int(t[keep].sum()), "f1": f1_score(mask[assigned], t[keep][assigned]),
+                         "f1_all_events": f1_score(mask, t[keep]),
+                         "target": GVHD_TARGET.get(i, 0.90)})  # fmt: skip
     return rows
 
 
@@ -277,7 +309,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    rows = [*lyoplate(args.data), *gvhd(args.data), *gains(args.data), *recomposed(args.data)]
+    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
+            *recomposed(args.data)]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(
         table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")
