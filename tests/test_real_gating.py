@@ -318,3 +318,27 @@ def test_the_autogate_command_gates_a_t_cell_panel_without_cd19(shared_data, tmp
     assert f1_score(members["t_cells"].to_numpy()[assigned], t[assigned]) >= 0.80
     err = capsys.readouterr().err
     assert "skipped b_cells: no CD19 channel" in err and "--panel" in err
+
+
+def _viability_cut(path) -> object:
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    return autogate(load_template(REPO / "config" / "gating.yaml"), columns).thresholds["viability"]
+
+
+def test_viability_cut_holds_where_live_lymphocytes_are_the_minority(shared_data, tmp_path):
+    """The viability dye's negative peak is the dimmest, not always the largest: on the Lyoplate
+    file, monocytes sit a little brighter (autofluorescence: 21,000 events at 0.38-0.52, FSC and
+    SSC of myeloid cells, 2% in openCyto's lymphocyte gate) and the dead cells beyond a valley
+    at 0.55. With 80% of openCyto's live cells removed (mostly lymphocytes) the monocytes are
+    the majority; the anchor took the median of its window then, 0.39, found no valley beyond
+    it + 4 SD and cut at 0.80, above half of the dead cells. The lowest peak keeps the cut."""
+    sample, ref, metadata = real_gating._lyoplate_source(shared_data / "real")
+    whole = _viability_cut(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
+    live = np.flatnonzero(ref["Live"].to_numpy(bool))
+    keep = np.ones(len(ref), dtype=bool)
+    keep[np.random.default_rng(1).choice(live, int(0.8 * len(live)), replace=False)] = False
+    path = real_gating._write_like(sample, sample.events[keep], tmp_path / "thin.fcs", metadata)
+    thinned = _viability_cut(path)
+    assert thinned.method == "valley" and abs(thinned.value - whole.value) < 0.02, (whole, thinned)

@@ -54,15 +54,20 @@ def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tupl
     ) + 4 * bandwidth
 
 
+LOWEST_PEAK_HEIGHT = 0.2  # find_peak(how="lowest"): a peak this high, relative to the highest
+
+
 def find_peak(
     x: np.ndarray, window: Sequence[float], bandwidth: float, how: str = "mode"
 ) -> tuple[float, float] | None:
     """Centre of the peak of `x` inside `window` and a robust SD, or None without events there.
 
     `how="median"` (anchors: a broad negative population, noisy mode) takes the median of the
-    window's events; "mode" the maximum of the smoothed density. The SD comes from the events on
-    the lower side only (scaled median distance): that side of a negative peak is never
-    contaminated by the positive population.
+    window's events; "mode" the maximum of the smoothed density; "lowest" the lowest local
+    maximum at least LOWEST_PEAK_HEIGHT of the highest (a viability dye's negative cells are
+    the dimmest population, not always the majority: a thawed sample can be mostly dead). The
+    SD comes from the events on the lower side only (scaled median distance): that side of a
+    negative peak is never contaminated by the positive population.
     """
     a, b = float(window[0]), float(window[1])
     inside = x[(x >= a) & (x <= b)]
@@ -73,7 +78,14 @@ def find_peak(
     else:
         d = density(inside, bandwidth, a - 4 * bandwidth, b + 4 * bandwidth)
         sel = (d.centers >= a) & (d.centers <= b)
-        peak = float(d.centers[sel][np.argmax(d.smooth[sel])])
+        s, centers = d.smooth[sel], d.centers[sel]
+        peak = float(centers[np.argmax(s)])
+        if how == "lowest":
+            tops = (
+                (s[1:-1] >= s[:-2]) & (s[1:-1] > s[2:]) & (s[1:-1] >= LOWEST_PEAK_HEIGHT * s.max())
+            )
+            if tops.any():
+                peak = float(centers[np.flatnonzero(tops)[0] + 1])
     low = inside[inside < peak]
     sd = 1.4826 * float(np.median(peak - low)) if low.size >= 10 else bandwidth
     return peak, max(sd, bandwidth / 2)
@@ -309,7 +321,7 @@ def anchor_limits(
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
                 return start + sign * gap, peak[0] + sign * fk * peak[1], how
         return start + sign * gap, edge + sign * fgap, how
-    peak = find_peak(x, anchor["peak"], bandwidth, how="median")
+    peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
     if peak is None:
         return None
     k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
