@@ -45,8 +45,9 @@ NOVELTY_Q = 0.01  # unlike the references: density below that of 99% of the refe
 NOVELTY_COMPONENTS = 4  # per population
 MIN_NOVELTY_EVENTS = 50  # a population with fewer reference events is not judged
 # events per population the novelty mixture is fitted on: more (10,000) spread it over every
-# reference file's own shifts, and a voltage change of 0.25 on CD4 and CD3 then looked like the
-# references (4% unlike; 13% from 1,000)
+# reference file's own shifts, and GvHD file 4 with CD4 and CD3 shifted by 0.25 (a voltage
+# change) then looked like the references (4% of its events unlike, not listed; 7% and listed
+# from 1,000)
 NOVELTY_EVENTS = 1000
 EVENTS_PER_COMPONENT = 200  # a full covariance in ~10 markers needs this many not to overfit
 MIN_UNLIKE_EVENTS = 20  # ... and a population needs at least this many such events
