@@ -114,11 +114,14 @@ def test_learn_and_apply_from_the_command_line(shared_data, tmp_path):
     learn = subprocess.run(
         [*cli, "learn-gates", "--fcs", *map(str, files), "--labels", *map(str, labels),
          "--markers", *MARKERS, "--out", str(tmp_path / "m.json"), "--settings", settings,
-         "--evaluate", str(tmp_path / "lofo.tsv")],
+         "--evaluate", str(tmp_path / "lofo.tsv"), "--unscored", "unassigned",
+         "--per-class", "1000"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert learn.returncode == 0, learn.stderr
     assert (tmp_path / "lofo.tsv").exists() and "CD4 T cells" in learn.stdout
+    lofo = pd.read_csv(tmp_path / "lofo.tsv", sep="\t")
+    assert "unassigned" not in set(lofo["population"]) and "f1_all_events" in lofo
     apply = subprocess.run(
         [*cli, "apply-model", str(folder / "gvhd_04.fcs"), "--model", str(tmp_path / "m.json"),
          "--out", str(tmp_path / "g4.tsv"), "--review", str(tmp_path / "g4.json"),
@@ -263,7 +266,8 @@ def test_a_hierarchy_of_gates_is_learned_from_half_a_real_file_and_applied_to_th
         ref.iloc[rows][gates].astype(int).to_csv(tmp_path / f"{h}.csv", index=False)
         halves.append((fcs, tmp_path / f"{h}.csv"))
     cfg, panel = defaults("config"), load_panel(repo / "config" / "panel.yaml")
-    model = fit([load_reference(*halves[0], panel, cfg, markers)], markers)
+    # 1,000 events per population, as measured above (the default 10,000 takes 3x as long)
+    model = fit([load_reference(*halves[0], panel, cfg, markers)], markers, per_class=1000)
     assert model.parents["Live/CD19andCD20/IgD-CD27+"] == "Live/CD19andCD20"
     assert model.parents["Live"] == "lymph"
     from cytopipe.gating.stats import f1_score
