@@ -118,21 +118,25 @@ def gvhd(data: Path) -> list[dict]:
         path = data / "flowcap1_gvhd" / f"{name}.fcs"
         masks = gated(path, required=SCATTER_ONLY)  # log channel numbers: recognised, as stored
         labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
-        t = labels.isin(T_LABELS).to_numpy()
-        assigned = (labels != "unassigned").to_numpy()
-        mask = masks["t_cells"].to_numpy() if "t_cells" in masks else np.zeros(len(t), dtype=bool)
-        rows.append({"file": path.stem, "population": "t_cells", "reference": "experts' T cells",
-                     "ours": int(mask.sum()), "ref": int(t.sum()),
-                     "f1": f1_score(mask[assigned], t[assigned]), "f1_all_events": f1_score(mask, t),
-                     "target": GVHD_TARGET.get(i, 0.90)})  # fmt: skip
+        rows.append(_expert_row(path.stem, "t_cells", masks, labels, T_LABELS,
+                                GVHD_TARGET.get(i, 0.90)))  # fmt: skip
         for pop, label in (("t_cd4", "CD4 T cells"), ("t_cd8", "CD8 T cells")):
-            mask = masks[pop].to_numpy() if pop in masks else np.zeros(len(t), dtype=bool)
-            ref = (labels == label).to_numpy()
-            rows.append({"file": path.stem, "population": pop, "reference": f"experts' {label}",
-                         "ours": int(mask.sum()), "ref": int(ref.sum()),
-                         "f1": f1_score(mask[assigned], ref[assigned]),
-                         "f1_all_events": f1_score(mask, ref), "target": None})  # fmt: skip
+            rows.append(_expert_row(path.stem, pop, masks, labels, (label,), None, label))
     return rows
+
+
+def _expert_row(
+    file: str, pop: str, masks, labels: pd.Series, theirs, target, name: str = "T cells"
+) -> dict:
+    """Our `pop` against the experts' `theirs` labels (together: their `name`): F1 on the
+    events they assigned and, counting their 'unassigned' as negatives, on all events."""
+    ref = labels.isin(theirs).to_numpy()
+    assigned = (labels != "unassigned").to_numpy()
+    mask = masks[pop].to_numpy() if pop in masks else np.zeros(len(ref), dtype=bool)
+    return {"file": file, "population": pop, "reference": f"experts' {name}",
+            "ours": int(mask.sum()), "ref": int(ref.sum()),
+            "f1": f1_score(mask[assigned], ref[assigned]), "f1_all_events": f1_score(mask, ref),
+            "target": target}  # fmt: skip
 
 
 T_RICH = (6, 7, 9)  # the files with the most large (activated) T cells
@@ -156,13 +160,9 @@ def gvhd_t_rich(data: Path, files=T_RICH, seed: int = 1) -> list[dict]:
             ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
             rich = _write_like(sample, sample.events[keep], Path(tmp) / f"{i}.fcs", ranges)
             masks = gated(rich, required=SCATTER_ONLY)
-            assigned = (labels[keep] != "unassigned").to_numpy()
-            mask = masks["t_cells"].to_numpy() if "t_cells" in masks else np.zeros(keep.sum(), bool)
-            rows.append({"file": f"{path.stem}, T-rich", "population": "t_cells",
-                         "reference": "experts' T cells", "ours": int(mask.sum()),
-                         "ref": int(t[keep].sum()), "f1": f1_score(mask[assigned], t[keep][assigned]),
-                         "f1_all_events": f1_score(mask, t[keep]),
-                         "target": GVHD_TARGET.get(i, 0.90)})  # fmt: skip
+            rows.append(_expert_row(f"{path.stem}, T-rich", "t_cells", masks,
+                                    labels[keep].reset_index(drop=True), T_LABELS,
+                                    GVHD_TARGET.get(i, 0.90)))  # fmt: skip
     return rows
 
 

@@ -108,17 +108,20 @@ def test_t_cells_of_a_t_cell_rich_sample_keep_their_large_t_cells(gvhd_t_rich, i
     assert row["f1"] >= row["target"], row
 
 
+def _autogate(path, panel=REPO / "config" / "panel.yaml", **kwargs):
+    """The QC-kept events' columns, the template's result on them, and the QC mask."""
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(str(path), load_panel(panel), cfg, **kwargs)
+    keep = pre.qc_pass
+    columns = {m: v[keep] for m, v in pre.columns.items()}
+    return columns, autogate(load_template(REPO / "config" / "gating.yaml"), columns), keep
+
+
 @pytest.fixture(scope="module")
 def gvhd_07(shared_data):
     """File 7 (the most CD3-dim and large T cells) gated: columns, result, experts' labels."""
     path = shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs"
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
-    pre = preprocess(
-        str(path), load_panel(REPO / "config" / "panel.yaml"), cfg, required=SCATTER_ONLY
-    )
-    keep = pre.qc_pass
-    columns = {m: v[keep] for m, v in pre.columns.items()}
-    result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
+    columns, result, keep = _autogate(path, required=SCATTER_ONLY)
     labels = pd.read_csv(path.with_name("gvhd_07_labels.csv"))["label"].to_numpy()[keep]
     return columns, result, labels
 
@@ -260,10 +263,7 @@ def test_a_b_cell_panel_without_cd3_or_cd20_still_finds_the_b_cells(shared_data,
             f1 = f1_score(masks[ours].to_numpy(), ref[theirs].to_numpy(bool))
             assert f1 >= TARGETS[ours], (ours, f1)
     assert "plasmablasts" not in masks and "b_transitional" in masks
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
-    pre = preprocess(str(fcs), load_panel(path), cfg)
-    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
+    _, result, _ = _autogate(fcs, panel=path)
     assert result.skipped["b_cd20neg"] == f"no {missing} channel", result.skipped
     if missing == "CD3":  # the sample page says how the B cells were gated
         assert "gated on CD19 x SSC-A: no CD3 channel" in result.methods["b_cells"][2]
@@ -320,13 +320,6 @@ def test_the_autogate_command_gates_a_t_cell_panel_without_cd19(shared_data, tmp
     assert "skipped b_cells: no CD19 channel" in err and "--panel" in err
 
 
-def _viability_cut(path) -> object:
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
-    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
-    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    return autogate(load_template(REPO / "config" / "gating.yaml"), columns).thresholds["viability"]
-
-
 def test_viability_cut_holds_where_live_lymphocytes_are_the_minority(shared_data, tmp_path):
     """The viability dye's negative peak is the dimmest, not always the largest: on the Lyoplate
     file, monocytes sit a little brighter (autofluorescence: 21,000 events at 0.38-0.52, FSC and
@@ -335,10 +328,10 @@ def test_viability_cut_holds_where_live_lymphocytes_are_the_minority(shared_data
     the majority; the anchor took the median of its window then, 0.39, found no valley beyond
     it + 4 SD and cut at 0.80, above half of the dead cells. The lowest peak keeps the cut."""
     sample, ref, metadata = real_gating._lyoplate_source(shared_data / "real")
-    whole = _viability_cut(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
+    whole = _autogate(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")[1]
     live = np.flatnonzero(ref["Live"].to_numpy(bool))
     keep = np.ones(len(ref), dtype=bool)
     keep[np.random.default_rng(1).choice(live, int(0.8 * len(live)), replace=False)] = False
     path = real_gating._write_like(sample, sample.events[keep], tmp_path / "thin.fcs", metadata)
-    thinned = _viability_cut(path)
+    whole, thinned = whole.thresholds["viability"], _autogate(path)[1].thresholds["viability"]
     assert thinned.method == "valley" and abs(thinned.value - whole.value) < 0.02, (whole, thinned)

@@ -14,7 +14,6 @@ import pandas as pd
 from cytopipe.commands.progress import progress, progress_done
 from cytopipe.config import add_settings_arguments, merge, settings_from_args, thaw, validated
 from cytopipe.errors import ConfigError
-from cytopipe.learn.model import PER_CLASS
 
 
 def run_learn(args: argparse.Namespace) -> int:
@@ -36,7 +35,10 @@ def run_learn(args: argparse.Namespace) -> int:
         refs.append(load_reference(fcs, labels, panel, cfg, args.markers))
         progress(f"read {i}/{len(args.fcs)} reference files")
     progress_done()
-    fit_args = {"per_class": args.per_class, "seed": args.seed}
+    fit_args = {
+        "seed": args.seed,
+        **({"per_class": args.per_class} if args.per_class is not None else {}),
+    }
     model = fit(refs, args.markers, settings={"transform": dict(cfg["transform"])}, **fit_args)
     save(model, args.out)
     print(f"{args.out}: {len(model.populations)} populations from {len(refs)} files "
@@ -265,7 +267,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "out of the F1 (FlowCAP-I's scoring) and also reports the F1 counting them as negatives",
     )
     p.add_argument(
-        "--per-class", type=int, default=PER_CLASS, help="reference events learned per population"
+        "--per-class",
+        type=int,
+        default=None,
+        help="reference events learned per population (default: the model's, 10,000)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")

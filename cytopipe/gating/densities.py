@@ -67,9 +67,9 @@ def find_peak(
     maximum at least LOWEST_PEAK_HEIGHT of the highest (a viability dye's negative cells are
     the dimmest population, not always the largest: autofluorescent monocytes sit a little
     brighter and can outnumber the live lymphocytes, as in the Lyoplate file's myeloid-rich
-    variant, and a thawed sample can be mostly dead). The
-    SD comes from the events on the lower side only (scaled median distance): that side of a
-    negative peak is never contaminated by the positive population.
+    variant, and a thawed sample can be mostly dead). The SD comes from the events on the lower
+    side only (scaled median distance): that side of a negative peak is never contaminated by
+    the positive population.
     """
     a, b = float(window[0]), float(window[1])
     inside = x[(x >= a) & (x <= b)]
