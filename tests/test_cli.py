@@ -3,7 +3,10 @@ reported in one line with exit status 2 and no traceback."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 
@@ -11,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cytopipe import cli
+from cytopipe import commands as command_package
 from cytopipe.ingest.fcs import read_fcs
 
 
@@ -34,6 +39,31 @@ def test_help_lists_the_stage_commands():
         "fcs-info",
     ):
         assert cmd in out, cmd
+
+
+def test_every_command_is_dispatched_to_the_module_that_defines_it():
+    """cli.py imports only the named command's module; its table must name, for every
+    subcommand any command module registers, that module (and nothing else)."""
+    registered = {}
+    for info in pkgutil.iter_modules(command_package.__path__):
+        module = importlib.import_module(f"cytopipe.commands.{info.name}")
+        if hasattr(module, "add_cli"):
+            sub = argparse.ArgumentParser().add_subparsers()
+            module.add_cli(sub)
+            registered.update(dict.fromkeys(sub.choices, info.name))
+    assert registered == cli.COMMAND_MODULES
+
+
+def test_a_per_sample_command_starts_without_the_cohort_stages():
+    """Each Snakemake job starts a `cytopipe` process: `preprocess` and `gate` must not pay for
+    SciPy's statistics, clustering or the report at start-up."""
+    code = (
+        "import sys; from cytopipe import cli; cli.build_parser('gate'); cli.build_parser('preprocess');"
+        "print(' '.join(m for m in ('scipy.stats', 'cytopipe.cluster.training', 'plotly',"
+        " 'cytopipe.report.pages') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
 
 
 def test_ingest_real_file_with_panel(tmp_path, shared_data, repo):

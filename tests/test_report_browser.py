@@ -179,7 +179,9 @@ class Browser:
             except queue.Empty:
                 continue
             events.append(event)
-            loaded = event.get("method") == "Page.loadEventFired"
+            # a link to another anchor of the page already shown navigates within the
+            # document: no load event follows
+            loaded = event.get("method") in ("Page.loadEventFired", "Page.navigatedWithinDocument")
             if event.get("method") == "Page.javascriptDialogOpening":
                 self.call("Page.handleJavaScriptDialog", session=True, accept=False)
         state = {}
