@@ -49,6 +49,18 @@ def test_case_and_whitespace_insensitive():
     assert match_channels(panel, ["X"], ["  cd19   pe-cy7 "]) == {"CD19": 0}
 
 
+@pytest.mark.parametrize(
+    "stain",
+    ["Zombie Aqua", "FVS780", "LIVE DEAD Aqua", "LIVE/DEAD Blue", "DAPI", "7-AAD",
+     "Fixable Viability Dye eFluor 780", "FVD eF506", "Live/Dead Green"],
+)  # fmt: skip
+def test_vendor_viability_stains_map_to_viability(panel, stain):
+    """Archives name the dye by its product (BD FVS, eBioscience FVD, BioLegend Zombie):
+    without viability a sample's dead cells would stay in every gate, silently."""
+    found = match_channels(panel, ["FSC-A", "SSC-A", "V525-A"], ["", "", stain])
+    assert found.get("viability") == 2, (stain, found)
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)
