@@ -322,14 +322,9 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
     negatives near the first decade, the brightest 0.1% of each stain at the top of the range),
     no viability, no CD45, `$PnR` 1024 and no `$PnE`. Lymphocytes, T and B cells against
     openCyto's, whose gates were drawn on the file as acquired."""
-    from cytopipe.preprocess.compensation import compensation_matrix, spillover_from_keywords
-
     sample, ref, _ = _lyoplate_source(data)
-    events = np.asarray(sample.events, dtype=np.float64).copy()
+    events = compensate(sample.events, sample.pnn, spillover_from_keywords(sample))
     pnn, pns = list(sample.pnn), list(sample.pns)
-    spill = spillover_from_keywords(sample)
-    idx = [pnn.index(c) for c in spill.channels]
-    events[:, idx] = events[:, idx] @ compensation_matrix(spill)
     top = 10.0**CALIBUR_DECADES
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
