@@ -152,9 +152,10 @@ def test_cd3_dim_t_cells_join_by_cd8_alpha_beta(gvhd_07):
 @pytest.mark.parametrize("population", ["t_cd4", "t_cd8"])
 def test_cd4_and_cd8_t_cells_split_as_the_experts_did(gvhd, population):
     """The template's CD4/CD8 valleys on the T cells (the cuts the CAR+ T cells are split by)
-    against the experts' CD4 T and CD8 T populations. Measured (2026-11-30): CD4 0.81-0.99,
-    median 0.947; CD8 0.65-0.98, median 0.913 (file 6: the experts' CD8 T cells include
-    CD8-dim cells below our valley). Held: median >= 0.90, every file >= 0.60."""
+    against the experts' CD4 T and CD8 T populations. Measured (2026-12-01): CD4 0.86-0.99,
+    median 0.972; CD8 0.72-0.98, median 0.912 (file 6: its CD8 T cells' CD4 shows two dim
+    peaks and the CD4 valley falls between them, 0.26, where the experts cut at about 0.37).
+    Held: median >= 0.90, every file >= 0.60."""
     f1 = [gvhd[name, population]["f1"] for name in real_gating.GVHD_FILES]
     assert np.median(f1) >= 0.90 and min(f1) >= 0.60, f1
 
