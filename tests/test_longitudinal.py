@@ -685,3 +685,20 @@ def test_kaplan_meier_band_equals_r_survival_log_log():
     )
     assert km_median(km) == 3.0
     assert (km_median(km, "still_aplastic_low"), km_median(km, "still_aplastic_high")) == (1.0, 5.0)
+
+
+def test_a_call_on_a_doubtful_lymphocyte_gate_says_so():
+    """Aplasia is a share of the lymphocytes: a lymphocyte gate placed with low confidence (a
+    lymphopenic sample's gate holding debris) can make the call; the timepoint's note says so,
+    beside any note it had. Confident gates and baseline samples get no such note."""
+    stats, sheet = cohort(
+        story("P1", {-7: (200, L), 7: (0, L), 28: (40, L), 56: (3, L), 90: (80, L)})
+    )
+    doubtful = stats["sample_id"].isin(["P1_BL7", "P1_D007", "P1_D028"])
+    stats.loc[doubtful & (stats["population"] == "lymphocytes"), "confidence"] = 0.1
+    st = states_of(run_longitudinal(stats, sheet, {}), "P1")
+    assert st.loc[7, "state"] == "aplasia"
+    assert st.loc[7, "note"].startswith("lymphocyte gate in doubt (confidence 0.10)")
+    assert st.loc[28, "note"].startswith("unconfirmed_blip; lymphocyte gate in doubt")
+    assert st.loc[-7, "note"] == "" and st.loc[56, "note"] == ""
+    assert st.loc[90, "note"] == "unconfirmed_last_timepoint"

@@ -17,6 +17,7 @@ from cytopipe.clinical.definitions import validate_config
 from cytopipe.clinical.reference_ranges import reference_bands, reference_position
 from cytopipe.clinical.uncertainty import add_uncertainty, not_evaluable
 from cytopipe.errors import CytopipeError
+from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.results import SAMPLE_STATE_COLUMNS
 
 BASELINE, APLASIA, RECONSTITUTED, NOT_DEPLETED, UNKNOWN, NOT_EVALUABLE = (
@@ -107,6 +108,11 @@ def sample_table(population_stats: pd.DataFrame) -> pd.DataFrame:
     pct_l = pop.pivot(index="sample_id", columns="population", values="pct_lymphocytes")
     per_ul = pop.pivot(index="sample_id", columns="population", values="cells_per_ul")
     method = pop.pivot(index="sample_id", columns="population", values="abs_method")
+    conf = (
+        pop.pivot(index="sample_id", columns="population", values="confidence")
+        if "confidence" in pop
+        else pd.DataFrame(index=meta.index)
+    )
 
     def col(frame: pd.DataFrame, name: str) -> pd.Series:
         series = frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
@@ -115,6 +121,7 @@ def sample_table(population_stats: pd.DataFrame) -> pd.DataFrame:
     out = meta.copy()
     b, lymph = col(count, "b_cells"), col(count, "lymphocytes")
     out["b_cells"], out["lymphocytes"] = b, lymph
+    out["lymphocyte_confidence"] = col(conf, "lymphocytes")
     with np.errstate(divide="ignore", invalid="ignore"):
         computed = (b / lymph.where(lymph > 0)) * 100.0
         out["b_pct_lymphocytes"] = col(pct_l, "b_cells").fillna(computed)
@@ -138,6 +145,25 @@ def sample_table(population_stats: pd.DataFrame) -> pd.DataFrame:
     )
     out["gate_flags"] = gate_flags.reindex(out.index).fillna("")
     return out.reset_index()
+
+
+DOUBT_NOTE = (
+    "lymphocyte gate in doubt (confidence {:.2f}): the % of lymphocytes, and the call made on "
+    "it, may be off; review the gate"
+)
+
+
+def _denominator_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
+    """Post-infusion calls made on a lymphocyte gate placed with low confidence. The aplasia
+    rule is a share of the lymphocytes (and a dual-platform count is that share times the blood
+    count): a gate that holds debris or monocytes beside a lymphopenic sample's few lymphocytes
+    makes the share smaller and can call aplasia where there is none, while its B-cell count
+    is right. Bead counts do not depend on it, but the % rule still does."""
+    if "lymphocyte_confidence" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    conf = pd.to_numeric(frame["lymphocyte_confidence"], errors="coerce").to_numpy(dtype=float)
+    called = states.isin([APLASIA, RECONSTITUTED, NOT_DEPLETED]).to_numpy()
+    return called & (conf < LOW_CONFIDENCE)
 
 
 def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
@@ -172,6 +198,11 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
         for n, k in zip(
             frame.loc[post, "lymphocytes"], frame.loc[post, "events_needed"], strict=True
         )
+    ]
+    doubt = _denominator_in_doubt(frame, states)
+    notes[doubt] = [
+        f"{n}; {DOUBT_NOTE.format(c)}" if n else DOUBT_NOTE.format(c)
+        for n, c in zip(notes[doubt], frame.loc[doubt, "lymphocyte_confidence"], strict=True)
     ]
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
