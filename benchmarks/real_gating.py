@@ -294,25 +294,17 @@ def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS) -> list[dict]:
     (9,454 events for 1,588 lymphocytes), the CD19 cut then had no valley among them and the
     B cells scored 0.12; a cluster under a quarter as lineage+-rich no longer joins
     (`join_share`). B cells are scored as in `recomposed`, within openCyto's scatter gate."""
-    sample, ref, metadata = _lyoplate_source(data)
-    lymph = np.flatnonzero(ref["lymph"].to_numpy(bool))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            keep = np.ones(len(ref), dtype=bool)
-            drop = int(round(len(lymph) * (1 - LYMPHOPENIC_KEPT)))
-            keep[rng.choice(lymph, drop, replace=False)] = False
-            path = _write_like(sample, sample.events[keep], Path(tmp) / f"{seed}.fcs", metadata)
-            masks, theirs = gated(path), ref[keep].reset_index(drop=True)
-            label = f"lyoplate C01, lymphopenic draw {seed}"
-            rows += [{**row, "target": None} for row in _lyoplate_rows(label, masks, theirs)
-                     if row["population"] in ("lymphocytes", "b_cells", "b_cd20pos")]  # fmt: skip
+    for seed in seeds:
+        variant = {f"lymphopenic draw {seed}": {"lymphocytes": LYMPHOPENIC_KEPT}}
+        rows += [{**row, "target": None} for row in recomposed(data, variant, seed=seed)
+                 if row["population"] in ("lymphocytes", "b_cells", "b_cd20pos")]  # fmt: skip
     return rows
 
 
 CALIBUR_PANELS = (("CD3", "CD19"), ("CD3", "CD19", "CD20"))
 CALIBUR_DECADES = 4  # a log amplifier's range, on 1024 channels
+TARGETS_CALIBUR = {"t_cells": 0.95, "b_cells": 0.95}
 
 
 def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
@@ -349,9 +341,6 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
                      for row in _lyoplate_rows(label, gated(path), ref)
                      if row["population"] in ("lymphocytes", "t_cells", "b_cells")]  # fmt: skip
     return rows
-
-
-TARGETS_CALIBUR = {"t_cells": 0.95, "b_cells": 0.95}
 
 
 GAINS = (0.33, 2.0)
