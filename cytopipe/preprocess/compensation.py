@@ -299,6 +299,31 @@ def spillover_from_keywords(sample) -> Spillover | None:
     return None
 
 
+def compensated_on_export(sample) -> str | None:
+    """A note when the file's data are compensated already, else None.
+
+    FlowJo exports compensated data as channels named 'Comp-<detector>' and keeps the
+    acquisition's $SPILLOVER, which names the bare detectors: applying it again would compensate
+    twice. Recognised when every detector the stored matrix names is absent from $PnN but
+    present with that prefix (archives of FlowJo exports are common in public repositories)."""
+    prefixed = {_norm(p)[5:] for p in sample.pnn if _norm(p).startswith("comp-")}
+    if not prefixed:
+        return None
+    bare = {_norm(p) for p in sample.pnn}
+    for key, label in SPILL_KEYWORDS:
+        tokens = _split_tokens(sample.keywords.get(key, ""))[0]
+        if not tokens or not _INT.fullmatch(tokens[0]) or int(tokens[0]) == 0:
+            continue
+        names = [_norm(t.strip("<>")) for t in tokens[1 : 1 + int(tokens[0])]]
+        if names and all(n in prefixed and n not in bare for n in names):
+            return (
+                f"channels named 'Comp-<detector>' (a FlowJo export of compensated data): "
+                f"the file's {label} names the detectors without the prefix and was not "
+                "applied again"
+            )
+    return None
+
+
 def read_spillover_csv(
     path: str | os.PathLike, pnn: Sequence[str], pns: Sequence[str] | None = None
 ) -> Spillover:

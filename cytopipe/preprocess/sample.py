@@ -112,8 +112,10 @@ def preprocess(
     spill = (
         compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
     )
+    exported = None
     if spill is None and cfg["compensation"]["default"] == "keyword":
-        spill = compensation.spillover_from_keywords(sample)
+        exported = compensation.compensated_on_export(sample)
+        spill = None if exported else compensation.spillover_from_keywords(sample)
     events = (
         compensation.compensate(sample.events, sample.pnn, spill)
         if spill is not None
@@ -148,12 +150,19 @@ def preprocess(
             "warnings": [
                 *sample.provenance.get("warnings", []),
                 *(spill.warnings if spill is not None else []),
+                *([exported] if exported else []),
                 *range_notes,
                 *scatter_notes,
                 *log_notes,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
-            "spillover_source": spill.source if spill is not None else "none",
+            "spillover_source": (
+                spill.source
+                if spill is not None
+                else "compensated on export"
+                if exported
+                else "none"
+            ),
             "spillover_channels": spill.channels if spill is not None else [],
             # the matrix itself: exported gates name it instead of "the file's own" (FCS), which
             # not every tool reads from every instrument's keywords
