@@ -222,6 +222,7 @@ def test_margin_rule_top_floor_nominal_range_and_attribution():
         margin_channels=[0, 1, 2, 3, 4],
         scatter_channels=[0, 1],
         channel_names=["FSC-A", "SSC-A", "FL1", "FL2", "FL3"],
+        cfg={"saturated_scatter": "remove"},
     )
     assert res.removed["saturated"] == 150
     assert res.removed["scatter_floor"] == 25
@@ -233,6 +234,15 @@ def test_margin_rule_top_floor_nominal_range_and_attribution():
         t, sig, raw, [1024.0] * 5, margin_channels=[0], cfg={"remove_margin_events": False}
     )
     assert off.removed["saturated"] == 0 and "margin events kept" in off.notes[0]
+    # the default: a cell at the top of a scatter channel stays (size off-scale, stains
+    # measured); saturated stains and the scatter floor still go
+    default = qc.run_qc(
+        t, sig, raw, [1024.0] * 5, margin_channels=[0, 1, 2, 3, 4], scatter_channels=[0, 1],
+        channel_names=["FSC-A", "SSC-A", "FL1", "FL2", "FL3"],
+    )  # fmt: skip
+    assert default.removed["saturated"] == 50 and default.removed["scatter_floor"] == 25
+    assert default.keep[:100].all() and not default.keep[100:175].any()
+    assert "100 event(s) at the top of FSC-A kept" in " ".join(default.notes)
 
 
 def test_margin_events_inside_flagged_bins_count_once():
@@ -379,7 +389,11 @@ def test_qc_sample_uses_the_panel_channels(tmp_path):
     assert idx == panel.match_channels(PANEL, fcs.pnn, fcs.pns)
     res = qc.qc_sample(fcs, idx, signals)
     planted = np.asarray(sample.extra_truth["anomaly"]) == "saturated"
-    assert not res.keep[planted].any()
+    scatter = [idx[m] for m in ("FSC-A", "FSC-H", "SSC-A") if m in idx]
+    in_scatter = (fcs.events[:, scatter] >= np.asarray(fcs.pnr)[scatter] - 1).any(axis=1)
+    assert (planted & in_scatter).sum() > 20 and (planted & ~in_scatter).sum() > 100
+    assert not res.keep[planted & ~in_scatter].any()  # saturated stains go
+    assert res.keep[planted & in_scatter].mean() > 0.95  # large cells stay (saturated_scatter)
     assert set(res.margin_by_channel) <= {*fcs.pnn, *(f"{p} (floor)" for p in fcs.pnn)}
     assert "TIME" not in res.margin_by_channel  # the Time channel is no margin channel
 

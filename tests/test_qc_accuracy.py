@@ -65,6 +65,7 @@ SCENARIOS: dict[str, list] = {
 }
 KINDS = ("clog", "bubble", "drift", "saturated")
 NATURAL = "at margin (not planted)"
+LARGE = "saturated scatter (kept)"  # a large cell: stains measured (qc.saturated_scatter)
 
 
 def prepare(sample: SimulatedSample, path: Path) -> tuple[FcsSample, dict, dict]:
@@ -81,12 +82,14 @@ def prepare(sample: SimulatedSample, path: Path) -> tuple[FcsSample, dict, dict]
     return fcs, idx, signals
 
 
-def at_margin(fcs: FcsSample, idx: dict) -> np.ndarray:
-    """Events at the top of a matched channel's range or at/below 0 in scatter (raw values)."""
+def at_margin(fcs: FcsSample, idx: dict, stains_only: bool = False) -> np.ndarray:
+    """Events at the top of a matched channel's range or at/below 0 in scatter (raw values);
+    `stains_only`: at the top of a fluorescence channel."""
     out = np.zeros(fcs.n_events, dtype=bool)
     for m, i in idx.items():
-        if m != "Time":
-            out |= fcs.events[:, i] >= fcs.pnr[i] - 1
+        if m == "Time" or (stains_only and m in SCATTER):
+            continue
+        out |= fcs.events[:, i] >= fcs.pnr[i] - 1
         if m in SCATTER:
             out |= fcs.events[:, i] <= 0
     return out
@@ -113,6 +116,9 @@ def run_scenario(name: str, instrument: str, seed: int, tmp: Path) -> dict:
     label = np.asarray(sample.extra_truth["anomaly"]).astype(object)
     generator_label = label.copy()
     label[(label == "none") & at_margin(fcs, idx)] = NATURAL
+    scatter = [i for m, i in idx.items() if m in SCATTER]
+    large = (fcs.events[:, scatter] >= np.asarray(fcs.pnr)[scatter] - 1).any(axis=1)
+    label[(label == "saturated") & large & ~at_margin(fcs, idx, stains_only=True)] = LARGE
     if any(isinstance(a, Drift) for a in anomalies):
         twin_sample = simulate_sample(
             N_EVENTS,
@@ -142,7 +148,7 @@ def rows_for(run: dict) -> list[dict]:
     label, gen = run["label"], run["generator_label"]
     clean = label == "none"
     rows = []
-    for kind in [*KINDS, "drift (grey zone)", NATURAL]:
+    for kind in [*KINDS, "drift (grey zone)", NATURAL, LARGE]:
         m = label == kind
         if m.any():
             rows.append(
@@ -217,6 +223,8 @@ def test_anomalous_events_removed_and_clean_events_kept(accuracy):
     assert low.empty, f"fewer than 90% of anomalous events removed:\n{low.to_string()}"
     over = judged[judged["pct_clean_removed"] > 2.0]
     assert over.empty, f"more than 2% of clean events removed:\n{over.to_string()}"
+    large = table[(table["kind"] == LARGE) & (table["file"] == "saturated")]
+    assert not large.empty and (large["pct_anomalous_removed"] == 0).all(), large.to_string()
     pooled = table[table["file"] == "all"]
     assert set(pooled["kind"]) == set(KINDS)
     assert (pooled["anomalous_events"] > 200).all()  # each kind is really exercised
@@ -323,7 +331,7 @@ def test_every_real_file_with_time_runs(shared_data):
             assert any("TIMETICKS" in n for n in rec["notes"])
         lines.append(f"{path.name}: {rec['verdict']}, kept {rec['pct_kept']:.1f}%, {rec['notes']}")
     print("\n" + "\n".join(lines))
-    # A FACSCalibur well acquired at a steady rate: nothing but saturated scatter is removed.
+    # A FACSCalibur well acquired at a steady rate: nothing but margin events is removed.
     b08 = next(s for p, s in files if p.name == "0877408774.B08")
     idx, signals = generic_channels(b08)
     res = qc.qc_sample(b08, idx, signals)

@@ -92,6 +92,14 @@ def test_t_cells_of_a_t_cell_panel_without_cd45_agree_with_experts(gvhd, name):
     assert row["f1"] >= row["target"], row
 
 
+def test_t_cells_at_the_top_of_forward_scatter_count(gvhd):
+    """GvHD file 9 holds 166 of the experts' T cells at FSC-H 1023, the top of the range: large,
+    activated cells whose stains were measured. Removed as margin events (and by a 0.98
+    ceiling of the cells gate) they were lost: F1 0.907; kept (`qc.saturated_scatter: keep`)
+    and joined by phenotype, 0.961 (2026-12-01)."""
+    assert gvhd["gvhd_09", "t_cells"]["f1"] >= 0.95, gvhd["gvhd_09", "t_cells"]
+
+
 @pytest.fixture(scope="module")
 def gvhd_t_rich(shared_data):
     return {row["file"]: row for row in real_gating.gvhd_t_rich(shared_data / "real")}
@@ -102,7 +110,7 @@ def test_t_cells_of_a_t_cell_rich_sample_keep_their_large_t_cells(gvhd_t_rich, i
     """Files 6, 7 and 9 with 70% of their non-T events removed: the scatter-only lymphocyte
     cluster is tight and the experts' large T cells sit beside it. CD3+ CD4+, CD3+ CD8+ and
     CD3-dim CD8 alpha-beta+ events join the lymphocytes wherever they sit (measured
-    2026-12-01: 0.952, 0.925, 0.911; 0.777, 0.693, 0.770 when only CD3+ events of lymphocyte
+    2026-12-01: 0.968, 0.941, 0.969; 0.777, 0.693, 0.770 when only CD3+ events of lymphocyte
     side scatter joined). Each file's own target."""
     row = gvhd_t_rich[f"gvhd_{i:02d}, T-rich"]
     assert row["f1"] >= row["target"], row
@@ -129,13 +137,15 @@ def gvhd_07(shared_data):
 def test_t_cells_outside_the_scatter_gate_join_by_cd3(gvhd_07):
     """Large (activated) T cells beside a scatter-only lymphocyte gate are CD3+ wherever they
     sit: the `rescue` joins them. On file 7 the joined events must be the experts' T cells,
-    not monocytes or debris."""
+    not monocytes: at least 90% of those the experts assigned (their 'unassigned' are unknown,
+    as FlowCAP-I scored them: 53 of the 384 joined on 2026-12-01, 27 of them at the top of
+    forward scatter; 303 T cells, 28 others)."""
     columns, result, labels = gvhd_07
     scatter = {g.id: g for g in result.gates}["lymphocytes"]
     inside = evaluate([replace(scatter, parent=None)], columns)["lymphocytes"]
-    joined = result.masks["lymphocytes"] & ~inside
+    joined = result.masks["lymphocytes"] & ~inside & (labels != "unassigned")
     experts_t = np.isin(labels[joined], real_gating.T_LABELS)
-    assert joined.sum() >= 100 and experts_t.mean() >= 0.8, (joined.sum(), experts_t.mean())
+    assert joined.sum() >= 100 and experts_t.mean() >= 0.9, (joined.sum(), experts_t.mean())
     assert "CD3+ outside the lymphocyte gate" in result.methods["lymphocytes"][2]
 
 
@@ -153,9 +163,10 @@ def test_cd3_dim_t_cells_join_by_cd8_alpha_beta(gvhd_07):
 def test_cd4_and_cd8_t_cells_split_as_the_experts_did(gvhd, population):
     """The template's CD4/CD8 valleys on the T cells (the cuts the CAR+ T cells are split by)
     against the experts' CD4 T and CD8 T populations. Measured (2026-12-01): CD4 0.86-0.99,
-    median 0.972; CD8 0.72-0.98, median 0.912 (file 6: its CD8 T cells' CD4 shows two dim
-    peaks and the CD4 valley falls between them, 0.26, where the experts cut at about 0.37).
-    Held: median >= 0.90, every file >= 0.60."""
+    median 0.978; CD8 0.72-0.98, median 0.912 (file 6: its CD8 T cells' CD4 shows two dim
+    peaks and the CD4 valley falls between them, 0.26, where the experts cut at about 0.37;
+    file 9's CD4 0.90 -> 0.86 once its large T cells at the top of forward scatter counted:
+    the experts call many of them 'other T cells'). Held: median >= 0.90, every file >= 0.60."""
     f1 = [gvhd[name, population]["f1"] for name in real_gating.GVHD_FILES]
     assert np.median(f1) >= 0.90 and min(f1) >= 0.60, f1
 
@@ -167,7 +178,6 @@ def regained(shared_data):
 
 
 GAIN_MISSES = {  # measured 2026-11-30: (gain, population) -> F1 then
-    ("0.33", "plasmablasts"): 0.67,  # within openCyto's scatter gate 0.99
     ("2", "plasmablasts"): 0.55,  # 85 CD38-brightest events saturate at x2
 }
 
