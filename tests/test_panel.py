@@ -4,6 +4,7 @@ import flowio
 import pytest
 
 from cytopipe.errors import ConfigError, FcsError
+from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.panel import load_panel, match_channels, parse_panel, require_markers
 
 
@@ -74,3 +75,16 @@ def test_missing_marker_lists_what_the_file_has(panel, shared_data):
 def test_bad_panel_is_a_config_error(raw):
     with pytest.raises(ConfigError):
         parse_panel(raw)
+
+
+def test_scatter_of_other_instruments_maps_to_its_linear_channels(panel, shared_data):
+    """A Sony file names its scatter 'FSC LinA' ... beside 'FSC LogA' ...: the linear ones are
+    the scatter (none mapped before, so the file had no scatter gates); Partec/Sysmex 'FSC'."""
+    s = read_fcs(shared_data / "flowio" / "fcs_files" / "variable_int_example.fcs")
+    idx = match_channels(panel, s.pnn, s.pns)
+    assert {m: s.pnn[idx[m]] for m in ("FSC-A", "FSC-H", "SSC-A", "SSC-H")} == {
+        "FSC-A": "FSC LinA", "FSC-H": "FSC LinH", "SSC-A": "SSC LinA", "SSC-H": "SSC LinH"
+    }  # fmt: skip
+    assert match_channels(panel, ["FSC", "SSC", "FL1"], ["", "", "CD3"]) == {
+        "FSC-A": 0, "SSC-A": 1, "CD3": 2
+    }  # fmt: skip
