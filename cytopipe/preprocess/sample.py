@@ -116,6 +116,7 @@ def preprocess(
     if spill is None and cfg["compensation"]["default"] == "keyword":
         exported = compensation.compensated_on_export(sample)
         spill = None if exported else compensation.spillover_from_keywords(sample)
+    spill_source = spill.source if spill else "compensated on export" if exported else "none"
     events = (
         compensation.compensate(sample.events, sample.pnn, spill)
         if spill is not None
@@ -156,13 +157,7 @@ def preprocess(
                 *log_notes,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
-            "spillover_source": (
-                spill.source
-                if spill is not None
-                else "compensated on export"
-                if exported
-                else "none"
-            ),
+            "spillover_source": spill_source,
             "spillover_channels": spill.channels if spill is not None else [],
             # the matrix itself: exported gates name it instead of "the file's own" (FCS), which
             # not every tool reads from every instrument's keywords
