@@ -344,6 +344,7 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
 
 
 GAINS = (0.33, 2.0)
+SCATTER_GAINS = ((0.5, 0.5), (1.8, 1.8), (0.6, 1.5))  # (FSC, SSC) factors
 
 
 def gains(data: Path, factors=GAINS) -> list[dict]:
@@ -352,20 +353,29 @@ def gains(data: Path, factors=GAINS) -> list[dict]:
     openCyto's per-event gates still say which event is which. Positions tuned to one
     instrument fail here (transitional B cells fell to F1 0.01 at x0.33 with the generator's
     fixed offsets and search windows)."""
+    return [row for f in factors for row in _regained(data, f"fluorescence x{f:g}", fluorescence=f)]
+
+
+def scatter_gains(data: Path, factors=SCATTER_GAINS) -> list[dict]:
+    """The Lyoplate file at other forward and side scatter voltages (FSC x a, SSC x b, clipped
+    at the range): lymphocytes sit elsewhere on another instrument, and no scatter position
+    may be absolute."""
+    return [row for fsc, ssc in factors
+            for row in _regained(data, f"scatter FSC x{fsc:g} SSC x{ssc:g}", fsc=fsc, ssc=ssc)]  # fmt: skip
+
+
+def _regained(data: Path, label: str, fluorescence=1.0, fsc=1.0, ssc=1.0) -> list[dict]:
+    """The Lyoplate file with each kind of channel times its factor (clipped at the channel's
+    range, as a detector saturates; Time unchanged), gated and scored against openCyto's."""
     sample, ref, metadata = _lyoplate_source(data)
-    scatter = [i for i, n in enumerate(sample.pnn) if n.upper().startswith(("FSC", "SSC", "TIME"))]
-    fluorescence = np.setdiff1d(np.arange(len(sample.pnn)), scatter)
-    rows = []
+    names = [n.upper() for n in sample.pnn]
+    factors = [fsc if n.startswith("FSC") else ssc if n.startswith("SSC")
+               else 1.0 if n.startswith("TIME") else fluorescence for n in names]  # fmt: skip
+    events = np.minimum(np.array(sample.events, dtype=np.float64) * np.array(factors),
+                        np.asarray(sample.pnr, float))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        for factor in factors:
-            events = np.array(sample.events, dtype=np.float64)
-            events[:, fluorescence] *= factor
-            events[:, fluorescence] = np.minimum(
-                events[:, fluorescence], np.asarray(sample.pnr, float)[fluorescence]
-            )
-            masks = gated(_write_like(sample, events, Path(tmp) / f"x{factor}.fcs", metadata))
-            rows += _lyoplate_rows(f"lyoplate C01, fluorescence x{factor:g}", masks, ref)
-    return rows
+        masks = gated(_write_like(sample, events, Path(tmp) / "regained.fcs", metadata))
+    return _lyoplate_rows(f"lyoplate C01, {label}", masks, ref)
 
 
 def main() -> None:
@@ -373,7 +383,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
-            *recomposed(args.data), *lymphopenic_draws(args.data), *calibur(args.data)]  # fmt: skip
+            *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
+            *calibur(args.data)]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(
         table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")
