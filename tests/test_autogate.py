@@ -158,7 +158,7 @@ def test_switched_memory_of_a_memory_poor_sample_is_cut_among_the_igd_negative_b
     """Found by the random draw (seed 598707843, lymphopenic post-CAR-T, 447,000 events):
     2,787 naive and 1,084 transitional B cells whose CD27 runs wide (CD24 spillover), 130
     switched memory and 22 double-negative ones. CD27 shows no valley, shoulder or turn among
-    all CD20+ B cells, so its quadrant cut is the naive peak + 2.5 SD (0.46), above most
+    all CD20+ B cells, so its quadrant cut is the naive peak + 2.5 SD (0.46; 3 SD now), above most
     switched memory B cells (F1 0.13). Among the IgD- B cells they stand apart (`same_as`
     cd27 unless it had only that last resort, then `split`): switched memory F1 >= 0.9, naive
     B cells untouched (>= 0.99: the IgD+ half keeps the quadrant cut)."""
