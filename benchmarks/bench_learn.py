@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_learn.py [--part gvhd|synthetic|speed|all]
 
 - gvhd: the 9 real FlowCAP-I GvHD files with their experts' labels, leave one file out. Ours
-  (the nearest-neighbour model on cytopipe's transform) beside a plain gradient-boosting
+  (the network ensemble on cytopipe's transform) beside a plain gradient-boosting
   classifier (scikit-learn HistGradientBoostingClassifier, default settings) on the six raw
   channels, the baseline the data's README describes; both learn from the same 8 files and
   are scored on the same events (those cytopipe's QC keeps). F1 per file for CD4 T and CD8 T,
