@@ -311,10 +311,9 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
     """The Lyoplate file as a FACSCalibur-era B-cell panel records it (archives of that era,
     as the FlowCAP-I GvHD files here, are of this kind): forward and side scatter heights as
     linear channel numbers 0-1023, a few compensated stains as 4-decade log-amplifier channel
-    numbers (the
-    negatives near the first decade, the brightest 0.1% of each stain at the top of the range),
-    no viability, no CD45, `$PnR` 1024 and no `$PnE`. Lymphocytes, T and B cells against
-    openCyto's, whose gates were drawn on the file as acquired."""
+    numbers (the negatives near the first decade, the brightest 0.1% of each stain at the top
+    of the range), no viability, no CD45, `$PnR` 1024 and no `$PnE`. Lymphocytes, T and B
+    cells against openCyto's, whose gates were drawn on the file as acquired."""
     sample, ref, _ = _lyoplate_source(data)
     events = compensate(sample.events, sample.pnn, spillover_from_keywords(sample))
     pnn, pns = list(sample.pnn), list(sample.pns)

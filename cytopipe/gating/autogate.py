@@ -392,10 +392,10 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     place = spec.place or {"method": "fixed"}
     x = np.asarray(columns[spec.dims[0]][rows], dtype=np.float64)
     y = np.asarray(columns[spec.dims[1]][rows], dtype=np.float64)
-    finite = (
+    usable = (
         np.isfinite(x) & np.isfinite(y) & _measured(spec.dims[0], x) & _measured(spec.dims[1], y)
     )
-    x, y = x[finite], y[finite]
+    x, y = x[usable], y[usable]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
         if bright is None:
@@ -403,7 +403,7 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
         if not all(m in columns for m in place.get("join_share_needs", ())):
             place = {**place, "join_share": 0.0}
         verts, placed = place_gmm(
-            np.column_stack([x, y]), place, None if bright is None else bright[finite]
+            np.column_stack([x, y]), place, None if bright is None else bright[usable]
         )
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)

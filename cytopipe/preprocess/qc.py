@@ -73,7 +73,12 @@ import pandas as pd
 from cytopipe.config import defaults, validated
 from cytopipe.errors import ConfigError
 from cytopipe.preprocess.qc_duplicates import _duplicate_check, duplicate_fraction
-from cytopipe.preprocess.qc_margins import _finite_float, channel_top, margin_masks
+from cytopipe.preprocess.qc_margins import (
+    _finite_float,
+    channel_top,
+    kept_scatter_tops,
+    margin_masks,
+)
 from cytopipe.preprocess.qc_time import (
     _round,
     _time_qc,
@@ -266,7 +271,7 @@ def run_qc(
                 for i in margin_channels
             }
         if s["saturated_scatter"] == "keep":
-            notes += _kept_scatter_tops(raw, tops, scatter_channels, names)
+            notes += kept_scatter_tops(raw, tops, scatter_channels, names)
             tops = {i: (None if i in scatter_channels else t) for i, t in tops.items()}
         sat, floor, margin_by_channel, mnotes = margin_masks(
             raw, tops, scatter_channels, names, s["margin_max_fraction"]
@@ -333,26 +338,6 @@ def _event_count(time, signals: Mapping[str, np.ndarray], raw) -> int:
     if len(sizes) > 1:
         raise ValueError(f"run_qc: time, signals and raw differ in event count: {sorted(sizes)}")
     return sizes.pop() if sizes else 0
-
-
-def _kept_scatter_tops(
-    raw: np.ndarray, tops: Mapping[int, float | None], scatter: Sequence[int], names: Sequence[str]
-) -> list[str]:
-    """A note per scatter channel with events at its top, kept (`saturated_scatter: keep`):
-    a cell too large for the forward-scatter range is still a cell whose stains were measured
-    (the FlowCAP-I GvHD experts counted 166 T cells at FSC-H 1023 in file 9), and
-    compensation never uses scatter, so nothing else about the event is off."""
-    notes = []
-    for i in scatter:
-        top = tops.get(i)
-        if top is None:
-            continue
-        k = int(np.count_nonzero(raw[:, i] >= top * (1 - 1e-6)))
-        if k:
-            notes.append(
-                f"{k} event(s) at the top of {names[i]} kept (size off-scale, stains measured)"
-            )
-    return notes
 
 
 # --- a sample from read_fcs --------------------------------------------------------------------

@@ -83,6 +83,31 @@ def _margin_pass(
     return sat, floor
 
 
+def _limit(top: float) -> float:
+    """A value at or above this is at the channel's top (float rounding of the decoded top)."""
+    return top * (1 - 1e-6)
+
+
+def kept_scatter_tops(
+    raw: np.ndarray, tops: Mapping[int, float | None], scatter: Sequence[int], names: Sequence[str]
+) -> list[str]:
+    """A note per scatter channel with events at its top, kept (`saturated_scatter: keep`):
+    a cell too large for the forward-scatter range is still a cell whose stains were measured
+    (the FlowCAP-I GvHD experts counted 166 T cells at FSC-H 1023 in file 9), and
+    compensation never uses scatter, so nothing else about the event is off."""
+    notes = []
+    for i in scatter:
+        top = tops.get(i)
+        if top is None:
+            continue
+        k = int(np.count_nonzero(raw[:, i] >= _limit(top)))
+        if k:
+            notes.append(
+                f"{k} event(s) at the top of {names[i]} kept (size off-scale, stains measured)"
+            )
+    return notes
+
+
 def margin_masks(
     raw: np.ndarray,
     tops: Mapping[int, float | None],
@@ -99,7 +124,7 @@ def margin_masks(
     n = raw.shape[0]
     top_cols = [i for i, v in tops.items() if v is not None]
     floor_cols = list(scatter)
-    lims = np.array([tops[i] * (1 - 1e-6) for i in top_cols], dtype=np.float64)
+    lims = np.array([_limit(tops[i]) for i in top_cols], dtype=np.float64)
     notes: list[str] = []
     for _ in range(2):  # a second pass only when a channel's range turned out nominal
         sat, floor = _margin_pass(raw, top_cols, lims, floor_cols)
