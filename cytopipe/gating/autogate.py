@@ -400,8 +400,8 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     if place["method"] == "gmm":
         if bright is None:
             bright = lineage_bright(columns, rows, place.get("backgate", ()))
-        if not all(m in columns for m in place.get("join_share_needs", ())):
-            place = {**place, "join_share": 0.0}
+        if not all(m in columns for m in place.get("share_needs", ())):
+            place = {**place, "join_share": 0.0, "refine_share": 0.0}
         verts, placed = place_gmm(
             np.column_stack([x, y]), place, None if bright is None else bright[usable]
         )
