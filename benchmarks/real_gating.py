@@ -329,42 +329,56 @@ def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS) -> list[dict]:
     return rows
 
 
-CALIBUR_PANELS = (("CD3", "CD19"), ("CD3", "CD19", "CD20"))
+# (stains, side scatter on a log amplifier too): FACSCalibur-era lysed-blood and marrow
+# protocols often record SSC on a log amplifier, which puts the lymphocytes at 0.5-0.75 of its
+# range (the lymphocyte gate's centre limit at SSC 0.40 refused them: 2 lymphocytes found)
+CALIBUR_PANELS = ((("CD3", "CD19"), False), (("CD3", "CD19", "CD20"), False),
+                  (("CD3", "CD19", "CD20"), True))  # fmt: skip
 CALIBUR_DECADES = 4  # a log amplifier's range, on 1024 channels
 TARGETS_CALIBUR = {"t_cells": 0.95, "b_cells": 0.95}
+
+
+def calibur_label(panel: tuple[str, ...], log_ssc: bool) -> str:
+    return f"lyoplate C01 as a FACSCalibur {'/'.join(panel)} panel" + (
+        ", log SSC" if log_ssc else ""
+    )
+
+
+def _log_amplifier(x: np.ndarray, low: float) -> np.ndarray:
+    """`x` as 4-decade log-amplifier channel numbers 0-1023: its brightest 0.1% at the top,
+    zero at `low` (fluorescence negatives near the first decade: 10)."""
+    top = 10.0**CALIBUR_DECADES
+    scaled = x / np.quantile(x, 0.999) * top / 2 + low
+    return np.clip(1024 / CALIBUR_DECADES * np.log10(np.clip(scaled, 1, top)), 0, 1023)
 
 
 def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
     """The Lyoplate file as a FACSCalibur-era B-cell panel records it (archives of that era,
     as the FlowCAP-I GvHD files here, are of this kind): forward and side scatter heights as
-    linear channel numbers 0-1023, a few compensated stains as 4-decade log-amplifier channel
-    numbers (the negatives near the first decade, the brightest 0.1% of each stain at the top
-    of the range), no viability, no CD45, `$PnR` 1024 and no `$PnE`. Lymphocytes, T and B
-    cells against openCyto's, whose gates were drawn on the file as acquired."""
+    linear channel numbers 0-1023 (or side scatter on a log amplifier), a few compensated
+    stains as 4-decade log-amplifier channel numbers (the negatives near the first decade, the
+    brightest 0.1% of each stain at the top of the range), no viability, no CD45, `$PnR` 1024
+    and no `$PnE`. Lymphocytes, T and B cells against openCyto's, whose gates were drawn on the
+    file as acquired."""
     sample, ref, _ = _lyoplate_source(data)
     events = compensate(sample.events, sample.pnn, spillover_from_keywords(sample))
     pnn, pns = list(sample.pnn), list(sample.pns)
-    top = 10.0**CALIBUR_DECADES
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for panel in panels:
-            cols = [np.clip(events[:, pnn.index(c)] / sample.pnr[pnn.index(c)] * 1023, 0, 1023)
-                    for c in ("FSC-A", "SSC-A")]  # fmt: skip
-            for marker in panel:
-                x = events[:, pns.index(marker)]
-                scaled = x / np.quantile(x, 0.999) * top / 2 + 10  # negatives near decade 1
-                cols.append(
-                    np.clip(1024 / CALIBUR_DECADES * np.log10(np.clip(scaled, 1, top)), 0, 1023)
-                )
+        for panel, log_ssc in panels:
+            fsc, ssc = (events[:, pnn.index(c)] for c in ("FSC-A", "SSC-A"))
+            linear = [np.clip(x / sample.pnr[pnn.index(c)] * 1023, 0, 1023)
+                      for x, c in ((fsc, "FSC-A"), (ssc, "SSC-A"))]  # fmt: skip
+            cols = [linear[0], _log_amplifier(ssc, 1) if log_ssc else linear[1]]
+            cols += [_log_amplifier(events[:, pns.index(m)], 10) for m in panel]
             names = ["FSC-H", "SSC-H", *(f"FL{k}-H" for k in range(1, len(panel) + 1))]
-            path = Path(tmp) / f"{'_'.join(panel)}.fcs"
+            path = Path(tmp) / f"{'_'.join(panel)}_{log_ssc}.fcs"
             with open(path, "wb") as fh:
                 data_ = array("f", np.column_stack(cols).astype("<f4").tobytes())
                 flowio.create_fcs(fh, data_, names, ["", "", *panel],
                                   metadata_dict={f"p{i}r": "1024" for i in range(1, len(names) + 1)})  # fmt: skip
-            label = f"lyoplate C01 as a FACSCalibur {'/'.join(panel)} panel"
             rows += [{**row, "target": TARGETS_CALIBUR.get(row["population"])}
-                     for row in _lyoplate_rows(label, gated(path), ref)
+                     for row in _lyoplate_rows(calibur_label(panel, log_ssc), gated(path), ref)
                      if row["population"] in ("lymphocytes", "t_cells", "b_cells")]  # fmt: skip
     return rows
 

@@ -498,6 +498,32 @@ def test_a_file_pre_gated_on_lymphocytes_is_not_split(tmp_path, repo, instrument
         assert score >= 0.99, (population, score)
 
 
+@pytest.mark.parametrize("instrument", ["A", "B"])
+def test_side_scatter_on_a_log_amplifier_is_gated(tmp_path, repo, instrument):
+    """FACSCalibur-era protocols often record SSC on a log amplifier (channel numbers, no
+    $PnE): the lymphocytes sit at 0.5-0.75 of its range, not near its bottom. The lymphocyte
+    gate's centre had to lie below SSC 0.40 (CD45 view) and the FSC view's too: on the real
+    Lyoplate file so recorded 2 lymphocytes were found (benchmarks/real_gating.py)."""
+    sample = simulate_sample(30_000, blood_composition(), instrument, 1)
+    j = sample.pnn.index("SSC-A" if "SSC-A" in sample.pnn else "SS INT")
+    ssc = sample.events[:, j] / np.quantile(sample.events[:, j], 0.999) * 5e3 + 1
+    events, pnr = sample.events.copy(), list(sample.pnr)
+    events[:, j], pnr[j] = np.clip(256 * np.log10(np.clip(ssc, 1, 1e4)), 0, 1023), 1024.0
+    path = write_sample(
+        tmp_path / "log_ssc.fcs", dataclasses.replace(sample, events=events, pnr=pnr)
+    )
+    pre = preprocess(
+        str(path), load_panel(repo / "config/panel.yaml"), load_config(repo / "config/config.yaml")
+    )
+    keep = pre.qc_pass
+    result = gate("S", {m: v[keep] for m, v in pre.columns.items()}, load_template(repo / "config/gating.yaml"))  # fmt: skip
+    assert result.result.plotted["lymphocytes"] == ("CD45", "SSC-A")
+    truth = truth_masks(read_truth(path)["population"][keep])
+    for population in ("lymphocytes", "t_cells", "b_cells"):
+        score = f1_score(result.masks[population], np.asarray(truth[population]))
+        assert score >= 0.99, (population, score)
+
+
 def test_each_gate_says_whether_the_sample_looked_as_the_template_expects(
     baseline_sample, specs, panel_map
 ):
