@@ -9,7 +9,7 @@ to the gating is measured on data we did not write.
 - FlowCAP-I GvHD (FACSCalibur, a T-cell panel without CD19 or CD45) against expert labels;
   also files 6, 7 and 9 made T-cell-rich (most non-T events removed).
 - The Lyoplate file at other detector gains (x0.33, x2): another instrument or voltage; the
-  same targets.
+  same targets. One stain much dimmer (another reagent): the same targets.
 - The Lyoplate file with other compositions (memory-rich; early reconstitution, transitional-
   rich; T-poor; lymphopenic): the same targets for the B-cell subsets of >= 100 events (B cells
   themselves are scored within openCyto's scatter gate: our ~700 CD19+ events beyond it weigh
@@ -404,6 +404,33 @@ def scatter_gains(data: Path, factors=SCATTER_GAINS) -> list[dict]:
             for row in _regained(data, f"scatter FSC x{fsc:g} SSC x{ssc:g}", fsc=fsc, ssc=ssc)]  # fmt: skip
 
 
+# (stain, factor): one reagent much dimmer than the file's (another conjugate or lot); each
+# once had its cut clamped by a search window that assumed the file's brightness
+STAIN_BRIGHTNESS = (("IgD", 0.1), ("CD3", 0.08))
+
+
+def stain_brightness(data: Path, stains=STAIN_BRIGHTNESS) -> list[dict]:
+    """The Lyoplate file with one stain's compensated signal times a factor (a dimmer reagent),
+    spilled again with the file's own matrix so compensation still undoes the spillover: IgD
+    x0.1 puts the IgD- B cells near 0.17 and the naive peak at 0.34 (the cut, naive peak - 2 SD
+    at 0.21, was clamped up to the window's 0.25: double negative 0.55); CD3 x0.08 puts the
+    dim T cells at 0.25-0.30 (the window started there: T cells 0.94)."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    stained = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    spilled = [sample.pnn.index(c) for c in spill.channels]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stain, factor in stains:
+            events = stained.copy()
+            events[:, sample.pns.index(stain)] *= factor
+            events[:, spilled] = events[:, spilled] @ spill.matrix
+            events = np.minimum(events, np.asarray(sample.pnr, float))
+            masks = gated(_write_like(sample, events, Path(tmp) / f"{stain}.fcs", metadata))
+            rows += _lyoplate_rows(f"lyoplate C01, {stain} x{factor:g}", masks, ref)
+    return rows
+
+
 def _regained(data: Path, label: str, fluorescence=1.0, fsc=1.0, ssc=1.0) -> list[dict]:
     """The Lyoplate file with each kind of channel times its factor (clipped at the channel's
     range, as a detector saturates; Time unchanged), gated and scored against openCyto's."""
@@ -424,7 +451,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
-            *calibur(args.data)]  # fmt: skip
+            *calibur(args.data), *stain_brightness(args.data)]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(
         table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")

@@ -220,6 +220,23 @@ def test_lyoplate_at_another_detector_gain_agrees_with_opencyto(regained, gain, 
 
 
 @pytest.fixture(scope="module")
+def dimmer_stain(shared_data):
+    return {(row["file"], row["population"]): row
+            for row in real_gating.stain_brightness(shared_data / "real")}  # fmt: skip
+
+
+@pytest.mark.parametrize("stain,factor", real_gating.STAIN_BRIGHTNESS)
+def test_one_much_dimmer_stain_is_cut_where_opencyto_cuts(dimmer_stain, stain, factor):
+    """A dimmer reagent moves one stain's populations down the scale: every cut follows the
+    sample's own peaks, not the window the file's brightness suggested. Measured (2026-12-01):
+    IgD x0.1 naive 0.986, unswitched 0.870, switched 0.951, double negative 0.963 (0.55 when
+    the IgD window started at 0.25); CD3 x0.08 T cells 0.986 (0.938 from 0.25)."""
+    for population, target in {**TARGETS, "t_cells": 0.95}.items():
+        row = dimmer_stain[f"lyoplate C01, {stain} x{factor:g}", population]
+        assert row["f1"] >= target, row
+
+
+@pytest.fixture(scope="module")
 def scatter_regained(shared_data):
     return {(row["file"].split(", ", 1)[1], row["population"]): row
             for row in real_gating.scatter_gains(shared_data / "real")}  # fmt: skip
