@@ -245,6 +245,25 @@ def test_margin_rule_top_floor_nominal_range_and_attribution():
     assert "100 event(s) at the top of FSC-A kept" in " ".join(default.notes)
 
 
+def test_a_population_running_off_the_top_of_a_stain_is_named():
+    """Events pinned at a stain's top are removed either way (their value and its spill are
+    unknown); where a population runs off the scale (many events just below the top) the
+    notes say that population is counted short, and where a few spikes are pinned above a
+    population far below, they do not."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    bright = np.exp(rng.normal(np.log(600.0), 0.4, n))  # its upper tail passes 1023
+    dim = np.exp(rng.normal(np.log(20.0), 0.4, n))
+    dim[:30] = 1023  # spikes
+    raw = np.column_stack([np.minimum(bright, 1023), dim]).astype(np.float32)
+    t, sig = acquisition(n=n, seed=3, channels=2)
+    res = qc.run_qc(t, sig, raw, [1024.0] * 2, margin_channels=[0, 1], channel_names=["FL1", "FL2"])
+    pinned = int((raw[:, 0] >= 1023).sum())
+    assert res.margin_by_channel == {"FL1": pinned, "FL2": 30} and pinned > 500
+    warned = [note for note in res.notes if "runs off the scale" in note]
+    assert len(warned) == 1 and warned[0].startswith(f"FL1: {pinned} event(s) at the top removed")
+
+
 def test_margin_events_inside_flagged_bins_count_once():
     t, sig = acquisition(n=40_000, seed=8, channels=2)
     raw = np.full((t.size, 2), 10.0, dtype=np.float32)

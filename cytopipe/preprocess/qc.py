@@ -78,6 +78,7 @@ from cytopipe.preprocess.qc_margins import (
     channel_top,
     kept_scatter_tops,
     margin_masks,
+    stain_tops_cut_off,
 )
 from cytopipe.preprocess.qc_time import (
     _round,
@@ -277,6 +278,8 @@ def run_qc(
             raw, tops, scatter_channels, names, s["margin_max_fraction"]
         )
         notes += mnotes
+        stains = [i for i in tops if i not in scatter_channels and names[i] in margin_by_channel]
+        notes += stain_tops_cut_off(raw, tops, stains, names)
 
     bad_bins = np.zeros(n, dtype=bool)
     rate_bins = np.zeros(n, dtype=bool)
