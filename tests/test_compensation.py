@@ -386,3 +386,35 @@ def test_a_flowjo_export_of_compensated_data_is_not_compensated_twice(
     assert theirs.info["provenance"]["spillover_source"] == "$SPILLOVER keyword"
     for marker in ("CD3", "CD19", "CD20", "IgD", "CD27"):
         assert np.allclose(ours.columns[marker], theirs.columns[marker], atol=1e-4), marker
+
+
+def test_a_digital_file_without_a_spillover_matrix_says_so(shared_data: Path, tmp_path: Path):
+    """The Lyoplate file stored without its $SPILLOVER kept its lymphocytes, T and B cells and
+    lost every B-cell subset (naive 0.00), each cut flagged only as a fallback: the sample now
+    carries a warning that its stains are gated uncompensated. An analog instrument's file
+    (FACSCalibur, 1024 channels: compensated in hardware) and a file with a matrix get none."""
+    from array import array
+
+    from cytopipe.config import defaults
+    from cytopipe.ingest.panel import load_panel
+    from cytopipe.preprocess.sample import preprocess
+
+    src = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    s = read_fcs(src)
+    bare = tmp_path / "no_spillover.fcs"
+    with open(bare, "wb") as fh:
+        flowio.create_fcs(
+            fh, array("f", np.ascontiguousarray(s.events, "<f4").tobytes()), list(s.pnn),
+            list(s.pns), metadata_dict={f"p{i}r": format(r, ".0f") for i, r in enumerate(s.pnr, 1)},
+        )  # fmt: skip
+    panel = load_panel(Path(__file__).parent.parent / "config" / "panel.yaml")
+    cfg = defaults("config")
+
+    def warnings(path: Path) -> str:
+        return " ".join(
+            preprocess(str(path), panel, cfg, required=()).info["provenance"]["warnings"]
+        )
+
+    assert "no spillover matrix in the file" in warnings(bare)
+    assert "no spillover matrix" not in warnings(src)
+    assert "no spillover matrix" not in warnings(shared_data / "real/flowcap1_gvhd/gvhd_01.fcs")

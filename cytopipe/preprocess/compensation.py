@@ -299,6 +299,25 @@ def spillover_from_keywords(sample) -> Spillover | None:
     return None
 
 
+DIGITAL_RANGE = 1024  # a stain channel with a wider range comes from a digital instrument
+
+
+def missing_spillover_note(sample, stains: Sequence[int]) -> str | None:
+    """A warning when a digital instrument's file (a stain channel of more than 1024 levels)
+    with two or more stains carries no spillover matrix and none was given: its stains are
+    gated as stored, uncompensated unless the exporter compensated them. The Lyoplate file so
+    stored (its $SPILLOVER dropped) kept its lymphocytes, T and B cells (0.975-0.983) and lost
+    every subset (naive 0.00, transitional 0.29), each cut flagged only as a fallback. Analog
+    instruments (FACSCalibur's 1024 channels) compensated in hardware: no warning."""
+    if len(stains) < 2 or max(float(sample.pnr[i]) for i in stains) <= DIGITAL_RANGE:
+        return None
+    return (
+        "no spillover matrix in the file ($SPILLOVER, SPILL, $COMP) and none given: the stains "
+        "are gated as stored, uncompensated unless the exporter compensated them; give the "
+        "matrix (compensation.batches in the config) or check how the file was exported"
+    )
+
+
 def compensated_on_export(sample) -> str | None:
     """A note when the file's data are compensated already, else None.
 

@@ -117,6 +117,12 @@ def preprocess(
         exported = compensation.compensated_on_export(sample)
         spill = None if exported else compensation.spillover_from_keywords(sample)
     spill_source = spill.source if spill else "compensated on export" if exported else "none"
+    stains = [i for m, i in idx.items() if m not in SCATTER and m != "Time"]
+    missing = (
+        compensation.missing_spillover_note(sample, stains)
+        if spill is None and not exported and cfg["compensation"]["default"] != "none"
+        else None
+    )
     events = (
         compensation.compensate(sample.events, sample.pnn, spill)
         if spill is not None
@@ -152,6 +158,7 @@ def preprocess(
                 *sample.provenance.get("warnings", []),
                 *(spill.warnings if spill is not None else []),
                 *([exported] if exported else []),
+                *([missing] if missing else []),
                 *range_notes,
                 *scatter_notes,
                 *log_notes,
