@@ -173,8 +173,9 @@ BRIGHT_MIN_WEIGHT = 0.01  # a cluster chosen by its lineage+ events holds >= 1% 
 REFINE_POOL = 200_000  # events a refinement fit may draw from (fixed seed)
 REFINE_GAIN = 1.5  # a sub-cluster replaces the chosen cluster when this much richer in lineage+
 # events, or when it holds half the share of lineage- events: a cluster 60% lineage+ cannot grow
-# 1.5x, yet a third of it is debris (lymphopenic Lyoplate draws without CD45: lymphocytes
-# 0.77-0.82 -> 0.94-0.95 against openCyto's)
+# 1.5x, yet a third of it is debris (three of eight lymphopenic Lyoplate draws without CD45:
+# lymphocytes 0.79-0.82 -> 0.94-0.95 against openCyto's)
+
 # `join_bright`: a cluster at least that share as lineage+-rich as the chosen one joins it when
 # within this Ashman's D, even across a dip: in a file pre-gated on lymphocytes the side-scatter-
 # higher part (NK cells, larger T and B cells) makes its own component (Lyoplate: lymphocytes
