@@ -265,9 +265,9 @@ def recomposed(
     (memory and non-transitional naive thinned: transitional B cells about half of the B
     cells); T-poor (B cells the majority of the lymphocytes, as in lymphoid tissue) and
     lymphopenic (openCyto's lymphocytes, and the CD3+ or CD19+ events beyond its scatter gate,
-    thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); an export pre-gated on lymphocytes (every event outside openCyto's scatter
-    gate removed); a quarter of the events (a smaller acquisition: 30,000 events, 2,900 B
-    cells). Composition assumptions failed here: switched memory F1 0.07 with 10% of the naive
+    thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); an export
+    pre-gated on lymphocytes (every event outside openCyto's scatter gate removed); a quarter
+    of the events (a smaller acquisition: 30,000 events, 2,900 B cells). Composition assumptions failed here: switched memory F1 0.07 with 10% of the naive
     kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004
     lymphopenic, lymphocytes 0.926 pre-gated (the one population split), double negative 0.69
     with a quarter of the events (the IgD turn too weak to see there, its last resort too
@@ -320,11 +320,11 @@ LYMPHOPENIC_KEPT = 0.03
 def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float = 1.0) -> list[dict]:
     """The lymphopenic variant of `recomposed` drawn anew for each seed (3% of openCyto's
     lymphocytes and lineage+ events kept, nothing else removed), and at a fluorescence gain:
-    which few lymphocytes stay decides how the scatter mixture models them. In one draw of three (seed 2) the mixture's lymphocyte cluster was
-    joined by a broad cluster of monocytes and debris with a sixth of its lineage+ share
-    (9,454 events for 1,588 lymphocytes), the CD19 cut then had no valley among them and the
-    B cells scored 0.12; a cluster under a quarter as lineage+-rich no longer joins
-    (`join_share`). At fluorescence x2 the backgating took 97% of the events for CD20+ (the
+    which few lymphocytes stay decides how the scatter mixture models them. In one draw of
+    three (seed 2) the mixture's lymphocyte cluster was joined by a broad cluster of monocytes
+    and debris with a sixth of its lineage+ share (9,454 events for 1,588 lymphocytes), the
+    CD19 cut then had no valley among them and the B cells scored 0.12; a cluster under a
+    quarter as lineage+-rich no longer joins (`join_share`). At fluorescence x2 the backgating took 97% of the events for CD20+ (the
     deepest CD20 valley lay in the negatives' tail, the few B cells beyond the range it was
     searched on) and the lymphocyte gate held 22,559 events for 1,585. B cells are scored as
     in `recomposed`, within openCyto's scatter gate."""
