@@ -45,6 +45,16 @@ def test_pns_beats_pnn_and_channels_are_not_reused():
     assert found == {"CD20": 0, "CD19": 1}
 
 
+def test_a_marker_joined_to_its_fluorochrome_is_found_but_not_the_car(panel):
+    """ "CD20-BV786", "CD27.APC", "CD38-PE-Cy7": the marker before a fluorochrome name; the
+    CD19 CAR detection reagent labelled "CD19-CAR" is the CAR, never CD19, and a mouse
+    congenic "CD45.1" is not split into CD45 and a dye."""
+    pns = ["CD20-BV786", "CD27.APC", "CD38-PE-Cy7", "CD19-CAR", "CD19 BUV395"]
+    found = match_channels(panel, [f"C{i}" for i in range(len(pns))], pns)
+    assert found == {"CD20": 0, "CD27": 1, "CD38": 2, "CAR": 3, "CD19": 4}
+    assert "CD45" not in match_channels(parse_panel({"CD45": ["CD45"]}), ["A"], ["CD45.1-x"])
+
+
 def test_case_and_whitespace_insensitive():
     panel = parse_panel({"CD19": ["CD19 PE-Cy7"]})
     assert match_channels(panel, ["X"], ["  cd19   pe-cy7 "]) == {"CD19": 0}

@@ -23,6 +23,13 @@ Panel = dict[str, list[str]]
 # Scatter channels: linear, scaled by their range, never transformed or compensated.
 SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
 _TOKEN = re.compile(r"[\s;/,_]+")
+# A marker joined to its fluorochrome by "-" or "." ("CD20-BV786", "CD27.APC"): split only when
+# what follows names a fluorochrome, so "CD19-CAR" (the CAR, not CD19) stays whole.
+_WITH_DYE = re.compile(
+    r"^(?P<marker>[^-.]+)[-.](?:fitc|pe|apc|percp|pb|po|ecd|kro|alexa|pacific|amcyan|bv\d+"
+    r"|buv\d+|bb\d+|af\d+|ef\d+|sb\d+|nfb\d+|v\d{3}|r\d{3}|pc\d|pe-cy|apc-cy|apc-h7|spark"
+    r"|vio|qdot|qd\d+)"
+)
 
 
 def _norm(text: str) -> str:
@@ -67,8 +74,10 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     Order of evidence: an alias equal to $PnS, an alias equal to $PnN, a $PnS that starts with a
     multi-word alias ("CD19 CAR-detect BV786" is the CAR detection reagent, not CD19), then a
     $PnS whose first token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B",
-    "TCRb BV421" for CD3 in a mouse panel). A channel is used for one marker only, so a detector alias cannot
-    steal a channel whose stain label named another marker.
+    "TCRb BV421" for CD3 in a mouse panel), then that token's part before a "-" or "." that
+    joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not "CD19-CAR"). A channel is used
+    for one marker only, so a detector alias cannot steal a channel whose stain label named
+    another marker.
     """
     norm_pns = [_norm(s) for s in pns]
     norm_pnn = [_norm(n) for n in pnn]
@@ -91,6 +100,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     claim(norm_pnn, lambda m, keys, label: label in keys)
     claim(norm_pns, lambda m, keys, label: any(_starts_with(label, k) for k in keys if " " in k))
     claim(first_token, lambda m, keys, label: label == _norm(m) or label in keys)
+    with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
+    claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
 
 
