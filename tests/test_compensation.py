@@ -391,10 +391,12 @@ def test_a_flowjo_export_of_compensated_data_is_not_compensated_twice(
 def test_a_digital_file_without_a_spillover_matrix_says_so(shared_data: Path, tmp_path: Path):
     """The Lyoplate file stored without its $SPILLOVER kept its lymphocytes, T and B cells and
     lost every B-cell subset (naive 0.00), each cut flagged only as a fallback: the sample now
-    carries a warning that its stains are gated uncompensated. An analog instrument's file
-    (FACSCalibur, 1024 channels: compensated in hardware) and a file with a matrix get none."""
+    carries a warning that its stains are gated uncompensated, also listed on the cohort page.
+    An analog instrument's file (FACSCalibur, 1024 channels: compensated in hardware) and a
+    file with a matrix get none."""
     from array import array
 
+    from cytopipe.clinical.sample_checks import uncompensated
     from cytopipe.config import defaults
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import preprocess
@@ -410,11 +412,12 @@ def test_a_digital_file_without_a_spillover_matrix_says_so(shared_data: Path, tm
     panel = load_panel(Path(__file__).parent.parent / "config" / "panel.yaml")
     cfg = defaults("config")
 
-    def warnings(path: Path) -> str:
-        return " ".join(
-            preprocess(str(path), panel, cfg, required=()).info["provenance"]["warnings"]
-        )
-
-    assert "no spillover matrix in the file" in warnings(bare)
-    assert "no spillover matrix" not in warnings(src)
-    assert "no spillover matrix" not in warnings(shared_data / "real/flowcap1_gvhd/gvhd_01.fcs")
+    gvhd = shared_data / "real" / "flowcap1_gvhd" / "gvhd_01.fcs"
+    prov = {p.stem: preprocess(str(p), panel, cfg, required=()).info["provenance"]
+            for p in (bare, src, gvhd)}  # fmt: skip
+    assert "no spillover matrix in the file" in " ".join(prov["no_spillover"]["warnings"])
+    for other in (src.stem, gvhd.stem):
+        assert "no spillover matrix" not in " ".join(prov[other]["warnings"])
+    # ... and the cohort page lists it (sample_status warnings), not only its own page
+    listed = uncompensated({sid: {"provenance": p} for sid, p in prov.items()})
+    assert list(listed) == ["no_spillover"] and "gated uncompensated" in listed["no_spillover"]

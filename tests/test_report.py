@@ -1002,15 +1002,15 @@ def test_date_warning_is_shown_on_the_sample_and_cohort_pages(checked):
     warned = status.loc[status["warnings"].notna(), "sample_id"].tolist()
     assert warned == ["P1_D030"]
     page = read(out / "samples" / "P1_D030.html")
-    assert "Checks against the sample sheet" in page
+    assert "Checks of the file and its sample-sheet row" in page
     assert "61 days apart; check the row&#x27;s file or date" in page
     index = read(out / "index.html")
     look = {r["sample"]["text"]: r for r in tables_of(index, "attention")}
-    assert look["P1_D030"]["sheet checks"]["text"] == (
+    assert look["P1_D030"]["file checks"]["text"] == (
         "acquired (date hidden) per $DATE, sheet collection_date (date hidden): 61 days apart; "
         "check the row's file or date"
     )
-    assert {s for s, r in look.items() if r["sheet checks"]["text"]} == {"P1_D030"}
+    assert {s for s, r in look.items() if r["file checks"]["text"]} == {"P1_D030"}
     assert "file/date warnings" in index  # the count beside the QC verdict cards
 
 

@@ -225,7 +225,7 @@ QC_COLUMNS = [
     ),
     (
         "warnings",
-        "sheet checks",
+        "file checks",
         "long",
         "the file's acquisition date ($DATE) far from the row's collection_date: the row may "
         "name another visit's file",

@@ -226,7 +226,7 @@ def _patient_qc(report: Report, pid: str, states: pd.DataFrame | None) -> dict:
             title="population:reason for gates placed with low confidence or by fallback",
         ),
         Column("note", "state note"),
-        Column("warnings", "sheet checks", "long"),
+        Column("warnings", "file checks", "long"),
         Column("error", "error", "long"),
     ]
     rows = report.shown_rows(rows)
