@@ -326,7 +326,8 @@ def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, availa
 
 OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
 OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
-BACKGATE_SIDE = 0.01  # each side of a lineage marker's valley holds >= 1% of the parent
+BACKGATE_SIDE = 0.002  # each side of a lineage marker's valley holds >= 0.2% of the parent
+BACKGATE_TOP = 0.9995  # ... within the density's span, up to this quantile
 BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
 # A lineage marker "bright" on nearly every event found a dip in its negatives' tail, not the
 # lineage: ignored. The Lyoplate file, lymphopenic at fluorescence x2, had its deepest CD20
@@ -366,7 +367,7 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
         v = np.nan_to_num(np.asarray(columns[m][rows], dtype=np.float64), nan=-np.inf)
         if v.size < MIN_SHAPE_EVENTS:
             continue
-        lo, hi = np.quantile(v, [0.005, 0.995])
+        lo, hi = np.quantile(v, [0.005, BACKGATE_TOP])
         if hi <= lo:
             continue
         d = density(v, (hi - lo) / 50, lo, hi)
