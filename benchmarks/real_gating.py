@@ -317,6 +317,11 @@ LYMPHOPENIC_GAIN = 2.0  # the draws again at this fluorescence gain
 LYMPHOPENIC_KEPT = 0.03
 
 
+def lymphopenic_label(seed: int, fluorescence: float = 1.0) -> str:
+    gain = "" if fluorescence == 1 else f", fluorescence x{fluorescence:g}"
+    return f"lymphopenic draw {seed}{gain}"
+
+
 def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float = 1.0) -> list[dict]:
     """The lymphopenic variant of `recomposed` drawn anew for each seed (3% of openCyto's
     lymphocytes and lineage+ events kept, nothing else removed), and at a fluorescence gain:
@@ -329,9 +334,8 @@ def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float =
     searched on) and the lymphocyte gate held 22,559 events for 1,585. B cells are scored as
     in `recomposed`, within openCyto's scatter gate."""
     rows = []
-    gain = "" if fluorescence == 1 else f", fluorescence x{fluorescence:g}"
     for seed in seeds:
-        variant = {f"lymphopenic draw {seed}{gain}": {"lymphocytes": LYMPHOPENIC_KEPT}}
+        variant = {lymphopenic_label(seed, fluorescence): {"lymphocytes": LYMPHOPENIC_KEPT}}
         rows += [{**row, "target": None}
                  for row in recomposed(data, variant, seed=seed, fluorescence=fluorescence)
                  if row["population"] in ("lymphocytes", "b_cells", "b_cd20pos")]  # fmt: skip

@@ -303,9 +303,7 @@ GAINS = (1.0, real_gating.LYMPHOPENIC_GAIN)
 
 
 def lymphopenic_draw(seed: int, gain: float) -> str:
-    return f"lyoplate C01, lymphopenic draw {seed}" + (
-        "" if gain == 1 else f", fluorescence x{gain:g}"
-    )
+    return f"lyoplate C01, {real_gating.lymphopenic_label(seed, gain)}"
 
 
 @pytest.mark.parametrize("gain", GAINS)
