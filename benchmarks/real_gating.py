@@ -193,21 +193,13 @@ def _write_like(sample, events: np.ndarray, path: Path, metadata: dict) -> Path:
     return path
 
 
-def _b_lineage(sample, ref: pd.DataFrame) -> np.ndarray:
-    """Every event at or above openCyto's CD19 cut, live or dead, in its scatter gate or not."""
-    cd19 = _compensated(sample, "CD19")
-    return cd19 >= cd19[ref["Live/CD19gate"].to_numpy(bool)].min()
-
-
-def _lineage(sample, ref: pd.DataFrame) -> np.ndarray:
-    """B- or T-lineage events anywhere (openCyto's CD3gate holds the CD3- events)."""
-    cd3 = _compensated(sample, "CD3")
-    return _b_lineage(sample, ref) | (cd3 > cd3[ref["Live/CD3gate"].to_numpy(bool)].max())
-
-
-def _compensated(sample, marker: str) -> np.ndarray:
+def _lineages(sample, ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """B-lineage events (at or above openCyto's CD19 cut) and B- or T-lineage ones (also above
+    its CD3 cut; its CD3gate holds the CD3- events), live or dead, in its scatter gate or not."""
     events = compensate(sample.events, sample.pnn, spillover_from_keywords(sample))
-    return events[:, sample.pns.index(marker)]
+    cd19, cd3 = (events[:, sample.pns.index(m)] for m in ("CD19", "CD3"))
+    b = cd19 >= cd19[ref["Live/CD19gate"].to_numpy(bool)].min()
+    return b, b | (cd3 > cd3[ref["Live/CD3gate"].to_numpy(bool)].max())
 
 
 def titration(data: Path, ks=TITRATION, seed: int = 1, pregated: bool = False) -> list[dict]:
@@ -217,7 +209,7 @@ def titration(data: Path, ks=TITRATION, seed: int = 1, pregated: bool = False) -
     on lymphocytes, where the issue's user found 56 B cells for 100 and 220 for 500)."""
     sample, ref, metadata = _lyoplate_source(data)
     within = ref["lymph"].to_numpy(bool) if pregated else np.ones(len(ref), dtype=bool)
-    b_lineage = _b_lineage(sample, ref)
+    b_lineage = _lineages(sample, ref)[0]
     b_cells = np.flatnonzero(ref["Live/CD19andCD20"].to_numpy(bool) & within)
     rng = np.random.default_rng(seed)
     rows = []
@@ -281,13 +273,14 @@ def recomposed(
     gate with its lymphocytes for the same reason (naive B cells 0.80-0.94 over eight draws
     with them at full count, 0.94-0.98 now)."""
     sample, ref, metadata = _lyoplate_source(data)
+    b_lineage, lineage = _lineages(sample, ref)
     pools = {
         "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
         "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
-        "other_b_lineage": _b_lineage(sample, ref)
+        "other_b_lineage": b_lineage
         & ~ref[["Live/CD19andCD20", "Live/CD19and!CD20/Plasmablasts"]].to_numpy(bool).any(axis=1),
         "t_cells": ref["Live/CD3"].to_numpy(bool),
-        "lymphocytes": ref["lymph"].to_numpy(bool) | _lineage(sample, ref),
+        "lymphocytes": ref["lymph"].to_numpy(bool) | lineage,
         "outside_lymphocytes": ~ref["lymph"].to_numpy(bool),
         "all": np.ones(len(ref), dtype=bool),
     }

@@ -117,9 +117,9 @@ def preprocess(
         exported = compensation.compensated_on_export(sample)
         spill = None if exported else compensation.spillover_from_keywords(sample)
     spill_source = spill.source if spill else "compensated on export" if exported else "none"
-    stains = [i for m, i in idx.items() if m not in SCATTER and m != "Time"]
+    stains = [m for m in idx if m not in SCATTER and m != "Time"]
     missing = (
-        compensation.missing_spillover_note(sample, stains)
+        compensation.missing_spillover_note(sample, [idx[m] for m in stains])
         if spill is None and not exported and cfg["compensation"]["default"] != "none"
         else None
     )
@@ -146,7 +146,7 @@ def preprocess(
             continue
         columns[marker], scales[marker] = scale_channel(marker, events[:, i], tops[i].top, tcfg)
 
-    fluorescence = {m: columns[m] for m in idx if m not in SCATTER and m != "Time"}
+    fluorescence = {m: columns[m] for m in stains}
     qc_result = qc.qc_sample(
         sample, idx, fluorescence, cfg["qc"], tops={idx[m]: r.top - 1 for m, r in nominal.items()}
     )

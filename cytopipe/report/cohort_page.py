@@ -227,8 +227,8 @@ QC_COLUMNS = [
         "warnings",
         "file checks",
         "long",
-        "the file's acquisition date ($DATE) far from the row's collection_date: the row may "
-        "name another visit's file",
+        "the file's acquisition date ($DATE) far from the row's collection_date (the row may "
+        "name another visit's file), or its stains gated uncompensated (no spillover matrix)",
     ),
     (
         "disagreements",
