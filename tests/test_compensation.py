@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flowutils.compensate import compensate as fu_compensate
 
+from cytopipe import cli
 from cytopipe.errors import FcsError
 from cytopipe.ingest.fcs import FcsSample, read_fcs
 from cytopipe.preprocess import compensation as comp
@@ -388,7 +389,9 @@ def test_a_flowjo_export_of_compensated_data_is_not_compensated_twice(
         assert np.allclose(ours.columns[marker], theirs.columns[marker], atol=1e-4), marker
 
 
-def test_a_digital_file_without_a_spillover_matrix_says_so(shared_data: Path, tmp_path: Path):
+def test_a_digital_file_without_a_spillover_matrix_says_so(
+    shared_data: Path, tmp_path: Path, capsys
+):
     """The Lyoplate file stored without its $SPILLOVER kept its lymphocytes, T and B cells and
     lost every B-cell subset (naive 0.00), each cut flagged only as a fallback: the sample now
     carries a warning that its stains are gated uncompensated, also listed on the cohort page.
@@ -421,3 +424,6 @@ def test_a_digital_file_without_a_spillover_matrix_says_so(shared_data: Path, tm
     # ... and the cohort page lists it (sample_status warnings), not only its own page
     listed = uncompensated({sid: {"provenance": p} for sid, p in prov.items()})
     assert list(listed) == ["no_spillover"] and "gated uncompensated" in listed["no_spillover"]
+    # ... and `cytopipe autogate` on the file by hand says it too
+    assert cli.main(["autogate", str(bare), "--out", str(tmp_path / "o.parquet")]) == 0
+    assert "cytopipe autogate: no spillover matrix in the file" in capsys.readouterr().err

@@ -57,6 +57,8 @@ def run_autogate(args: argparse.Namespace) -> int:
         from cytopipe.gating.gatingml import write_gatingml
 
         write_gatingml(strategy_from_info(result, pre.info), args.gatingml)
+    for warning in pre.info["provenance"]["warnings"]:  # e.g. no spillover matrix
+        print(f"cytopipe autogate: {warning}", file=sys.stderr)
     for pop, why in result.skipped.items():
         print(f"cytopipe autogate: skipped {pop}: {why}", file=sys.stderr)
     if any(why.startswith("no ") and why.endswith(" channel") for why in result.skipped.values()):
