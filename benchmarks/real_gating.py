@@ -16,6 +16,7 @@ to the gating is measured on data we did not write.
   more when B cells are fewer).
 - The lymphopenic variant drawn anew three times; the Lyoplate file as a FACSCalibur-era
   panel records it (scatter heights, log-amplifier channel numbers, a few stains).
+- The Lyoplate file with its spillover matrix off by a factor (under- or over-compensated).
 - B-cell titration on a real background: the Lyoplate file with every CD19+ event removed
   (at openCyto's CD19 cut) but k of openCyto's B cells; aplasia must stay aplasia (count <=
   2k + 5 for k = 0, 5, 20) and small counts must be counted (within 20% for k = 100, 500).
@@ -437,6 +438,30 @@ def stain_brightness(data: Path, stains=STAIN_BRIGHTNESS) -> list[dict]:
     return rows
 
 
+# every spillover value of the file's matrix times a factor: a lab's matrix from other
+# controls, or a tandem dye that aged since its controls were run
+SPILLOVER_ERRORS = (0.7, 0.85, 1.3)
+
+
+def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
+    """The Lyoplate file as acquired, its `$SPILLOVER` off-diagonal values times a factor:
+    the same cells, under- (< 1) or over-compensated (> 1); openCyto's gates, drawn on the
+    right compensation, still say which event is which."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    eye = np.eye(len(spill.channels))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in factors:
+            matrix = eye + factor * (spill.matrix - eye)
+            keyword = [str(len(spill.channels)), *spill.channels]
+            keyword += [format(v, ".6g") for v in matrix.ravel()]
+            path = _write_like(sample, sample.events, Path(tmp) / "spill.fcs",
+                               {**metadata, "$SPILLOVER": ",".join(keyword)})  # fmt: skip
+            rows += _lyoplate_rows(f"lyoplate C01, spillover x{factor:g}", gated(path), ref)
+    return rows
+
+
 def _regained(data: Path, label: str, fluorescence=1.0, fsc=1.0, ssc=1.0) -> list[dict]:
     """The Lyoplate file at other gains (`_scaled`), gated and scored against openCyto's."""
     sample, ref, metadata = _lyoplate_source(data)
@@ -463,7 +488,7 @@ def main() -> None:
     rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
-            *calibur(args.data), *stain_brightness(args.data)]  # fmt: skip
+            *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data)]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(
         table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")

@@ -43,12 +43,12 @@ PANELS = (
         None,
     ),
     (
-        "plasmablasts: CD20- B cells (ours)",
-        "b_cd20neg",
-        "CD27",
+        "plasmablasts: CD27hi CD38hi B cells (ours)",
+        "b_cd27hi_cd38hi",
+        "CD20",
         "CD38",
         "Live/CD19and!CD20/Plasmablasts",
-        (("cd27", "x"), ("cd38_pb", "y")),
+        (("cd20_pb", "x"), ("cd38_pb", "y")),
         "plasmablasts",
     ),
     (

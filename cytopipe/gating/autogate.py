@@ -193,6 +193,8 @@ class _Placer:
         majority = majority_peak(x, bw) if wanted else None
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
+        floor = self.place(p["not_below"]).value if "not_below" in p else search[0]
+        lo = max(lo, floor)
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
         found = (
             find_valley(
@@ -222,7 +224,7 @@ class _Placer:
         if limits is None or limits[2].startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             two = split_in_two(x) if p.get("split") else None
-            if two is not None and search[0] <= two[0] <= search[1]:
+            if two is not None and max(search[0], floor) <= two[0] <= search[1]:
                 flag = f"no valley: two populations (BIC), D {two[1]:.1f}"
                 return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0])
         if limits is not None:

@@ -31,6 +31,8 @@ from cytopipe.config import load_file, thaw
 from cytopipe.errors import ConfigError
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
 
+NAMED = ("reference", "same_as", "not_below")  # threshold params that name another threshold
+
 
 @dataclass(frozen=True)
 class ThresholdSpec:
@@ -46,11 +48,11 @@ class ThresholdSpec:
     params: Mapping = field(default_factory=dict, hash=False, compare=False)
 
     def dims(self) -> set[str]:
-        """Markers needed to place it: its own, its `where`'s, `reference`'s and `same_as`'s."""
+        """Markers needed to place it: its own, its `where`'s and the thresholds it names."""
         out = {self.dim}
         for t, _ in self.where:
             out |= t.dims()
-        for key in ("reference", "same_as"):
+        for key in NAMED:
             ref = self.params.get(key)
             if isinstance(ref, ThresholdSpec):
                 out |= ref.dims()
@@ -169,7 +171,7 @@ def _threshold(
     conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
     on = t.get("on")
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
-    for key in ("reference", "same_as"):
+    for key in NAMED:
         if t.get(key) is not None:
             params[key] = named(t[key], key)
     if t.get("where_if_present"):
