@@ -246,6 +246,10 @@ RECOMPOSED = {
         "other_b_lineage": 0.1,
         "all": 0.25,
     },
+    "plasmablast-rich: 5% of CD20+ B cells kept": {
+        "cd20pos_b_cells": 0.05,
+        "other_b_lineage": 0.05,
+    },
 }
 
 
@@ -258,7 +262,9 @@ def recomposed(
     (memory and non-transitional naive thinned: transitional B cells about half of the B
     cells); T-poor (B cells the majority of the lymphocytes, as in lymphoid tissue) and
     lymphopenic (openCyto's lymphocytes, and the CD3+ or CD19+ events beyond its scatter gate,
-    thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); an export
+    thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); plasmablast-rich
+    (openCyto's CD20+ B cells thinned to 5%, its 67 plasmablasts kept: a tenth of the B cells,
+    as in active lupus before CAR-T); an export
     pre-gated on lymphocytes (every event outside openCyto's scatter gate removed); a quarter
     of the events (a smaller acquisition: 30,000 events, 2,900 B cells). Composition assumptions failed here: switched memory F1 0.07 with 10% of the naive
     kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004
@@ -278,6 +284,7 @@ def recomposed(
     pools = {
         "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
         "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
+        "cd20pos_b_cells": ref["Live/CD19andCD20"].to_numpy(bool),
         "other_b_lineage": b_lineage
         & ~ref[["Live/CD19andCD20", "Live/CD19and!CD20/Plasmablasts"]].to_numpy(bool).any(axis=1),
         "t_cells": ref["Live/CD3"].to_numpy(bool),
