@@ -294,6 +294,20 @@ def test_other_b_cell_compositions_are_cut_where_opencyto_cuts(recomposed, varia
     assert f1 >= TARGETS.get(population, 0.95), row
 
 
+def test_plasmablasts_of_a_plasmablast_rich_sample_are_not_cut_at_the_transitional_level(
+    recomposed,
+):
+    """Active lupus: plasmablasts a tenth of the B cells (5% of openCyto's CD20+ B cells kept,
+    all its 67 plasmablasts). The CD20- B cells are then nearly all plasmablasts: one
+    population, no CD38 valley among them, and the fallback to the transitional B cells' CD38
+    level (0.66) cut a fifth of them (F1 0.736). BIC finds one population above that level,
+    so the cut is its own lower edge (median - 3 SD, 0.50; the valley on the whole file is
+    0.48): 0.835 (2026-12-01). Also: the CD19 valley sits higher with few B cells (0.45 for
+    0.40) and CD19-dim plasmablasts fall below it."""
+    row = recomposed["plasmablast-rich: 5% of CD20+ B cells kept", "plasmablasts"]
+    assert row["f1"] >= 0.80, row
+
+
 @pytest.fixture(scope="module")
 def lymphopenic(shared_data):
     rows = [*real_gating.lymphopenic_draws(shared_data / "real"),

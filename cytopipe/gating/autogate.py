@@ -235,7 +235,27 @@ class _Placer:
             value = min(max(majority[0] + k * majority[1], search[0]), search[1])
             how = f"majority peak {majority[0]:.2f} + {k:g} SD"
             return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
+        if "one_population_sd" in p:
+            lone = self._one_population(t, x, why)
+            if lone is not None:
+                return lone
         return self._fallback(t, why)
+
+    def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
+        """No valley and one population (BIC, `split`): if its median lies above the reference
+        cut it is the positive population, and the cut is its own lower edge (median - k robust
+        SDs), not the reference, which may run through it (CD20- B cells that are all
+        plasmablasts: the transitional CD38 level cut a fifth of them); else None."""
+        ref = t.params.get("reference")
+        middle = float(np.median(x))
+        if not isinstance(ref, ThresholdSpec) or middle <= self.place(ref).value:
+            return None
+        k = float(t.params["one_population_sd"])
+        sd = 1.4826 * float(np.median(np.abs(x - middle)))
+        lo, hi = (float(v) for v in t.params["search"])
+        value = min(max(middle - k * sd, lo), hi)
+        flag = f"fallback: {why}; one population above {ref.name}: its median - {k:g} SD"
+        return Placement("fallback", 0.5, flag, value)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
