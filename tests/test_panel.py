@@ -63,7 +63,8 @@ def test_case_and_whitespace_insensitive():
 @pytest.mark.parametrize(
     "stain",
     ["Zombie Aqua", "FVS780", "LIVE DEAD Aqua", "LIVE/DEAD Blue", "DAPI", "7-AAD",
-     "Fixable Viability Dye eFluor 780", "FVD eF506", "Live/Dead Green"],
+     "Fixable Viability Dye eFluor 780", "FVD eF506", "Live/Dead Green", "L/D Aqua",
+     "Live-Dead NIR", "LiveDead Violet"],
 )  # fmt: skip
 def test_vendor_viability_stains_map_to_viability(panel, stain):
     """Archives name the dye by its product (BD FVS, eBioscience FVD, BioLegend Zombie):

@@ -72,7 +72,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     """Map canonical marker -> channel index. Unmatched markers are absent from the result.
 
     Order of evidence: an alias equal to $PnS, an alias equal to $PnN, a $PnS that starts with a
-    multi-word alias ("CD19 CAR-detect BV786" is the CAR detection reagent, not CD19), then a
+    multi-word alias ("CD19 CAR-detect BV786" is the CAR detection reagent, not CD19; "L/D
+    Aqua" the viability dye), then a
     $PnS whose first token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B",
     "TCRb BV421" for CD3 in a mouse panel), then that token's part before a "-" or "." that
     joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not "CD19-CAR"). A channel is used
@@ -98,7 +99,10 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
 
     claim(norm_pns, lambda m, keys, label: label in keys)
     claim(norm_pnn, lambda m, keys, label: label in keys)
-    claim(norm_pns, lambda m, keys, label: any(_starts_with(label, k) for k in keys if " " in k))
+    claim(
+        norm_pns,
+        lambda m, keys, label: any(_starts_with(label, k) for k in keys if _TOKEN.search(k)),
+    )
     claim(first_token, lambda m, keys, label: label == _norm(m) or label in keys)
     with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
     claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
