@@ -132,5 +132,7 @@ def require_markers(
             f"no channel for required marker(s) {', '.join(missing)}; the file has: "
             f"{describe_channels(pnn, pns)}",
             path=path,
-            hint="add the file's name for the marker to config/panel.yaml (or pass --panel)",
+            hint="if the file names the marker otherwise, add that name to config/panel.yaml "
+            "(or pass --panel); a panel without it (a T-cell panel without CD19) cannot be "
+            "analysed here: `cytopipe autogate` still gates what it has",
         )
