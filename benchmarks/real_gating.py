@@ -250,6 +250,7 @@ RECOMPOSED = {
         "cd20pos_b_cells": 0.05,
         "other_b_lineage": 0.05,
     },
+    "memory-poor: 30% of memory B cells kept": {"memory": 0.3},
 }
 
 
@@ -264,7 +265,8 @@ def recomposed(
     lymphopenic (openCyto's lymphocytes, and the CD3+ or CD19+ events beyond its scatter gate,
     thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); plasmablast-rich
     (openCyto's CD20+ B cells thinned to 5%, its 67 plasmablasts kept: a tenth of the B cells,
-    as in active lupus before CAR-T); an export
+    as in active lupus before CAR-T); memory-poor (openCyto's memory and double-negative B
+    cells thinned to 30%: naive B cells 95% of them, as in young children); an export
     pre-gated on lymphocytes (every event outside openCyto's scatter gate removed); a quarter
     of the events (a smaller acquisition: 30,000 events, 2,900 B cells). Composition assumptions failed here: switched memory F1 0.07 with 10% of the naive
     kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004
