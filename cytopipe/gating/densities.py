@@ -317,7 +317,15 @@ def anchor_limits(
             smooth = TURN_SMOOTHING * bandwidth * max(1.0, (TURN_FULL_EVENTS / x.size) ** 0.2)
             turn = find_turn(sign * x, smooth, sign * (start + sign * gap))
             if turn is not None:
-                return start + sign * gap, sign * turn, f"density turn at {sign * turn:.2f}"
+                cut, how = sign * turn, f"density turn at {sign * turn:.2f}"
+                most = anchor.get("turn_max_sd")
+                if most is not None and peak is not None:
+                    # the turn is where both populations are equally likely: a small
+                    # minority's lies far out, and it keeps no further than `most` SDs
+                    limit = peak[0] + sign * float(most) * peak[1]
+                    if sign * (cut - limit) > 0:
+                        cut, how = limit, f"{how}, kept at the majority peak +- {most:g} SD"
+                return start + sign * gap, cut, how
             if peak is not None:
                 fk = float(anchor["fallback_sd"])
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
