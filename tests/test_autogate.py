@@ -21,6 +21,7 @@ from cytopipe.gating.densities import (
     find_shoulder,
     find_turn,
     find_valley,
+    majority_peak,
     support_end,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
@@ -124,6 +125,27 @@ def test_a_weak_turn_is_cut_where_both_populations_are_equally_likely(seed):
     assert abs(find_turn(x, 0.03, 0.22) - 0.308) <= 0.03
     for n in (300, 3_000, 30_000):
         assert find_turn(rng.normal(0.17, 0.047, n), 0.03, 0.22) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
+    """The turn is where both populations are equally likely, so it moves out as the minority
+    shrinks (memory-poor blood: the IgD cut fell into the memory B cells): 300 memory-like
+    events beside 9,000 naive-like ones put it further out than 3,000 do. With turn_max_sd 3
+    it keeps within 3 of the majority's SDs; the larger minority's cut stands."""
+    rng = np.random.default_rng(seed)
+    anchor = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
+              "fallback_gap": 0.05, "fallback_sd": 3.0, "min_sd": 1}  # fmt: skip
+    naive = rng.normal(0.17, 0.047, 9_000)
+    large, small = (np.concatenate([naive, rng.normal(0.45, 0.08, n)]) for n in (3_000, 300))
+    cut_large, cut_small = (anchor_limits(x, anchor, 0.02)[1] for x in (large, small))
+    assert cut_small > cut_large + 0.015
+    capped = {**anchor, "turn_max_sd": 3.0}
+    assert anchor_limits(large, capped, 0.02)[1] == cut_large
+    _, kept, how = anchor_limits(small, capped, 0.02)
+    peak, sd = majority_peak(small, 0.02)
+    assert kept == pytest.approx(peak + 3.0 * sd) and kept < cut_small
+    assert "kept at the majority peak" in how
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
