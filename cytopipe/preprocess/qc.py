@@ -278,8 +278,9 @@ def run_qc(
             raw, tops, scatter_channels, names, s["margin_max_fraction"]
         )
         notes += mnotes
-        stains = [i for i in tops if i not in scatter_channels and names[i] in margin_by_channel]
-        notes += stain_tops_cut_off(raw, tops, stains, names)
+        pinned = {i: margin_by_channel[names[i]] for i in tops
+                  if i not in scatter_channels and names[i] in margin_by_channel}  # fmt: skip
+        notes += stain_tops_cut_off(raw, tops, pinned, names)
 
     bad_bins = np.zeros(n, dtype=bool)
     rate_bins = np.zeros(n, dtype=bool)

@@ -116,7 +116,7 @@ TAIL_FACTOR = 2.0  # pinned events continue a population when at least as many e
 def stain_tops_cut_off(
     raw: np.ndarray,
     tops: Mapping[int, float | None],
-    stains: Sequence[int],
+    pinned: Mapping[int, int],
     names: Sequence[str],
 ) -> list[str]:
     """A warning per stain channel whose events at the top are a population running off the
@@ -125,16 +125,14 @@ def stain_tops_cut_off(
     than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B cells, with
     6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48 against
     openCyto's). Keeping them was measured and not taken: the spill of the pinned CD20 into
-    CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44)."""
+    CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44).
+    `pinned`: stain channel -> its events at the top, as `margin_masks` counted them."""
     notes = []
-    for i in stains:
-        top = tops.get(i)
-        if top is None:
+    for i, k in pinned.items():
+        if k < MIN_CUT_OFF:
             continue
-        at_top = raw[:, i] >= _limit(top)
-        k = int(np.count_nonzero(at_top))
-        below = int(np.count_nonzero((raw[:, i] >= top / TAIL_FACTOR) & ~at_top))
-        if k >= MIN_CUT_OFF and below >= k:
+        below = int(np.count_nonzero(raw[:, i] >= tops[i] / TAIL_FACTOR)) - k
+        if below >= k:
             notes.append(
                 f"{names[i]}: {k} event(s) at the top removed, and {below} more lie within a "
                 f"factor {TAIL_FACTOR:g} below it: a population runs off the scale (voltage or "
