@@ -133,12 +133,12 @@ def date_message(acquired: dt.date, collected: dt.date, apart: int) -> str:
 
 
 def uncompensated(records: Mapping[str, Mapping]) -> dict[str, str]:
-    """sample_id -> warning for every file whose stains were gated uncompensated (a digital
-    instrument's file with no spillover matrix, none given): its subsets can be wholly wrong
-    while every gate still looks placed, so the cohort page lists it, not only its own page."""
+    """sample_id -> preprocessing's note for every file whose stains were gated uncompensated
+    (a digital instrument's file with no spillover matrix, none given): its subsets can be
+    wholly wrong while every gate still looks placed, so the cohort page lists it, not only
+    its own page."""
     return {
-        sid: "no spillover matrix in the file and none given: stains gated uncompensated; "
-        "give the matrix (compensation.batches) or check how the file was exported"
+        sid: str(rec["provenance"]["uncompensated"])
         for sid, rec in records.items()
         if isinstance(rec.get("provenance"), Mapping) and rec["provenance"].get("uncompensated")
     }

@@ -313,7 +313,7 @@ def missing_spillover_note(sample, stains: Sequence[int]) -> str | None:
         return None
     return (
         "no spillover matrix in the file ($SPILLOVER, SPILL, $COMP) and none given: the stains "
-        "are gated as stored, uncompensated unless the exporter compensated them; give the "
+        "are gated uncompensated (as stored: unless the exporter compensated them); give the "
         "matrix (compensation.batches in the config) or check how the file was exported"
     )
 

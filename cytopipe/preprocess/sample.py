@@ -165,7 +165,7 @@ def preprocess(
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill_source,
-            "uncompensated": missing is not None,  # listed on the cohort page
+            "uncompensated": missing,  # the note (None: compensated), also on the cohort page
             "spillover_channels": spill.channels if spill is not None else [],
             # the matrix itself: exported gates name it instead of "the file's own" (FCS), which
             # not every tool reads from every instrument's keywords
