@@ -24,8 +24,8 @@ from cytopipe.gating.densities import (
     majority_peak,
     support_end,
 )
-from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate
-from cytopipe.gating.mixture import split_in_two
+from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate, points_in_polygon
+from cytopipe.gating.mixture import _backgated_outline, _component_outline, split_in_two
 from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
@@ -146,6 +146,30 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
     peak, sd = majority_peak(small, 0.02)
     assert kept == pytest.approx(peak + 3.0 * sd) and kept < cut_small
     assert "kept at the majority peak" in how
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_small_cluster_keeps_its_edge_beside_a_large_one_where_lineage_markers_say_so(seed):
+    """500 lymphocyte-like events beside 30,000 monocyte-like ones: the posterior cut keeps the
+    lymphocytes' outline where the monocytes are likelier. Where the events beyond it are
+    lineage+ (lymphocytes whose edge a Gaussian understates: the real Lyoplate file made
+    lymphopenic) the outline reaches further; where only the lymphocytes are lineage+ (the
+    events beyond are monocytes), it stays."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(seed)
+    z = np.vstack([rng.normal([0.0, 0.0], 0.3, (500, 2)), rng.normal([1.6, 0.0], 0.5, (30_000, 2))])
+    gm = GaussianMixture(2, means_init=[[0.0, 0.0], [1.6, 0.0]], random_state=0).fit(z)
+    mine = [0]
+    own = _component_outline(gm, mine, 3.0, 0.3)
+    lymphocytes = np.arange(len(z)) < 500
+    kept = _backgated_outline(gm, mine, 3.0, 0.3, None, z, lymphocytes, own)
+    assert np.array_equal(kept, own)
+    near = np.linalg.norm(z, axis=1) < 0.9  # lineage+ up to 3 SD of the small cluster
+    wider = _backgated_outline(gm, mine, 3.0, 0.3, None, z, near, own)
+    inside_own, inside = (points_in_polygon(z[:, 0], z[:, 1], o) for o in (own, wider))
+    assert inside.sum() > inside_own.sum() + 20
+    assert near[inside & ~inside_own].mean() >= 0.5 * near[inside_own].mean()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
