@@ -69,12 +69,16 @@ RING_SHARE = 0.5
 def _backgated_outline(gm, members, radius, clip, core, pool, pool_bright, outline):
     """`outline`, or a wider one (see PRIOR_LADDER) whose added events `pool_bright` marks as
     lineage+ at least RING_SHARE as often as the events inside `outline`."""
-    inside = points_in_polygon(pool[:, 0], pool[:, 1], outline)
-    if not inside.any():
+    w = gm.weights_
+    others = np.delete(w, list(members))
+    weighs = w[members].sum() / others.max() if others.size else np.inf
+    ladder = [r for r in PRIOR_LADDER if r > weighs]  # the others draw the same outline
+    inside = points_in_polygon(pool[:, 0], pool[:, 1], outline) if ladder else None
+    if inside is None or not inside.any():
         return outline
     core_share = float(pool_bright[inside].mean())
     best = outline
-    for ratio in PRIOR_LADDER:
+    for ratio in ladder:
         wider = _component_outline(gm, members, radius, clip, core=core, prior_ratio=ratio)
         added = points_in_polygon(pool[:, 0], pool[:, 1], wider) & ~inside
         if added.any() and pool_bright[added].mean() >= RING_SHARE * core_share:
