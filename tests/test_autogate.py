@@ -149,6 +149,25 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_small_minoritys_turn_keeps_halfway_to_a_reference_peak(seed):
+    """With a reference population carrying the minority's level of the marker (T cells' CD27
+    peak at 0.60), the turn keeps no further out than halfway to it, whatever the majority's
+    SD (which the logicle scale changes with the gain); a reference within 4 SDs of the
+    majority peak says nothing and the SD cap stands."""
+    rng = np.random.default_rng(seed)
+    anchor = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
+              "fallback_gap": 0.05, "fallback_sd": 3.0, "min_sd": 1, "turn_max_sd": 3.0}  # fmt: skip
+    small = np.concatenate([rng.normal(0.17, 0.047, 9_000), rng.normal(0.45, 0.08, 300)])
+    peak, sd = majority_peak(small, 0.02)
+    _, free, _ = anchor_limits(small, {**anchor, "turn_max_sd": 99.0}, 0.02)
+    _, kept, how = anchor_limits(small, anchor, 0.02, toward=0.40)
+    assert kept == pytest.approx(peak + 0.5 * (0.40 - peak)) and kept < free
+    assert "halfway to the reference peak" in how
+    _, near, how = anchor_limits(small, anchor, 0.02, toward=peak + 3 * sd)
+    assert near == pytest.approx(peak + 3.0 * sd) and "majority peak" in how
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_small_cluster_keeps_its_edge_beside_a_large_one_where_lineage_markers_say_so(seed):
     """500 lymphocyte-like events beside 30,000 monocyte-like ones: the posterior cut keeps the
     lymphocytes' outline where the monocytes are likelier. Where the events beyond it are

@@ -298,6 +298,31 @@ def test_other_b_cell_compositions_are_cut_where_opencyto_cuts(recomposed, varia
     assert f1 >= TARGETS.get(population, 0.95), row
 
 
+MEMORY_POOR = "memory-poor: 30% of memory B cells kept"
+
+
+@pytest.fixture(scope="module")
+def memory_poor_dim(shared_data):
+    variant = {MEMORY_POOR: real_gating.RECOMPOSED[MEMORY_POOR]}
+    rows = real_gating.recomposed(shared_data / "real", variant, fluorescence=0.33)
+    return {row["population"]: row for row in rows}
+
+
+@pytest.mark.parametrize("population", TARGETS)
+def test_a_memory_poor_sample_on_a_dimmer_instrument_is_cut_where_opencyto_cuts(
+    memory_poor_dim, population
+):
+    """A child's memory-poor blood on an instrument three times dimmer (`--stress`). Without a
+    CD27 valley, the density turn kept within 3 naive SDs cut into the naive B cells: the
+    logicle scale narrows that SD at low gain (openCyto's cut 3.5 SDs out at x0.33, 2.7 at x2),
+    unswitched memory 0.457 (419 for openCyto's 124). The turn now keeps no further than halfway to the
+    T cells' CD27 peak (`toward`; openCyto's cut lies 0.46-0.49 of the way at every gain):
+    0.760 (2026-12-01)."""
+    row = memory_poor_dim[population]
+    f1 = row["f1_in_their_lymph"] if population in ("b_cells", "b_cd20pos") else row["f1"]
+    assert f1 >= TARGETS.get(population, 0.95), row
+
+
 def test_plasmablasts_of_a_plasmablast_rich_sample_are_not_cut_at_the_transitional_level(
     recomposed,
 ):

@@ -181,7 +181,7 @@ class _Placer:
             if pop in self.masks and self.methods.get(pop, ("",))[0] != "fallback":
                 ref = np.asarray(self.columns[t.dim][self.masks[pop]], float)
                 ref = ref[np.isfinite(ref)]
-            limits = anchor_limits(x, anchor, bw, ref)
+            limits = anchor_limits(x, anchor, bw, ref, self._peak(anchor.get("toward"), t.dim, bw))
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
@@ -240,6 +240,14 @@ class _Placer:
             if lone is not None:
                 return lone
         return self._fallback(t, why)
+
+    def _peak(self, population: str | None, dim: str, bw: float) -> float | None:
+        """The majority peak of a gated (not fallen back) population on `dim`, or None."""
+        if population not in self.masks or self.methods.get(population, ("",))[0] == "fallback":
+            return None
+        v = np.asarray(self.columns[dim][self.masks[population]], float)
+        peak = majority_peak(v[np.isfinite(v)], bw)
+        return None if peak is None else peak[0]
 
     def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
         """No valley and one population (BIC, `split`): if its median lies above the reference
