@@ -31,17 +31,22 @@ def _merged_gaussian(gm, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray
     return mean, cov
 
 
+def _weight_ratio(gm, members: Sequence[int]) -> float:
+    """The weight of `members` over that of the largest other component (inf: none)."""
+    others = np.delete(gm.weights_, list(members))
+    return float(gm.weights_[members].sum() / others.max()) if others.size else np.inf
+
+
 def _floored_prior(gm, members: Sequence[int], ratio: float):
     """`gm`, or a copy whose `members` weigh at least `ratio` times the largest other component
     (for an outline's posterior only; the fit is not changed)."""
     import copy
 
-    w = gm.weights_.copy()
-    others = np.delete(w, list(members))
-    floor = ratio * others.max() if others.size else 0.0
-    if w[members].sum() >= floor:
+    own = _weight_ratio(gm, members)
+    if own >= ratio:
         return gm
-    w[members] *= floor / w[members].sum()
+    w = gm.weights_.copy()
+    w[members] *= ratio / own
     floored = copy.copy(gm)
     floored.weights_ = w / w.sum()
     return floored
@@ -69,10 +74,8 @@ RING_SHARE = 0.5
 def _backgated_outline(gm, members, radius, clip, core, pool, pool_bright, outline):
     """`outline`, or a wider one (see PRIOR_LADDER) whose added events `pool_bright` marks as
     lineage+ at least RING_SHARE as often as the events inside `outline`."""
-    w = gm.weights_
-    others = np.delete(w, list(members))
-    weighs = w[members].sum() / others.max() if others.size else np.inf
-    ladder = [r for r in PRIOR_LADDER if r > weighs]  # the others draw the same outline
+    own = _weight_ratio(gm, members)
+    ladder = [r for r in PRIOR_LADDER if r > own]  # the others draw the same outline
     inside = points_in_polygon(pool[:, 0], pool[:, 1], outline) if ladder else None
     if inside is None or not inside.any():
         return outline
