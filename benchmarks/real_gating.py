@@ -514,7 +514,7 @@ def main() -> None:
     parser.add_argument(
         "--stress",
         action="store_true",
-        help="also every composition at every instrument setting (~4 min)",
+        help="also every composition at every instrument setting (~2 min)",
     )
     args = parser.parse_args()
     rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
