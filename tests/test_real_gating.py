@@ -299,26 +299,55 @@ def test_other_b_cell_compositions_are_cut_where_opencyto_cuts(recomposed, varia
 
 
 MEMORY_POOR = "memory-poor: 30% of memory B cells kept"
+# compositions at an instrument setting of `real_gating.py --stress` (each drawn on its own, so
+# the draws differ from the benchmark's, which draws them in a row)
+STRESSED = [(MEMORY_POOR, "fluorescence x0.33"), (MEMORY_POOR, "fluorescence x2"),
+            (MEMORY_POOR, "scatter x0.5"), ("10% of naive B cells kept", "fluorescence x2")]  # fmt: skip
+# measured 2026-12-01 (session 15): (composition, setting, population) -> F1 of a known miss
+STRESS_MISSES = {
+    (MEMORY_POOR, "scatter x0.5", "b_unswitched_memory"): 0.619,  # the IgD cut (peak - 2.5 SD)
+    (MEMORY_POOR, "scatter x0.5", "b_double_negative"): 0.686,  # falls below openCyto's
+    # CD20 off the top of the scale: QC margin events (193 of openCyto's B cells in the whole file)
+    ("10% of naive B cells kept", "fluorescence x2", "b_naive"): 0.879,
+    ("10% of naive B cells kept", "fluorescence x2", "b_cells"): 0.940,
+    ("10% of naive B cells kept", "fluorescence x2", "b_cd20pos"): 0.949,
+}
 
 
 @pytest.fixture(scope="module")
-def memory_poor_dim(shared_data):
-    variant = {MEMORY_POOR: real_gating.RECOMPOSED[MEMORY_POOR]}
-    rows = real_gating.recomposed(shared_data / "real", variant, fluorescence=0.33)
-    return {row["population"]: row for row in rows}
+def stressed(shared_data):
+    rows = {}
+    for variant, setting in STRESSED:
+        fluorescence, fsc, ssc = real_gating.STRESS_SETTINGS[setting]
+        for row in real_gating.recomposed(
+            shared_data / "real", {variant: real_gating.RECOMPOSED[variant]},
+            fluorescence=fluorescence, fsc=fsc, ssc=ssc,
+        ):  # fmt: skip
+            rows[variant, setting, row["population"]] = row
+    return rows
 
 
-@pytest.mark.parametrize("population", TARGETS)
-def test_a_memory_poor_sample_on_a_dimmer_instrument_is_cut_where_opencyto_cuts(
-    memory_poor_dim, population
+@pytest.mark.parametrize(
+    "variant,setting,population",
+    [
+        pytest.param(v, s, p, marks=pytest.mark.xfail(strict=True, reason=f"known miss, F1 {f1}"))
+        if (f1 := STRESS_MISSES.get((v, s, p))) is not None
+        else (v, s, p)
+        for v, s in STRESSED
+        for p in TARGETS
+    ],
+)
+def test_a_composition_on_another_instrument_is_cut_where_opencyto_cuts(
+    stressed, variant, setting, population
 ):
     """A child's memory-poor blood on an instrument three times dimmer (`--stress`). Without a
     CD27 valley, the density turn kept within 3 naive SDs cut into the naive B cells: the
     logicle scale narrows that SD at low gain (openCyto's cut 3.5 SDs out at x0.33, 2.7 at
-    x2), unswitched memory 0.457 (419 for openCyto's 124). The turn now keeps no further than
-    halfway to the T cells' CD27 peak (`toward`; openCyto's cut lies 0.46-0.49 of the way at
-    every gain): 0.760 (2026-12-01)."""
-    row = memory_poor_dim[population]
+    x2), unswitched memory 0.457 in the benchmark's draw (419 for openCyto's 124). The turn
+    now keeps no further than halfway to the T cells' CD27 peak (`toward`; openCyto's cut lies
+    0.46-0.49 of the way at every gain): 0.760 there, 0.748 in this draw. What still misses is
+    a strict xfail with its figure."""
+    row = stressed[variant, setting, population]
     f1 = row["f1_in_their_lymph"] if population in ("b_cells", "b_cd20pos") else row["f1"]
     assert f1 >= TARGETS.get(population, 0.95), row
 
