@@ -177,11 +177,10 @@ class _Placer:
         anchor = p.get("anchor")
         limits = None
         if anchor:
-            ref, pop = None, anchor.get("population")
-            if pop in self.masks and self.methods.get(pop, ("",))[0] != "fallback":
-                ref = np.asarray(self.columns[t.dim][self.masks[pop]], float)
-                ref = ref[np.isfinite(ref)]
-            limits = anchor_limits(x, anchor, bw, ref, self._peak(anchor.get("toward"), t.dim, bw))
+            ref = self._gated(anchor.get("population"), t.dim)
+            toward = self._gated(anchor.get("toward"), t.dim)
+            peak = majority_peak(toward, bw) if toward is not None else None
+            limits = anchor_limits(x, anchor, bw, ref, peak[0] if peak is not None else None)
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
@@ -241,13 +240,13 @@ class _Placer:
                 return lone
         return self._fallback(t, why)
 
-    def _peak(self, population: str | None, dim: str, bw: float) -> float | None:
-        """The majority peak of a gated (not fallen back) population on `dim`, or None."""
+    def _gated(self, population: str | None, dim: str) -> np.ndarray | None:
+        """The finite `dim` values of a population gated on this sample (not fallen back), or
+        None: a reference population measured on the sample itself."""
         if population not in self.masks or self.methods.get(population, ("",))[0] == "fallback":
             return None
         v = np.asarray(self.columns[dim][self.masks[population]], float)
-        peak = majority_peak(v[np.isfinite(v)], bw)
-        return None if peak is None else peak[0]
+        return v[np.isfinite(v)]
 
     def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
         """No valley and one population (BIC, `split`): if its median lies above the reference
