@@ -16,7 +16,8 @@ to the gating is measured on data we did not write.
   more when B cells are fewer).
 - The lymphopenic variant drawn anew three times; the Lyoplate file as a FACSCalibur-era
   panel records it (scatter heights, log-amplifier channel numbers, a few stains).
-- The Lyoplate file with its spillover matrix off by a factor (under- or over-compensated).
+- The Lyoplate file with its spillover matrix off by a factor (under- or over-compensated),
+  and without one (gated uncompensated, as an archive whose matrix was kept elsewhere).
 - B-cell titration on a real background: the Lyoplate file with every CD19+ event removed
   (at openCyto's CD19 cut) but k of openCyto's B cells; aplasia must stay aplasia (count <=
   2k + 5 for k = 0, 5, 20) and small counts must be counted (within 20% for k = 100, 500).
@@ -489,6 +490,20 @@ def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
     return rows
 
 
+def uncompensated(data: Path) -> list[dict]:
+    """The Lyoplate file without its `$SPILLOVER` (an archive whose matrix lived in the
+    analysis software, not the file): gated as stored, uncompensated, with the warning that
+    says so; openCyto's gates, drawn on the compensated events, still say which event is which."""
+    sample, ref, metadata = _lyoplate_source(data)
+    metadata = {k: v for k, v in metadata.items() if k != "$SPILLOVER"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write_like(sample, sample.events, Path(tmp) / "uncompensated.fcs", metadata)
+        return _lyoplate_rows(UNCOMPENSATED, gated(path), ref)
+
+
+UNCOMPENSATED = "lyoplate C01, no spillover matrix"
+
+
 def _regained(data: Path, label: str, fluorescence=1.0, fsc=1.0, ssc=1.0) -> list[dict]:
     """The Lyoplate file at other gains (`_scaled`), gated and scored against openCyto's."""
     sample, ref, metadata = _lyoplate_source(data)
@@ -521,6 +536,7 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
+            *uncompensated(args.data),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(

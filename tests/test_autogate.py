@@ -142,7 +142,7 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
     assert cut_small > cut_large + 0.015
     capped = {**anchor, "turn_max_sd": 3.0}
     assert anchor_limits(large, capped, 0.02)[1] == cut_large
-    _, kept, how = anchor_limits(small, capped, 0.02)
+    _, kept, how, _ = anchor_limits(small, capped, 0.02)
     peak, sd = majority_peak(small, 0.02)
     assert kept == pytest.approx(peak + 3.0 * sd) and kept < cut_small
     assert "kept at the majority peak" in how
@@ -159,11 +159,11 @@ def test_a_small_minoritys_turn_keeps_halfway_to_a_reference_peak(seed):
               "fallback_gap": 0.05, "fallback_sd": 3.0, "min_sd": 1, "turn_max_sd": 3.0}  # fmt: skip
     small = np.concatenate([rng.normal(0.17, 0.047, 9_000), rng.normal(0.45, 0.08, 300)])
     peak, sd = majority_peak(small, 0.02)
-    _, free, _ = anchor_limits(small, {**anchor, "turn_max_sd": 99.0}, 0.02)
-    _, kept, how = anchor_limits(small, anchor, 0.02, toward=0.40)
+    free = anchor_limits(small, {**anchor, "turn_max_sd": 99.0}, 0.02).cut
+    _, kept, how, _ = anchor_limits(small, anchor, 0.02, toward=0.40)
     assert kept == pytest.approx(peak + 0.5 * (0.40 - peak)) and kept < free
     assert "halfway to the reference peak" in how
-    _, near, how = anchor_limits(small, anchor, 0.02, toward=peak + 3 * sd)
+    _, near, how, _ = anchor_limits(small, anchor, 0.02, toward=peak + 3 * sd)
     assert near == pytest.approx(peak + 3.0 * sd) and "majority peak" in how
 
 
@@ -254,12 +254,33 @@ def test_the_valley_search_starts_from_the_samples_own_majority_not_the_window(s
     x = np.concatenate([naive, memory])
     anchor = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
               "fallback_gap": 0.05, "fallback_sd": 2.5, "min_sd": 1}  # fmt: skip
-    start, _, _ = anchor_limits(x, anchor, 0.02)
+    start = anchor_limits(x, anchor, 0.02).start
     found = find_valley(density(x, 0.02, -0.2, 1.1), start, 0.60, 10, 0.3)
     assert found is not None
     cut = found[0]
     assert (memory >= cut).mean() > 0.85 and (naive >= cut).mean() < 0.05
     assert np.quantile(x[x < 0.35], 0.99) + 0.02 > cut  # the window alone starts above the dip
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_negatives_beyond_the_anchor_window_are_found_at_the_majority_peak(seed):
+    """CD27 negatives lifted above the template's window (uncompensated spill, a high-background
+    detector): the same naive and memory populations 0.30 higher. The anchor re-centres on the
+    sample's own majority peak and cuts between them as it does where they belong, and says the
+    sample is unlike the template; where the window holds the negatives it says nothing."""
+    rng = np.random.default_rng(seed)
+    naive, memory = rng.normal(0.20, 0.05, 8000), rng.normal(0.55, 0.06, 1500)
+    anchor = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
+              "fallback_gap": 0.05, "fallback_sd": 3.0, "min_sd": 1}  # fmt: skip
+    where = anchor_limits(np.concatenate([naive, memory]), anchor, 0.02)
+    lifted = anchor_limits(np.concatenate([naive, memory]) + 0.30, anchor, 0.02)
+    assert where.unlike == "" and "not in [-0.2, 0.35]" in lifted.unlike
+    assert lifted.start == pytest.approx(where.start + 0.30, abs=0.02)
+    assert lifted.cut == pytest.approx(where.cut + 0.30, abs=0.02)
+    assert (naive + 0.30 < lifted.cut).mean() > 0.97 and (memory + 0.30 >= lifted.cut).mean() > 0.9
+    # an anchor that does not follow the majority peak still finds nothing there (reference)
+    quantiles_only = {k: v for k, v in anchor.items() if k not in ("fallback_sd", "min_sd")}
+    assert anchor_limits(naive + 0.30, quantiles_only, 0.02) is None
 
 
 # ---------------------------------------------------------------- template

@@ -226,6 +226,47 @@ def test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts(miscompensate
         assert row["f1"] >= target, row
 
 
+@pytest.fixture(scope="module")
+def uncompensated(shared_data):
+    return {row["population"]: row for row in real_gating.uncompensated(shared_data / "real")}
+
+
+UNCOMPENSATED_MISSES = {"b_unswitched_memory": 0.488, "plasmablasts": 0.569}  # 2026-12-01
+
+
+@pytest.mark.parametrize("population", [*TARGETS, "plasmablasts"])
+def test_a_file_without_its_spillover_matrix_keeps_its_naive_b_cells(
+    uncompensated, population, request
+):
+    """The file without `$SPILLOVER`, gated uncompensated (with a warning): CD20's spill lifts
+    the naive B cells' CD27 to 0.50, above the window where the template looks for them
+    (up to 0.35). The cut then fell back to the T cells' CD27 cut and every naive B cell
+    counted as unswitched memory (naive 0, unswitched memory 0.08, double negative 0); it is
+    now placed from the B cells' own majority peak (2026-12-01: naive 0.958, switched memory
+    0.745, double negative 0.767, transitional 0.862). Uncompensated IgD+ CD27+ and plasmablast
+    cells are beyond what the cuts can recover (UNCOMPENSATED_MISSES)."""
+    if population in UNCOMPENSATED_MISSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uncompensated: see figures"))
+    row = uncompensated[population]
+    assert row["f1"] >= {**TARGETS, "plasmablasts": 0.70}[population], row
+
+
+def test_a_file_without_its_spillover_matrix_is_listed_as_unlike_the_template(
+    shared_data, tmp_path
+):
+    """...and says so: the B-cell quadrant's CD27 anchor was not where the template expects,
+    on 11,000 B cells, so the sample is listed to review (it was 'as the template' with every
+    naive B cell called memory)."""
+    sample, _, metadata = real_gating._lyoplate_source(shared_data / "real")
+    path = real_gating._write_like(sample, sample.events, tmp_path / "uncompensated.fcs",
+                                   {k: v for k, v in metadata.items() if k != "$SPILLOVER"})  # fmt: skip
+    _, result, _ = _autogate(path)
+    for population in ("b_naive", "b_unswitched_memory", "b_switched_memory"):
+        look = result.shapes[population]["as_template"]
+        assert look.startswith("no: cd27") and "not in [-0.2, 0.35]" in look, look
+    assert result.shapes["b_cells"]["as_template"] == "yes"
+
+
 @pytest.mark.parametrize("stain,factor", real_gating.STAIN_BRIGHTNESS)
 def test_one_much_dimmer_stain_is_cut_where_opencyto_cuts(dimmer_stain, stain, factor):
     """A dimmer reagent moves one stain's populations down the scale: every cut follows the

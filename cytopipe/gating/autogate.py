@@ -184,9 +184,9 @@ class _Placer:
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
-                hi = min(hi, limits[0])
+                hi = min(hi, limits.start)
             else:
-                lo = max(lo, limits[0])
+                lo = max(lo, limits.start)
         # the sample's own majority peak, for a search start or a cut that follow the stain
         wanted = any(k in p for k in ("start_sd", "fallback_sd", "either_side"))
         majority = majority_peak(x, bw) if wanted else None
@@ -213,22 +213,25 @@ class _Placer:
         if found is None and p.get("either_side") and majority is not None:
             expected_below = bool(anchor) and anchor.get("side", "above") == "below"
             found = _far_side(d, x.size, majority[0], search, p, look_above=expected_below)
+        unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
             conf = round(depth, 3)
-            return Placement(
-                "valley", conf, "low_confidence" if conf < LOW_CONFIDENCE else "", value
-            )
+            flag = "low_confidence" if conf < LOW_CONFIDENCE else ""
+            return Placement("valley", conf, flag, value, unlike=unlike)
         why = f"no valley between {lo:.2f} and {hi:.2f}"
-        if limits is None or limits[2].startswith(LAST_RESORT):
+        if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             two = split_in_two(x) if p.get("split") else None
             if two is not None and max(search[0], floor) <= two[0] <= search[1]:
                 flag = f"no valley: two populations (BIC), D {two[1]:.1f}"
-                return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0])
+                return Placement(
+                    "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
+                )
         if limits is not None:
-            value = min(max(limits[1], search[0]), search[1])
-            return Placement("fallback", 0.5, f"fallback: {why} ({limits[2]})", value)
+            value = min(max(limits.cut, search[0]), search[1])
+            flag = f"fallback: {why} ({limits.how})"
+            return Placement("fallback", 0.5, flag, value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
             k = float(p["fallback_sd"])
             value = min(max(majority[0] + k * majority[1], search[0]), search[1])

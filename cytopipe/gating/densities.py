@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 
@@ -282,13 +283,28 @@ def turn_limit(
     return peak[0] + sign * most_sd * peak[1], f"the majority peak +- {most_sd:g} SD"
 
 
+class Limits(NamedTuple):
+    """Where a valley may start, where the cut falls without one, and how; `unlike`: why the
+    sample did not look as the template expects ('' when it did)."""
+
+    start: float
+    cut: float
+    how: str
+    unlike: str = ""
+
+
+# without events in the anchor's window, its population is taken as the sample's own majority
+# peak +- this many of its SDs (the window's events: where the negatives reach, see below)
+RECENTRED_SD = 2.5
+
+
 def anchor_limits(
     x: np.ndarray,
     anchor: Mapping,
     bandwidth: float,
     ref: np.ndarray | None = None,
     toward: float | None = None,
-) -> tuple[float, float, str] | None:
+) -> Limits | None:
     """Where a valley may start and where the cut falls without one, from the always-present
     population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
 
@@ -305,13 +321,28 @@ def anchor_limits(
     both and takes the nearer level: each reference can run high in its own way (CD20-dim T
     cells on the Lyoplate file; a window holding B cells in lymphoid tissue). `fallback: support`: the
     cut without a valley is where the events above the search start run out (support_end).
-    Returns (search start, fallback cut, description) or None without events in the window.
+    An empty window where the anchor follows the sample's majority peak (`fallback_sd`,
+    `min_sd`) is re-centred on that peak (+- RECENTRED_SD of its SDs) rather than giving up:
+    the negatives of an under-compensated or high-background stain can sit above any window
+    (the Lyoplate file without its spillover matrix: naive B cells at CD27 0.50, the window
+    ends at 0.35, and the T cells' CD27 cut, the reference, called all of them memory). The
+    sample is then unlike the template (`Limits.unlike`), whatever the cut.
+    Returns None without events in the window (and no majority peak to re-centre on).
     """
     below = anchor.get("side", "above") == "below"
     sign = -1.0 if below else 1.0
     if "q" in anchor:
         a, b = (float(v) for v in anchor["peak"])
         window = x[(x >= a) & (x <= b)]
+        unlike = ""
+        follows_peak = "fallback_sd" in anchor or "min_sd" in anchor
+        peak = majority_peak(x, bandwidth) if follows_peak else None
+        if window.size < MIN_EVENTS and ref is None and peak is not None:
+            window = x[np.abs(x - peak[0]) <= RECENTRED_SD * peak[1]]
+            unlike = (
+                f"its anchor population was not in [{a:g}, {b:g}] "
+                f"({x.size} events, majority peak at {peak[0]:.2f} used)"
+            )
         refs = [r for r in (ref, window) if r is not None and r.size >= MIN_EVENTS]
         if not refs:
             return None
@@ -324,23 +355,30 @@ def anchor_limits(
         edge = pick(_level(r, fq, below, bandwidth, robust and r is ref) for r in refs)
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
-        peak = None
-        if "fallback_sd" in anchor or "min_sd" in anchor:
-            peak = majority_peak(x, bandwidth)
-            if peak is not None:  # the window may hold the minority's near side: start
-                # no further out than min_sd SDs of the sample's own majority peak
-                near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
-                start = min(start, near - gap) if not below else max(start, near + gap)
+        if peak is not None:  # the window may hold the minority's near side: start no
+            # further out than min_sd SDs of the sample's own majority peak
+            near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
+            start = min(start, near - gap) if not below else max(start, near + gap)
         if anchor.get("fallback") == "support" and not below:
             start = start + gap
             shoulder = find_shoulder(x, bandwidth, start)
             if shoulder is not None:
-                return start, shoulder, f"shoulder at {shoulder:.2f}"
-            return start, max(support_end(x, bandwidth, start), edge + fgap), "end of the events"
+                return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike)
+            return Limits(
+                start,
+                max(support_end(x, bandwidth, start), edge + fgap),
+                "end of the events",
+                unlike,
+            )
         if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
             shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
             if shoulder is not None:
-                return start + sign * gap, sign * shoulder, f"shoulder at {sign * shoulder:.2f}"
+                return Limits(
+                    start + sign * gap,
+                    sign * shoulder,
+                    f"shoulder at {sign * shoulder:.2f}",
+                    unlike,
+                )
             smooth = TURN_SMOOTHING * bandwidth * max(1.0, (TURN_FULL_EVENTS / x.size) ** 0.2)
             turn = find_turn(sign * x, smooth, sign * (start + sign * gap))
             if turn is not None:
@@ -353,15 +391,15 @@ def anchor_limits(
                     limit, why = turn_limit(peak, sign, float(most), toward)
                     if sign * (cut - limit) > 0:
                         cut, how = limit, f"{how}, kept at {why}"
-                return start + sign * gap, cut, how
+                return Limits(start + sign * gap, cut, how, unlike)
             if peak is not None:
                 fk = float(anchor["fallback_sd"])
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
-                return start + sign * gap, peak[0] + sign * fk * peak[1], how
-        return start + sign * gap, edge + sign * fgap, how
+                return Limits(start + sign * gap, peak[0] + sign * fk * peak[1], how, unlike)
+        return Limits(start + sign * gap, edge + sign * fgap, how, unlike)
     peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
     if peak is None:
         return None
     k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
     how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
-    return peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how
+    return Limits(peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how)

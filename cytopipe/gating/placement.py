@@ -29,6 +29,7 @@ class Placement:
     populations: int | None = None  # 1 (no valley) or 2; gmm: clusters after joining
     separation: float | None = None  # Ashman's D of the two sides (gmm: to the nearest cluster)
     events: int | None = None  # events the placement looked at
+    unlike: str = ""  # why the sample did not look as the template expects, seen while placing
 
 
 SHAPE_MAX_EVENTS = 100_000  # split_separation looks at no more events than this
@@ -60,6 +61,8 @@ def unlike_reason(name: str, p: Placement, expect: int | None = None) -> str:
     when too few events were there to judge: a B-subset cut in aplasia is not a surprise)."""
     if p.events is None or p.events < MIN_SHAPE_EVENTS:
         return ""
+    if p.unlike:
+        return f"{name}: {p.unlike}"
     if expect and p.populations is not None and p.populations < expect:
         return f"{name}: {p.populations} population in {p.events} events, {expect} expected"
     if p.separation is not None and p.separation < MIN_SEPARATION:
