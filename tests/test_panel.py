@@ -73,6 +73,17 @@ def test_vendor_viability_stains_map_to_viability(panel, stain):
     assert found.get("viability") == 2, (stain, found)
 
 
+@pytest.mark.parametrize(
+    "stain,marker",
+    [("TCR-b", "CD3"), ("TCRβ", "CD3"), ("CD8a", "CD8"), ("CD8 alpha PerCP", "CD8"),
+     ("CD8b", "CD8b")],
+)  # fmt: skip
+def test_chain_names_map_to_their_marker(panel, stain, marker):
+    """Mouse TCR beta and the CD8 alpha chain as labs spell them: unmapped, a mouse panel had
+    no T-cell gate, and CD8a beside CD8b no CD8 alpha-beta T cells."""
+    assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)
