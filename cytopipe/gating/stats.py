@@ -92,12 +92,15 @@ def unlike_mask(stats: pd.DataFrame) -> np.ndarray:
 
 def unlike_template(stats: pd.DataFrame) -> str:
     """The gates of one sample placed where it did not look as the template expects, as
-    'population: why' joined by ' | ' ('' when all did, or for stats from before the check)."""
+    'populations: why' joined by ' | ' ('' when all did, or for stats from before the check).
+    One line per reason: a cut shared by several populations (CD27 for the four quadrant
+    subsets) gives one reason, which a reviewer should read once."""
     bad = stats[unlike_mask(stats)]
-    return " | ".join(
-        f"{pop}: {str(why).removeprefix('no: ')}"
-        for pop, why in zip(bad["population"], bad["as_template"], strict=True)
-    )
+    reasons: dict[str, list[str]] = {}
+    for pop, why in zip(bad["population"], bad["as_template"], strict=True):
+        for reason in str(why).removeprefix("no: ").split("; "):
+            reasons.setdefault(reason, []).append(str(pop))
+    return " | ".join(f"{', '.join(pops)}: {why}" for why, pops in reasons.items())
 
 
 def gates_to_review(stats: pd.DataFrame, low: float = LOW_CONFIDENCE, min_parent: int = 50) -> int:
