@@ -18,6 +18,8 @@ to the gating is measured on data we did not write.
   panel records it (scatter heights, log-amplifier channel numbers, a few stains).
 - The Lyoplate file with its spillover matrix off by a factor (under- or over-compensated),
   and without one (gated uncompensated, as an archive whose matrix was kept elsewhere).
+- The pre-gated export with a CD45 channel added (drawn per event by openCyto's populations),
+  as the issue's user had it.
 - B-cell titration on a real background: the Lyoplate file with every CD19+ event removed
   (at openCyto's CD19 cut) but k of openCyto's B cells; aplasia must stay aplasia (count <=
   2k + 5 for k = 0, 5, 20) and small counts must be counted (within 20% for k = 100, 500).
@@ -188,11 +190,14 @@ def _lyoplate_source(data: Path):
     return sample, ref, metadata
 
 
-def _write_like(sample, events: np.ndarray, path: Path, metadata: dict) -> Path:
-    """`events` as an FCS file with the sample's channels, ranges and spillover."""
+def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None, pns=None) -> Path:
+    """`events` as an FCS file with the sample's channels (or `pnn`, `pns`: one more, with the
+    top of the sample's first channel as its range), ranges and spillover."""
+    pnn, pns = pnn or list(sample.pnn), pns or list(sample.pns)
+    metadata = {f"p{len(pnn)}r": format(sample.pnr[0], ".0f"), **metadata}
     with open(path, "wb") as fh:
         data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())
-        flowio.create_fcs(fh, data_, sample.pnn, sample.pns, metadata_dict=metadata)
+        flowio.create_fcs(fh, data_, pnn, pns, metadata_dict=metadata)
     return path
 
 
@@ -205,28 +210,70 @@ def _lineages(sample, ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return b, b | (cd3 > cd3[ref["Live/CD3gate"].to_numpy(bool)].max())
 
 
-def titration(data: Path, ks=TITRATION, seed: int = 1, pregated: bool = False) -> list[dict]:
+# The issue's export (pre-gated on lymphocytes, with CD45) has a CD45 channel the Lyoplate file
+# lacks: drawn per event, in decades of the linear value (mean, SD), by openCyto's populations:
+# lymphocytes bright (B cells a little dimmer than T cells), dead cells and debris dimmer and
+# wide. The scatter, the stains and every population are the file's own.
+CD45_DECADES = {"t_cells": (4.35, 0.10), "b_cells": (4.20, 0.10), "other": (4.25, 0.10),
+                "dead": (3.90, 0.35)}  # fmt: skip
+
+
+def with_cd45(sample, ref: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, list, list]:
+    """The file's events with a CD45 column (V500-A) drawn as CD45_DECADES says, and the
+    channel names and stain labels to write them with."""
+    t = ref["Live/CD3"].to_numpy(bool)
+    b = ref[["Live/CD19andCD20", "Live/CD19and!CD20"]].to_numpy(bool).any(axis=1)
+    kind = np.where(~ref["Live"].to_numpy(bool), "dead",
+                    np.where(t, "t_cells", np.where(b, "b_cells", "other")))  # fmt: skip
+    mean = np.array([CD45_DECADES[k][0] for k in kind])
+    sd = np.array([CD45_DECADES[k][1] for k in kind])
+    cd45 = 10 ** np.random.default_rng(seed).normal(mean, sd)
+    events = np.column_stack([np.asarray(sample.events, dtype=np.float64), cd45])
+    return events, [*sample.pnn, "V500-A"], [*sample.pns, "CD45"]
+
+
+def titration(
+    data: Path, ks=TITRATION, seed: int = 1, pregated: bool = False, cd45: bool = False
+) -> list[dict]:
     """Gate the Lyoplate file with its B cells removed but k (openCyto's B cells, drawn with
     `seed`); every CD19+ event at or above openCyto's CD19 cut goes, dead cells included.
     `pregated`: only the events inside openCyto's scatter lymphocyte gate (an export pre-gated
-    on lymphocytes, where the issue's user found 56 B cells for 100 and 220 for 500)."""
+    on lymphocytes, where the issue's user found 56 B cells for 100 and 220 for 500); `cd45`:
+    with a CD45 channel as that export had (`with_cd45`), so the lymphocytes are gated on CD45
+    x SSC, where a 3-component mixture split them in the issue."""
     sample, ref, metadata = _lyoplate_source(data)
+    events, pnn, pns = with_cd45(sample, ref) if cd45 else (sample.events, None, None)
     within = ref["lymph"].to_numpy(bool) if pregated else np.ones(len(ref), dtype=bool)
     b_lineage = _lineages(sample, ref)[0]
     b_cells = np.flatnonzero(ref["Live/CD19andCD20"].to_numpy(bool) & within)
     rng = np.random.default_rng(seed)
     rows = []
     label = "lyoplate C01" + (" pre-gated on lymphocytes" if pregated else "")
+    label += ", CD45 added" if cd45 else ""
     with tempfile.TemporaryDirectory() as tmp:
         for k in ks:
             keep = ~b_lineage & within
             keep[rng.choice(b_cells, k, replace=False)] = True
-            path = _write_like(sample, sample.events[keep], Path(tmp) / f"b{k}.fcs", metadata)
+            path = _write_like(sample, events[keep], Path(tmp) / f"b{k}.fcs", metadata, pnn, pns)
             found = int(gated(path)["b_cells"].sum())
             rows.append({"file": f"{label}, {k} B cells left", "population": "b_cells",
                          "reference": "kept B cells", "ours": found, "ref": k,
                          "meets": "yes" if titration_target(k, found) else "NO"})  # fmt: skip
     return rows
+
+
+def pregated_cd45(data: Path) -> list[dict]:
+    """The export the issue's user had: only the events inside openCyto's scatter lymphocyte
+    gate, with a CD45 channel (`with_cd45`): one population on CD45 x SSC, which must not be
+    split (42% of the lymphocytes were kept there, B-cell recall 45%)."""
+    sample, ref, metadata = _lyoplate_source(data)
+    events, pnn, pns = with_cd45(sample, ref)
+    inside = ref["lymph"].to_numpy(bool)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write_like(sample, events[inside], Path(tmp) / "cd45.fcs", metadata, pnn, pns)
+        masks = gated(path)
+    label = "lyoplate C01 pre-gated on lymphocytes, CD45 added"
+    return _lyoplate_rows(label, masks, ref[inside].reset_index(drop=True))
 
 
 _B = "Live/CD19andCD20/"
@@ -536,7 +583,7 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data),
+            *uncompensated(args.data), *pregated_cd45(args.data),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(
@@ -545,7 +592,8 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     scored = table.dropna(subset=["target"])
     met = int((scored["f1"] >= scored["target"]).sum())
-    titr = pd.DataFrame([*titration(args.data), *titration(args.data, pregated=True)])
+    titr = pd.DataFrame([*titration(args.data), *titration(args.data, pregated=True),
+                         *titration(args.data, pregated=True, cd45=True)])  # fmt: skip
     print("\n" + titr.to_string(index=False))
     met += int((titr["meets"] == "yes").sum())
     print(f"\nreal_gating targets_met={met}/{len(scored) + len(titr)}")
