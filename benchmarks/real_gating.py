@@ -537,14 +537,20 @@ def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
     return rows
 
 
-def uncompensated(data: Path) -> list[dict]:
+def write_uncompensated(data: Path, path: Path) -> Path:
     """The Lyoplate file without its `$SPILLOVER` (an archive whose matrix lived in the
-    analysis software, not the file): gated as stored, uncompensated, with the warning that
-    says so; openCyto's gates, drawn on the compensated events, still say which event is which."""
-    sample, ref, metadata = _lyoplate_source(data)
+    analysis software, not the file), written to `path`."""
+    sample, _, metadata = _lyoplate_source(data)
     metadata = {k: v for k, v in metadata.items() if k != "$SPILLOVER"}
+    return _write_like(sample, sample.events, path, metadata)
+
+
+def uncompensated(data: Path) -> list[dict]:
+    """`write_uncompensated` gated as stored, uncompensated, with the warning that says so;
+    openCyto's gates, drawn on the compensated events, still say which event is which."""
+    ref = _lyoplate_source(data)[1]
     with tempfile.TemporaryDirectory() as tmp:
-        path = _write_like(sample, sample.events, Path(tmp) / "uncompensated.fcs", metadata)
+        path = write_uncompensated(data, Path(tmp) / "uncompensated.fcs")
         return _lyoplate_rows(UNCOMPENSATED, gated(path), ref)
 
 
