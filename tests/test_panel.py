@@ -84,6 +84,18 @@ def test_chain_names_map_to_their_marker(panel, stain, marker):
     assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
 
 
+def test_a_label_on_a_detectors_height_and_width_too_names_its_area(panel):
+    """FACSDiva can write a stain label on each of a detector's channels: the area is gated,
+    not the height listed before it, and never the width (which measures the pulse, not the
+    stain: CD3 on PE-W was a silent wrong T-cell gate)."""
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "FITC-H", "FITC-A", "PE-W", "PE-H", "PE-A", "FL3-H"]
+    pns = ["", "", "", "CD19", "CD19", "CD3", "CD3", "CD3", "CD20"]
+    found = match_channels(panel, pnn, pns)
+    assert {m: pnn[found[m]] for m in ("CD19", "CD3", "CD20")} == {
+        "CD19": "FITC-A", "CD3": "PE-A", "CD20": "FL3-H"
+    }  # fmt: skip
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

@@ -78,11 +78,14 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     "TCRb BV421" for CD3 in a mouse panel), then that token's part before a "-" or "." that
     joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not "CD19-CAR"). A channel is used
     for one marker only, so a detector alias cannot steal a channel whose stain label named
-    another marker.
+    another marker. Where one label names several channels of a detector (FACSDiva can write
+    it on FITC-A, FITC-H and FITC-W alike), the area is taken, then the height, then the width
+    (`_signal_rank`): gating is on areas, and a width is no measure of the stain at all.
     """
     norm_pns = [_norm(s) for s in pns]
     norm_pnn = [_norm(n) for n in pnn]
     first_token = [_norm(_TOKEN.split(s.strip())[0]) if s.strip() else "" for s in pns]
+    order = sorted(range(len(pnn)), key=lambda i: (_signal_rank(pnn[i]), i))
     found: dict[str, int] = {}
     taken: set[int] = set()
 
@@ -91,7 +94,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
             if marker in found:
                 continue
             keys = {_norm(a) for a in aliases}
-            for i, label in enumerate(candidates):
+            for i in order:
+                label = candidates[i]
                 if i not in taken and label and pick(marker, keys, label):
                     found[marker] = i
                     taken.add(i)
@@ -107,6 +111,13 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
     claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
+
+
+def _signal_rank(name: str) -> int:
+    """0 for a detector's area channel (-A), 2 for its height (-H), 3 for its width (-W), 1 for
+    any other name."""
+    suffix = name.strip().upper().rsplit("-", 1)[-1] if "-" in name else ""
+    return {"A": 0, "H": 2, "W": 3}.get(suffix, 1)
 
 
 def _starts_with(label: str, alias: str) -> bool:
