@@ -96,6 +96,17 @@ def test_a_label_on_a_detectors_height_and_width_too_names_its_area(panel):
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "stain,marker",
+    [("BV421-A :: CD3", "CD3"), ("Comp-PE-Cy7-A :: CD20", "CD20"), ("CD19 :: PE", "CD19"),
+     ("CD3:BV421", "CD3"), ("CD27 : APC", "CD27")],
+)  # fmt: skip
+def test_flowjo_display_labels_and_colons_name_the_stain(panel, stain, marker):
+    """FlowJo shows a channel as '<detector> :: <stain>' and some exports keep that as the
+    label; others join marker and dye with a colon. Both were unmapped (no gate, silently)."""
+    assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

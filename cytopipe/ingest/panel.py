@@ -22,7 +22,7 @@ Panel = dict[str, list[str]]
 
 # Scatter channels: linear, scaled by their range, never transformed or compensated.
 SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
-_TOKEN = re.compile(r"[\s;/,_]+")
+_TOKEN = re.compile(r"[\s;:/,_]+")
 # A marker joined to its fluorochrome by "-" or "." ("CD20-BV786", "CD27.APC"): split only when
 # what follows names a fluorochrome, so "CD19-CAR" (the CAR, not CD19) stays whole.
 _WITH_DYE = re.compile(
@@ -78,13 +78,15 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     "TCRb BV421" for CD3 in a mouse panel), then that token's part before a "-" or "." that
     joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not "CD19-CAR"). A channel is used
     for one marker only, so a detector alias cannot steal a channel whose stain label named
-    another marker. Where one label names several channels of a detector (FACSDiva can write
-    it on FITC-A, FITC-H and FITC-W alike), the area is taken, then the height, then the width
-    (`_signal_rank`): gating is on areas, and a width is no measure of the stain at all.
+    another marker. FlowJo's display form "<detector> :: <stain>" is read as its stain
+    (`_stain_part`), and a ":" separates tokens like a space ("CD3:BV421"). Where one label
+    names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and FITC-W
+    alike), the area is taken, then the height, then the width (`_signal_rank`): gating is on
+    areas, and a width is no measure of the stain at all.
     """
-    norm_pns = [_norm(s) for s in pns]
+    norm_pns = [_norm(_stain_part(s)) for s in pns]
     norm_pnn = [_norm(n) for n in pnn]
-    first_token = [_norm(_TOKEN.split(s.strip())[0]) if s.strip() else "" for s in pns]
+    first_token = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in norm_pns]
     order = sorted(range(len(pnn)), key=lambda i: (_signal_rank(pnn[i]), i))
     found: dict[str, int] = {}
     taken: set[int] = set()
@@ -95,7 +97,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
                 continue
             keys = {_norm(a) for a in aliases}
             for i in order:
-                label = candidates[i]
+                label = candidates[i] if i < len(candidates) else ""
                 if i not in taken and label and pick(marker, keys, label):
                     found[marker] = i
                     taken.add(i)
@@ -111,6 +113,15 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
     claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
+
+
+def _stain_part(label: str) -> str:
+    """The stain of FlowJo's "<detector> :: <stain>" ("BV421-A :: CD3"), or of "<stain> ::
+    <dye>"; any other label as it is."""
+    if "::" not in label:
+        return label
+    left, right = (part.strip() for part in label.split("::", 1))
+    return right if _signal_rank(left) != 1 else left
 
 
 def _signal_rank(name: str) -> int:
