@@ -107,6 +107,19 @@ def test_flowjo_display_labels_and_colons_name_the_stain(panel, stain, marker):
     assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
 
 
+@pytest.mark.parametrize(
+    "pnn",
+    [["FS INT LIN", "SS INT LIN", "FS PEAK LIN"], ["FS", "SS", "FS PEAK"],
+     ["FSC 488/10-A", "SSC 488/10-A", "FSC 488/10-H"], ["Forward Scatter", "Side Scatter", "x"]],
+)  # fmt: skip
+def test_scatter_of_other_instruments_by_their_names(panel, pnn):
+    """Beckman Coulter LMD ('FS INT LIN'), Epics ('FS'), a scatter named by its filter ('FSC
+    488/10-A'): without scatter a file gets no cells, singlets or lymphocyte gate."""
+    found = match_channels(panel, [*pnn, "FL1-A"], ["", "", "", "CD3"])
+    assert (found["FSC-A"], found["SSC-A"], found["CD3"]) == (0, 1, 3)
+    assert found.get("FSC-H") == (2 if pnn[2] != "x" else None)
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

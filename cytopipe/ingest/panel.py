@@ -105,6 +105,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
 
     claim(norm_pns, lambda m, keys, label: label in keys)
     claim(norm_pnn, lambda m, keys, label: label in keys)
+    claim([_scatter_name(n) for n in norm_pnn], lambda m, keys, label: label in keys)
     claim(
         norm_pns,
         lambda m, keys, label: any(_starts_with(label, k) for k in keys if _TOKEN.search(k)),
@@ -113,6 +114,15 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
     claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
     return found
+
+
+_SCATTER = re.compile(r"^(?P<kind>fsc|ssc) \S+-(?P<signal>[ah])$")
+
+
+def _scatter_name(name: str) -> str:
+    """'fsc-a' for a scatter channel named by its filter ('fsc 488/10-a'), else ''."""
+    m = _SCATTER.match(name)
+    return f"{m['kind']}-{m['signal']}" if m else ""
 
 
 def _stain_part(label: str) -> str:
