@@ -120,6 +120,19 @@ def test_scatter_of_other_instruments_by_their_names(panel, pnn):
     assert found.get("FSC-H") == (2 if pnn[2] != "x" else None)
 
 
+@pytest.mark.parametrize(
+    "stain,marker",
+    [("FITC CD3", "CD3"), ("FITC-CD3", "CD3"), ("PE-Cy7 CD19", "CD19"), ("APC-H7 CD20", "CD20"),
+     ("PerCP-Cy5.5 CD38", "CD38"), ("Alexa Fluor 700 CD27", "CD27"), ("eFluor 450 IgD", "IgD"),
+     ("PE-Dazzle 594 CD24", "CD24"), ("BV786 CD19 CAR-detect", "CAR"), ("APC Live/Dead", "viability")],
+)  # fmt: skip
+def test_a_fluorochrome_written_before_its_marker(panel, stain, marker):
+    """Labs that write the dye first ('FITC CD3', 'PE-Cy7 CD19') had no marker mapped at all,
+    so no B-cell gate; the CAR detection reagent stays the CAR after its dye too."""
+    assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
+    assert match_channels(panel, ["FL1-A"], ["PE"]) == {}  # a dye alone names nothing
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

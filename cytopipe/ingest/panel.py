@@ -31,6 +31,16 @@ _WITH_DYE = re.compile(
     r"|vio|qdot|qd\d+)"
 )
 
+# A fluorochrome written before its marker ("FITC CD3", "PE-Cy7 CD19", "Alexa Fluor 700 CD27",
+# "APC-H7-CD20"): the dye, its tandem or number parts, then the marker.
+_DYE_FIRST = re.compile(
+    r"^(?:fitc|pe|apc|percp|pb|po|ecd|kro|pacific (?:blue|orange)|amcyan|bv ?\d+|buv ?\d+"
+    r"|bb\d+|af ?\d+|alexa(?: fluor)? ?\d+|e ?fluor ?\d+|ef\d+|sb\d+|nfb\d+|v\d{3}|r\d{3}"
+    r"|pc\d(?:\.\d)?|spark \w+|qdot ?\d+|qd\d+)"
+    r"(?:-(?:cy\d(?:\.\d)?|h7|vio ?\d+|dazzle(?: ?594)?|texas red|efluor ?\d+))*"
+    r"[\s:/_-]+(?P<marker>\S.*)$"
+)
+
 
 def _norm(text: str) -> str:
     return " ".join(str(text).split()).casefold()
@@ -71,22 +81,26 @@ def parse_panel(raw: object, source: str | os.PathLike | None = None) -> Panel:
 def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict[str, int]:
     """Map canonical marker -> channel index. Unmatched markers are absent from the result.
 
-    Order of evidence: an alias equal to $PnS, an alias equal to $PnN, a $PnS that starts with a
-    multi-word alias ("CD19 CAR-detect BV786" is the CAR detection reagent, not CD19; "L/D
-    Aqua" the viability dye), then a
-    $PnS whose first token is the canonical name or a one-word alias ("CD21;FITC;530/30@488/B",
-    "TCRb BV421" for CD3 in a mouse panel), then that token's part before a "-" or "." that
-    joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not "CD19-CAR"). A channel is used
-    for one marker only, so a detector alias cannot steal a channel whose stain label named
-    another marker. FlowJo's display form "<detector> :: <stain>" is read as its stain
-    (`_stain_part`), and a ":" separates tokens like a space ("CD3:BV421"). Where one label
-    names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and FITC-W
-    alike), the area is taken, then the height, then the width (`_signal_rank`): gating is on
-    areas, and a width is no measure of the stain at all.
+    Order of evidence:
+    1. an alias equal to $PnS, then to $PnN, then a scatter named by its filter ('FSC
+       488/10-A');
+    2. a $PnS that starts with a multi-word alias ("CD19 CAR-detect BV786" is the CAR
+       detection reagent, not CD19; "L/D Aqua" the viability dye);
+    3. a $PnS whose first token is the canonical name or a one-word alias
+       ("CD21;FITC;530/30@488/B", "TCRb BV421" for CD3 in a mouse panel), then that token's
+       part before a "-" or "." that joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not
+       "CD19-CAR");
+    4. the same after a fluorochrome written first ("FITC CD3", "PE-Cy7 CD19").
+    FlowJo's display form "<detector> :: <stain>" is read as its stain (`_stain_part`), and a
+    ":" separates tokens like a space ("CD3:BV421"). A channel is used for one marker only, so a
+    detector alias cannot steal a channel whose stain label named another marker. Where one
+    label names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and
+    FITC-W alike), the area is taken, then the height, then the width (`_signal_rank`): gating
+    is on areas, and a width is no measure of the stain at all.
     """
-    norm_pns = [_norm(_stain_part(s)) for s in pns]
-    norm_pnn = [_norm(n) for n in pnn]
-    first_token = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in norm_pns]
+    stains = [_norm(_stain_part(s)) for s in pns]
+    names = [_norm(n) for n in pnn]
+    after_dye = [(d["marker"] if (d := _DYE_FIRST.match(s)) else "") for s in stains]
     order = sorted(range(len(pnn)), key=lambda i: (_signal_rank(pnn[i]), i))
     found: dict[str, int] = {}
     taken: set[int] = set()
@@ -103,17 +117,31 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
                     taken.add(i)
                     break
 
-    claim(norm_pns, lambda m, keys, label: label in keys)
-    claim(norm_pnn, lambda m, keys, label: label in keys)
-    claim([_scatter_name(n) for n in norm_pnn], lambda m, keys, label: label in keys)
-    claim(
-        norm_pns,
-        lambda m, keys, label: any(_starts_with(label, k) for k in keys if _TOKEN.search(k)),
-    )
-    claim(first_token, lambda m, keys, label: label == _norm(m) or label in keys)
-    with_dye = [(w.group("marker") if (w := _WITH_DYE.match(t)) else "") for t in first_token]
-    claim(with_dye, lambda m, keys, label: label == _norm(m) or label in keys)
+    def by_words(labels: list[str]) -> None:  # 2 and 3
+        claim(labels, _multi_word)
+        first = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in labels]
+        claim(first, _one_word)
+        claim([(w["marker"] if (w := _WITH_DYE.match(t)) else "") for t in first], _one_word)
+
+    claim(stains, _exact)
+    claim(names, _exact)
+    claim([_scatter_name(n) for n in names], _exact)
+    by_words(stains)
+    claim(after_dye, _exact)
+    by_words(after_dye)
     return found
+
+
+def _exact(marker: str, keys: set[str], label: str) -> bool:
+    return label in keys
+
+
+def _multi_word(marker: str, keys: set[str], label: str) -> bool:
+    return any(_starts_with(label, k) for k in keys if _TOKEN.search(k))
+
+
+def _one_word(marker: str, keys: set[str], label: str) -> bool:
+    return label == _norm(marker) or label in keys
 
 
 _SCATTER = re.compile(r"^(?P<kind>fsc|ssc) \S+-(?P<signal>[ah])$")
