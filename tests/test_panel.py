@@ -133,6 +133,18 @@ def test_a_fluorochrome_written_before_its_marker(panel, stain, marker):
     assert match_channels(panel, ["FL1-A"], ["PE"]) == {}  # a dye alone names nothing
 
 
+@pytest.mark.parametrize(
+    "stain,marker",
+    [("anti-CD19", "CD19"), ("PE anti-CD19", "CD19"), ("CD 19", "CD19"), ("CD-19", "CD19"),
+     ("CD19+", "CD19"), ("CD19PE-Cy7", "CD19"), ("CD27BV605", "CD27"), ("sIgD", "IgD")],
+)  # fmt: skip
+def test_spellings_that_hide_the_marker(panel, stain, marker):
+    """'anti-CD19', 'CD 19', 'CD19+', a dye glued on ('CD19PE-Cy7'): each left the marker
+    unmapped. Markers whose names run on stay themselves (CD45RA is not CD45)."""
+    assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
+    assert match_channels(panel, ["FL1-A"], ["CD45RA"]) == {}
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

@@ -25,11 +25,11 @@ SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
 _TOKEN = re.compile(r"[\s;:/,_]+")
 # A marker joined to its fluorochrome by "-" or "." ("CD20-BV786", "CD27.APC"): split only when
 # what follows names a fluorochrome, so "CD19-CAR" (the CAR, not CD19) stays whole.
-_WITH_DYE = re.compile(
-    r"^(?P<marker>[^-.]+)[-.](?:fitc|pe|apc|percp|pb|po|ecd|kro|alexa|pacific|amcyan|bv\d+"
-    r"|buv\d+|bb\d+|af\d+|ef\d+|sb\d+|nfb\d+|v\d{3}|r\d{3}|pc\d|pe-cy|apc-cy|apc-h7|spark"
-    r"|vio|qdot|qd\d+)"
+_DYE_NAMES = (
+    r"fitc|pe|apc|percp|pb|po|ecd|kro|alexa|pacific|amcyan|bv\d+|buv\d+|bb\d+|af\d+|ef\d+"
+    r"|sb\d+|nfb\d+|v\d{3}|r\d{3}|pc\d|pe-cy|apc-cy|apc-h7|spark|vio|qdot|qd\d+"
 )
+_WITH_DYE = re.compile(rf"^(?P<marker>[^-.]+)[-.](?:{_DYE_NAMES})")
 
 # A fluorochrome written before its marker ("FITC CD3", "PE-Cy7 CD19", "Alexa Fluor 700 CD27",
 # "APC-H7-CD20"): the dye, its tandem or number parts, then the marker.
@@ -118,6 +118,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
                     break
 
     def by_words(labels: list[str]) -> None:  # 2 and 3
+        labels = [_plain(s) for s in labels]
         claim(labels, _multi_word)
         first = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in labels]
         claim(first, _one_word)
@@ -130,6 +131,15 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     claim(after_dye, _exact)
     by_words(after_dye)
     return found
+
+
+def _plain(label: str) -> str:
+    """A normalised label without the spellings that hide its marker: "anti-CD19", "CD 19",
+    "CD-19", "CD19+", "CD19PE" (a dye glued to the marker) -> "cd19 ..."."""
+    label = re.sub(r"^(?:anti|α)[\s-]+", "", label)
+    label = re.sub(r"\bcd[\s-]+(?=\d)", "cd", label)
+    label = re.sub(r"(?<=\S)\+(?=\s|$)", "", label)
+    return re.sub(rf"^(cd\d+)(?:{_DYE_NAMES})\S*", r"\1", label)
 
 
 def _exact(marker: str, keys: set[str], label: str) -> bool:
