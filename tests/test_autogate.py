@@ -633,6 +633,26 @@ def test_each_gate_says_whether_the_sample_looked_as_the_template_expects(
     assert "t_cells" in listed and listed.count("cd3: 1 population") == 1, listed
 
 
+def test_negatives_that_fill_the_search_window_make_the_sample_unlike_the_template(
+    baseline_sample, specs, panel_map
+):
+    """T cells whose CD19 spreads past the window the CD19 cut is searched in (a noisy or
+    badly compensated CD19 detector): there is no room left for a valley, the cut falls back,
+    and the sample says so instead of standing as the template expects."""
+    columns, labels = gating_columns(baseline_sample, panel_map)
+    t = np.isin(labels, ["t_cd4", "t_cd8", "t_other"]) | (columns["CD3"] > 0.5)
+    rng = np.random.default_rng(5)
+    cd19 = columns["CD19"].copy()
+    cd19[t] = rng.normal(0.50, 0.10, int(t.sum())).astype(cd19.dtype)
+    stats = gate("noisy", {**columns, "CD19": cd19}, specs).stats.set_index("population")
+    look = stats.loc["b_cells", "as_template"]
+    assert look.startswith("no: cd19: its anchor population reaches") and "past the" in look
+    assert (
+        gate("ok", columns, specs).stats.set_index("population").loc["b_cells", "as_template"]
+        == "yes"
+    )
+
+
 def test_backgating_finds_lymphocytes_that_are_not_the_lowest_ssc_cluster(specs):
     """Scatter only (no CD45): debris piled at the FSC threshold has the lowest SSC; the
     cluster holding the CD3+ events is the lymphocytes' (on FlowCAP-I GvHD file 6 this took

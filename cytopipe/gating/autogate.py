@@ -187,6 +187,11 @@ class _Placer:
                 hi = min(hi, limits.start)
             else:
                 lo = max(lo, limits.start)
+            if lo >= hi and not limits.unlike:  # the anchor population fills the window
+                limits = limits._replace(
+                    unlike=f"its anchor population reaches {limits.start:.2f}, past the "
+                    f"search window [{search[0]:g}, {search[1]:g}]"
+                )
         # the sample's own majority peak, for a search start or a cut that follow the stain
         wanted = any(k in p for k in ("start_sd", "fallback_sd", "either_side"))
         majority = majority_peak(x, bw) if wanted else None
