@@ -64,13 +64,20 @@ def test_case_and_whitespace_insensitive():
     "stain",
     ["Zombie Aqua", "FVS780", "LIVE DEAD Aqua", "LIVE/DEAD Blue", "DAPI", "7-AAD",
      "Fixable Viability Dye eFluor 780", "FVD eF506", "Live/Dead Green", "L/D Aqua",
-     "Live-Dead NIR", "LiveDead Violet"],
+     "Live-Dead NIR", "LiveDead Violet", "Ghost Dye Violet 510", "DRAQ7", "SYTOX Blue",
+     "TO-PRO-3", "FVD780", "LD-NIR"],
 )  # fmt: skip
 def test_vendor_viability_stains_map_to_viability(panel, stain):
     """Archives name the dye by its product (BD FVS, eBioscience FVD, BioLegend Zombie):
     without viability a sample's dead cells would stay in every gate, silently."""
     found = match_channels(panel, ["FSC-A", "SSC-A", "V525-A"], ["", "", stain])
     assert found.get("viability") == 2, (stain, found)
+
+
+def test_a_dump_channel_is_not_viability(panel):
+    """A 'Dump' channel holds CD3 or CD14 beside the dead-cell dye: taken as viability it would
+    remove the T cells as 'dead'."""
+    assert "viability" not in match_channels(panel, ["V525-A"], ["Dump"])
 
 
 @pytest.mark.parametrize(
