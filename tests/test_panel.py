@@ -152,6 +152,16 @@ def test_spellings_that_hide_the_marker(panel, stain, marker):
     assert match_channels(panel, ["FL1-A"], ["CD45RA"]) == {}
 
 
+def test_a_channel_without_a_stain_label_is_read_by_its_name(panel):
+    """Some exports name the channel by its marker and leave $PnS empty ('CD3-A', 'CD19
+    PE-A'); a detector name ('FITC-A', 'PE-Cy7-A') still names nothing, and a height never
+    becomes the area's scatter."""
+    pnn = ["FSC-A", "FSC-H", "SSC-A", "CD3-A", "CD19 PE-A", "FITC-A", "PE-Cy7-A"]
+    found = match_channels(panel, pnn, [""] * len(pnn))
+    assert found == {"FSC-A": 0, "FSC-H": 1, "SSC-A": 2, "CD3": 3, "CD19": 4}
+    assert match_channels(panel, ["FSC-H", "SSC-H"], ["", ""]) == {"FSC-H": 0, "SSC-H": 1}
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

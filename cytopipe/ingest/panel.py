@@ -91,6 +91,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
        part before a "-" or "." that joins it to a fluorochrome ("CD20-BV786", "CD27.APC"; not
        "CD19-CAR");
     4. the same after a fluorochrome written first ("FITC CD3", "PE-Cy7 CD19").
+    Steps 2 and 3 read a channel without a $PnS by its $PnN ("CD3-A", "CD19 PE-A").
     FlowJo's display form "<detector> :: <stain>" is read as its stain (`_stain_part`), and a
     ":" separates tokens like a space ("CD3:BV421"). A channel is used for one marker only, so a
     detector alias cannot steal a channel whose stain label named another marker. Where one
@@ -127,7 +128,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     claim(stains, _exact)
     claim(names, _exact)
     claim([_scatter_name(n) for n in names], _exact)
-    by_words(stains)
+    # a channel without a stain label may carry the marker in its name ("CD3-A", "CD19 PE-A")
+    by_words([s or _unsuffixed(n) for s, n in zip(stains, names, strict=False)])
     claim(after_dye, _exact)
     by_words(after_dye)
     return found
@@ -170,6 +172,11 @@ def _stain_part(label: str) -> str:
         return label
     left, right = (part.strip() for part in label.split("::", 1))
     return right if _signal_rank(left) != 1 else left
+
+
+def _unsuffixed(name: str) -> str:
+    """A channel name without its -A, -H or -W ("cd3-a" -> "cd3")."""
+    return name.rsplit("-", 1)[0] if _signal_rank(name) != 1 else name
 
 
 def _signal_rank(name: str) -> int:
