@@ -143,11 +143,12 @@ def test_a_fluorochrome_written_before_its_marker(panel, stain, marker):
 @pytest.mark.parametrize(
     "stain,marker",
     [("anti-CD19", "CD19"), ("PE anti-CD19", "CD19"), ("CD 19", "CD19"), ("CD-19", "CD19"),
-     ("CD19+", "CD19"), ("CD19PE-Cy7", "CD19"), ("CD27BV605", "CD27"), ("sIgD", "IgD")],
+     ("CD19+", "CD19"), ("CD19PE-Cy7", "CD19"), ("CD27BV605", "CD27"), ("sIgD", "IgD"),
+     ("CD3\u2010FITC", "CD3"), ("CD19\u2013PE-Cy7", "CD19")],
 )  # fmt: skip
 def test_spellings_that_hide_the_marker(panel, stain, marker):
-    """'anti-CD19', 'CD 19', 'CD19+', a dye glued on ('CD19PE-Cy7'): each left the marker
-    unmapped. Markers whose names run on stay themselves (CD45RA is not CD45)."""
+    """'anti-CD19', 'CD 19', 'CD19+', a dye glued on ('CD19PE-Cy7'), a typographic dash: each
+    left the marker unmapped. Markers whose names run on stay themselves (CD45RA is not CD45)."""
     assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
     assert match_channels(panel, ["FL1-A"], ["CD45RA"]) == {}
 

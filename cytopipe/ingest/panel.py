@@ -42,8 +42,13 @@ _DYE_FIRST = re.compile(
 )
 
 
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2212", "-"))
+
+
 def _norm(text: str) -> str:
-    return " ".join(str(text).split()).casefold()
+    """Case and whitespace folded, typographic dashes as "-" (labels typed in a word processor:
+    "CD3\u2010FITC")."""
+    return " ".join(str(text).translate(_DASHES).split()).casefold()
 
 
 def load_panel(path: str | os.PathLike) -> Panel:
