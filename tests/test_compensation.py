@@ -149,6 +149,16 @@ def test_standard_and_navios_channel_numbers() -> None:
         comp.parse_spillover(spill_text(["3", "4", "9"], plain_values()), PNN)
 
 
+def test_spillover_naming_the_detector_maps_to_its_area_channel() -> None:
+    """'FITC' in the matrix, 'FITC-A' (beside 'FITC-H') in the file: the area channel, with a
+    warning; the sample failed with 'names channels the file does not have' before."""
+    pnn = ["FSC-A", "SSC-A", "FITC-A", "FITC-H", "PE-A", "APC-A"]
+    spill = comp.parse_spillover(spill_text(["FITC", "PE", "APC"], plain_values()), pnn)
+    assert spill.channels == ["FITC-A", "PE-A", "APC-A"]
+    assert "area channel" in spill.warnings[0]
+    np.testing.assert_array_equal(spill.matrix, M)
+
+
 def test_decimal_commas() -> None:
     euro = [f"{v:.4f}".replace(".", ",") for v in M.ravel()]
     semi = comp.parse_spillover(spill_text(["FL1", "FL2", "FL3"], euro, sep=";"), PNN)

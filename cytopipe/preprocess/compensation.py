@@ -107,7 +107,8 @@ def _resolve_names(
     names: Sequence[str], pnn: Sequence[str], pns: Sequence[str] | None, warnings: list[str]
 ) -> list[str | None]:
     """Map matrix labels onto $PnN: exact, then case/whitespace-insensitive, then channel numbers
-    (Beckman Navios writes 1-based indices), then a unique $PnS match. None = unknown."""
+    (Beckman Navios writes 1-based indices), then a unique $PnS match, then the detector's area
+    channel ('FITC' for 'FITC-A': some software names the detector). None = unknown."""
     exact = set(pnn)
     by_norm: dict[str, list[str]] = {}
     for p in pnn:
@@ -140,6 +141,9 @@ def _resolve_names(
         elif len(by_pns.get(_norm(label), [])) == 1:
             out.append(by_pns[_norm(label)][0])
             warnings.append(f"spillover label {label!r} matched by $PnS to channel {out[-1]!r}")
+        elif len(by_norm.get(_norm(f"{label}-A"), [])) == 1:  # the detector, not its area
+            out.append(by_norm[_norm(f"{label}-A")][0])
+            warnings.append(f"spillover label {label!r} matched to its area channel {out[-1]!r}")
         else:
             out.append(None)
     return out
