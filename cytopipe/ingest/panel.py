@@ -33,10 +33,10 @@ _WITH_DYE = re.compile(rf"^(?P<marker>[^-.]+)[-.](?:{_DYE_NAMES})")
 
 # A fluorochrome written before its marker ("FITC CD3", "PE-Cy7 CD19", "Alexa Fluor 700 CD27",
 # "APC-H7-CD20"): the dye, its tandem or number parts, then the marker.
+# The spelled-out names come first: "alexa" alone would leave "fluor 700 cd27" as the marker.
 _DYE_FIRST = re.compile(
-    r"^(?:fitc|pe|apc|percp|pb|po|ecd|kro|pacific (?:blue|orange)|amcyan|bv ?\d+|buv ?\d+"
-    r"|bb\d+|af ?\d+|alexa(?: fluor)? ?\d+|e ?fluor ?\d+|ef\d+|sb\d+|nfb\d+|v\d{3}|r\d{3}"
-    r"|pc\d(?:\.\d)?|spark \w+|qdot ?\d+|qd\d+)"
+    r"^(?:pacific (?:blue|orange)|alexa(?: fluor)? ?\d+|e ?fluor ?\d+|(?:bv|buv|af) \d+"
+    rf"|pc\d\.\d|spark \w+|qdot ?\d+|{_DYE_NAMES})"
     r"(?:-(?:cy\d(?:\.\d)?|h7|vio ?\d+|dazzle(?: ?594)?|texas red|efluor ?\d+))*"
     r"[\s:/_-]+(?P<marker>\S.*)$"
 )
