@@ -191,10 +191,11 @@ def _lyoplate_source(data: Path):
 
 
 def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None, pns=None) -> Path:
-    """`events` as an FCS file with the sample's channels (or `pnn`, `pns`: one more, with the
-    top of the sample's first channel as its range), ranges and spillover."""
+    """`events` as an FCS file with the sample's channels, ranges and spillover (or `pnn`,
+    `pns`: the sample's and more, each added one with the top of the first channel as range)."""
     pnn, pns = pnn or list(sample.pnn), pns or list(sample.pns)
-    metadata = {f"p{len(pnn)}r": format(sample.pnr[0], ".0f"), **metadata}
+    added = range(len(sample.pnn) + 1, len(pnn) + 1)
+    metadata = {**{f"p{i}r": format(sample.pnr[0], ".0f") for i in added}, **metadata}
     with open(path, "wb") as fh:
         data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())
         flowio.create_fcs(fh, data_, pnn, pns, metadata_dict=metadata)
