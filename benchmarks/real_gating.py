@@ -558,6 +558,42 @@ def uncompensated(data: Path) -> list[dict]:
 UNCOMPENSATED = "lyoplate C01, no spillover matrix"
 
 
+BEADS = "lyoplate C01 with 5% counting beads, no viability dye"
+BEAD_SHARE = 0.05
+
+
+def write_with_beads(
+    data: Path, path: Path, share: float = BEAD_SHARE, seed: int = 0
+) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """A single-platform tube made from the Lyoplate file: counting beads, `share` of the
+    events, interleaved with the cells (the file has no Time); every detector sees them at 5% of
+    its range with a CV of 4%, with the forward and side scatter of particles smaller than
+    lymphocytes; the viability label removed, as a TBNK tube has no viability dye to call the
+    beads dead. Returns the path, openCyto's gates (False on the beads) and which event is a
+    bead, in file order."""
+    sample, ref, metadata = _lyoplate_source(data)
+    rng = np.random.default_rng(seed)
+    n_beads = int(share * len(sample.events) / (1 - share))
+    names = [n.upper() for n in sample.pnn]
+    level = np.array([0.15 if n.startswith("FSC") else 0.04 if n.startswith("SSC") else 0.05
+                      for n in names]) * np.asarray(sample.pnr, float)  # fmt: skip
+    events = np.vstack([sample.events, level * rng.lognormal(0.0, 0.04, (n_beads, len(names)))])
+    order = rng.permutation(len(events))
+    is_bead = np.arange(len(events)) >= len(sample.events)
+    ref = pd.concat([ref, pd.DataFrame(False, index=range(n_beads), columns=ref.columns)])
+    pns = ["" if m.lower().startswith("live") else m for m in sample.pns]
+    path = _write_like(sample, events[order], path, metadata, list(sample.pnn), pns)
+    return path, ref.iloc[order].reset_index(drop=True), is_bead[order]
+
+
+def with_beads(data: Path) -> list[dict]:
+    """`write_with_beads` gated and scored against openCyto's gates (beads count as not in any
+    population)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, ref, _ = write_with_beads(data, Path(tmp) / "beads.fcs")
+        return _lyoplate_rows(BEADS, gated(path), ref)
+
+
 def _regained(data: Path, label: str, fluorescence=1.0, fsc=1.0, ssc=1.0) -> list[dict]:
     """The Lyoplate file at other gains (`_scaled`), gated and scored against openCyto's."""
     sample, ref, metadata = _lyoplate_source(data)
@@ -590,7 +626,7 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *pregated_cd45(args.data),
+            *uncompensated(args.data), *pregated_cd45(args.data), *with_beads(args.data),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(

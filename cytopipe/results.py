@@ -211,6 +211,7 @@ SAMPLE_STATUS_COLUMNS = [
     "events_in",
     "events_kept",
     "pct_kept",
+    "bead_events_found",
     "n_flagged_gates",
     "n_gates_to_review",
     "unlike_template",

@@ -243,6 +243,14 @@ def test_without_a_valley_a_few_far_positives_are_kept_and_the_tail_is_not():
     assert (nk >= end).sum() <= 2 and (b >= end).sum() == 6
 
 
+def test_the_support_ends_at_the_start_when_no_event_lies_beyond_it():
+    """An anchor population brighter than every event of the parent (counting beads, bright
+    in every channel, inside the T cells) put the start above them all: numpy's histogram
+    raised 'max must be larger than min' from inside autogate."""
+    x = np.random.default_rng(5).normal(0.3, 0.05, 5_000)
+    assert support_end(x, 0.02, float(x.max()) + 0.5) == float(x.max()) + 0.5
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_valley_search_starts_from_the_samples_own_majority_not_the_window(seed):
     """CD27 on B cells of a file with dim CD27 (memory at 0.40, naive at 0.20): the template's

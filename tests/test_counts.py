@@ -14,6 +14,7 @@ from cytopipe.clinical.counts import (
     bead_data_complete,
     dual_platform,
     single_platform,
+    with_beads_found,
 )
 from cytopipe.errors import ConfigError
 
@@ -103,3 +104,31 @@ def test_stats_from_another_sheet_are_refused():
                           "age_years": [1.0], "disease": ["SLE"]})  # fmt: skip
     with pytest.raises(ConfigError, match="S_unknown"):
         add_absolute_counts(stats, sheet)
+
+
+def test_bead_events_found_in_the_file_count_where_the_sheet_gives_none():
+    """A single-platform tube whose sheet gives the beads per test and the volume but not the
+    bead events: QC's bead count of the file (sample_status' bead_events_found) fills in; a
+    count the sheet gives is kept, a file without beads leaves the gap (dual platform)."""
+    sheet = pd.DataFrame({
+        "sample_id": ["S_file", "S_sheet", "S_none"], "patient_id": ["P1", "P1", "P1"],
+        "day": [0, 30, 60], "bead_events": [np.nan, 8_000, np.nan],
+        "beads_per_test": [50_000] * 3, "volume_ul": [50] * 3,
+        "abs_lymphocytes": [np.nan, np.nan, 1500],
+    })  # fmt: skip
+    status = pd.DataFrame(
+        {"sample_id": ["S_file", "S_sheet", "S_none"], "bead_events_found": [10_000, 9_000, 0]}
+    )
+    filled = with_beads_found(sheet, status)
+    assert filled["bead_events"].tolist()[:2] == [10_000, 8_000]
+    assert np.isnan(filled["bead_events"].iloc[2])
+    stats = pd.DataFrame(
+        _stats("S_file", 2000, 500) + _stats("S_sheet", 2000, 500) + _stats("S_none", 2000, 30)
+    )
+    out = add_absolute_counts(stats, filled).set_index(["sample_id", "population"])
+    # 500 / 10000 * 50000 / 50 = 50 cells/uL; 500 / 8000 * 50000 / 50 = 62.5
+    assert out.loc[("S_file", "b_cells"), "cells_per_ul"] == pytest.approx(50.0)
+    assert out.loc[("S_sheet", "b_cells"), "cells_per_ul"] == pytest.approx(62.5)
+    assert out.loc[("S_file", "b_cells"), "abs_method"] == SINGLE
+    assert out.loc[("S_none", "b_cells"), "abs_method"] == DUAL
+    assert with_beads_found(sheet, None) is sheet

@@ -702,3 +702,16 @@ def test_a_call_on_a_doubtful_lymphocyte_gate_says_so():
     assert st.loc[28, "note"].startswith("unconfirmed_blip; lymphocyte gate in doubt")
     assert st.loc[-7, "note"] == "" and st.loc[56, "note"] == ""
     assert st.loc[90, "note"] == "unconfirmed_last_timepoint"
+
+
+def test_the_bead_count_qc_found_gives_single_platform_counts():
+    """A sheet with the beads per test and the volume but no bead events: the count of beads
+    QC set apart in the file (sample_status' bead_events_found) makes the B-cell count per uL:
+    8 B cells / 10,000 beads x 50,000 / 50 uL = 0.8 cells/uL, aplasia by the per-uL rule."""
+    stats, sheet = cohort(story("P1", {-7: (400, 2000), 30: (8, 2000)}))
+    sheet["beads_per_test"], sheet["volume_ul"] = 50_000, 50
+    status = pd.DataFrame({"sample_id": sheet["sample_id"], "bead_events_found": 10_000})
+    result = run_longitudinal(stats, sheet, {}, status)
+    states = result.sample_states.set_index("day")
+    assert states.loc[30, "b_cells_per_ul"] == pytest.approx(0.8)
+    assert (states["abs_method"] == "single_platform_beads").all()

@@ -101,6 +101,7 @@ def _status_row(row: Any, rec: Mapping, st: pd.DataFrame | None, warnings: str) 
         "events_in": qc.get("events_in"),
         "events_kept": qc.get("events_kept"),
         "pct_kept": qc.get("pct_kept"),
+        "bead_events_found": (qc.get("removed") or {}).get("counting_beads", 0),
         "n_flagged_gates": int((st["flag"].fillna("") != "").sum()) if st is not None else 0,
         "n_gates_to_review": gates_to_review(st) if st is not None else 0,
         "unlike_template": unlike_template(st) if st is not None else "",

@@ -8,6 +8,10 @@ Two methods, as in DESIGN.md "Absolute counts":
 
 Single platform is preferred when the sheet gives all three bead fields (bead_events > 0,
 beads_per_test > 0, volume_ul > 0) because it does not mix two instruments and two blood draws.
+A sheet that gives beads_per_test and volume_ul but no bead_events takes the bead events
+QC found in the file (`bead_events_found` of sample_status.tsv, cytopipe.preprocess.qc_beads):
+the count of a single-platform tube no longer has to be copied from another program; a count
+the sheet gives is kept.
 Dual platform only applies to populations at or below lymphocytes (pct_lymphocytes is NaN above
 them). The method actually used is recorded per row ("single_platform_beads", "dual_platform" or
 "none" when no count could be computed), so a pooled analysis can tell the two apart.
@@ -59,6 +63,23 @@ def bead_data_complete(
     for part in parts:
         ok &= np.isfinite(part) & (part > 0)
     return ok
+
+
+def with_beads_found(sheet: pd.DataFrame, status: pd.DataFrame | None) -> pd.DataFrame:
+    """The sheet with bead_events filled from `status`'s bead_events_found where the sheet
+    leaves it empty (see the module)."""
+    if status is None or "bead_events_found" not in status:
+        return sheet
+    found = pd.to_numeric(
+        sheet["sample_id"].map(status.set_index("sample_id")["bead_events_found"]),
+        errors="coerce",
+    )
+    given = (
+        pd.to_numeric(sheet["bead_events"], errors="coerce")
+        if "bead_events" in sheet
+        else pd.Series(np.nan, index=sheet.index)
+    )
+    return sheet.assign(bead_events=given.where(given.notna(), found.where(found > 0)))
 
 
 def add_absolute_counts(stats: pd.DataFrame, sheet: pd.DataFrame) -> pd.DataFrame:

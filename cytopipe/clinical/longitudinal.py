@@ -20,7 +20,7 @@ import pandas as pd
 from cytopipe import __version__
 from cytopipe.clinical.car_kinetics import COLUMNS as CAR_COLUMNS
 from cytopipe.clinical.car_kinetics import car_kinetics
-from cytopipe.clinical.counts import COUNT_INPUTS, add_absolute_counts
+from cytopipe.clinical.counts import COUNT_INPUTS, add_absolute_counts, with_beads_found
 from cytopipe.clinical.definitions import confirmation_rule, definitions, validate_config
 from cytopipe.clinical.kaplan_meier import km_median, km_table
 from cytopipe.clinical.patients import patient_info_from_sheet, summarize_patients
@@ -56,6 +56,7 @@ def run_longitudinal(
     cfg = validate_config(cfg)
     stats = _check_stats(stats)
     status = _status_frame(status, sheet)
+    sheet = with_beads_found(sheet, status)
     pop_stats = add_absolute_counts(stats, sheet)
     verdict = status.set_index("sample_id")["qc_verdict"]
     failed = status[status["status"] == "failed"]

@@ -174,7 +174,10 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     The cut without a valley or shoulder, when a positive population may be absent: in
     aplasia a handful of B cells sit well above the NK cells, whose CD19 tail a spillover of
     CD38 (bright on NK cells) can spread far above their quantiles."""
-    d = density(x, bandwidth, start, float(np.max(x)) + 4 * bandwidth)
+    top = float(np.max(x))
+    if start >= top:  # no event above the start (the anchor's level beyond them all)
+        return start
+    d = density(x, bandwidth, start, top + 4 * bandwidth)
     per_bandwidth = d.smooth * 4  # bins are a quarter bandwidth wide
     empty = np.flatnonzero((d.centers >= start) & (per_bandwidth < 1.0))
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))

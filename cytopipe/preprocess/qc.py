@@ -72,6 +72,7 @@ import pandas as pd
 
 from cytopipe.config import defaults, validated
 from cytopipe.errors import ConfigError
+from cytopipe.preprocess.qc_beads import find_beads
 from cytopipe.preprocess.qc_duplicates import _duplicate_check, duplicate_fraction
 from cytopipe.preprocess.qc_margins import (
     _finite_float,
@@ -119,6 +120,8 @@ class QcResult:
     event to one rule, in the order of RULES (a saturated event inside a flagged bin counts as
     saturated), so its values add up to `events_in - events_kept`; "flow_rate" are events of
     bins flagged (also) for their rate, "signal" those flagged for their signal only.
+    Counting beads (cytopipe.preprocess.qc_beads) come last as "counting_beads": set apart,
+    not a fault of the acquisition, so they do not count towards the verdict.
 
     `bins` is the time-binned series for the report (None when the time-based QC was
     skipped), one row per bin: `start`, `end` (seconds, or Time units when the unit is
@@ -318,6 +321,12 @@ def run_qc(
         duplicated, note = _duplicate_check(raw, pnr, s)
         verdict = "fail" if duplicated else verdict
         notes += [note] if note else []
+    if s["counting_beads"]:  # not cells, but not a fault of the acquisition: no verdict
+        beads = find_beads(signals, ~taken)
+        if beads.levels:
+            removed["counting_beads"] = int(beads.mask.sum())
+            taken |= beads.mask
+            notes.append(beads.note)
     return QcResult(~taken, removed, bins_df, verdict, notes, margin_by_channel, settings)
 
 

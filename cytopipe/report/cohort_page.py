@@ -208,6 +208,13 @@ QC_COLUMNS = [
     ("events_in", "events", "int", "events in the file"),
     ("events_kept", "kept", "int", "events kept by QC"),
     ("pct_kept", "% kept", "num", ""),
+    (
+        "bead_events_found",
+        "beads",
+        "int",
+        "counting bead events set apart by QC: the bead count of single-platform counts where "
+        "the sample sheet gives none",
+    ),
     ("n_flagged_gates", "flagged gates", "int", "gates with a low confidence or fallback flag"),
     (
         "n_gates_to_review",
