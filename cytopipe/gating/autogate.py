@@ -613,6 +613,50 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
             new[g.id] = np.flatnonzero(hit)
 
 
+def _missed(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns, available, n):
+    """Say when the parent holds, outside `spec`'s gate, more events that another marker of its
+    lineage marks than a `missed:` part allows: the gate is to review (confidence below
+    LOW_CONFIDENCE) and its sample unlike the template.
+
+    Why: B-cell aplasia is read from the CD19+ B cells alone. A tube whose CD19 stain failed
+    (the reagent left out, a dead tandem) has no CD19+ B cells either, and was indistinguishable
+    from aplasia: on the real Lyoplate file with CD19 and CD20 both drawn from the T cells' values,
+    0 B cells, 'as the template'. With CD20 still stained, 11,000 CD3- CD20+ lymphocytes sit
+    outside the B-cell gate (21% of the lymphocytes); files without such a failure hold at most
+    0.2% (random draw, aplasia files: the NK cells' tail above the CD20 cut)."""
+    parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
+    outside = np.flatnonzero(parent & ~out.masks[spec.id])
+    n_parent = int(np.count_nonzero(parent))
+    notes = []
+    for part in spec.missed:
+        if not part.needed() <= available or not n_parent:
+            continue
+        bounds = [
+            tuple(placer.place(b).value if isinstance(b, ThresholdSpec) else b for b in side)
+            for side in (part.mins, part.maxs)
+        ]
+        gate = RectangleGate(spec.id, None, part.dims, *bounds)
+        hit = int(_apply(gate, columns, outside, n).sum())
+        hidden = [d for d in spec.dims if d not in part.dims]  # the marker that did not mark them
+        if hit > part.share * n_parent and hit >= MIN_EVENTS:
+            notes.append(
+                f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
+                f"{100 * part.share:g}%): check the {', '.join(hidden)} stain"
+            )
+    if not notes:
+        return
+    method, conf, flag = out.methods[spec.id]
+    out.methods[spec.id] = (
+        method,
+        min(conf, LOW_CONFIDENCE - 0.1),
+        "; ".join([flag, *notes] if flag else notes),
+    )
+    shape = out.shapes.setdefault(spec.id, {})
+    before = shape.get("as_template", "")
+    why = "; ".join(notes)
+    shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
+
+
 def _unparented(gate: Gate) -> Gate:
     if isinstance(gate, RectangleGate):
         return RectangleGate(gate.id, None, gate.dims, gate.mins, gate.maxs)
@@ -672,6 +716,9 @@ def autogate(
     for spec in specs:
         if spec.rescue and spec.id in out.masks and spec.id not in out.passed:
             _rescue(spec, out, placer, columns, available, n_events)
+    for spec in specs:
+        if spec.missed and spec.id in out.masks and spec.id not in out.passed:
+            _missed(spec, out, placer, columns, available, n_events)
     out.thresholds = dict(placer.done)
     return out
 

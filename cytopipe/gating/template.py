@@ -71,6 +71,7 @@ class UnionPart:
     mins: tuple[Bound, ...]
     maxs: tuple[Bound, ...]
     label: str = ""
+    share: float = 0.0  # `missed:` parts: of the parent's events, beyond which to review
 
     def needed(self) -> set[str]:
         need = set(self.dims)
@@ -94,6 +95,9 @@ class PopulationSpec:
     # `rescue:` rectangles on the parent's events outside the gate, whose thresholds are placed
     # on populations below it; their events join the population after the whole pass
     rescue: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
+    # `missed:` rectangles on the parent's events outside the gate that another marker of the
+    # population's lineage marks: more than their `share` of the parent -> to review
+    missed: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
     # markers the population needs beyond its gate's (plasmablasts are CD19-dim: without CD3
     # they cannot be told from NK cells, so they are absent with that reason, not undercounted)
     requires: tuple[str, ...] = ()
@@ -217,12 +221,14 @@ def _rectangle_bounds(
 
 def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
     """`or:` rectangles whose events join the gate's (e.g. CD19-dim plasmablasts, below the
-    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell)."""
+    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell); `rescue:` and `missed:`
+    parts have the same form."""
     parts = []
     for part in raw or ():
         dims = tuple(str(d) for d in part["dims"])
         mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
-        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), str(part.get("label") or "")))
+        label, share = str(part.get("label") or ""), float(part.get("share") or 0.0)
+        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share))
     return parts
 
 
@@ -277,8 +283,9 @@ def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
             for alt in p.get("alternatives") or ()
         )
         rescue = _union_parts(p.get("rescue"), thresholds, every_id, pid, path)
-        if alts or rescue:
-            spec = replace(spec, alternatives=alts, rescue=tuple(rescue))
+        missed = _union_parts(p.get("missed"), thresholds, every_id, pid, path)
+        if alts or rescue or missed:
+            spec = replace(spec, alternatives=alts, rescue=tuple(rescue), missed=tuple(missed))
         specs.append(spec)
         seen.add(pid)
     return specs
