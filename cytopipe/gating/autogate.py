@@ -582,11 +582,7 @@ def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
         if not part.needed() <= available:
             continue
         outside = rows[~out.masks[spec.id][rows]]
-        bounds = [
-            tuple(placer.place(b).value if isinstance(b, ThresholdSpec) else b for b in side)
-            for side in (part.mins, part.maxs)
-        ]
-        gate = RectangleGate(spec.id, spec.parent, part.dims, *bounds)
+        gate = _part_gate(spec, part, placer)
         hit = _apply(_unparented(gate), columns, outside, n)
         if hit.any():
             n_in = int(_apply(_unparented(gate), columns, rows[out.masks[spec.id][rows]], n).sum())
@@ -620,10 +616,10 @@ def _missed(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
 
     Why: B-cell aplasia is read from the CD19+ B cells alone. A tube whose CD19 stain failed
     (the reagent left out, a dead tandem) has no CD19+ B cells either, and was indistinguishable
-    from aplasia: on the real Lyoplate file with CD19 and CD20 both drawn from the T cells' values,
-    0 B cells, 'as the template'. With CD20 still stained, 11,000 CD3- CD20+ lymphocytes sit
-    outside the B-cell gate (21% of the lymphocytes); files without such a failure hold at most
-    0.2% (random draw, aplasia files: the NK cells' tail above the CD20 cut)."""
+    from aplasia: the real Lyoplate file with its CD19 drawn from the T cells' values had 0 B
+    cells, 'as the template'. Its CD20 still stained, 11,000 CD3- CD20+ lymphocytes sit outside
+    the B-cell gate (21% of the lymphocytes); files without such a failure hold at most 0.2%
+    (random draw, aplasia files: the NK cells' tail above the CD20 cut)."""
     parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
     outside = np.flatnonzero(parent & ~out.masks[spec.id])
     n_parent = int(np.count_nonzero(parent))
@@ -631,12 +627,7 @@ def _missed(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
     for part in spec.missed:
         if not part.needed() <= available or not n_parent:
             continue
-        bounds = [
-            tuple(placer.place(b).value if isinstance(b, ThresholdSpec) else b for b in side)
-            for side in (part.mins, part.maxs)
-        ]
-        gate = RectangleGate(spec.id, None, part.dims, *bounds)
-        hit = int(_apply(gate, columns, outside, n).sum())
+        hit = int(_apply(_unparented(_part_gate(spec, part, placer)), columns, outside, n).sum())
         hidden = [d for d in spec.dims if d not in part.dims]  # the marker that did not mark them
         if hit > part.share * n_parent and hit >= MIN_EVENTS:
             notes.append(
@@ -655,6 +646,15 @@ def _missed(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns,
     before = shape.get("as_template", "")
     why = "; ".join(notes)
     shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
+
+
+def _part_gate(spec: PopulationSpec, part, placer: _Placer) -> RectangleGate:
+    """A `rescue:` or `missed:` rectangle with its thresholds as placed on this sample."""
+    bounds = [
+        tuple(placer.place(b).value if isinstance(b, ThresholdSpec) else b for b in side)
+        for side in (part.mins, part.maxs)
+    ]
+    return RectangleGate(spec.id, spec.parent, part.dims, *bounds)
 
 
 def _unparented(gate: Gate) -> Gate:

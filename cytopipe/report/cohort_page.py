@@ -299,7 +299,8 @@ def _qc_section(report: Report) -> dict:
             ),
         ),
     ]
-    columns += [Column(k, label, kind, tip) for k, label, kind, tip in QC_COLUMNS if k in frame]
+    shown = [k for k in frame if k != "bead_events_found" or frame[k].fillna(0).gt(0).any()]
+    columns += [Column(k, label, kind, tip) for k, label, kind, tip in QC_COLUMNS if k in shown]
     rows = report.shown_rows(records(frame))
     attention = [r for r in rows if _needs_a_look(r)]
     gates = _gates_to_review(report)
