@@ -189,3 +189,13 @@ def test_scatter_of_other_instruments_maps_to_its_linear_channels(panel, shared_
     assert match_channels(panel, ["FSC", "SSC", "FL1"], ["", "", "CD3"]) == {
         "FSC-A": 0, "SSC-A": 1, "CD3": 2
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stain", ["CD3/CD14/CD19 Dump", "Dump CD3 CD14 CD19", "Lin- FITC", "Lineage (CD3/CD19/CD56)"]
+)
+def test_a_pooled_exclusion_channel_is_no_marker_channel(panel, stain):
+    """'CD3/CD14/CD19 Dump' was mapped as CD3: its CD19+ B cells counted as T cells and left
+    the B-cell gate (CD3-), a B-cell count of 0 that reads as aplasia."""
+    found = match_channels(panel, ["FSC-A", "SSC-A", "V500-A"], ["", "", stain])
+    assert not {m for m, i in found.items() if i == 2}, found

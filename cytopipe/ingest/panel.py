@@ -23,6 +23,10 @@ Panel = dict[str, list[str]]
 # Scatter channels: linear, scaled by their range, never transformed or compensated.
 SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
 _TOKEN = re.compile(r"[\s;:/,_]+")
+# a channel that pools several stains to exclude their cells ("CD3/CD14/CD19 Dump", "Lin-
+# FITC"): naming CD3 first does not make it the CD3 channel (its CD19+ B cells would count as
+# T cells and leave the B-cell gate); only a panel alias equal to the whole label maps it
+_POOLED = re.compile(r"\b(?:dump|lineage|lin|exclusion)\b")
 # A marker joined to its fluorochrome by "-" or "." ("CD20-BV786", "CD27.APC"): split only when
 # what follows names a fluorochrome, so "CD19-CAR" (the CAR, not CD19) stays whole.
 _DYE_NAMES = (
@@ -98,7 +102,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     4. the same after a fluorochrome written first ("FITC CD3", "PE-Cy7 CD19").
     Steps 2 and 3 read a channel without a $PnS by its $PnN ("CD3-A", "CD19 PE-A").
     FlowJo's display form "<detector> :: <stain>" is read as its stain (`_stain_part`), and a
-    ":" separates tokens like a space ("CD3:BV421"). A channel is used for one marker only, so a
+    ":" separates tokens like a space ("CD3:BV421"). Steps 2-4 skip a pooled exclusion channel
+    ("CD3/CD14/CD19 Dump", `_POOLED`). A channel is used for one marker only, so a
     detector alias cannot steal a channel whose stain label named another marker. Where one
     label names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and
     FITC-W alike), the area is taken, then the height, then the width (`_signal_rank`): gating
@@ -124,7 +129,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
                     break
 
     def by_words(labels: list[str]) -> None:  # 2 and 3
-        labels = [_plain(s) for s in labels]
+        labels = ["" if _POOLED.search(s) else _plain(s) for s in labels]
         claim(labels, _multi_word)
         first = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in labels]
         claim(first, _one_word)
