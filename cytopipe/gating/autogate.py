@@ -27,11 +27,12 @@ cytopipe.gating.mixture.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.beyond_gate import missed, population_mask, rescue, unparented
 from cytopipe.gating.densities import (
     LAST_RESORT,
     anchor_limits,
@@ -51,29 +52,9 @@ from cytopipe.gating.placement import (
     judged,
     split_separation,
 )
+from cytopipe.gating.result import AutogateResult
 from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
 from cytopipe.ingest.panel import SCATTER
-
-
-@dataclass
-class AutogateResult:
-    """Per-sample gates: `masks` has the contract of cytopipe.gating.gates.evaluate on `gates` (full
-    length, ancestry included, only gated populations), with the events of a population's
-    `extras` joined; `methods` is what population_stats takes."""
-
-    gates: list[Gate]
-    masks: dict[str, np.ndarray]
-    methods: dict[str, tuple[str, float, str]]  # population -> (method, confidence, flag)
-    thresholds: dict[str, Placement]  # threshold name -> where it was placed and how
-    plotted: dict[str, tuple[str, str]]  # population -> density plot axes
-    skipped: dict[str, str]  # population -> why it is absent
-    parents: dict[str, str | None] = field(default_factory=dict)
-    passed: set[str] = field(default_factory=set)  # pass-through pre-gates (nothing to draw)
-    # population -> its `or:` rectangles as placed, (label, gate): their events are in the mask
-    extras: dict[str, list[tuple[str, Gate]]] = field(default_factory=dict)
-    # population -> what its sample looked like (cytopipe.gating.placement.judged)
-    shapes: dict[str, dict] = field(default_factory=dict)
-
 
 # ---------------------------------------------------------------- thresholds
 
@@ -471,7 +452,7 @@ def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> t
     if len(rows) > VIEW_MAX_EVENTS:
         step = len(rows) // VIEW_MAX_EVENTS + 1
         rows, bright = rows[::step], bright[::step]
-    g = _unparented(gate)
+    g = unparented(gate)
     inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
     hit = np.count_nonzero(inside & bright)
     n_in = np.count_nonzero(inside)
@@ -541,126 +522,9 @@ def _place_gate(spec: PopulationSpec, placer: _Placer, columns, rows, parent, av
     return gate, how, [], shape, variant
 
 
-def _apply(gate: Gate, columns: Mapping[str, np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
-    """Mask of `gate` (placed without parent) evaluated on the parent's rows only."""
-    sub = {d: columns[d][rows] for d in gate.dims}
-    inside = evaluate([gate], sub, n_events=len(rows))[gate.id]
-    mask = np.zeros(n, dtype=bool)
-    mask[rows[inside]] = True
-    return mask
-
-
-def _mask(gate: Gate, extras, columns, rows: np.ndarray, n: int) -> np.ndarray:
-    """A population's events among its parent's `rows`: its gate's and its extras'."""
-    mask = _apply(_unparented(gate), columns, rows, n)
-    for _, extra in extras:
-        mask |= _apply(_unparented(extra), columns, rows, n)
-    return mask
-
-
-RESCUE_RATIO, RESCUE_SLACK = 2.0, 10  # joined events beyond this many x those inside: doubtful
-
-
-def _rescue(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns, available, n):
-    """Join the parent's events outside `spec`'s gate that a `rescue:` rectangle holds, then
-    evaluate every gate below again (same gates, same cut-offs) on the grown population.
-
-    Plasmablasts are larger than lymphocytes and CD45-dim: a scatter gate fitted to the small
-    lymphocytes leaves a quarter of them out (random draw: 7 files with too few plasmablasts;
-    once inside the gate, every one was found). Their phenotype (CD19-dim, CD20-, CD27 and CD38
-    brighter than any T cell) finds them wherever they sit, but its cut-offs are placed on
-    populations inside the lymphocytes, hence after the whole pass.
-
-    Real plasmablasts outside the gate are at most about as many as inside it; many more events
-    of that phenotype outside than inside (more than RESCUE_RATIO x + RESCUE_SLACK) look like
-    autofluorescent or antibody-sticky myeloid cells: they are joined (the definition is the
-    definition) but the gate is not confident, so the sample is listed to review."""
-    rows = np.flatnonzero(out.masks[spec.parent]) if spec.parent else np.arange(n)
-    before = out.masks[spec.id].copy()
-    joined, doubt = [], []
-    for part in spec.rescue:
-        if not part.needed() <= available:
-            continue
-        outside = rows[~out.masks[spec.id][rows]]
-        gate = _part_gate(spec, part, placer)
-        hit = _apply(_unparented(gate), columns, outside, n)
-        if hit.any():
-            n_in = int(_apply(_unparented(gate), columns, rows[out.masks[spec.id][rows]], n).sum())
-            out.masks[spec.id] |= hit
-            out.extras.setdefault(spec.id, []).append((part.label, gate))
-            joined.append(f"{int(hit.sum())} events joined ({part.label})")
-            if hit.sum() > RESCUE_RATIO * n_in + RESCUE_SLACK:
-                doubt.append(
-                    f"{int(hit.sum())} joined but {n_in} like them inside the gate: check that "
-                    "they are not autofluorescent or antibody-sticky cells"
-                )
-    if not joined:
-        return
-    method, conf, flag = out.methods[spec.id]
-    if doubt:
-        conf = min(conf, LOW_CONFIDENCE - 0.1)
-        joined += doubt
-    out.methods[spec.id] = (method, conf, "; ".join([*([flag] if flag else []), *joined]))
-    new = {spec.id: np.flatnonzero(out.masks[spec.id] & ~before)}  # population -> joined rows
-    for g in out.gates:  # template order: parents before children; only the joined events
-        if g.parent in new:
-            hit = _mask(g, out.extras.get(g.id, ()), columns, new[g.parent], n)
-            out.masks[g.id] |= hit
-            new[g.id] = np.flatnonzero(hit)
-
-
-def _missed(spec: PopulationSpec, out: AutogateResult, placer: _Placer, columns, available, n):
-    """Say when the parent holds, outside `spec`'s gate, more events that another marker of its
-    lineage marks than a `missed:` part allows: the gate is to review (confidence below
-    LOW_CONFIDENCE) and its sample unlike the template.
-
-    Why: B-cell aplasia is read from the CD19+ B cells alone. A tube whose CD19 stain failed
-    (the reagent left out, a dead tandem) has no CD19+ B cells either, and was indistinguishable
-    from aplasia: the real Lyoplate file with its CD19 drawn from the T cells' values had 0 B
-    cells, 'as the template'. Its CD20 still stained, 11,000 CD3- CD20+ lymphocytes sit outside
-    the B-cell gate (21% of the lymphocytes); files without such a failure hold at most 0.2%
-    (random draw, aplasia files: the NK cells' tail above the CD20 cut)."""
-    parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
-    outside = np.flatnonzero(parent & ~out.masks[spec.id])
-    n_parent = int(np.count_nonzero(parent))
-    notes = []
-    for part in spec.missed:
-        if not part.needed() <= available or not n_parent:
-            continue
-        hit = int(_apply(_unparented(_part_gate(spec, part, placer)), columns, outside, n).sum())
-        hidden = [d for d in spec.dims if d not in part.dims]  # the marker that did not mark them
-        if hit > part.share * n_parent and hit >= MIN_EVENTS:
-            notes.append(
-                f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
-                f"{100 * part.share:g}%): check the {', '.join(hidden)} stain"
-            )
-    if not notes:
-        return
-    method, conf, flag = out.methods[spec.id]
-    out.methods[spec.id] = (
-        method,
-        min(conf, LOW_CONFIDENCE - 0.1),
-        "; ".join([flag, *notes] if flag else notes),
-    )
-    shape = out.shapes.setdefault(spec.id, {})
-    before = shape.get("as_template", "")
-    why = "; ".join(notes)
-    shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
-
-
-def _part_gate(spec: PopulationSpec, part, placer: _Placer) -> RectangleGate:
-    """A `rescue:` or `missed:` rectangle with its thresholds as placed on this sample."""
-    bounds = [
-        tuple(placer.place(b).value if isinstance(b, ThresholdSpec) else b for b in side)
-        for side in (part.mins, part.maxs)
-    ]
-    return RectangleGate(spec.id, spec.parent, part.dims, *bounds)
-
-
-def _unparented(gate: Gate) -> Gate:
-    if isinstance(gate, RectangleGate):
-        return RectangleGate(gate.id, None, gate.dims, gate.mins, gate.maxs)
-    return PolygonGate(gate.id, None, gate.dims, gate.vertices)
+def _cut(placer: _Placer):
+    """A threshold's position on this sample, placed once (`rescue`/`missed` bounds)."""
+    return lambda t: placer.place(t).value
 
 
 def autogate(
@@ -706,7 +570,7 @@ def autogate(
             if lacking:  # the template's first choice needs a marker the panel lacks: say so
                 note = f"gated on {' x '.join(variant.dims)}: no {', '.join(lacking)} channel"
                 how = (how[0], how[1], "; ".join(f for f in (note, how[2]) if f))
-        out.masks[spec.id] = _mask(gate, extras, columns, rows, n_events)
+        out.masks[spec.id] = population_mask(gate, extras, columns, rows, n_events)
         if extras:
             out.extras[spec.id] = extras
         out.gates.append(gate)
@@ -715,10 +579,10 @@ def autogate(
         out.parents[spec.id] = spec.parent
     for spec in specs:
         if spec.rescue and spec.id in out.masks and spec.id not in out.passed:
-            _rescue(spec, out, placer, columns, available, n_events)
+            rescue(spec, out, _cut(placer), columns, available, n_events)
     for spec in specs:
         if spec.missed and spec.id in out.masks and spec.id not in out.passed:
-            _missed(spec, out, placer, columns, available, n_events)
+            missed(spec, out, _cut(placer), columns, available, n_events)
     out.thresholds = dict(placer.done)
     return out
 
