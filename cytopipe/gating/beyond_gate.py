@@ -89,25 +89,29 @@ def rescue(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
 
 def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, available, n):
     """Say when the parent holds, outside `spec`'s gate, more events that another marker of its
-    lineage marks than a `missed:` part allows: the gate is to review (confidence below
-    LOW_CONFIDENCE) and its sample unlike the template.
+    lineage marks than a `missed:` part's `share` of the parent allows, and more than the gate
+    holds: the gate is to review (confidence below LOW_CONFIDENCE) and its sample unlike the
+    template.
 
     Why: B-cell aplasia is read from the CD19+ B cells alone. A tube whose CD19 stain failed
     (the reagent left out, a dead tandem) has no CD19+ B cells either, and was indistinguishable
     from aplasia: the real Lyoplate file with its CD19 drawn from the T cells' values had 0 B
     cells, 'as the template'. Its CD20 still stained, 11,000 CD3- CD20+ lymphocytes sit outside
     the B-cell gate (21% of the lymphocytes); files without such a failure hold at most 0.2%
-    (random draw, aplasia files: the NK cells' tail above the CD20 cut)."""
+    (random draw, aplasia files: the NK cells' tail above the CD20 cut), 0.6% where a file's
+    spillover matrix is missing (CD20's spill), beside 11,000 B cells in the gate: more
+    outside than inside is what hides B cells."""
     parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
     outside = np.flatnonzero(parent & ~out.masks[spec.id])
     n_parent = int(np.count_nonzero(parent))
+    n_inside = int(np.count_nonzero(out.masks[spec.id]))
     notes = []
     for part in spec.missed:
         if not part.needed() <= available or not n_parent:
             continue
         hit = int(_apply(unparented(_part_gate(spec, part, cut)), columns, outside, n).sum())
         hidden = [d for d in spec.dims if d not in part.dims]  # the marker that did not mark them
-        if hit > part.share * n_parent and hit >= MIN_EVENTS:
+        if hit > max(part.share * n_parent, n_inside) and hit >= MIN_EVENTS:
             notes.append(
                 f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
                 f"{100 * part.share:g}%): check the {', '.join(hidden)} stain"
