@@ -715,3 +715,22 @@ def test_the_bead_count_qc_found_gives_single_platform_counts():
     states = result.sample_states.set_index("day")
     assert states.loc[30, "b_cells_per_ul"] == pytest.approx(0.8)
     assert (states["abs_method"] == "single_platform_beads").all()
+
+
+def test_a_call_on_a_b_cell_gate_unlike_the_template_is_flagged():
+    """A failed CD19 stain leaves no CD19+ B cells, as aplasia does; the gate says its sample
+    was unlike the template (CD3- CD20+ lymphocytes outside it), and the call carries that to
+    the sample's note and the patient's flags. Fallback gates of a genuine aplasia look as the
+    template expects ('yes') and carry nothing."""
+    stats, sheet = cohort(story("P1", {-7: (400, 2000), 30: (2, 2000), 60: (1, 2000)}))
+    stats["as_template"] = "yes"
+    why = "no: 900 CD3- CD20+ lymphocytes outside the B-cell gate; check the CD19 stain"
+    day60 = (stats["sample_id"] == "P1_D060") & (stats["population"] == "b_cells")
+    stats.loc[day60, "as_template"] = why
+    result = run_longitudinal(stats, sheet, {})
+    notes = result.sample_states.set_index("day")["note"]
+    assert notes[60].startswith("B-cell gate unlike the template (900 CD3- CD20+")
+    assert "check the CD19 stain): the call may be off" in notes[60] and notes[30] == ""
+    flags = result.patients.set_index("patient_id").loc["P1", "flags"]
+    assert "day 60: B-cell gate unlike the template" in flags
+    assert result.sample_states.set_index("day").loc[60, "state"] == "aplasia"

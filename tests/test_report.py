@@ -654,6 +654,23 @@ def test_failed_sample_page_shows_error_and_no_plots(cohort, report):
     assert 'id="clustering"' in page and "No clustering results" in page
 
 
+def test_sample_page_shows_the_note_on_its_call(cohort, tmp_path):
+    """A call whose gate is in doubt (a failed CD19 stain read as aplasia) says so where the
+    call is shown, not only on the patient page."""
+    results = tmp_path / "results"
+    shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))
+    states = pd.read_csv(results / "tables" / "sample_states.tsv", sep="\t")
+    note = "B-cell gate unlike the template (900 CD3- CD20+ lymphocytes outside <it>)"
+    states["note"] = states["note"].astype(object)
+    states.loc[states["sample_id"] == "P01-d90", "note"] = note
+    states.to_csv(results / "tables" / "sample_states.tsv", sep="\t", index=False)
+    write_report(results, results / "report")
+    page = read(results / "report" / "samples" / "P01-d90.html")
+    assert esc(note) in page
+    other = read(results / "report" / "samples" / "P01-d28.html")
+    assert "B-cell gate unlike the template" not in other
+
+
 def test_clustering_section_renders_results_when_present(cohort, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))

@@ -17,6 +17,7 @@ import pandas as pd
 from cytopipe.clinical.definitions import format_number, validate_config
 from cytopipe.clinical.states import (
     APLASIA,
+    B_GATE_DOUBT,
     BASELINE,
     NOTE_AGAIN,
     NOTE_BLIP,
@@ -87,7 +88,9 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
         flags.append(
             "baseline B cells already below the aplasia threshold (prior B-cell depletion?)"
         )
-    notes = group["note"].to_numpy()
+    # a note may carry doubts after its timepoint rule ('unconfirmed_blip; B-cell gate ...')
+    notes_all = group["note"].fillna("").astype(str).to_numpy()
+    notes = np.array([n.split("; ")[0] for n in notes_all], dtype=object)
     aplasia = np.flatnonzero((state == APLASIA) & (notes != NOTE_BLIP))
     recon = np.flatnonzero(state == RECONSTITUTED)
     start = day[aplasia[0]] if len(aplasia) else np.nan
@@ -127,6 +130,10 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
         flags.append(
             f"B-cell state unknown at day {format_number(day[i])} (no b_cells/lymphocytes)"
         )
+    for i, note in enumerate(notes_all):
+        doubt = next((p for p in note.split("; ") if p.startswith(B_GATE_DOUBT)), "")
+        if doubt:
+            flags.append(f"day {format_number(day[i])}: {doubt}")
     row.update(_phenotype(group.iloc[recon[0]] if reconstituted else None))
     row["flag_memory_return"], memory_flag, row["flag_memory_return_day"] = _memory_return(
         group, base, cfg

@@ -122,6 +122,9 @@ def sample_table(population_stats: pd.DataFrame) -> pd.DataFrame:
     b, lymph = col(count, "b_cells"), col(count, "lymphocytes")
     out["b_cells"], out["lymphocytes"] = b, lymph
     out["lymphocyte_confidence"] = col(conf, "lymphocytes")
+    if "as_template" in pop:  # the B-cell gate's look (cytopipe.gating.placement.judged)
+        look = pop[pop["population"] == "b_cells"].set_index("sample_id")["as_template"]
+        out["b_gate_look"] = look.reindex(meta.index).fillna("").astype(str)
     with np.errstate(divide="ignore", invalid="ignore"):
         computed = (b / lymph.where(lymph > 0)) * 100.0
         out["b_pct_lymphocytes"] = col(pct_l, "b_cells").fillna(computed)
@@ -151,6 +154,27 @@ DOUBT_NOTE = (
     "lymphocyte gate in doubt (confidence {:.2f}): the % of lymphocytes, and the call made on "
     "it, may be off; review the gate"
 )
+
+
+B_GATE_DOUBT = "B-cell gate unlike the template"
+B_GATE_NOTE = B_GATE_DOUBT + " ({}): the call may be off, review the gate"
+
+
+def _b_gate_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
+    """Post-infusion calls made on a B-cell gate whose sample did not look as the template
+    expects. In aplasia the gate falls back but looks as expected (no CD19+ population, one
+    where one is); a failed CD19 stain also leaves no CD19+ B cells, and its CD3- CD20+
+    lymphocytes outside the gate (`missed:` in the template) are what tell it apart: an aplasia
+    call on such a sample is not to be read without a look."""
+    if "b_gate_look" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    called = states.isin([APLASIA, RECONSTITUTED, NOT_DEPLETED]).to_numpy()
+    return called & frame["b_gate_look"].fillna("").astype(str).str.startswith("no").to_numpy()
+
+
+def _one_part(look: str) -> str:
+    """A gate's 'no: why; why' as one part of a note (whose parts '; ' separates)."""
+    return look.removeprefix("no: ").replace("; ", ", ")
 
 
 def _denominator_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
@@ -204,6 +228,12 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
         f"{n}; {DOUBT_NOTE.format(c)}" if n else DOUBT_NOTE.format(c)
         for n, c in zip(notes[doubt], frame.loc[doubt, "lymphocyte_confidence"], strict=True)
     ]
+    doubt = _b_gate_in_doubt(frame, states)
+    if doubt.any():
+        notes[doubt] = [
+            "; ".join(p for p in (n, B_GATE_NOTE.format(_one_part(look))) if p)
+            for n, look in zip(notes[doubt], frame.loc[doubt, "b_gate_look"], strict=True)
+        ]
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
     frame[bands.columns] = bands.to_numpy()

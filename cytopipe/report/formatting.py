@@ -37,6 +37,11 @@ def is_missing(value: Any) -> bool:
         return False
 
 
+def has_text(value: Any) -> bool:
+    """A table cell with something to show (not None, NaN or blank)."""
+    return not is_missing(value) and bool(str(value).strip())
+
+
 def fmt_number(value: Any, digits: int = 4) -> str:
     """A number as a scientist reads it: thousands separators for counts, 4 significant digits
     otherwise (no exponent for ordinary magnitudes), "—" when unknown."""

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.report.certainty import events_text, pct_text, per_ul_text
-from cytopipe.report.formatting import fmt_number, is_missing, plain
+from cytopipe.report.formatting import fmt_number, has_text, is_missing, plain
 from cytopipe.report.tables import badge, key_values
 
 
@@ -92,6 +92,6 @@ def patient_now(states: pd.DataFrame | None, lloq: float) -> Any:
     elif post:
         pairs.append(("aplasia", "not documented after infusion"))
     note = last.get("note")
-    if note and not is_missing(note) and str(note).strip():
+    if has_text(note):
         pairs.append(("note", plain(note)))
     return key_values([(k, v) for k, v in pairs if not (isinstance(v, float) and np.isnan(v))])

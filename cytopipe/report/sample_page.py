@@ -19,7 +19,7 @@ from cytopipe.report.certainty import events_text, limits_text, pct_text, per_ul
 from cytopipe.report.context import Report
 from cytopipe.report.data import SampleFiles, records
 from cytopipe.report.figure_style import population_name
-from cytopipe.report.formatting import fmt_number, plain
+from cytopipe.report.formatting import fmt_number, has_text, plain
 from cytopipe.report.page_parts import frame
 from cytopipe.report.render import FigureCounter, Unavailable, render
 from cytopipe.report.sample_figures import (
@@ -162,6 +162,7 @@ def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> Any:
             row = records(match)[0]
             pairs += [
                 ("B-cell state", badge(str(row.get("state", "")), str(row.get("state", "")))),
+                *([("note", plain(row["note"]))] if has_text(row.get("note")) else []),
                 ("CD19+ B cells", events_text(row)),
                 ("CD19+ B cells, % of lymphocytes", pct_text(row)),
                 (
