@@ -168,8 +168,8 @@ def _b_gate_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
     call on such a sample is not to be read without a look."""
     if "b_gate_look" not in frame:
         return np.zeros(len(frame), dtype=bool)
-    called = states.isin([APLASIA, RECONSTITUTED, NOT_DEPLETED]).to_numpy()
-    return called & frame["b_gate_look"].fillna("").astype(str).str.startswith("no").to_numpy()
+    unlike = frame["b_gate_look"].fillna("").astype(str).str.startswith("no").to_numpy()
+    return _called(states) & unlike
 
 
 def _one_part(look: str) -> str:
@@ -186,8 +186,19 @@ def _denominator_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
     if "lymphocyte_confidence" not in frame:
         return np.zeros(len(frame), dtype=bool)
     conf = pd.to_numeric(frame["lymphocyte_confidence"], errors="coerce").to_numpy(dtype=float)
-    called = states.isin([APLASIA, RECONSTITUTED, NOT_DEPLETED]).to_numpy()
-    return called & (conf < LOW_CONFIDENCE)
+    return _called(states) & (conf < LOW_CONFIDENCE)
+
+
+def _called(states: pd.Series) -> np.ndarray:
+    """The post-infusion calls a gate in doubt can move."""
+    return states.isin([APLASIA, RECONSTITUTED, NOT_DEPLETED]).to_numpy()
+
+
+def _add_notes(notes: pd.Series, where: np.ndarray, texts) -> None:
+    """Append `texts` to the notes `where` is True (a note's parts are '; '-separated)."""
+    notes[where] = [
+        "; ".join(p for p in (n, t) if p) for n, t in zip(notes[where], texts, strict=True)
+    ]
 
 
 def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
@@ -224,16 +235,13 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
         )
     ]
     doubt = _denominator_in_doubt(frame, states)
-    notes[doubt] = [
-        f"{n}; {DOUBT_NOTE.format(c)}" if n else DOUBT_NOTE.format(c)
-        for n, c in zip(notes[doubt], frame.loc[doubt, "lymphocyte_confidence"], strict=True)
-    ]
+    if doubt.any():
+        confidence = frame.loc[doubt, "lymphocyte_confidence"]
+        _add_notes(notes, doubt, [DOUBT_NOTE.format(c) for c in confidence])
     doubt = _b_gate_in_doubt(frame, states)
     if doubt.any():
-        notes[doubt] = [
-            "; ".join(p for p in (n, B_GATE_NOTE.format(_one_part(look))) if p)
-            for n, look in zip(notes[doubt], frame.loc[doubt, "b_gate_look"], strict=True)
-        ]
+        looks = frame.loc[doubt, "b_gate_look"]
+        _add_notes(notes, doubt, [B_GATE_NOTE.format(_one_part(look)) for look in looks])
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
     frame[bands.columns] = bands.to_numpy()

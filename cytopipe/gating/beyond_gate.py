@@ -74,11 +74,7 @@ def rescue(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
                 )
     if not joined:
         return
-    method, conf, flag = out.methods[spec.id]
-    if doubt:
-        conf = min(conf, LOW_CONFIDENCE - 0.1)
-        joined += doubt
-    out.methods[spec.id] = (method, conf, "; ".join([*([flag] if flag else []), *joined]))
+    _add_flags(out, spec.id, joined + doubt, review=bool(doubt))
     new = {spec.id: np.flatnonzero(out.masks[spec.id] & ~before)}  # population -> joined rows
     for g in out.gates:  # template order: parents before children; only the joined events
         if g.parent in new:
@@ -110,24 +106,27 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
         if not part.needed() <= available or not n_parent:
             continue
         hit = int(_apply(unparented(_part_gate(spec, part, cut)), columns, outside, n).sum())
-        hidden = [d for d in spec.dims if d not in part.dims]  # the marker that did not mark them
         if hit > max(part.share * n_parent, n_inside) and hit >= MIN_EVENTS:
+            hidden = [d for d in spec.dims if d not in part.dims]  # the marker that missed them
             notes.append(
                 f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
                 f"{100 * part.share:g}%): check the {', '.join(hidden)} stain"
             )
     if not notes:
         return
-    method, conf, flag = out.methods[spec.id]
-    out.methods[spec.id] = (
-        method,
-        min(conf, LOW_CONFIDENCE - 0.1),
-        "; ".join([flag, *notes] if flag else notes),
-    )
+    _add_flags(out, spec.id, notes, review=True)
     shape = out.shapes.setdefault(spec.id, {})
     before = shape.get("as_template", "")
     why = "; ".join(notes)
     shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
+
+
+def _add_flags(out: AutogateResult, population: str, notes: list[str], review: bool) -> None:
+    """`notes` after the population's flag; `review`: its confidence below LOW_CONFIDENCE, so
+    the gate is listed to review."""
+    method, conf, flag = out.methods[population]
+    conf = min(conf, LOW_CONFIDENCE - 0.1) if review else conf
+    out.methods[population] = (method, conf, "; ".join([*([flag] if flag else []), *notes]))
 
 
 def _part_gate(spec: PopulationSpec, part, cut: Cut) -> RectangleGate:
