@@ -654,6 +654,23 @@ def test_failed_sample_page_shows_error_and_no_plots(cohort, report):
     assert 'id="clustering"' in page and "No clustering results" in page
 
 
+def test_cohort_page_shows_bead_counts_only_when_a_sample_had_beads(cohort, report, tmp_path):
+    """QC's counting beads are a column of the samples to look at where a sample had some; a
+    cohort without beads is not given a column of zeros."""
+    results = tmp_path / "results"
+    shutil.copytree(cohort.results, results, ignore=shutil.ignore_patterns("report"))
+    status = pd.read_csv(results / "tables" / "sample_status.tsv", sep="\t")
+    status["bead_events_found"] = 0
+    status.to_csv(results / "tables" / "sample_status.tsv", sep="\t", index=False)
+    write_report(results, results / "report")
+    assert "beads" not in tables_of(read(results / "report" / "index.html"), "attention")[0]
+    status.loc[status["sample_id"] == "P01-d28", "bead_events_found"] = 4296
+    status.to_csv(results / "tables" / "sample_status.tsv", sep="\t", index=False)
+    write_report(results, results / "report")
+    rows = tables_of(read(results / "report" / "index.html"), "attention")
+    assert {r["sample"]["text"]: r["beads"]["v"] for r in rows}["P01-d28"] == "4296"
+
+
 def test_sample_page_shows_the_note_on_its_call(cohort, tmp_path):
     """A call whose gate is in doubt (a failed CD19 stain read as aplasia) says so where the
     call is shown, not only on the patient page."""
