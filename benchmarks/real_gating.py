@@ -563,13 +563,14 @@ BEAD_SHARE = 0.05
 
 
 def write_with_beads(
-    data: Path, path: Path, share: float = BEAD_SHARE, seed: int = 0
+    data: Path, path: Path, share: float = BEAD_SHARE, seed: int = 0, saturating: tuple = ()
 ) -> tuple[Path, pd.DataFrame, np.ndarray]:
     """A single-platform tube made from the Lyoplate file: counting beads, `share` of the
     events, interleaved with the cells (the file has no Time); every detector sees them at 5% of
     its range with a CV of 4%, with the forward and side scatter of particles smaller than
     lymphocytes; the viability label removed, as a TBNK tube has no viability dye to call the
-    beads dead. Returns the path, openCyto's gates (False on the beads) and which event is a
+    beads dead. In the detectors of the markers `saturating` (e.g. ("CD20",)) the beads sit at
+    the top of the range, as beads do where a voltage is set for dim cells. Returns the path, openCyto's gates (False on the beads) and which event is a
     bead, in file order."""
     sample, ref, metadata = _lyoplate_source(data)
     rng = np.random.default_rng(seed)
@@ -577,7 +578,11 @@ def write_with_beads(
     names = [n.upper() for n in sample.pnn]
     level = np.array([0.15 if n.startswith("FSC") else 0.04 if n.startswith("SSC") else 0.05
                       for n in names]) * np.asarray(sample.pnr, float)  # fmt: skip
-    events = np.vstack([sample.events, level * rng.lognormal(0.0, 0.04, (n_beads, len(names)))])
+    beads = level * rng.lognormal(0.0, 0.04, (n_beads, len(names)))
+    for j, marker in enumerate(sample.pns):
+        if marker in saturating:
+            beads[:, j] = float(sample.pnr[j]) - 1
+    events = np.vstack([sample.events, beads])
     order = rng.permutation(len(events))
     is_bead = np.arange(len(events)) >= len(sample.events)
     ref = pd.concat([ref, pd.DataFrame(False, index=range(n_beads), columns=ref.columns)])

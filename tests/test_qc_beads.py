@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import REPO, benchmark
+from test_qc import acquisition, clock
 
 from cytopipe.config import load_config
 from cytopipe.ingest.panel import load_panel
@@ -93,6 +94,29 @@ def test_beads_of_a_single_platform_tube_are_counted(shared_data, tube):
     assert pre.qc_pass[~is_bead].sum() == preprocess(str(original), panel, cfg).qc_pass.sum()
 
 
+def test_beads_at_the_top_of_a_detector_are_counted_not_taken_for_margin_events(
+    shared_data, tmp_path
+):
+    """Beads at the top of CD20's detector (a voltage set for dim cells): before, QC removed
+    all 4,434 as saturated margin events (no bead count, a margin note naming CD20); now every
+    bead is counted, and QC removes the same cells with the same notes as the file without
+    beads."""
+    path, _, is_bead = real_gating.write_with_beads(
+        shared_data / "real", tmp_path / "beads.fcs", saturating=("CD20",)
+    )
+    panel, cfg = load_panel(REPO / "config" / "panel.yaml"), load_config(None)
+    qc = preprocess(str(path), panel, cfg)
+    original = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    without = preprocess(str(original), panel, cfg)
+    assert qc.info["qc"]["removed"] == {
+        **without.info["qc"]["removed"],
+        "counting_beads": is_bead.sum(),
+    }
+    assert not qc.qc_pass[is_bead].any()
+    assert qc.qc_pass[~is_bead].sum() == without.qc_pass.sum()
+    assert qc.info["qc"]["notes"][:-1] == without.info["qc"]["notes"]
+
+
 @pytest.fixture(scope="module")
 def gated_tube(tube):
     path, ref, _ = tube
@@ -131,3 +155,25 @@ def test_real_files_without_beads_have_none(shared_data, name):
         str(path), load_panel(REPO / "config" / "panel.yaml"), load_config(None), **kwargs
     )
     assert "counting_beads" not in pre.info["qc"]["removed"]
+
+
+def test_beads_in_a_flagged_stretch_of_the_acquisition_go_with_its_cells():
+    """The bead count divides the cell count of single-platform counts: where QC removes a
+    stretch of the acquisition (a clog), it removes that stretch's beads too, so the ratio
+    of what is left holds."""
+    t, sig = acquisition(continuous=True, seed=5)
+    rng = np.random.default_rng(5)
+    is_bead = rng.random(t.size) < 0.05
+    for m in sig:
+        sig[m][is_bead] = 0.9 + rng.normal(0, 0.005, is_bead.sum())
+    start = float(t[int(0.4 * t.size)]) + 0.003
+    clog = (t >= start) & (t < start + 0.25)
+    t2 = t.copy()
+    t2[clog] = start + (t2[clog] - start) * 20.0
+    t2[t >= start + 0.25] += 4.75
+    res = run_qc(clock(t2), sig, cfg=load_config(None)["qc"])
+    removed = ~res.keep
+    assert removed[clog].mean() >= 0.95 and res.removed["flow_rate"] >= 0.95 * clog.sum()
+    outside = is_bead & ~clog
+    assert abs(res.removed["counting_beads"] - outside.sum()) <= 0.01 * outside.sum()
+    assert sum(res.removed.values()) == res.events_in - res.events_kept

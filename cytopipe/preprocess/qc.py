@@ -261,6 +261,10 @@ def run_qc(
         else [f"channel {i + 1}" for i in range(0 if raw is None else raw.shape[1])]
     )
 
+    # Beads first: beads at the top of a detector are beads, not margin events (they would
+    # go uncounted), and they stay out of the margin counts and the time bins' medians.
+    beads = find_beads(signals, np.ones(n, dtype=bool)) if s["counting_beads"] else None
+    is_bead = beads.mask if beads is not None and beads.levels else np.zeros(n, dtype=bool)
     sat = np.zeros(n, dtype=bool)
     floor = np.zeros(n, dtype=bool)
     margin_by_channel: dict[str, int] = {}
@@ -278,12 +282,12 @@ def run_qc(
             notes += kept_scatter_tops(raw, tops, scatter_channels, names)
             tops = {i: (None if i in scatter_channels else t) for i, t in tops.items()}
         sat, floor, margin_by_channel, mnotes = margin_masks(
-            raw, tops, scatter_channels, names, s["margin_max_fraction"]
+            raw, tops, scatter_channels, names, s["margin_max_fraction"], exclude=is_bead
         )
         notes += mnotes
         pinned = {i: margin_by_channel[names[i]] for i in tops
                   if i not in scatter_channels and names[i] in margin_by_channel}  # fmt: skip
-        notes += stain_tops_cut_off(raw, tops, pinned, names)
+        notes += stain_tops_cut_off(raw, tops, pinned, names, exclude=is_bead)
 
     bad_bins = np.zeros(n, dtype=bool)
     rate_bins = np.zeros(n, dtype=bool)
@@ -294,7 +298,9 @@ def run_qc(
     elif time is None:
         notes.append("no Time channel: time-based QC skipped")
     else:
-        out = _time_qc(np.asarray(time), signals, sat | floor, timestep, time_range, s, notes)
+        out = _time_qc(
+            np.asarray(time), signals, sat | floor | is_bead, timestep, time_range, s, notes
+        )
         if out is not None:
             bins_df, bad_bins, rate_bins, width = out
             settings["bin_width"] = width
@@ -321,12 +327,11 @@ def run_qc(
         duplicated, note = _duplicate_check(raw, pnr, s)
         verdict = "fail" if duplicated else verdict
         notes += [note] if note else []
-    if s["counting_beads"]:  # not cells, but not a fault of the acquisition: no verdict
-        beads = find_beads(signals, ~taken)
-        if beads.levels:
-            removed["counting_beads"] = int(beads.mask.sum())
-            taken |= beads.mask
-            notes.append(beads.note)
+    if is_bead.any():  # not cells, but not a fault of the acquisition: no verdict
+        counted = is_bead & ~taken  # beads of a flagged time bin go with its cells
+        removed["counting_beads"] = int(np.count_nonzero(counted))
+        taken |= counted
+        notes.append(beads.note)
     return QcResult(~taken, removed, bins_df, verdict, notes, margin_by_channel, settings)
 
 

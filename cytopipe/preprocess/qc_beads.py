@@ -14,6 +14,9 @@ analysis scale; bead CVs of 2-30% give 0.004-0.025, cell populations 0.04 and mo
 such cluster of the weakest-channel density is taken with its events within BOX_SD robust SDs
 of its median in every channel. Beads of two intensities (AccuCheck) are two clusters.
 
+QC looks for them among all events, before its margin rule: beads often sit at the top of a
+detector whose voltage is set for dim cells, and as margin events they went uncounted.
+
 Needs MIN_CHANNELS fluorescence channels: with two, a double-positive cell population (CD45+
 CD19+ B cells) is bright in all of them. The count is the bead count of the single-platform
 formula (cytopipe.clinical.counts) when the sample sheet does not give one.

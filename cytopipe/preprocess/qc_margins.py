@@ -118,6 +118,7 @@ def stain_tops_cut_off(
     tops: Mapping[int, float | None],
     pinned: Mapping[int, int],
     names: Sequence[str],
+    exclude: np.ndarray | None = None,
 ) -> list[str]:
     """A warning per stain channel whose events at the top are a population running off the
     scale, not spikes: they are removed as margin events (their value, and the spill from it
@@ -126,12 +127,16 @@ def stain_tops_cut_off(
     6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48 against
     openCyto's). Keeping them was measured and not taken: the spill of the pinned CD20 into
     CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44).
-    `pinned`: stain channel -> its events at the top, as `margin_masks` counted them."""
+    `pinned`: stain channel -> its events at the top, as `margin_masks` counted them;
+    `exclude`: events that are not cells (counting beads), left out of the tail too."""
     notes = []
     for i, k in pinned.items():
         if k < MIN_CUT_OFF:
             continue
-        below = int(np.count_nonzero(raw[:, i] >= tops[i] / TAIL_FACTOR)) - k
+        near = tops[i] / TAIL_FACTOR
+        below = int(np.count_nonzero(raw[:, i] >= near)) - k
+        if exclude is not None and exclude.any():
+            below -= int(np.count_nonzero(raw[exclude, i] >= near))
         if below >= k:
             notes.append(
                 f"{names[i]}: {k} event(s) at the top removed, and {below} more lie within a "
@@ -148,8 +153,10 @@ def margin_masks(
     scatter: Sequence[int],
     names: Sequence[str],
     max_fraction: float = 0.5,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
-    """(saturated, scatter_floor) event masks, margin events per channel, notes.
+    """(saturated, scatter_floor) event masks, margin events per channel, notes. Events in
+    `exclude` (counting beads, which may sit at a detector's top) are never margin events.
 
     A channel with more than `max_fraction` of its events at the "top" has a $PnR that does not
     describe its values (some exporters write a nominal range); it is left out of the rule and
@@ -162,6 +169,9 @@ def margin_masks(
     notes: list[str] = []
     for _ in range(2):  # a second pass only when a channel's range turned out nominal
         sat, floor = _margin_pass(raw, top_cols, lims, floor_cols)
+        if exclude is not None:
+            sat &= ~exclude
+            floor &= ~exclude
         top_n = (raw[np.flatnonzero(sat)][:, top_cols] >= lims.astype(raw.dtype)).sum(axis=0)
         floor_n = (raw[np.flatnonzero(floor)][:, floor_cols] <= 0).sum(axis=0)
         nominal_t = [j for j, c in enumerate(top_n) if n and c > max_fraction * n]
