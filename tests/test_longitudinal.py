@@ -734,3 +734,28 @@ def test_a_call_on_a_b_cell_gate_unlike_the_template_is_flagged():
     flags = result.patients.set_index("patient_id").loc["P1", "flags"]
     assert "day 60: B-cell gate unlike the template" in flags
     assert result.sample_states.set_index("day").loc[60, "state"] == "aplasia"
+
+
+def test_subsets_cut_among_cd20_b_cells_unlike_the_template_are_flagged():
+    """With CD20 masked (anti-CD20 therapy before CAR-T), the subsets are cut among the few
+    CD20+ B cells left, and the gate says so (`most_of_parent:`); the phenotype at return and
+    the baseline memory return is compared with read those subsets, so every such sample's
+    note and the patient's flags say they are in doubt, whatever the sample's state. Samples
+    whose CD20+ gate looks as expected get nothing."""
+    stats, sheet = cohort(
+        story("P1", {-7: (400, 2000), 30: (2, 2000), 90: (300, 2000), 120: (320, 2000)})
+    )
+    stats["as_template"] = "yes"
+    why = "no: 150 of 400 b_cells (38%, at least 50% expected): most B cells CD20-"
+    for sid in ("P1_BL7", "P1_D090"):
+        row = (stats["sample_id"] == sid) & (stats["population"] == "b_cd20pos")
+        stats.loc[row, "as_template"] = why
+    result = run_longitudinal(stats, sheet, {})
+    notes = result.sample_states.set_index("day")["note"]
+    for day in (-7, 90):
+        assert (
+            "B-cell subsets in doubt (CD20+ B cells unlike the template: 150 of 400" in notes[day]
+        )
+    assert "in doubt" not in notes[30] + notes[120]
+    flags = result.patients.set_index("patient_id").loc["P1", "flags"]
+    assert "day -7: B-cell subsets in doubt" in flags and "day 90: B-cell subsets in doubt" in flags

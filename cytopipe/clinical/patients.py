@@ -24,6 +24,7 @@ from cytopipe.clinical.states import (
     NOTE_LAST,
     NOTE_NO_B,
     RECONSTITUTED,
+    SUBSET_DOUBT,
     UNKNOWN,
 )
 from cytopipe.clinical.states import NOT_EVALUABLE as STATE_NOT_EVALUABLE
@@ -131,9 +132,9 @@ def _patient_row(pid: str, group: pd.DataFrame, cfg: Mapping) -> dict:
             f"B-cell state unknown at day {format_number(day[i])} (no b_cells/lymphocytes)"
         )
     for i, note in enumerate(notes_all):
-        doubt = next((p for p in note.split("; ") if p.startswith(B_GATE_DOUBT)), "")
-        if doubt:
-            flags.append(f"day {format_number(day[i])}: {doubt}")
+        for part in note.split("; "):
+            if part.startswith((B_GATE_DOUBT, SUBSET_DOUBT)):
+                flags.append(f"day {format_number(day[i])}: {part}")
     row.update(_phenotype(group.iloc[recon[0]] if reconstituted else None))
     row["flag_memory_return"], memory_flag, row["flag_memory_return_day"] = _memory_return(
         group, base, cfg

@@ -122,9 +122,11 @@ def sample_table(population_stats: pd.DataFrame) -> pd.DataFrame:
     b, lymph = col(count, "b_cells"), col(count, "lymphocytes")
     out["b_cells"], out["lymphocytes"] = b, lymph
     out["lymphocyte_confidence"] = col(conf, "lymphocytes")
-    if "as_template" in pop:  # the B-cell gate's look (cytopipe.gating.placement.judged)
-        look = pop[pop["population"] == "b_cells"].set_index("sample_id")["as_template"]
-        out["b_gate_look"] = look.reindex(meta.index).fillna("").astype(str)
+    if "as_template" in pop:  # the gates' looks (cytopipe.gating.placement.judged): the
+        # B-cell gate's, and the CD20+ B cells' the subsets are cut among
+        for column, population in (("b_gate_look", "b_cells"), ("subset_look", "b_cd20pos")):
+            look = pop[pop["population"] == population].set_index("sample_id")["as_template"]
+            out[column] = look.reindex(meta.index).fillna("").astype(str)
     with np.errstate(divide="ignore", invalid="ignore"):
         computed = (b / lymph.where(lymph > 0)) * 100.0
         out["b_pct_lymphocytes"] = col(pct_l, "b_cells").fillna(computed)
@@ -158,6 +160,20 @@ DOUBT_NOTE = (
 
 B_GATE_DOUBT = "B-cell gate unlike the template"
 B_GATE_NOTE = B_GATE_DOUBT + " ({}): the call may be off, review the gate"
+
+
+SUBSET_DOUBT = "B-cell subsets in doubt"
+SUBSET_NOTE = SUBSET_DOUBT + " (CD20+ B cells unlike the template: {}): the phenotype may be off"
+
+
+def _subsets_in_doubt(frame: pd.DataFrame) -> np.ndarray:
+    """Samples whose naive, memory and transitional B cells were cut among CD20+ B cells unlike
+    the template, at any timepoint: with CD20 masked by anti-CD20 therapy (rituximab, which
+    many patients had before CAR-T) most B cells are CD20- and the subsets are a remnant's.
+    The phenotype at return, and the baseline that memory return is compared with, read them."""
+    if "subset_look" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["subset_look"].fillna("").astype(str).str.startswith("no").to_numpy()
 
 
 def _b_gate_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
@@ -242,6 +258,10 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     if doubt.any():
         looks = frame.loc[doubt, "b_gate_look"]
         _add_notes(notes, doubt, [B_GATE_NOTE.format(_one_part(look)) for look in looks])
+    doubt = _subsets_in_doubt(frame)
+    if doubt.any():
+        looks = frame.loc[doubt, "subset_look"]
+        _add_notes(notes, doubt, [SUBSET_NOTE.format(_one_part(look)) for look in looks])
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
     frame[bands.columns] = bands.to_numpy()

@@ -32,7 +32,13 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.beyond_gate import missed, population_mask, rescue, unparented
+from cytopipe.gating.beyond_gate import (
+    missed,
+    population_mask,
+    rescue,
+    short_of_parent,
+    unparented,
+)
 from cytopipe.gating.densities import (
     LAST_RESORT,
     anchor_limits,
@@ -583,6 +589,9 @@ def autogate(
     for spec in specs:
         if spec.missed and spec.id in out.masks and spec.id not in out.passed:
             missed(spec, out, _cut(placer), columns, available, n_events)
+    for spec in specs:
+        if spec.most_of_parent and spec.id in out.masks and spec.id not in out.passed:
+            short_of_parent(spec, out)
     out.thresholds = dict(placer.done)
     return out
 

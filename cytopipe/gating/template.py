@@ -101,6 +101,9 @@ class PopulationSpec:
     # markers the population needs beyond its gate's (plasmablasts are CD19-dim: without CD3
     # they cannot be told from NK cells, so they are absent with that reason, not undercounted)
     requires: tuple[str, ...] = ()
+    # `most_of_parent:` (share, why): holding less of a large parent is a stain problem, not
+    # biology (CD20+ B cells: CD20 masked by anti-CD20 therapy); None: not checked
+    most_of_parent: tuple[float, str] | None = None
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -260,7 +263,11 @@ def _population(
             if place["method"] == "ratio":
                 _number_pair(place["search"], f"{pid}: place search", path)
     requires = tuple(str(m) for m in p.get("requires") or ())
-    return PopulationSpec(pid, parent, dims, gate, p.get("optional"), place, requires=requires)
+    most = p.get("most_of_parent")
+    most = (float(most["share"]), str(most["why"])) if most else None
+    return PopulationSpec(
+        pid, parent, dims, gate, p.get("optional"), place, requires=requires, most_of_parent=most
+    )
 
 
 def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
