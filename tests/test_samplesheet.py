@@ -130,6 +130,34 @@ def test_negative_count(tmp_path):
     assert "negative" in message
 
 
+def test_a_blood_count_in_10_9_per_litre_is_refused(tmp_path):
+    """A count typed as the lab reports it in 10^9/L (1.5 for 1,500 cells/uL) would make
+    every absolute B-cell count 1000x too small and call aplasia by the per-uL rule."""
+    rows = _good_rows()
+    rows[1][7] = "0.6"
+    message = _error(_write(tmp_path, rows))
+    _assert_names(message, 3, "abs_lymphocytes")
+    assert "10^9/L" in message and "600" in message
+
+
+def test_a_sheet_of_whole_number_counts_in_10_9_per_litre_is_refused(tmp_path):
+    rows = _good_rows()
+    rows[0][7], rows[1][7] = "2", "1"
+    message = _error(_write(tmp_path, rows))
+    _assert_names(message, 2, "abs_lymphocytes")
+    assert "every blood count" in message
+    rows[0][7] = "25"  # a deep lymphopenia beside a baseline in cells/uL is no unit slip
+    assert len(load_sample_sheet(_write(tmp_path, rows), base_dir=tmp_path)) == 4
+
+
+def test_a_stained_volume_in_ml_is_refused(tmp_path):
+    rows = [[*r, "100"] for r in _good_rows()]
+    rows[1][-1] = "0.05"
+    message = _error(_write(tmp_path, rows, header=[*HEADER, "volume_ul"]))
+    _assert_names(message, 3, "volume_ul")
+    assert "mL" in message and "50 for 0.05 mL" in message
+
+
 def test_collection_before_birth(tmp_path):
     rows = _good_rows()
     rows[2][6] = "2023-02-01"  # born after the sample was taken

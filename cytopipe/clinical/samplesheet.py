@@ -25,7 +25,8 @@ Rules that are errors (ConfigError naming line and field): missing required colu
 required value, sample_id/patient_id unusable as a file name, missing FCS file (relative paths
 are resolved against `base_dir`, default the current working directory, i.e. the Snakemake
 workdir = repo root), duplicate sample_id, non-numeric day/count/age, unparseable date, collection
-date before birth date, a day that cannot be derived, negative counts or age, different infusion
+date before birth date, a day that cannot be derived, negative counts or age, counts in the
+wrong unit (a blood count in 10^9/L, a volume in mL: see MIN_ALC), different infusion
 dates within one patient, and a patient without a pre-infusion (day < 0) baseline sample.
 The last one is an error by default because the memory-return flag and the baseline B-cell level
 need it; pass `require_baseline=False` (CLI: `--allow-missing-baseline`) for cohorts whose
@@ -58,6 +59,12 @@ DAYS_PER_YEAR = 365.25
 # Ids become file and folder names (results/samples/{sample_id}/, report/patients/{id}.html).
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAX_LISTED = 12
+# Unit slips that multiply every absolute count by 1000 (and call aplasia by the per-uL rule):
+# a blood count in 10^9/L where cells/uL are asked (a fractional count below MIN_ALC: a lab
+# reports cells/uL as whole numbers, and no lymphocyte count is measured below 10/uL), a
+# stained volume in mL where uL are asked (below MIN_VOLUME_UL: tubes take 20-100 uL).
+MIN_ALC = 10.0
+MIN_VOLUME_UL = 1.0
 # A day further than this from infusion is a typo (an id, a date typed as a number, a unit
 # slip), not follow-up: CAR-T long-term follow-up is 15 years.
 MAX_ABS_DAY = 25 * 365
@@ -91,6 +98,7 @@ def load_sample_sheet(
         records.append(record)
     problems += _check_duplicates(records, lines)
     problems += _check_infusion_dates(records, lines)
+    problems += _check_count_scale(records, lines)
     if require_baseline:
         problems += _check_baselines(records, lines)
     if problems:
@@ -215,6 +223,19 @@ def _parse_row(raw: dict[str, str], line: int) -> tuple[dict, list[str]]:
             bad(name, f"is negative ({raw[name]}); counts and ages must be >= 0")
     if record["volume_ul"] == 0:
         bad("volume_ul", "is 0; the stained blood volume must be positive")
+    elif record["volume_ul"] is not None and record["volume_ul"] < MIN_VOLUME_UL:
+        bad(
+            "volume_ul",
+            f"{raw['volume_ul']} uL is less than a drop: the volume looks given in mL; "
+            f"give uL ({1000 * record['volume_ul']:g} for {raw['volume_ul']} mL)",
+        )
+    alc = record["abs_lymphocytes"]
+    if alc is not None and 0 < alc < MIN_ALC and alc != round(alc):
+        bad(
+            "abs_lymphocytes",
+            f"{raw['abs_lymphocytes']} cells/uL looks like a count in 10^9/L (10^3/uL); give "
+            f"cells/uL ({1000 * alc:g} for {raw['abs_lymphocytes']} x 10^9/L)",
+        )
     for name in DATE_FIELDS:
         record[name] = _parse_date(raw.get(name, ""), name, bad)
     for name in TEXT_FIELDS:
@@ -306,6 +327,20 @@ def _check_duplicates(records: list[dict], lines: list[int]) -> list[str]:
         else:
             first[sample] = line
     return problems
+
+
+def _check_count_scale(records: list[dict], lines: list[int]) -> list[str]:
+    """Whole-number blood counts in 10^9/L ('1', '2') pass the row check; a sheet whose every
+    count is below 2 x MIN_ALC cells/uL cannot be in cells/uL (a baseline has hundreds)."""
+    given = [(r["abs_lymphocytes"], line) for r, line in zip(records, lines, strict=True)
+             if r.get("abs_lymphocytes")]  # fmt: skip
+    if len(given) < 2 or max(v for v, _ in given) >= 2 * MIN_ALC:
+        return []
+    return [
+        f"row {given[0][1]}, field 'abs_lymphocytes': every blood count of the sheet is below "
+        f"{2 * MIN_ALC:g} cells/uL (largest {max(v for v, _ in given):g}): they look given in "
+        "10^9/L (10^3/uL); give cells/uL (x 1000)"
+    ]
 
 
 def _check_infusion_dates(records: list[dict], lines: list[int]) -> list[str]:
