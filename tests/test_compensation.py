@@ -437,3 +437,26 @@ def test_a_digital_file_without_a_spillover_matrix_says_so(
     # ... and `cytopipe autogate` on the file by hand says it too
     assert cli.main(["autogate", str(bare), "--out", str(tmp_path / "o.parquet")]) == 0
     assert "cytopipe autogate: no spillover matrix in the file" in capsys.readouterr().err
+
+
+def test_an_identity_spillover_matrix_says_the_stains_are_uncompensated(shared_data: Path):
+    """FACSDiva writes an identity SPILL when no compensation was set up at acquisition:
+    FlowKit's test_comp_example.fcs carries a 14x14 identity beside the lab's real matrix (a
+    CSV). 'Compensated with the file's matrix' left its stains as stored, nothing said; now the
+    sample says they are gated uncompensated (and the cohort page lists it). With the lab's
+    matrix given, and for a file whose matrix compensates (Lyoplate), nothing is said."""
+    from cytopipe.config import defaults
+    from cytopipe.ingest.panel import load_panel
+    from cytopipe.preprocess.sample import preprocess
+
+    panel = load_panel(Path(__file__).parent.parent / "config" / "panel.yaml")
+    cfg = defaults("config")
+    identity = shared_data / "flowkit" / "test_comp_example.fcs"
+    prov = preprocess(str(identity), panel, cfg, required=()).info["provenance"]
+    assert "is the identity for its stains" in (prov["uncompensated"] or "")
+    assert prov["spillover_source"] == "SPILL keyword"
+    lab = shared_data / "flowkit" / "comp_complete_example.csv"
+    given = preprocess(str(identity), panel, cfg, spill_csv=str(lab), required=())
+    assert given.info["provenance"]["uncompensated"] is None
+    lyoplate = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    assert preprocess(str(lyoplate), panel, cfg).info["provenance"]["uncompensated"] is None

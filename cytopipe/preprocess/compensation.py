@@ -322,6 +322,28 @@ def missing_spillover_note(sample, stains: Sequence[int]) -> str | None:
     )
 
 
+def identity_spillover_note(sample, spill: Spillover, stains: Sequence[int]) -> str | None:
+    """A warning when the file's own matrix is the identity among two or more of its stains on
+    a digital instrument: FACSDiva writes one when no compensation was set up at acquisition
+    (FlowKit's test_comp_example.fcs: a 14x14 identity beside the lab's real matrix, a CSV
+    file), so 'compensated with the file's matrix' leaves the stains as stored. Spectral
+    instruments write one over data they unmixed already: the note says to check, not that
+    the data are wrong."""
+    names = [sample.pnn[i] for i in stains if float(sample.pnr[i]) > DIGITAL_RANGE]
+    rows = [spill.channels.index(n) for n in names if n in spill.channels]
+    if len(rows) < 2:
+        return None
+    sub = spill.matrix[np.ix_(rows, rows)]
+    if np.any(np.abs(sub - np.diag(np.diag(sub))) > 0):
+        return None
+    return (
+        f"the file's spillover matrix ({spill.source}) is the identity for its stains: no "
+        "compensation was set up at acquisition, so the stains are gated uncompensated (unless "
+        "the instrument unmixed them, as spectral cytometers do); give the lab's matrix "
+        "(compensation.batches in the config) or check how the file was acquired"
+    )
+
+
 def compensated_on_export(sample) -> str | None:
     """A note when the file's data are compensated already, else None.
 

@@ -118,9 +118,12 @@ def preprocess(
         spill = None if exported else compensation.spillover_from_keywords(sample)
     spill_source = spill.source if spill else "compensated on export" if exported else "none"
     stains = [m for m in idx if m not in SCATTER and m != "Time"]
+    stain_channels = [idx[m] for m in stains]
     missing = (
-        compensation.missing_spillover_note(sample, [idx[m] for m in stains])
+        compensation.missing_spillover_note(sample, stain_channels)
         if spill is None and not exported and cfg["compensation"]["default"] != "none"
+        else compensation.identity_spillover_note(sample, spill, stain_channels)
+        if spill is not None and spill_csv is None
         else None
     )
     events = (
