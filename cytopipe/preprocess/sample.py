@@ -15,7 +15,7 @@ from cytopipe.config import defaults
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
-from cytopipe.preprocess import compensation, log_channels, qc, ranges, transforms
+from cytopipe.preprocess import compensation, log_channels, qc, ranges, transforms, uncompensated
 
 SCATTER = panel.SCATTER
 TRANSFORM = defaults("config", "transform")  # `transform:` keys a caller's mapping leaves out
@@ -120,9 +120,9 @@ def preprocess(
     stains = [m for m in idx if m not in SCATTER and m != "Time"]
     stain_channels = [idx[m] for m in stains]
     missing = (
-        compensation.missing_spillover_note(sample, stain_channels)
+        uncompensated.missing_spillover_note(sample, stain_channels)
         if spill is None and not exported and cfg["compensation"]["default"] != "none"
-        else compensation.identity_spillover_note(sample, spill, stain_channels)
+        else uncompensated.identity_spillover_note(sample, spill, stain_channels)
         if spill is not None and spill_csv is None
         else None
     )
