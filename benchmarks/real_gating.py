@@ -202,6 +202,24 @@ def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None
     return path
 
 
+def write_failed_stain(
+    data: Path, path: Path, marker: str, negative: str = "Live/CD3", seed: int = 0
+) -> Path:
+    """The Lyoplate file as if `marker`'s stain had failed (the reagent left out, a dead
+    tandem): every event's compensated `marker` drawn from the compensated values of openCyto's
+    `negative` population (cells that do not carry it), then spilled back with the file's
+    matrix, so the other detectors keep the spill they had and compensation removes it."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = np.array(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    j = sample.pns.index(marker)
+    pool = events[ref[negative].to_numpy(bool), j]
+    events[:, j] = np.random.default_rng(seed).choice(pool, len(events))
+    cols = [sample.pnn.index(c) for c in spill.channels]
+    events[:, cols] = events[:, cols] @ spill.matrix
+    return _write_like(sample, events, path, metadata)
+
+
 def _lineages(sample, ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """B-lineage events (at or above openCyto's CD19 cut) and B- or T-lineage ones (also above
     its CD3 cut; its CD3gate holds the CD3- events), live or dead, in its scatter gate or not."""

@@ -146,3 +146,15 @@ def test_config_check_command(repo, tmp_path, capsys):
     bad.write_text("som: {xdim: 0}\n")
     assert run_cli(["config-check", str(bad), "--kind", "clustering"]) == 2
     assert "som.xdim must be an integer >= 1, not 0" in capsys.readouterr().err
+
+
+def test_a_stain_check_against_a_population_not_yet_gated_is_refused(repo, tmp_path):
+    """`stained:` compares a population with one gated before it (the T cells): naming a
+    population below it is a template error, said when the template is read."""
+    raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
+    cd20pos = next(p for p in raw["populations"] if p["id"] == "b_cd20pos")
+    cd20pos["stained"][0]["than"] = "b_naive"
+    path = tmp_path / "gating.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"b_cd20pos: stained: 'b_naive' must be defined above"):
+        load_template(path)

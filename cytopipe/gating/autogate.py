@@ -38,6 +38,7 @@ from cytopipe.gating.beyond_gate import (
     rescue,
     short_of_parent,
     unparented,
+    unstained,
 )
 from cytopipe.gating.densities import (
     LAST_RESORT,
@@ -592,6 +593,8 @@ def autogate(
     for spec in specs:
         if spec.most_of_parent and spec.id in out.masks and spec.id not in out.passed:
             short_of_parent(spec, out)
+        if spec.stained and spec.id in out.masks and spec.id not in out.passed:
+            unstained(spec, out, columns)
     out.thresholds = dict(placer.done)
     return out
 
