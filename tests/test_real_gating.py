@@ -141,26 +141,23 @@ def test_a_failed_cd19_stain_is_not_read_as_aplasia(shared_data, tmp_path):
 
 
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
-    """The Lyoplate file with its B cells' CD20 drawn from the T cells' CD20 values (anti-CD20
-    therapy masking the epitope, or a failed CD20 stain): the B cells (CD19) still count, but
-    the subsets, cut among the few B cells left CD20+, read 3,652 naive B cells of 11,409 'as
-    the template' (about 9,400 with CD20). Now the CD20+ gate is one to review, the sample
-    unlike the template, and each subset says it was cut among the CD20+ B cells only. The
+    """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
+    the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still
+    count, but the subsets, cut among the 756 of 11,488 B cells left CD20+, read 626 naive B
+    cells (about 9,400 with CD20), and the CD20-low plasmablasts 176 (67), 'as the template'.
+    Now the CD20+ gate is one to review, the sample unlike the template, each subset says it
+    was cut among the CD20+ B cells only and the plasmablasts that they were cut on CD20. The
     file as acquired (99% of its B cells CD20+) carries none of it."""
-    sample, ref, metadata = real_gating._lyoplate_source(shared_data / "real")
-    events = np.array(sample.events, dtype=np.float64)
-    cd20 = sample.pns.index("CD20")
-    b_cells, t_cells = (ref[g].to_numpy(bool) for g in ("Live/CD19andCD20", "Live/CD3"))
-    rng = np.random.default_rng(0)
-    events[b_cells, cd20] = rng.choice(events[t_cells, cd20], b_cells.sum())
-    path = real_gating._write_like(sample, events, tmp_path / "masked_cd20.fcs", metadata)
+    path = real_gating.write_failed_stain(shared_data / "real", tmp_path / "f.fcs", "CD20")
     _, masked, _ = _autogate(path)
+    b_cells = real_gating._lyoplate_source(shared_data / "real")[1]["Live/CD19andCD20"]
     assert masked.masks["b_cells"].sum() == pytest.approx(b_cells.sum(), rel=0.05)
     look = masked.shapes["b_cd20pos"]["as_template"]
     assert look.startswith("no: ") and "CD20 masked" in look, look
     assert masked.methods["b_cd20pos"][1] < 0.5
     for subset in ("b_naive", "b_switched_memory", "b_transitional"):
         assert "cut among b_cd20pos only" in masked.methods[subset][2]
+    assert "cut on CD20: most B cells CD20-" in masked.methods["plasmablasts"][2]
     _, original, _ = _autogate(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
     assert "CD20 masked" not in original.methods["b_cd20pos"][2]
     assert original.shapes["b_cd20pos"]["as_template"] in ("", "yes")  # no stain failed either

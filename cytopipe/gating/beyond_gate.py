@@ -123,15 +123,17 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
 def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
     """Say when a population expected to hold most of its parent (`most_of_parent:`) holds
     less than its share of a parent large enough to judge: the gate is to review, its sample
-    unlike the template, and each population below it carries a note that it was cut among
-    these events only.
+    unlike the template, each population below it carries a note that it was cut among these
+    events only, and each other population cut on the same marker that it was.
 
     Why: B cells are CD20+ but for plasmablasts and a few CD20-dim cells. Where CD20 is masked
     (anti-CD20 therapy such as rituximab, which many lupus patients had before CAR-T, leaves its
     epitope blocked) or its stain failed, most B cells are CD20-; the B-cell count (CD19) holds,
     but the naive, memory and transitional B cells are cut among the few CD20+ B cells left:
-    the real Lyoplate file with its B cells' CD20 drawn from the T cells' values gave 3,652
-    naive B cells of 11,409 B cells (9,400 without the masking), 'as the template'."""
+    the real Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn
+    from the T cells') kept 756 of its 11,488 B cells CD20+ and read 626 naive B cells (9,400
+    with CD20), and 176 plasmablasts (67: CD20-low memory B cells among them), 'as the
+    template'."""
     share, why = spec.most_of_parent
     n_parent = int(np.count_nonzero(out.masks[spec.parent]))
     n_inside = int(np.count_nonzero(out.masks[spec.id]))
@@ -143,11 +145,22 @@ def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
     )
     _add_flags(out, spec.id, [note], review=True)
     _unlike(out, spec.id, note)
-    below = {spec.id}
+    below, on_marker = _affected(out, spec.id, spec.dims[0])
+    for g in below:
+        _add_flags(out, g, [f"cut among {spec.id} only: {why} (see {spec.id})"], False)
+    for g in on_marker - below:  # plasmablasts: CD20-low, cut on the same CD20
+        _add_flags(out, g, [f"cut on {spec.dims[0]}: {why} (see {spec.id})"], False)
+
+
+def _affected(out: AutogateResult, root: str, marker: str) -> tuple[set[str], set[str]]:
+    """The populations below `root`, and every other population gated on `marker`."""
+    below, on_marker = {root}, set()
     for g in out.gates:  # template order: parents before children
         if g.parent in below:
             below.add(g.id)
-            _add_flags(out, g.id, [f"cut among {spec.id} only: {why} (see {spec.id})"], False)
+        if marker in g.dims and g.id != root:
+            on_marker.add(g.id)
+    return below - {root}, on_marker
 
 
 STAINED_GAP = 0.15  # `stained:`: brighter than the marker-negative population's median by
@@ -160,8 +173,8 @@ STAINED_GAP = 0.15  # `stained:`: brighter than the marker-negative population's
 def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     """Say when a population does not show a stain it must carry (`stained:`): too few of its
     events clearly brighter than a population that never carries the marker. The gate is
-    to review, its sample unlike the template, and each population below it cut on that marker
-    carries the note.
+    to review, its sample unlike the template, and each population cut on that marker carries
+    the note.
 
     Why: a failed stain (the reagent left out, a dead tandem, a clone that no longer binds)
     leaves the marker at the background of every cell, and the cuts placed on it still split
@@ -190,14 +203,8 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
         )
         _add_flags(out, spec.id, [note], review=True)
         _unlike(out, spec.id, note)
-        below = {spec.id}
-        for g in out.gates:  # template order: parents before children
-            if g.parent in below:
-                below.add(g.id)
-                if dim in g.dims:
-                    _add_flags(
-                        out, g.id, [f"cut on {dim}: check the {dim} stain (see {spec.id})"], False
-                    )
+        for g in _affected(out, spec.id, dim)[1]:
+            _add_flags(out, g, [f"cut on {dim}: check the {dim} stain (see {spec.id})"], False)
 
 
 def _unlike(out: AutogateResult, population: str, why: str) -> None:
