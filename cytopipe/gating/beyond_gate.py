@@ -116,8 +116,7 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
             )
     if not notes:
         return
-    _add_flags(out, spec.id, notes, review=True)
-    _unlike(out, spec.id, "; ".join(notes))
+    _unlike(out, spec.id, notes)
 
 
 def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
@@ -143,8 +142,7 @@ def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
         f"{n_inside} of {n_parent} {spec.parent} ({100 * n_inside / n_parent:.0f}%, at least "
         f"{100 * share:g}% expected): {why}"
     )
-    _add_flags(out, spec.id, [note], review=True)
-    _unlike(out, spec.id, note)
+    _unlike(out, spec.id, [note])
     below, on_marker = _affected(out, spec.id, spec.dims[0])
     for g in below:
         _add_flags(out, g, [f"cut among {spec.id} only: {why} (see {spec.id})"], False)
@@ -201,14 +199,16 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
             f"{100 * bright:.0f}% of {spec.id} above the {than} on {dim} (at least "
             f"{100 * share:g}% expected): check the {dim} stain"
         )
-        _add_flags(out, spec.id, [note], review=True)
-        _unlike(out, spec.id, note)
+        _unlike(out, spec.id, [note])
         for g in _affected(out, spec.id, dim)[1]:
             _add_flags(out, g, [f"cut on {dim}: check the {dim} stain (see {spec.id})"], False)
 
 
-def _unlike(out: AutogateResult, population: str, why: str) -> None:
-    """`why` added to the population's 'unlike the template' reasons."""
+def _unlike(out: AutogateResult, population: str, notes: list[str]) -> None:
+    """`notes` added to the population's flag and its 'unlike the template' reasons, and its
+    gate to review."""
+    _add_flags(out, population, notes, review=True)
+    why = "; ".join(notes)
     shape = out.shapes.setdefault(population, {})
     before = shape.get("as_template", "")
     shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
