@@ -164,16 +164,25 @@ def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp
 
 
 @pytest.mark.parametrize(
-    "marker, subset", [("IgD", "b_unswitched_memory"), ("CD24", "b_transitional")]
+    "marker, negative, subset",
+    [
+        ("IgD", "Live/CD3", "b_unswitched_memory"),
+        ("CD24", "Live/CD3", "b_transitional"),
+        ("CD27", "Live/CD19andCD20/IgD+CD27-", "plasmablasts"),
+    ],
 )
-def test_a_failed_subset_stain_is_listed(shared_data, tmp_path, marker, subset):
-    """The Lyoplate file with its IgD (or CD24) stain failed: each event's compensated value
-    drawn from the T cells', which carry neither. The cuts on it split the background by their
-    last resorts (998 unswitched memory and 1,742 double-negative B cells for openCyto's 454
-    and 765; 11 transitional for 1,070), 'as the template'. Now the CD20+ B cells, among which
-    they are cut, are to review and unlike the template, and the subsets cut on the marker say
-    to check its stain. The file as acquired is not flagged (test above)."""
-    path = real_gating.write_failed_stain(shared_data / "real", tmp_path / "f.fcs", marker)
+def test_a_failed_subset_stain_is_listed(shared_data, tmp_path, marker, negative, subset):
+    """The Lyoplate file with its IgD, CD24 or CD27 stain failed: each event's compensated
+    value drawn from cells without the marker (T cells; naive B cells for CD27, which most T
+    cells carry). The cuts on it split the background by their last resorts (998 unswitched
+    memory and 1,742 double-negative B cells for openCyto's 454 and 765; 11 transitional for
+    1,070; no memory B cell and no plasmablast), 'as the template'. Now the CD20+ B cells,
+    among which they are cut, are to review and unlike the template, and the populations cut
+    on the marker (or below one that is) say to check its stain. The file as acquired is not
+    flagged (test above)."""
+    path = real_gating.write_failed_stain(
+        shared_data / "real", tmp_path / "f.fcs", marker, negative
+    )
     _, failed, _ = _autogate(path)
     look = failed.shapes["b_cd20pos"]["as_template"]
     assert look.startswith("no: ") and f"check the {marker} stain" in look, look

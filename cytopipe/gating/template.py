@@ -104,9 +104,10 @@ class PopulationSpec:
     # `most_of_parent:` (share, why): holding less of a large parent is a stain problem, not
     # biology (CD20+ B cells: CD20 masked by anti-CD20 therapy); None: not checked
     most_of_parent: tuple[float, str] | None = None
-    # `stained:` (dim, than, share): stains the population must show against a population
-    # that never carries them (IgD on B cells against T cells); fewer: the stain failed
-    stained: tuple[tuple[str, str, float], ...] = ()
+    # `stained:` (dim, in, than, share): stains the population `in` (this one, or another
+    # whose stain this one's cuts rely on) must show against a population without them (IgD
+    # on B cells against T cells); fewer: the stain failed
+    stained: tuple[tuple[str, str, str, float], ...] = ()
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -270,12 +271,13 @@ def _population(
     most = (float(most["share"]), str(most["why"])) if most else None
     stained = []
     for check in p.get("stained") or ():
-        if check["than"] not in seen:
-            raise ConfigError(
-                f"{pid}: stained: {check['than']!r} must be defined above this population",
-                path=path,
-            )
-        stained.append((str(check["dim"]), str(check["than"]), float(check["share"])))
+        inside = str(check.get("in") or pid)
+        for name in (check["than"], inside):
+            if name not in seen | {pid}:
+                raise ConfigError(
+                    f"{pid}: stained: {name!r} must be defined above this population", path=path
+                )
+        stained.append((str(check["dim"]), inside, str(check["than"]), float(check["share"])))
     return PopulationSpec(
         pid, parent, dims, gate, p.get("optional"), place, requires=requires,
         most_of_parent=most, stained=tuple(stained),
