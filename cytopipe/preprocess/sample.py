@@ -119,13 +119,11 @@ def preprocess(
     spill_source = spill.source if spill else "compensated on export" if exported else "none"
     stains = [m for m in idx if m not in SCATTER and m != "Time"]
     stain_channels = [idx[m] for m in stains]
-    missing = (
-        uncompensated.missing_spillover_note(sample, stain_channels)
-        if spill is None and not exported and cfg["compensation"]["default"] != "none"
-        else uncompensated.identity_spillover_note(sample, spill, stain_channels)
-        if spill is not None and spill_csv is None
-        else None
-    )
+    missing = None  # why the stains are gated uncompensated, when they are
+    if spill is None and not exported and cfg["compensation"]["default"] != "none":
+        missing = uncompensated.missing_spillover_note(sample, stain_channels)
+    elif spill is not None and spill_csv is None:  # the file's own matrix
+        missing = uncompensated.identity_spillover_note(sample, spill, stain_channels)
     events = (
         compensation.compensate(sample.events, sample.pnn, spill)
         if spill is not None
