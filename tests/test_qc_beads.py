@@ -98,9 +98,9 @@ def test_beads_at_the_top_of_a_detector_are_counted_not_taken_for_margin_events(
     shared_data, tmp_path
 ):
     """Beads at the top of CD20's detector (a voltage set for dim cells): before, QC removed
-    all 4,434 as saturated margin events (no bead count, a margin note naming CD20); now every
-    bead is counted, and QC removes the same cells with the same notes as the file without
-    beads."""
+    its 4,296 beads as saturated margin events (no bead count, a margin note naming CD20 with
+    4,434 events); now every bead is counted, and QC removes the same cells with the same
+    notes as the file without beads."""
     path, _, is_bead = real_gating.write_with_beads(
         shared_data / "real", tmp_path / "beads.fcs", saturating=("CD20",)
     )
