@@ -334,12 +334,13 @@ def _check_count_scale(records: list[dict], lines: list[int]) -> list[str]:
     count is below 2 x MIN_ALC cells/uL cannot be in cells/uL (a baseline has hundreds)."""
     given = [(r["abs_lymphocytes"], line) for r, line in zip(records, lines, strict=True)
              if r.get("abs_lymphocytes")]  # fmt: skip
-    if len(given) < 2 or max(v for v, _ in given) >= 2 * MIN_ALC:
+    largest = max((v for v, _ in given), default=0.0)
+    if len(given) < 2 or largest >= 2 * MIN_ALC:
         return []
     return [
         f"row {given[0][1]}, field 'abs_lymphocytes': every blood count of the sheet is below "
-        f"{2 * MIN_ALC:g} cells/uL (largest {max(v for v, _ in given):g}): they look given in "
-        "10^9/L (10^3/uL); give cells/uL (x 1000)"
+        f"{2 * MIN_ALC:g} cells/uL (largest {largest:g}): they look given in 10^9/L "
+        "(10^3/uL); give cells/uL (x 1000)"
     ]
 
 

@@ -171,9 +171,7 @@ def _subsets_in_doubt(frame: pd.DataFrame) -> np.ndarray:
     the template, at any timepoint: with CD20 masked by anti-CD20 therapy (rituximab, which
     many patients had before CAR-T) most B cells are CD20- and the subsets are a remnant's.
     The phenotype at return, and the baseline that memory return is compared with, read them."""
-    if "subset_look" not in frame:
-        return np.zeros(len(frame), dtype=bool)
-    return frame["subset_look"].fillna("").astype(str).str.startswith("no").to_numpy()
+    return _unlike_template(frame, "subset_look")
 
 
 def _b_gate_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
@@ -182,10 +180,14 @@ def _b_gate_in_doubt(frame: pd.DataFrame, states: pd.Series) -> np.ndarray:
     where one is); a failed CD19 stain also leaves no CD19+ B cells, and its CD3- CD20+
     lymphocytes outside the gate (`missed:` in the template) are what tell it apart: an aplasia
     call on such a sample is not to be read without a look."""
-    if "b_gate_look" not in frame:
+    return _called(states) & _unlike_template(frame, "b_gate_look")
+
+
+def _unlike_template(frame: pd.DataFrame, look: str) -> np.ndarray:
+    """Samples whose gate `look` (a sample_table column) says 'no: ...'."""
+    if look not in frame:
         return np.zeros(len(frame), dtype=bool)
-    unlike = frame["b_gate_look"].fillna("").astype(str).str.startswith("no").to_numpy()
-    return _called(states) & unlike
+    return frame[look].fillna("").astype(str).str.startswith("no").to_numpy()
 
 
 def _one_part(look: str) -> str:
@@ -254,14 +256,13 @@ def assign_states(samples: pd.DataFrame, cfg: Mapping) -> pd.DataFrame:
     if doubt.any():
         confidence = frame.loc[doubt, "lymphocyte_confidence"]
         _add_notes(notes, doubt, [DOUBT_NOTE.format(c) for c in confidence])
-    doubt = _b_gate_in_doubt(frame, states)
-    if doubt.any():
-        looks = frame.loc[doubt, "b_gate_look"]
-        _add_notes(notes, doubt, [B_GATE_NOTE.format(_one_part(look)) for look in looks])
-    doubt = _subsets_in_doubt(frame)
-    if doubt.any():
-        looks = frame.loc[doubt, "subset_look"]
-        _add_notes(notes, doubt, [SUBSET_NOTE.format(_one_part(look)) for look in looks])
+    for doubt, look, text in (
+        (_b_gate_in_doubt(frame, states), "b_gate_look", B_GATE_NOTE),
+        (_subsets_in_doubt(frame), "subset_look", SUBSET_NOTE),
+    ):
+        if doubt.any():
+            reasons = frame.loc[doubt, look]
+            _add_notes(notes, doubt, [text.format(_one_part(why)) for why in reasons])
     frame["state"], frame["note"] = states, notes
     bands = reference_bands(frame["age_years"].to_numpy(dtype=float), cfg["reference_ranges"])
     frame[bands.columns] = bands.to_numpy()

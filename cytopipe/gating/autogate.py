@@ -584,16 +584,16 @@ def autogate(
         out.methods[spec.id] = how
         out.shapes[spec.id] = shape
         out.parents[spec.id] = spec.parent
-    for spec in specs:
-        if spec.rescue and spec.id in out.masks and spec.id not in out.passed:
+    placed = [s for s in specs if s.id in out.masks and s.id not in out.passed]
+    for spec in placed:  # joins first: the doubts below judge the grown populations
+        if spec.rescue:
             rescue(spec, out, _cut(placer), columns, available, n_events)
-    for spec in specs:
-        if spec.missed and spec.id in out.masks and spec.id not in out.passed:
+    for spec in placed:
+        if spec.missed:
             missed(spec, out, _cut(placer), columns, available, n_events)
-    for spec in specs:
-        if spec.most_of_parent and spec.id in out.masks and spec.id not in out.passed:
+        if spec.most_of_parent:
             short_of_parent(spec, out)
-        if spec.stained and spec.id in out.masks and spec.id not in out.passed:
+        if spec.stained:
             unstained(spec, out, columns)
     out.thresholds = dict(placer.done)
     return out
