@@ -37,7 +37,7 @@ def run_learn(args: argparse.Namespace) -> int:
     progress_done()
     fit_args = {
         "seed": args.seed,
-        **({"per_class": args.per_class} if args.per_class is not None else {}),
+        **({"per_class": args.per_class, "budget": 0} if args.per_class is not None else {}),
     }
     model = fit(refs, args.markers, settings={"transform": dict(cfg["transform"])}, **fit_args)
     save(model, args.out)
@@ -270,7 +270,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--per-class",
         type=int,
         default=None,
-        help="reference events learned per population (default: the model's, 10,000)",
+        help="reference events learned per population (default: at least 10,000, more of the "
+        "larger populations while all together stay within 60,000)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--panel", default=None, help="panel YAML (default: the config's panel)")

@@ -76,7 +76,22 @@ class Model:
     parents: dict = field(default_factory=dict)
 
 
-PER_CLASS = 10_000  # reference events learned per population (see the module)
+PER_CLASS = 10_000  # reference events learned per population at least (see the module)
+# ... and more of the larger populations while the total stays within this (see the module)
+BUDGET = 60_000
+
+
+def per_population_cap(counts: Sequence[int], per_class: int, budget: int) -> int:
+    """Events kept of each population: the largest cap whose kept total stays within `budget`
+    (water filling), never below `per_class`."""
+    counts = np.sort(np.asarray(counts, dtype=np.int64))
+    cap = per_class
+    for i, n in enumerate(counts):  # raise the cap to each population's size while it fits
+        if counts[:i].sum() + n * (len(counts) - i) > budget:
+            cap = max(cap, (budget - int(counts[:i].sum())) // (len(counts) - i))
+            break
+        cap = max(cap, int(n))
+    return cap
 
 
 def fit(
@@ -84,6 +99,7 @@ def fit(
     markers: Sequence[str],
     *,
     per_class: int = PER_CLASS,
+    budget: int = BUDGET,
     seed: int = 0,
     settings: Mapping | None = None,
 ) -> Model:
@@ -107,10 +123,11 @@ def fit(
     scale = np.where(q3 - q1 > 0, q3 - q1, 1.0)
     z = (events - center) / scale
     rng = np.random.default_rng(seed)
+    cap = per_population_cap(np.bincount(index), per_class, budget)
     kept = []
     for c in range(len(populations)):
         rows = np.flatnonzero(index == c)
-        kept.append(rows if len(rows) <= per_class else rng.choice(rows, per_class, replace=False))
+        kept.append(rows if len(rows) <= cap else rng.choice(rows, cap, replace=False))
     keep = np.sort(np.concatenate(kept))
     true_share = np.bincount(index, minlength=len(populations)) / len(index)
     kept_share = np.bincount(index[keep], minlength=len(populations)) / len(keep)
