@@ -46,7 +46,7 @@ def mapped(tmp_path_factory):
     labels = [str(expert_labels(f, out / f"labels{i}.csv")) for i, f in enumerate(refs)]
     model = out / "model.json"
     assert cli.main(["learn-gates", "--fcs", *refs, "--labels", *labels, "--markers", *MARKERS,
-                     "--out", str(model)]) == 0  # fmt: skip
+                     "--out", str(model), "--per-class", "10000"]) == 0  # fmt: skip
     events, info, folder = out / "e.parquet", out / "info.json", out / "sample"
     assert cli.main(["preprocess", new, "--sample-id", "s", "--out-events", str(events),
                      "--out-info", str(info)]) == 0  # fmt: skip
@@ -249,7 +249,7 @@ def test_a_parent_population_of_the_expert_is_compared_with_all_its_events(mappe
     labels = [str(expert_masks_csv(f, out / f"h{i}.csv")) for i, f in enumerate(refs)]
     model = out / "hmodel.json"
     assert cli.main(["learn-gates", "--fcs", *refs, "--labels", *labels, "--markers", *MARKERS,
-                     "--out", str(model)]) == 0  # fmt: skip
+                     "--out", str(model), "--per-class", "10000"]) == 0  # fmt: skip
     parents = json.loads(model.read_text())["parents"]
     assert parents["T cells"] == parents["B cells"] == "Lymphocytes"
     settings = {"gating_model": {"path": str(model), "compare": {"lymphocytes": "Lymphocytes"}}}
