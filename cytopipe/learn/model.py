@@ -88,14 +88,14 @@ BUDGET = 60_000
 def per_population_cap(counts: Sequence[int], per_class: int, budget: int) -> int:
     """Events kept of each population: the largest cap whose kept total stays within `budget`
     (water filling), never below `per_class`."""
-    counts = np.sort(np.asarray(counts, dtype=np.int64))
-    cap = per_class
-    for i, n in enumerate(counts):  # raise the cap to each population's size while it fits
-        if counts[:i].sum() + n * (len(counts) - i) > budget:
-            cap = max(cap, (budget - int(counts[:i].sum())) // (len(counts) - i))
-            break
-        cap = max(cap, int(n))
-    return cap
+    counts = sorted(int(n) for n in counts)
+    left = budget
+    for i, n in enumerate(counts):  # smallest first: what they leave is shared by the others
+        share = left // (len(counts) - i)
+        if n > share:
+            return max(per_class, share)
+        left -= n
+    return max([per_class, *counts])
 
 
 def fit(
