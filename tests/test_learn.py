@@ -37,7 +37,7 @@ def refs(shared_data, repo):
     ]
 
 
-LOFO_PER_CLASS = 1000  # the default (10,000 and more) takes 5x as long (CI's time budget)
+LOFO_PER_CLASS = 1000  # the default (at least 10,000; 10,000 took 5x as long): CI's time
 
 
 @pytest.fixture(scope="module")

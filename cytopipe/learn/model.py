@@ -127,17 +127,18 @@ def fit(
     scale = np.where(q3 - q1 > 0, q3 - q1, 1.0)
     z = (events - center) / scale
     rng = np.random.default_rng(seed)
-    cap = per_population_cap(np.bincount(index), per_class, budget)
+    counts = np.bincount(index, minlength=len(populations))
+    cap = per_population_cap(counts, per_class, budget)
     kept = []
     for c in range(len(populations)):
         rows = np.flatnonzero(index == c)
         kept.append(rows if len(rows) <= cap else rng.choice(rows, cap, replace=False))
     keep = np.sort(np.concatenate(kept))
-    true_share = np.bincount(index, minlength=len(populations)) / len(index)
-    kept_share = np.bincount(index[keep], minlength=len(populations)) / len(keep)
+    kept_counts = np.bincount(index[keep], minlength=len(populations))
+    true_share, kept_share = counts / len(index), kept_counts / len(keep)
     weights = np.where(kept_share > 0, true_share / np.maximum(kept_share, 1e-12), 0.0)
     # early stopping holds out 10% stratified: every population needs a few events for it
-    early = int(np.bincount(index[keep]).min()) >= 20
+    early = int(kept_counts.min()) >= 20
     nets = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
