@@ -165,14 +165,17 @@ def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp
         ("IgD", "Live/CD3", "b_unswitched_memory"),
         ("CD24", "Live/CD3", "b_transitional"),
         ("CD27", "Live/CD19andCD20/IgD+CD27-", "plasmablasts"),
+        ("CD38", "Live/CD3", "b_transitional"),
     ],
 )
 def test_a_failed_subset_stain_is_listed(shared_data, tmp_path, marker, negative, subset):
-    """The Lyoplate file with its IgD, CD24 or CD27 stain failed: each event's compensated
-    value drawn from cells without the marker (T cells; naive B cells for CD27, which most T
-    cells carry). The cuts on it split the background by their last resorts (998 unswitched
-    memory and 1,742 double-negative B cells for openCyto's 454 and 765; 11 transitional for
-    1,070; no memory B cell and no plasmablast), 'as the template'. Now the CD20+ B cells,
+    """The Lyoplate file with its IgD, CD24, CD27 or CD38 stain failed: each event's
+    compensated value drawn from cells without the marker (T cells; naive B cells for CD27,
+    which most T cells carry; for CD38, which some T cells carry, the T cells' values: B and
+    T cells then alike). The cuts on it split the background by their last resorts (998
+    unswitched memory and 1,742 double-negative B cells for openCyto's 454 and 765; 11
+    transitional for 1,070; no memory B cell and no plasmablast; CD38: 775 transitional and
+    22 plasmablasts for 91), 'as the template'. Now the CD20+ B cells,
     among which they are cut, are to review and unlike the template, and the populations cut
     on the marker (or below one that is) say to check its stain. The file as acquired is not
     flagged (test above)."""

@@ -187,8 +187,14 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     66% in its 60 variants of benchmarks/real_gating.py (memory-rich, T-poor, other gains),
     50% and 95% in the 70-file random draw. CD27 is on most T cells (naive and central
     memory) and few B cells: 80% of the T cells above the B cells' median on that file, 3%
-    with the stain failed, at least 76% and 53% in the variants and the random draw."""
-    for dim, inside, than, share in spec.stained:
+    with the stain failed, at least 76% and 53% in the variants and the random draw. CD38
+    (`net`): most B cells carry it (transitional B cells and plasmablasts brightest), some T
+    cells too (activated; naive T cells in children), so the B cells' share above the level is
+    counted beyond the T cells' own: 54% more on that file, 0% with the stain failed (each
+    event's CD38 drawn from the T cells': 775 transitional B cells for 1,070 and 22
+    plasmablasts for 91, 'as the template'), at least 43% in its variants and 35% in the
+    random draw."""
+    for dim, inside, than, share, net in spec.stained:
         if dim not in columns or not {inside, than, spec.id} <= out.masks.keys():
             continue
         counts = [int(np.count_nonzero(out.masks[p])) for p in (spec.id, inside, than)]
@@ -197,10 +203,13 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
         values = np.asarray(columns[dim])
         level = float(np.median(values[out.masks[than]])) + STAINED_GAP
         bright = float(np.mean(values[out.masks[inside]] > level))
+        if net:
+            bright -= float(np.mean(values[out.masks[than]] > level))
         if bright >= share:
             continue
+        more = " more" if net else ""
         note = (
-            f"{100 * bright:.0f}% of {inside} above the {than} on {dim} (at least "
+            f"{max(100 * bright, 0):.0f}%{more} of {inside} above the {than} on {dim} (at least "
             f"{100 * share:g}% expected): check the {dim} stain"
         )
         _unlike(out, spec.id, [note])

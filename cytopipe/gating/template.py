@@ -104,10 +104,11 @@ class PopulationSpec:
     # `most_of_parent:` (share, why): holding less of a large parent is a stain problem, not
     # biology (CD20+ B cells: CD20 masked by anti-CD20 therapy); None: not checked
     most_of_parent: tuple[float, str] | None = None
-    # `stained:` (dim, in, than, share): stains the population `in` (this one, or another
+    # `stained:` (dim, in, than, share, net): stains the population `in` (this one, or another
     # whose stain this one's cuts rely on) must show against a population without them (IgD
-    # on B cells against T cells); fewer: the stain failed
-    stained: tuple[tuple[str, str, str, float], ...] = ()
+    # on B cells against T cells; `net`: beyond that population's own share); fewer: the
+    # stain failed
+    stained: tuple[tuple[str, str, str, float, bool], ...] = ()
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -277,7 +278,10 @@ def _population(
                 raise ConfigError(
                     f"{pid}: stained: {name!r} must be defined above this population", path=path
                 )
-        stained.append((str(check["dim"]), inside, str(check["than"]), float(check["share"])))
+        stained.append(
+            (str(check["dim"]), inside, str(check["than"]), float(check["share"]),
+             bool(check.get("net", False)))
+        )  # fmt: skip
     return PopulationSpec(
         pid, parent, dims, gate, p.get("optional"), place, requires=requires,
         most_of_parent=most, stained=tuple(stained),
