@@ -137,6 +137,11 @@ def test_learn_and_apply_from_the_command_line(shared_data, tmp_path):
     )  # fmt: skip
     assert learn.returncode == 0, learn.stderr
     assert (tmp_path / "lofo.tsv").exists() and "CD4 T cells" in learn.stdout
+    # --per-class N: exactly N events of each population (all of a smaller one), no budget
+    doc = json.loads((tmp_path / "m.json").read_text())
+    totals = {p: sum(r["populations"][p] for r in doc["references"]) for p in doc["populations"]}
+    assert doc["learned"] == {p: min(n, 1000) for p, n in totals.items()}, (doc["learned"], totals)
+    assert max(totals.values()) > 1000
     lofo = pd.read_csv(tmp_path / "lofo.tsv", sep="\t")
     assert "unassigned" not in set(lofo["population"]) and "f1_all_events" in lofo
     apply = subprocess.run(

@@ -41,8 +41,9 @@ def run_learn(args: argparse.Namespace) -> int:
     }
     model = fit(refs, args.markers, settings={"transform": dict(cfg["transform"])}, **fit_args)
     save(model, args.out)
+    learned = ", ".join(f"{p} {n:,}" for p, n in model.learned.items())
     print(f"{args.out}: {len(model.populations)} populations from {len(refs)} files "
-          f"({', '.join(model.populations)})")  # fmt: skip
+          f"(events learned from: {learned})")  # fmt: skip
     if args.evaluate:
         table = leave_one_file_out(refs, args.markers, args.unscored, **fit_args)
         write_tsv(args.evaluate, table)

@@ -78,6 +78,9 @@ class Model:
     # population -> parent in the expert's hierarchy (from the references' memberships): an
     # event labelled with a population is a member of its ancestors too
     parents: dict = field(default_factory=dict)
+    # population -> reference events the networks learned from (the class balance: at most
+    # `per_class`, or more within the budget), so a lab sees what each population rests on
+    learned: dict = field(default_factory=dict)
 
 
 PER_CLASS = 10_000  # reference events learned per population at least (see the module)
@@ -161,7 +164,7 @@ def fit(
     parents = {p: q for r in refs for p, q in r.parents.items()}  # every level of it
     return Model(
         tuple(markers), populations, center, scale, tuple(nets), weights, tuple(novelty), files,
-        dict(settings or {}), parents,
+        dict(settings or {}), parents, dict(zip(populations, map(int, kept_counts), strict=True)),
     )  # fmt: skip
 
 
@@ -298,7 +301,7 @@ def review(model: Model, labels: np.ndarray, confidence: np.ndarray, novel: np.n
 def save(model: Model, path: str | os.PathLike) -> Path:
     """Versioned JSON: the format, the markers and scaling, each network's layers (weights and
     biases), the population weights, each population's novelty mixture and threshold, the files
-    learned from and the settings used."""
+    learned from, the settings used and the events learned from per population."""
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -314,6 +317,7 @@ def save(model: Model, path: str | os.PathLike) -> Path:
         "references": list(model.references),
         "settings": model.settings,
         "parents": model.parents,
+        "learned": model.learned,
     }
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(doc, separators=(",", ":")))
@@ -351,4 +355,5 @@ def load(path: str | os.PathLike) -> Model:
         tuple(doc.get("references") or ()),
         dict(doc.get("settings") or {}),
         dict(doc.get("parents") or {}),  # absent in models of flat labels
+        dict(doc.get("learned") or {}),  # absent in models of session 19 and before
     )
