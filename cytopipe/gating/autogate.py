@@ -7,10 +7,14 @@ gate is placed per sample, top-down, from populations that are always there:
 
 - `valley`: the density minimum between two peaks of a 1-D smoothed histogram, searched only
   inside hard limits and, when `anchor` is set, only beyond `min_sd` robust SDs above (or below)
-  the peak of the always-present population (the CD19-negative NK/T cells). No valley ->
-  fallback to `anchor` peak + `fallback_sd` SDs, the majority peak + `fallback_sd` SDs of its own
-  spread, a reference threshold placed on another population (CD27 on T cells for tiny B-cell
-  parents) or the template's fixed value. With `split`, before those last resorts: two
+  the peak of the always-present population (the CD19-negative NK/T cells). No valley -> a
+  position still measured on the sample, its method named for how: `shoulder`, the density
+  `turn`, where the events run out (`support`), the `anchor` peak or the majority peak +
+  `fallback_sd` SDs of its own spread (`peak_sd`), the negatives' upper quantile + a margin
+  (`edge`), or a reference threshold placed on another population (`reference`: CD27 on T cells
+  for tiny B-cell parents); only the template's fixed value is a `fallback` (real memory B cells
+  are a continuum in IgD and CD27: their cuts are turns, not fallbacks). With `split`, before
+  those last resorts: two
   Gaussians BIC prefers to one, cut where both are equally likely; with `same_as`, another
   threshold's cut unless that one had only its last resort (the IgD- half of the CD27 quadrant).
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
@@ -18,7 +22,8 @@ gate is placed per sample, top-down, from populations that are always there:
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
   by BIC) and `ratio` (singlets: FSC-H/FSC-A).
 
-Every placement reports (method, confidence 0-1, flag); a fallback or low confidence is flagged.
+Every placement reports (method, confidence 0-1, flag); a cut without a valley says how it was
+placed, and a fallback to the template or a low confidence is flagged.
 Positions are on the gating scale of `cytopipe.preprocess.sample.preprocess` (scatter / top, logicle).
 The 1-D densities, peaks and valleys are cytopipe.gating.densities; the 2-D mixtures
 cytopipe.gating.mixture.
@@ -221,15 +226,15 @@ class _Placer:
                 return Placement(
                     "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
                 )
-        if limits is not None:
+        if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
-            flag = f"fallback: {why} ({limits.how})"
-            return Placement("fallback", 0.5, flag, value, unlike=unlike)
+            flag = f"{limits.how} ({why})"
+            return Placement(limits.method, 0.5, flag, value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
             k = float(p["fallback_sd"])
             value = min(max(majority[0] + k * majority[1], search[0]), search[1])
             how = f"majority peak {majority[0]:.2f} + {k:g} SD"
-            return Placement("fallback", 0.5, f"fallback: {why} ({how})", value)
+            return Placement("peak_sd", 0.5, f"{how} ({why})", value)
         if "one_population_sd" in p:
             lone = self._one_population(t, x, why)
             if lone is not None:
@@ -257,15 +262,21 @@ class _Placer:
         sd = 1.4826 * float(np.median(np.abs(x - middle)))
         lo, hi = (float(v) for v in t.params["search"])
         value = min(max(middle - k * sd, lo), hi)
-        flag = f"fallback: {why}; one population above {ref.name}: its median - {k:g} SD"
-        return Placement("fallback", 0.5, flag, value)
+        flag = f"one population above {ref.name}: its median - {k:g} SD ({why})"
+        return Placement("peak_sd", 0.5, flag, value)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
-        if isinstance(ref, ThresholdSpec):
-            r = self.place(ref)
-            flag = f"fallback: {why}; {ref.name} on {ref.on} used"
-            return Placement("fallback", round(0.8 * r.confidence, 3), flag, r.value)
+        if isinstance(ref, ThresholdSpec):  # another cut measured on this sample, unless
+            r = self.place(ref)  # that one fell back to the template too
+            fell = r.method == "fallback"
+            flag = (
+                f"fallback: {why}; {ref.name} on {ref.on} used"
+                if fell
+                else (f"{ref.name} on {ref.on} used ({why})")
+            )
+            method = "fallback" if fell else "reference"
+            return Placement(method, round(0.8 * r.confidence, 3), flag, r.value)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
 
 
@@ -313,7 +324,7 @@ def _combine(placements: Sequence[tuple[str, Placement]]) -> tuple[str, float, s
     methods = sorted({p.method for _, p in placements})
     method = "fallback" if "fallback" in methods else "+".join(methods)
     conf = min(p.confidence for _, p in placements)
-    flag = "; ".join(f"{name} {p.flag}" for name, p in placements if p.flag)
+    flag = "; ".join(f"{name}: {p.flag}" for name, p in placements if p.flag)
     if not flag and conf < LOW_CONFIDENCE:
         flag = "low_confidence"
     return method, conf, flag

@@ -288,12 +288,16 @@ def turn_limit(
 
 class Limits(NamedTuple):
     """Where a valley may start, where the cut falls without one, and how; `unlike`: why the
-    sample did not look as the template expects ('' when it did)."""
+    sample did not look as the template expects ('' when it did); `method`: the kind of that
+    cut, measured on the sample like a valley (shoulder, turn, support: where the events run
+    out, peak_sd, edge: the negatives' quantile + a margin), so a gate on a continuum (memory
+    B cells) does not read as fallen back to the template."""
 
     start: float
     cut: float
     how: str
     unlike: str = ""
+    method: str = "edge"
 
 
 # without events in the anchor's window, its population is taken as the sample's own majority
@@ -366,12 +370,13 @@ def anchor_limits(
             start = start + gap
             shoulder = find_shoulder(x, bandwidth, start)
             if shoulder is not None:
-                return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike)
+                return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike, "shoulder")
             return Limits(
                 start,
                 max(support_end(x, bandwidth, start), edge + fgap),
                 "end of the events",
                 unlike,
+                "support",
             )
         if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
             shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
@@ -381,6 +386,7 @@ def anchor_limits(
                     sign * shoulder,
                     f"shoulder at {sign * shoulder:.2f}",
                     unlike,
+                    "shoulder",
                 )
             smooth = TURN_SMOOTHING * bandwidth * max(1.0, (TURN_FULL_EVENTS / x.size) ** 0.2)
             turn = find_turn(sign * x, smooth, sign * (start + sign * gap))
@@ -394,15 +400,16 @@ def anchor_limits(
                     limit, why = turn_limit(peak, sign, float(most), toward)
                     if sign * (cut - limit) > 0:
                         cut, how = limit, f"{how}, kept at {why}"
-                return Limits(start + sign * gap, cut, how, unlike)
+                return Limits(start + sign * gap, cut, how, unlike, "turn")
             if peak is not None:
                 fk = float(anchor["fallback_sd"])
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
-                return Limits(start + sign * gap, peak[0] + sign * fk * peak[1], how, unlike)
+                cut = peak[0] + sign * fk * peak[1]
+                return Limits(start + sign * gap, cut, how, unlike, "peak_sd")
         return Limits(start + sign * gap, edge + sign * fgap, how, unlike)
     peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
     if peak is None:
         return None
     k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
     how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
-    return Limits(peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how)
+    return Limits(peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how, "", "peak_sd")

@@ -21,7 +21,11 @@ GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: spee
 class Placement:
     """How one threshold or gate was placed in this sample."""
 
-    method: str  # valley | mixture | gmm | ratio | quantile | peak_offset | fixed | fallback
+    # valley | mixture | gmm | ratio | quantile | peak_offset | fixed; without a valley, still
+    # measured on the sample: shoulder | turn | support | peak_sd | edge (densities.Limits),
+    # reference (the template's reference cut, measured on another population of the sample);
+    # fallback: the template's position
+    method: str
     confidence: float
     flag: str = ""
     value: float | None = None  # thresholds: the cut-off

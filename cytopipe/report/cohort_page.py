@@ -215,7 +215,12 @@ QC_COLUMNS = [
         "counting bead events set apart by QC: the bead count of single-platform counts where "
         "the sample sheet gives none",
     ),
-    ("n_flagged_gates", "flagged gates", "int", "gates with a low confidence or fallback flag"),
+    (
+        "n_flagged_gates",
+        "flagged gates",
+        "int",
+        "gates with a note: low confidence, a fallback, or a cut placed without a valley",
+    ),
     (
         "n_gates_to_review",
         "gates to review",

@@ -253,8 +253,9 @@ def density_figure(plot: Mapping, panel: Mapping[str, str] | None = None) -> dic
 
 def cut_figure(cut: Mapping, panel: Mapping[str, str] | None = None) -> dict:
     """One threshold on the 1-D density it was searched on (the events of its `on` population
-    within its `where` cuts), the cut as a line: found (valley, mixture) or fallback, and why,
-    in the title."""
+    within its `where` cuts), the cut as a line: black where a valley or mixture found it,
+    orange where there was none (a turn, a shoulder, a reference population's cut, the
+    template's fallback), and how, in the title."""
     edges = np.asarray(cut.get("edges") or [0.0, 1.0], dtype=float)
     counts = [int(c) for c in cut.get("counts") or []]
     centers = (0.5 * (edges[:-1] + edges[1:])).round(5).tolist()
