@@ -120,6 +120,24 @@ def _autogate(path, panel=REPO / "config" / "panel.yaml", **kwargs):
     return columns, autogate(load_template(REPO / "config" / "gating.yaml"), columns), keep
 
 
+def test_lyoplate_subset_cuts_are_measured_on_the_file_not_fallen_back(shared_data):
+    """Real memory B cells are a continuum in IgD and CD27: no valley, and the cuts sit where
+    the naive peak's density turns (within 0.01-0.03 of openCyto's). Those are positions of
+    this file, and say so: until session 20 every B-cell subset read 'fallback' in the
+    statistics, as if the template's fixed positions had been used (what the issue's user
+    saw), and the sample page marked each row to look at."""
+    path = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    _, result, _ = _autogate(path)
+    subsets = ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative",
+               "b_transitional", "plasmablasts")  # fmt: skip
+    for pop in subsets:
+        method, confidence, flag = result.methods[pop]
+        assert "fallback" not in method and "fallback" not in flag, (pop, method, flag)
+        assert confidence >= 0.5, (pop, confidence)
+    assert result.methods["b_naive"][0] == "turn"
+    assert "density turn" in result.thresholds["igd"].flag
+
+
 def test_a_failed_cd19_stain_is_not_read_as_aplasia(shared_data, tmp_path):
     """The Lyoplate file with its CD19 stain failed (a reagent left out, a dead tandem: each
     event's compensated CD19 drawn from the T cells', spilled back): no CD19+ B cells, as in
