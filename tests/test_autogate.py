@@ -520,7 +520,7 @@ def test_cli_writes_membership_in_file_order_and_stats(baseline_sample, tmp_path
     table = pd.read_csv(stats, sep="\t")
     assert list(table["population"]) == list(members.columns)
     kinds = {"valley", "gmm", "ratio", "quantile", "fallback", "pass", "fixed", "peak_offset",
-             "mixture", "shoulder", "turn", "support", "peak_sd", "edge", "reference"}  # fmt: skip
+             "mixture", "shoulder", "turn", "support", "peak_sd", "edge", "reference", "gap"}  # fmt: skip
     assert {k for m in table["gate_method"] for k in m.split("+")} <= kinds
     assert table.set_index("population").loc["b_cells", "count"] == members["b_cells"].sum()
 

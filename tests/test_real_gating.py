@@ -125,7 +125,7 @@ def test_lyoplate_subset_cuts_are_measured_on_the_file_not_fallen_back(shared_da
     the naive peak's density turns (within 0.01-0.03 of openCyto's). Those are positions of
     this file, and say so: until session 20 every B-cell subset read 'fallback' in the
     statistics, as if the template's fixed positions had been used (what the issue's user
-    saw), and the sample page marked each row to look at."""
+    saw), and the sample page marked each row to look at. So did the debris cut."""
     path = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
     _, result, _ = _autogate(path)
     subsets = ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative",
@@ -136,6 +136,9 @@ def test_lyoplate_subset_cuts_are_measured_on_the_file_not_fallen_back(shared_da
         assert confidence >= 0.5, (pop, confidence)
     assert result.methods["b_naive"][0] == "turn"
     assert "density turn" in result.thresholds["igd"].flag
+    # no event below FSC 0.17 (the acquisition threshold): the debris window [0.03, 0.12] is
+    # empty, any cut in it gives the same gate; it read 'template position', confidence 0.2
+    assert result.methods["cells"][:2] == ("gap", 1.0), result.methods["cells"]
 
 
 def test_a_failed_cd19_stain_is_not_read_as_aplasia(shared_data, tmp_path):

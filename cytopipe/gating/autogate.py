@@ -71,6 +71,9 @@ from cytopipe.ingest.panel import SCATTER
 # ---------------------------------------------------------------- thresholds
 
 
+EMPTY_SHARE = 0.001  # a search window with at most this share of the events is a gap (_gap)
+
+
 class _Placer:
     """Places thresholds lazily (each once per sample) on populations gated so far."""
 
@@ -239,7 +242,23 @@ class _Placer:
             lone = self._one_population(t, x, why)
             if lone is not None:
                 return lone
-        return self._fallback(t, why)
+        return self._gap(t, x, search) or self._fallback(t, why)
+
+    @staticmethod
+    def _gap(t: ThresholdSpec, x: np.ndarray, search: Sequence[float]) -> Placement | None:
+        """No valley because the search window holds (nearly) no events: wherever the cut
+        falls in it, no count moves by more than EMPTY_SHARE of the events, so the template's
+        position there is as right as any, not a fallback (debris the acquisition threshold
+        already removed: the Lyoplate file has no event below FSC 0.17, the debris window ends
+        at 0.12). None where events are there to be cut, or a reference cut is defined."""
+        lo, hi = search
+        inside = int(np.count_nonzero((x >= lo) & (x <= hi)))
+        if isinstance(t.params.get("reference"), ThresholdSpec) or x.size < MIN_EVENTS:
+            return None
+        if inside > EMPTY_SHARE * x.size:
+            return None
+        flag = f"{inside} of {x.size} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
+        return Placement("gap", 1.0, flag, min(max(t.fixed, lo), hi))
 
     def _gated(self, population: str | None, dim: str) -> np.ndarray | None:
         """The finite `dim` values of a population gated on this sample (not fallen back), or

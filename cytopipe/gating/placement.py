@@ -23,8 +23,9 @@ class Placement:
 
     # valley | mixture | gmm | ratio | quantile | peak_offset | fixed; without a valley, still
     # measured on the sample: shoulder | turn | support | peak_sd | edge (densities.Limits),
-    # reference (the template's reference cut, measured on another population of the sample);
-    # fallback: the template's position
+    # reference (the template's reference cut, measured on another population of the sample),
+    # gap (no events in the search window: any cut there gives the same gate); fallback: the
+    # template's position
     method: str
     confidence: float
     flag: str = ""
