@@ -257,7 +257,7 @@ class _Placer:
             return None
         if inside > EMPTY_SHARE * x.size:
             return None
-        flag = f"{inside} of {x.size} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
+        flag = f"{inside:,} of {x.size:,} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
         return Placement("gap", 1.0, flag, min(max(t.fixed, lo), hi))
 
     def _gated(self, population: str | None, dim: str) -> np.ndarray | None:

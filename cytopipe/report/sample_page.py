@@ -258,7 +258,7 @@ STATS_COLUMNS = [
     Column("cells_per_ul", "cells/µL", "num"),
     Column("gate_method", "gate method"),
     Column("confidence", "confidence", "num"),
-    Column("flag", "flag"),
+    Column("flag", "flag", "long"),
     Column("parent_count", "events in parent", "int"),
     Column(
         "populations_found",
