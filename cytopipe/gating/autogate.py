@@ -14,9 +14,9 @@ gate is placed per sample, top-down, from populations that are always there:
   (`edge`), or a reference threshold placed on another population (`reference`: CD27 on T cells
   for tiny B-cell parents); only the template's fixed value is a `fallback` (real memory B cells
   are a continuum in IgD and CD27: their cuts are turns, not fallbacks). With `split`, before
-  those last resorts: two
-  Gaussians BIC prefers to one, cut where both are equally likely; with `same_as`, another
-  threshold's cut unless that one had only its last resort (the IgD- half of the CD27 quadrant).
+  those last resorts: two Gaussians BIC prefers to one, cut where both are equally likely; with
+  `same_as`, another threshold's cut unless that one had only its last resort (the IgD- half of
+  the CD27 quadrant).
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
@@ -251,10 +251,10 @@ class _Placer:
         position there is as right as any, not a fallback (debris the acquisition threshold
         already removed: the Lyoplate file has no event below FSC 0.17, the debris window ends
         at 0.12). None where events are there to be cut, or a reference cut is defined."""
-        lo, hi = search
-        inside = int(np.count_nonzero((x >= lo) & (x <= hi)))
         if isinstance(t.params.get("reference"), ThresholdSpec) or x.size < MIN_EVENTS:
             return None
+        lo, hi = search
+        inside = int(np.count_nonzero((x >= lo) & (x <= hi)))
         if inside > EMPTY_SHARE * x.size:
             return None
         flag = f"{inside:,} of {x.size:,} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
@@ -288,14 +288,12 @@ class _Placer:
         ref = t.params.get("reference")
         if isinstance(ref, ThresholdSpec):  # another cut measured on this sample, unless
             r = self.place(ref)  # that one fell back to the template too
-            fell = r.method == "fallback"
-            flag = (
-                f"fallback: {why}; {ref.name} on {ref.on} used"
-                if fell
-                else (f"{ref.name} on {ref.on} used ({why})")
-            )
-            method = "fallback" if fell else "reference"
-            return Placement(method, round(0.8 * r.confidence, 3), flag, r.value)
+            conf = round(0.8 * r.confidence, 3)
+            if r.method == "fallback":
+                return Placement(
+                    "fallback", conf, f"fallback: {why}; {ref.name} on {ref.on} used", r.value
+                )
+            return Placement("reference", conf, f"{ref.name} on {ref.on} used ({why})", r.value)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
 
 
