@@ -187,6 +187,18 @@ def report(table: pd.DataFrame) -> str:
     lines.append(med.reindex(columns=[p for p in SCORED if p in med.columns]).round(3).to_string())
     lines.append("\nB cells in files with < 20 true B cells (rule: found <= 2 x truth + 5):")
     lines.append(aplasia_rows(table).to_string(index=False))
+    fell = table[table["method"] == "fallback"]
+    lines.append(
+        f"\nplaced at the template's position (method 'fallback'): {len(fell)} of {len(table)} "
+        f"(population, file), in {fell['seed'].nunique()} files; why:"
+    )
+    why = (
+        fell["flag"]
+        .fillna("")
+        .str.extract(r"fallback: ([^;]*)")[0]
+        .str.replace(r"\b\d+\b", "N", regex=True)
+    )
+    lines.append(why.value_counts().to_string(header=False) if len(fell) else "-")
     bad = misses(table)
     lines.append(f"\ntarget misses: {len(bad)} (population, file)")
     if len(bad):
