@@ -201,10 +201,11 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
         if min(counts) < MIN_SHAPE_EVENTS:
             continue
         values = np.asarray(columns[dim])
-        level = float(np.median(values[out.masks[than]])) + STAINED_GAP
+        negative = values[out.masks[than]]
+        level = float(np.median(negative)) + STAINED_GAP
         bright = float(np.mean(values[out.masks[inside]] > level))
         if net:
-            bright -= float(np.mean(values[out.masks[than]] > level))
+            bright -= float(np.mean(negative > level))
         if bright >= share:
             continue
         more = " more" if net else ""

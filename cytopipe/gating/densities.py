@@ -412,4 +412,6 @@ def anchor_limits(
         return None
     k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
     how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
-    return Limits(peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how, "", "peak_sd")
+    return Limits(
+        peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how, method="peak_sd"
+    )
