@@ -516,20 +516,26 @@ def stain_brightness(data: Path, stains=STAIN_BRIGHTNESS) -> list[dict]:
     x0.1 puts the IgD- B cells near 0.17 and the naive peak at 0.34 (the cut, naive peak - 2 SD
     at 0.21, was clamped up to the window's 0.25: double negative 0.55); CD3 x0.08 puts the
     dim T cells at 0.25-0.30 (the window started there: T cells 0.94)."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    stained = compensate(sample.events, sample.pnn, spill).astype(np.float64)
-    spilled = [sample.pnn.index(c) for c in spill.channels]
+    ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stain, factor in stains:
-            events = stained.copy()
-            events[:, sample.pns.index(stain)] *= factor
-            events[:, spilled] = events[:, spilled] @ spill.matrix
-            events = np.minimum(events, np.asarray(sample.pnr, float))
-            masks = gated(_write_like(sample, events, Path(tmp) / f"{stain}.fcs", metadata))
-            rows += _lyoplate_rows(f"lyoplate C01, {stain} x{factor:g}", masks, ref)
+            path = write_dimmer_stain(data, Path(tmp) / f"{stain}.fcs", stain, factor)
+            rows += _lyoplate_rows(f"lyoplate C01, {stain} x{factor:g}", gated(path), ref)
     return rows
+
+
+def write_dimmer_stain(data: Path, path: Path, stain: str, factor: float) -> Path:
+    """The Lyoplate file with `stain`'s compensated signal x `factor`, spilled again with the
+    file's own matrix (compensation still undoes the spillover)."""
+    sample, _, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    events[:, sample.pns.index(stain)] *= factor
+    spilled = [sample.pnn.index(c) for c in spill.channels]
+    events[:, spilled] = events[:, spilled] @ spill.matrix
+    events = np.minimum(events, np.asarray(sample.pnr, float))
+    return _write_like(sample, events, path, metadata)
 
 
 # every spillover value of the file's matrix times a factor: a lab's matrix from other

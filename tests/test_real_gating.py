@@ -157,6 +157,25 @@ def test_a_failed_cd19_stain_is_not_read_as_aplasia(shared_data, tmp_path):
     assert "outside the B-cell gate" not in original.methods["b_cells"][2]
 
 
+@pytest.mark.parametrize("factor, listed", [(0.03, True), (0.1, False)])
+def test_a_dim_cd19_stain_that_hides_b_cells_is_listed(shared_data, tmp_path, factor, listed):
+    """CD19 30x dimmer (a tandem that lost most of its signal, another reagent at a lower
+    voltage): the B cells' CD19 sinks into the NK cells' and the gate kept 8,562 for openCyto's
+    11,028, 'as the template': the failed-stain check needs more CD3- CD20+ lymphocytes
+    outside the gate than inside. Now 2,400 CD3- lymphocytes as CD20-bright as the B cells
+    (above their 5% quantile) outside the gate, 28% of it, list it to review (over 10% of the
+    gate and 0.5% of the lymphocytes; 0.2% on the file as acquired, at most 0.6% over the
+    random draw, 4% at x0.05, which loses 5% of the B cells). At x0.1 the B cells still part
+    from the NK cells (F1 0.98) and nothing is said."""
+    path = real_gating.write_dimmer_stain(shared_data / "real", tmp_path / "d.fcs", "CD19", factor)
+    _, result, _ = _autogate(path)
+    look = result.shapes["b_cells"]["as_template"]
+    assert ("as CD20-bright as the B cells" in look) is listed, look
+    if listed:
+        assert look.startswith("no: ") and "check the CD19 stain" in look, look
+        assert result.methods["b_cells"][1] < 0.5
+
+
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
     """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
     the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still

@@ -87,9 +87,9 @@ def rescue(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
 
 def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, available, n):
     """Say when the parent holds, outside `spec`'s gate, more events that another marker of its
-    lineage marks than a `missed:` part's `share` of the parent allows, and more than the gate
-    holds: the gate is to review (confidence below LOW_CONFIDENCE) and its sample unlike the
-    template.
+    lineage marks than a `missed:` part's `share` of the parent allows, and more than its
+    `of_gate` share of the gate holds (default: more than the gate): the gate is to review
+    (confidence below LOW_CONFIDENCE) and its sample unlike the template.
 
     Why: B-cell aplasia is read from the CD19+ B cells alone. A tube whose CD19 stain failed
     (the reagent left out, a dead tandem) has no CD19+ B cells either, and was indistinguishable
@@ -98,25 +98,31 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
     the B-cell gate (21% of the lymphocytes); files without such a failure hold at most 0.2%
     (random draw, aplasia files: the NK cells' tail above the CD20 cut), 0.6% where a file's
     spillover matrix is missing (CD20's spill), beside 11,000 B cells in the gate: more
-    outside than inside is what hides B cells."""
+    outside than inside is what hides B cells. A part with `of_gate` below 1 says so earlier,
+    from that share of the gate's own events: a CD19 stain 30x dimmer kept 8,562 of the file's
+    11,000 B cells, and 2,400 CD3- lymphocytes as CD20-bright as the B cells in the gate sat
+    outside it (28% of it; 0.2% on the file as acquired, at most 0.6% over the random draw).
+    Each stain is named once, by the first part that finds it missed events."""
     parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
     outside = np.flatnonzero(parent & ~out.masks[spec.id])
     n_parent = int(np.count_nonzero(parent))
     n_inside = int(np.count_nonzero(out.masks[spec.id]))
-    notes = []
+    notes = {}  # the stain to check -> why (the first part that says so)
     for part in spec.missed:
-        if not part.needed() <= available or not n_parent:
+        hidden = ", ".join(d for d in spec.dims if d not in part.dims)  # what missed them
+        if not part.needed() <= available or not n_parent or hidden in notes:
             continue
         hit = int(_apply(unparented(_part_gate(spec, part, cut)), columns, outside, n).sum())
-        if hit > max(part.share * n_parent, n_inside) and hit >= MIN_EVENTS:
-            hidden = [d for d in spec.dims if d not in part.dims]  # the marker that missed them
-            notes.append(
+        if hit > max(part.share * n_parent, part.of_gate * n_inside) and hit >= MIN_EVENTS:
+            of_gate = f", {hit / max(n_inside, 1):.0%} of the {n_inside} inside"
+            notes[hidden] = (
                 f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
-                f"{100 * part.share:g}%): check the {', '.join(hidden)} stain"
+                f"{100 * part.share:g}%{of_gate if part.of_gate < 1 else ''}): check the "
+                f"{hidden} stain"
             )
     if not notes:
         return
-    _unlike(out, spec.id, notes)
+    _unlike(out, spec.id, list(notes.values()))
 
 
 def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:

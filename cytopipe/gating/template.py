@@ -72,6 +72,7 @@ class UnionPart:
     maxs: tuple[Bound, ...]
     label: str = ""
     share: float = 0.0  # `missed:` parts: of the parent's events, beyond which to review
+    of_gate: float = 1.0  # ... and of the gate's own events
 
     def needed(self) -> set[str]:
         need = set(self.dims)
@@ -236,7 +237,8 @@ def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -
         dims = tuple(str(d) for d in part["dims"])
         mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
         label, share = str(part.get("label") or ""), float(part.get("share") or 0.0)
-        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share))
+        of_gate = float(part.get("of_gate", 1.0))
+        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate))
     return parts
 
 
