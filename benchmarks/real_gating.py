@@ -525,13 +525,20 @@ def stain_brightness(data: Path, stains=STAIN_BRIGHTNESS) -> list[dict]:
     return rows
 
 
-def write_dimmer_stain(data: Path, path: Path, stain: str, factor: float) -> Path:
+def write_dimmer_stain(
+    data: Path, path: Path, stain: str, factor: float, donor: str | None = None
+) -> Path:
     """The Lyoplate file with `stain`'s compensated signal x `factor`, spilled again with the
-    file's own matrix (compensation still undoes the spillover)."""
+    file's own matrix (compensation still undoes the spillover). `donor`: what the stain lost
+    shows in that stain's detector instead, which the matrix does not know (a tandem dye that
+    came apart: its donor dye emits in its own detector)."""
     sample, _, metadata = _lyoplate_source(data)
     spill = spillover_from_keywords(sample)
     events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
-    events[:, sample.pns.index(stain)] *= factor
+    lost = (1 - factor) * events[:, sample.pns.index(stain)]
+    events[:, sample.pns.index(stain)] -= lost
+    if donor is not None:
+        events[:, sample.pns.index(donor)] += lost
     spilled = [sample.pnn.index(c) for c in spill.channels]
     events[:, spilled] = events[:, spilled] @ spill.matrix
     events = np.minimum(events, np.asarray(sample.pnr, float))

@@ -176,6 +176,21 @@ def test_a_dim_cd19_stain_that_hides_b_cells_is_listed(shared_data, tmp_path, fa
         assert result.methods["b_cells"][1] < 0.5
 
 
+def test_a_tandem_that_came_apart_is_listed_with_what_lifted_the_negatives(shared_data, tmp_path):
+    """Half of CD27's PE-Cy7 signal in the PE detector (CD24), which the file's matrix does not
+    compensate: the T cells, CD27+, read CD24 0.57 for 0.12, the B cells are no longer CD24+
+    above them and the CD24 check lists the sample, as for a failed CD24 stain, though CD24 is
+    fine. The note gives the T cells' level and names the other cause, so the reviewer looks
+    at the compensation, not only at the CD24 reagent."""
+    path = real_gating.write_dimmer_stain(
+        shared_data / "real", tmp_path / "t.fcs", "CD27", 0.5, donor="CD24"
+    )
+    _, result, _ = _autogate(path)
+    look = result.shapes["b_cd20pos"]["as_template"]
+    assert "check the CD24 stain, or a spillover into CD24 that lifts the t_cells" in look, look
+    assert float(look.split("t_cells median ")[1][:4]) > 0.4, look
+
+
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
     """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
     the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still
