@@ -190,6 +190,17 @@ def test_no_b_cell_gate_is_doubted_for_cd20_events_outside_it(small_table):
     assert not flags.str.contains("outside the B-cell gate").any(), flags.tolist()
 
 
+def test_the_lymphocyte_misses_are_at_the_limit_of_the_scatter_view(small_table):
+    """Where the lymphocytes miss the target, a classifier taught by the truth on the gate's own
+    view (FSC, SSC, CD45) misses it too, and our gate is within 0.01 of it: the generator drew
+    monocytes on top of the lymphocytes there (myeloid tissue), no scatter gate can part them."""
+    rows = small_table[small_table["population"] == "lymphocytes"]
+    rows = rows.dropna(subset=["best_scatter_f1"])
+    assert len(rows) == len(rows[rows["f1"] < random_accuracy.TARGET["lymphocytes"]]) > 0
+    assert (rows["best_scatter_f1"] < random_accuracy.TARGET["lymphocytes"]).all(), rows
+    assert (rows["f1"] >= rows["best_scatter_f1"] - 0.01).all(), rows.to_string()
+
+
 @pytest.mark.parametrize("cls,population", sorted(KNOWN_MISSES_SMALL))
 @pytest.mark.xfail(strict=True, reason="known miss of the current gating (KNOWN_MISSES_SMALL)")
 def test_known_miss_still_misses(small_table, cls, population):
