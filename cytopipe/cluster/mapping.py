@@ -4,7 +4,11 @@ reads).
 
 Agreement: per sample, each gate population vs the union of the metaclusters annotated with it
 (F1); a low F1 on enough events is flagged, because two independent methods disagreeing is what a
-reviewer should look at first.
+reviewer should look at first. A population of the settings' `continuum` list (B-cell subsets)
+whose gate found no valley where it was cut (`populations_found` 1 in stats.tsv: real memory B
+cells in IgD and CD27) is compared but not judged: the metaclusters cut a continuum where their nodes fall, not where the
+template does, and the two disagree on every such sample (the real Lyoplate file: unswitched
+and switched memory F1 0.38 and 0.46, listed to review as acquired).
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ def agreement(
     model: Model,
     gates: Mapping[str, np.ndarray],
     settings: Settings,
+    continuum: frozenset[str] = frozenset(),
 ) -> tuple[list[dict], list[str]]:
     """F1 of each gate population vs the union of its metaclusters, and the disagreements.
 
     Judged only when gate or clusters hold at least min_events events; populations without a gate
-    (skipped by the panel) or without an annotated metacluster are listed but not judged."""
+    (skipped by the panel), without an annotated metacluster or cut on a continuum (`continuum`,
+    see the module) are listed but not judged."""
     pops = settings.agreement_populations
     member = membership(model, pops)
     rows, flags = [], []
@@ -69,6 +75,8 @@ def agreement(
         row.update({"both_events": both, "f1": round(f1, 4)})
         if max(n_gate, n_clu) < settings.min_agreement_events:
             status = "too few events"
+        elif pop in continuum and pop in settings.continuum_populations:
+            status = "continuum: not judged"
         elif f1 < settings.min_f1:
             status = "disagree"
             flags.append(
@@ -81,7 +89,9 @@ def agreement(
     return rows, flags
 
 
-def summarize(sample: SampleEvents, model: Model, settings: Settings) -> dict:
+def summarize(
+    sample: SampleEvents, model: Model, settings: Settings, continuum: frozenset[str] = frozenset()
+) -> dict:
     """The clusters.json content of one mapped sample."""
     nodes, meta = assign(model, sample.data)
     n = len(nodes)
@@ -104,7 +114,7 @@ def summarize(sample: SampleEvents, model: Model, settings: Settings) -> dict:
     by_label: dict[str, int] = {}
     for g in range(model.k):
         by_label[model.labels[g]] = by_label.get(model.labels[g], 0) + int(meta_counts[g])
-    rows, flags = agreement(meta, model, sample.gates, settings)
+    rows, flags = agreement(meta, model, sample.gates, settings, continuum)
     return {
         "sample_id": sample.sample_id,
         "status": "ok",
@@ -151,10 +161,12 @@ def map_files(
     settings: Settings,
     sample_id: str | None = None,
     info: str | os.PathLike | None = None,
+    stats: str | os.PathLike | None = None,
 ) -> dict:
     """clusters.json content of one sample; "not available" with the reason when it cannot be.
 
-    The sample is put on the scale the model was trained on, whatever `settings` say."""
+    The sample is put on the scale the model was trained on, whatever `settings` say. `stats`:
+    the sample's stats.tsv, which says which gates were cut on a continuum."""
     sid = sample_id or sample_id_of_events(events)
     if not model.trained:
         return not_available(sid, f"no clustering model: {model.info.get('reason', 'untrained')}")
@@ -164,4 +176,13 @@ def map_files(
         sample = read_sample(events, gates, model.markers, settings, sid, info_path=info)
     except Unusable as exc:
         return not_available(sid, str(exc))
-    return summarize(sample, model, settings)
+    return summarize(sample, model, settings, cut_on_continuum(stats) if stats else frozenset())
+
+
+def cut_on_continuum(stats: str | os.PathLike) -> frozenset[str]:
+    """The populations of a stats.tsv whose gate found one population where it was cut (a
+    B-cell gate whose CD19 cut is a shoulder stays judged: it is not in the settings' list)."""
+    import pandas as pd
+
+    table = pd.read_csv(stats, sep="\t", usecols=["population", "populations_found"])
+    return frozenset(table.loc[table["populations_found"] == 1, "population"].astype(str))

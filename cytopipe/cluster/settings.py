@@ -52,6 +52,8 @@ class Settings:
     agreement_populations: tuple[str, ...]
     min_f1: float
     min_agreement_events: int
+    # populations not judged where their gate found one population (a continuum: see mapping)
+    continuum_populations: tuple[str, ...] = ()
     scale: Scale | None = None  # the common scale samples are pooled on (None: as preprocessed)
     raw: Mapping = field(default_factory=dict, compare=False)  # the settings, defaults filled
 
@@ -116,6 +118,7 @@ def parse_settings(raw: Mapping, source: str = "clustering settings") -> Setting
         agreement_populations=tuple(ag["populations"]),
         min_f1=float(ag["min_f1"]),
         min_agreement_events=int(ag["min_events"]),
+        continuum_populations=tuple(ag["continuum"]),
         scale=parse_common(cfg["scale"], source),
         raw=cfg,
     )

@@ -43,7 +43,9 @@ def _run_map(args: argparse.Namespace) -> int:
         model = reannotate(model, settings)
     else:  # the settings the model was trained with
         settings = parse_settings(model.info.get("settings") or {}, f"{args.model} (settings)")
-    result = map_files(args.events, args.gates, model, settings, args.sample_id, args.info)
+    result = map_files(
+        args.events, args.gates, model, settings, args.sample_id, args.info, args.stats
+    )
     write_json(args.out, result)
     if result["status"] != "ok":
         print(f"cytopipe: cluster-map: {result['sample_id']}: {result['reason']}", file=sys.stderr)
@@ -93,4 +95,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--sample-id", default=None, help="default: the events file name")
     m.add_argument("--info", default=None, help="preprocessed/{sample}.json; default: beside it")
+    m.add_argument(
+        "--stats",
+        default=None,
+        help="samples/{sample}/stats.tsv: gates cut on a continuum (one population found) are "
+        "compared with the clusters but not judged",
+    )
     m.set_defaults(func=_run_map)

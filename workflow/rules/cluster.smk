@@ -44,6 +44,7 @@ rule cluster_map:
     input:
         events=rules.preprocess.output.events,
         gates=rules.gate.output.masks,
+        stats=rules.gate.output.stats,
         model=rules.cluster_train.output.model,
         config=CLUSTERING,
     output:
@@ -60,6 +61,6 @@ rule cluster_map:
         runtime=lambda wc, input: int(10 + input_mb([input.events]) / 100),
     shell:
         "cytopipe cluster-map {input.events:q} --gates {input.gates:q} "
-        "--model {input.model:q} "
+        "--stats {input.stats:q} --model {input.model:q} "
         "--config {input.config:q} --sample-id {wildcards.sample:q} "
         "--out {output.clusters:q} > {log:q} 2>&1"
