@@ -28,7 +28,14 @@ from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate, points_i
 from cytopipe.gating.mixture import _backgated_outline, _component_outline, split_in_two
 from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.gating.sample import gate
-from cytopipe.gating.stats import f1_score, gates_to_review, population_stats, unlike_template
+from cytopipe.gating.stats import (
+    f1_score,
+    gates_to_review,
+    passed_pregates,
+    population_stats,
+    review_rows,
+    unlike_template,
+)
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
@@ -375,6 +382,27 @@ def test_gates_to_review_are_doubtful_gates_on_parents_that_matter():
     assert gates_to_review(stats) == 2  # lymphocytes (root) and b_cells; b_naive has 12 parents
     assert gates_to_review(stats, min_parent=10) == 3
     assert gates_to_review(stats.iloc[:0]) == 0
+
+
+def test_a_pre_gate_the_panel_cannot_apply_is_said_once_not_reviewed_per_sample():
+    """No FSC-H and no CD45 (the real Lyoplate file): the singlet and CD45 pre-gates pass every
+    event with confidence 0 and put every such sample on the review list; nothing was placed
+    to look at. They are counted for the cohort page instead."""
+    why = "not gated: no FSC-H channel"
+    stats = pd.DataFrame(
+        {
+            "sample_id": ["a", "a", "b", "b"],
+            "population": ["singlets", "b_cells", "singlets", "b_cells"],
+            "parent": ["", "singlets", "", "singlets"],
+            "count": [80_000, 11_000, 70_000, 9_000],
+            "confidence": [0.0, 0.9, 0.0, 0.3],
+            "gate_method": ["pass", "valley", "pass", "valley"],
+            "flag": [why, "", why, "low_confidence"],
+        }
+    )
+    assert gates_to_review(stats[stats["sample_id"] == "a"]) == 0
+    assert list(review_rows(stats[stats["sample_id"] == "b"])["population"]) == ["b_cells"]
+    assert passed_pregates(stats) == {("singlets", why): 2}
 
 
 # ---------------------------------------------------------------- plasmablasts and lymphopenia

@@ -60,6 +60,7 @@ from cytopipe.gating.placement import (
     LOW_CONFIDENCE,
     MIN_EVENTS,
     MIN_SHAPE_EVENTS,
+    PASS,
     Placement,
     judged,
     split_separation,
@@ -593,7 +594,7 @@ def autogate(
                 out.skipped[spec.id] = f"no {missing} channel"
                 continue
             gate = pass_gate(spec, available)
-            how = ("pass", 0.0, f"not gated: no {missing} channel")
+            how = (PASS, 0.0, f"not gated: no {missing} channel")
             out.passed.add(spec.id)
             extras, shape = [], judged([])
         else:

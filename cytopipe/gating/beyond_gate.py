@@ -217,7 +217,7 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
         more = " more" if net else ""
         note = (
             f"{max(100 * bright, 0):.0f}%{more} of {inside} above the {than} on {dim} (at least "
-            f"{100 * share:g}% expected; {than} median {level - STAINED_GAP:.2f}): check the "
+            f"{100 * share:g}% expected, {than} median {level - STAINED_GAP:.2f}): check the "
             f"{dim} stain, or a spillover into {dim} that lifts the {than}"
         )
         _unlike(out, spec.id, [note])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LOW_CONFIDENCE = 0.5
+PASS = "pass"  # the method of a pre-gate whose marker the panel lacks: every event passes
 MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
 MIN_SHAPE_EVENTS = 500  # ... and below this its shape (populations, separation) is not judged
 # majority_peak needs this many: at 200 events of N(0.20, 0.06) its peak + 2.5 SD falls within

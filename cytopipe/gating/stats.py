@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.placement import LOW_CONFIDENCE
+from cytopipe.gating.placement import LOW_CONFIDENCE, PASS
 
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 STATS_COLUMNS = [
@@ -116,14 +116,29 @@ def review_rows(
 
     Every fallback is flagged in the statistics, but in aplasia the B-subset gates fall back on
     parents of a handful of events by design, and no position of those gates can move the counts
-    by more than that handful; listing every such sample would bury the ones that matter.
+    by more than that handful; listing every such sample would bury the ones that matter. A
+    pre-gate the panel cannot apply (method 'pass': no FSC-H, no CD45) placed nothing to look
+    at either: it is a fact of the panel, said once on the cohort page (`passed_pregates`);
+    listed per sample, it put every real Lyoplate file (neither channel) on the review list.
     """
     if stats.empty:
         return stats.iloc[0:0]
     counts = stats.set_index("population")["count"]
     parent_n = stats["parent"].map(counts).fillna(np.inf)  # root: all events
     doubtful = pd.to_numeric(stats["confidence"], errors="coerce").fillna(0.0) < low
+    if "gate_method" in stats:
+        doubtful &= stats["gate_method"].astype(str) != PASS
     return stats[(doubtful & (parent_n >= min_parent)).to_numpy()]
+
+
+def passed_pregates(stats: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """(population, why) -> samples in which that pre-gate passed every event, the panel
+    lacking its marker."""
+    if stats.empty or "gate_method" not in stats:
+        return {}
+    passed = stats[stats["gate_method"].astype(str) == PASS]
+    groups = passed.groupby(["population", "flag"], sort=False)["sample_id"].nunique()
+    return {(str(p), str(f)): int(n) for (p, f), n in groups.items()}
 
 
 def _descendants(parents: Mapping[str, str | None], root: str) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.stats import review_rows, unlike_mask
+from cytopipe.gating.stats import passed_pregates, review_rows, unlike_mask
 from cytopipe.report.cohort_figures import km_figure, patient_order, swimmer_figure
 from cytopipe.report.context import Report
 from cytopipe.report.data import records
@@ -316,9 +316,22 @@ def _qc_section(report: Report) -> dict:
         "attention": table(attention, columns, css="attention", row_class=row_class),
         "n_gates": len(gates["rows"]),
         "gates": table(gates["rows"], gates["columns"], css="gates"),
+        "passed": _passed_pregates(report, len(rows)),
         "n_samples": len(rows),
         "samples": table(rows, columns, css="qc", row_class=row_class),
     }
+
+
+def _passed_pregates(report: Report, n_samples: int) -> list[str]:
+    """Pre-gates the panel could not apply, once for the cohort ('singlets: not gated: no FSC-H
+    channel, 3 of 3 samples'), not as a gate to review on every sample."""
+    stats = report.results.table("sample_stats")
+    if stats is None or not len(stats):
+        return []
+    return [
+        f"{population}: {why}, {n} of {n_samples} samples"
+        for (population, why), n in passed_pregates(stats).items()
+    ]
 
 
 def _gates_to_review(report: Report) -> dict:
