@@ -6,9 +6,9 @@ Agreement: per sample, each gate population vs the union of the metaclusters ann
 (F1); a low F1 on enough events is flagged, because two independent methods disagreeing is what a
 reviewer should look at first. A population of the settings' `continuum` list (B-cell subsets)
 whose gate found no valley where it was cut (`populations_found` 1 in stats.tsv: real memory B
-cells in IgD and CD27) is compared but not judged: the metaclusters cut a continuum where their nodes fall, not where the
-template does, and the two disagree on every such sample (the real Lyoplate file: unswitched
-and switched memory F1 0.38 and 0.46, listed to review as acquired).
+cells in IgD and CD27) is compared but not judged: the metaclusters cut a continuum where their
+nodes fall, not where the template does, and the two disagree on every such sample (the real
+Lyoplate file: unswitched and switched memory F1 0.38 and 0.46, listed to review as acquired).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cytopipe.cluster.annotation import phenotype
 from cytopipe.cluster.common_scale import parse_common
@@ -180,9 +181,9 @@ def map_files(
 
 
 def cut_on_continuum(stats: str | os.PathLike) -> frozenset[str]:
-    """The populations of a stats.tsv whose gate found one population where it was cut (a
-    B-cell gate whose CD19 cut is a shoulder stays judged: it is not in the settings' list)."""
-    import pandas as pd
-
-    table = pd.read_csv(stats, sep="\t", usecols=["population", "populations_found"])
+    """The populations of a stats.tsv whose gate found one population where it was cut (none
+    for stats written before the column existed)."""
+    table = pd.read_csv(stats, sep="\t")
+    if not {"population", "populations_found"} <= set(table.columns):
+        return frozenset()
     return frozenset(table.loc[table["populations_found"] == 1, "population"].astype(str))
