@@ -39,6 +39,7 @@ from cytopipe.commands import report as report_cli
 from cytopipe.errors import CytopipeError
 from cytopipe.gating.stats import review_rows
 from cytopipe.report.cohort_figures import swimmer_figure
+from cytopipe.report.cohort_page import review_reason
 from cytopipe.report.context import slug
 from cytopipe.report.formatting import esc, fmt_number
 from cytopipe.report.pages import write_report, write_report_figures
@@ -235,6 +236,17 @@ def test_gates_to_look_at_link_to_their_plot_on_the_sample_page(cohort, report):
     assert expected and set(links) == expected
     for sid, pop in links:
         assert f'id="gate-{pop}"' in read(report / "samples" / f"{sid}.html"), (sid, pop)
+
+
+def test_a_gate_to_look_at_says_each_reason_once():
+    """A failed-stain check writes its note in the flag and in as_template: the cohort page's
+    'why' read it twice (the real Lyoplate file with a dim CD19 stain)."""
+    note = "2405 CD3- lymphocytes as CD20-bright as the B cells, outside the B-cell gate"
+    flag = f"cd19: shoulder at 0.16; {note}"
+    assert review_reason({"flag": flag, "as_template": f"no: {note}"}) == flag
+    both = review_reason({"flag": "low_confidence", "as_template": "no: cd3: 1 population"})
+    assert both == "low_confidence · no: cd3: 1 population"
+    assert review_reason({"flag": "", "as_template": "yes"}) == ""
 
 
 def test_links_between_pages_resolve(cohort, report):

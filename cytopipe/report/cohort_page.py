@@ -343,12 +343,10 @@ def _gates_to_review(report: Report) -> dict:
         for sid, own in stats.groupby("sample_id", sort=False):
             doubtful = own.index.isin(review_rows(own).index)
             for r in records(own[doubtful | unlike_mask(own)]):
-                why = [str(r.get(k)) for k in ("flag", "as_template")
-                       if not is_missing(r.get(k)) and str(r.get(k)) not in ("", "yes")]  # fmt: skip
                 rows.append({
                     "sample_id": str(sid), "population": str(r["population"]),
                     "confidence": r.get("confidence"),
-                    "reason": report.shown(" · ".join(why), str(sid), ()),
+                    "reason": report.shown(review_reason(r), str(sid), ()),
                 })  # fmt: skip
     columns = [
         Column("sample_id", "sample", link=lambda r: report.sample_href(r["sample_id"], "")),
@@ -361,6 +359,16 @@ def _gates_to_review(report: Report) -> dict:
         Column("reason", "why", "long"),
     ]
     return {"rows": rows, "columns": columns}
+
+
+def review_reason(row: Mapping) -> str:
+    """Why a gate is to look at: its flag and how it was unlike the template, each once (a
+    failed-stain check writes the same note in both)."""
+    why = [str(row.get(k)) for k in ("flag", "as_template")
+           if not is_missing(row.get(k)) and str(row.get(k)) not in ("", "yes")]  # fmt: skip
+    if len(why) == 2 and why[1].removeprefix("no: ") in why[0]:
+        return why[0]
+    return " · ".join(why)
 
 
 def _gate_anchor(report: Report, row: Mapping) -> str:
