@@ -191,6 +191,22 @@ def test_a_tandem_that_came_apart_is_listed_with_what_lifted_the_negatives(share
     assert float(look.split("t_cells median ")[1][:4]) > 0.4, look
 
 
+@pytest.mark.xfail(strict=True, reason="known miss: transitional F1 0.62, as the template")
+def test_a_cd20_tandem_that_came_apart_into_cd38_is_said(shared_data, tmp_path):
+    """70% of CD20's APC-H7 signal in the APC detector (CD38's; APC-Cy7 tandems are known to
+    come apart with light and fixation): every B cell's CD38 rises with its CD20, and the
+    transitional B cells read 632 for openCyto's 1,070 (F1 0.62; 0.71 at 50%), with nothing
+    said. Either the cut or a check should hold; neither does yet (2026-12-02)."""
+    path = real_gating.write_dimmer_stain(
+        shared_data / "real", tmp_path / "t.fcs", "CD20", 0.3, donor="CD38"
+    )
+    columns, result, keep = _autogate(path)
+    ref = real_gating._lyoplate_source(shared_data / "real")[1]
+    truth = ref["Live/CD19andCD20/Transitional"].to_numpy(bool)[keep]
+    said = result.shapes["b_transitional"]["as_template"].startswith("no: ")
+    assert said or f1_score(result.masks["b_transitional"], truth) >= 0.70
+
+
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
     """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
     the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still
