@@ -200,7 +200,7 @@ def test_a_cd20_tandem_that_came_apart_into_cd38_is_said(shared_data, tmp_path):
     path = real_gating.write_dimmer_stain(
         shared_data / "real", tmp_path / "t.fcs", "CD20", 0.3, donor="CD38"
     )
-    columns, result, keep = _autogate(path)
+    _, result, keep = _autogate(path)
     ref = real_gating._lyoplate_source(shared_data / "real")[1]
     truth = ref["Live/CD19andCD20/Transitional"].to_numpy(bool)[keep]
     said = result.shapes["b_transitional"]["as_template"].startswith("no: ")
