@@ -554,19 +554,23 @@ def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
     """The Lyoplate file as acquired, its `$SPILLOVER` off-diagonal values times a factor:
     the same cells, under- (< 1) or over-compensated (> 1); openCyto's gates, drawn on the
     right compensation, still say which event is which."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    eye = np.eye(len(spill.channels))
+    ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for factor in factors:
-            matrix = eye + factor * (spill.matrix - eye)
-            keyword = [str(len(spill.channels)), *spill.channels]
-            keyword += [format(v, ".6g") for v in matrix.ravel()]
-            path = _write_like(sample, sample.events, Path(tmp) / "spill.fcs",
-                               {**metadata, "$SPILLOVER": ",".join(keyword)})  # fmt: skip
+            path = write_spillover_error(data, Path(tmp) / "spill.fcs", factor)
             rows += _lyoplate_rows(f"lyoplate C01, spillover x{factor:g}", gated(path), ref)
     return rows
+
+
+def write_spillover_error(data: Path, path: Path, factor: float) -> Path:
+    """The Lyoplate file as acquired with its `$SPILLOVER` off-diagonal values x `factor`."""
+    sample, _, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    eye = np.eye(len(spill.channels))
+    matrix = eye + factor * (spill.matrix - eye)
+    keyword = [str(len(spill.channels)), *spill.channels, *(f"{v:.6g}" for v in matrix.ravel())]
+    return _write_like(sample, sample.events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
 
 
 def write_uncompensated(data: Path, path: Path) -> Path:

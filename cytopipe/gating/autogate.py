@@ -38,6 +38,7 @@ import numpy as np
 
 from cytopipe.errors import GatingError
 from cytopipe.gating.beyond_gate import (
+    coupled,
     missed,
     population_mask,
     rescue,
@@ -624,6 +625,8 @@ def autogate(
             short_of_parent(spec, out)
         if spec.stained:
             unstained(spec, out, columns)
+        if spec.independent:
+            coupled(spec, out, columns)
     out.thresholds = dict(placer.done)
     return out
 

@@ -110,6 +110,9 @@ class PopulationSpec:
     # on B cells against T cells; `net`: beyond that population's own share); fewer: the
     # stain failed
     stained: tuple[tuple[str, str, str, float, bool], ...] = ()
+    # `independent:` (markers, but_not, max_rho): stains the population's cells (less those of
+    # `but_not`) carry independently; two rising together beyond max_rho is spillover left
+    independent: tuple[tuple[str, ...], str | None, float] | None = None
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -290,6 +293,15 @@ def _population(
     )  # fmt: skip
 
 
+def _independent(check: Mapping, every_id: set[str], pid: str, path):
+    """`independent:` as (markers, but_not, max_rho); `but_not` may be defined below."""
+    but_not = check.get("but_not")
+    if but_not is not None and str(but_not) not in every_id:
+        raise ConfigError(f"{pid}: independent: but_not {but_not!r} is no population", path=path)
+    markers = tuple(str(m) for m in check["markers"])
+    return markers, None if but_not is None else str(but_not), float(check["max_rho"])
+
+
 def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
     """The template file, checked: its schema (cytopipe/schemas/gating.schema.yaml) checks the
     structure and each value; the names it refers to (parents, thresholds) and the rules
@@ -313,6 +325,8 @@ def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
         missed = _union_parts(p.get("missed"), thresholds, every_id, pid, path)
         if alts or rescue or missed:
             spec = replace(spec, alternatives=alts, rescue=tuple(rescue), missed=tuple(missed))
+        if p.get("independent"):
+            spec = replace(spec, independent=_independent(p["independent"], every_id, pid, path))
         specs.append(spec)
         seen.add(pid)
     return specs
