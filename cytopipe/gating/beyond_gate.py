@@ -267,7 +267,7 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     pairs = sorted((p for p in pairs if p[0] >= max_rho), reverse=True)
     if not pairs:
         return
-    cells = f"{spec.id} not {but_not}" if but_not else spec.id
+    cells = f"{spec.id} outside {but_not}" if but_not else spec.id
     notes = [
         f"{a} and {b} rise together on {cells} (rank correlation {r:.2f}, at most "
         f"{max_rho:g} expected): check the compensation between {a} and {b} (a tandem that "
