@@ -39,6 +39,7 @@ from cytopipe.gating.stats import (
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
+from cytopipe.report.sample_page import _doubtful_row
 from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS
 from cytopipe.synth.sample_files import read_truth, write_sample
@@ -387,7 +388,8 @@ def test_gates_to_review_are_doubtful_gates_on_parents_that_matter():
 def test_a_pre_gate_the_panel_cannot_apply_is_said_once_not_reviewed_per_sample():
     """No FSC-H and no CD45 (the real Lyoplate file): the singlet and CD45 pre-gates pass every
     event with confidence 0 and put every such sample on the review list; nothing was placed
-    to look at. They are counted for the cohort page instead."""
+    to look at. They are counted for the cohort page instead, and the sample page does not
+    shade them as gates to look at."""
     why = "not gated: no FSC-H channel"
     stats = pd.DataFrame(
         {
@@ -403,6 +405,8 @@ def test_a_pre_gate_the_panel_cannot_apply_is_said_once_not_reviewed_per_sample(
     assert gates_to_review(stats[stats["sample_id"] == "a"]) == 0
     assert list(review_rows(stats[stats["sample_id"] == "b"])["population"]) == ["b_cells"]
     assert passed_pregates(stats) == {("singlets", why): 2}
+    shaded = [_doubtful_row(row) for row in stats.to_dict("records")]  # the sample page
+    assert shaded == ["", "", "", "warn"]
 
 
 # ---------------------------------------------------------------- plasmablasts and lymphopenia

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.clinical.sample_checks import WARNING_SEPARATOR
-from cytopipe.gating.placement import LOW_CONFIDENCE
+from cytopipe.gating.placement import LOW_CONFIDENCE, PASS
 from cytopipe.report.certainty import events_text, limits_text, pct_text, per_ul_text
 from cytopipe.report.context import Report
 from cytopipe.report.data import SampleFiles, records
@@ -414,7 +414,10 @@ def _opinion(data: Any, name: str, tables: Mapping[str, str]) -> dict:
 
 def _doubtful_row(row: Mapping) -> str:
     """A statistics row to look at: a gate that fell back or is not confident. Other flags
-    are notes (plasmablasts joined by phenotype, the lymphocyte view used) and stay plain."""
+    are notes (plasmablasts joined by phenotype, the lymphocyte view used) and stay plain, as
+    does a pre-gate the panel cannot apply (method 'pass': it placed nothing to look at)."""
+    if str(row.get("gate_method")) == PASS:
+        return ""
     confidence = pd.to_numeric(row.get("confidence"), errors="coerce")
     doubtful = (not pd.isna(confidence) and confidence < LOW_CONFIDENCE) or (
         "fallback" in str(row.get("flag") or "")
