@@ -212,16 +212,25 @@ def test_a_cd20_tandem_that_came_apart_into_cd38_is_said(shared_data, tmp_path, 
         assert look.startswith("no: ") and result.methods["b_naive"][1] < 0.5
 
 
-@pytest.mark.parametrize("factor, listed", [(1.0, False), (2.0, True), (1.3, False)])
-def test_a_spillover_matrix_applied_twice_is_said(shared_data, tmp_path, factor, listed):
-    """The file's matrix with every spillover value doubled (a file compensated twice, a
-    matrix from other controls) over-compensates: CD20 and CD27, independent on naive B cells,
-    rank-correlate 0.88 (0.55 as acquired, at most 0.59 over the stress variants), and the
-    sample is listed. At x1.3 (0.55) nothing is said: the gates hold there (README)."""
+@pytest.mark.parametrize(
+    "factor, said_on",
+    [(1.0, None), (0.7, None), (1.3, None), (0.5, "t_cells"), (1.5, "t_cells"), (2.0, "b_naive")],
+)
+def test_a_spillover_matrix_far_off_is_said(shared_data, tmp_path, factor, said_on):
+    """The file's matrix with every spillover value x `factor` (a matrix from other controls,
+    a file compensated twice): the B-subset cuts hold at x0.7 and x1.3 and fail beyond
+    (unswitched memory 0.63 at x0.5 and 0.67 at x1.5; plasmablasts 0.68 at x0.5), with
+    nothing said. The T cells, which lack CD19, CD20, IgD and CD24 and mostly carry CD27,
+    show it: CD27 and CD24 rank-correlate 0.92 at x0.5 and -0.93 at x1.5 (at most 0.43 as
+    acquired and over the stress variants, 0.85 at x0.7 and x1.3); doubled, the naive B cells
+    also show CD20 and CD27 at 0.88 (0.03 as acquired)."""
     path = real_gating.write_spillover_error(shared_data / "real", tmp_path / "s.fcs", factor)
     _, result, _ = _autogate(path)
-    look = result.shapes["b_naive"]["as_template"]
-    assert ("rise together" in look) is listed, look
+    said = {p for p in ("t_cells", "b_naive") if "rise together" in result.methods[p][2]}
+    assert (said_on in said) if said_on else not said, said
+    if said_on:
+        assert result.shapes[said_on]["as_template"].startswith("no: ")
+        assert "check its compensation" in result.methods["b_unswitched_memory"][2]
 
 
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
