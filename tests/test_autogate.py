@@ -314,6 +314,10 @@ def test_template_fixed_gates_still_build(specs):
     assert next(g for g in lymph if g.id == "lymphocytes").dims == ("FSC-A", "SSC-A")
 
 
+def _independent(template: dict, population: str) -> dict:
+    return next(p for p in template["populations"] if p["id"] == population)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -328,6 +332,8 @@ def test_template_fixed_gates_still_build(specs):
         (lambda t: t["populations"][6]["or"][0]["min"].__setitem__(1, "cd20"), "not CD19"),
         (lambda t: t["populations"][6].__setitem__("or", {"dims": ["CD3"]}), "list of rectangles"),
         (lambda t: t["populations"][4].__setitem__("or", []), "rectangle gates only"),
+        (lambda t: _independent(t, "b_naive")["independent"].update(but_not="b_nope"), "b_nope"),
+        (lambda t: _independent(t, "t_cells")["independent"].update(max_rho=1.5), "max_rho"),
     ],
 )
 def test_bad_template_is_a_config_error(repo, tmp_path, edit, message):

@@ -231,7 +231,7 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
             _add_flags(out, g, [f"cut on {dim}: check the {dim} stain (see {spec.id})"], False)
 
 
-MIN_COUPLED_EVENTS = 200  # rank correlation's SD ~0.07 here: 0.59 reads 0.8 at 3 SD
+MIN_COUPLED_EVENTS = 200  # a rank correlation's error ~0.07 (Fisher z): 0.59 never reads 0.8
 
 
 def rank_correlations(x: np.ndarray) -> np.ndarray:
@@ -259,7 +259,11 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     0.59 over the 77 variants of benchmarks/real_gating.py --stress (other gains, scatter,
     compositions), at most 0.31 over the 70-file random draw. Transitional B cells are left
     out: with the naive B cells (early reconstitution) their CD38 and CD24, both high, read
-    0.87."""
+    0.87. A whole matrix off shows best on the T cells, which lack CD19, CD20, IgD and CD24
+    and mostly carry CD27: CD27 and CD24 there read 0.92 at half the matrix and -0.93 at 1.5x
+    it, where the B-subset cuts fail (0.85 at 0.7x and 1.3x, where they hold; at most 0.43 on
+    the file as acquired and its variants; -0.75 over the random draw, where compensating a
+    large spill exactly anti-correlates two unstained channels' noise)."""
     markers, but_not, max_rho = spec.independent
     events = out.masks[spec.id].copy()
     if but_not in out.masks:
