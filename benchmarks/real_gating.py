@@ -545,6 +545,24 @@ def write_dimmer_stain(
     return _write_like(sample, events, path, metadata)
 
 
+def write_activated_naive(
+    data: Path, path: Path, share: float, factor: float = 0.1, seed: int = 0
+) -> Path:
+    """The Lyoplate file with `share` of openCyto's naive B cells (not transitional) made
+    CD24- CD38-, as the activated naive B cells expanded in lupus are: their compensated CD24
+    and CD38 x `factor`, spilled again with the file's own matrix."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    naive = np.flatnonzero(ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool))
+    picked = naive[np.random.default_rng(seed).random(naive.size) < share]
+    for marker in ("CD24", "CD38"):
+        events[picked, sample.pns.index(marker)] *= factor
+    spilled = [sample.pnn.index(c) for c in spill.channels]
+    events[:, spilled] = events[:, spilled] @ spill.matrix
+    return _write_like(sample, events, path, metadata)
+
+
 # every spillover value of the file's matrix times a factor: a lab's matrix from other
 # controls, or a tandem dye that aged since its controls were run
 SPILLOVER_ERRORS = (0.7, 0.85, 1.3)
