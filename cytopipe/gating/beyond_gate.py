@@ -243,8 +243,9 @@ def rank_correlations(x: np.ndarray) -> np.ndarray:
 
 def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     """Say when two stains rise together on cells that carry them independently
-    (`independent:`): a rank correlation of at least `max_rho` on the population's events
-    (less those of `but_not`) is spillover the compensation left, not biology. The population
+    (`independent:`): a rank correlation of at least `max_rho` (or at most `min_rho`) on the
+    population's events (less those of `but_not`) is spillover the compensation left, not
+    biology. The population
     is to review, its sample unlike the template, and each population cut on either marker
     carries the note.
 
@@ -255,16 +256,17 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     'as the template'. On naive B cells that are not transitional (one population, whose
     markers vary from cell to cell for their own reasons) CD20 and CD38 then correlate 0.98
     (0.85 at 10% of CD20's signal, 0.93 at 20%); uncompensated, CD20 and CD27 0.84; the
-    matrix applied twice 0.88, half of it 0.71. The file as acquired: at most 0.56, at most
+    matrix applied twice -0.88, half of it 0.71. The file as acquired: at most 0.56, at most
     0.59 over the 77 variants of benchmarks/real_gating.py --stress (other gains, scatter,
     compositions), at most 0.31 over the 70-file random draw. Transitional B cells are left
     out: with the naive B cells (early reconstitution) their CD38 and CD24, both high, read
     0.87. A whole matrix off shows best on the T cells, which lack CD19, CD20, IgD and CD24
-    and mostly carry CD27: CD27 and CD24 there read 0.92 at half the matrix and -0.93 at 1.5x
-    it, where the B-subset cuts fail (0.85 at 0.7x and 1.3x, where they hold; at most 0.43 on
-    the file as acquired and its variants; -0.75 over the random draw, where compensating a
-    large spill exactly anti-correlates two unstained channels' noise)."""
-    markers, but_not, max_rho = spec.independent
+    and mostly carry CD27: CD27 and CD24 there read 0.88-0.92 at 0.65x-0.5x the matrix and
+    -0.93 at 1.5x, where the B-subset cuts fail (0.85 at 0.7x, -0.86 at 1.3x, where they
+    hold; at most 0.43 on the file as acquired and its variants, 0.50 on another lab's file;
+    over the random draw at most 0.18, but down to -0.75: compensating a large spill exactly
+    anti-correlates two unstained channels' noise, hence a lower `min_rho` there)."""
+    markers, but_not, max_rho, min_rho = spec.independent
     events = out.masks[spec.id].copy()
     if but_not in out.masks:
         events &= ~out.masks[but_not]
@@ -274,15 +276,16 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     rows = np.flatnonzero(events)
     rows = rows[:: rows.size // SHAPE_MAX_EVENTS + 1]  # strided: deterministic, fast at 10 M
     rho = rank_correlations(np.column_stack([np.asarray(columns[m])[rows] for m in have]))
-    pairs = [(abs(rho[i, j]), have[j], have[i]) for i in range(len(have)) for j in range(i)]
-    pairs = sorted((p for p in pairs if p[0] >= max_rho), reverse=True)
+    pairs = [(rho[i, j], have[j], have[i]) for i in range(len(have)) for j in range(i)]
+    pairs = sorted((p for p in pairs if not min_rho < p[0] < max_rho), key=lambda p: -abs(p[0]))
     if not pairs:
         return
     cells = f"{spec.id} outside {but_not}" if but_not else spec.id
     notes = [
-        f"{a} and {b} rise together on {cells} (rank correlation {r:.2f}, at most "
-        f"{max_rho:g} expected): check the compensation between {a} and {b} (a tandem that "
-        "came apart, a matrix from other controls)"
+        f"{a} and {b} {'rise together' if r > 0 else 'move against each other'} on {cells} "
+        f"(rank correlation {r:.2f}, {min_rho:g} to {max_rho:g} expected): check the "
+        f"compensation between {a} and {b} (a tandem that came apart, a matrix from other "
+        "controls)"
         for r, a, b in pairs
     ]
     _unlike(out, spec.id, notes)
