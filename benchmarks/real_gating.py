@@ -563,6 +563,33 @@ def write_activated_naive(
     return _write_like(sample, events, path, metadata)
 
 
+def write_autofluorescent_t_cells(
+    data: Path, path: Path, share: float, sds: float, seed: int = 0
+) -> Path:
+    """The Lyoplate file with `share` of openCyto's T cells made large and autofluorescent, as
+    activated T cells are (CAR-T expansion): each gets `sds` x a lognormal size factor of the
+    unstained cells' robust SD added in every fluorescence channel (the T cells' own spread for
+    the stains they lack, the naive B cells' for CD27, which they lack), then spilled with the
+    file's matrix."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    t_cells = np.flatnonzero(ref["Live/CD3"].to_numpy(bool))
+    rng = np.random.default_rng(seed)
+    picked = t_cells[rng.random(t_cells.size) < share]
+    size = rng.lognormal(0.0, 0.5, picked.size)
+    unstained = {"CD27": ref[_NAIVE].to_numpy(bool)}
+    for j, marker in enumerate(sample.pns):
+        if sample.pnn[j] not in spill.channels:
+            continue  # scatter
+        values = events[unstained.get(marker, ref["Live/CD3"].to_numpy(bool)), j]
+        sd = 1.4826 * np.median(np.abs(values - np.median(values)))
+        events[picked, j] += sds * sd * size
+    spilled = [sample.pnn.index(c) for c in spill.channels]
+    events[:, spilled] = events[:, spilled] @ spill.matrix
+    return _write_like(sample, events, path, metadata)
+
+
 # every spillover value of the file's matrix times a factor: a lab's matrix from other
 # controls, or a tandem dye that aged since its controls were run
 SPILLOVER_ERRORS = (0.7, 0.85, 1.3)

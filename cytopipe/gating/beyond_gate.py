@@ -265,18 +265,25 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     -0.93 at 1.5x, where the B-subset cuts fail (0.85 at 0.7x, -0.86 at 1.3x, where they
     hold; at most 0.43 on the file as acquired and its variants, 0.50 on another lab's file;
     over the random draw at most 0.18, but down to -0.75: compensating a large spill exactly
-    anti-correlates two unstained channels' noise, hence a lower `min_rho` there)."""
-    markers, but_not, max_rho, min_rho = spec.independent
+    anti-correlates two unstained channels' noise, hence a lower `min_rho` there). Only pairs
+    with CD27 are judged there (`against`): large activated T cells (CAR-T expansion) carry
+    more autofluorescence into every unstained channel at once, which no spill explains."""
+    markers, but_not, max_rho, min_rho, against = spec.independent
     events = out.masks[spec.id].copy()
     if but_not in out.masks:
         events &= ~out.masks[but_not]
-    have = [m for m in markers if m in columns]
+    have = [m for m in (*markers, *against) if m in columns]
     if len(have) < 2 or np.count_nonzero(events) < MIN_COUPLED_EVENTS:
         return
     rows = np.flatnonzero(events)
     rows = rows[:: rows.size // SHAPE_MAX_EVENTS + 1]  # strided: deterministic, fast at 10 M
     rho = rank_correlations(np.column_stack([np.asarray(columns[m])[rows] for m in have]))
-    pairs = [(rho[i, j], have[j], have[i]) for i in range(len(have)) for j in range(i)]
+    pairs = [
+        (rho[i, j], have[j], have[i])
+        for i in range(len(have))
+        for j in range(i)
+        if not against or (have[i] in against) != (have[j] in against)
+    ]
     pairs = sorted((p for p in pairs if not min_rho < p[0] < max_rho), key=lambda p: -abs(p[0]))
     if not pairs:
         return

@@ -110,10 +110,10 @@ class PopulationSpec:
     # on B cells against T cells; `net`: beyond that population's own share); fewer: the
     # stain failed
     stained: tuple[tuple[str, str, str, float, bool], ...] = ()
-    # `independent:` (markers, but_not, max_rho, min_rho): stains the population's cells (less
-    # those of `but_not`) carry independently; two whose rank correlation reaches max_rho (or
-    # falls to min_rho) is spillover left
-    independent: tuple[tuple[str, ...], str | None, float, float] | None = None
+    # `independent:` (markers, but_not, max_rho, min_rho, against): stains the population's
+    # cells (less those of `but_not`) carry independently; two whose rank correlation reaches
+    # max_rho (or falls to min_rho) is spillover left; `against`: only pairs with one of these
+    independent: tuple[tuple[str, ...], str | None, float, float, tuple[str, ...]] | None = None
 
     def thresholds(self) -> list[ThresholdSpec]:
         """Thresholds this gate's bounds use, in dims order (min before max)."""
@@ -295,14 +295,16 @@ def _population(
 
 
 def _independent(check: Mapping, every_id: set[str], pid: str, path):
-    """`independent:` as (markers, but_not, max_rho, min_rho); `but_not` may be defined below."""
+    """`independent:` as (markers, but_not, max_rho, min_rho, against); `but_not` may be
+    defined below."""
     but_not = check.get("but_not")
     if but_not is not None and str(but_not) not in every_id:
         raise ConfigError(f"{pid}: independent: but_not {but_not!r} is no population", path=path)
     markers = tuple(str(m) for m in check["markers"])
     high = float(check["max_rho"])
     low = float(check.get("min_rho", -high))
-    return markers, None if but_not is None else str(but_not), high, low
+    against = tuple(str(m) for m in check.get("against") or ())
+    return markers, None if but_not is None else str(but_not), high, low, against
 
 
 def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
