@@ -242,12 +242,11 @@ def rank_correlations(x: np.ndarray) -> np.ndarray:
 
 
 def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
-    """Say when two stains rise together on cells that carry them independently
+    """Say when two stains move together on cells that carry them independently
     (`independent:`): a rank correlation of at least `max_rho` (or at most `min_rho`) on the
     population's events (less those of `but_not`) is spillover the compensation left, not
-    biology. The population
-    is to review, its sample unlike the template, and each population cut on either marker
-    carries the note.
+    biology. The population is to review, its sample unlike the template, and each population
+    cut on either marker carries the note.
 
     Why: a tandem dye that came apart, a matrix from other controls, a file compensated twice
     or not at all add a share of one stain to another on every cell, and the cuts on the
