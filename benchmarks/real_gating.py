@@ -202,6 +202,17 @@ def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None
     return path
 
 
+def _spilled_back(sample, spill, events: np.ndarray, path: Path, metadata: dict) -> Path:
+    """Compensated `events` spilled again with the file's own matrix, clipped at each
+    channel's range as a detector saturates, and written like the sample: compensation with
+    the file's `$SPILLOVER` gives `events` back."""
+    spilled = [sample.pnn.index(c) for c in spill.channels]
+    events = np.array(events, dtype=np.float64)
+    events[:, spilled] = events[:, spilled] @ spill.matrix
+    events = np.minimum(events, np.asarray(sample.pnr, float))
+    return _write_like(sample, events, path, metadata)
+
+
 def write_failed_stain(
     data: Path, path: Path, marker: str, negative: str = "Live/CD3", seed: int = 0
 ) -> Path:
@@ -215,9 +226,7 @@ def write_failed_stain(
     j = sample.pns.index(marker)
     pool = events[ref[negative].to_numpy(bool), j]
     events[:, j] = np.random.default_rng(seed).choice(pool, len(events))
-    cols = [sample.pnn.index(c) for c in spill.channels]
-    events[:, cols] = events[:, cols] @ spill.matrix
-    return _write_like(sample, events, path, metadata)
+    return _spilled_back(sample, spill, events, path, metadata)
 
 
 def _lineages(sample, ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -539,10 +548,7 @@ def write_dimmer_stain(
     events[:, sample.pns.index(stain)] -= lost
     if donor is not None:
         events[:, sample.pns.index(donor)] += lost
-    spilled = [sample.pnn.index(c) for c in spill.channels]
-    events[:, spilled] = events[:, spilled] @ spill.matrix
-    events = np.minimum(events, np.asarray(sample.pnr, float))
-    return _write_like(sample, events, path, metadata)
+    return _spilled_back(sample, spill, events, path, metadata)
 
 
 def write_activated_naive(
@@ -558,9 +564,7 @@ def write_activated_naive(
     picked = naive[np.random.default_rng(seed).random(naive.size) < share]
     for marker in ("CD24", "CD38"):
         events[picked, sample.pns.index(marker)] *= factor
-    spilled = [sample.pnn.index(c) for c in spill.channels]
-    events[:, spilled] = events[:, spilled] @ spill.matrix
-    return _write_like(sample, events, path, metadata)
+    return _spilled_back(sample, spill, events, path, metadata)
 
 
 def write_autofluorescent_t_cells(
@@ -585,9 +589,7 @@ def write_autofluorescent_t_cells(
         values = events[unstained.get(marker, ref["Live/CD3"].to_numpy(bool)), j]
         sd = 1.4826 * np.median(np.abs(values - np.median(values)))
         events[picked, j] += sds * sd * size
-    spilled = [sample.pnn.index(c) for c in spill.channels]
-    events[:, spilled] = events[:, spilled] @ spill.matrix
-    return _write_like(sample, events, path, metadata)
+    return _spilled_back(sample, spill, events, path, metadata)
 
 
 # every spillover value of the file's matrix times a factor: a lab's matrix from other

@@ -608,7 +608,7 @@ def test_real_file_without_separated_populations_invents_no_b_cells_and_says_so(
     assert "end of the events" in result.thresholds["cd19"].flag
     assert result.shapes["t_cells"]["as_template"].startswith("no: cd3: 1 population")
     # another lab's compensated file: its T cells' CD19 and CD27 rank-correlate 0.50, below
-    # the 0.9 that says a matrix is far off (`independent:`)
+    # the 0.8 that says a matrix is far off (`independent:`)
     assert "check the compensation" not in result.methods["t_cells"][2]
 
 

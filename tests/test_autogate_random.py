@@ -193,7 +193,8 @@ def test_no_b_cell_gate_is_doubted_for_cd20_events_outside_it(small_table):
 def test_no_compensation_is_doubted_where_the_generator_compensated_exactly(small_table):
     """The `independent:` checks (two stains rising together on naive B cells or T cells:
     spillover left) say nothing where the file's matrix is the one the generator spilled with
-    (rank correlations at most 0.31 and 0.75 over the 70-file draw)."""
+    (over the 70-file draw: at most 0.31 on the naive B cells; on the T cells at most 0.18,
+    and down to -0.75, within the -0.9 allowed there)."""
     flags = small_table["flag"].fillna("")
     assert not flags.str.contains("check the compensation|check its compensation").any(), (
         flags.tolist()
