@@ -15,6 +15,7 @@ from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
 from cytopipe.gating.autogate import autogate
+from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
     anchor_limits,
     density,
@@ -582,6 +583,18 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     bad.write_bytes(b"not an fcs file")
     assert cli.main(["autogate", str(bad), "--out", str(tmp_path / "o.parquet")]) == 2
     assert "cytopipe: error:" in capsys.readouterr().err
+
+
+def test_rank_correlations_of_clipped_channels_are_not_invented():
+    """Two stains a population lacks, clipped at zero on most events (old exports, integer
+    channel numbers): equal values must share their rank, or event order ranks them alike in
+    both channels and they 'correlate' 1, which would list a well compensated sample."""
+    rng = np.random.default_rng(0)
+    a, b = np.maximum(rng.normal(size=(2, 50_000)), 0.0)  # 50% exactly zero, independent
+    rho = rank_correlations(np.column_stack([a, b, np.zeros_like(a), np.zeros_like(a)]))
+    assert abs(rho[0, 1]) < 0.02 and rho[2, 3] == 0.0 and rho[0, 2] == 0.0
+    spilled = rank_correlations(np.column_stack([a, b + 0.8 * a]))  # spill left: seen
+    assert spilled[0, 1] > 0.5
 
 
 # ---------------------------------------------------------------- real data

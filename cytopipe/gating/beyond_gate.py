@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+from scipy.stats import rankdata
 
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.placement import (
@@ -236,9 +237,12 @@ MIN_COUPLED_EVENTS = 200  # a rank correlation's error ~0.07 (Fisher z): 0.59 ne
 
 def rank_correlations(x: np.ndarray) -> np.ndarray:
     """Spearman's rank correlation between the columns of `x` (events x markers): the
-    Pearson correlation of their ranks (ties, rare on continuous values, ranked apart)."""
-    ranks = np.argsort(np.argsort(x, axis=0), axis=0).astype(np.float64)
-    return np.atleast_2d(np.corrcoef(ranks, rowvar=False))
+    Pearson correlation of their ranks. Equal values share their mean rank: channels clipped
+    at zero or stored as integer channel numbers hold many, and ranking them apart by event
+    order made two clipped channels correlate 1. A constant column correlates with nothing."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.corrcoef(rankdata(x, axis=0), rowvar=False)
+    return np.nan_to_num(np.atleast_2d(rho))
 
 
 def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
