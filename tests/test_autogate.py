@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import benchmark
+from scipy.stats import spearmanr
 
 from cytopipe import cli
 from cytopipe.config import load_config
@@ -595,6 +596,8 @@ def test_rank_correlations_of_clipped_channels_are_not_invented():
     assert abs(rho[0, 1]) < 0.02 and rho[2, 3] == 0.0 and rho[0, 2] == 0.0
     spilled = rank_correlations(np.column_stack([a, b + 0.8 * a]))  # spill left: seen
     assert spilled[0, 1] > 0.5
+    channels = np.column_stack([a, b + 0.8 * a, np.round(4 * b)])  # as SciPy's Spearman
+    assert np.allclose(rank_correlations(channels), spearmanr(channels).statistic)
 
 
 # ---------------------------------------------------------------- real data

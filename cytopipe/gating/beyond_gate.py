@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from scipy.stats import rankdata
 
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.placement import (
@@ -240,9 +239,23 @@ def rank_correlations(x: np.ndarray) -> np.ndarray:
     Pearson correlation of their ranks. Equal values share their mean rank: channels clipped
     at zero or stored as integer channel numbers hold many, and ranking them apart by event
     order made two clipped channels correlate 1. A constant column correlates with nothing."""
+    ranks = np.column_stack([_mean_ranks(column) for column in np.asarray(x).T])
     with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.corrcoef(rankdata(x, axis=0), rowvar=False)
+        rho = np.corrcoef(ranks, rowvar=False)
     return np.nan_to_num(np.atleast_2d(rho))
+
+
+def _mean_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties at their mean (scipy.stats.rankdata's 'average'; not imported: the
+    per-sample `gate` command starts without SciPy's statistics, tests/test_cli.py)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], len(values))
+    run = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(values))
+    ranks[order] = ((starts + ends - 1) / 2.0)[run]
+    return ranks
 
 
 def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
