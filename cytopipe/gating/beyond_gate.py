@@ -286,7 +286,9 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
     more autofluorescence into every unstained channel at once, which no spill explains."""
     markers, but_not, max_rho, min_rho, against = spec.independent
     events = out.masks[spec.id].copy()
-    if but_not in out.masks:
+    if but_not not in out.masks:  # not gated on this panel (no CD24 or CD38): none to leave out
+        but_not = None
+    else:
         events &= ~out.masks[but_not]
     have = [m for m in (*markers, *against) if m in columns]
     if len(have) < 2 or np.count_nonzero(events) < MIN_COUPLED_EVENTS:
