@@ -144,11 +144,14 @@ def test_a_fluorochrome_written_before_its_marker(panel, stain, marker):
     "stain,marker",
     [("anti-CD19", "CD19"), ("PE anti-CD19", "CD19"), ("CD 19", "CD19"), ("CD-19", "CD19"),
      ("CD19+", "CD19"), ("CD19PE-Cy7", "CD19"), ("CD27BV605", "CD27"), ("sIgD", "IgD"),
-     ("CD3\u2010FITC", "CD3"), ("CD19\u2013PE-Cy7", "CD19")],
+     ("CD3\u2010FITC", "CD3"), ("CD19\u2013PE-Cy7", "CD19"), ("hCD19", "CD19"),
+     ("huCD19 PE", "CD19"), ("Anti-Human CD3", "CD3"), ("anti-hu CD20", "CD20"),
+     ("CD45-KO", "CD45"), ("ViaKrome 808", "viability")],
 )  # fmt: skip
 def test_spellings_that_hide_the_marker(panel, stain, marker):
-    """'anti-CD19', 'CD 19', 'CD19+', a dye glued on ('CD19PE-Cy7'), a typographic dash: each
-    left the marker unmapped. Markers whose names run on stay themselves (CD45RA is not CD45)."""
+    """'anti-CD19', 'CD 19', 'CD19+', a dye glued on ('CD19PE-Cy7'), a typographic dash, the
+    species written on ('hCD19', 'Anti-Human CD3'), Beckman's 'KO' (Krome Orange): each left
+    the marker unmapped. Markers whose names run on stay themselves (CD45RA is not CD45)."""
     assert match_channels(panel, ["FL1-A"], [stain]) == {marker: 0}
     assert match_channels(panel, ["FL1-A"], ["CD45RA"]) == {}
 
@@ -199,3 +202,25 @@ def test_a_pooled_exclusion_channel_is_no_marker_channel(panel, stain):
     the B-cell gate (CD3-), a B-cell count of 0 that reads as aplasia."""
     found = match_channels(panel, ["FSC-A", "SSC-A", "V500-A"], ["", "", stain])
     assert not {m for m, i in found.items() if i == 2}, found
+
+
+@pytest.mark.parametrize(
+    "stain", ["CD3 FITC / CD19 PE", "CD4/CD8", "CD3-FITC/CD19-PE", "CD3+CD19", "CD3 & CD19",
+              "CD19/CD20", "CD19 CAR/EGFRt"]
+)  # fmt: skip
+def test_a_channel_named_for_two_markers_is_neither(panel, stain):
+    """Two stains in one detector: 'CD3 FITC / CD19 PE' was read as CD3 by its first word (its
+    B cells then T cells, a B-cell count of 0 that reads as aplasia), 'CD4/CD8' as CD4."""
+    found = match_channels(panel, ["FSC-A", "SSC-A", "V500-A"], ["", "", stain])
+    assert not {m for m, i in found.items() if i == 2}, found
+
+
+@pytest.mark.parametrize(
+    "stain,marker",
+    [("VIVID/CD14", "viability"), ("LIVE/DEAD Fixable Aqua", "viability"),
+     ("CD45R/B220 PerCP", "CD20"), ("Live/Dead & CD14", "viability")],
+)  # fmt: skip
+def test_a_pooled_stain_the_panel_names_still_maps(panel, stain, marker):
+    """Two words of one marker ('CD45R/B220') or a pooled stain the panel lists as one
+    ('VIVID / CD14': dead cells and monocytes out together) are not two markers."""
+    assert match_channels(panel, ["V500-A"], [stain]) == {marker: 0}

@@ -27,10 +27,14 @@ _TOKEN = re.compile(r"[\s;:/,_]+")
 # FITC"): naming CD3 first does not make it the CD3 channel (its CD19+ B cells would count as
 # T cells and leave the B-cell gate); only a panel alias equal to the whole label maps it
 _POOLED = re.compile(r"\b(?:dump|lineage|lin|exclusion)\b")
+# a channel whose label names two markers ("CD3 FITC / CD19 PE", "CD4/CD8", "CD3/CD14/CD19"
+# without the word 'dump'): two stains in one detector, neither marker's channel
+_MARKER_WORD = re.compile(r"cd\d+[a-z]?")
+_JOINED = re.compile(r"[/+&]")
 # A marker joined to its fluorochrome by "-" or "." ("CD20-BV786", "CD27.APC"): split only when
 # what follows names a fluorochrome, so "CD19-CAR" (the CAR, not CD19) stays whole.
 _DYE_NAMES = (
-    r"fitc|pe|apc|percp|pb|po|ecd|kro|alexa|pacific|amcyan|bv\d+|buv\d+|bb\d+|af\d+|ef\d+"
+    r"fitc|pe|apc|percp|pb|po|ecd|kro|ko|alexa|pacific|amcyan|bv\d+|buv\d+|bb\d+|af\d+|ef\d+"
     r"|sb\d+|nfb\d+|v\d{3}|r\d{3}|pc\d|pe-cy|apc-cy|apc-h7|spark|vio|qdot|qd\d+"
 )
 _WITH_DYE = re.compile(rf"^(?P<marker>[^-.]+)[-.](?:{_DYE_NAMES})")
@@ -103,7 +107,8 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     Steps 2 and 3 read a channel without a $PnS by its $PnN ("CD3-A", "CD19 PE-A").
     FlowJo's display form "<detector> :: <stain>" is read as its stain (`_stain_part`), and a
     ":" separates tokens like a space ("CD3:BV421"). Steps 2-4 skip a pooled exclusion channel
-    ("CD3/CD14/CD19 Dump", `_POOLED`). A channel is used for one marker only, so a
+    ("CD3/CD14/CD19 Dump", `_POOLED`), and steps 3-4 a label that names two markers ("CD3
+    FITC / CD19 PE", `_names_several`). A channel is used for one marker only, so a
     detector alias cannot steal a channel whose stain label named another marker. Where one
     label names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and
     FITC-W alike), the area is taken, then the height, then the width (`_signal_rank`): gating
@@ -131,6 +136,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     def by_words(labels: list[str]) -> None:  # 2 and 3
         labels = ["" if _POOLED.search(s) else _plain(s) for s in labels]
         claim(labels, _multi_word)
+        labels = ["" if _names_several(panel, s) else s for s in labels]
         first = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in labels]
         claim(first, _one_word)
         claim([(w["marker"] if (w := _WITH_DYE.match(t)) else "") for t in first], _one_word)
@@ -145,10 +151,32 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     return found
 
 
+def _names_several(panel: Panel, label: str) -> bool:
+    """Does `label` join stains of two markers ("cd3 fitc / cd19 pe", "cd4/cd8")? Each word
+    counts as the panel marker it is a one-word alias of, or as itself when it is a CD
+    number the panel does not know (CD14, CD56); "live/dead" and "cd45r/b220" name one."""
+    if not _JOINED.search(label):
+        return False
+    tight = re.sub(r"\s*/\s*", "/", label)
+    words = {}
+    for marker, aliases in panel.items():
+        for alias in (_norm(a) for a in [marker, *aliases]):
+            if "/" in alias and _starts_with(tight + " ", re.sub(r"\s*/\s*", "/", alias)):
+                return False  # a pooled stain the panel names ('VIVID/CD14': viability)
+            words[alias] = marker
+    named = set()
+    for word in filter(None, re.split(r"[\s;:/,_+&()]+", label)):
+        if word not in words and (joined := _WITH_DYE.match(word)):
+            word = joined["marker"]  # "cd3-fitc"
+        named.add(words.get(word, word))
+    return len({m for m in named if m in panel or _MARKER_WORD.fullmatch(m)}) > 1
+
+
 def _plain(label: str) -> str:
     """A normalised label without the spellings that hide its marker: "anti-CD19", "CD 19",
     "CD-19", "CD19+", "CD19PE" (a dye glued to the marker) -> "cd19 ..."."""
-    label = re.sub(r"^(?:anti|α)[\s-]+", "", label)
+    label = re.sub(r"^(?:anti|α)[\s-]+(?:(?:human|hu|h)[\s-]+)?", "", label)
+    label = re.sub(r"^(?:human[\s-]+|hu?(?=cd\d))", "", label)
     label = re.sub(r"\bcd[\s-]+(?=\d)", "cd", label)
     label = re.sub(r"(?<=\S)\+(?=\s|$)", "", label)
     return re.sub(rf"^(cd\d+)(?:{_DYE_NAMES})\S*", r"\1", label)
