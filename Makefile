@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/random_accuracy.py --n 70 --tsv results/random_accuracy.tsv
 	$(BIN)/python benchmarks/bench_autogate.py
 	$(BIN)/python benchmarks/real_gating.py
+	$(BIN)/python benchmarks/real_fuzz.py --tsv results/real_fuzz.tsv
 	$(BIN)/python benchmarks/bench_learn.py
 
 lint: $(STAMP)

@@ -331,6 +331,22 @@ RECOMPOSED = {
 }
 
 
+def recomposable(sample, ref: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The pools of events `recomposed` thins, by openCyto's gates (event masks)."""
+    b_lineage, lineage = _lineages(sample, ref)
+    return {
+        "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
+        "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
+        "cd20pos_b_cells": ref["Live/CD19andCD20"].to_numpy(bool),
+        "other_b_lineage": b_lineage
+        & ~ref[["Live/CD19andCD20", "Live/CD19and!CD20/Plasmablasts"]].to_numpy(bool).any(axis=1),
+        "t_cells": ref["Live/CD3"].to_numpy(bool),
+        "lymphocytes": ref["lymph"].to_numpy(bool) | lineage,
+        "outside_lymphocytes": ~ref["lymph"].to_numpy(bool),
+        "all": np.ones(len(ref), dtype=bool),
+    }
+
+
 def recomposed(
     data: Path, variants=RECOMPOSED, seed: int = 1, fluorescence: float = 1.0,
     fsc: float = 1.0, ssc: float = 1.0, suffix: str = "",
@@ -360,18 +376,7 @@ def recomposed(
     gate with its lymphocytes for the same reason (naive B cells 0.80-0.94 over eight draws
     with them at full count, 0.94-0.98 now)."""
     sample, ref, metadata = _lyoplate_source(data)
-    b_lineage, lineage = _lineages(sample, ref)
-    pools = {
-        "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
-        "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
-        "cd20pos_b_cells": ref["Live/CD19andCD20"].to_numpy(bool),
-        "other_b_lineage": b_lineage
-        & ~ref[["Live/CD19andCD20", "Live/CD19and!CD20/Plasmablasts"]].to_numpy(bool).any(axis=1),
-        "t_cells": ref["Live/CD3"].to_numpy(bool),
-        "lymphocytes": ref["lymph"].to_numpy(bool) | lineage,
-        "outside_lymphocytes": ~ref["lymph"].to_numpy(bool),
-        "all": np.ones(len(ref), dtype=bool),
-    }
+    pools = recomposable(sample, ref)
     rng = np.random.default_rng(seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -594,7 +599,7 @@ def write_autofluorescent_t_cells(
 
 # every spillover value of the file's matrix times a factor: a lab's matrix from other
 # controls, or a tandem dye that aged since its controls were run
-SPILLOVER_ERRORS = (0.7, 0.85, 1.3)
+SPILLOVER_ERRORS = (0.7, 0.85, 1.15, 1.2, 1.3)
 
 
 def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
@@ -610,14 +615,16 @@ def spillover_errors(data: Path, factors=SPILLOVER_ERRORS) -> list[dict]:
     return rows
 
 
-def write_spillover_error(data: Path, path: Path, factor: float) -> Path:
-    """The Lyoplate file as acquired with its `$SPILLOVER` off-diagonal values x `factor`."""
+def write_spillover_error(data: Path, path: Path, factor: float, fluorescence: float = 1.0) -> Path:
+    """The Lyoplate file as acquired with its `$SPILLOVER` off-diagonal values x `factor`
+    (and every fluorescence signal x `fluorescence`: another instrument's gain)."""
     sample, _, metadata = _lyoplate_source(data)
     spill = spillover_from_keywords(sample)
     eye = np.eye(len(spill.channels))
     matrix = eye + factor * (spill.matrix - eye)
     keyword = [str(len(spill.channels)), *spill.channels, *(f"{v:.6g}" for v in matrix.ravel())]
-    return _write_like(sample, sample.events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
+    events = _scaled(sample, sample.events, fluorescence)
+    return _write_like(sample, events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
 
 
 def write_uncompensated(data: Path, path: Path) -> Path:

@@ -264,6 +264,21 @@ def test_a_spillover_matrix_far_off_is_said(shared_data, tmp_path, factor, said_
         assert "check its compensation" in result.methods["b_unswitched_memory"][2]
 
 
+def test_an_over_compensated_file_at_another_gain_keeps_its_cd27_cut(shared_data, tmp_path):
+    """The matrix at x1.15 and fluorescence x1.5 (another instrument's gain): as at x1.15-1.25
+    (`test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts`), the CD27 turn (0.48)
+    was pulled halfway to the T cells' CD27 peak (0.33), inside the naive B cells: unswitched
+    memory 0.40, 'as the template'."""
+    data = shared_data / "real"
+    path = real_gating.write_spillover_error(data, tmp_path / "s.fcs", 1.15, 1.5)
+    ref = real_gating._lyoplate_source(data)[1]
+    masks = real_gating.gated(path)
+    for pop in ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative"):
+        theirs, target = real_gating.LYOPLATE[pop]
+        f1 = f1_score(masks[pop].to_numpy(), ref[theirs].to_numpy(bool))
+        assert f1 >= target, (pop, f1)
+
+
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
     """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
     the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still
@@ -415,11 +430,13 @@ def miscompensated(shared_data):
 
 @pytest.mark.parametrize("factor", real_gating.SPILLOVER_ERRORS)
 def test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts(miscompensated, factor):
-    """The file's matrix with every spillover x0.7 or x1.3 (a lab's matrix from other controls,
+    """The file's matrix with every spillover x0.7 to x1.3 (a lab's matrix from other controls,
     a tandem dye that aged): the cells are the same, compensated wrongly. Under-compensated,
     the plasmablasts' bright CD27 (PE-Cy7) spills into CD20 (APC-Cy7, 0.33 of it) and lifts
     them above the B cells' CD20 cut: 0.44 at x0.7 and 0.61 at x0.85, until their CD20 cut
-    became the valley among the CD27hi CD38hi B cells (0.76, 0.78; x1.3 0.83 -> 0.77)."""
+    became the valley among the CD27hi CD38hi B cells (0.76, 0.78; x1.3 0.83 -> 0.77).
+    Over-compensated at x1.15 and x1.2, the CD27 cut was pulled into the naive B cells
+    (unswitched memory 0.56, 0.54; `LIMIT_MINORITY` in cytopipe/gating/densities.py)."""
     for population, target in WITH_PLASMABLASTS.items():
         row = miscompensated[f"lyoplate C01, spillover x{factor:g}", population]
         assert row["f1"] >= target, row

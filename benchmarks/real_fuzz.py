@@ -1,0 +1,161 @@
+"""Random combinations of real-file perturbations: silent failures no single row shows.
+
+`real_gating.py` changes the real Lyoplate file one way at a time (and `--stress` a
+composition with one instrument setting); each row is a failure found and fixed. A lab's file
+differs in several ways at once, and the matrix is rarely exactly right: the combinations
+between the rows are where a cut can still fall silently (session 23: the matrix at x1.15 and
+x1.2, between the measured x0.85 and x1.3, read unswitched memory 0.54-0.56, 'as the
+template'). Each file draws, from a seed nobody picks:
+
+- a composition: 0-2 of `real_gating.recomposable`'s pools thinned (naive, memory, T cells,
+  lymphocytes, events outside openCyto's scatter gate, all events);
+- one stain's compensated signal x 0.3-2.5 (another reagent), spilled back with the matrix;
+- every fluorescence signal x 0.4-2.5, forward and side scatter each x 0.55-1.6 (another
+  instrument or voltage; clipped at the range);
+- the file's `$SPILLOVER` off-diagonal values x 0.85-1.15 (a matrix from other controls).
+
+Every population is scored against openCyto's gates as `real_gating.py` scores them (B cells
+within openCyto's scatter gate; subsets of >= 100 events), and every miss is printed with
+whether the sample said anything: listed as unlike the template, or a gate to review.
+
+    .venv/bin/python benchmarks/real_fuzz.py [--n 100] [--tsv OUT.tsv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_gating as rg  # noqa: E402
+
+from cytopipe.config import load_config  # noqa: E402
+from cytopipe.gating.sample import event_masks, gate  # noqa: E402
+from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
+from cytopipe.gating.template import load_template  # noqa: E402
+from cytopipe.ingest.panel import load_panel  # noqa: E402
+from cytopipe.preprocess.compensation import compensate, spillover_from_keywords  # noqa: E402
+from cytopipe.preprocess.sample import preprocess  # noqa: E402
+
+SEED_LABEL = "cytopipe real-file fuzz v1"
+STAINS = ("CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24")
+THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "all")
+
+
+def fuzz_seeds(n: int) -> range:
+    """`n` consecutive seeds from a base hashed from SEED_LABEL: nobody picks them."""
+    base = int.from_bytes(hashlib.sha256(SEED_LABEL.encode()).digest()[:4], "big")
+    return range(base, base + n)
+
+
+def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+    """Which events stay, and the perturbations of one file."""
+    keep = np.ones(len(next(iter(pools.values()))), dtype=bool)
+    params: dict = {}
+    for pool in rng.choice(THINNED, rng.integers(0, 3), replace=False):
+        share = float(rng.choice([0.05, 0.1, 0.3, 0.5]))
+        if pool == "all":
+            share = float(rng.uniform(0.15, 0.6))
+        if pool == "outside_lymphocytes" and rng.random() < 0.5:
+            share = 0.0  # an export pre-gated on lymphocytes
+        members = np.flatnonzero(pools[pool] & keep)
+        keep[rng.choice(members, int(len(members) * (1 - share)), replace=False)] = False
+        params[str(pool)] = round(share, 2)
+    params["stain"] = (str(rng.choice(STAINS)), round(log_uniform(rng, 0.3, 2.5), 2))
+    params["fluorescence"] = round(log_uniform(rng, 0.4, 2.5), 2)
+    params["fsc"] = round(log_uniform(rng, 0.55, 1.6), 2)
+    params["ssc"] = round(log_uniform(rng, 0.55, 1.6), 2)
+    params["spillover"] = round(float(rng.uniform(0.85, 1.15)), 2)
+    return keep, params
+
+
+def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Path:
+    """The perturbed file: one stain scaled, spilled back, gains applied, the matrix off."""
+    events = compensated.copy()
+    stain, factor = params["stain"]
+    events[:, sample.pns.index(stain)] *= factor
+    detectors = [sample.pnn.index(c) for c in spill.channels]
+    events[:, detectors] = events[:, detectors] @ spill.matrix
+    events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
+    eye = np.eye(len(spill.channels))
+    matrix = eye + params["spillover"] * (spill.matrix - eye)
+    keyword = [str(len(spill.channels)), *spill.channels, *(f"{v:.6g}" for v in matrix.ravel())]
+    return rg._write_like(sample, events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
+
+
+def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, cfg) -> list[dict]:
+    """F1 per population against openCyto's (targets as `real_gating.recomposed` sets them),
+    and what the sample said."""
+    pre = preprocess(str(path), panel, cfg)
+    kept = pre.qc_pass
+    gated = gate(path.stem, {m: v[kept] for m, v in pre.columns.items()}, specs)
+    masks = event_masks(gated.masks, kept)
+    said = unlike_template(gated.stats)
+    review = ",".join(review_rows(gated.stats)["population"])
+    rows = []
+    for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
+        target = row["target"]
+        f1 = row["f1_in_their_lymph"] if row["population"] == "b_cells" else row["f1"]
+        if row["population"] in ("b_cd20pos", "plasmablasts") or row["ref"] < 100:
+            target = None
+        rows.append({"seed": seed, "population": row["population"], "ours": row["ours"],
+                     "ref": row["ref"], "f1": round(f1, 3), "target": target,
+                     "miss": target is not None and f1 < target, "unlike_template": said,
+                     "to_review": review, "params": params})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
+    parser.add_argument("--tsv", type=Path, help="also write every row here")
+    args = parser.parse_args()
+    sample, ref, metadata = rg._lyoplate_source(args.data)
+    spill = spillover_from_keywords(sample)
+    compensated = np.asarray(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    pools = rg.recomposable(sample, ref)
+    specs = load_template(rg.REPO / "config" / "gating.yaml")
+    panel = load_panel(rg.REPO / "config" / "panel.yaml")
+    cfg = load_config(None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in fuzz_seeds(args.n):
+            keep, params = draw(np.random.default_rng(seed), pools)
+            path = write(sample, spill, compensated, keep, params, metadata, Path(tmp) / "f.fcs")
+            theirs = ref[keep].reset_index(drop=True)
+            rows += score(seed, path, theirs, params, specs, panel, cfg)
+    table = pd.DataFrame(rows)
+    if args.tsv:
+        args.tsv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.tsv, sep="\t", index=False)
+    missed = table[table["miss"]]
+    silent = missed[(missed["unlike_template"] == "") & (missed["to_review"] == "")]
+    print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
+          f"in {missed['seed'].nunique()} files; {len(silent)} with nothing said")  # fmt: skip
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120):
+        for label, part in (
+            ("missed, said", missed.drop(silent.index)),
+            ("missed, silent", silent),
+        ):
+            if len(part):
+                print(f"\n{label}:")
+                print(
+                    part[["seed", "population", "ours", "ref", "f1", "params"]].to_string(
+                        index=False
+                    )
+                )
+
+
+if __name__ == "__main__":
+    main()
