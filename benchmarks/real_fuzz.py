@@ -124,13 +124,9 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
-    parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
-    parser.add_argument("--tsv", type=Path, help="also write every row here")
-    args = parser.parse_args()
-    sample, ref, metadata = rg._lyoplate_source(args.data)
+def run(data: Path, seeds) -> pd.DataFrame:
+    """One row per (file, population): F1, target, miss, and what the sample said."""
+    sample, ref, metadata = rg._lyoplate_source(data)
     spill = spillover_from_keywords(sample)
     compensated = np.asarray(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
     pools = rg.recomposable(sample, ref)
@@ -139,31 +135,38 @@ def main() -> None:
     cfg = load_config(None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in fuzz_seeds(args.n):
+        for seed in seeds:
             keep, params = draw(np.random.default_rng(seed), pools)
             path = write(sample, spill, compensated, keep, params, metadata, Path(tmp) / "f.fcs")
             theirs = ref[keep].reset_index(drop=True)
             rows += score(seed, path, theirs, params, specs, panel, cfg)
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def silent(table: pd.DataFrame) -> pd.DataFrame:
+    """Missed targets in files that said nothing: not unlike the template, no gate to review."""
+    missed = table[table["miss"]]
+    return missed[(missed["unlike_template"] == "") & (missed["to_review"] == "")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
+    parser.add_argument("--tsv", type=Path, help="also write every row here")
+    args = parser.parse_args()
+    table = run(args.data, fuzz_seeds(args.n))
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)
-    missed = table[table["miss"]]
-    silent = missed[(missed["unlike_template"] == "") & (missed["to_review"] == "")]
+    missed, quiet = table[table["miss"]], silent(table)
     print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
-          f"in {missed['seed'].nunique()} files; {len(silent)} with nothing said")  # fmt: skip
+          f"in {missed['seed'].nunique()} files; {len(quiet)} with nothing said")  # fmt: skip
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
-        for label, part in (
-            ("missed, said", missed.drop(silent.index)),
-            ("missed, silent", silent),
-        ):
+        for label, part in (("missed, said", missed.drop(quiet.index)), ("missed, silent", quiet)):
             if len(part):
-                print(f"\n{label}:")
-                print(
-                    part[["seed", "population", "ours", "ref", "f1", "params"]].to_string(
-                        index=False
-                    )
-                )
+                columns = ["seed", "population", "ours", "ref", "f1", "params"]
+                print(f"\n{label}:\n{part[columns].to_string(index=False)}")
 
 
 if __name__ == "__main__":
