@@ -265,13 +265,19 @@ def test_a_spillover_matrix_far_off_is_said(shared_data, tmp_path, factor, said_
         assert "check its compensation" in result.methods["b_unswitched_memory"][2]
 
 
-def test_an_over_compensated_file_at_another_gain_keeps_its_cd27_cut(shared_data, tmp_path):
-    """The matrix at x1.15 and fluorescence x1.5 (another instrument's gain): as at x1.15-1.25
-    (`test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts`), the CD27 turn (0.48)
-    was pulled halfway to the T cells' CD27 peak (0.33), inside the naive B cells: unswitched
-    memory 0.40, 'as the template'."""
+@pytest.mark.parametrize("factor,gain", [(1.15, 1.5), (1.2, 1.5), (1.25, 2.0)])
+def test_an_over_compensated_file_at_another_gain_keeps_its_cd27_cut(
+    shared_data, tmp_path, factor, gain
+):
+    """The matrix at x1.15-1.25 and fluorescence x1.5-2 (another instrument's gain): as at
+    x1.15-1.25 (`test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts`), the CD27
+    turn was pulled halfway to the T cells' CD27 peak, inside the naive B cells (x1.15, x1.5:
+    unswitched memory 0.40); and further off, the naive B cells' CD27 split in two humps and
+    the first density turn fell between them, below even the T cells' CD27 valley (0.31-0.33):
+    unswitched memory 0.27 and 0.33, 'as the template'. A turn is now searched above that
+    valley (`not_below: cd27_t`), and finds the naive B cells' edge (0.48-0.52)."""
     data = shared_data / "real"
-    path = real_gating.write_spillover_error(data, tmp_path / "s.fcs", 1.15, 1.5)
+    path = real_gating.write_spillover_error(data, tmp_path / "s.fcs", factor, gain)
     ref = real_gating._lyoplate_source(data)[1]
     masks = real_gating.gated(path)
     for pop in ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative"):
@@ -855,17 +861,18 @@ def test_viability_cut_holds_where_live_lymphocytes_are_the_minority(shared_data
     assert thinned.method == "valley" and abs(thinned.value - whole.value) < 0.02, (whole, thinned)
 
 
-FUZZ_FILES = 20  # of benchmarks/real_fuzz.py's draw (100 files: 19 misses, 1 silent)
+FUZZ_FILES = 100  # benchmarks/real_fuzz.py's whole draw
 
 
 def test_random_combinations_of_real_perturbations_never_miss_silently(shared_data):
     """The real file changed several ways at once (composition, one stain's brightness, gains,
     the matrix x0.85-1.15), as a lab's file differs: a target may be missed, but then the
-    sample must say so (unlike the template, or a gate to review). Of the first 20 files, 5
-    miss 9 targets, each listed: transitional B cells at fluorescence x2.4 (QC removes a third
-    of them at the top of CD38 and says so), a memory-poor small file's memory subsets, and
-    the matrix x1.14 at fluorescence x1.9-2.2 (the naive B cells' CD27 in two humps). Over all
-    100 files of the benchmark one miss is silent (README), so this guards the first 20."""
+    sample must say so (unlike the template, or a gate to review). 10 of the 100 files miss
+    18 of 543 targets, each listed: transitional B cells at fluorescence x2.2-2.5 (QC removes
+    a third of them at the top of CD38 or CD24 and says so), small memory subsets of
+    memory-poor files, the matrix x1.14 with 5% of the T cells left (no CD27 valley on them).
+    Before the CD27 turn was searched above the T cells' CD27 valley, one missed silently
+    (unswitched memory 0.67: the matrix x1.11, CD20 x2, fluorescence x0.43)."""
     table = real_fuzz.run(shared_data / "real", real_fuzz.fuzz_seeds(FUZZ_FILES))
     assert table["target"].notna().sum() > 100
     quiet = real_fuzz.silent(table)

@@ -127,7 +127,7 @@ class _Placer:
         if x.size < min_events:
             return self._fallback(t, f"only {x.size} events in {t.on}")
         if t.method == "valley":
-            placed = self._valley(t, x)
+            placed = self._floored(t, self._valley(t, x))
             found = placed.method in ("valley", "mixture")
             return replace(
                 placed,
@@ -152,6 +152,33 @@ class _Placer:
                 return self._fallback(t, f"no peak in {t.on}")
             return self._clamped(t, self._from_peak(t, peak, p), "peak_offset")
         return Placement("fixed", 1.0, "", t.fixed)
+
+    def _floored(self, t: ThresholdSpec, placed: Placement) -> Placement:
+        """`placed`, raised to its `not_below` threshold's cut where it fell below it and that
+        cut was found in the sample (not the template's position), with the sample unlike the
+        template: a cut among a reference population's negatives separates nothing (CD27 on
+        B cells below the T cells' CD27 valley: the matrix x1.15-1.25 at fluorescence x1.5-2
+        split the naive B cells' CD27 in two, and the density turn between them took a third
+        of them as memory B cells, 'as the template')."""
+        below, floor = t.params.get("not_below"), self._floor(t)
+        if floor is None or placed.value is None or placed.value >= floor:
+            return placed
+        why = (
+            f"its cut ({placed.value:.2f}) lay below {below.name} ({floor:.2f}, on "
+            f"{below.on}): raised to it"
+        )
+        flag = f"{placed.flag}; {why}" if placed.flag else why
+        unlike = f"{placed.unlike}; {why}" if placed.unlike else why
+        return replace(placed, value=floor, flag=flag, unlike=unlike)
+
+    def _floor(self, t: ThresholdSpec) -> float | None:
+        """The cut of `t`'s `not_below` threshold where the sample showed it (None: no such
+        threshold, or it had only the template's position)."""
+        below = t.params.get("not_below")
+        if below is None:
+            return None
+        floor = self.place(below)
+        return None if floor.method == "fallback" else float(floor.value)
 
     @staticmethod
     def _from_peak(t: ThresholdSpec, peak: tuple[float, float], p: Mapping) -> float:
@@ -178,7 +205,9 @@ class _Placer:
             ref = self._gated(anchor.get("population"), t.dim)
             toward = self._gated(anchor.get("toward"), t.dim)
             peak = majority_peak(toward, bw) if toward is not None else None
-            limits = anchor_limits(x, anchor, bw, ref, peak[0] if peak is not None else None)
+            limits = anchor_limits(
+                x, anchor, bw, ref, peak[0] if peak is not None else None, self._floor(t)
+            )
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
@@ -195,7 +224,8 @@ class _Placer:
         majority = majority_peak(x, bw) if wanted else None
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
-        floor = self.place(p["not_below"]).value if "not_below" in p else search[0]
+        floor = self._floor(t)
+        floor = search[0] if floor is None else floor
         lo = max(lo, floor)
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
         found = (

@@ -332,6 +332,7 @@ def anchor_limits(
     bandwidth: float,
     ref: np.ndarray | None = None,
     toward: float | None = None,
+    floor: float | None = None,
 ) -> Limits | None:
     """Where a valley may start and where the cut falls without one, from the always-present
     population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
@@ -400,7 +401,10 @@ def anchor_limits(
                 "support",
             )
         if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
-            shoulder = find_shoulder(sign * x, bandwidth, sign * (start + sign * gap))
+            beyond = start + sign * gap  # a shoulder or turn only beyond `floor` too
+            if floor is not None:
+                beyond = max(beyond, floor) if sign > 0 else min(beyond, floor)
+            shoulder = find_shoulder(sign * x, bandwidth, sign * beyond)
             if shoulder is not None:
                 return Limits(
                     start + sign * gap,
@@ -410,7 +414,7 @@ def anchor_limits(
                     "shoulder",
                 )
             smooth = TURN_SMOOTHING * bandwidth * max(1.0, (TURN_FULL_EVENTS / x.size) ** 0.2)
-            turn = find_turn(sign * x, smooth, sign * (start + sign * gap))
+            turn = find_turn(sign * x, smooth, sign * beyond)
             if turn is not None:
                 cut, how = sign * turn, f"density turn at {sign * turn:.2f}"
                 most = anchor.get("turn_max_sd")
