@@ -356,6 +356,8 @@ def anchor_limits(
     (the Lyoplate file without its spillover matrix: naive B cells at CD27 0.50, the window
     ends at 0.35, and the T cells' CD27 cut, the reference, called all of them memory). The
     sample is then unlike the template (`Limits.unlike`), whatever the cut.
+    `floor`: a cut searched upward (a shoulder or turn beyond a negative majority) starts no
+    lower than this (a reference population's own valley, `not_below`).
     Returns None without events in the window (and no majority peak to re-centre on).
     """
     below = anchor.get("side", "above") == "below"
@@ -401,9 +403,9 @@ def anchor_limits(
                 "support",
             )
         if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
-            beyond = start + sign * gap  # a shoulder or turn only beyond `floor` too
-            if floor is not None:
-                beyond = max(beyond, floor) if sign > 0 else min(beyond, floor)
+            beyond = start + sign * gap  # searched upward: a shoulder or turn above `floor`
+            if floor is not None and sign > 0:
+                beyond = max(beyond, floor)
             shoulder = find_shoulder(sign * x, bandwidth, sign * beyond)
             if shoulder is not None:
                 return Limits(
