@@ -12,7 +12,8 @@ template'). Each file draws, from a seed nobody picks:
 - one stain's compensated signal x 0.3-2.5 (another reagent), spilled back with the matrix;
 - every fluorescence signal x 0.4-2.5, forward and side scatter each x 0.55-1.6 (another
   instrument or voltage; clipped at the range);
-- the file's `$SPILLOVER` off-diagonal values x 0.85-1.15 (a matrix from other controls).
+- the file's `$SPILLOVER` off-diagonal values x 0.85-1.15 (a matrix from other controls);
+- each of viability, CD20, IgD, CD27, CD38 and CD24 left out of the panel with a 10% chance.
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every miss is printed with
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +47,10 @@ from cytopipe.preprocess.sample import preprocess  # noqa: E402
 
 SEED_LABEL = "cytopipe real-file fuzz v1"
 STAINS = ("CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24")
+# stains a lab's panel may lack (each left out with this chance): a population the panel then
+# does not allow is skipped with the reason (said, not scored); the rest must still be right
+DROPPABLE = ("Live", "CD20", "IgD", "CD27", "CD38", "CD24")
+DROPPED = 0.1
 THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "all")
 
 
@@ -83,21 +89,35 @@ def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.nda
     params["fsc"] = round(log_uniform(rng, 0.55, 1.6), 2)
     params["ssc"] = round(log_uniform(rng, 0.55, 1.6), 2)
     params["spillover"] = round(float(rng.uniform(0.85, 1.15)), 2)
+    params["without"] = [m for m in DROPPABLE if rng.random() < DROPPED]
     return keep, params
 
 
 def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Path:
-    """The perturbed file: one stain scaled, spilled back, gains applied, the matrix off."""
+    """The perturbed file: one stain scaled, the stains left out of the panel unstained (no
+    signal, no spill) and their channels dropped, spilled back, gains applied, the matrix
+    off."""
     events = compensated.copy()
     stain, factor = params["stain"]
     events[:, sample.pns.index(stain)] *= factor
+    for marker in params["without"]:
+        events[:, sample.pns.index(marker)] = 0.0
     detectors = [sample.pnn.index(c) for c in spill.channels]
     events[:, detectors] = events[:, detectors] @ spill.matrix
     events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
     eye = np.eye(len(spill.channels))
     matrix = eye + params["spillover"] * (spill.matrix - eye)
-    keyword = [str(len(spill.channels)), *spill.channels, *(f"{v:.6g}" for v in matrix.ravel())]
-    return rg._write_like(sample, events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
+    kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
+    on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
+    channels = [spill.channels[j] for j in on]
+    values = matrix[np.ix_(on, on)].ravel()
+    keyword = [str(len(channels)), *channels, *(f"{v:.6g}" for v in values)]
+    ranges = {f"p{k}r": format(sample.pnr[i], ".0f") for k, i in enumerate(kept, start=1)}
+    rest = {k: v for k, v in metadata.items() if not re.fullmatch(r"p\d+r", k)}
+    pnn, pns = [sample.pnn[i] for i in kept], [sample.pns[i] for i in kept]
+    return rg._write_like(
+        sample, events[:, kept], path, {**rest, **ranges, "$SPILLOVER": ",".join(keyword)}, pnn, pns
+    )
 
 
 def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, cfg) -> list[dict]:
@@ -111,11 +131,17 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     review = ",".join(review_rows(gated.stats)["population"])
     rows = []
     for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
-        target = row["target"]
+        target, pop = row["target"], row["population"]
         # B cells as openCyto defines them (CD19+ CD20+), inside its scatter gate: our CD20-
-        # B cells and the CD19+ events beyond that gate weigh more as B cells get fewer
-        f1 = row["f1_in_their_lymph"] if row["population"] == "b_cd20pos" else row["f1"]
-        if row["population"] in ("b_cells", "plasmablasts") or row["ref"] < 100:
+        # B cells and the CD19+ events beyond that gate weigh more as B cells get fewer;
+        # without CD20 in the panel, our B cells (CD3- CD19+) in their place
+        b_cells = "b_cells" if "CD20" in params["without"] else "b_cd20pos"
+        f1 = row["f1_in_their_lymph"] if pop == b_cells else row["f1"]
+        if pop in ({"b_cells", "b_cd20pos"} - {b_cells}) or pop == "plasmablasts":
+            target = None
+        if pop in gated.skipped:  # the panel does not allow it, and the statistics say why
+            target = None
+        if row["ref"] < 100:
             target = None
         rows.append({"seed": seed, "population": row["population"], "ours": row["ours"],
                      "ref": row["ref"], "f1": round(f1, 3), "target": target,

@@ -866,13 +866,13 @@ FUZZ_FILES = 100  # benchmarks/real_fuzz.py's whole draw
 
 def test_random_combinations_of_real_perturbations_never_miss_silently(shared_data):
     """The real file changed several ways at once (composition, one stain's brightness, gains,
-    the matrix x0.85-1.15), as a lab's file differs: a target may be missed, but then the
-    sample must say so (unlike the template, or a gate to review). 10 of the 100 files miss
-    18 of 543 targets, each listed: transitional B cells at fluorescence x2.2-2.5 (QC removes
-    a third of them at the top of CD38 or CD24 and says so), small memory subsets of
-    memory-poor files, the matrix x1.14 with 5% of the T cells left (no CD27 valley on them).
-    Before the CD27 turn was searched above the T cells' CD27 valley, one missed silently
-    (unswitched memory 0.67: the matrix x1.11, CD20 x2, fluorescence x0.43)."""
+    the matrix x0.85-1.15, stains left out of the panel), as a lab's file differs: a target may
+    be missed, but then the sample must say so (unlike the template, or a gate to review). 8 of
+    the 100 files miss 15 of 468 targets, each listed: transitional B cells at fluorescence
+    x2.2-2.5 (QC removes a third of them at the top of CD38 or CD24 and says so), small memory
+    subsets of memory-poor files, the matrix x1.14 with 5% of the T cells left (no CD27 valley
+    on them). Before the CD27 turn was searched above the T cells' CD27 valley, one missed
+    silently (unswitched memory 0.67: the matrix x1.11, CD20 x2, fluorescence x0.43)."""
     table = real_fuzz.run(shared_data / "real", real_fuzz.fuzz_seeds(FUZZ_FILES))
     assert table["target"].notna().sum() > 100
     quiet = real_fuzz.silent(table)
