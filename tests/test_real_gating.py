@@ -286,6 +286,27 @@ def test_an_over_compensated_file_at_another_gain_keeps_its_cd27_cut(
         assert f1 >= target, (pop, f1)
 
 
+def test_a_cut_below_its_not_below_reference_is_raised_and_said(shared_data, tmp_path):
+    """`not_below`: a CD27 cut on B cells that still lands below the T cells' CD27 valley (here
+    forced by a search window ending at 0.26, below the file's T-cell valley, 0.275) is raised
+    to that valley and the sample is unlike the template; without `not_below` it stays."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "gating.yaml").read_text())
+    raw["thresholds"]["cd27"]["search"] = [0.20, 0.26]
+    raw["thresholds"]["cd27"]["fixed"] = 0.25
+    edited = tmp_path / "gating.yaml"
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    columns, _, _ = _autogate(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
+    result = autogate(load_template(edited), columns)
+    cd27, t_valley = result.thresholds["cd27"], result.thresholds["cd27_t"]
+    assert t_valley.method == "valley" and cd27.value == t_valley.value > 0.26
+    assert "raised to it" in result.shapes["b_naive"]["as_template"]
+    del raw["thresholds"]["cd27"]["not_below"]
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert autogate(load_template(edited), columns).thresholds["cd27"].value <= 0.26
+
+
 def test_b_cells_with_cd20_masked_are_listed_with_their_subsets(shared_data, tmp_path):
     """The Lyoplate file with its CD20 stain failed (each event's compensated CD20 drawn from
     the T cells', as anti-CD20 therapy masking the epitope leaves it): the B cells (CD19) still
