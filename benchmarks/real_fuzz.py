@@ -16,8 +16,9 @@ template'). Each file draws, from a seed nobody picks:
 - each of viability, CD20, IgD, CD27, CD38 and CD24 left out of the panel with a 10% chance.
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
-cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every miss is printed with
-whether the sample said anything: listed as unlike the template, or a gate to review.
+cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
+miss is printed with whether the sample said anything: listed as unlike the template, or a
+gate to review.
 
     .venv/bin/python benchmarks/real_fuzz.py [--n 100] [--tsv OUT.tsv]
 """
@@ -25,7 +26,6 @@ whether the sample said anything: listed as unlike the template, or a gate to re
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 import tempfile
@@ -36,6 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_gating as rg  # noqa: E402
+from random_accuracy import evaluation_seeds  # noqa: E402
 
 from cytopipe.config import load_config  # noqa: E402
 from cytopipe.gating.sample import event_masks, gate  # noqa: E402
@@ -56,8 +57,7 @@ THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "
 
 def fuzz_seeds(n: int) -> range:
     """`n` consecutive seeds from a base hashed from SEED_LABEL: nobody picks them."""
-    base = int.from_bytes(hashlib.sha256(SEED_LABEL.encode()).digest()[:4], "big")
-    return range(base, base + n)
+    return evaluation_seeds(n, SEED_LABEL)
 
 
 def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
