@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO, benchmark
 
 from cytopipe.config import read_yaml, validated
@@ -290,8 +291,6 @@ def test_a_cut_below_its_not_below_reference_is_raised_and_said(shared_data, tmp
     """`not_below`: a CD27 cut on B cells that still lands below the T cells' CD27 valley (here
     forced by a search window ending at 0.26, below the file's T-cell valley, 0.275) is raised
     to that valley and the sample is unlike the template; without `not_below` it stays."""
-    import yaml
-
     raw = yaml.safe_load((REPO / "config" / "gating.yaml").read_text())
     raw["thresholds"]["cd27"]["search"] = [0.20, 0.26]
     raw["thresholds"]["cd27"]["fixed"] = 0.25
@@ -767,8 +766,6 @@ def test_a_b_cell_panel_without_cd3_cd20_or_cd19_still_finds_the_b_cells(
     cells are told from NK cells by CD3, from B cells by CD20): absent, with the reason, not
     undercounted. Measured (2026-12-01): B cells 0.957 without CD3, 0.967 without CD20, 0.975
     without CD19 (0 before: no gate)."""
-    import yaml
-
     panel = yaml.safe_load((REPO / "config" / "panel.yaml").read_text())
     del panel[missing]
     path = tmp_path / "panel.yaml"
