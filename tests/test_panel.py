@@ -5,7 +5,13 @@ import pytest
 
 from cytopipe.errors import ConfigError, FcsError
 from cytopipe.ingest.fcs import read_fcs
-from cytopipe.ingest.panel import load_panel, match_channels, parse_panel, require_markers
+from cytopipe.ingest.panel import (
+    load_panel,
+    match_channels,
+    parse_panel,
+    require_markers,
+    two_stain_notes,
+)
 
 
 def labels(path):
@@ -213,6 +219,15 @@ def test_a_channel_named_for_two_markers_is_neither(panel, stain):
     B cells then T cells, a B-cell count of 0 that reads as aplasia), 'CD4/CD8' as CD4."""
     found = match_channels(panel, ["FSC-A", "SSC-A", "V500-A"], ["", "", stain])
     assert not {m for m, i in found.items() if i == 2}, found
+
+
+def test_a_channel_named_for_two_markers_says_why_neither_is_there(panel):
+    """The marker such a label leaves missing is 'no CD3 channel'; the file's warnings say
+    which channel named it and why it was not used."""
+    pnn, pns = ["FSC-A", "V450-A", "B710-A"], ["", "CD3 FITC / CD19 PE", "VIVID / CD14"]
+    (note,) = two_stain_notes(panel, pnn, pns)
+    assert "V450-A (CD3 FITC / CD19 PE) names CD19, CD3" in note and "panel file" in note
+    assert two_stain_notes(panel, ["V450-A", "B710-A"], ["CD3 BV421", "CD3/CD14/CD19 Dump"]) == []
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     FlowJo's display form "<detector> :: <stain>" is read as its stain (`_stain_part`), and a
     ":" separates tokens like a space ("CD3:BV421"). Steps 2-4 skip a pooled exclusion channel
     ("CD3/CD14/CD19 Dump", `_POOLED`), and steps 3-4 a label that names two markers ("CD3
-    FITC / CD19 PE", `_names_several`). A channel is used for one marker only, so a
+    FITC / CD19 PE", `_markers_named`). A channel is used for one marker only, so a
     detector alias cannot steal a channel whose stain label named another marker. Where one
     label names several channels of a detector (FACSDiva can write it on FITC-A, FITC-H and
     FITC-W alike), the area is taken, then the height, then the width (`_signal_rank`): gating
@@ -136,7 +136,7 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     def by_words(labels: list[str]) -> None:  # 2 and 3
         labels = ["" if _POOLED.search(s) else _plain(s) for s in labels]
         claim(labels, _multi_word)
-        labels = ["" if _names_several(panel, s) else s for s in labels]
+        labels = ["" if len(_markers_named(panel, s)) > 1 else s for s in labels]
         first = [_TOKEN.split(s.strip())[0] if s.strip() else "" for s in labels]
         claim(first, _one_word)
         claim([(w["marker"] if (w := _WITH_DYE.match(t)) else "") for t in first], _one_word)
@@ -151,25 +151,42 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     return found
 
 
-def _names_several(panel: Panel, label: str) -> bool:
-    """Does `label` join stains of two markers ("cd3 fitc / cd19 pe", "cd4/cd8")? Each word
-    counts as the panel marker it is a one-word alias of, or as itself when it is a CD
-    number the panel does not know (CD14, CD56); "live/dead" and "cd45r/b220" name one."""
+def _markers_named(panel: Panel, label: str) -> set[str]:
+    """The markers a label joining stains names ("cd3 fitc / cd19 pe": CD3 and cd19; more than
+    one: two stains in one detector). Each word counts as the panel marker it is a one-word
+    alias of, or as itself when it is a CD number the panel does not know (CD14, CD56);
+    "live/dead" and "cd45r/b220" name one, a label without "/", "+" or "&" none."""
     if not _JOINED.search(label):
-        return False
+        return set()
     tight = re.sub(r"\s*/\s*", "/", label)
     words = {}
     for marker, aliases in panel.items():
         for alias in (_norm(a) for a in [marker, *aliases]):
             if "/" in alias and _starts_with(tight + " ", re.sub(r"\s*/\s*", "/", alias)):
-                return False  # a pooled stain the panel names ('VIVID/CD14': viability)
+                return {marker}  # a pooled stain the panel names ('VIVID/CD14': viability)
             words[alias] = marker
     named = set()
     for word in filter(None, re.split(r"[\s;:/,_+&()]+", label)):
         if word not in words and (joined := _WITH_DYE.match(word)):
             word = joined["marker"]  # "cd3-fitc"
         named.add(words.get(word, word))
-    return len({m for m in named if m in panel or _MARKER_WORD.fullmatch(m)}) > 1
+    return {m for m in named if m in panel or _MARKER_WORD.fullmatch(m)}
+
+
+def two_stain_notes(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> list[str]:
+    """One warning per channel whose label names several markers, none of which it was mapped
+    to: a 'CD3 FITC / CD19 PE' channel is neither CD3 nor CD19, and the marker it leaves
+    missing should say why."""
+    notes = []
+    for name, stain in zip(pnn, pns, strict=False):
+        label = _plain(_norm(_stain_part(stain)) or _norm(name))
+        named = sorted(_markers_named(panel, label)) if not _POOLED.search(label) else []
+        if len(named) > 1:
+            notes.append(
+                f"channel {name} ({stain or name}) names {', '.join(named)}: two stains in one "
+                "detector, used for none of them (if it holds one, name it in the panel file)"
+            )
+    return notes
 
 
 def _plain(label: str) -> str:

@@ -107,6 +107,7 @@ def preprocess(
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
     scatter_notes = _heights_for_areas(idx)
+    two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
     spill = (
@@ -162,6 +163,7 @@ def preprocess(
                 *([missing] if missing else []),
                 *range_notes,
                 *scatter_notes,
+                *two_stains,
                 *log_notes,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
