@@ -105,18 +105,16 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
     detectors = [sample.pnn.index(c) for c in spill.channels]
     events[:, detectors] = events[:, detectors] @ spill.matrix
     events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
-    eye = np.eye(len(spill.channels))
-    matrix = eye + params["spillover"] * (spill.matrix - eye)
     kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
     on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
-    channels = [spill.channels[j] for j in on]
-    values = matrix[np.ix_(on, on)].ravel()
-    keyword = [str(len(channels)), *channels, *(f"{v:.6g}" for v in values)]
+    keyword = rg.spillover_keyword(
+        [spill.channels[j] for j in on], spill.matrix[np.ix_(on, on)], params["spillover"]
+    )
     ranges = {f"p{k}r": format(sample.pnr[i], ".0f") for k, i in enumerate(kept, start=1)}
     rest = {k: v for k, v in metadata.items() if not re.fullmatch(r"p\d+r", k)}
     pnn, pns = [sample.pnn[i] for i in kept], [sample.pns[i] for i in kept]
     return rg._write_like(
-        sample, events[:, kept], path, {**rest, **ranges, "$SPILLOVER": ",".join(keyword)}, pnn, pns
+        sample, events[:, kept], path, {**rest, **ranges, "$SPILLOVER": keyword}, pnn, pns
     )
 
 

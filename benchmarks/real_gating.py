@@ -620,11 +620,16 @@ def write_spillover_error(data: Path, path: Path, factor: float, fluorescence: f
     (and every fluorescence signal x `fluorescence`: another instrument's gain)."""
     sample, _, metadata = _lyoplate_source(data)
     spill = spillover_from_keywords(sample)
-    eye = np.eye(len(spill.channels))
-    matrix = eye + factor * (spill.matrix - eye)
-    keyword = [str(len(spill.channels)), *spill.channels, *(f"{v:.6g}" for v in matrix.ravel())]
+    keyword = spillover_keyword(spill.channels, spill.matrix, factor)
     events = _scaled(sample, sample.events, fluorescence)
-    return _write_like(sample, events, path, {**metadata, "$SPILLOVER": ",".join(keyword)})
+    return _write_like(sample, events, path, {**metadata, "$SPILLOVER": keyword})
+
+
+def spillover_keyword(channels, matrix: np.ndarray, factor: float = 1.0) -> str:
+    """A `$SPILLOVER` value for `channels` with `matrix`'s off-diagonal values x `factor`."""
+    eye = np.eye(len(channels))
+    values = (eye + factor * (np.asarray(matrix) - eye)).ravel()
+    return ",".join([str(len(channels)), *channels, *(f"{v:.6g}" for v in values)])
 
 
 def write_uncompensated(data: Path, path: Path) -> Path:
