@@ -225,9 +225,13 @@ def test_a_channel_named_for_two_markers_says_why_neither_is_there(panel):
     """The marker such a label leaves missing is 'no CD3 channel'; the file's warnings say
     which channel named it and why it was not used."""
     pnn, pns = ["FSC-A", "V450-A", "B710-A"], ["", "CD3 FITC / CD19 PE", "VIVID / CD14"]
-    (note,) = two_stain_notes(panel, pnn, pns)
+    (note,) = two_stain_notes(panel, pnn, pns, match_channels(panel, pnn, pns))
     assert "V450-A (CD3 FITC / CD19 PE) names CD19, CD3" in note and "panel file" in note
-    assert two_stain_notes(panel, ["V450-A", "B710-A"], ["CD3 BV421", "CD3/CD14/CD19 Dump"]) == []
+    pnn, pns = ["V450-A", "B710-A"], ["CD3 BV421", "CD3/CD14/CD19 Dump"]
+    assert two_stain_notes(panel, pnn, pns, match_channels(panel, pnn, pns)) == []
+    # a channel the panel maps by its detector name is in use, whatever its label says
+    mapped = {"CD4": 0}
+    assert two_stain_notes(panel, ["FL1-H"], ["CD4/CD8"], mapped) == []
 
 
 @pytest.mark.parametrize(

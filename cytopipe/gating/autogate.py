@@ -201,12 +201,13 @@ class _Placer:
         bw = float(p.get("bandwidth", 0.02))
         anchor = p.get("anchor")
         limits = None
+        reference = self._floor(t)  # `not_below`'s cut, where the sample showed it
         if anchor:
             ref = self._gated(anchor.get("population"), t.dim)
             toward = self._gated(anchor.get("toward"), t.dim)
             peak = majority_peak(toward, bw) if toward is not None else None
             limits = anchor_limits(
-                x, anchor, bw, ref, peak[0] if peak is not None else None, self._floor(t)
+                x, anchor, bw, ref, peak[0] if peak is not None else None, reference
             )
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
@@ -224,8 +225,7 @@ class _Placer:
         majority = majority_peak(x, bw) if wanted else None
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
-        floor = self._floor(t)
-        floor = search[0] if floor is None else floor
+        floor = search[0] if reference is None else reference
         lo = max(lo, floor)
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
         found = (

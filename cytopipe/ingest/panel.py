@@ -173,12 +173,17 @@ def _markers_named(panel: Panel, label: str) -> set[str]:
     return {m for m in named if m in panel or _MARKER_WORD.fullmatch(m)}
 
 
-def two_stain_notes(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> list[str]:
-    """One warning per channel whose label names several markers, none of which it was mapped
-    to: a 'CD3 FITC / CD19 PE' channel is neither CD3 nor CD19, and the marker it leaves
-    missing should say why."""
+def two_stain_notes(
+    panel: Panel, pnn: Sequence[str], pns: Sequence[str], found: Mapping[str, int]
+) -> list[str]:
+    """One warning per channel whose label names several markers and that `found`
+    (match_channels) left unused: a 'CD3 FITC / CD19 PE' channel is neither CD3 nor CD19, and
+    the marker it leaves missing should say why."""
     notes = []
-    for name, stain in zip(pnn, pns, strict=False):
+    used = set(found.values())
+    for i, (name, stain) in enumerate(zip(pnn, pns, strict=False)):
+        if i in used:
+            continue
         label = _plain(_norm(_stain_part(stain)) or _norm(name))
         named = sorted(_markers_named(panel, label)) if not _POOLED.search(label) else []
         if len(named) > 1:

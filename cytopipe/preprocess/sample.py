@@ -107,7 +107,7 @@ def preprocess(
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
     scatter_notes = _heights_for_areas(idx)
-    two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns)
+    two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns, idx)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
     spill = (
