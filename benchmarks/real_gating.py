@@ -632,6 +632,40 @@ def spillover_keyword(channels, matrix: np.ndarray, factor: float = 1.0) -> str:
     return ",".join([str(len(channels)), *channels, *(f"{v:.6g}" for v in values)])
 
 
+# noise SD added to every compensated fluorescence signal: another instrument's wider negatives
+# (W estimates 1.01-1.05; the file as acquired: at most 0.89)
+WIDE_NEGATIVES = (500,)
+WIDE_TARGETS = {"b_cd20pos": 0.95, "t_cells": 0.95}  # the noise blurs the subsets' dim stains
+
+
+def wide_negatives(data: Path, sds=WIDE_NEGATIVES) -> list[dict]:
+    """`write_wide_negatives` at each noise SD, against openCyto's gates. At logicle W 0.5 the
+    negatives split in two humps and the B-cell gate cut between them (B cells F1 0.11, T
+    cells 0.85); the transform widens W there (`transform.logicle.widen_above`). Targets for
+    B (CD20+) and T cells: the noise also blurs the subsets' dim stains, whatever the scale."""
+    ref = _lyoplate_source(data)[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sd in sds:
+            path = write_wide_negatives(data, Path(tmp) / "wide.fcs", sd)
+            label = f"lyoplate C01, noise SD {sd:g} on every stain"
+            rows += [{**row, "target": WIDE_TARGETS.get(row["population"])}
+                     for row in _lyoplate_rows(label, gated(path), ref)]  # fmt: skip
+    return rows
+
+
+def write_wide_negatives(data: Path, path: Path, sd: float, seed: int = 1) -> Path:
+    """The Lyoplate file with Gaussian noise of SD `sd` (linear units) on every compensated
+    fluorescence signal, spilled back with its matrix: negatives as wide as another
+    instrument's."""
+    sample, _, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = np.array(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    stained = [sample.pnn.index(c) for c in spill.channels]
+    events[:, stained] += np.random.default_rng(seed).normal(0.0, sd, (len(events), len(stained)))
+    return _spilled_back(sample, spill, events, path, metadata)
+
+
 def write_uncompensated(data: Path, path: Path) -> Path:
     """The Lyoplate file without its `$SPILLOVER` (an archive whose matrix lived in the
     analysis software, not the file), written to `path`."""
@@ -726,6 +760,7 @@ def main() -> None:
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
             *uncompensated(args.data), *pregated_cd45(args.data), *with_beads(args.data),
+            *wide_negatives(args.data),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(

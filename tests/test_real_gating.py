@@ -895,3 +895,29 @@ def test_random_combinations_of_real_perturbations_never_miss_silently(shared_da
     assert table["target"].notna().sum() > 100
     quiet = real_fuzz.silent(table)
     assert quiet.empty, quiet[["seed", "population", "f1", "params"]].to_string()
+
+
+def test_wide_negatives_widen_the_scale_and_keep_b_and_t_cells(shared_data):
+    """Noise of SD 500 on every stain (another instrument's negatives, W estimates 1.01-1.05):
+    at logicle W 0.5 each negative population split in two humps and the gates cut between
+    them (B cells F1 0.11, T cells 0.85); the channels' own W keeps them (0.96, 0.96)."""
+    rows = real_gating.wide_negatives(shared_data / "real")
+    for row in rows:
+        if row["target"] is not None:
+            assert row["f1"] >= row["target"], row
+
+
+def test_a_widened_channel_is_named_in_the_provenance(shared_data, tmp_path):
+    """Which channels got their own W, and why, is in the sample's warnings; the file as
+    acquired keeps W 0.5 on every channel and says nothing."""
+    path = real_gating.write_wide_negatives(shared_data / "real", tmp_path / "wide.fcs", 500)
+    config = read_yaml(REPO / "config" / "config.yaml", "config")
+    panel = load_panel(REPO / "config" / "panel.yaml")
+    prov = preprocess(str(path), panel, config).info["provenance"]
+    widened = [w for w in prov["warnings"] if "transform.logicle.widen_above" in w]
+    assert any(w.startswith("CD19 (B710-A): negatives wider") for w in widened), prov["warnings"]
+    assert all(prov["scales"][m]["W"] > 1.0 for m in ("CD19", "CD3"))
+    plain = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    prov = preprocess(str(plain), panel, config).info["provenance"]
+    assert not [w for w in prov["warnings"] if "widen_above" in w]
+    assert {prov["scales"][m]["W"] for m in ("CD19", "CD20", "CD3")} == {0.5}

@@ -11,6 +11,7 @@ import pytest
 from flowutils import transforms as fu
 
 from cytopipe.preprocess import transforms as tf
+from cytopipe.preprocess.sample import logicle_w
 
 X = np.concatenate([np.linspace(-5000, 5000, 20001), np.geomspace(1, 262144 * 2, 5000)])
 LOGICLE_PARAMS = [
@@ -158,3 +159,36 @@ def test_scale_reads_records_written_before_the_type_was_unified():
     old_asinh = {**old, "kind": "arcsinh", "cofactor": 5.0}
     assert tf.Scale.from_record(old_asinh) == tf.Scale.arcsinh(5.0)
     assert str(tf.Scale.from_record({**old, "kind": "linear"})) == "linear/262144"
+
+
+def _centre_height(x: np.ndarray, w: float) -> float:
+    """Density at zero's position on logicle(W) over the highest density: 1 where the
+    negatives show as one population, low where they split in two humps."""
+    counts, edges = np.histogram(tf.logicle(x, 262144.0, w, 4.5, 0.0), bins=60)
+    zero = tf.logicle(np.zeros(1), 262144.0, w, 4.5, 0.0)[0]
+    return counts[np.searchsorted(edges, zero) - 1] / counts.max()
+
+
+@pytest.mark.parametrize("sd, widened", [(50, False), (300, False), (600, True)])
+def test_w_widens_only_where_the_negatives_are_far_wider_than_the_configured_one(sd, widened):
+    """Zero-centred negatives of SD 600 split in two humps at W 0.5 (the density at zero 0.26
+    of the humps'); their own estimate (1.08) shows one population. Narrower ones keep the one
+    configured W (at SD 300 they dip to 0.54 at zero, and the gates of the Lyoplate file with
+    that noise hold at W 0.5), so the template's limits stay on one scale."""
+    x = np.random.default_rng(0).normal(0.0, sd, 200_000)
+    w = logicle_w(x, 262144.0, 4.5, 0.5, 1.0)
+    assert (w > 0.5) is widened
+    assert logicle_w(x, 262144.0, 4.5, 0.5, None) == 0.5
+    if widened:
+        assert _centre_height(x, 0.5) < 0.5 < 0.8 < _centre_height(x, w)
+
+
+def test_a_few_events_far_below_zero_do_not_widen_w():
+    """The W estimate reads the 5th percentile of the negative values: negatives just above
+    zero with a few events far below it (0.25%) estimate wide (here 1.26), yet show as one
+    population at W 0.5, and keep it (the Lyoplate file under-compensated: CD20 1.03)."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(400.0, 150.0, 200_000), rng.normal(-2000.0, 600.0, 500)])
+    assert tf.estimate_logicle_w(x) > 1.0
+    assert tf.zero_dip(x, 262144.0, 0.5, 4.5) >= 1.0
+    assert logicle_w(x, 262144.0, 4.5, 0.5, 1.0) == 0.5

@@ -52,8 +52,8 @@ def scale_channel(
 
     `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
     estimates logicle W from the data's negative spread as FlowJo does. The default is one
-    fixed W for all samples: the longitudinal comparison and the gate search limits assume the
-    same scale at every timepoint.
+    fixed W for all samples (the gate search limits assume one scale), widened only for a
+    channel whose negatives it would split (`widen_above`, `logicle_w`).
     """
     top = top if top and top > 0 else ranges.DEFAULT_TOP
     if marker in SCATTER:
@@ -72,9 +72,58 @@ def scale_channel(
     lp = {**TRANSFORM["logicle"], **(tcfg["logicle"] or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
     t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
-    w = transforms.estimate_logicle_w(raw, t, m) if lp["w"] == "auto" else float(lp["w"])
-    scale = transforms.Scale.logicle(t, w, m, a)
+    widen = None if "w" in own else lp.get("widen_above")
+    scale = transforms.Scale.logicle(t, logicle_w(raw, t, m, lp["w"], widen), m, a)
     return scale.forward(raw).astype(np.float32), scale
+
+
+# `zero_dip` below which a channel's negatives count as split at the configured W: 0.48-0.60
+# with noise of SD 500 on the Lyoplate file (gates failing), 0.64-0.92 at SD 300 (gates
+# holding), 1.02-1.05 for its CD20 as acquired and under-compensated x0.7
+SPLIT_DIP = 0.7
+
+
+def logicle_w(
+    raw: np.ndarray, t: float, m: float, w: float | str, widen_above: float | None
+) -> float:
+    """Logicle W of one channel: `w`, or the data's own estimate (FlowJo's, from the 5th
+    percentile of the negatives) where `w` is 'auto', or where the estimate exceeds
+    `widen_above` and the negatives do split at `w` (`zero_dip` under SPLIT_DIP). Why widen:
+    negatives wider than W's linear region show as two humps, and the gates cut between them
+    (the Lyoplate file with noise of SD 500 added to every detector, another instrument's
+    negatives: B cells F1 0.11 at W 0.5, 0.96 widened). Why only then: one W for every sample
+    keeps the template's limits on one scale, and the estimate alone also runs high where a
+    few events lie far below zero (the file under-compensated x0.7: CD20 1.03, no split,
+    plasmablasts 0.76 -> 0.59 when widened)."""
+    if w == "auto":
+        return transforms.estimate_logicle_w(raw, t, m)
+    if widen_above is None:
+        return float(w)
+    own = transforms.estimate_logicle_w(raw, t, m)
+    if own <= max(float(w), float(widen_above)):
+        return float(w)
+    return own if transforms.zero_dip(raw, t, float(w), m) < SPLIT_DIP else float(w)
+
+
+def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapping) -> list[str]:
+    """One note per channel whose logicle W was widened beyond the configured one."""
+    w = {**TRANSFORM["logicle"], **(tcfg.get("logicle") or {})}["w"]
+    if w == "auto":
+        return []
+    notes = []
+    for marker, scale in scales.items():
+        own = scale.p.get("W") if scale.kind == "logicle" else None
+        if (
+            own is not None
+            and own > float(w)
+            and "w" not in (tcfg["per_marker"] or {}).get(marker, {})
+        ):
+            notes.append(
+                f"{marker} ({pnn[idx[marker]]}): negatives wider than logicle W {float(w):g} shows "
+                f"as one population: W {own:.2f} from the channel's own negatives "
+                "(transform.logicle.widen_above)"
+            )
+    return notes
 
 
 def _log_channels(
@@ -147,6 +196,7 @@ def preprocess(
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
         columns[marker], scales[marker] = scale_channel(marker, events[:, i], tops[i].top, tcfg)
+    widened = _widened_notes(scales, tcfg, sample.pnn, idx)
 
     fluorescence = {m: columns[m] for m in stains}
     qc_result = qc.qc_sample(
@@ -165,6 +215,7 @@ def preprocess(
                 *scatter_notes,
                 *two_stains,
                 *log_notes,
+                *widened,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill_source,

@@ -171,6 +171,23 @@ def estimate_logicle_w(values: np.ndarray, t: float = 262144.0, m: float = 4.5) 
     return float(np.clip(w, 0.0, m / 2.0))
 
 
+def zero_dip(
+    values: np.ndarray, t: float, w: float, m: float, a: float = 0.0, half: float = 0.2
+) -> float:
+    """The density at zero's position on logicle(T, W, M, A) over the lower of the highest
+    densities on either side of it (within `half` of the scale, bins of 0.02): under 1 where
+    the negative population shows as two humps, its negative half piled up on the scale's
+    negative side because it is wider than W's linear region; at least 1 where it shows as
+    one (or only a few events lie below zero, whatever their spread)."""
+    v = np.asarray(values, dtype=np.float64)
+    y = logicle(v[np.isfinite(v)], t, w, m, a)
+    zero = float(logicle(np.zeros(1), t, w, m, a)[0])
+    counts, _ = np.histogram(y, zero + np.linspace(-half, half, 21))
+    centre = counts[9:11].mean()
+    side = min(counts[:9].max(), counts[11:].max())
+    return float(centre / side) if side > 0 else float("inf")
+
+
 # --------------------------------------------------------------------------- arcsinh
 
 
