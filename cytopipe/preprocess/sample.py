@@ -106,24 +106,23 @@ def logicle_w(
 
 
 def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapping) -> list[str]:
-    """One note per channel whose logicle W was widened beyond the configured one."""
+    """One note naming the channels whose logicle W was widened beyond the configured one."""
     w = {**TRANSFORM["logicle"], **(tcfg.get("logicle") or {})}["w"]
     if w == "auto":
         return []
-    notes = []
-    for marker, scale in scales.items():
-        own = scale.p.get("W") if scale.kind == "logicle" else None
-        if (
-            own is not None
-            and own > float(w)
-            and "w" not in (tcfg["per_marker"] or {}).get(marker, {})
-        ):
-            notes.append(
-                f"{marker} ({pnn[idx[marker]]}): negatives wider than logicle W {float(w):g} shows "
-                f"as one population: W {own:.2f} from the channel's own negatives "
-                "(transform.logicle.widen_above)"
-            )
-    return notes
+    own = {m: s.p["W"] for m, s in scales.items() if s.kind == "logicle"}
+    wide = [
+        f"{m} ({pnn[idx[m]]}) W {v:.2f}"
+        for m, v in own.items()
+        if v > float(w) and "w" not in (tcfg["per_marker"] or {}).get(m, {})
+    ]
+    if not wide:
+        return []
+    return [
+        f"negatives too wide for logicle W {float(w):g} (they split in two humps there) on "
+        f"{', '.join(wide)}: each gated at the W estimated from its own negatives "
+        "(transform.logicle.widen_above)"
+    ]
 
 
 def _log_channels(
