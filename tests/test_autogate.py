@@ -43,7 +43,7 @@ from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
 from cytopipe.report.sample_page import _doubtful_row
 from cytopipe.synth.composition import blood_composition
-from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS
+from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS, INSTRUMENTS
 from cytopipe.synth.sample_files import read_truth, write_sample
 from cytopipe.synth.simulate import simulate_sample
 from cytopipe.synth.truth import truth_masks
@@ -899,3 +899,19 @@ def test_a_mouse_panel_gates_with_only_the_panel_mapping(tmp_path, specs, panel_
     truth = truth_masks(labels)
     for pop in ("lymphocytes", "t_cells", "b_cells"):
         assert f1_score(result.masks[pop], truth[pop]) > 0.95, pop
+
+
+def test_wide_negatives_keep_every_population_against_the_truth(tmp_path, specs, panel_map):
+    """Detector noise of SD 600 (instrument A's is 25): each stain's negatives are wider than
+    logicle W 0.5's linear region and split in two humps there, and the IgD cut fell between
+    the IgD- B cells' humps (switched memory F1 0.67). Each channel gets the W estimated from
+    its own negatives (1.08), and every population holds against the truth."""
+    noisy = dataclasses.replace(INSTRUMENTS["A"], electronic_sd=600.0)
+    path = write_sample(
+        tmp_path / "wide.fcs", simulate_sample(30_000, blood_composition(), noisy, 3)
+    )
+    columns, labels = gating_columns(path, panel_map)
+    result = autogate(specs, columns)
+    truth = truth_masks(labels)
+    for pop in ("lymphocytes", "t_cells", "b_cells", "b_naive", "b_switched_memory"):
+        assert f1_score(result.masks[pop], np.asarray(truth[pop])) > 0.95, pop
