@@ -15,7 +15,15 @@ from cytopipe.config import defaults
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
-from cytopipe.preprocess import compensation, log_channels, qc, ranges, transforms, uncompensated
+from cytopipe.preprocess import (
+    clipped,
+    compensation,
+    log_channels,
+    qc,
+    ranges,
+    transforms,
+    uncompensated,
+)
 
 SCATTER = panel.SCATTER
 TRANSFORM = defaults("config", "transform")  # `transform:` keys a caller's mapping leaves out
@@ -125,6 +133,26 @@ def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapp
     ]
 
 
+def _unclipped(
+    events: np.ndarray, stains: Sequence[str], idx: Mapping, tcfg: Mapping, pnn: Sequence[str]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The stain channels whose negatives the writing software clipped at a floor, spread back
+    below it (`clipped.unclipped`; not log-amplifier channels, whose floor is channel 0), and
+    a note for each; nothing where `transform.unclip` is off."""
+    if tcfg.get("unclip", "mirror") == "off":
+        return {}, []
+    linear = {m for m, own in (tcfg["per_marker"] or {}).items() if own.get("scale") == "linear"}
+    raws, notes = {}, []
+    for marker in stains:
+        if marker in linear or tcfg["fluorescence"] == "linear":
+            continue
+        raw, found = clipped.unclipped(events[:, idx[marker]])
+        if found is not None:
+            raws[marker] = raw
+            notes.append(clipped.note(f"{marker} ({pnn[idx[marker]]})", *found, len(raw)))
+    return raws, notes
+
+
 def _log_channels(
     events: np.ndarray, idx: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
 ) -> tuple[dict, list[str]]:
@@ -190,11 +218,13 @@ def preprocess(
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
     tcfg, log_notes = _log_channels(events, idx, tops, cfg["transform"], sample.pnn)
+    raws, clip_notes = _unclipped(events, stains, idx, tcfg, sample.pnn)
     for marker, i in idx.items():
         if marker == "Time":
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
-        columns[marker], scales[marker] = scale_channel(marker, events[:, i], tops[i].top, tcfg)
+        raw = raws.get(marker, events[:, i])
+        columns[marker], scales[marker] = scale_channel(marker, raw, tops[i].top, tcfg)
     widened = _widened_notes(scales, tcfg, sample.pnn, idx)
 
     fluorescence = {m: columns[m] for m in stains}
@@ -214,6 +244,7 @@ def preprocess(
                 *scatter_notes,
                 *two_stains,
                 *log_notes,
+                *clip_notes,
                 *widened,
             ],
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
