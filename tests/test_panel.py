@@ -71,7 +71,7 @@ def test_case_and_whitespace_insensitive():
     ["Zombie Aqua", "FVS780", "LIVE DEAD Aqua", "LIVE/DEAD Blue", "DAPI", "7-AAD",
      "Fixable Viability Dye eFluor 780", "FVD eF506", "Live/Dead Green", "L/D Aqua",
      "Live-Dead NIR", "LiveDead Violet", "Ghost Dye Violet 510", "DRAQ7", "SYTOX Blue",
-     "TO-PRO-3", "FVD780", "LD-NIR"],
+     "TO-PRO-3", "FVD780", "LD-NIR", "Lv/Dd", "Fixable Aqua", "Fixable Near-IR"],
 )  # fmt: skip
 def test_vendor_viability_stains_map_to_viability(panel, stain):
     """Archives name the dye by its product (BD FVS, eBioscience FVD, BioLegend Zombie):
