@@ -13,12 +13,15 @@ template'). Each file draws, from a seed nobody picks:
 - every fluorescence signal x 0.4-2.5, forward and side scatter each x 0.55-1.6 (another
   instrument or voltage; clipped at the range);
 - the file's `$SPILLOVER` off-diagonal values x 0.85-1.15 (a matrix from other controls);
-- each of viability, CD20, IgD, CD27, CD38 and CD24 left out of the panel with a 10% chance.
+- each of viability, CD20, IgD, CD27, CD38 and CD24 left out of the panel with a 10% chance;
+- with a 30% chance, Gaussian noise of SD 50-300 on every compensated stain (another
+  instrument's wider negatives), and with a 10% chance the file written compensated, its
+  negatives set to 0 and no matrix (an export of compensated values).
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
-miss is printed with whether the sample said anything: listed as unlike the template, or a
-gate to review.
+miss is printed with whether the sample said anything: listed as unlike the template, a
+gate to review, or a file check (stains gated uncompensated).
 
     .venv/bin/python benchmarks/real_fuzz.py [--n 100] [--tsv OUT.tsv]
 """
@@ -53,6 +56,8 @@ STAINS = ("CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24")
 DROPPABLE = ("Live", "CD20", "IgD", "CD27", "CD38", "CD24")
 DROPPED = 0.1
 THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "all")
+NOISY, NOISE_SD = 0.3, (50, 300)  # noise on every stain (another instrument's negatives) ...
+CLIPPED = 0.1  # ... and an export of compensated values that sets negatives to 0
 
 
 def fuzz_seeds(n: int) -> range:
@@ -90,32 +95,42 @@ def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.nda
     params["ssc"] = round(log_uniform(rng, 0.55, 1.6), 2)
     params["spillover"] = round(float(rng.uniform(0.85, 1.15)), 2)
     params["without"] = [m for m in DROPPABLE if rng.random() < DROPPED]
+    params["noise"] = round(log_uniform(rng, *NOISE_SD)) if rng.random() < NOISY else 0
+    params["clipped"] = bool(rng.random() < CLIPPED)
     return keep, params
 
 
 def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Path:
     """The perturbed file: one stain scaled, the stains left out of the panel unstained (no
-    signal, no spill) and their channels dropped, spilled back, gains applied, the matrix
-    off."""
+    signal, no spill) and their channels dropped, noise added to every stain, spilled back,
+    gains applied, the matrix off; or, `clipped`, written compensated with its negatives set
+    to 0 and no matrix (an export of compensated values)."""
     events = compensated.copy()
     stain, factor = params["stain"]
     events[:, sample.pns.index(stain)] *= factor
     for marker in params["without"]:
         events[:, sample.pns.index(marker)] = 0.0
     detectors = [sample.pnn.index(c) for c in spill.channels]
-    events[:, detectors] = events[:, detectors] @ spill.matrix
+    if params.get("noise"):
+        shape = (len(events), len(detectors))
+        events[:, detectors] += np.random.default_rng(params["noise"]).normal(
+            0.0, params["noise"], shape
+        )
+    if not params.get("clipped"):
+        events[:, detectors] = events[:, detectors] @ spill.matrix
     events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
+    if params.get("clipped"):
+        events[:, detectors] = np.maximum(events[:, detectors], 0.0)
     kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
     on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
     keyword = rg.spillover_keyword(
         [spill.channels[j] for j in on], spill.matrix[np.ix_(on, on)], params["spillover"]
     )
+    matrix = {} if params.get("clipped") else {"$SPILLOVER": keyword}
     ranges = {f"p{k}r": format(sample.pnr[i], ".0f") for k, i in enumerate(kept, start=1)}
-    rest = {k: v for k, v in metadata.items() if not re.fullmatch(r"p\d+r", k)}
+    rest = {k: v for k, v in metadata.items() if not re.fullmatch(r"p\d+r|\$SPILLOVER", k)}
     pnn, pns = [sample.pnn[i] for i in kept], [sample.pns[i] for i in kept]
-    return rg._write_like(
-        sample, events[:, kept], path, {**rest, **ranges, "$SPILLOVER": keyword}, pnn, pns
-    )
+    return rg._write_like(sample, events[:, kept], path, {**rest, **ranges, **matrix}, pnn, pns)
 
 
 def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, cfg) -> list[dict]:
@@ -127,6 +142,8 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     masks = event_masks(gated.masks, kept)
     said = unlike_template(gated.stats)
     review = ",".join(review_rows(gated.stats)["population"])
+    # the cohort page's "file checks": stains gated uncompensated (no matrix in the file)
+    checks = pre.info["provenance"].get("uncompensated") or ""
     rows = []
     for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
         target, pop = row["target"], row["population"]
@@ -144,7 +161,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
         rows.append({"seed": seed, "population": row["population"], "ours": row["ours"],
                      "ref": row["ref"], "f1": round(f1, 3), "target": target,
                      "miss": target is not None and f1 < target, "unlike_template": said,
-                     "to_review": review, "params": params})  # fmt: skip
+                     "to_review": review, "file_checks": checks, "params": params})  # fmt: skip
     return rows
 
 
@@ -168,9 +185,11 @@ def run(data: Path, seeds) -> pd.DataFrame:
 
 
 def silent(table: pd.DataFrame) -> pd.DataFrame:
-    """Missed targets in files that said nothing: not unlike the template, no gate to review."""
+    """Missed targets in files that said nothing: not unlike the template, no gate to review,
+    no file check on the cohort page."""
     missed = table[table["miss"]]
-    return missed[(missed["unlike_template"] == "") & (missed["to_review"] == "")]
+    quiet = (missed["unlike_template"] == "") & (missed["to_review"] == "")
+    return missed[quiet & (missed["file_checks"].fillna("") == "")]
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def scale_channel(
     `transform.per_marker` overrides the scale or its parameters for one marker; `w: auto`
     estimates logicle W from the data's negative spread as FlowJo does. The default is one
     fixed W for all samples (the gate search limits assume one scale), widened only for a
-    channel whose negatives it would split (`widen_above`, `logicle_w`).
+    channel whose negatives it splits (`transform.logicle.widen`, `logicle_w`).
     """
     top = top if top and top > 0 else ranges.DEFAULT_TOP
     if marker in SCATTER:
@@ -80,7 +80,7 @@ def scale_channel(
     lp = {**TRANSFORM["logicle"], **(tcfg["logicle"] or {})}
     lp.update({k: own[k] for k in ("t", "w", "m", "a") if k in own})
     t, m, a = float(lp.get("t") or top), float(lp["m"]), float(lp["a"])
-    widen = None if "w" in own else lp.get("widen_above")
+    widen = "w" not in own and bool(lp.get("widen", True))
     scale = transforms.Scale.logicle(t, logicle_w(raw, t, m, lp["w"], widen), m, a)
     return scale.forward(raw).astype(np.float32), scale
 
@@ -91,26 +91,25 @@ def scale_channel(
 SPLIT_DIP = 0.7
 
 
-def logicle_w(
-    raw: np.ndarray, t: float, m: float, w: float | str, widen_above: float | None
-) -> float:
+def logicle_w(raw: np.ndarray, t: float, m: float, w: float | str, widen: bool) -> float:
     """Logicle W of one channel: `w`, or the data's own estimate (FlowJo's, from the 5th
-    percentile of the negatives) where `w` is 'auto', or where the estimate exceeds
-    `widen_above` and the negatives do split at `w` (`zero_dip` under SPLIT_DIP). Why widen:
-    negatives wider than W's linear region show as two humps, and the gates cut between them
+    percentile of the negatives) where `w` is 'auto', or where `widen` and the negatives split
+    in two humps at `w` (`zero_dip` under SPLIT_DIP) and the estimate is wider. Why widen:
+    negatives wider than W's linear region show as two humps and the gates cut between them
     (the Lyoplate file with noise of SD 500 added to every detector, another instrument's
-    negatives: B cells F1 0.11 at W 0.5, 0.96 widened). Why only then: one W for every sample
-    keeps the template's limits on one scale, and the estimate alone also runs high where a
-    few events lie far below zero (the file under-compensated x0.7: CD20 1.03, no split,
-    plasmablasts 0.76 -> 0.59 when widened)."""
+    negatives: B cells F1 0.11 at W 0.5, 0.96 widened; at SD 400 the CD3 cut fell in the
+    negatives' dip and every lymphocyte was a T cell, estimates 0.92-0.99). Why only then: one W
+    for every sample keeps the template's limits on one scale, and the estimate alone runs high
+    where a few events lie far below zero (the file under-compensated x0.7: CD20 1.03, no
+    split, plasmablasts 0.76 -> 0.59 when widened)."""
     if w == "auto":
         return transforms.estimate_logicle_w(raw, t, m)
-    if widen_above is None:
+    if not widen:
         return float(w)
     own = transforms.estimate_logicle_w(raw, t, m)
-    if own <= max(float(w), float(widen_above)):
+    if own <= float(w) or transforms.zero_dip(raw, t, float(w), m) >= SPLIT_DIP:
         return float(w)
-    return own if transforms.zero_dip(raw, t, float(w), m) < SPLIT_DIP else float(w)
+    return own
 
 
 def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapping) -> list[str]:
@@ -129,7 +128,7 @@ def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapp
     return [
         f"negatives too wide for logicle W {float(w):g} (they split in two humps there) on "
         f"{', '.join(wide)}: each gated at the W estimated from its own negatives "
-        "(transform.logicle.widen_above)"
+        "(transform.logicle.widen)"
     ]
 
 
