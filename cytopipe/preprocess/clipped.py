@@ -5,10 +5,14 @@ to zero, piles the lower half of every negative population on one value. On the 
 that pile is a spike at zero's position with a dip above it, and the gates' density valleys
 fall there instead of between the populations (the Lyoplate file with noise of SD 300 on every
 stain and its negatives clipped at 0: CD27 cut at 0.22 in the negatives, double negative B
-cells F1 0.03, unswitched memory 0.12). A negative population is symmetric about its centre
-near zero, so the clipped events are given the mirror image of the values just above the floor
-(as many as were clipped, in a seeded random order): the population shows as one again. Only
-the gating scale's values change; the file is not touched.
+cells F1 0.03, unswitched memory 0.12). A negative population is about symmetric around its
+centre near zero, so the clipped events are given the mirror image, about that centre, of as
+many values beyond it (in a seeded random order), never of the positive populations above:
+the population shows as one again. One mirror serves the whole channel, so a population whose
+negatives sit elsewhere than the channel's largest one gets its clipped tail a little off
+(a clipped export at fluorescence x2.5: the naive B cells' CD27 tail, mirrored from the T
+cells' narrow CD27- population, made a hump). Only the gating scale's values change; the file
+is not touched.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ def clipped_floor(x: np.ndarray) -> tuple[float, int] | None:
 
 
 def unclipped(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, tuple[float, int] | None]:
-    """`x` with its clipped events spread below the floor as the mirror image of the values
-    just above it (`clipped_floor`), and (floor, events moved); `x` itself where none."""
+    """`x` with its clipped events (`clipped_floor`) spread below the floor as the mirror
+    image, about the clipped population's centre, of the values beyond it, and (floor, events
+    moved); `x` itself where none."""
     found = clipped_floor(x)
     if found is None:
         return x, None
@@ -84,5 +89,5 @@ def note(channel: str, floor: float, n: int, total: int) -> str:
     return (
         f"{channel}: {n:,} events ({n / total:.1%}) on {floor:g}, its lowest value (negatives "
         "clipped by the software that wrote the file): spread below it as the mirror image of "
-        "the values just above, so the negative population shows as one (transform.unclip)"
+        "the values above, so the negative population shows as one (transform.unclip)"
     )

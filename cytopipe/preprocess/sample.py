@@ -85,9 +85,10 @@ def scale_channel(
     return scale.forward(raw).astype(np.float32), scale
 
 
-# `zero_dip` below which a channel's negatives count as split at the configured W: 0.48-0.60
-# with noise of SD 500 on the Lyoplate file (gates failing), 0.64-0.92 at SD 300 (gates
-# holding), 1.02-1.05 for its CD20 as acquired and under-compensated x0.7
+# `zero_dip` below which a channel's negatives count as split at the configured W, on the
+# Lyoplate file with noise on every stain: 0.48-0.60 at SD 500 and 0.57-0.72 at SD 400 (the B or
+# T-cell cut in the dip), 0.64-0.92 at SD 300 (cuts holding either way); 1.02-1.05 for its
+# CD20 as acquired and under-compensated x0.7 (estimates 0.89 and 1.03)
 SPLIT_DIP = 0.7
 
 
