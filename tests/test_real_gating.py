@@ -914,7 +914,7 @@ def test_a_widened_channel_is_named_in_the_provenance(shared_data, tmp_path):
     """Which channels got their own W, and why, is in the sample's warnings; the file as
     acquired keeps W 0.5 on every channel and says nothing."""
     path = real_gating.write_wide_negatives(shared_data / "real", tmp_path / "wide.fcs", 500)
-    config = read_yaml(REPO / "config" / "config.yaml", "config")
+    config = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config")
     panel = load_panel(REPO / "config" / "panel.yaml")
     prov = preprocess(str(path), panel, config).info["provenance"]
     widened = [w for w in prov["warnings"] if "transform.logicle.widen)" in w]
