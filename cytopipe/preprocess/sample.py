@@ -107,10 +107,10 @@ def logicle_w(raw: np.ndarray, t: float, m: float, w: float | str, widen: bool) 
         return transforms.estimate_logicle_w(raw, t, m)
     if not widen:
         return float(w)
-    own = transforms.estimate_logicle_w(raw, t, m)
-    if own <= float(w) or transforms.zero_dip(raw, t, float(w), m) >= SPLIT_DIP:
+    # the dip first: it reads a subsample, the estimate every negative value
+    if transforms.zero_dip(raw, t, float(w), m) >= SPLIT_DIP:
         return float(w)
-    return own
+    return max(transforms.estimate_logicle_w(raw, t, m), float(w))
 
 
 def _widened_notes(scales: Mapping, tcfg: Mapping, pnn: Sequence[str], idx: Mapping) -> list[str]:
@@ -139,12 +139,12 @@ def _unclipped(
     """The stain channels whose negatives the writing software clipped at a floor, spread back
     below it (`clipped.unclipped`; not log-amplifier channels, whose floor is channel 0), and
     a note for each; nothing where `transform.unclip` is off."""
-    if tcfg.get("unclip", "mirror") == "off":
+    if tcfg.get("unclip", "mirror") == "off" or tcfg["fluorescence"] == "linear":
         return {}, []
     linear = {m for m, own in (tcfg["per_marker"] or {}).items() if own.get("scale") == "linear"}
     raws, notes = {}, []
     for marker in stains:
-        if marker in linear or tcfg["fluorescence"] == "linear":
+        if marker in linear:
             continue
         raw, found = clipped.unclipped(events[:, idx[marker]])
         if found is not None:

@@ -182,9 +182,10 @@ def zero_dip(
     the negative population shows as two humps, its negative half piled up on the scale's
     negative side because it is wider than W's linear region; at least 1 where it shows as
     one (or only a few events lie below zero, whatever their spread)."""
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values)
     if v.size > DIP_MAX_EVENTS:  # a shape, not a cut: a strided subsample (deterministic)
         v = v[:: v.size // DIP_MAX_EVENTS + 1]
+    v = v.astype(np.float64)
     y = logicle(v[np.isfinite(v)], t, w, m, a)
     zero = float(logicle(np.zeros(1), t, w, m, a)[0])
     counts, _ = np.histogram(y, zero + np.linspace(-half, half, 21))
