@@ -46,7 +46,6 @@ from cytopipe.gating.sample import event_masks, gate  # noqa: E402
 from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
 from cytopipe.gating.template import load_template  # noqa: E402
 from cytopipe.ingest.panel import load_panel  # noqa: E402
-from cytopipe.preprocess.compensation import compensate, spillover_from_keywords  # noqa: E402
 from cytopipe.preprocess.sample import preprocess  # noqa: E402
 
 SEED_LABEL = "cytopipe real-file fuzz v1"
@@ -167,9 +166,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
 
 def run(data: Path, seeds) -> pd.DataFrame:
     """One row per (file, population): F1, target, miss, and what the sample said."""
-    sample, ref, metadata = rg._lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    compensated = np.asarray(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    sample, ref, metadata, spill, compensated = rg._compensated_source(data)
     pools = rg.recomposable(sample, ref)
     specs = load_template(rg.REPO / "config" / "gating.yaml")
     panel = load_panel(rg.REPO / "config" / "panel.yaml")

@@ -190,6 +190,15 @@ def _lyoplate_source(data: Path):
     return sample, ref, metadata
 
 
+def _compensated_source(data: Path):
+    """`_lyoplate_source` with the file's matrix and its events compensated with it (float64,
+    a copy to change and spill back): what the writers of altered files start from."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    events = np.array(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    return sample, ref, metadata, spill, events
+
+
 def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None, pns=None) -> Path:
     """`events` as an FCS file with the sample's channels, ranges and spillover (or `pnn`,
     `pns`: the sample's and more, each added one with the top of the first channel as range)."""
@@ -220,9 +229,7 @@ def write_failed_stain(
     tandem): every event's compensated `marker` drawn from the compensated values of openCyto's
     `negative` population (cells that do not carry it), then spilled back with the file's
     matrix, so the other detectors keep the spill they had and compensation removes it."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    events = np.array(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    sample, ref, metadata, spill, events = _compensated_source(data)
     j = sample.pns.index(marker)
     pool = events[ref[negative].to_numpy(bool), j]
     events[:, j] = np.random.default_rng(seed).choice(pool, len(events))
@@ -546,9 +553,7 @@ def write_dimmer_stain(
     file's own matrix (compensation still undoes the spillover). `donor`: what the stain lost
     shows in that stain's detector instead, which the matrix does not know (a tandem dye that
     came apart: its donor dye emits in its own detector)."""
-    sample, _, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    sample, _, metadata, spill, events = _compensated_source(data)
     lost = (1 - factor) * events[:, sample.pns.index(stain)]
     events[:, sample.pns.index(stain)] -= lost
     if donor is not None:
@@ -562,9 +567,7 @@ def write_activated_naive(
     """The Lyoplate file with `share` of openCyto's naive B cells (not transitional) made
     CD24- CD38-, as the activated naive B cells expanded in lupus are: their compensated CD24
     and CD38 x `factor`, spilled again with the file's own matrix."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    sample, ref, metadata, spill, events = _compensated_source(data)
     naive = np.flatnonzero(ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool))
     picked = naive[np.random.default_rng(seed).random(naive.size) < share]
     for marker in ("CD24", "CD38"):
@@ -580,9 +583,7 @@ def write_autofluorescent_t_cells(
     unstained cells' robust SD added in every fluorescence channel (the T cells' own spread for
     the stains they lack, the naive B cells' for CD27, which they lack), then spilled with the
     file's matrix."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    events = compensate(sample.events, sample.pnn, spill).astype(np.float64)
+    sample, ref, metadata, spill, events = _compensated_source(data)
     t_cells = np.flatnonzero(ref["Live/CD3"].to_numpy(bool))
     rng = np.random.default_rng(seed)
     picked = t_cells[rng.random(t_cells.size) < share]
@@ -661,9 +662,7 @@ def write_wide_negatives(
     fluorescence signal, spilled back with its matrix: negatives as wide as another
     instrument's. `clipped_at`: written compensated instead, every value below it set to it
     and no `$SPILLOVER` (an export of compensated values that clips negatives)."""
-    sample, _, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
-    events = np.array(compensate(sample.events, sample.pnn, spill), dtype=np.float64)
+    sample, _, metadata, spill, events = _compensated_source(data)
     stained = [sample.pnn.index(c) for c in spill.channels]
     events[:, stained] += np.random.default_rng(seed).normal(0.0, sd, (len(events), len(stained)))
     if clipped_at is None:
