@@ -173,6 +173,42 @@ def gvhd_t_rich(data: Path, files=T_RICH, seed: int = 1) -> list[dict]:
     return rows
 
 
+# (file, stains, decades): another FACSCalibur's lower voltages; None = every stain
+VOLTAGES = ((2, None, -0.3), (3, None, -0.5), (3, "CD4", -0.5))
+DECADE = 1024 / 4  # channels per decade of a 4-decade log amplifier
+
+
+def voltage_label(i: int, stain: str | None, decades: float) -> str:
+    return f"gvhd_{i:02d}, {stain or 'every stain'} {decades:+g} decades"
+
+
+def gvhd_voltages(data: Path, settings=VOLTAGES) -> list[dict]:
+    """GvHD files as a FACSCalibur at lower voltages records them: a stain's log channel
+    numbers `decades` x 256 channels lower, clipped at 0 (a channel's median then fell below
+    the 5% of its range that says 'channel numbers': file 2 at -0.3 decades put CD3 on logicle,
+    T cells F1 0.33, nothing said). Scored as `gvhd`; the CD4/CD8 split where CD4 moved."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, stain, decades in settings:
+            path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
+            sample = read_fcs(path)
+            events = np.array(sample.events, dtype=float)
+            for j, name in enumerate(sample.pnn):
+                if name.startswith("FL") and stain in (None, sample.pns[j]):
+                    events[:, j] = np.clip(events[:, j] + decades * DECADE, 0, None)
+            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
+            lower = _write_like(sample, events, Path(tmp) / f"{i}.fcs", ranges)
+            masks = gated(lower, required=SCATTER_ONLY)
+            labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+            label = voltage_label(i, stain, decades)
+            rows.append(_expert_row(label, "t_cells", masks, labels, T_LABELS,
+                                    GVHD_TARGET.get(i, 0.90)))  # fmt: skip
+            if stain == "CD4":
+                rows.append(_expert_row(label, "t_cd4", masks, labels, ("CD4 T cells",), 0.90,
+                                        "CD4 T cells"))  # fmt: skip
+    return rows
+
+
 TITRATION = (0, 5, 20, 100, 500)
 
 
@@ -787,7 +823,8 @@ def main() -> None:
         help="also every composition at every instrument setting (~2 min)",
     )
     args = parser.parse_args()
-    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gains(args.data),
+    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gvhd_voltages(args.data),
+            *gains(args.data),
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),

@@ -4,6 +4,9 @@ the provenance; linear 10-bit channels and $PnE-decoded channels are left to log
 
 from __future__ import annotations
 
+from array import array
+
+import flowio
 import numpy as np
 import pytest
 
@@ -67,3 +70,24 @@ def test_it_can_be_turned_off(shared_data, repo):
     pre = _gvhd(shared_data, repo, {"transform": {"per_marker": {"CD3": {"scale": "arcsinh"}}}})
     assert pre.info["provenance"]["transform"]["CD3"].startswith("arcsinh")
     assert pre.info["provenance"]["transform"]["CD4"] == "linear/1024"
+
+
+def test_a_channel_below_the_bar_joins_one_of_the_same_range(tmp_path, shared_data, repo):
+    """CD3 0.45 decades lower (its median 3.7% of the range, under MIN_MEDIAN_SHARE) beside
+    three channels that clearly hold channel numbers: read as they are, and said so."""
+    sample = read_fcs(shared_data / "real" / "flowcap1_gvhd" / "gvhd_07.fcs")
+    events = np.array(sample.events, dtype=float)
+    cd3 = sample.pns.index("CD3")
+    events[:, cd3] = np.clip(events[:, cd3] - 0.45 * 256, 0, None)
+    assert not stored_as_log_channels(events[:, cd3], 1024)
+    path = tmp_path / "lower_cd3.fcs"
+    with open(path, "wb") as fh:
+        flowio.create_fcs(fh, array("f", events.astype("<f4").tobytes()), sample.pnn, sample.pns,
+                          metadata_dict={f"p{i}r": "1024" for i in range(1, len(sample.pnn) + 1)})  # fmt: skip
+    cfg = validated(defaults("config"), "config", source="test")
+    pre = preprocess(
+        str(path), load_panel(repo / "config" / "panel.yaml"), cfg, required=SCATTER_ONLY
+    )
+    assert pre.info["provenance"]["transform"]["CD3"] == "linear/1024"
+    notes = [w for w in pre.info["provenance"]["warnings"] if w.startswith("CD3 (FL3-H)")]
+    assert len(notes) == 1 and "like FL" in notes[0], notes

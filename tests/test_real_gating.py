@@ -114,6 +114,26 @@ def test_t_cells_of_a_t_cell_rich_sample_keep_their_large_t_cells(gvhd_t_rich, i
     assert row["f1"] >= row["target"], row
 
 
+@pytest.fixture(scope="module")
+def gvhd_voltages(shared_data):
+    return {
+        (r["file"], r["population"]): r for r in real_gating.gvhd_voltages(shared_data / "real")
+    }
+
+
+@pytest.mark.parametrize("setting", real_gating.VOLTAGES)
+def test_t_cells_hold_at_another_instruments_lower_voltages(gvhd_voltages, setting):
+    """A channel whose median fell below 5% of its range was put on logicle although the file's
+    other channels were read as log channel numbers: file 2 with its stains 0.3 decades lower,
+    T cells F1 0.327; file 3 at -0.5 decades 0.425 (measured 2026-12-02, before). A channel
+    of the same range as one that holds channel numbers now does too: 0.923, 0.963; CD4
+    alone lower, the CD4 T cells 0.977."""
+    rows = [
+        r for (label, _), r in gvhd_voltages.items() if label == real_gating.voltage_label(*setting)
+    ]
+    assert rows and all(r["f1"] >= r["target"] for r in rows), rows
+
+
 def _autogate(path, panel=REPO / "config" / "panel.yaml", **kwargs):
     """The QC-kept events' columns, the template's result on them, and the QC mask."""
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")

@@ -13,9 +13,18 @@ zero (GvHD: median at 7-35% of the range). A channel of at most MAX_CHANNELS who
 above MIN_MEDIAN_SHARE of its range is put on the gating scale as stored (a fraction of its
 range), and the sample's provenance says so; `transform.log_channels: off` or a marker's own
 `per_marker` scale turns this off.
+
+The median alone is one channel's voltage away from the wrong answer: GvHD file 3's CD4 sits
+at 7% of the range, and file 2 with its stains 0.3 decades lower (another instrument's
+voltages) put CD3 at 4.7%, below the bar: logicle on channel numbers, T cells F1 0.92 -> 0.33,
+nothing said. An amplifier mode is set per instrument channel, but a file is written by one
+instrument: a channel of the same range as one that clearly holds channel numbers is read
+as channel numbers too (`like`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -31,11 +40,31 @@ def stored_as_log_channels(raw: np.ndarray, top: float) -> bool:
     return finite.size > 0 and float(np.median(finite)) >= MIN_MEDIAN_SHARE * top
 
 
-def note(channel: str, raw: np.ndarray, top: float) -> str:
+def log_channel_markers(
+    channels: Mapping[str, tuple[np.ndarray, float]],
+) -> dict[str, str | None]:
+    """The channels (name: values, range) that hold log channel numbers, each mapped to None
+    where its own median says so, else to the channel of the same range that does."""
+    own = [name for name, (raw, top) in channels.items() if stored_as_log_channels(raw, top)]
+    found: dict[str, str | None] = dict.fromkeys(own)
+    for name, (_, top) in channels.items():
+        like = [o for o in own if channels[o][1] == top]
+        if name not in found and like and top <= MAX_CHANNELS:
+            found[name] = like[0]
+    return found
+
+
+def note(channel: str, raw: np.ndarray, top: float, like: str | None = None) -> str:
+    """`like`: read so because that channel of the same range is (log_channel_markers)."""
     share = float(np.median(raw[np.isfinite(raw)])) / top
+    why = (
+        f"like {like} of the same {top:g}-channel range (its own median at {share:.0%})"
+        if like is not None
+        else f"without $PnE (median at {share:.0%} of a {top:g}-channel range, where linear "
+        "data sit near zero)"
+    )
     return (
-        f"{channel}: values look like log-amplifier channel numbers without $PnE (median at "
-        f"{share:.0%} of a {top:g}-channel range, where linear data sit near zero): put on the "
-        "gating scale as stored (linear); set transform.log_channels: off or the marker's "
+        f"{channel}: values look like log-amplifier channel numbers {why}: put on the gating "
+        "scale as stored (linear); set transform.log_channels: off or the marker's "
         "transform.per_marker scale to override"
     )

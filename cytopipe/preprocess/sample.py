@@ -159,17 +159,23 @@ def _log_channels(
     """The transform settings with a linear scale for every fluorescence channel stored as
     log-amplifier channel numbers (log_channels), and a note for each."""
     tcfg = {**TRANSFORM, **tcfg}
-    if tcfg.get("log_channels", "auto") == "off":
+    if tcfg.get("log_channels", "auto") == "off" or tcfg["fluorescence"] == "linear":
         return tcfg, []
     own = dict(tcfg.get("per_marker") or {})
+    candidates = {
+        marker: i
+        for marker, i in idx.items()
+        if marker not in SCATTER and marker != "Time" and "scale" not in (own.get(marker) or {})
+    }
+    channels = {pnn[i]: (events[:, i], tops[i].top) for i in candidates.values()}
+    found = log_channels.log_channel_markers(channels)
     notes = []
-    for marker, i in idx.items():
-        if marker in SCATTER or marker == "Time" or "scale" in (own.get(marker) or {}):
-            continue
-        raw, top = events[:, i], tops[i].top
-        if tcfg["fluorescence"] != "linear" and log_channels.stored_as_log_channels(raw, top):
+    for marker, i in candidates.items():
+        if pnn[i] in found:
             own[marker] = {**(own.get(marker) or {}), "scale": "linear"}
-            notes.append(log_channels.note(f"{marker} ({pnn[i]})", raw, top))
+            notes.append(
+                log_channels.note(f"{marker} ({pnn[i]})", *channels[pnn[i]], found[pnn[i]])
+            )
     return {**tcfg, "per_marker": own}, notes
 
 
