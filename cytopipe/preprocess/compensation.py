@@ -306,25 +306,36 @@ def spillover_from_keywords(sample) -> Spillover | None:
 def compensated_on_export(sample) -> str | None:
     """A note when the file's data are compensated already, else None.
 
-    FlowJo exports compensated data as channels named 'Comp-<detector>' and keeps the
-    acquisition's $SPILLOVER, which names the bare detectors: applying it again would compensate
-    twice. Recognised when every detector the stored matrix names is absent from $PnN but
-    present with that prefix (archives of FlowJo exports are common in public repositories)."""
+    FlowJo exports compensated data as channels named 'Comp-<detector>'. It keeps the
+    acquisition's $SPILLOVER, which names the bare detectors; other exporters write the matrix
+    on the 'Comp-' channels themselves, or none. Applying a matrix again would compensate
+    twice (the Lyoplate file so exported, its matrix naming the 'Comp-' channels: transitional
+    B cells 0.89 -> 0.76, nothing said), and no matrix is no reason to call the stains
+    uncompensated. Recognised when every detector the stored matrix names is a 'Comp-' channel
+    of the file, with or without the prefix in the matrix (archives of FlowJo exports are
+    common in public repositories), or when 'Comp-' channels come with no matrix."""
     prefixed = {_norm(p)[5:] for p in sample.pnn if _norm(p).startswith("comp-")}
     if not prefixed:
         return None
     bare = {_norm(p) for p in sample.pnn}
+    named = None  # the detectors of the first matrix keyword the file has
     for key, label in SPILL_KEYWORDS:
         tokens = _split_tokens(sample.keywords.get(key, ""))[0]
         if not tokens or not _INT.fullmatch(tokens[0]) or int(tokens[0]) == 0:
             continue
         names = [_norm(t.strip("<>")) for t in tokens[1 : 1 + int(tokens[0])]]
+        names = [n[5:] if n.startswith("comp-") else n for n in names]
         if names and all(n in prefixed and n not in bare for n in names):
             return (
-                f"channels named 'Comp-<detector>' (a FlowJo export of compensated data): "
-                f"the file's {label} names the detectors without the prefix and was not "
-                "applied again"
+                f"channels named 'Comp-<detector>' (an export of compensated data): the "
+                f"file's {label} names the same detectors and was not applied again"
             )
+        named = named or names
+    if named is None:
+        return (
+            "channels named 'Comp-<detector>' (an export of compensated data) and no matrix "
+            "in the file: gated as exported"
+        )
     return None
 
 
