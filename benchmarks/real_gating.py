@@ -48,6 +48,7 @@ from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.compensation import compensate, spillover_from_keywords
 from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
+from cytopipe.preprocess.transforms import logicle
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (
@@ -754,6 +755,33 @@ def uncompensated(data: Path) -> list[dict]:
 UNCOMPENSATED = "lyoplate C01, no spillover matrix"
 
 
+DISPLAY_VALUES = "lyoplate C01 as display-scale channel values 0-4095, $PnR 4096"
+
+
+def write_display_values(data: Path, path: Path) -> Path:
+    """The Lyoplate file as an archive of gated data holds it (FlowJo's channel values,
+    flowWorkspace's transformed data; the file's own archive did): each compensated stain on
+    a biexponential display scale of 4096 channels (logicle W 0.5, M 4.5), `$PnR` 4096, no
+    matrix; scatter as acquired."""
+    sample, _, metadata, spill, events = _compensated_source(data)
+    stains = [sample.pnn.index(c) for c in spill.channels]
+    for j in stains:
+        events[:, j] = np.clip(logicle(events[:, j], 262144, 0.5, 4.5), 0, 1) * 4095
+    metadata = {k: v for k, v in metadata.items() if k != "$SPILLOVER"}
+    metadata.update({f"p{j + 1}r": "4096" for j in stains})
+    return _write_like(sample, events, path, metadata)
+
+
+def display_values(data: Path) -> list[dict]:
+    """`write_display_values` against openCyto's gates: a logicle on top of the display scale
+    lost every lymphocyte (B and T cells F1 0) until 12-bit ranges were read as stored
+    (`cytopipe.preprocess.log_channels`)."""
+    ref = _lyoplate_source(data)[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_display_values(data, Path(tmp) / "display.fcs")
+        return _lyoplate_rows(DISPLAY_VALUES, gated(path), ref)
+
+
 BEADS = "lyoplate C01 with 5% counting beads, no viability dye"
 BEAD_SHARE = 0.05
 
@@ -828,7 +856,8 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *pregated_cd45(args.data), *with_beads(args.data),
+            *uncompensated(args.data), *display_values(args.data),
+            *pregated_cd45(args.data), *with_beads(args.data),
             *wide_negatives(args.data), *clipped_negatives(args.data),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)

@@ -13,7 +13,7 @@ import pytest
 from cytopipe.config import defaults, merge, validated
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.panel import load_panel
-from cytopipe.preprocess.log_channels import stored_as_log_channels
+from cytopipe.preprocess.log_channels import log_channel_markers, stored_as_log_channels
 from cytopipe.preprocess.qc_margins import channel_top
 from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
 
@@ -91,3 +91,15 @@ def test_a_channel_below_the_bar_joins_one_of_the_same_range(tmp_path, shared_da
     assert pre.info["provenance"]["transform"]["CD3"] == "linear/1024"
     notes = [w for w in pre.info["provenance"]["warnings"] if w.startswith("CD3 (FL3-H)")]
     assert len(notes) == 1 and "like FL" in notes[0], notes
+
+
+def test_a_channel_named_linear_does_not_join():
+    """Beckman writes 'FL3 Lin' beside 'FL3 Log': the linear one, its dim cells near zero,
+    stays linear whatever the log one's range (2026-12-02: the same range joined it)."""
+    rng = np.random.default_rng(0)
+    log = rng.normal(300, 60, 5000).clip(0, 1023)
+    lin = rng.exponential(8, 5000).clip(0, 1023)
+    found = log_channel_markers(
+        {"FL3 Log": (log, 1024), "FL3 Lin": (lin, 1024), "FL4": (lin, 1024)}
+    )
+    assert found == {"FL3 Log": None, "FL4": "FL3 Log"}, found

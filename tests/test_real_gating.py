@@ -134,6 +134,15 @@ def test_t_cells_hold_at_another_instruments_lower_voltages(gvhd_voltages, setti
     assert rows and all(r["f1"] >= r["target"] for r in rows), rows
 
 
+def test_display_scale_channel_values_are_gated_as_stored(shared_data):
+    """The Lyoplate file as an archive of gated data holds it (0-4095 on a biexponential
+    display scale, $PnR 4096): a logicle on top of it lost every lymphocyte (B and T cells F1
+    0, measured 2026-12-02); read as stored, as the file as acquired (0.985, 0.987)."""
+    rows = {r["population"]: r for r in real_gating.display_values(shared_data / "real")}
+    assert rows["b_cd20pos"]["f1"] >= 0.95 and rows["t_cells"]["f1"] >= 0.95, rows
+    assert all(r["f1"] >= r["target"] for r in rows.values() if r["target"]), rows
+
+
 def _autogate(path, panel=REPO / "config" / "panel.yaml", **kwargs):
     """The QC-kept events' columns, the template's result on them, and the QC mask."""
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")

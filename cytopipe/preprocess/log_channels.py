@@ -1,4 +1,5 @@
-"""Fluorescence stored as log-amplifier channel numbers, with no $PnE that says so.
+"""Fluorescence stored as log-amplifier channel numbers (or display-scale channel values),
+with no $PnE that says so.
 
 Why: FACSCalibur-era files (and archives redistributed from them, e.g. FlowCAP-I) hold each
 fluorescence value as the channel number (0-1023) of a log amplifier; the log is already in
@@ -19,16 +20,26 @@ at 7% of the range, and file 2 with its stains 0.3 decades lower (another instru
 voltages) put CD3 at 4.7%, below the bar: logicle on channel numbers, T cells F1 0.92 -> 0.33,
 nothing said. An amplifier mode is set per instrument channel, but a file is written by one
 instrument: a channel of the same range as one that clearly holds channel numbers is read
-as channel numbers too (`like`).
+as channel numbers too (`like`), unless its name says linear (Beckman's 'FL3 Lin' beside
+'FL3 Log', Guava's '-HLin').
+
+Archives of gated data hold the same kind of values on 12 bits: FlowJo's channel values and
+flowWorkspace's transformed data run 0-4095 on a biexponential display scale (the Lyoplate
+file's own archive did; so stored with `$PnR` 4096, its B and T cells were F1 0, logicle on
+top of a logicle). Hence MAX_CHANNELS 4096: a linear 12-bit channel's dim cells sit near zero
+just as a 10-bit one's do.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
 
-MAX_CHANNELS = 1024  # 10-bit: the log-amplifier era; a decoded $PnE channel tops out near 10^4
+MAX_CHANNELS = 4096  # 10-bit log amplifiers, 12-bit display scales; a decoded $PnE channel
+# tops out near 10^4, a digital instrument's at 2^18 and above
+LINEAR_NAME = re.compile(r"lin(ear)?$|\blin(ear)?\b", re.IGNORECASE)
 MIN_MEDIAN_SHARE = 0.05
 
 
@@ -49,7 +60,7 @@ def log_channel_markers(
     found: dict[str, str | None] = dict.fromkeys(own)
     for name, (_, top) in channels.items():
         like = [o for o in own if channels[o][1] == top]
-        if name not in found and like and top <= MAX_CHANNELS:
+        if name not in found and like and top <= MAX_CHANNELS and not LINEAR_NAME.search(name):
             found[name] = like[0]
     return found
 
