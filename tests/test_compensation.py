@@ -159,6 +159,20 @@ def test_spillover_naming_the_detector_maps_to_its_area_channel() -> None:
     np.testing.assert_array_equal(spill.matrix, M)
 
 
+def test_spillover_naming_the_markers_maps_by_pns_in_one_warning() -> None:
+    """A matrix on the markers ('CD3', not 'FITC-A'), as some exporters write it: each label to
+    the channel whose $PnS it is, said in one line (one line per label before: 8 on the
+    Lyoplate file, the sample page's warnings full of them)."""
+    pnn = ["FSC-A", "SSC-A", "FITC-A", "PE-A", "APC-A"]
+    pns = ["", "", "CD3", "CD19", "CD20"]
+    spill = comp.parse_spillover(spill_text(["CD3", "CD19", "CD20"], plain_values()), pnn, pns)
+    assert spill.channels == ["FITC-A", "PE-A", "APC-A"]
+    assert spill.warnings == [
+        "spillover labels matched by $PnS to channels: CD3 -> FITC-A, CD19 -> PE-A, CD20 -> APC-A"
+    ]
+    np.testing.assert_array_equal(spill.matrix, M)
+
+
 def test_decimal_commas() -> None:
     euro = [f"{v:.4f}".replace(".", ",") for v in M.ravel()]
     semi = comp.parse_spillover(spill_text(["FL1", "FL2", "FL3"], euro, sep=";"), PNN)

@@ -129,6 +129,7 @@ def _resolve_names(
         if s:
             by_pns.setdefault(_norm(s), []).append(p)
     out: list[str | None] = []
+    by_marker, by_area = [], []  # (label, channel) pairs, said once each
     for name in names:
         label = name.strip().strip("<>").strip()
         bare = label[5:] if label.lower().startswith("comp-") else label  # FlowJo's prefix
@@ -140,12 +141,16 @@ def _resolve_names(
             out.append(by_norm[_norm(label)][0])
         elif len(by_pns.get(_norm(label), [])) == 1:
             out.append(by_pns[_norm(label)][0])
-            warnings.append(f"spillover label {label!r} matched by $PnS to channel {out[-1]!r}")
+            by_marker.append(f"{label} -> {out[-1]}")
         elif len(by_norm.get(_norm(f"{label}-A"), [])) == 1:  # the detector, not its area
             out.append(by_norm[_norm(f"{label}-A")][0])
-            warnings.append(f"spillover label {label!r} matched to its area channel {out[-1]!r}")
+            by_area.append(f"{label} -> {out[-1]}")
         else:
             out.append(None)
+    if by_marker:
+        warnings.append(f"spillover labels matched by $PnS to channels: {', '.join(by_marker)}")
+    if by_area:
+        warnings.append(f"spillover labels matched to their area channels: {', '.join(by_area)}")
     return out
 
 
