@@ -103,3 +103,14 @@ def test_a_channel_named_linear_does_not_join():
         {"FL3 Log": (log, 1024), "FL3 Lin": (lin, 1024), "FL4": (lin, 1024)}
     )
     assert found == {"FL3 Log": None, "FL4": "FL3 Log"}, found
+
+
+def test_a_matrix_over_channel_numbers_is_not_applied():
+    """A linear matrix on a log or display scale mixes logarithms: named and not applied."""
+    from cytopipe.preprocess.log_channels import matrix_not_applied
+
+    note = matrix_not_applied("$SPILLOVER keyword", ["FL1-H", "FL2-H"], {"FL1-H", "FL2-H"})
+    assert note.startswith(
+        "the spillover matrix ($SPILLOVER keyword) was not applied: FL1-H, FL2-H"
+    )
+    assert matrix_not_applied("$SPILLOVER keyword", ["B515-A"], {"FL1-H"}) is None

@@ -33,7 +33,7 @@ just as a 10-bit one's do.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -78,4 +78,21 @@ def note(channel: str, raw: np.ndarray, top: float, like: str | None = None) -> 
         f"{channel}: values look like log-amplifier channel numbers {why}: put on the gating "
         "scale as stored (linear); set transform.log_channels: off or the marker's "
         "transform.per_marker scale to override"
+    )
+
+
+def matrix_not_applied(source: str, channels: Sequence[str], as_stored: set[str]) -> str | None:
+    """A note when a spillover matrix covers channels that hold channel numbers (`as_stored`),
+    else None. A matrix is linear: on a log or display scale it mixes logarithms (the Lyoplate
+    file as 0-4095 display values with its $SPILLOVER kept: plasmablasts 0.79 -> 0.58,
+    double negative 0.89 -> 0.79, nothing said). Such values were compensated before they
+    were written (in the amplifier, or by the software that exported them), so the matrix is
+    not applied."""
+    on = [c for c in channels if c in as_stored]
+    if not on:
+        return None
+    return (
+        f"the spillover matrix ({source}) was not applied: {', '.join(on)} hold channel numbers "
+        "(a log or display scale), which a linear matrix does not compensate; such values are "
+        "compensated before they are written"
     )

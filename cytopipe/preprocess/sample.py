@@ -155,12 +155,12 @@ def _unclipped(
 
 def _log_channels(
     events: np.ndarray, idx: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
-) -> tuple[dict, list[str]]:
+) -> tuple[dict, list[str], set[str]]:
     """The transform settings with a linear scale for every fluorescence channel stored as
-    log-amplifier channel numbers (log_channels), and a note for each."""
+    log-amplifier channel numbers (log_channels), a note for each, and their $PnN."""
     tcfg = {**TRANSFORM, **tcfg}
     if tcfg.get("log_channels", "auto") == "off" or tcfg["fluorescence"] == "linear":
-        return tcfg, []
+        return tcfg, [], set()
     own = dict(tcfg.get("per_marker") or {})
     candidates = {
         marker: i
@@ -176,7 +176,7 @@ def _log_channels(
             notes.append(
                 log_channels.note(f"{marker} ({pnn[i]})", *channels[pnn[i]], found[pnn[i]])
             )
-    return {**tcfg, "per_marker": own}, notes
+    return {**tcfg, "per_marker": own}, notes, set(found)
 
 
 def preprocess(
@@ -192,6 +192,18 @@ def preprocess(
     two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns, idx)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
+    stains = [m for m in idx if m not in SCATTER and m != "Time"]
+    scaled = {m: i for m, i in idx.items() if m != "Time"}
+    tops = ranges.channel_ranges(
+        sample.events,
+        {i: ranges.declared_top(sample, i) for i in scaled.values()},
+        sample.pnn,
+        path,
+    )
+    nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
+    tcfg, log_notes, as_stored = _log_channels(
+        sample.events, idx, tops, cfg["transform"], sample.pnn
+    )
     spill = (
         compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
     )
@@ -199,9 +211,11 @@ def preprocess(
     if spill is None and cfg["compensation"]["default"] == "keyword":
         exported = compensation.compensated_on_export(sample)
         spill = None if exported else compensation.spillover_from_keywords(sample)
+    if spill is not None:  # a linear matrix does not compensate channel numbers (a log scale)
+        exported = log_channels.matrix_not_applied(spill.source, spill.channels, as_stored)
+        spill = None if exported else spill
     spill_source = spill.source if spill else "compensated on export" if exported else "none"
-    stains = [m for m in idx if m not in SCATTER and m != "Time"]
-    stain_channels = [idx[m] for m in stains]
+    stain_channels = [idx[m] for m in stains if sample.pnn[idx[m]] not in as_stored]
     missing = None  # why the stains are gated uncompensated, when they are
     if spill is None and not exported and cfg["compensation"]["default"] != "none":
         missing = uncompensated.missing_spillover_note(sample, stain_channels)
@@ -215,15 +229,6 @@ def preprocess(
 
     columns: dict[str, np.ndarray] = {}
     scales: dict[str, transforms.Scale] = {}
-    scaled = {m: i for m, i in idx.items() if m != "Time"}
-    tops = ranges.channel_ranges(
-        sample.events,
-        {i: ranges.declared_top(sample, i) for i in scaled.values()},
-        sample.pnn,
-        path,
-    )
-    nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
-    tcfg, log_notes = _log_channels(events, idx, tops, cfg["transform"], sample.pnn)
     raws, clip_notes = _unclipped(events, stains, idx, tcfg, sample.pnn)
     for marker, i in idx.items():
         if marker == "Time":
