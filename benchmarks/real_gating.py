@@ -755,36 +755,41 @@ def uncompensated(data: Path) -> list[dict]:
 UNCOMPENSATED = "lyoplate C01, no spillover matrix"
 
 
-def display_label(matrix: bool) -> str:
+# (declared range, matrix kept): the archive's own range, or the acquisition's kept
+DISPLAY_FORMS = ((4096, False), (4096, True), (262144, True))
+
+
+def display_label(declared: int, matrix: bool) -> str:
     kept = "its $SPILLOVER kept" if matrix else "no matrix"
-    return f"lyoplate C01 as display-scale channel values 0-4095, $PnR 4096, {kept}"
+    return f"lyoplate C01 as display-scale channel values 0-4095, $PnR {declared}, {kept}"
 
 
-def write_display_values(data: Path, path: Path, matrix: bool) -> Path:
+def write_display_values(data: Path, path: Path, declared: int, matrix: bool) -> Path:
     """The Lyoplate file as an archive of gated data holds it (FlowJo's channel values,
     flowWorkspace's transformed data; the file's own archive did): each compensated stain on
-    a biexponential display scale of 4096 channels (logicle W 0.5, M 4.5), `$PnR` 4096, the
-    acquisition's matrix kept or not; scatter as acquired."""
+    a biexponential display scale of 4096 channels (logicle W 0.5, M 4.5), `$PnR` `declared`
+    (4096, or the acquisition's kept), the acquisition's matrix kept or not; scatter as
+    acquired."""
     sample, _, metadata, spill, events = _compensated_source(data)
     stains = [sample.pnn.index(c) for c in spill.channels]
     for j in stains:
         events[:, j] = np.clip(logicle(events[:, j], 262144, 0.5, 4.5), 0, 1) * 4095
     metadata = {k: v for k, v in metadata.items() if matrix or k != "$SPILLOVER"}
-    metadata.update({f"p{j + 1}r": "4096" for j in stains})
+    metadata.update({f"p{j + 1}r": str(declared) for j in stains})
     return _write_like(sample, events, path, metadata)
 
 
-def display_values(data: Path) -> list[dict]:
+def display_values(data: Path, forms=DISPLAY_FORMS) -> list[dict]:
     """`write_display_values` against openCyto's gates: a logicle on top of the display scale
-    lost every lymphocyte (B and T cells F1 0) until 12-bit ranges were read as stored, and the
+    lost every lymphocyte (B and T cells F1 0) until such values were read as stored, and the
     kept matrix, applied to the display values, cost the plasmablasts 0.79 -> 0.58
     (`cytopipe.preprocess.log_channels`)."""
     ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for matrix in (False, True):
-            path = write_display_values(data, Path(tmp) / "display.fcs", matrix)
-            rows += _lyoplate_rows(display_label(matrix), gated(path), ref)
+        for declared, matrix in forms:
+            path = write_display_values(data, Path(tmp) / "display.fcs", declared, matrix)
+            rows += _lyoplate_rows(display_label(declared, matrix), gated(path), ref)
     return rows
 
 

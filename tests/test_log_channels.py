@@ -114,3 +114,19 @@ def test_a_matrix_over_channel_numbers_is_not_applied():
         "the spillover matrix ($SPILLOVER keyword) was not applied: FL1-H, FL2-H"
     )
     assert matrix_not_applied("$SPILLOVER keyword", ["B515-A"], {"FL1-H"}) is None
+
+
+def test_display_ranges_need_every_stain_within_them_and_no_negatives():
+    """Display values under the acquisition's range: every stain within 0-4096 and one of them
+    then holding channel numbers. An instrument's own values (negatives, or a stain far above
+    4096) keep the declared range."""
+    from cytopipe.preprocess.log_channels import display_ranges
+
+    rng = np.random.default_rng(1)
+    shown = rng.normal(1500, 400, 5000).clip(0, 4095)
+    dim = rng.normal(300, 80, 5000).clip(0, 1023)
+    assert display_ranges({"A": (shown, 262144), "B": (dim, 262144)}) == {"A": 4096, "B": 1024}
+    assert display_ranges({"A": (shown - 2000, 262144), "B": (dim, 262144)}) == {}
+    assert display_ranges({"A": (shown * 10, 262144), "B": (dim, 262144)}) == {}
+    assert display_ranges({"A": (shown, 262144)}) == {}
+    assert display_ranges({"A": (rng.exponential(20, 5000), 262144), "B": (dim / 10, 262144)}) == {}

@@ -139,14 +139,15 @@ def display_values(shared_data):
     return real_gating.display_values(shared_data / "real")
 
 
-@pytest.mark.parametrize("matrix", [False, True])
-def test_display_scale_channel_values_are_gated_as_stored(display_values, matrix):
+@pytest.mark.parametrize("form", real_gating.DISPLAY_FORMS)
+def test_display_scale_channel_values_are_gated_as_stored(display_values, form):
     """The Lyoplate file as an archive of gated data holds it (0-4095 on a biexponential
-    display scale, $PnR 4096): a logicle on top of it lost every lymphocyte (B and T cells F1
-    0); with the acquisition's matrix kept, once read as stored, the matrix applied to the
-    display values cost the plasmablasts 0.79 -> 0.58 and double negative 0.89 -> 0.79
-    (measured 2026-12-02). Read as stored, not compensated again: as the file as acquired."""
-    label = real_gating.display_label(matrix)
+    display scale): a logicle on top of it lost every lymphocyte (B and T cells F1 0, under
+    $PnR 4096 or the acquisition's 262144); with the acquisition's matrix kept, once read as
+    stored, the matrix applied to the display values cost the plasmablasts 0.79 -> 0.58 and
+    double negative 0.89 -> 0.79 (measured 2026-12-02). Read as stored on the range the values
+    fill, not compensated again: as the file as acquired."""
+    label = real_gating.display_label(*form)
     rows = {r["population"]: r for r in display_values if r["file"] == label}
     assert rows["b_cd20pos"]["f1"] >= 0.95 and rows["t_cells"]["f1"] >= 0.95, rows
     assert all(r["f1"] >= r["target"] for r in rows.values() if r["target"]), rows

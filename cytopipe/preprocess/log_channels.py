@@ -39,6 +39,7 @@ import numpy as np
 
 MAX_CHANNELS = 4096  # 10-bit log amplifiers, 12-bit display scales; a decoded $PnE channel
 # tops out near 10^4, a digital instrument's at 2^18 and above
+MIN_DISPLAY_TOP = 1024  # a display scale has at least 10 bits
 LINEAR_NAME = re.compile(r"lin(ear)?$|\blin(ear)?\b", re.IGNORECASE)
 MIN_MEDIAN_SHARE = 0.05
 
@@ -63,6 +64,29 @@ def log_channel_markers(
         if name not in found and like and top <= MAX_CHANNELS and not LINEAR_NAME.search(name):
             found[name] = like[0]
     return found
+
+
+def display_ranges(channels: Mapping[str, tuple[np.ndarray, float]]) -> dict[str, float]:
+    """The stain channels (name: values, declared range) whose values are display-scale
+    channel numbers under the acquisition's range, each mapped to the range they fill (1024,
+    2048 or 4096); empty unless every one of two or more lies within [0, MAX_CHANNELS] under a
+    larger declared range and one of them then holds channel numbers. An export of gated data
+    can keep the acquisition's $PnR (the Lyoplate file as 0-4095 display values under $PnR
+    262144: B cells F1 0, logicle on top of the display scale); an instrument's own values
+    reach far higher on at least one stain, and its negatives lie below zero."""
+    if len(channels) < 2:
+        return {}
+    shown = {}
+    for name, (raw, top) in channels.items():
+        finite = raw[np.isfinite(raw)]
+        if top <= MAX_CHANNELS or finite.size == 0 or finite.min() < 0:
+            return {}
+        high = float(finite.max())
+        if not MIN_DISPLAY_TOP / 2 < high <= MAX_CHANNELS:  # not a dim channel's own values
+            return {}
+        shown[name] = float(2 ** int(np.ceil(np.log2(high))))
+    at = {name: (channels[name][0], top) for name, top in shown.items()}
+    return shown if log_channel_markers(at) else {}
 
 
 def note(channel: str, raw: np.ndarray, top: float, like: str | None = None) -> str:

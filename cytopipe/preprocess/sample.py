@@ -153,6 +153,26 @@ def _unclipped(
     return raws, notes
 
 
+def _display_ranges(
+    events: np.ndarray, stains: Mapping[str, int], tops: Mapping, pnn: Sequence[str]
+) -> tuple[dict, list[str]]:
+    """`tops` with the range display-scale values fill (log_channels.display_ranges) where a
+    file keeps the acquisition's, and one note."""
+    channels = {pnn[i]: (events[:, i], tops[i].top) for i in stains.values()}
+    shown = log_channels.display_ranges(channels)
+    if not shown:
+        return tops, []
+    out = dict(tops)
+    for i in stains.values():
+        out[i] = dataclasses.replace(tops[i], top=shown[pnn[i]])
+    note = (
+        f"stain values lie within 0-{max(shown.values()):g} under declared ranges of "
+        f"{max(r.declared for r in tops.values()):g}: display-scale channel values (an export "
+        "of gated data), each read on the range it fills"
+    )
+    return out, [note]
+
+
 def _log_channels(
     events: np.ndarray, idx: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
 ) -> tuple[dict, list[str], set[str]]:
@@ -201,6 +221,9 @@ def preprocess(
         path,
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
+    tops, display_notes = _display_ranges(
+        sample.events, {m: idx[m] for m in stains}, tops, sample.pnn
+    )
     tcfg, log_notes, as_stored = _log_channels(
         sample.events, idx, tops, cfg["transform"], sample.pnn
     )
@@ -254,6 +277,7 @@ def preprocess(
                 *range_notes,
                 *scatter_notes,
                 *two_stains,
+                *display_notes,
                 *log_notes,
                 *clip_notes,
                 *widened,
