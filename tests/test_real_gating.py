@@ -153,6 +153,18 @@ def test_display_scale_channel_values_are_gated_as_stored(display_values, form):
     assert all(r["f1"] >= r["target"] for r in rows.values() if r["target"]), rows
 
 
+def test_a_matrix_over_display_values_is_named_not_applied(shared_data, tmp_path):
+    """The display values with the acquisition's $SPILLOVER kept under its $PnR 262144: read
+    on the range they fill, the matrix not applied, and both said."""
+    path = real_gating.write_display_values(shared_data / "real", tmp_path / "d.fcs", 262144, True)
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    prov = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg).info["provenance"]
+    assert prov["spillover_source"] == "not applied: channel numbers" and not prov["uncompensated"]
+    assert prov["transform"]["CD19"] == "linear/4096", prov["transform"]
+    said = " ".join(prov["warnings"])
+    assert "display-scale channel values" in said and "was not applied" in said, said
+
+
 def _autogate(path, panel=REPO / "config" / "panel.yaml", **kwargs):
     """The QC-kept events' columns, the template's result on them, and the QC mask."""
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")

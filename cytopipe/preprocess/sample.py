@@ -167,7 +167,7 @@ def _display_ranges(
         out[i] = dataclasses.replace(tops[i], top=shown[pnn[i]])
     note = (
         f"stain values lie within 0-{max(shown.values()):g} under declared ranges of "
-        f"{max(r.declared for r in tops.values()):g}: display-scale channel values (an export "
+        f"{max(tops[i].declared for i in stains.values()):g}: display-scale channel values (an export "
         "of gated data), each read on the range it fills"
     )
     return out, [note]
@@ -234,13 +234,21 @@ def preprocess(
     if spill is None and cfg["compensation"]["default"] == "keyword":
         exported = compensation.compensated_on_export(sample)
         spill = None if exported else compensation.spillover_from_keywords(sample)
-    if spill is not None:  # a linear matrix does not compensate channel numbers (a log scale)
-        exported = log_channels.matrix_not_applied(spill.source, spill.channels, as_stored)
-        spill = None if exported else spill
-    spill_source = spill.source if spill else "compensated on export" if exported else "none"
+    # a linear matrix does not compensate channel numbers (a log scale)
+    not_applied = spill and log_channels.matrix_not_applied(spill.source, spill.channels, as_stored)
+    spill = None if not_applied else spill
+    spill_source = (
+        spill.source
+        if spill
+        else "compensated on export"
+        if exported
+        else "not applied: channel numbers"
+        if not_applied
+        else "none"
+    )
     stain_channels = [idx[m] for m in stains if sample.pnn[idx[m]] not in as_stored]
     missing = None  # why the stains are gated uncompensated, when they are
-    if spill is None and not exported and cfg["compensation"]["default"] != "none":
+    if spill is None and not (exported or not_applied) and cfg["compensation"]["default"] != "none":
         missing = uncompensated.missing_spillover_note(sample, stain_channels)
     elif spill is not None and spill_csv is None:  # the file's own matrix
         missing = uncompensated.identity_spillover_note(sample, spill, stain_channels)
@@ -273,6 +281,7 @@ def preprocess(
                 *sample.provenance.get("warnings", []),
                 *(spill.warnings if spill is not None else []),
                 *([exported] if exported else []),
+                *([not_applied] if not_applied else []),
                 *([missing] if missing else []),
                 *range_notes,
                 *scatter_notes,
