@@ -89,20 +89,34 @@ def display_ranges(channels: Mapping[str, tuple[np.ndarray, float]]) -> dict[str
     return shown if log_channel_markers(at) else {}
 
 
-def note(channel: str, raw: np.ndarray, top: float, like: str | None = None) -> str:
-    """`like`: read so because that channel of the same range is (log_channel_markers)."""
-    share = float(np.median(raw[np.isfinite(raw)])) / top
-    why = (
-        f"like {like} of the same {top:g}-channel range (its own median at {share:.0%})"
-        if like is not None
-        else f"without $PnE (median at {share:.0%} of a {top:g}-channel range, where linear "
-        "data sit near zero)"
-    )
-    return (
-        f"{channel}: values look like log-amplifier channel numbers {why}: put on the gating "
-        "scale as stored (linear); set transform.log_channels: off or the marker's "
-        "transform.per_marker scale to override"
-    )
+def notes(
+    found: Mapping[str, str | None],
+    channels: Mapping[str, tuple[np.ndarray, float]],
+    labels: Mapping[str, str],
+) -> list[str]:
+    """One line per range and reason for the channels `log_channel_markers` found (`labels`:
+    how each is named, e.g. 'CD3 (FL3-H)'), not one per channel: a file holds them all."""
+    groups: dict[tuple[float, str | None], list[str]] = {}
+    for name, like in found.items():
+        groups.setdefault((channels[name][1], like), []).append(name)
+    out = []
+    for (top, like), names in groups.items():
+        shares = [
+            float(np.median(channels[n][0][np.isfinite(channels[n][0])])) / top for n in names
+        ]
+        at = f"{min(shares):.0%}" if len(names) == 1 else f"{min(shares):.0%}-{max(shares):.0%}"
+        why = (
+            f"like {like} of the same {top:g}-channel range (own median at {at})"
+            if like is not None
+            else f"without $PnE (median at {at} of a {top:g}-channel range, where linear data "
+            "sit near zero)"
+        )
+        out.append(
+            f"{', '.join(labels[n] for n in names)}: values look like log-amplifier channel "
+            f"numbers {why}: put on the gating scale as stored (linear); set "
+            "transform.log_channels: off or the marker's transform.per_marker scale to override"
+        )
+    return out
 
 
 def matrix_not_applied(source: str, channels: Sequence[str], as_stored: set[str]) -> str | None:

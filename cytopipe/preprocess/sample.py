@@ -189,13 +189,11 @@ def _log_channels(
     }
     channels = {pnn[i]: (events[:, i], tops[i].top) for i in candidates.values()}
     found = log_channels.log_channel_markers(channels)
-    notes = []
+    labels = {pnn[i]: f"{marker} ({pnn[i]})" for marker, i in candidates.items()}
     for marker, i in candidates.items():
         if pnn[i] in found:
             own[marker] = {**(own.get(marker) or {}), "scale": "linear"}
-            notes.append(
-                log_channels.note(f"{marker} ({pnn[i]})", *channels[pnn[i]], found[pnn[i]])
-            )
+    notes = log_channels.notes(found, channels, labels)
     return {**tcfg, "per_marker": own}, notes, set(found)
 
 
