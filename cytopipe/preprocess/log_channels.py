@@ -78,10 +78,9 @@ def display_ranges(channels: Mapping[str, tuple[np.ndarray, float]]) -> dict[str
         return {}
     shown = {}
     for name, (raw, top) in channels.items():
-        finite = raw[np.isfinite(raw)]
-        if top <= MAX_CHANNELS or finite.size == 0 or finite.min() < 0:
-            return {}
-        high = float(finite.max())
+        if top <= MAX_CHANNELS or raw.size == 0 or not raw.min() >= 0:
+            return {}  # an instrument's own negatives (or NaN: not an export of display values)
+        high = float(raw.max())
         if not MIN_DISPLAY_TOP / 2 < high <= MAX_CHANNELS:  # not a dim channel's own values
             return {}
         shown[name] = float(2 ** int(np.ceil(np.log2(high))))
