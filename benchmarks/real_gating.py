@@ -210,6 +210,34 @@ def gvhd_voltages(data: Path, settings=VOLTAGES) -> list[dict]:
     return rows
 
 
+FORWARD_SCATTER = ((8, 0.4), (9, 0.4))  # (file, gain): lymphocytes in the debris window
+
+
+def forward_scatter_label(i: int, gain: float) -> str:
+    return f"gvhd_{i:02d}, forward scatter x{gain:g}"
+
+
+def gvhd_forward_scatter(data: Path, settings=FORWARD_SCATTER) -> list[dict]:
+    """GvHD files at a lower forward-scatter gain: no debris population (the FACSCalibur's
+    threshold removed it), the lymphocytes move into the debris cut's window, and on file 8
+    the valley found there lay between them and the larger cells (T cells 0.984 -> 0.71);
+    now moved below the lineage+ events (`cytopipe.gating.debris`). Scored as `gvhd`."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, gain in settings:
+            path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
+            sample = read_fcs(path)
+            events = np.array(sample.events, dtype=float)
+            events[:, sample.pnn.index("FSC-H")] *= gain
+            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
+            masks = gated(_write_like(sample, events, Path(tmp) / f"{i}.fcs", ranges),
+                          required=SCATTER_ONLY)  # fmt: skip
+            labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+            rows.append(_expert_row(forward_scatter_label(i, gain), "t_cells", masks, labels,
+                                    T_LABELS, GVHD_TARGET.get(i, 0.90)))  # fmt: skip
+    return rows
+
+
 TITRATION = (0, 5, 20, 100, 500)
 
 
@@ -862,7 +890,7 @@ def main() -> None:
         help="also every composition at every instrument setting (~2 min)",
     )
     args = parser.parse_args()
-    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gvhd_voltages(args.data),
+    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gvhd_voltages(args.data), *gvhd_forward_scatter(args.data),
             *gains(args.data),
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),

@@ -46,6 +46,7 @@ from cytopipe.gating.beyond_gate import (
     unparented,
     unstained,
 )
+from cytopipe.gating.debris import below_cells
 from cytopipe.gating.densities import (
     LAST_RESORT,
     anchor_limits,
@@ -100,6 +101,10 @@ class _Placer:
 
     def values(self, t: ThresholdSpec) -> np.ndarray | None:
         """The threshold's dim on its population's events (None: population not gated)."""
+        mask = self._mask(t)
+        return None if mask is None else np.asarray(self.columns[t.dim][mask], dtype=np.float64)
+
+    def _mask(self, t: ThresholdSpec) -> np.ndarray | None:
         if t.on is None:
             mask = np.ones(self.n, dtype=bool)
         elif t.on in self.masks:
@@ -111,7 +116,7 @@ class _Placer:
             cut = self.place(cond).value
             col = self.columns[cond.dim]
             mask &= (col < cut) if side == "below" else (col >= cut)
-        return np.asarray(self.columns[t.dim][mask], dtype=np.float64)
+        return mask
 
     def _place(self, t: ThresholdSpec) -> Placement:
         p = t.params
@@ -128,6 +133,13 @@ class _Placer:
             return self._fallback(t, f"only {x.size} events in {t.on}")
         if t.method == "valley":
             placed = self._floored(t, self._valley(t, x))
+            if p.get("backgate") and placed.value is not None:  # debris cut among cells?
+                rows = np.flatnonzero(self._mask(t))
+                bright = lineage_bright(self.columns, rows, p["backgate"])
+                moved = below_cells(self.columns[t.dim][rows], bright, placed.value)
+                if moved is not None:
+                    flag = f"{placed.flag}; {moved[1]}" if placed.flag else moved[1]
+                    placed = replace(placed, value=moved[0], flag=flag, unlike=flag)
             found = placed.method in ("valley", "mixture")
             return replace(
                 placed,
