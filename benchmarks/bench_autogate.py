@@ -50,6 +50,7 @@ def old_template(path: Path, out: Path) -> Path:
                 (variant.get("place") or {}).pop(key, None)
     for key in ("population", "fallback"):
         raw["thresholds"]["cd19"]["anchor"].pop(key, None)
+    raw["thresholds"]["fsc_debris"].pop("backgate", None)  # the debris cut among cells
     out.write_text(yaml.safe_dump(raw))
     return out
 
