@@ -154,10 +154,12 @@ def _unclipped(
 
 
 def _display_ranges(
-    events: np.ndarray, stains: Mapping[str, int], tops: Mapping, pnn: Sequence[str]
+    events: np.ndarray, stains: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
 ) -> tuple[dict, list[str]]:
     """`tops` with the range display-scale values fill (log_channels.display_ranges) where a
-    file keeps the acquisition's, and one note."""
+    file keeps the acquisition's, and one note; `transform.log_channels: off` turns it off."""
+    if tcfg.get("log_channels", "auto") == "off":
+        return tops, []
     channels = {pnn[i]: (events[:, i], tops[i].top) for i in stains.values()}
     shown = log_channels.display_ranges(channels)
     if not shown:
@@ -220,7 +222,7 @@ def preprocess(
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
     tops, display_notes = _display_ranges(
-        sample.events, {m: idx[m] for m in stains}, tops, sample.pnn
+        sample.events, {m: idx[m] for m in stains}, tops, cfg["transform"], sample.pnn
     )
     tcfg, log_notes, as_stored = _log_channels(
         sample.events, idx, tops, cfg["transform"], sample.pnn
