@@ -34,6 +34,7 @@ import argparse
 import os
 import tempfile
 from array import array
+from functools import partial
 from pathlib import Path
 
 import flowio
@@ -183,6 +184,30 @@ def voltage_label(i: int, stain: str | None, decades: float) -> str:
     return f"gvhd_{i:02d}, {stain or 'every stain'} {decades:+g} decades"
 
 
+def _gvhd_altered(data: Path, i: int, alter, tmp: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """GvHD file `i` with its events changed by `alter(sample, events)`, gated (masks), and
+    its experts' labels."""
+    path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
+    sample = read_fcs(path)
+    events = alter(sample, np.array(sample.events, dtype=float))
+    ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
+    altered = _write_like(sample, events, tmp / f"{i}.fcs", ranges)
+    labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+    return gated(altered, required=SCATTER_ONLY), labels
+
+
+def _lower_voltage(sample, events: np.ndarray, stain: str | None, decades: float) -> np.ndarray:
+    for j, name in enumerate(sample.pnn):
+        if name.startswith("FL") and stain in (None, sample.pns[j]):
+            events[:, j] = np.clip(events[:, j] + decades * DECADE, 0, None)
+    return events
+
+
+def _fsc_gain(sample, events: np.ndarray, gain: float) -> np.ndarray:
+    events[:, sample.pnn.index("FSC-H")] *= gain
+    return events
+
+
 def gvhd_voltages(data: Path, settings=VOLTAGES) -> list[dict]:
     """GvHD files as a FACSCalibur at lower voltages records them: a stain's log channel
     numbers `decades` x 256 channels lower, clipped at 0 (a channel's median then fell below
@@ -191,16 +216,8 @@ def gvhd_voltages(data: Path, settings=VOLTAGES) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, stain, decades in settings:
-            path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
-            sample = read_fcs(path)
-            events = np.array(sample.events, dtype=float)
-            for j, name in enumerate(sample.pnn):
-                if name.startswith("FL") and stain in (None, sample.pns[j]):
-                    events[:, j] = np.clip(events[:, j] + decades * DECADE, 0, None)
-            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
-            lower = _write_like(sample, events, Path(tmp) / f"{i}.fcs", ranges)
-            masks = gated(lower, required=SCATTER_ONLY)
-            labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+            alter = partial(_lower_voltage, stain=stain, decades=decades)
+            masks, labels = _gvhd_altered(data, i, alter, Path(tmp))
             label = voltage_label(i, stain, decades)
             rows.append(_expert_row(label, "t_cells", masks, labels, T_LABELS,
                                     GVHD_TARGET.get(i, 0.90)))  # fmt: skip
@@ -225,14 +242,7 @@ def gvhd_forward_scatter(data: Path, settings=FORWARD_SCATTER) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, gain in settings:
-            path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
-            sample = read_fcs(path)
-            events = np.array(sample.events, dtype=float)
-            events[:, sample.pnn.index("FSC-H")] *= gain
-            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
-            masks = gated(_write_like(sample, events, Path(tmp) / f"{i}.fcs", ranges),
-                          required=SCATTER_ONLY)  # fmt: skip
-            labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
+            masks, labels = _gvhd_altered(data, i, partial(_fsc_gain, gain=gain), Path(tmp))
             rows.append(_expert_row(forward_scatter_label(i, gain), "t_cells", masks, labels,
                                     T_LABELS, GVHD_TARGET.get(i, 0.90)))  # fmt: skip
     return rows
@@ -890,8 +900,8 @@ def main() -> None:
         help="also every composition at every instrument setting (~2 min)",
     )
     args = parser.parse_args()
-    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data), *gvhd_voltages(args.data), *gvhd_forward_scatter(args.data),
-            *gains(args.data),
+    rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data),
+            *gvhd_voltages(args.data), *gvhd_forward_scatter(args.data), *gains(args.data),
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
