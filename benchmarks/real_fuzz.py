@@ -16,7 +16,10 @@ template'). Each file draws, from a seed nobody picks:
 - each of viability, CD20, IgD, CD27, CD38 and CD24 left out of the panel with a 10% chance;
 - with a 30% chance, Gaussian noise of SD 50-300 on every compensated stain (another
   instrument's wider negatives), and with a 10% chance the file written compensated, its
-  negatives set to 0 and no matrix (an export of compensated values).
+  negatives set to 0 and no matrix (an export of compensated values);
+- with a 5% chance (drawn last, so the other files stay as they were) an export of gated
+  data: every stain 0-4095 on a biexponential display scale, the matrix kept, `$PnR` 4096 or
+  the acquisition's 262144.
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
@@ -47,6 +50,7 @@ from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
 from cytopipe.gating.template import load_template  # noqa: E402
 from cytopipe.ingest.panel import load_panel  # noqa: E402
 from cytopipe.preprocess.sample import preprocess  # noqa: E402
+from cytopipe.preprocess.transforms import logicle  # noqa: E402
 
 SEED_LABEL = "cytopipe real-file fuzz v1"
 STAINS = ("CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24")
@@ -57,6 +61,7 @@ DROPPED = 0.1
 THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "all")
 NOISY, NOISE_SD = 0.3, (50, 300)  # noise on every stain (another instrument's negatives) ...
 CLIPPED = 0.1  # ... and an export of compensated values that sets negatives to 0
+DISPLAY = 0.05  # an export of display-scale channel values (0-4095), the matrix kept
 
 
 def fuzz_seeds(n: int) -> range:
@@ -96,6 +101,8 @@ def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.nda
     params["without"] = [m for m in DROPPABLE if rng.random() < DROPPED]
     params["noise"] = round(log_uniform(rng, *NOISE_SD)) if rng.random() < NOISY else 0
     params["clipped"] = bool(rng.random() < CLIPPED)
+    display = not params["clipped"] and rng.random() < DISPLAY
+    params["display"] = int(rng.choice([4096, 262144])) if display else 0
     return keep, params
 
 
@@ -103,7 +110,8 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
     """The perturbed file: one stain scaled, the stains left out of the panel unstained (no
     signal, no spill) and their channels dropped, noise added to every stain, spilled back,
     gains applied, the matrix off; or, `clipped`, written compensated with its negatives set
-    to 0 and no matrix (an export of compensated values)."""
+    to 0 and no matrix (an export of compensated values); or, `display`, written compensated
+    on a 0-4095 display scale with the matrix kept (an export of gated data)."""
     events = compensated.copy()
     stain, factor = params["stain"]
     events[:, sample.pns.index(stain)] *= factor
@@ -115,18 +123,22 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
         events[:, detectors] += np.random.default_rng(params["noise"]).normal(
             0.0, params["noise"], shape
         )
-    if not params.get("clipped"):
+    if not params.get("clipped") and not params.get("display"):
         events[:, detectors] = events[:, detectors] @ spill.matrix
     events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
     if params.get("clipped"):
         events[:, detectors] = np.maximum(events[:, detectors], 0.0)
+    for j in detectors if params.get("display") else ():
+        events[:, j] = np.clip(logicle(events[:, j], 262144, 0.5, 4.5), 0, 1) * 4095
     kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
     on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
     keyword = rg.spillover_keyword(
         [spill.channels[j] for j in on], spill.matrix[np.ix_(on, on)], params["spillover"]
     )
     matrix = {} if params.get("clipped") else {"$SPILLOVER": keyword}
-    ranges = {f"p{k}r": format(sample.pnr[i], ".0f") for k, i in enumerate(kept, start=1)}
+    shown = params.get("display") or None  # the range a display export declares
+    ranges = {f"p{k}r": format(shown if shown and i in detectors else sample.pnr[i], ".0f")
+              for k, i in enumerate(kept, start=1)}  # fmt: skip
     rest = {k: v for k, v in metadata.items() if not re.fullmatch(r"p\d+r|\$SPILLOVER", k)}
     pnn, pns = [sample.pnn[i] for i in kept], [sample.pns[i] for i in kept]
     return rg._write_like(sample, events[:, kept], path, {**rest, **ranges, **matrix}, pnn, pns)
