@@ -121,6 +121,17 @@ def test_flowjo_display_labels_and_colons_name_the_stain(panel, stain, marker):
 
 
 @pytest.mark.parametrize(
+    "name,marker",
+    [("B710-A :: CD19", "CD19"), ("Comp-R780-A :: CD20", "CD20"), ("V545-A::IgD", "IgD"),
+     ("CD27 :: G780-A", "CD27")],
+)  # fmt: skip
+def test_flowjo_display_labels_as_channel_names_without_a_stain_label(panel, name, marker):
+    """A file converted from FlowJo's CSV export carries '<detector> :: <stain>' as $PnN and
+    no $PnS: read by its stain (session 25: unmapped, the marker missing)."""
+    assert match_channels(panel, ["FSC-A", name], ["", ""]) == {"FSC-A": 0, marker: 1}
+
+
+@pytest.mark.parametrize(
     "pnn",
     [["FS INT LIN", "SS INT LIN", "FS PEAK LIN"], ["FS", "SS", "FS PEAK"],
      ["FSC 488/10-A", "SSC 488/10-A", "FSC 488/10-H"], ["Forward Scatter", "Side Scatter", "x"]],

@@ -144,8 +144,9 @@ def match_channels(panel: Panel, pnn: Sequence[str], pns: Sequence[str]) -> dict
     claim(stains, _exact)
     claim(names, _exact)
     claim([_scatter_name(n) for n in names], _exact)
-    # a channel without a stain label may carry the marker in its name ("CD3-A", "CD19 PE-A")
-    by_words([s or _unsuffixed(n) for s, n in zip(stains, names, strict=False)])
+    # a channel without a stain label may carry the marker in its name ("CD3-A", "CD19 PE-A",
+    # FlowJo's "B710-A :: CD19" in a file converted from its CSV export)
+    by_words([s or _unsuffixed(_stain_part(n)) for s, n in zip(stains, names, strict=False)])
     claim(after_dye, _exact)
     by_words(after_dye)
     return found
