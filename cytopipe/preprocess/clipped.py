@@ -41,11 +41,11 @@ def unclipped(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, tuple[float, in
     if found is None:
         return x, None
     floor, n = found
-    seen = x[np.isfinite(x) & (x > floor)]
+    seen = np.sort(x[np.isfinite(x) & (x > floor)])  # once: the centre and the pool read it
     centre = _centre(seen, floor)
     # the clipped part, below the floor, mirrors the part above 2 x centre - floor
     edge = 2.0 * centre - floor
-    above = np.sort(seen[(seen >= edge) & (seen <= _end(seen, floor))])[:n]
+    above = seen[(seen >= edge) & (seen <= _end(seen, floor))][:n]
     if above.size == 0:
         return x, None
     out = np.array(x, copy=True)
@@ -67,13 +67,12 @@ def _end(seen: np.ndarray, floor: float, bins: int = 40) -> float:
     return floor + width * float(low[0]) if low.size else float(seen.max())
 
 
-def _centre(seen: np.ndarray, floor: float, steps: int = 200) -> float:
-    """The clipped population's centre: where as many of the values above the floor lie
-    between it and the floor as between it and its mirror image of the floor (symmetry about
-    the centre; counts, not a histogram's noisy peak). Where the counts do not fall clearly
-    below that balance first (the population falls from the floor on: centred at or below
-    it), the floor itself."""
-    ordered = np.sort(seen)
+def _centre(ordered: np.ndarray, floor: float, steps: int = 200) -> float:
+    """The clipped population's centre (`ordered`: the values above the floor, sorted): where
+    as many of them lie between it and the floor as between it and its mirror image of the
+    floor (symmetry about the centre; counts, not a histogram's noisy peak). Where the counts
+    do not fall clearly below that balance first (the population falls from the floor on:
+    centred at or below it), the floor itself."""
     grid = np.linspace(floor, float(np.quantile(ordered, 0.5)), steps)[1:]
     below = np.searchsorted(ordered, grid)
     beyond = np.searchsorted(ordered, 2.0 * grid - floor) - below
