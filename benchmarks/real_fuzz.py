@@ -50,7 +50,6 @@ from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
 from cytopipe.gating.template import load_template  # noqa: E402
 from cytopipe.ingest.panel import load_panel  # noqa: E402
 from cytopipe.preprocess.sample import preprocess  # noqa: E402
-from cytopipe.preprocess.transforms import logicle  # noqa: E402
 
 SEED_LABEL = "cytopipe real-file fuzz v1"
 STAINS = ("CD3", "CD19", "CD20", "IgD", "CD27", "CD38", "CD24")
@@ -129,7 +128,7 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
     if params.get("clipped"):
         events[:, detectors] = np.maximum(events[:, detectors], 0.0)
     for j in detectors if params.get("display") else ():
-        events[:, j] = np.clip(logicle(events[:, j], 262144, 0.5, 4.5), 0, 1) * 4095
+        events[:, j] = rg.display_values_of(events[:, j])
     kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
     on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
     keyword = rg.spillover_keyword(

@@ -166,8 +166,8 @@ def gvhd_t_rich(data: Path, files=T_RICH, seed: int = 1) -> list[dict]:
             labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
             t = labels.isin(T_LABELS).to_numpy()
             keep = t | (rng.random(len(t)) < T_RICH_OTHERS_KEPT)
-            ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
-            rich = _write_like(sample, sample.events[keep], Path(tmp) / f"{i}.fcs", ranges)
+            rich = _write_like(sample, sample.events[keep], Path(tmp) / f"{i}.fcs",
+                               declared_ranges(sample))  # fmt: skip
             masks = gated(rich, required=SCATTER_ONLY)
             rows.append(_expert_row(f"{path.stem}, T-rich", "t_cells", masks,
                                     labels[keep].reset_index(drop=True), T_LABELS,
@@ -190,8 +190,7 @@ def _gvhd_altered(data: Path, i: int, alter, tmp: Path) -> tuple[pd.DataFrame, p
     path = data / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
     sample = read_fcs(path)
     events = alter(sample, np.array(sample.events, dtype=float))
-    ranges = {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
-    altered = _write_like(sample, events, tmp / f"{i}.fcs", ranges)
+    altered = _write_like(sample, events, tmp / f"{i}.fcs", declared_ranges(sample))
     labels = pd.read_csv(path.with_name(f"gvhd_{i:02d}_labels.csv"))["label"]
     return gated(altered, required=SCATTER_ONLY), labels
 
@@ -256,12 +255,17 @@ def titration_target(k: int, found: int) -> bool:
     return found <= 2 * k + 5 if k <= 20 else abs(found - k) <= 0.2 * k
 
 
+def declared_ranges(sample) -> dict[str, str]:
+    """The file's `$PnR` keywords as written back (`pNr`: the top of channel N)."""
+    return {f"p{j}r": format(r, ".0f") for j, r in enumerate(sample.pnr, start=1)}
+
+
 def _lyoplate_source(data: Path):
     src = data / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
     sample = read_fcs(src)
     ref = pd.read_csv(data / "lyoplate_bcell" / "lyoplate_bcell_C01_opencyto_gates.csv")
     metadata = {"$SPILLOVER": sample.keywords["spillover"]}
-    metadata.update({f"p{i}r": format(r, ".0f") for i, r in enumerate(sample.pnr, start=1)})
+    metadata.update(declared_ranges(sample))
     return sample, ref, metadata
 
 
@@ -802,6 +806,12 @@ def display_label(declared: int, matrix: bool) -> str:
     return f"lyoplate C01 as display-scale channel values 0-4095, $PnR {declared}, {kept}"
 
 
+def display_values_of(x: np.ndarray) -> np.ndarray:
+    """Compensated values as an export of gated data holds them: 0-4095 on a biexponential
+    display scale (logicle T 262144, W 0.5, M 4.5)."""
+    return np.clip(logicle(x, 262144, 0.5, 4.5), 0, 1) * 4095
+
+
 def write_display_values(data: Path, path: Path, declared: int, matrix: bool) -> Path:
     """The Lyoplate file as an archive of gated data holds it (FlowJo's channel values,
     flowWorkspace's transformed data; the file's own archive did): each compensated stain on
@@ -811,7 +821,7 @@ def write_display_values(data: Path, path: Path, declared: int, matrix: bool) ->
     sample, _, metadata, spill, events = _compensated_source(data)
     stains = [sample.pnn.index(c) for c in spill.channels]
     for j in stains:
-        events[:, j] = np.clip(logicle(events[:, j], 262144, 0.5, 4.5), 0, 1) * 4095
+        events[:, j] = display_values_of(events[:, j])
     metadata = {k: v for k, v in metadata.items() if matrix or k != "$SPILLOVER"}
     metadata.update({f"p{j + 1}r": str(declared) for j in stains})
     return _write_like(sample, events, path, metadata)
