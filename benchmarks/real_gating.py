@@ -735,13 +735,20 @@ def wide_negatives(data: Path, sds=WIDE_NEGATIVES) -> list[dict]:
 
 
 def write_wide_negatives(
-    data: Path, path: Path, sd: float, seed: int = 1, clipped_at: float | None = None
+    data: Path,
+    path: Path,
+    sd: float,
+    seed: int = 1,
+    clipped_at: float | None = None,
+    fluorescence: float = 1.0,
 ) -> Path:
     """The Lyoplate file with Gaussian noise of SD `sd` (linear units) on every compensated
     fluorescence signal, spilled back with its matrix: negatives as wide as another
     instrument's. `clipped_at`: written compensated instead, every value below it set to it
-    and no `$SPILLOVER` (an export of compensated values that clips negatives)."""
+    and no `$SPILLOVER` (an export of compensated values that clips negatives).
+    `fluorescence`: every compensated signal times this first (another instrument's gain)."""
     sample, _, metadata, spill, events = _compensated_source(data)
+    events = _scaled(sample, events, fluorescence)
     stained = [sample.pnn.index(c) for c in spill.channels]
     events[:, stained] += np.random.default_rng(seed).normal(0.0, sd, (len(events), len(stained)))
     if clipped_at is None:
@@ -752,22 +759,33 @@ def write_wide_negatives(
 
 
 CLIPPED_NOISE = 300  # noise SD of the clipped export: its negatives reach well below zero
+CLIPPED_GAIN = 2.5  # a clipped export without noise at another instrument's higher gain
 
 
-def clipped_negatives(data: Path, sd: float = CLIPPED_NOISE) -> list[dict]:
+def clipped_negatives(
+    data: Path, sd: float = CLIPPED_NOISE, fluorescence: float = 1.0
+) -> list[dict]:
     """`write_wide_negatives` at noise SD 300 exported compensated with its negatives kept and
     clipped at 0: the pile at 0 was a spike the CD27 and IgD valleys fell beside (naive 0.53,
     double negative 0.03) until the transform spread it back (`transform.unclip`). Targets for
     the clipped file: B, T and naive B cells at theirs, and the other subsets at 0.70 where the
     same file with its negatives kept reaches it (the noise itself blurs the memory subsets'
-    dim cuts: unswitched memory and double negative 0.70 and 0.68 there)."""
+    dim cuts: unswitched memory and double negative 0.70 and 0.68 there).
+    At fluorescence x2.5 without noise (CLIPPED_GAIN) the naive B cells' CD27 peak sits above
+    the T cells' CD27 valley and the clipped pile below it: the valley on the far side of that
+    peak (the one a memory-rich sample has) fell between them, below the T cells' cut, and
+    was raised to it, into the naive B cells (naive 0.56, unswitched memory 0.13); the far
+    side is now searched above that cut only (naive 0.956)."""
     ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        label = f"lyoplate C01, noise SD {sd:g}, exported compensated"
-        kept = write_wide_negatives(data, Path(tmp) / "kept.fcs", sd, clipped_at=-np.inf)
+        label = f"lyoplate C01, noise SD {sd:g}" if sd else "lyoplate C01"
+        label += f", fluorescence x{fluorescence:g}" if fluorescence != 1 else ""
+        label += ", exported compensated"
+        alike = {"sd": sd, "fluorescence": fluorescence}
+        kept = write_wide_negatives(data, Path(tmp) / "kept.fcs", clipped_at=-np.inf, **alike)
         kept_rows = _lyoplate_rows(label, gated(kept), ref)
-        path = write_wide_negatives(data, Path(tmp) / "clipped.fcs", sd, clipped_at=0.0)
+        path = write_wide_negatives(data, Path(tmp) / "clipped.fcs", clipped_at=0.0, **alike)
         clipped_rows = _lyoplate_rows(f"{label}, clipped at 0", gated(path), ref)
         own = {"b_cd20pos": 0.95, "t_cells": 0.95, "b_naive": 0.90}
         for row, base in zip(clipped_rows, kept_rows, strict=True):
@@ -918,6 +936,7 @@ def main() -> None:
             *uncompensated(args.data), *display_values(args.data),
             *pregated_cd45(args.data), *with_beads(args.data),
             *wide_negatives(args.data), *clipped_negatives(args.data),
+            *clipped_negatives(args.data, 0, CLIPPED_GAIN),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
     table["meets"] = np.where(

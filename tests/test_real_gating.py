@@ -947,11 +947,11 @@ def test_random_combinations_of_real_perturbations_never_miss_silently(shared_da
     the matrix x0.85-1.15, stains left out of the panel, wider negatives, an export that clips
     them, an export of display-scale values), as a lab's file differs: a target may be missed,
     but then the sample must say so (unlike the template, a gate to review, or a file check).
-    9 of the 100 files miss 17 of 468 targets, each listed: memory subsets where a dim CD27 stain meets noise, the matrix
-    x1.14 with 5% of the T cells left (no CD27 valley on them), a clipped export at
-    fluorescence x2.5 (its naive B cells' clipped tail, mirrored, made a hump the CD27 valley
-    fell beside), transitional B cells at fluorescence x2.2-2.5 (QC removes a third of them
-    at the top of CD38 or CD24 and says so). Before the CD27 turn was searched above the T
+    8 of the 100 files miss 13 of 468 targets, each listed: memory subsets where a dim CD27
+    stain meets noise, the matrix x1.14 with 5% of the T cells left (no CD27 valley on them),
+    transitional B cells at fluorescence x2.2-2.5 (QC removes a third of them at the top of
+    CD38 or CD24 and says so); a clipped export at fluorescence x2.5 missed 4 until the CD27
+    cut's far-side valley was searched above the T cells' CD27 cut only. Before the CD27 turn was searched above the T
     cells' CD27 valley, one missed silently (unswitched memory 0.67: the matrix x1.11, CD20 x2,
     fluorescence x0.43)."""
     table = real_fuzz.run(shared_data / "real", real_fuzz.fuzz_seeds(FUZZ_FILES))
@@ -986,11 +986,20 @@ def test_a_widened_channel_is_named_in_the_provenance(shared_data, tmp_path):
     assert {prov["scales"][m]["W"] for m in ("CD19", "CD20", "CD3")} == {0.5}
 
 
-def test_negatives_clipped_at_zero_gate_as_if_they_were_kept(shared_data):
+@pytest.mark.parametrize(
+    "sd, fluorescence, known",
+    [(real_gating.CLIPPED_NOISE, 1.0, set()), (0, real_gating.CLIPPED_GAIN, {"plasmablasts"})],
+)
+def test_negatives_clipped_at_zero_gate_as_if_they_were_kept(shared_data, sd, fluorescence, known):
     """An export of compensated values that sets negatives to 0 (noise SD 300 on every
     stain): the pile at 0 was a spike beside which the CD27 and IgD valleys fell (naive B
     cells 0.53, double negative 0.03); spread back below 0, B, T and naive B cells meet their
-    targets, and every subset meets 0.70 where the same file with its negatives kept does."""
-    for row in real_gating.clipped_negatives(shared_data / "real"):
-        if row["target"] is not None:
-            assert row["f1"] >= row["target"], row
+    targets, and every subset meets 0.70 where the same file with its negatives kept does.
+    At fluorescence x2.5 without noise the CD27 cut fell between the pile and the naive B
+    cells' peak, below the T cells' CD27 cut, and was raised into the naive B cells (naive
+    0.56, unswitched memory 0.13). `known`: the misses measured and listed in the README
+    (plasmablasts there 0.69: 45 CD20- B cells when their CD38 cut is placed, too few for two
+    populations, so the transitional level cuts a quarter of them; 72 and 0.78 unclipped)."""
+    rows = real_gating.clipped_negatives(shared_data / "real", sd, fluorescence)
+    missed = {r["population"] for r in rows if r["target"] is not None and r["f1"] < r["target"]}
+    assert missed == known, [r for r in rows if r["population"] in missed ^ known]

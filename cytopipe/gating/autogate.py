@@ -258,7 +258,10 @@ class _Placer:
         )
         if found is None and p.get("either_side") and majority is not None:
             expected_below = bool(anchor) and anchor.get("side", "above") == "below"
-            found = _far_side(d, x.size, majority[0], search, p, look_above=expected_below)
+            # not below `floor` either: a valley there is among the reference's negatives
+            found = _far_side(
+                d, x.size, majority[0], (floor, search[1]), p, look_above=expected_below
+            )
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
