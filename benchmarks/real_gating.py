@@ -892,6 +892,28 @@ def write_with_beads(
     return path, ref.iloc[order].reset_index(drop=True), is_bead[order]
 
 
+WIDE_RANGES = (2**22, 2**24)  # a spectral instrument's range, a BD Accuri C6's
+
+
+def wide_range_label(top: int) -> str:
+    return f"lyoplate C01, declared range {top:,} (its values 18-bit)"
+
+
+def wide_ranges(data: Path, tops=WIDE_RANGES) -> list[dict]:
+    """The Lyoplate file as acquired but declaring `$PnR` 2^22 or 2^24 on every channel (a file
+    rewritten with a spectral instrument's range; an Accuri C6 declares 2^24 while its stains
+    reach 155,000): topped there, the logicle put B and T cells at F1 0 (2^24) and switched
+    memory at 0.26 (2^22); read on the range the values fill (`ranges.filled_top`)."""
+    sample, ref, metadata = _lyoplate_source(data)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for top in tops:
+            wide = {**metadata, **{f"p{j}r": str(top) for j in range(1, len(sample.pnn) + 1)}}
+            path = _write_like(sample, sample.events, Path(tmp) / f"wide{top}.fcs", wide)
+            rows += _lyoplate_rows(wide_range_label(top), gated(path), ref)
+    return rows
+
+
 def with_beads(data: Path) -> list[dict]:
     """`write_with_beads` gated and scored against openCyto's gates (beads count as not in any
     population)."""
@@ -933,7 +955,7 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *display_values(args.data),
+            *uncompensated(args.data), *display_values(args.data), *wide_ranges(args.data),
             *pregated_cd45(args.data), *with_beads(args.data),
             *wide_negatives(args.data), *clipped_negatives(args.data),
             *clipped_negatives(args.data, 0, CLIPPED_GAIN),

@@ -21,7 +21,7 @@ from cytopipe.gating.sample import gate
 from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
 from cytopipe.ingest.fcs import read_fcs
-from cytopipe.preprocess.ranges import DEFAULT_TOP, channel_ranges, declared_top
+from cytopipe.preprocess.ranges import DEFAULT_TOP, channel_ranges, declared_top, filled_top
 from cytopipe.preprocess.sample import preprocess
 from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.sample_files import write_sample
@@ -113,3 +113,48 @@ def test_beyond_the_standard_range_the_top_is_the_power_of_two_above_the_data():
     raw = np.random.default_rng(1).uniform(0, 3e6, size=(10_000, 1)).astype(np.float32)
     (r,) = channel_ranges(raw, {0: 1024.0}, ["B1-A"], "f.fcs").values()
     assert r.replaced and r.top == 2.0**22 and r.declared == 1024.0
+
+
+@pytest.mark.parametrize("top", [2.0**22, 2.0**24])
+def test_a_declared_range_far_above_the_values_gates_like_the_true_one(tmp_path, repo, top):
+    """An 18-bit tube declaring 22 or 24 bits (a BD Accuri C6's range; a file rewritten with a
+    spectral instrument's): its logicle topped there put every population where negatives
+    belong. Read on the range the values fill, it gates as the tube declaring its own range
+    (saturated events, no longer at the declared top, are not margin: counts within 1%)."""
+    _, true_counts = _gated(_tube(tmp_path, "true", 0.08), repo)
+    pre, counts = _gated(_tube(tmp_path, "wide", 0.08, "all", top=top), repo)
+    assert true_counts["b_cells"] > 500
+    for population in ("lymphocytes", "t_cells", "b_cells", "b_naive", "b_transitional"):
+        assert counts[population] == pytest.approx(true_counts[population], rel=0.01), population
+    notes = [w for w in pre.info["provenance"]["warnings"] if "the range they fill" in w]
+    assert len(notes) == 2 and all(f"declared range {top:,.0f}" in n for n in notes), notes
+    assert {s["T"] for s in pre.info["provenance"]["scales"].values()} == {DEFAULT_TOP}
+
+
+def test_only_a_range_far_above_every_value_of_the_group_is_replaced():
+    rng = np.random.default_rng(1)
+    accuri = [rng.uniform(0, 155_000, 10_000), rng.uniform(0, 31_000, 10_000)]
+    assert filled_top(accuri, [2.0**24, 2.0**24]) == DEFAULT_TOP
+    assert filled_top([*accuri, np.array([2.0**24 - 1])], [2.0**24] * 3) is None  # saturated
+    assert filled_top([rng.uniform(0, 400_000, 10_000)], [2.0**22]) == 2.0**19
+    assert filled_top([rng.uniform(0, 300_000, 10_000)], [2.0**20]) is None  # 1/4 of it
+    assert filled_top([rng.uniform(0, 1_000, 10_000)], [DEFAULT_TOP]) is None  # the standard
+
+
+def test_a_real_accuri_files_stains_are_read_on_the_range_they_fill(shared_data, repo, tmp_path):
+    """BD Accuri C6 Plus (../shared/data/flowio): `$PnR` 16,777,216 on every channel, its
+    stains reaching 31,000-155,000 and its side scatter the top. Named as stains by a panel,
+    the four fluorescence areas go on the 18-bit range; the scatter keeps its declared one."""
+    path = shared_data / "flowio" / "fcs_files" / "B01 KC-A-W---91-US.fcs"
+    names = {"CD3": "FL1-A", "CD19": "FL2-A", "CD20": "FL3-A", "CD27": "FL4-A"}
+    text = (repo / "config" / "panel.yaml").read_text()
+    for marker, channel in names.items():
+        text = text.replace(f"\n{marker}: [", f"\n{marker}: [{channel}, ", 1)
+    (tmp_path / "panel.yaml").write_text(text)
+    own = panel.load_panel(tmp_path / "panel.yaml")
+    cfg = load_config(repo / "config" / "config.yaml")
+    prov = preprocess(str(path), own, cfg, required=()).info["provenance"]
+    assert {prov["scales"][m]["T"] for m in names} == {DEFAULT_TOP}, prov["scales"]
+    assert prov["scales"]["FSC-A"]["T"] == 2.0**24
+    said = [w for w in prov["warnings"] if "the range they fill" in w]
+    assert len(said) == 1 and said[0].startswith("stain values lie below 1/8"), said

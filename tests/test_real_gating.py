@@ -162,6 +162,17 @@ def test_display_scale_channel_values_are_gated_as_stored(display_values, form):
     assert all(r["f1"] >= r["target"] for r in rows.values() if r["target"]), rows
 
 
+def test_a_declared_range_far_above_the_values_is_read_on_the_range_they_fill(shared_data):
+    """The Lyoplate file declaring a BD Accuri C6's 24-bit range: B and T cells F1 0 on a
+    logicle topped there (measured 2026-12-02); read on the 18-bit range its values fill, every
+    target of the file as acquired is met."""
+    rows = real_gating.wide_ranges(shared_data / "real", tops=(2**24,))
+    assert {r["population"] for r in rows} >= {"b_cd20pos", "t_cells", "plasmablasts"}
+    assert all(r["f1"] >= r["target"] for r in rows if r["target"]), rows
+    t_cells = next(r for r in rows if r["population"] == "t_cells")
+    assert t_cells["f1"] >= 0.95, t_cells
+
+
 def test_a_matrix_over_display_values_is_named_not_applied(shared_data, tmp_path):
     """The display values with the acquisition's $SPILLOVER kept under its $PnR 262144: read
     on the range they fill, the matrix not applied, and both said."""

@@ -94,3 +94,29 @@ def channel_ranges(
         out[i] = Range(top=top, declared=tops[i], replaced=True,
                        pct_above_declared=100.0 * above[i] / n, basis=basis)  # fmt: skip
     return out
+
+
+# A declared range this many times above every value of a group of channels is not the range
+# the values fill: a BD Accuri C6 declares 24 bits (16,777,216) while its stains reach 30,000-
+# 155,000 (../shared/data/flowio B01), and a file rewritten with a 22-bit range keeps 18-bit
+# values. A logicle topped there leaves its upper decades empty and puts every population
+# where the template expects negatives (the Lyoplate file declared 24-bit: B and T cells F1 0;
+# 22-bit: switched memory 0.26). Values of the 18-bit range are read on it, as from a BD
+# instrument; instruments that digitize to a larger range (spectral, 22 bits) fill it.
+FAR_ABOVE = 8
+
+
+def filled_top(values: Sequence[np.ndarray], declared: Sequence[float]) -> float | None:
+    """One top for a group of channels read alike (the stains, the scatter) whose declared
+    ranges, all above the standard 18 bits, lie FAR_ABOVE times above all of their values:
+    the standard 262,144, or the power of two above the data where they reach beyond it (the
+    same for every tube of such an instrument, as `channel_ranges` chooses); None to keep the
+    declared ranges. The largest value decides: a bright or saturated event keeps them."""
+    if not values or min(declared) <= DEFAULT_TOP:
+        return None
+    high = max(float(np.nanmax(v)) if v.size else 0.0 for v in values)
+    if not math.isfinite(high) or high > min(declared) / FAR_ABOVE:
+        return None
+    if high <= DEFAULT_TOP * ABOVE_TOLERANCE:
+        return DEFAULT_TOP
+    return 2.0 ** math.ceil(math.log2(high))

@@ -175,6 +175,27 @@ def _display_ranges(
     return out, [note]
 
 
+def _filled_ranges(
+    events: np.ndarray, groups: Mapping[str, Sequence[int]], tops: Mapping, pnn: Sequence[str]
+) -> tuple[dict, list[str]]:
+    """`tops` with each group of channels (name: column indices) read on the range its values
+    fill where the declared one lies far above them (`ranges.filled_top`), and a note each."""
+    out, notes = dict(tops), []
+    for name, cols in groups.items():
+        top = ranges.filled_top([events[:, i] for i in cols], [tops[i].top for i in cols])
+        if top is None:
+            continue
+        declared = max(tops[i].top for i in cols)
+        for i in cols:
+            out[i] = dataclasses.replace(tops[i], top=top, basis="the range the values fill")
+        notes.append(
+            f"{name} values lie below 1/{ranges.FAR_ABOVE} of their declared range "
+            f"{declared:,.0f} ({', '.join(pnn[i] for i in cols)}): read on {top:,.0f}, the range "
+            "they fill"
+        )
+    return out, notes
+
+
 def _log_channels(
     events: np.ndarray, idx: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
 ) -> tuple[dict, list[str], set[str]]:
@@ -224,6 +245,8 @@ def preprocess(
     tops, display_notes = _display_ranges(
         sample.events, {m: idx[m] for m in stains}, tops, cfg["transform"], sample.pnn
     )
+    groups = {"stain": [idx[m] for m in stains], "scatter": [idx[m] for m in SCATTER if m in idx]}
+    tops, filled_notes = _filled_ranges(sample.events, groups, tops, sample.pnn)
     tcfg, log_notes, as_stored = _log_channels(
         sample.events, idx, tops, cfg["transform"], sample.pnn
     )
@@ -287,6 +310,7 @@ def preprocess(
                 *scatter_notes,
                 *two_stains,
                 *display_notes,
+                *filled_notes,
                 *log_notes,
                 *clip_notes,
                 *widened,
