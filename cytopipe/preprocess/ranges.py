@@ -10,6 +10,8 @@ file's other channels declare (one instrument digitizes every channel alike), or
 be trusted, the standard 262,144, or the power of two above the data when they reach beyond
 it. Not the data's own maximum: that moves with the brightest cells of each tube, and the
 longitudinal comparison needs one scale at every timepoint. The sample says what was done.
+The other way round, a declared range far above every value of the stains or the scatter
+(`filled_top`) is read on the standard range, or the power of two above the data.
 """
 
 from __future__ import annotations
