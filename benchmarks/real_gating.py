@@ -816,12 +816,15 @@ UNCOMPENSATED = "lyoplate C01, no spillover matrix"
 
 
 # (declared range, matrix kept): the archive's own range, or the acquisition's kept
-DISPLAY_FORMS = ((4096, False), (4096, True), (262144, True))
+# (declared range, matrix kept, scatter as channel values too)
+DISPLAY_FORMS = ((4096, False, False), (4096, True, False), (262144, True, False),
+                 (262144, True, True))  # fmt: skip
 
 
-def display_label(declared: int, matrix: bool) -> str:
+def display_label(declared: int, matrix: bool, scatter: bool = False) -> str:
     kept = "its $SPILLOVER kept" if matrix else "no matrix"
-    return f"lyoplate C01 as display-scale channel values 0-4095, $PnR {declared}, {kept}"
+    label = f"lyoplate C01 as display-scale channel values 0-4095, $PnR {declared}, {kept}"
+    return label + (", scatter 0-4095 too" if scatter else "")
 
 
 def display_values_of(x: np.ndarray) -> np.ndarray:
@@ -830,18 +833,23 @@ def display_values_of(x: np.ndarray) -> np.ndarray:
     return np.clip(logicle(x, 262144, 0.5, 4.5), 0, 1) * 4095
 
 
-def write_display_values(data: Path, path: Path, declared: int, matrix: bool) -> Path:
+def write_display_values(
+    data: Path, path: Path, declared: int, matrix: bool, scatter: bool = False
+) -> Path:
     """The Lyoplate file as an archive of gated data holds it (FlowJo's channel values,
     flowWorkspace's transformed data; the file's own archive did): each compensated stain on
     a biexponential display scale of 4096 channels (logicle W 0.5, M 4.5), `$PnR` `declared`
     (4096, or the acquisition's kept), the acquisition's matrix kept or not; scatter as
-    acquired."""
+    acquired, or (`scatter`) as linear channel values 0-4095 under the same range."""
     sample, _, metadata, spill, events = _compensated_source(data)
     stains = [sample.pnn.index(c) for c in spill.channels]
     for j in stains:
         events[:, j] = display_values_of(events[:, j])
+    scattered = [j for j, n in enumerate(sample.pnn) if scatter and n.startswith(("FSC", "SSC"))]
+    for j in scattered:
+        events[:, j] = np.clip(events[:, j] / sample.pnr[j], 0, 1) * 4095
     metadata = {k: v for k, v in metadata.items() if matrix or k != "$SPILLOVER"}
-    metadata.update({f"p{j + 1}r": str(declared) for j in stains})
+    metadata.update({f"p{j + 1}r": str(declared) for j in [*stains, *scattered]})
     return _write_like(sample, events, path, metadata)
 
 
@@ -853,9 +861,9 @@ def display_values(data: Path, forms=DISPLAY_FORMS) -> list[dict]:
     ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for declared, matrix in forms:
-            path = write_display_values(data, Path(tmp) / "display.fcs", declared, matrix)
-            rows += _lyoplate_rows(display_label(declared, matrix), gated(path), ref)
+        for form in forms:
+            path = write_display_values(data, Path(tmp) / "display.fcs", *form)
+            rows += _lyoplate_rows(display_label(*form), gated(path), ref)
     return rows
 
 

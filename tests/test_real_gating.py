@@ -155,7 +155,8 @@ def test_display_scale_channel_values_are_gated_as_stored(display_values, form):
     $PnR 4096 or the acquisition's 262144); with the acquisition's matrix kept, once read as
     stored, the matrix applied to the display values cost the plasmablasts 0.79 -> 0.58 and
     double negative 0.89 -> 0.79 (measured 2026-12-02). Read as stored on the range the values
-    fill, not compensated again: as the file as acquired."""
+    fill, not compensated again: as the file as acquired. Scatter exported as channel values
+    too, under 262144, lay below the debris cut: no cells at all, until it was read alike."""
     label = real_gating.display_label(*form)
     rows = {r["population"]: r for r in display_values if r["file"] == label}
     assert rows["b_cd20pos"]["f1"] >= 0.95 and rows["t_cells"]["f1"] >= 0.95, rows
