@@ -585,7 +585,9 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
 
 
 GAINS = (0.33, 2.0)
-SCATTER_GAINS = ((0.5, 0.5), (1.8, 1.8), (0.6, 1.5))  # (FSC, SSC) factors
+# (FSC, SSC) factors; x0.05: every scatter value below 1/8 of the range, read on the range
+# it fills (every cell had lain below the debris cut: F1 0)
+SCATTER_GAINS = ((0.5, 0.5), (1.8, 1.8), (0.6, 1.5), (0.05, 0.05))
 
 
 def gains(data: Path, factors=GAINS) -> list[dict]:

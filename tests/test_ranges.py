@@ -139,6 +139,10 @@ def test_only_a_range_far_above_every_value_of_the_group_is_replaced():
     assert filled_top([rng.uniform(0, 400_000, 10_000)], [2.0**22]) == 2.0**19
     assert filled_top([rng.uniform(0, 300_000, 10_000)], [2.0**20]) is None  # 1/4 of it
     assert filled_top([rng.uniform(0, 1_000, 10_000)], [DEFAULT_TOP]) is None  # the standard
+    # scatter, a fraction of its range, is read on the range it fills whatever was declared
+    low_gain = [rng.uniform(0, 13_000, 10_000), rng.uniform(0, 9_000, 10_000)]
+    assert filled_top(low_gain, [DEFAULT_TOP] * 2, floor=None) == 2.0**14
+    assert filled_top([*low_gain, np.array([40_000.0])], [DEFAULT_TOP] * 3, floor=None) is None
 
 
 def test_a_real_accuri_files_stains_are_read_on_the_range_they_fill(shared_data, repo, tmp_path):

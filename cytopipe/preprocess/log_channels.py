@@ -88,19 +88,6 @@ def display_ranges(channels: Mapping[str, tuple[np.ndarray, float]]) -> dict[str
     return shown if log_channel_markers(at) else {}
 
 
-def display_scatter(channels: Mapping[str, tuple[np.ndarray, float]]) -> dict[str, float]:
-    """The scatter channels (name: values, declared range) of a file whose stains hold
-    display-scale values (`display_ranges`) that lie within [0, MAX_CHANNELS] under a larger
-    declared range, each mapped to the range it fills: an exporter of channel values scales
-    scatter alike (linear), and read under the acquisition's 262,144 every event lay below the
-    debris cut (the Lyoplate file so written: no cells at all)."""
-    shown = {}
-    for name, (raw, top) in channels.items():
-        if top > MAX_CHANNELS and raw.size and raw.min() >= 0 and 0 < raw.max() <= MAX_CHANNELS:
-            shown[name] = float(2 ** int(np.ceil(np.log2(max(float(raw.max()), MIN_DISPLAY_TOP)))))
-    return shown
-
-
 def notes(
     found: Mapping[str, str | None],
     channels: Mapping[str, tuple[np.ndarray, float]],

@@ -108,17 +108,22 @@ def channel_ranges(
 FAR_ABOVE = 8
 
 
-def filled_top(values: Sequence[np.ndarray], declared: Sequence[float]) -> float | None:
+def filled_top(
+    values: Sequence[np.ndarray], declared: Sequence[float], floor: float | None = DEFAULT_TOP
+) -> float | None:
     """One top for a group of channels read alike (the stains, the scatter) whose declared
-    ranges, all above the standard 18 bits, lie FAR_ABOVE times above all of their values:
-    the standard 262,144, or the power of two above the data where they reach beyond it (the
-    same for every tube of such an instrument, as `channel_ranges` chooses); None to keep the
-    declared ranges. The largest value decides: a bright or saturated event keeps them."""
-    if not values or min(declared) <= DEFAULT_TOP:
+    ranges lie FAR_ABOVE times above all of their values: the power of two above the data, at
+    least `floor` (stains: the standard 262,144, and only declared ranges above it are
+    replaced; the same for every tube of such an instrument, as `channel_ranges` chooses);
+    None to keep the declared ranges. The largest value decides: a bright or saturated event
+    keeps them. Scatter (`floor` None), a fraction of its range, is read on the range it fills
+    whatever was declared: an 18-bit file whose every scatter value lies below 13,000 (forward
+    and side scatter x0.05) put every cell below the debris cut."""
+    if not values or (floor is not None and min(declared) <= floor):
         return None
     high = max(float(np.nanmax(v)) if v.size else 0.0 for v in values)
-    if not math.isfinite(high) or high > min(declared) / FAR_ABOVE:
+    if not math.isfinite(high) or high <= 0 or high > min(declared) / FAR_ABOVE:
         return None
-    if high <= DEFAULT_TOP * ABOVE_TOLERANCE:
-        return DEFAULT_TOP
+    if floor is not None and high <= floor * ABOVE_TOLERANCE:
+        return floor
     return 2.0 ** math.ceil(math.log2(high))

@@ -154,42 +154,25 @@ def _unclipped(
 
 
 def _display_ranges(
-    events: np.ndarray,
-    stains: Mapping[str, int],
-    scatter: Sequence[int],
-    tops: Mapping,
-    tcfg: Mapping,
-    pnn: Sequence[str],
+    events: np.ndarray, stains: Mapping[str, int], tops: Mapping, tcfg: Mapping, pnn: Sequence[str]
 ) -> tuple[dict, list[str]]:
-    """`tops` with the range display-scale values fill (log_channels.display_ranges, and
-    the scatter's alike: `display_scatter`) where a file keeps the acquisition's, and a note
-    each; `transform.log_channels: off` turns it off."""
+    """`tops` with the range display-scale values fill (log_channels.display_ranges) where a
+    file keeps the acquisition's, and one note; `transform.log_channels: off` turns it off."""
     if tcfg.get("log_channels", "auto") == "off":
         return tops, []
     channels = {pnn[i]: (events[:, i], tops[i].top) for i in stains.values()}
     shown = log_channels.display_ranges(channels)
     if not shown:
         return tops, []
-    scatter_shown = log_channels.display_scatter(
-        {pnn[i]: (events[:, i], tops[i].top) for i in scatter}
-    )
     out = dict(tops)
-    for i in [*stains.values(), *scatter]:
-        if pnn[i] in shown or pnn[i] in scatter_shown:
-            top = shown.get(pnn[i]) or scatter_shown[pnn[i]]
-            out[i] = dataclasses.replace(tops[i], top=top)
-    declared = max(tops[i].declared for i in stains.values())
-    notes = [
+    for i in stains.values():
+        out[i] = dataclasses.replace(tops[i], top=shown[pnn[i]])
+    note = (
         f"stain values lie within 0-{max(shown.values()):g} under declared ranges of "
-        f"{declared:g}: display-scale channel values (an export of gated data), each read on "
-        "the range it fills"
-    ]
-    if scatter_shown:
-        notes.append(
-            f"scatter values lie within 0-{max(scatter_shown.values()):g} too "
-            f"({', '.join(scatter_shown)}): read on the range they fill"
-        )
-    return out, notes
+        f"{max(tops[i].declared for i in stains.values()):g}: display-scale channel values (an export "
+        "of gated data), each read on the range it fills"
+    )
+    return out, [note]
 
 
 def _filled_ranges(
@@ -199,7 +182,8 @@ def _filled_ranges(
     fill where the declared one lies far above them (`ranges.filled_top`), and a note each."""
     out, notes = dict(tops), []
     for name, cols in groups.items():
-        top = ranges.filled_top([events[:, i] for i in cols], [tops[i].top for i in cols])
+        floor = None if name == "scatter" else ranges.DEFAULT_TOP
+        top = ranges.filled_top([events[:, i] for i in cols], [tops[i].top for i in cols], floor)
         if top is None:
             continue
         declared = max(tops[i].top for i in cols)
@@ -259,11 +243,10 @@ def preprocess(
         path,
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
-    scatter = [idx[m] for m in SCATTER if m in idx]
     tops, display_notes = _display_ranges(
-        sample.events, {m: idx[m] for m in stains}, scatter, tops, cfg["transform"], sample.pnn
+        sample.events, {m: idx[m] for m in stains}, tops, cfg["transform"], sample.pnn
     )
-    groups = {"stain": [idx[m] for m in stains], "scatter": scatter}
+    groups = {"stain": [idx[m] for m in stains], "scatter": [idx[m] for m in SCATTER if m in idx]}
     tops, filled_notes = _filled_ranges(sample.events, groups, tops, sample.pnn)
     tcfg, log_notes, as_stored = _log_channels(
         sample.events, idx, tops, cfg["transform"], sample.pnn
