@@ -815,6 +815,23 @@ def uncompensated(data: Path) -> list[dict]:
 
 
 UNCOMPENSATED = "lyoplate C01, no spillover matrix"
+INVERSE = "lyoplate C01, its $SPILLOVER stored as the compensation matrix (the inverse)"
+
+
+def stored_inverse(data: Path) -> list[dict]:
+    """The Lyoplate file whose matrix keyword holds the compensation matrix, the spillover's
+    inverse (FCS 3.0's $COMP was written either way): applied as a spillover it spilled every
+    signal twice (unswitched memory 0.26, plasmablasts 0.56, said only as 'check the
+    compensation'); recognised and inverted back (`preprocess.inverse_matrix`)."""
+    sample, ref, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    inverse = {
+        **metadata,
+        "$SPILLOVER": spillover_keyword(spill.channels, np.linalg.inv(spill.matrix)),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write_like(sample, sample.events, Path(tmp) / "inverse.fcs", inverse)
+        return _lyoplate_rows(INVERSE, gated(path), ref)
 
 
 # (declared range, matrix kept): the archive's own range, or the acquisition's kept
@@ -965,7 +982,8 @@ def main() -> None:
             *scatter_gains(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
             *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *display_values(args.data), *wide_ranges(args.data),
+            *uncompensated(args.data), *stored_inverse(args.data), *display_values(args.data),
+            *wide_ranges(args.data),
             *pregated_cd45(args.data), *with_beads(args.data),
             *wide_negatives(args.data), *clipped_negatives(args.data),
             *clipped_negatives(args.data, 0, CLIPPED_GAIN),

@@ -173,6 +173,35 @@ def test_spillover_naming_the_markers_maps_by_pns_in_one_warning() -> None:
     np.testing.assert_array_equal(spill.matrix, M)
 
 
+def test_a_compensation_matrix_stored_as_the_spillover_is_inverted_back() -> None:
+    """FCS 3.0's $COMP was written as the spillover or as its inverse: the inverse applied as
+    a spillover spilled every signal twice (the Lyoplate file so stored: unswitched memory
+    0.85 -> 0.26, plasmablasts 0.84 -> 0.56, said only as 'check the compensation'). A matrix
+    with clearly negative spill whose inverse has none is the compensation matrix: its
+    inverse is used, and said; a spillover with a slightly negative value is kept as given."""
+    pnn = ["FITC-A", "PE-A", "APC-A"]
+    stored = comp.parse_spillover(
+        spill_text(pnn, [repr(float(v)) for v in np.linalg.inv(M).ravel()]), pnn
+    )
+    np.testing.assert_allclose(stored.matrix, M, atol=1e-12)
+    assert (
+        len(stored.warnings) == 1 and "a compensation matrix, not a spillover" in stored.warnings[0]
+    )
+    fitted = M.copy()
+    fitted[2, 0] = -0.005  # a fit from single stains can dip below zero
+    kept = comp.parse_spillover(spill_text(pnn, [repr(float(v)) for v in fitted.ravel()]), pnn)
+    np.testing.assert_array_equal(kept.matrix, fitted)
+    assert kept.warnings == []
+    measured = M.copy()
+    measured[2, 0] = -0.02  # clearly negative, but its inverse is no spillover either
+    assert (
+        comp.parse_spillover(
+            spill_text(pnn, [repr(float(v)) for v in measured.ravel()]), pnn
+        ).warnings
+        == []
+    )
+
+
 def test_decimal_commas() -> None:
     euro = [f"{v:.4f}".replace(".", ",") for v in M.ravel()]
     semi = comp.parse_spillover(spill_text(["FL1", "FL2", "FL3"], euro, sep=";"), PNN)

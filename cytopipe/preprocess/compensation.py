@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cytopipe.errors import FcsError
+from cytopipe.preprocess import inverse_matrix
 
 # Keywords holding a spillover matrix, in order of preference (keys as flowio normalizes them:
 # lower case, leading '$' removed), with how we name them in provenance.
@@ -211,7 +212,15 @@ def _finish(
     if diag.size and np.allclose(diag, 100.0):
         matrix = matrix / 100.0
         warnings.append(f"{source}: values are percentages (diagonal 100); divided by 100")
-    elif diag.size and not np.allclose(diag, 1.0, atol=1e-6):
+    spill = inverse_matrix.stored_inverse(matrix)
+    if spill is not None:
+        warnings.append(
+            f"{source}: a compensation matrix, not a spillover (off-diagonal values down to "
+            f"{matrix[~np.eye(k, dtype=bool)].min():.3g}, its inverse's all at least "
+            f"{inverse_matrix.NEGATIVE_SPILL:g}); its inverse used"
+        )
+        matrix, diag = spill, np.diag(spill)
+    if diag.size and not np.allclose(diag, 1.0, atol=1e-6):
         warnings.append(
             f"{source}: diagonal is not 1 ({np.round(diag, 4).tolist()[:8]}); used as given"
         )
