@@ -365,17 +365,28 @@ def threshold_events(
 
 def place_ratio(x: np.ndarray, y: np.ndarray, params: Mapping) -> tuple[np.ndarray, Placement]:
     """Singlets: a line y = r * x through the origin, r at the valley below the singlets' ridge
-    of y / x (doublets have a larger area for their height, i.e. a smaller ratio)."""
+    of y / x (doublets have a larger area for their height, i.e. a smaller ratio).
+
+    The ratio is read relative to its median, the singlets' (the majority): the template's
+    windows then hold whatever an instrument's height and area scales are (BD sets area scaling
+    so singlets sit near 1; an Accuri's height runs above its area, a Navios' peak and integral
+    differ by their own factor). A ridge at twice the area fell outside them (generated
+    singlets F1 0.974 -> 0.959)."""
     keep = x > float(params.get("min_x", 0.01))
     r = (y[keep] / x[keep]).astype(np.float64)
+    scale = float(np.median(r)) if r.size else 1.0
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
     spec = ThresholdSpec("ratio", "ratio", "valley", float(params["fixed"]), None, (), params)
-    placed = _Placer({"ratio": r}, {}, len(r))._valley(spec, r) if r.size >= MIN_EVENTS else None
+    rel = r / scale
+    placed = (
+        _Placer({"ratio": rel}, {}, len(r))._valley(spec, rel) if r.size >= MIN_EVENTS else None
+    )
     if placed is None:
         placed = Placement(
             "fallback", 0.2, "fallback: too few events; template position", spec.fixed
         )
     method = "ratio" if placed.method == "valley" else placed.method
-    placed = Placement(method, placed.confidence, placed.flag, placed.value)
+    placed = Placement(method, placed.confidence, placed.flag, placed.value * scale)
     top = max(1.3, 1.3 * float(placed.value))
     return np.array([[0.0, 0.0], [1.0, placed.value], [1.0, top], [0.0, top]]), placed
 
