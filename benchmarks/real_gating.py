@@ -863,8 +863,8 @@ def stored_inverse(data: Path) -> list[dict]:
         return _lyoplate_rows(INVERSE, gated(path), ref)
 
 
-# (declared range, matrix kept): the archive's own range, or the acquisition's kept
-# (declared range, matrix kept, scatter as channel values too)
+# (declared range: the archive's own or the acquisition's kept, matrix kept, scatter as channel
+# values too)
 DISPLAY_FORMS = ((4096, False, False), (4096, True, False), (262144, True, False),
                  (262144, True, True))  # fmt: skip
 
@@ -1008,8 +1008,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [*lyoplate(args.data), *gvhd(args.data), *gvhd_t_rich(args.data),
             *gvhd_voltages(args.data), *gvhd_forward_scatter(args.data), *gains(args.data),
-            *scatter_gains(args.data), *low_scatter(args.data), *recomposed(args.data), *lymphopenic_draws(args.data),
-            *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
+            *scatter_gains(args.data), *low_scatter(args.data), *recomposed(args.data),
+            *lymphopenic_draws(args.data), *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
             *uncompensated(args.data), *stored_inverse(args.data), *display_values(args.data),
             *wide_ranges(args.data),
