@@ -9,7 +9,9 @@ the events below the cut carry CD3/CD19/CD20 at least MIN_RATIO as often as thos
 are cells, and the cut moves below the lineage+ events (their LOW_QUANTILE). Measured with the
 template's cut on GvHD 1-9, the Lyoplate file and generated files: at most 0.28 where the cut
 holds debris, 0.91 on that file (the Lyoplate file at scatter x0.3: 0.76, its cut already at
-the lymphocytes' lower edge).
+the lymphocytes' lower edge). The CD45- cut is checked alike: with CD45 ten times dimmer its
+valley search found the dip between granulocytes and lymphocytes (generated blood: T cells F1
+0.15, nothing said); lineage+ 0.86 times as often below it as above, it moves below them.
 """
 
 from __future__ import annotations
