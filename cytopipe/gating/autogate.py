@@ -46,7 +46,7 @@ from cytopipe.gating.beyond_gate import (
     unparented,
     unstained,
 )
-from cytopipe.gating.debris import DEBRIS_EVENTS, below_cells
+from cytopipe.gating.debris import BACKGATE_EVENTS, below_cells
 from cytopipe.gating.densities import (
     LAST_RESORT,
     anchor_limits,
@@ -133,9 +133,9 @@ class _Placer:
             return self._fallback(t, f"only {x.size} events in {t.on}")
         if t.method == "valley":
             placed = self._floored(t, self._valley(t, x))
-            if p.get("backgate") and placed.value is not None:  # debris cut among cells?
+            if p.get("backgate") and placed.value is not None:  # a debris or CD45- cut among cells?
                 rows = np.flatnonzero(self._mask(t))
-                rows = rows[:: rows.size // DEBRIS_EVENTS + 1]  # a share, not a cut: subsampled
+                rows = rows[:: rows.size // BACKGATE_EVENTS + 1]  # a share, not a cut: subsampled
                 bright = lineage_bright(self.columns, rows, p["backgate"])
                 moved = below_cells(self.columns[t.dim][rows], bright, placed.value)
                 if moved is not None:

@@ -22,7 +22,7 @@ MIN_RATIO = 0.5
 LOW_QUANTILE = 0.01
 MIN_BELOW = 0.01  # the events below the cut: at least this share of the population ...
 MIN_BELOW_EVENTS = 50  # ... and this many
-DEBRIS_EVENTS = 200_000  # events (a strided subsample) that measure the shares: 10 M-event files
+BACKGATE_EVENTS = 200_000  # events (a strided subsample) that measure the shares: 10 M-event files
 
 
 def below_cells(x: np.ndarray, bright: np.ndarray | None, cut: float) -> tuple[float, str] | None:
