@@ -863,6 +863,53 @@ def stored_inverse(data: Path) -> list[dict]:
         return _lyoplate_rows(INVERSE, gated(path), ref)
 
 
+NO_SCATTER = "lyoplate C01 without its scatter channels"
+IN_THEIR_LYMPH = "in openCyto's lymphocytes"  # `scored`: without scatter, the marker cuts
+MASS_CYTOMETRY = "lyoplate C01 as mass cytometry counts (no scatter, isotope channels, Helios)"
+COUNTS_PER_ION = 30.0  # compensated intensity per counted ion: positives at 10^2-10^3 counts
+ISOTOPES = ("Pt195Di", "Nd142Di", "Sm147Di", "Nd143Di", "Eu151Di", "Gd158Di", "Yb172Di",
+            "Nd148Di")  # fmt: skip
+
+
+def without_scatter(data: Path) -> list[dict]:
+    """Files without scatter channels: the Lyoplate file with FSC and SSC dropped (a
+    scatterless export), and made a mass cytometry acquisition (each compensated stain as
+    Poisson ion counts, COUNTS_PER_ION of intensity per ion, zeros randomised below 0 as the
+    CyTOF software does; metal-isotope channel names, two DNA channels no marker claims, $CYT
+    Helios, no matrix). Both were refused ('no channel for required marker FSC-A, SSC-A');
+    now their scatter gates pass and the stains are gated among the live events."""
+    sample, ref, metadata, spill, events = _compensated_source(data)
+    stains = [i for i, n in enumerate(sample.pnn) if not n.startswith(("FSC", "SSC"))]
+    pns = [sample.pns[i] for i in stains]
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(np.clip(events[:, stains], 0, None) / COUNTS_PER_ION).astype(float)
+    counts -= rng.uniform(0, 1, counts.shape) * (counts == 0)
+    dna = rng.normal(1000, 150, (len(events), 2)).clip(1)
+    forms = (
+        (NO_SCATTER, sample.events[:, stains], [sample.pnn[i] for i in stains], pns,
+         {"$SPILLOVER": metadata["$SPILLOVER"]}, [sample.pnr[i] for i in stains]),
+        (MASS_CYTOMETRY, np.column_stack([dna, counts]), ["Ir191Di", "Ir193Di", *ISOTOPES],
+         ["DNA1", "DNA2", *pns], {"$CYT": "Helios"}, 65536),
+    )  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, values, pnn, names, keywords, tops in forms:
+            path = write_fcs(Path(tmp) / "noscatter.fcs", values, pnn, names, keywords, tops)
+            rows += [{**row, "scored": IN_THEIR_LYMPH}
+                     for row in _lyoplate_rows(label, gated(path), ref)]  # fmt: skip
+    return rows
+
+
+def write_fcs(path: Path, events: np.ndarray, pnn, pns, keywords: dict, tops) -> Path:
+    """`events` as a float FCS file; `tops`: each channel's $PnR (or one for all)."""
+    tops = [tops] * len(pnn) if np.isscalar(tops) else tops
+    md = {**keywords, **{f"p{j + 1}r": format(float(t), ".0f") for j, t in enumerate(tops)}}
+    with open(path, "wb") as fh:
+        data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())
+        flowio.create_fcs(fh, data_, list(pnn), list(pns), metadata_dict=md)
+    return path
+
+
 # (declared range: the archive's own or the acquisition's kept, matrix kept, scatter as channel
 # values too)
 DISPLAY_FORMS = ((4096, False, False), (4096, True, False), (262144, True, False),
@@ -1011,19 +1058,22 @@ def main() -> None:
             *scatter_gains(args.data), *low_scatter(args.data), *recomposed(args.data),
             *lymphopenic_draws(args.data), *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *stored_inverse(args.data), *display_values(args.data),
+            *uncompensated(args.data), *stored_inverse(args.data), *without_scatter(args.data),
+            *display_values(args.data),
             *wide_ranges(args.data),
             *pregated_cd45(args.data), *with_beads(args.data),
             *wide_negatives(args.data), *clipped_negatives(args.data),
             *clipped_negatives(args.data, 0, CLIPPED_GAIN),
             *(stress(args.data) if args.stress else [])]  # fmt: skip
     table = pd.DataFrame(rows)
+    # rows marked IN_THEIR_LYMPH are scored inside openCyto's scatter gate (files without scatter)
+    score = table["f1"].where(table["scored"] != IN_THEIR_LYMPH, table["f1_in_their_lymph"])
     table["meets"] = np.where(
-        table["target"].isna(), "", np.where(table["f1"] >= table["target"], "yes", "NO")
+        table["target"].isna(), "", np.where(score >= table["target"], "yes", "NO")
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    met = int((score >= table["target"]).sum())
     scored = table.dropna(subset=["target"])
-    met = int((scored["f1"] >= scored["target"]).sum())
     titr = pd.DataFrame([*titration(args.data), *titration(args.data, pregated=True),
                          *titration(args.data, pregated=True, cd45=True)])  # fmt: skip
     print("\n" + titr.to_string(index=False))

@@ -183,6 +183,35 @@ def test_a_channel_without_a_stain_label_is_read_by_its_name(panel):
     assert match_channels(panel, ["FSC-H", "SSC-H"], ["", ""]) == {"FSC-H": 0, "SSC-H": 1}
 
 
+def test_mass_cytometry_names_map_past_their_isotope(panel):
+    """A Helios file names stains '147Sm_CD19' and channels 'Sm147Di'; a CyTOF 2 file names
+    channels 'CD19(Sm147)Di' and leaves $PnS empty. Neither mapped (a B-cell analysis refused
+    for want of CD19); a marker that only looks like an isotope (Ki67) stays itself."""
+    pnn = ["Time", "Y89Di", "Nd142Di", "Sm147Di", "CD20(Nd143)Di", "Pt195Di", "Ir191Di",
+           "In115Di", "Er167Di"]  # fmt: skip
+    pns = ["", "89Y_CD45", "142Nd_CD3", "147Sm_CD19", "", "195Pt_Cisplatin", "191Ir_DNA1",
+           "115In_CD38", "167Er_Ki67"]  # fmt: skip
+    assert match_channels(panel, pnn, pns) == {
+        "Time": 0, "CD45": 1, "CD3": 2, "CD19": 3, "CD20": 4, "viability": 5, "CD38": 7,
+    }  # fmt: skip
+    assert match_channels(panel, ["CD3(Nd142)Dd", "CD19(Sm147)Dd"], ["", ""]) == {
+        "CD3": 0, "CD19": 1,
+    }  # fmt: skip
+    assert match_channels(panel, ["FL1-A"], ["Ki67"]) == {}
+
+
+def test_a_file_without_any_scatter_needs_none(panel):
+    """A file with no scatter channel at all (mass cytometry, a scatterless export) is gated
+    on its stains; one with some scatter but not the required one is a naming problem."""
+    require_markers({"CD3": 0, "CD19": 1}, ["FSC-A", "SSC-A", "CD19"], ["a", "b"], ["CD3", "CD19"],
+                    "x.fcs")  # fmt: skip
+    with pytest.raises(FcsError, match="SSC-A"):
+        require_markers({"FSC-A": 0, "CD19": 1}, ["FSC-A", "SSC-A", "CD19"], ["FSC-A", "b"],
+                        ["", "CD19"], "x.fcs")  # fmt: skip
+    with pytest.raises(FcsError, match="CD19"):
+        require_markers({"CD3": 0}, ["FSC-A", "SSC-A", "CD19"], ["a"], ["CD3"], "x.fcs")
+
+
 def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     pnn, pns = labels(shared_data / "flowio/fcs_files/100715.fcs")
     found = match_channels(panel, pnn, pns)

@@ -174,6 +174,48 @@ def test_a_matrix_stored_as_its_inverse_gates_as_the_file_as_acquired(shared_dat
         assert abs(row["f1"] - acquired[row["population"]]) <= 0.01, row
 
 
+def test_a_file_without_scatter_is_gated_on_its_stains(shared_data):
+    """The Lyoplate file without FSC and SSC, and as a mass cytometry acquisition (ion counts,
+    isotope channels, $CYT Helios): both were refused for want of FSC-A and SSC-A (2026-12-03).
+    Without scatter nothing tells doublets and large cells from lymphocytes, so the marker cuts
+    are scored inside openCyto's scatter lymphocyte gate (every target met) and on all events
+    only where scatter plays no part (T cells, CD20+ B cells)."""
+    rows = real_gating.without_scatter(shared_data / "real")
+    assert {r["file"] for r in rows} == {real_gating.NO_SCATTER, real_gating.MASS_CYTOMETRY}
+    for row in rows:
+        assert row["f1_in_their_lymph"] >= (row["target"] or 0.95), row
+        if row["population"] in ("t_cells", "b_cd20pos"):
+            assert row["f1"] >= 0.95, row
+
+
+def test_a_mass_cytometry_file_says_why_its_scatter_gates_pass(tmp_path):
+    """No 'no spillover matrix' warning for an instrument without optical spillover, and the
+    sample says its lymphocytes were not gated."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    cd3 = np.where(rng.random(n) < 0.6, rng.poisson(300, n), rng.poisson(2, n))
+    cd19 = np.where(cd3 > 50, rng.poisson(1, n), rng.poisson(200, n) * (rng.random(n) < 0.3))
+    events = np.column_stack([rng.poisson(2, n), cd3, cd19, rng.poisson(20, n)]).astype(float)
+    path = tmp_path / "helios.fcs"
+    real_gating.write_fcs(path, events, ["Pt195Di", "Nd142Di", "Sm147Di", "Ir191Di"],
+                          ["cisplatin", "CD3", "CD19", "DNA1"], {"$CYT": "Helios"}, 65536)  # fmt: skip
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
+    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    warnings = " ".join(pre.info["provenance"]["warnings"])
+    assert "mass cytometry ($CYT Helios)" in warnings and "no scatter channels" in warnings
+    assert "no spillover matrix" not in warnings and pre.info["provenance"]["uncompensated"] is None
+    keep = pre.qc_pass
+    result = autogate(load_template(REPO / "config" / "gating.yaml"),
+                      {m: v[keep] for m, v in pre.columns.items()})  # fmt: skip
+    assert {"cells", "lymphocytes"} <= result.passed and "live" not in result.passed
+    assert result.plotted["live"] == ("viability", "CD3")  # no SSC-A to plot it against
+    assert result.methods["lymphocytes"][2].startswith("not gated")
+    t_cells, b_cells = (int(result.masks[p].sum()) for p in ("t_cells", "b_cells"))
+    truth_t = int((cd3[keep] > 50).sum())
+    assert abs(t_cells - truth_t) <= 0.02 * truth_t, (t_cells, truth_t)
+    assert b_cells > 0
+
+
 def test_a_declared_range_far_above_the_values_is_read_on_the_range_they_fill(shared_data):
     """The Lyoplate file declaring a BD Accuri C6's 24-bit range: B and T cells F1 0 on a
     logicle topped there (measured 2026-12-02); read on the 18-bit range its values fill, every

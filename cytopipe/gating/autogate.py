@@ -647,7 +647,7 @@ def autogate(
         rows = np.flatnonzero(out.masks[spec.parent]) if spec.parent else all_rows
         variant = spec.variant_for(available)
         if variant is None:
-            missing = ", ".join(sorted(spec.needed() - available))
+            missing = ", ".join(sorted(spec.without_open(available).needed() - available))
             if spec.optional != "pass":
                 out.skipped[spec.id] = f"no {missing} channel"
                 continue
@@ -659,7 +659,7 @@ def autogate(
             gate, how, extras, shape, variant = _place_gate(
                 spec, placer, columns, rows, spec.parent, available
             )
-            out.plotted[spec.id] = plot_axes(variant)
+            out.plotted[spec.id] = plot_axes(variant, available)
             lacking = sorted(spec.needed() - available)
             if lacking:  # the template's first choice needs a marker the panel lacks: say so
                 note = f"gated on {' x '.join(variant.dims)}: no {', '.join(lacking)} channel"

@@ -126,11 +126,38 @@ class PopulationSpec:
         return out
 
     def variant_for(self, available: set[str]) -> PopulationSpec | None:
-        """This spec or the first alternative whose dims the panel has (None: none has)."""
+        """This spec or the first alternative whose dims the panel has (None: none has); a
+        rectangle's open dims (no bound either side: only the density plot's axis, such as
+        SSC-A beside viability) are dropped where the panel lacks them, so a file without
+        scatter (mass cytometry, a scatterless export) still gets its viability and CD45 gates."""
         for variant in (self, *self.alternatives):
+            variant = variant.without_open(available)
             if all(d in available for d in variant.needed()):
                 return variant
         return None
+
+    def without_open(self, available: set[str]) -> PopulationSpec:
+        if self.gate["kind"] != "rectangle" or not self.place:
+            return self
+        keep = [
+            i
+            for i, d in enumerate(self.dims)
+            if d in available
+            or self.place["min"][i] is not None
+            or self.place["max"][i] is not None
+        ]
+        if len(keep) == len(self.dims):
+            return self
+
+        def pick(values):
+            return [values[i] for i in keep]
+
+        return replace(
+            self,
+            dims=tuple(pick(self.dims)),
+            gate={**self.gate, "min": pick(self.gate["min"]), "max": pick(self.gate["max"])},
+            place={**self.place, "min": pick(self.place["min"]), "max": pick(self.place["max"])},
+        )
 
     def needed(self) -> set[str]:
         """Markers the gate, the placement of its thresholds and `requires` need."""
@@ -351,8 +378,16 @@ def pass_gate(spec: PopulationSpec, available: set[str]) -> Gate:
     return RectangleGate(spec.id, spec.parent, (anchor,), (None,), (None,))
 
 
-def plot_axes(spec: PopulationSpec) -> tuple[str, str]:
-    return spec.dims[0], spec.dims[1] if len(spec.dims) > 1 else "SSC-A"
+# the second axis of a one-marker gate's density plot: side scatter, or without scatter the
+# first of these the file has
+SECOND_AXES = ("SSC-A", "FSC-A", "CD45", "CD3", "CD19", "CD20")
+
+
+def plot_axes(spec: PopulationSpec, available: Iterable[str] = SECOND_AXES) -> tuple[str, str]:
+    if len(spec.dims) > 1:
+        return spec.dims[0], spec.dims[1]
+    others = [m for m in SECOND_AXES if m in set(available) and m != spec.dims[0]]
+    return spec.dims[0], others[0] if others else spec.dims[0]
 
 
 def build_gates(specs: Iterable[PopulationSpec], available: set[str]) -> TemplateGates:
@@ -365,9 +400,9 @@ def build_gates(specs: Iterable[PopulationSpec], available: set[str]) -> Templat
         variant = spec.variant_for(available)
         if variant is not None:
             out.gates.append(fixed_gate(variant))
-            out.plotted[spec.id] = plot_axes(variant)
+            out.plotted[spec.id] = plot_axes(variant, available)
             continue
-        missing = sorted(spec.needed() - available)
+        missing = sorted(spec.without_open(available).needed() - available)
         if spec.optional == "pass":
             out.gates.append(pass_gate(spec, available))
             out.flags[spec.id] = f"not gated: no {', '.join(missing)} channel"

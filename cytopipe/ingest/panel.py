@@ -195,9 +195,18 @@ def two_stain_notes(
     return notes
 
 
+# mass cytometry names a stain by its metal isotope: "147Sm_CD19" ($PnS, Fluidigm's panels) and
+# "CD19(Sm147)Di" ($PnN of CyTOF 1 and 2 files)
+_METALS = "y|rh|pd|ag|cd|in|sn|te|i|xe|cs|ba|la|ce|pr|nd|pm|sm|eu|gd|tb|dy|ho|er|tm|yb|lu|hf|ta|w|re|os|ir|pt|au|pb|bi"
+_ISOTOPE_FIRST = re.compile(rf"^\d{{2,3}}(?:{_METALS})[\s_.:-]+(?=\S)")
+_ISOTOPE_AFTER = re.compile(rf"\((?:{_METALS})\d{{2,3}}\)d[di]$")
+
+
 def _plain(label: str) -> str:
     """A normalised label without the spellings that hide its marker: "anti-CD19", "CD 19",
-    "CD-19", "CD19+", "CD19PE" (a dye glued to the marker) -> "cd19 ..."."""
+    "CD-19", "CD19+", "CD19PE" (a dye glued to the marker), "147Sm_CD19" and "CD19(Sm147)Di"
+    (its isotope) -> "cd19 ..."."""
+    label = _ISOTOPE_AFTER.sub("", _ISOTOPE_FIRST.sub("", label))
     label = re.sub(r"^(?:anti|α)[\s-]+(?:(?:human|hu|h)[\s-]+)?", "", label)
     label = re.sub(r"^(?:human[\s-]+|hu?(?=cd\d))", "", label)
     label = re.sub(r"\bcd[\s-]+(?=\d)", "cd", label)
@@ -256,6 +265,21 @@ def describe_channels(pnn: Sequence[str], pns: Sequence[str]) -> str:
     return ", ".join(f"{n} ({s})" if s else n for n, s in zip(pnn, pns, strict=True))
 
 
+NO_SCATTER = (
+    "no scatter channels (mass cytometry or a scatterless export): cells, singlets and "
+    "lymphocytes are not gated by scatter; T and B cells are gated among the live (CD45+) events"
+)
+
+
+def lacking(found: Mapping[str, int], required: Sequence[str]) -> list[str]:
+    """The required markers the file has no channel for. A file with no scatter channel at all
+    (mass cytometry, or an export that dropped them) needs none: its scatter gates pass and its
+    stains are gated as they are; a file with some scatter but not the required one is a
+    naming problem, said as one."""
+    scatterless = not any(m in found for m in SCATTER)
+    return [m for m in required if m not in found and not (scatterless and m in SCATTER)]
+
+
 def require_markers(
     found: Mapping[str, int],
     required: Sequence[str],
@@ -264,7 +288,7 @@ def require_markers(
     path: str,
 ) -> None:
     """Fail with the list of channels the file has, so the panel file can be fixed quickly."""
-    missing = [m for m in required if m not in found]
+    missing = lacking(found, required)
     if missing:
         raise FcsError(
             f"no channel for required marker(s) {', '.join(missing)}; the file has: "

@@ -12,7 +12,7 @@ import numpy as np
 
 from cytopipe import __version__
 from cytopipe.config import defaults
-from cytopipe.ingest import panel
+from cytopipe.ingest import mass_cytometry, panel
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess import (
@@ -230,7 +230,9 @@ def preprocess(
 ) -> Preprocessed:
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
-    scatter_notes = _heights_for_areas(idx)
+    layout_notes = _heights_for_areas(idx)
+    if not any(m in idx for m in SCATTER):
+        layout_notes.append(panel.NO_SCATTER)
     two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns, idx)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
@@ -272,7 +274,12 @@ def preprocess(
     )
     stain_channels = [idx[m] for m in stains if sample.pnn[idx[m]] not in as_stored]
     missing = None  # why the stains are gated uncompensated, when they are
-    if spill is None and not (exported or not_applied) and cfg["compensation"]["default"] != "none":
+    mass = mass_cytometry.detected(sample.keywords, sample.pnn)
+    if mass and spill is None:
+        layout_notes.append(mass_cytometry.note(mass))
+    elif (
+        spill is None and not (exported or not_applied) and cfg["compensation"]["default"] != "none"
+    ):
         missing = uncompensated.missing_spillover_note(sample, stain_channels)
     elif spill is not None and spill_csv is None:  # the file's own matrix
         missing = uncompensated.identity_spillover_note(sample, spill, stain_channels)
@@ -308,7 +315,7 @@ def preprocess(
                 *([not_applied] if not_applied else []),
                 *([missing] if missing else []),
                 *range_notes,
-                *scatter_notes,
+                *layout_notes,
                 *two_stains,
                 *display_notes,
                 *filled_notes,
