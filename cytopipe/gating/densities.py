@@ -324,6 +324,7 @@ class Limits(NamedTuple):
 # without events in the anchor's window, its population is taken as the sample's own majority
 # peak +- this many of its SDs (the window's events: where the negatives reach, see below)
 RECENTRED_SD = 2.5
+MIN_WINDOW_SHARE = 0.01  # of the events cut: fewer in the anchor's window are no population
 
 
 def anchor_limits(
@@ -368,13 +369,19 @@ def anchor_limits(
         unlike = ""
         follows_peak = "fallback_sd" in anchor or "min_sd" in anchor
         peak = majority_peak(x, bandwidth) if follows_peak else None
-        if window.size < MIN_EVENTS and ref is None and peak is not None:
+        # a population, not a handful: a CD19+ export's 36 CD19-dim events (0.3%) in the
+        # negatives' window made its B cells the "majority above the negatives" and the cut
+        # went where they run out (B cells 0.18)
+        populated = window.size >= max(MIN_EVENTS, MIN_WINDOW_SHARE * x.size)
+        if not populated and ref is None and peak is not None:
             window = x[np.abs(x - peak[0]) <= RECENTRED_SD * peak[1]]
             unlike = (
                 f"its anchor population was not in [{a:g}, {b:g}] "
                 f"({x.size} events, majority peak at {peak[0]:.2f} used)"
             )
-        refs = [r for r in (ref, window) if r is not None and r.size >= MIN_EVENTS]
+            populated = True
+        refs = [r for r in (ref, window if populated else None)
+                if r is not None and r.size >= MIN_EVENTS]  # fmt: skip
         if not refs:
             return None
         if anchor.get("start") != "lowest":  # the anchor population, else the window

@@ -199,14 +199,17 @@ def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
     still apart. D <= 3, not the textbook 2: on the real GvHD files (scatter only) the T cells
     need components 2-2.5 apart joined (file 2: T-cell F1 0.88 at 3, 0.11 at 2)."""
     members = [i]
-    for j in candidates:
-        d = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
-        if d > MAX_JOIN_SEPARATION:
-            continue
-        delta = gm.means_[j] - gm.means_[i]
-        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * delta
-        if not _dips(np.exp(gm.score_samples(line))):
-            members.append(j)
+    grew = True
+    while grew:  # judged against the population joined so far (moment matched), not component
+        grew = False  # i alone: a skewed population's far end is a neighbour of its middle
+        mean, cov = _merged_gaussian(gm, members)
+        for j in [j for j in candidates if j not in members]:
+            if _line_d(mean, cov, gm.means_[j], gm.covariances_[j]) > MAX_JOIN_SEPARATION:
+                continue
+            line = mean + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - mean)
+            if not _dips(np.exp(gm.score_samples(line))):
+                members.append(j)
+                grew = True
     return members
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from cytopipe.config import load_file, thaw
 from cytopipe.errors import ConfigError
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
+from cytopipe.ingest.panel import SCATTER
 
 NAMED = ("reference", "same_as", "not_below")  # threshold params that name another threshold
 
@@ -127,9 +128,10 @@ class PopulationSpec:
 
     def variant_for(self, available: set[str]) -> PopulationSpec | None:
         """This spec or the first alternative whose dims the panel has (None: none has); a
-        rectangle's open dims (no bound either side: only the density plot's axis, such as
-        SSC-A beside viability) are dropped where the panel lacks them, so a file without
-        scatter (mass cytometry, a scatterless export) still gets its viability and CD45 gates."""
+        rectangle's open scatter dims (no bound either side: only the density plot's axis, such
+        as SSC-A beside viability) are dropped where the panel lacks them, so a file without
+        scatter (mass cytometry, a scatterless export) still gets its viability and CD45 gates.
+        An open stain dim stays needed: plasmablasts are CD19-dim, CD20+ B cells are CD19+."""
         for variant in (self, *self.alternatives):
             variant = variant.without_open(available)
             if all(d in available for d in variant.needed()):
@@ -143,6 +145,7 @@ class PopulationSpec:
             i
             for i, d in enumerate(self.dims)
             if d in available
+            or d not in SCATTER
             or self.place["min"][i] is not None
             or self.place["max"][i] is not None
         ]
