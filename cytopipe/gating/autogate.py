@@ -66,6 +66,7 @@ from cytopipe.gating.placement import (
     Placement,
     judged,
     split_separation,
+    strided,
 )
 from cytopipe.gating.result import AutogateResult
 from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
@@ -135,7 +136,7 @@ class _Placer:
             placed = self._floored(t, self._valley(t, x))
             if p.get("backgate") and placed.value is not None:  # a debris or CD45- cut among cells?
                 rows = np.flatnonzero(self._mask(t))
-                rows = rows[:: rows.size // BACKGATE_EVENTS + 1]  # a share, not a cut: subsampled
+                rows = strided(rows, BACKGATE_EVENTS)  # a share, not a cut
                 bright = lineage_bright(self.columns, rows, p["backgate"])
                 moved = below_cells(self.columns[t.dim][rows], bright, placed.value)
                 if moved is not None:
@@ -543,9 +544,7 @@ def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> t
     share of the gated events. The lineage- lymphocytes (NK cells) cap both alike in every
     view, so views compare fairly. Judged on a strided subsample of at most VIEW_MAX_EVENTS
     events (a share, not a cut)."""
-    if len(rows) > VIEW_MAX_EVENTS:
-        step = len(rows) // VIEW_MAX_EVENTS + 1
-        rows, bright = rows[::step], bright[::step]
+    rows, bright = strided(rows, VIEW_MAX_EVENTS), strided(bright, VIEW_MAX_EVENTS)
     g = unparented(gate)
     inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
     hit = np.count_nonzero(inside & bright)

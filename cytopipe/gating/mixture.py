@@ -16,6 +16,7 @@ from cytopipe.gating.placement import (
     MIN_EVENTS,
     Placement,
     ashman_d,
+    strided,
 )
 
 
@@ -456,7 +457,7 @@ def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
     x = x[np.isfinite(x)]
     if x.size < 2 * MIN_EVENTS:
         return None
-    z = x[:: x.size // GMM_MAX_EVENTS + 1].reshape(-1, 1)
+    z = strided(x, GMM_MAX_EVENTS).reshape(-1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fits = [GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2, 3)]
