@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from cytopipe.ingest.panel import SCATTER, Panel, match_channels
+from cytopipe.ingest.panel import Panel, match_channels, scatterless
 from cytopipe.ingest.panel import lacking as panel_lacking
 
 # The sample sheet init proposes: what the files tell (id, path, date, instrument) and the
@@ -82,10 +82,9 @@ def _describe(
     group.unmatched = [label[i] for i in range(len(channels)) if i not in claimed]
     lacking = [m for m in panel_lacking(found, required) if not _height_stands_in(m, found)]
     group.b_cells = not lacking
-    scatterless = not any(m in found for m in SCATTER)
     group.why = (
         "B-cell analysis possible"
-        + (" (no scatter channels: gated on the stains alone)" if scatterless else "")
+        + (" (no scatter channels: gated on the stains alone)" if scatterless(found) else "")
         if group.b_cells
         else f"no B-cell analysis: no channel for {', '.join(lacking)} (add the file's name "
         "for it to panel.yaml if it is there)"

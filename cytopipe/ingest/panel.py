@@ -271,13 +271,17 @@ NO_SCATTER = (
 )
 
 
+def scatterless(found: Mapping[str, int]) -> bool:
+    """No scatter channel at all: mass cytometry, or an export that dropped them."""
+    return not any(m in found for m in SCATTER)
+
+
 def lacking(found: Mapping[str, int], required: Sequence[str]) -> list[str]:
-    """The required markers the file has no channel for. A file with no scatter channel at all
-    (mass cytometry, or an export that dropped them) needs none: its scatter gates pass and its
-    stains are gated as they are; a file with some scatter but not the required one is a
-    naming problem, said as one."""
-    scatterless = not any(m in found for m in SCATTER)
-    return [m for m in required if m not in found and not (scatterless and m in SCATTER)]
+    """The required markers the file has no channel for. A file without scatter needs none:
+    its scatter gates pass and its stains are gated as they are; a file with some scatter but
+    not the required one is a naming problem, said as one."""
+    none = scatterless(found)
+    return [m for m in required if m not in found and not (none and m in SCATTER)]
 
 
 def require_markers(

@@ -231,7 +231,7 @@ def preprocess(
     sample = read_fcs(path)
     idx = panel.match_channels(panel_map, sample.pnn, sample.pns)
     layout_notes = _heights_for_areas(idx)
-    if not any(m in idx for m in SCATTER):
+    if panel.scatterless(idx):
         layout_notes.append(panel.NO_SCATTER)
     two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns, idx)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
