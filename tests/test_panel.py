@@ -192,7 +192,8 @@ def test_mass_cytometry_names_map_past_their_isotope(panel):
     pns = ["", "89Y_CD45", "142Nd_CD3", "147Sm_CD19", "", "195Pt_Cisplatin", "191Ir_DNA1",
            "115In_CD38", "167Er_Ki67"]  # fmt: skip
     assert match_channels(panel, pnn, pns) == {
-        "Time": 0, "CD45": 1, "CD3": 2, "CD19": 3, "CD20": 4, "viability": 5, "CD38": 7,
+        "Time": 0, "CD45": 1, "CD3": 2, "CD19": 3, "CD20": 4, "viability": 5, "DNA": 6,
+        "CD38": 7,
     }  # fmt: skip
     assert match_channels(panel, ["CD3(Nd142)Dd", "CD19(Sm147)Dd"], ["", ""]) == {
         "CD3": 0, "CD19": 1,

@@ -201,16 +201,19 @@ def test_an_export_of_one_lineage_is_gated_as_one_population(shared_data, what):
 
 
 def test_a_mass_cytometry_file_says_why_its_scatter_gates_pass(tmp_path):
-    """No 'no spillover matrix' warning for an instrument without optical spillover, and the
+    """No 'no spillover matrix' warning for an instrument without optical spillover; the
+    cells are the DNA intercalator's (normalisation beads left in the file are not), and the
     sample says its lymphocytes were not gated."""
     rng = np.random.default_rng(1)
-    n = 4000
+    n, beads = 4000, 200
     cd3 = np.where(rng.random(n) < 0.6, rng.poisson(300, n), rng.poisson(2, n))
     cd19 = np.where(cd3 > 50, rng.poisson(1, n), rng.poisson(200, n) * (rng.random(n) < 0.3))
-    events = np.column_stack([rng.poisson(2, n), cd3, cd19, rng.poisson(20, n)]).astype(float)
+    cells = np.column_stack([rng.poisson(2, n), cd3, cd19, rng.lognormal(np.log(1000), 0.25, n)])
+    bead = np.column_stack([rng.poisson(2, (beads, 3)), rng.poisson(3, beads)])
     path = tmp_path / "helios.fcs"
-    real_gating.write_fcs(path, events, ["Pt195Di", "Nd142Di", "Sm147Di", "Ir191Di"],
-                          ["cisplatin", "CD3", "CD19", "DNA1"], {"$CYT": "Helios"}, 65536)  # fmt: skip
+    real_gating.write_fcs(path, np.vstack([cells, bead]).astype(float),
+                          ["Pt195Di", "Nd142Di", "Sm147Di", "Ir191Di"],
+                          ["cisplatin", "CD3", "CD19", "191Ir_DNA1"], {"$CYT": "Helios"}, 65536)  # fmt: skip
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
     pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
     warnings = " ".join(pre.info["provenance"]["warnings"])
@@ -219,11 +222,14 @@ def test_a_mass_cytometry_file_says_why_its_scatter_gates_pass(tmp_path):
     keep = pre.qc_pass
     result = autogate(load_template(REPO / "config" / "gating.yaml"),
                       {m: v[keep] for m, v in pre.columns.items()})  # fmt: skip
-    assert {"cells", "lymphocytes"} <= result.passed and "live" not in result.passed
+    is_cell = (np.arange(n + beads) < n)[keep]
+    assert f1_score(result.masks["cells"], is_cell) >= 0.99
+    assert result.methods["cells"][2].startswith("gated on DNA")
+    assert "lymphocytes" in result.passed and "live" not in result.passed
     assert result.plotted["live"] == ("viability", "CD3")  # no SSC-A to plot it against
     assert result.methods["lymphocytes"][2].startswith("not gated")
     t_cells, b_cells = (int(result.masks[p].sum()) for p in ("t_cells", "b_cells"))
-    truth_t = int((cd3[keep] > 50).sum())
+    truth_t = int((cd3 > 50).sum())
     assert abs(t_cells - truth_t) <= 0.02 * truth_t, (t_cells, truth_t)
     assert b_cells > 0
 
