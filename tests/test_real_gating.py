@@ -218,6 +218,15 @@ def test_a_mass_cytometry_file_says_why_its_scatter_gates_pass(tmp_path):
     pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
     warnings = " ".join(pre.info["provenance"]["warnings"])
     assert "mass cytometry ($CYT Helios)" in warnings and "no scatter channels" in warnings
+    # read on arcsinh (cofactor 5) whatever $PnR declares: a logicle topped at a small declared
+    # range resolved single ion counts as populations (CD20+ B cells F1 0.005)
+    small = real_gating.write_fcs(tmp_path / "small.fcs", np.vstack([cells, bead]).astype(float),
+                                  ["Pt195Di", "Nd142Di", "Sm147Di", "Ir191Di"],
+                                  ["cisplatin", "CD3", "CD19", "191Ir_DNA1"], {"$CYT": "Helios"}, 512)  # fmt: skip
+    other = preprocess(str(small), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    for marker in ("CD3", "CD19", "viability", "DNA"):
+        assert np.allclose(other.columns[marker], pre.columns[marker]), marker
+        assert pre.info["provenance"]["scales"][marker]["kind"] == "asinh"
     assert "no spillover matrix" not in warnings and pre.info["provenance"]["uncompensated"] is None
     keep = pre.qc_pass
     result = autogate(load_template(REPO / "config" / "gating.yaml"),

@@ -29,7 +29,7 @@ from cytopipe.gating.strategy import UNCOMPENSATED, DimSpec, Strategy
 from cytopipe.preprocess.compensation import Spillover
 from cytopipe.preprocess.transforms import Scale
 
-EXPORTABLE_SCALES = ("linear", "logicle")
+EXPORTABLE_SCALES = ("linear", "logicle", "asinh")  # asinh: Gating-ML fasinh (mass cytometry)
 MATRIX_ID = "spill"  # the compensation preprocessing applied, written into the strategy
 
 
@@ -89,7 +89,7 @@ def gates_strategy(
         if scale.kind not in EXPORTABLE_SCALES:
             raise GatingError(
                 f"{marker} is on a {scale.kind} scale, which Gating-ML does not hold as cytopipe "
-                "applies it", hint="export gates of samples on logicle or linear scales",
+                "applies it", hint="export gates of samples on logicle, asinh or linear scales",
             )  # fmt: skip
         sid = f"scale_{marker}"
         used_scales[sid] = Scale(sid, scale.kind, scale.params)

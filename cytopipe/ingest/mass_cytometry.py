@@ -29,7 +29,7 @@ def detected(keywords: Mapping[str, str], pnn: Sequence[str]) -> str | None:
 
 def note(why: str) -> str:
     return (
-        f"mass cytometry ({why}): no optical spillover, the stains are gated as stored (isotope "
-        "impurity and oxide spill are not corrected unless a matrix is given: "
-        "compensation.batches in the config)"
+        f"mass cytometry ({why}): the stains are read on arcsinh (cofactor 5, 65,536 counts = 1) "
+        "whatever $PnR declares; no optical spillover, so gated uncompensated (isotope impurity "
+        "and oxide spill are not corrected unless a matrix is given: compensation.batches)"
     )

@@ -73,6 +73,8 @@ def scale_channel(
     if kind == "linear":  # values already on a log scale (log-amplifier channel numbers)
         scale = transforms.Scale.linear(float(top))
         return (raw / np.float32(top)).astype(np.float32), scale
+    if kind == MASS_CYTOMETRY:
+        return MASS_SCALE.forward(raw).astype(np.float32), MASS_SCALE
     if kind == "arcsinh":
         cof = float(own.get("cofactor", tcfg["arcsinh_cofactor"]))
         scale = transforms.Scale.arcsinh(cof)
@@ -83,6 +85,21 @@ def scale_channel(
     widen = "w" not in own and bool(lp.get("widen", True))
     scale = transforms.Scale.logicle(t, logicle_w(raw, t, m, lp["w"], widen), m, a)
     return scale.forward(raw).astype(np.float32), scale
+
+
+# Mass cytometry: ion counts on the field's arcsinh (cofactor 5), scaled so that 65,536 counts
+# is 1 (Gating-ML's asinh, T 65,536, M = asinh(65,536 / 5) / ln 10), whatever $PnR declares:
+# its linear region is the few counts of a negative cell. The Lyoplate file as mass cytometry
+# counts with dim stains (100 units per ion): a logicle topped at a declared $PnR of 2,048
+# resolved single ion counts as populations (negatives in humps: CD20+ B cells F1 0.005), one
+# topped at 65,536 compressed them (switched memory 0.06); on this scale 0.94 and 0.76 at
+# either $PnR (at 30 units per ion both scales within 0.01, plasmablasts 0.76 -> 0.82).
+MASS_CYTOMETRY = "mass_cytometry"
+MASS_SCALE = transforms.Scale(
+    "mass_cytometry",
+    "asinh",
+    (("T", 65536.0), ("M", float(np.arcsinh(65536.0 / 5.0) / np.log(10))), ("A", 0.0)),
+)
 
 
 # `zero_dip` below which a channel's negatives count as split at the configured W, on the
@@ -238,6 +255,11 @@ def preprocess(
 
     stains = [m for m in idx if m not in SCATTER and m != "Time"]
     scaled = {m: i for m, i in idx.items() if m != "Time"}
+    mass = mass_cytometry.detected(sample.keywords, sample.pnn)
+    transform = cfg["transform"]
+    if mass:  # its own scale: no log-amplifier channel numbers, no clipped negatives to restore
+        transform = {**transform, "fluorescence": MASS_CYTOMETRY, "log_channels": "off",
+                     "unclip": "off"}  # fmt: skip
     tops = ranges.channel_ranges(
         sample.events,
         {i: ranges.declared_top(sample, i) for i in scaled.values()},
@@ -246,13 +268,12 @@ def preprocess(
     )
     nominal = {m: tops[i] for m, i in scaled.items() if tops[i].replaced}
     tops, display_notes = _display_ranges(
-        sample.events, {m: idx[m] for m in stains}, tops, cfg["transform"], sample.pnn
+        sample.events, {m: idx[m] for m in stains}, tops, transform, sample.pnn
     )
-    groups = {"stain": [idx[m] for m in stains], "scatter": [idx[m] for m in SCATTER if m in idx]}
+    groups = {"stain": [] if mass else [idx[m] for m in stains],
+              "scatter": [idx[m] for m in SCATTER if m in idx]}  # fmt: skip
     tops, filled_notes = _filled_ranges(sample.events, groups, tops, sample.pnn)
-    tcfg, log_notes, as_stored = _log_channels(
-        sample.events, idx, tops, cfg["transform"], sample.pnn
-    )
+    tcfg, log_notes, as_stored = _log_channels(sample.events, idx, tops, transform, sample.pnn)
     spill = (
         compensation.read_spillover_csv(spill_csv, sample.pnn, sample.pns) if spill_csv else None
     )
@@ -274,7 +295,6 @@ def preprocess(
     )
     stain_channels = [idx[m] for m in stains if sample.pnn[idx[m]] not in as_stored]
     missing = None  # why the stains are gated uncompensated, when they are
-    mass = mass_cytometry.detected(sample.keywords, sample.pnn)
     if mass and spill is None:
         layout_notes.append(mass_cytometry.note(mass))
     elif (
