@@ -284,10 +284,7 @@ def _write_like(sample, events: np.ndarray, path: Path, metadata: dict, pnn=None
     pnn, pns = pnn or list(sample.pnn), pns or list(sample.pns)
     added = range(len(sample.pnn) + 1, len(pnn) + 1)
     metadata = {**{f"p{i}r": format(sample.pnr[0], ".0f") for i in added}, **metadata}
-    with open(path, "wb") as fh:
-        data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())
-        flowio.create_fcs(fh, data_, pnn, pns, metadata_dict=metadata)
-    return path
+    return write_fcs(path, events, pnn, pns, metadata)
 
 
 def _spilled_back(sample, spill, events: np.ndarray, path: Path, metadata: dict) -> Path:
@@ -573,11 +570,8 @@ def calibur(data: Path, panels=CALIBUR_PANELS) -> list[dict]:
             cols = [linear[0], _log_amplifier(ssc, 1) if log_ssc else linear[1]]
             cols += [_log_amplifier(events[:, pns.index(m)], 10) for m in panel]
             names = ["FSC-H", "SSC-H", *(f"FL{k}-H" for k in range(1, len(panel) + 1))]
-            path = Path(tmp) / f"{'_'.join(panel)}_{log_ssc}.fcs"
-            with open(path, "wb") as fh:
-                data_ = array("f", np.column_stack(cols).astype("<f4").tobytes())
-                flowio.create_fcs(fh, data_, names, ["", "", *panel],
-                                  metadata_dict={f"p{i}r": "1024" for i in range(1, len(names) + 1)})  # fmt: skip
+            path = write_fcs(Path(tmp) / f"{'_'.join(panel)}_{log_ssc}.fcs",
+                             np.column_stack(cols), names, ["", "", *panel], {}, 1024)  # fmt: skip
             rows += [{**row, "target": TARGETS_CALIBUR.get(row["population"])}
                      for row in _lyoplate_rows(calibur_label(panel, log_ssc), gated(path), ref)
                      if row["population"] in ("lymphocytes", "t_cells", "b_cells")]  # fmt: skip
@@ -958,9 +952,10 @@ def without_scatter(data: Path) -> list[dict]:
     return rows  # fmt: skip
 
 
-def write_fcs(path: Path, events: np.ndarray, pnn, pns, keywords: dict, tops) -> Path:
-    """`events` as a float FCS file; `tops`: each channel's $PnR (or one for all)."""
-    tops = [tops] * len(pnn) if np.isscalar(tops) else tops
+def write_fcs(path: Path, events: np.ndarray, pnn, pns, keywords: dict, tops=None) -> Path:
+    """`events` as a float FCS file; `tops`: each channel's $PnR (or one for all; None: the
+    ranges `keywords` gives, else flowio's)."""
+    tops = [] if tops is None else [tops] * len(pnn) if np.isscalar(tops) else tops
     md = {**keywords, **{f"p{j + 1}r": format(float(t), ".0f") for j, t in enumerate(tops)}}
     with open(path, "wb") as fh:
         data_ = array("f", np.ascontiguousarray(events, "<f4").tobytes())

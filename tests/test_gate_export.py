@@ -10,6 +10,7 @@ import flowkit as fk
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import benchmark
 
 from cytopipe import cli
 from cytopipe.gating.apply import apply_strategy
@@ -17,6 +18,8 @@ from cytopipe.gating.gatingml import read_gatingml
 from cytopipe.gating.sample_columns import event_source_from_fcs
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.synth.cohort import synth_cohort
+
+real_gating = benchmark("real_gating")
 
 
 @pytest.fixture(scope="module", params=["A", "B"])
@@ -129,8 +132,8 @@ def test_a_mass_cytometry_samples_gates_export_on_its_arcsinh(shared_data, tmp_p
     sample = read_fcs(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
     stains = [i for i, n in enumerate(sample.pnn) if not n.startswith(("FSC", "SSC"))]
     counts = rng.poisson(np.clip(np.asarray(sample.events)[:, stains], 0, None) / 30.0)
-    _write_float_fcs(fcs, counts.astype(float), [f"Nd{142 + i}Di" for i in range(len(stains))],
-                     [sample.pns[i] for i in stains], {"$CYT": "Helios"})  # fmt: skip
+    real_gating.write_fcs(fcs, counts.astype(float), [f"Nd{142 + i}Di" for i in range(len(stains))],
+                          [sample.pns[i] for i in stains], {"$CYT": "Helios"}, 65536)  # fmt: skip
     out, xml = tmp_path / "m.parquet", tmp_path / "g.xml"
     assert cli.main(["autogate", str(fcs), "--out", str(out), "--gatingml", str(xml)]) == 0
     ours = pd.read_parquet(out)
@@ -144,14 +147,3 @@ def test_a_mass_cytometry_samples_gates_export_on_its_arcsinh(shared_data, tmp_p
                 results.get_gate_membership(row["gate_name"], gate_path=row["gate_path"])
             )
             assert np.array_equal(theirs, ours[row["gate_name"]].to_numpy()), row["gate_name"]
-
-
-def _write_float_fcs(path, events, pnn, pns, keywords) -> None:
-    from array import array
-
-    import flowio
-
-    meta = {**keywords, **{f"p{j + 1}r": "65536" for j in range(len(pnn))}}
-    with open(path, "wb") as fh:
-        data = array("f", np.ascontiguousarray(events, "<f4").tobytes())
-        flowio.create_fcs(fh, data, pnn, pns, metadata_dict=meta)
