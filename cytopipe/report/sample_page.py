@@ -165,7 +165,7 @@ def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> Any:
                 *([("note", plain(row["note"]))] if has_text(row.get("note")) else []),
                 ("CD19+ B cells", events_text(row)),
                 ("CD19+ B cells, % of lymphocytes", pct_text(row)),
-                *_ungated_lymphocytes(report, sid),
+                *_ungated_lymphocytes(sample.stats),
                 (
                     "CD19+ B cells per µL",
                     per_ul_text(row) + f" ({plain(row.get('abs_method', ''))})",
@@ -181,13 +181,12 @@ def _sample_header(report: Report, sample: SampleFiles, pid: str | None) -> Any:
     return key_values(pairs)
 
 
-def _ungated_lymphocytes(report: Report, sid: str) -> list[tuple[str, Any]]:
+def _ungated_lymphocytes(stats: pd.DataFrame | None) -> list[tuple[str, Any]]:
     """A file without scatter (mass cytometry) has no lymphocyte gate: the counts above are
-    of its parent's events, which the summary says beside them."""
-    stats = report.results.table("population_stats")
+    of its parent's events, which the summary says beside them (the sample's own stats)."""
     if stats is None or "gate_method" not in stats:
         return []
-    row = stats[(stats["sample_id"].astype(str) == sid) & (stats["population"] == "lymphocytes")]
+    row = stats[stats["population"] == "lymphocytes"]
     if not len(row) or row["gate_method"].iloc[0] != "pass":
         return []
     why = f"{row['flag'].iloc[0]}: the lymphocytes above are every event of their parent"
