@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from conftest import REPO, benchmark
 from report_fixtures import (
     ARCHIVE_PATH,
     CHECKED_COPIES,
@@ -36,8 +37,14 @@ from report_fixtures import (
 
 from cytopipe import cli
 from cytopipe.commands import report as report_cli
+from cytopipe.config import defaults
 from cytopipe.errors import CytopipeError
+from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import review_rows
+from cytopipe.gating.template import load_template
+from cytopipe.ingest.fcs import read_fcs
+from cytopipe.ingest.panel import load_panel
+from cytopipe.preprocess.sample import preprocess
 from cytopipe.report.cohort_figures import swimmer_figure
 from cytopipe.report.cohort_page import review_reason
 from cytopipe.report.context import slug
@@ -45,6 +52,9 @@ from cytopipe.report.formatting import esc, fmt_number
 from cytopipe.report.pages import write_report, write_report_figures
 from cytopipe.report.patient_figures import DAYS_PER_YEAR, reference_segments
 from cytopipe.report.sample_figures import density_figure
+from cytopipe.report.sample_page import _ungated_lymphocytes
+
+real_gating = benchmark("real_gating")
 
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 FIGURE_RE = re.compile(r'<script type="application/json" id="(fig\d+)-json">(.*?)</script>', re.S)
@@ -236,6 +246,29 @@ def test_gates_to_look_at_link_to_their_plot_on_the_sample_page(cohort, report):
     assert expected and set(links) == expected
     for sid, pop in links:
         assert f'id="gate-{pop}"' in read(report / "samples" / f"{sid}.html"), (sid, pop)
+
+
+def test_a_sample_without_a_lymphocyte_gate_says_so_beside_its_counts(
+    report, shared_data, tmp_path
+):
+    """A file without scatter (the real Lyoplate file with FSC and SSC dropped) has no
+    lymphocyte gate: its summary says the lymphocytes are every event of their parent; the
+    generated samples, gated on scatter, say nothing of the kind."""
+    for page in (report / "samples").glob("*.html"):
+        assert "every event of their parent" not in read(page)
+    source = read_fcs(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
+    stains = [i for i, n in enumerate(source.pnn) if not n.startswith(("FSC", "SSC"))]
+    fcs = real_gating.write_fcs(
+        tmp_path / "noscatter.fcs", np.asarray(source.events)[:, stains],
+        [source.pnn[i] for i in stains], [source.pns[i] for i in stains],
+        {"$SPILLOVER": source.keywords["spillover"]}, [source.pnr[i] for i in stains],
+    )  # fmt: skip
+    pre = preprocess(str(fcs), load_panel(REPO / "config" / "panel.yaml"), defaults("config"))
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    stats = gate("s", columns, load_template(REPO / "config" / "gating.yaml")).stats
+    ((label, text),) = _ungated_lymphocytes(stats)
+    assert label == "lymphocytes" and "every event of their parent" in str(text)
+    assert "not gated: no" in str(text)
 
 
 def test_a_gate_to_look_at_says_each_reason_once():
