@@ -284,3 +284,21 @@ def test_a_pooled_stain_the_panel_names_still_maps(panel, stain, marker):
     """Two words of one marker ('CD45R/B220') or a pooled stain the panel lists as one
     ('VIVID / CD14': dead cells and monocytes out together) are not two markers."""
     assert match_channels(panel, ["V500-A"], [stain]) == {marker: 0}
+
+
+def test_init_says_a_file_without_scatter_is_gated_on_its_stains(panel):
+    """`cytopipe init` groups files by panel: a mass cytometry panel (no scatter, CD19) can be
+    analysed and says how; a flow panel with FSC-A but no SSC-A still cannot (a naming
+    problem), and one with both says nothing more."""
+    from cytopipe.ingest.inventory import FileInfo, panel_groups
+    from cytopipe.preprocess.sample import REQUIRED
+
+    files = [
+        FileInfo("helios.fcs", ["Sm147Di", "Nd142Di"], ["147Sm_CD19", "142Nd_CD3"]),
+        FileInfo("half.fcs", ["FSC-A", "B710-A"], ["", "CD19"]),
+        FileInfo("flow.fcs", ["FSC-A", "SSC-A", "B710-A"], ["", "", "CD19"]),
+    ]
+    mass, half, flow = panel_groups(files, panel, REQUIRED)
+    assert mass.b_cells and mass.why.endswith("(no scatter channels: gated on the stains alone)")
+    assert not half.b_cells and "SSC-A" in half.why
+    assert flow.b_cells and flow.why == "B-cell analysis possible"
