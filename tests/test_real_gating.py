@@ -227,6 +227,10 @@ def test_a_mass_cytometry_file_says_why_its_scatter_gates_pass(tmp_path):
     for marker in ("CD3", "CD19", "viability", "DNA"):
         assert np.allclose(other.columns[marker], pre.columns[marker]), marker
         assert pre.info["provenance"]["scales"][marker]["kind"] == "asinh"
+    # ... so values above that $PnR move nothing: not the flow note "declared range ... is
+    # nominal; scale top 262144" nor a QC warning for it (both, 2026-12-03)
+    assert "declared range" not in " ".join(other.info["provenance"]["warnings"])
+    assert other.info["qc"]["verdict"] == pre.info["qc"]["verdict"] == "pass"
     assert "no spillover matrix" not in warnings and pre.info["provenance"]["uncompensated"] is None
     keep = pre.qc_pass
     result = autogate(load_template(REPO / "config" / "gating.yaml"),

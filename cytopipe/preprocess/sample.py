@@ -324,7 +324,10 @@ def preprocess(
     qc_result = qc.qc_sample(
         sample, idx, fluorescence, cfg["qc"], tops={idx[m]: r.top - 1 for m, r in nominal.items()}
     )
-    range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()]
+    # a mass cytometry file's stains are read on one arcsinh whatever $PnR declares (its note
+    # says so): a wrong declared range moves none of them and is no reason to doubt the sample
+    range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()
+                   if not (mass and marker in stains)]  # fmt: skip
     info = {
         "provenance": {
             **sample.provenance,
