@@ -839,22 +839,27 @@ def uncompensated(data: Path) -> list[dict]:
 
 UNCOMPENSATED = "lyoplate C01, no spillover matrix"
 INVERSE = "lyoplate C01, its $SPILLOVER stored as the compensation matrix (the inverse)"
+TRANSPOSED = "lyoplate C01, its $SPILLOVER transposed (rows for columns)"
+MISREAD = {INVERSE: np.linalg.inv, TRANSPOSED: np.transpose}
 
 
-def stored_inverse(data: Path) -> list[dict]:
-    """The Lyoplate file whose matrix keyword holds the compensation matrix, the spillover's
-    inverse (FCS 3.0's $COMP was written either way): applied as a spillover it spilled every
-    signal twice (unswitched memory 0.26, plasmablasts 0.56, said only as 'check the
-    compensation'); recognised and inverted back (`preprocess.inverse_matrix`)."""
+def misread_matrices(data: Path, forms=tuple(MISREAD)) -> list[dict]:
+    """The Lyoplate file whose matrix keyword holds the spillover misread: its inverse, the
+    compensation matrix (FCS 3.0's $COMP was written either way): applied as a spillover it
+    spilled every signal twice (unswitched memory 0.26, plasmablasts 0.56, said only as 'check
+    the compensation'), recognised and inverted back (`preprocess.inverse_matrix`); or its
+    transpose (a matrix copied the other way round): B cells F1 0.002, listed only as a gate
+    to review, recognised from the data and turned back (`preprocess.matrix_orientation`)."""
     sample, ref, metadata = _lyoplate_source(data)
     spill = spillover_from_keywords(sample)
-    inverse = {
-        **metadata,
-        "$SPILLOVER": spillover_keyword(spill.channels, np.linalg.inv(spill.matrix)),
-    }
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = _write_like(sample, sample.events, Path(tmp) / "inverse.fcs", inverse)
-        return _lyoplate_rows(INVERSE, gated(path), ref)
+        for form in forms:
+            keyword = spillover_keyword(spill.channels, MISREAD[form](spill.matrix))
+            path = _write_like(sample, sample.events, Path(tmp) / "misread.fcs",
+                               {**metadata, "$SPILLOVER": keyword})  # fmt: skip
+            rows += _lyoplate_rows(form, gated(path), ref)
+    return rows
 
 
 # (openCyto gate, what it holds): exports of one lineage, as a lab sends its B cells for subsets
@@ -1111,7 +1116,7 @@ def main() -> None:
             *scatter_gains(args.data), *low_scatter(args.data), *recomposed(args.data),
             *lymphopenic_draws(args.data), *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
-            *uncompensated(args.data), *stored_inverse(args.data), *without_scatter(args.data),
+            *uncompensated(args.data), *misread_matrices(args.data), *without_scatter(args.data),
             *lineage_exports(args.data),
             *display_values(args.data),
             *wide_ranges(args.data),

@@ -464,7 +464,7 @@ def test_a_digital_file_without_a_spillover_matrix_says_so(
     file with a matrix get none."""
     from array import array
 
-    from cytopipe.clinical.sample_checks import uncompensated
+    from cytopipe.clinical.sample_checks import compensation_notes
     from cytopipe.config import defaults
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import preprocess
@@ -487,7 +487,7 @@ def test_a_digital_file_without_a_spillover_matrix_says_so(
     for other in (src.stem, gvhd.stem):
         assert "no spillover matrix" not in " ".join(prov[other]["warnings"])
     # ... and the cohort page lists it (sample_status warnings), not only its own page
-    listed = uncompensated({sid: {"provenance": p} for sid, p in prov.items()})
+    listed = compensation_notes({sid: {"provenance": p} for sid, p in prov.items()})
     assert list(listed) == ["no_spillover"] and "gated uncompensated" in listed["no_spillover"]
     # ... and `cytopipe autogate` on the file by hand says it too
     assert cli.main(["autogate", str(bare), "--out", str(tmp_path / "o.parquet")]) == 0

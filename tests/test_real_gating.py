@@ -163,11 +163,13 @@ def test_display_scale_channel_values_are_gated_as_stored(display_values, form):
     assert all(r["f1"] >= r["target"] for r in rows.values() if r["target"]), rows
 
 
-def test_a_matrix_stored_as_its_inverse_gates_as_the_file_as_acquired(shared_data):
+@pytest.mark.parametrize("form", list(real_gating.MISREAD))
+def test_a_misread_matrix_gates_as_the_file_as_acquired(shared_data, form):
     """The Lyoplate file's matrix stored as the compensation matrix (its inverse): unswitched
-    memory 0.26, plasmablasts 0.56 (measured 2026-12-02); inverted back, every target met and
-    each population within 0.01 of the file as acquired."""
-    rows = real_gating.stored_inverse(shared_data / "real")
+    memory 0.26, plasmablasts 0.56; or transposed: B cells 0.002 (measured 2026-12-02/03).
+    Inverted or turned back, every target met and each population within 0.01 of the file as
+    acquired."""
+    rows = real_gating.misread_matrices(shared_data / "real", forms=(form,))
     assert all(r["f1"] >= r["target"] for r in rows if r["target"]), rows
     acquired = {r["population"]: r["f1"] for r in real_gating.lyoplate(shared_data / "real")}
     for row in rows:

@@ -37,12 +37,12 @@ def collect(
     A file that cannot belong to its row (the same file on another row) fails the row here, at
     stage "sample sheet", with its statistics left out of sample_stats.tsv: every later step and
     the report then treat it as any failed sample. A doubtful acquisition date, or stains gated
-    uncompensated, only warn (`warnings` column of sample_status.tsv)."""
+    uncompensated or with a transposed matrix, only warn (`warnings` column of sample_status.tsv)."""
     records = {sid: _read_record(results, sid) for sid in sheet["sample_id"].astype(str)}
     records = _fail_duplicate_files(sheet, records)
     warnings = sample_checks.combine_warnings(
         sample_checks.date_mismatches(sheet, records, date_tolerance_days),
-        sample_checks.uncompensated(records),
+        sample_checks.compensation_notes(records),
     )
     status_rows, stats = [], []
     for row in sheet.itertuples(index=False):

@@ -132,16 +132,20 @@ def date_message(acquired: dt.date, collected: dt.date, apart: int) -> str:
     )
 
 
-def uncompensated(records: Mapping[str, Mapping]) -> dict[str, str]:
+def compensation_notes(records: Mapping[str, Mapping]) -> dict[str, str]:
     """sample_id -> preprocessing's note for every file whose stains were gated uncompensated
-    (a digital instrument's file with no spillover matrix, none given): its subsets can be
-    wholly wrong while every gate still looks placed, so the cohort page lists it, not only
-    its own page."""
-    return {
-        sid: str(rec["provenance"]["uncompensated"])
-        for sid, rec in records.items()
-        if isinstance(rec.get("provenance"), Mapping) and rec["provenance"].get("uncompensated")
-    }
+    (a digital instrument's file with no spillover matrix, none given), or whose matrix was
+    applied transposed (read the other way round, as its data showed): its subsets can be
+    wholly wrong while every gate still looks placed, or the lab's matrix is to be mended, so
+    the cohort page lists it, not only its own page."""
+    out = {}
+    for sid, rec in records.items():
+        prov = rec.get("provenance")
+        if isinstance(prov, Mapping):
+            notes = [str(prov[k]) for k in ("uncompensated", "matrix_turned") if prov.get(k)]
+            if notes:
+                out[sid] = WARNING_SEPARATOR.join(notes)
+    return out
 
 
 def combine_warnings(*checks: Mapping[str, str]) -> dict[str, str]:

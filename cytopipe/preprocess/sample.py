@@ -19,6 +19,7 @@ from cytopipe.preprocess import (
     clipped,
     compensation,
     log_channels,
+    matrix_orientation,
     qc,
     ranges,
     transforms,
@@ -284,6 +285,9 @@ def preprocess(
     # a linear matrix does not compensate channel numbers (a log scale)
     not_applied = spill and log_channels.matrix_not_applied(spill.source, spill.channels, as_stored)
     spill = None if not_applied else spill
+    turned = None  # the note when the matrix was applied transposed (its data showed it)
+    if spill is not None:
+        spill, turned = matrix_orientation.oriented(sample.events, sample.pnn, spill)
     spill_source = (
         spill.source
         if spill
@@ -349,6 +353,7 @@ def preprocess(
             "ranges_replaced": {m: dataclasses.asdict(r) for m, r in nominal.items()},
             "spillover_source": spill_source,
             "uncompensated": missing,  # the note (None: compensated), also on the cohort page
+            "matrix_turned": turned,  # likewise
             "spillover_channels": spill.channels if spill is not None else [],
             # the matrix itself: exported gates name it instead of "the file's own" (FCS), which
             # not every tool reads from every instrument's keywords

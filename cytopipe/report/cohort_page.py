@@ -240,7 +240,8 @@ QC_COLUMNS = [
         "file checks",
         "long",
         "the file's acquisition date ($DATE) far from the row's collection_date (the row may "
-        "name another visit's file), or its stains gated uncompensated (no spillover matrix)",
+        "name another visit's file), its stains gated uncompensated (no spillover matrix), "
+        "or its matrix applied transposed (read the other way round, as its data showed)",
     ),
     (
         "disagreements",
