@@ -19,7 +19,9 @@ template'). Each file draws, from a seed nobody picks:
   negatives set to 0 and no matrix (an export of compensated values);
 - with a 5% chance (drawn last, so the other files stay as they were) an export of gated
   data: every stain 0-4095 on a biexponential display scale, the matrix kept, `$PnR` 4096 or
-  the acquisition's 262144.
+  the acquisition's 262144;
+- with a 5% chance (drawn after that) the matrix keyword written transposed (rows for
+  columns), which the data must turn back (`preprocess.matrix_orientation`).
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_gating as rg  # noqa: E402
 from random_accuracy import evaluation_seeds  # noqa: E402
 
+from cytopipe.clinical.sample_checks import compensation_notes  # noqa: E402
 from cytopipe.config import load_config  # noqa: E402
 from cytopipe.gating.sample import event_masks, gate  # noqa: E402
 from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
@@ -61,6 +64,7 @@ THINNED = ("naive", "memory", "t_cells", "lymphocytes", "outside_lymphocytes", "
 NOISY, NOISE_SD = 0.3, (50, 300)  # noise on every stain (another instrument's negatives) ...
 CLIPPED = 0.1  # ... and an export of compensated values that sets negatives to 0
 DISPLAY = 0.05  # an export of display-scale channel values (0-4095), the matrix kept
+TRANSPOSED = 0.05  # the matrix keyword written transposed (rows for columns)
 
 
 def fuzz_seeds(n: int) -> range:
@@ -102,6 +106,7 @@ def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.nda
     params["clipped"] = bool(rng.random() < CLIPPED)
     display = not params["clipped"] and rng.random() < DISPLAY
     params["display"] = int(rng.choice([4096, 262144])) if display else 0
+    params["transposed"] = bool(rng.random() < TRANSPOSED)  # drawn last: the rest stays
     return keep, params
 
 
@@ -131,8 +136,11 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
         events[:, j] = rg.display_values_of(events[:, j])
     kept = [i for i, s in enumerate(sample.pns) if s not in params["without"]]
     on = [j for j, c in enumerate(spill.channels) if sample.pnn.index(c) in kept]
+    among = spill.matrix[np.ix_(on, on)]
     keyword = rg.spillover_keyword(
-        [spill.channels[j] for j in on], spill.matrix[np.ix_(on, on)], params["spillover"]
+        [spill.channels[j] for j in on],
+        among.T if params.get("transposed") else among,
+        params["spillover"],
     )
     matrix = {} if params.get("clipped") else {"$SPILLOVER": keyword}
     shown = params.get("display") or None  # the range a display export declares
@@ -152,8 +160,9 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     masks = event_masks(gated.masks, kept)
     said = unlike_template(gated.stats)
     review = ",".join(review_rows(gated.stats)["population"])
-    # the cohort page's "file checks": stains gated uncompensated (no matrix in the file)
-    checks = pre.info["provenance"].get("uncompensated") or ""
+    # the cohort page's "file checks": stains gated uncompensated (no matrix in the file), a
+    # matrix applied transposed
+    checks = compensation_notes({path.stem: pre.info}).get(path.stem, "")
     rows = []
     for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
         target, pop = row["target"], row["population"]
