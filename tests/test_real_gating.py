@@ -1056,7 +1056,8 @@ FUZZ_FILES = 100  # benchmarks/real_fuzz.py's whole draw
 def test_random_combinations_of_real_perturbations_never_miss_silently(shared_data):
     """The real file changed several ways at once (composition, one stain's brightness, gains,
     the matrix x0.85-1.15, stains left out of the panel, wider negatives, an export that clips
-    them, an export of display-scale values), as a lab's file differs: a target may be missed,
+    them, an export of display-scale values, a matrix written transposed: 4 files, each gated as
+    it would be with the matrix the right way round), as a lab's file differs: a target may be missed,
     but then the sample must say so (unlike the template, a gate to review, or a file check).
     8 of the 100 files miss 13 of 468 targets, each listed: memory subsets where a dim CD27
     stain meets noise, the matrix x1.14 with 5% of the T cells left (no CD27 valley on them),
