@@ -850,16 +850,21 @@ def misread_matrices(data: Path, forms=tuple(MISREAD)) -> list[dict]:
     the compensation'), recognised and inverted back (`preprocess.inverse_matrix`); or its
     transpose (a matrix copied the other way round): B cells F1 0.002, listed only as a gate
     to review, recognised from the data and turned back (`preprocess.matrix_orientation`)."""
-    sample, ref, metadata = _lyoplate_source(data)
-    spill = spillover_from_keywords(sample)
+    ref = pd.read_csv(data / "lyoplate_bcell" / "lyoplate_bcell_C01_opencyto_gates.csv")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for form in forms:
-            keyword = spillover_keyword(spill.channels, MISREAD[form](spill.matrix))
-            path = _write_like(sample, sample.events, Path(tmp) / "misread.fcs",
-                               {**metadata, "$SPILLOVER": keyword})  # fmt: skip
+            path = write_misread(data, form, Path(tmp) / "misread.fcs")
             rows += _lyoplate_rows(form, gated(path), ref)
     return rows
+
+
+def write_misread(data: Path, form: str, path: Path) -> Path:
+    """The Lyoplate file with its matrix keyword misread as `form` (a key of MISREAD)."""
+    sample, _, metadata = _lyoplate_source(data)
+    spill = spillover_from_keywords(sample)
+    keyword = spillover_keyword(spill.channels, MISREAD[form](spill.matrix))
+    return _write_like(sample, sample.events, path, {**metadata, "$SPILLOVER": keyword})
 
 
 # (openCyto gate, what it holds): exports of one lineage, as a lab sends its B cells for subsets

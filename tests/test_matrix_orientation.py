@@ -78,11 +78,7 @@ def test_a_turned_matrix_is_said_on_the_sample_and_the_cohort_page(shared_data: 
     test_real_gating.py), and the lab told to mend its matrix, among the cohort page's file
     checks; the file as acquired has no such note."""
     rg = benchmark("real_gating")
-    sample, _, metadata = rg._lyoplate_source(shared_data / "real")
-    spill = comp.spillover_from_keywords(sample)
-    keyword = rg.spillover_keyword(spill.channels, spill.matrix.T)
-    path = rg._write_like(sample, sample.events, tmp_path / "turned.fcs",
-                          {**metadata, "$SPILLOVER": keyword})  # fmt: skip
+    path = rg.write_misread(shared_data / "real", rg.TRANSPOSED, tmp_path / "turned.fcs")
     panel, cfg = load_panel(REPO / "config" / "panel.yaml"), defaults("config")
     turned = preprocess(str(path), panel, cfg).info["provenance"]
     acquired = preprocess(str(shared_data / REAL[0]), panel, cfg).info["provenance"]
