@@ -850,7 +850,7 @@ def misread_matrices(data: Path, forms=tuple(MISREAD)) -> list[dict]:
     the compensation'), recognised and inverted back (`preprocess.inverse_matrix`); or its
     transpose (a matrix copied the other way round): B cells F1 0.002, listed only as a gate
     to review, recognised from the data and turned back (`preprocess.matrix_orientation`)."""
-    ref = pd.read_csv(data / "lyoplate_bcell" / "lyoplate_bcell_C01_opencyto_gates.csv")
+    ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for form in forms:
