@@ -126,14 +126,20 @@ def test_a_flowjo_workspace_of_the_samples_gives_our_counts_in_flowkit(gated_sam
 def test_a_mass_cytometry_samples_gates_export_on_its_arcsinh(shared_data, tmp_path):
     """Mass cytometry stains are read on arcsinh (cofactor 5), which is Gating-ML's fasinh: the
     placed gates export (they were 'not exported: asinh scale') and FlowKit applying them to
-    the raw file gives our membership on every event (the Lyoplate file as ion counts)."""
+    the raw file gives our membership on every event (the Lyoplate file as ion counts), the
+    singlets on event length (linear, the file's own unit) x DNA too."""
     rng = np.random.default_rng(0)
     fcs = tmp_path / "helios.fcs"
     sample = read_fcs(shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs")
     stains = [i for i, n in enumerate(sample.pnn) if not n.startswith(("FSC", "SSC"))]
     counts = rng.poisson(np.clip(np.asarray(sample.events)[:, stains], 0, None) / 30.0)
-    real_gating.write_fcs(fcs, counts.astype(float), [f"Nd{142 + i}Di" for i in range(len(stains))],
-                          [sample.pns[i] for i in stains], {"$CYT": "Helios"}, 65536)  # fmt: skip
+    # with DNA and event length (and doublets): the cells and singlets gates export too
+    dna = rng.lognormal(np.log(1000), 0.25, (len(counts), 2))
+    events, _ = real_gating.with_doublets(np.column_stack([dna, counts]), len(counts), rng)
+    real_gating.write_fcs(fcs, events, ["Ir191Di", "Ir193Di", "Event_length",
+                                        *(f"Nd{142 + i}Di" for i in range(len(stains)))],
+                          ["DNA1", "DNA2", "Event_length", *(sample.pns[i] for i in stains)],
+                          {"$CYT": "Helios"}, 65536)  # fmt: skip
     out, xml = tmp_path / "m.parquet", tmp_path / "g.xml"
     assert cli.main(["autogate", str(fcs), "--out", str(out), "--gatingml", str(xml)]) == 0
     ours = pd.read_parquet(out)
@@ -141,6 +147,7 @@ def test_a_mass_cytometry_samples_gates_export_on_its_arcsinh(shared_data, tmp_p
         warnings.simplefilter("ignore")
         results = fk.parse_gating_xml(str(xml)).gate_sample(fk.Sample(str(fcs)))
     assert "fasinh" in xml.read_text() and ours["b_cells"].sum() > 1000
+    assert ours["singlets"].sum() < ours["cells"].sum()  # gated, not passed
     for _, row in results.report.iterrows():
         if row["gate_name"] in ours:
             theirs = np.asarray(

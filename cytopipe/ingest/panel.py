@@ -22,6 +22,9 @@ Panel = dict[str, list[str]]
 
 # Scatter channels: linear, scaled by their range, never transformed or compensated.
 SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H")
+# Mass cytometry's event length (the pushes an ion cloud spans): a doublet's is longer. Neither a
+# stain nor scatter: linear, in units of the file's own median (preprocess.sample.event_length).
+EVENT_LENGTH = "Event_length"
 _TOKEN = re.compile(r"[\s;:/,_]+")
 # a channel that pools several stains to exclude their cells ("CD3/CD14/CD19 Dump", "Lin-
 # FITC"): naming CD3 first does not make it the CD3 channel (its CD19+ B cells would count as

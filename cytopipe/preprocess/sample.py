@@ -27,6 +27,7 @@ from cytopipe.preprocess import (
 )
 
 SCATTER = panel.SCATTER
+NOT_STAINS = (*SCATTER, "Time", panel.EVENT_LENGTH)
 TRANSFORM = defaults("config", "transform")  # `transform:` keys a caller's mapping leaves out
 
 
@@ -101,6 +102,16 @@ MASS_SCALE = transforms.Scale(
     "asinh",
     (("T", 65536.0), ("M", float(np.arcsinh(65536.0 / 5.0) / np.log(10))), ("A", 0.0)),
 )
+
+
+def event_length(raw: np.ndarray) -> tuple[np.ndarray, transforms.Scale]:
+    """Mass cytometry's event length, linear in units of twice the file's median: the singlets
+    sit near 0.5 whatever the instrument's push rate or the file's $PnR (which CyTOF software
+    sets to no fixed range), their doublets' longer ion clouds beyond."""
+    values = raw[np.isfinite(raw) & (raw > 0)]
+    top = 2.0 * float(np.median(values)) if values.size else float(ranges.DEFAULT_TOP)
+    scale = transforms.Scale.linear(top)
+    return (raw / np.float32(top)).astype(np.float32), scale
 
 
 # `zero_dip` below which a channel's negatives count as split at the configured W, on the
@@ -227,7 +238,7 @@ def _log_channels(
     candidates = {
         marker: i
         for marker, i in idx.items()
-        if marker not in SCATTER and marker != "Time" and "scale" not in (own.get(marker) or {})
+        if marker not in NOT_STAINS and "scale" not in (own.get(marker) or {})
     }
     channels = {pnn[i]: (events[:, i], tops[i].top) for i in candidates.values()}
     found = log_channels.log_channel_markers(channels)
@@ -254,7 +265,7 @@ def preprocess(
     two_stains = panel.two_stain_notes(panel_map, sample.pnn, sample.pns, idx)
     panel.require_markers(idx, required, sample.pnn, sample.pns, path)
 
-    stains = [m for m in idx if m not in SCATTER and m != "Time"]
+    stains = [m for m in idx if m not in NOT_STAINS]
     scaled = {m: i for m, i in idx.items() if m != "Time"}
     mass = mass_cytometry.detected(sample.keywords, sample.pnn)
     transform = cfg["transform"]
@@ -321,6 +332,9 @@ def preprocess(
             columns[marker] = np.ascontiguousarray(events[:, i], dtype=np.float32)
             continue
         raw = raws.get(marker, events[:, i])
+        if marker == panel.EVENT_LENGTH:
+            columns[marker], scales[marker] = event_length(raw)
+            continue
         columns[marker], scales[marker] = scale_channel(marker, raw, tops[i].top, tcfg)
     widened = _widened_notes(scales, tcfg, sample.pnn, idx)
 
