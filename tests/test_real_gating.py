@@ -580,13 +580,15 @@ def test_cd3_dim_t_cells_join_by_cd8_alpha_beta(gvhd_07):
 @pytest.mark.parametrize("population", ["t_cd4", "t_cd8"])
 def test_cd4_and_cd8_t_cells_split_as_the_experts_did(gvhd, population):
     """The template's CD4/CD8 valleys on the T cells (the cuts the CAR+ T cells are split by)
-    against the experts' CD4 T and CD8 T populations. Measured (2026-12-01): CD4 0.86-0.99,
-    median 0.978; CD8 0.72-0.98, median 0.912 (file 6: its CD8 T cells' CD4 shows two dim
-    peaks and the CD4 valley falls between them, 0.26, where the experts cut at about 0.37;
-    file 9's CD4 0.90 -> 0.86 once its large T cells at the top of forward scatter counted:
-    the experts call many of them 'other T cells'). Held: median >= 0.90, every file >= 0.60."""
+    against the experts' CD4 T and CD8 T populations. Measured (2026-12-03): CD4 0.86-0.99,
+    median 0.978; CD8 0.84-0.98, median 0.917 (0.72-0.98, median 0.912, while the CD8 T cells'
+    CD4 ceiling was the CD4 valley of all T cells: on file 6 it fell inside the CD8 T cells'
+    own CD4 spread, 0.26, where the experts cut at about 0.4; now it is where the CD8+ T
+    cells' CD4- population ends, `cd4_cd8pos`, if that is higher: 0.39. File 9's CD4 0.90 ->
+    0.86 once its large T cells at the top of forward scatter counted: the experts call many
+    of them 'other T cells'). Held: median >= 0.90, every file >= 0.80."""
     f1 = [gvhd[name, population]["f1"] for name in real_gating.GVHD_FILES]
-    assert np.median(f1) >= 0.90 and min(f1) >= 0.60, f1
+    assert np.median(f1) >= 0.90 and min(f1) >= 0.80, f1
 
 
 @pytest.fixture(scope="module")
