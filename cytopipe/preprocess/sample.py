@@ -12,7 +12,7 @@ import numpy as np
 
 from cytopipe import __version__
 from cytopipe.config import defaults
-from cytopipe.ingest import mass_cytometry, panel
+from cytopipe.ingest import mass_cytometry, panel, spectral
 from cytopipe.ingest.fcs import read_fcs
 from cytopipe.ingest.keywords import public_keywords
 from cytopipe.preprocess import (
@@ -310,8 +310,11 @@ def preprocess(
     )
     stain_channels = [idx[m] for m in stains if sample.pnn[idx[m]] not in as_stored]
     missing = None  # why the stains are gated uncompensated, when they are
+    unmixed = spectral.detected(sample.keywords)
     if mass and spill is None:
         layout_notes.append(mass_cytometry.note(mass))
+    elif unmixed:
+        layout_notes.append(spectral.note(unmixed))
     elif (
         spill is None and not (exported or not_applied) and cfg["compensation"]["default"] != "none"
     ):
