@@ -72,6 +72,7 @@ import pandas as pd
 
 from cytopipe.config import defaults, validated
 from cytopipe.errors import ConfigError
+from cytopipe.ingest.panel import EVENT_LENGTH
 from cytopipe.preprocess.qc_beads import find_beads
 from cytopipe.preprocess.qc_duplicates import _duplicate_check, duplicate_fraction
 from cytopipe.preprocess.qc_margins import (
@@ -377,8 +378,8 @@ def qc_sample(
 
     `idx` maps canonical marker -> channel index (panel.match_channels); a "Time" entry is the
     Time channel. `signals` are the fluorescence markers on the analysis scale (the pipeline's
-    transformed columns). Margins are checked on every matched channel but Time, the floor on
-    the matched scatter channels.
+    transformed columns). Margins are checked on every matched channel but Time and event
+    length, the floor on the matched scatter channels.
     """
     time_idx = idx.get("Time")
     time = timestep = time_range = None
@@ -395,7 +396,8 @@ def qc_sample(
                 if timestep == 1.0
                 else r
             )
-    margin = [i for m, i in idx.items() if m != "Time"]
+    # mass cytometry's event length counts pushes: no detector to saturate at its $PnR
+    margin = [i for m, i in idx.items() if m not in ("Time", EVENT_LENGTH)]
     replaced = tops or {}
     tops = {i: replaced.get(i, channel_top(sample.keywords, sample.pnr, i)) for i in margin}
     result = run_qc(

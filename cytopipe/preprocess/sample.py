@@ -109,9 +109,8 @@ def event_length(raw: np.ndarray) -> tuple[np.ndarray, transforms.Scale]:
     sit near 0.5 whatever the instrument's push rate or the file's $PnR (which CyTOF software
     sets to no fixed range), their doublets' longer ion clouds beyond."""
     values = raw[np.isfinite(raw) & (raw > 0)]
-    top = 2.0 * float(np.median(values)) if values.size else float(ranges.DEFAULT_TOP)
-    scale = transforms.Scale.linear(top)
-    return (raw / np.float32(top)).astype(np.float32), scale
+    scale = transforms.Scale.linear(2.0 * float(np.median(values)) if values.size else 1.0)
+    return scale.forward(raw).astype(np.float32), scale
 
 
 # `zero_dip` below which a channel's negatives count as split at the configured W, on the
@@ -346,9 +345,10 @@ def preprocess(
         sample, idx, fluorescence, cfg["qc"], tops={idx[m]: r.top - 1 for m, r in nominal.items()}
     )
     # a mass cytometry file's stains are read on one arcsinh whatever $PnR declares (its note
-    # says so): a wrong declared range moves none of them and is no reason to doubt the sample
+    # says so), its event length in its own median: a wrong declared range moves none of them
+    # and is no reason to doubt the sample
     range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()
-                   if not (mass and marker in stains)]  # fmt: skip
+                   if not (mass and marker not in SCATTER)]  # fmt: skip
     info = {
         "provenance": {
             **sample.provenance,
