@@ -18,8 +18,10 @@ real_gating = benchmark("real_gating")
 @pytest.fixture(scope="module")
 def unmixed(shared_data, tmp_path_factory):
     """The Lyoplate file's compensated events (what unmixing gives) without a matrix, written
-    by a spectral instrument (`$CYT` Aurora, 22-bit ranges) or by a conventional one."""
+    by a spectral instrument (`$CYT` Aurora: 22-bit values, 16 times the 18-bit file's, and
+    ranges) or by a conventional one."""
     sample, ref, _, _, events = real_gating._compensated_source(shared_data / "real")
+    events = events * 16.0
     tmp = tmp_path_factory.mktemp("spectral")
     paths = {
         cyt: real_gating.write_fcs(
