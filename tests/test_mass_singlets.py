@@ -34,9 +34,13 @@ def _helios(rng: np.random.Generator, n: int) -> np.ndarray:
     ]).astype(float)  # fmt: skip
 
 
-def _gated(path):
+def _preprocessed(path):
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
-    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    return preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+
+
+def _gated(path):
+    pre = _preprocessed(path)
     columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
     result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
     return result, event_masks(result.masks, pre.qc_pass)
@@ -75,14 +79,13 @@ def test_without_event_length_the_singlets_pass_and_say_so(tmp_path):
 
 def test_event_length_past_its_declared_range_is_neither_saturated_nor_doubted(tmp_path):
     """CyTOF software sets no fixed $PnR for event length: lengths past it are no saturated
-    detector (QC removed them, and warned about the range, before 2026-12-03)."""
+    detector and no wrong range (the sample was a QC warning before 2026-12-03)."""
     rng = np.random.default_rng(5)
     events, _ = real_gating.with_doublets(_helios(rng, 3000), 3000, rng)
     tops = [65536, 65536, 24, 65536, 65536, 65536]  # event length declared up to 24 pushes
     path = real_gating.write_fcs(
         tmp_path / "helios.fcs", events, PNN, PNS, {"$CYT": "Helios"}, tops
     )
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
-    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    pre = _preprocessed(path)
     assert pre.qc_pass.all() and pre.info["qc"]["verdict"] == "pass", pre.info["qc"]
     assert "declared range" not in " ".join(pre.info["provenance"]["warnings"])
