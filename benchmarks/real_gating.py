@@ -75,16 +75,24 @@ T_LABELS = ("CD4 T cells", "CD8 T cells", "other T cells")
 GVHD_TARGET = {6: 0.80, 7: 0.80}  # the experts left CD3+ events outside their T populations
 
 
+def preprocessed(
+    path: Path, required=None, settings: dict | None = None, panel: Path | None = None
+):
+    """The file preprocessed with the repository's config and panel, as the workflow does
+    (`settings` and `panel` as in `gated`)."""
+    raw = read_yaml(REPO / "config" / "config.yaml", "config")
+    cfg = validated(merge(raw, settings or {}), "config", source="real_gating")
+    kwargs = {"required": required} if required else {}
+    return preprocess(str(path), load_panel(panel or REPO / "config" / "panel.yaml"), cfg, **kwargs)
+
+
 def gated(
     path: Path, required=None, settings: dict | None = None, panel: Path | None = None
 ) -> pd.DataFrame:
     """One boolean column per population, file event order (QC-removed events False);
     `settings`: config sections over config.yaml, as `cytopipe --settings` gives them; `panel`:
     a panel file instead of config/panel.yaml (a panel without some marker)."""
-    raw = read_yaml(REPO / "config" / "config.yaml", "config")
-    cfg = validated(merge(raw, settings or {}), "config", source="real_gating")
-    kwargs = {"required": required} if required else {}
-    pre = preprocess(str(path), load_panel(panel or REPO / "config" / "panel.yaml"), cfg, **kwargs)
+    pre = preprocessed(path, required, settings, panel)
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
     result = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"))

@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 from conftest import REPO, benchmark
 
-from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.sample import event_masks
 from cytopipe.gating.template import load_template
-from cytopipe.ingest.panel import load_panel
-from cytopipe.preprocess.sample import preprocess
 
 real_gating = benchmark("real_gating")
 PNN = ["Ir191Di", "Ir193Di", "Event_length", "Pt195Di", "Nd142Di", "Sm147Di"]
@@ -34,13 +31,8 @@ def _helios(rng: np.random.Generator, n: int) -> np.ndarray:
     ]).astype(float)  # fmt: skip
 
 
-def _preprocessed(path):
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
-    return preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
-
-
 def _gated(path):
-    pre = _preprocessed(path)
+    pre = real_gating.preprocessed(path)
     columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
     result = autogate(load_template(REPO / "config" / "gating.yaml"), columns)
     return result, event_masks(result.masks, pre.qc_pass)
@@ -86,6 +78,6 @@ def test_event_length_past_its_declared_range_is_neither_saturated_nor_doubted(t
     path = real_gating.write_fcs(
         tmp_path / "helios.fcs", events, PNN, PNS, {"$CYT": "Helios"}, tops
     )
-    pre = _preprocessed(path)
+    pre = real_gating.preprocessed(path)
     assert pre.qc_pass.all() and pre.info["qc"]["verdict"] == "pass", pre.info["qc"]
     assert "declared range" not in " ".join(pre.info["provenance"]["warnings"])

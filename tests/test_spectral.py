@@ -6,11 +6,7 @@ cohort page's file checks."""
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, benchmark
-
-from cytopipe.config import read_yaml, validated
-from cytopipe.ingest.panel import load_panel
-from cytopipe.preprocess.sample import preprocess
+from conftest import benchmark
 
 real_gating = benchmark("real_gating")
 
@@ -32,15 +28,10 @@ def unmixed(shared_data, tmp_path_factory):
     return paths, ref
 
 
-def _preprocessed(path):
-    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
-    return preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
-
-
 def test_a_spectral_file_without_a_matrix_is_not_called_uncompensated(unmixed):
     paths, _ = unmixed
-    spectral = _preprocessed(paths["Aurora"]).info["provenance"]
-    conventional = _preprocessed(paths["LSRFortessa"]).info["provenance"]
+    spectral = real_gating.preprocessed(paths["Aurora"]).info["provenance"]
+    conventional = real_gating.preprocessed(paths["LSRFortessa"]).info["provenance"]
     assert spectral["uncompensated"] is None
     assert any(w.startswith("spectral cytometer ($CYT Aurora)") for w in spectral["warnings"])
     # the same values from a conventional cytometer are: no matrix there is a missing one
