@@ -348,7 +348,7 @@ def preprocess(
     # says so), its event length in its own median: a wrong declared range moves none of them
     # and is no reason to doubt the sample
     range_notes = [r.note(f"{marker} ({sample.pnn[idx[marker]]})") for marker, r in nominal.items()
-                   if not (mass and marker not in SCATTER)]  # fmt: skip
+                   if not mass or marker in SCATTER]  # fmt: skip
     info = {
         "provenance": {
             **sample.provenance,
