@@ -72,6 +72,13 @@ _SAFE_CHANNEL = re.compile(
 IDENTIFYING = ("src", "op", "fil", "smno", "inst", "com", "proj", "exp", "cells")
 
 
+def cytometer_named(keywords: Mapping[str, str], names: Iterable[str]) -> str | None:
+    """'$CYT <value>' when the file's $CYT holds one of `names` (case-insensitive substrings),
+    else None: the instrument families whose files are read their own way (mass, spectral)."""
+    cyt = str(keywords.get("cyt", "")).strip()
+    return f"$CYT {cyt}" if any(name in cyt.casefold() for name in names) else None
+
+
 def _norm_key(key: str) -> str:
     key = str(key).strip()
     return (key[1:] if key.startswith("$") else key).lower()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from cytopipe.ingest.keywords import cytometer_named
+
 # $CYT of the instruments (Fluidigm, now Standard BioTools; DVS Sciences before them)
 INSTRUMENTS = ("cytof", "helios", "dvs", "fluidigm", "standard biotools")
 # a channel named for its metal isotope: "Nd142Di", "(Nd142)Dd", "CD19(Sm147)Di" (CyTOF 1/2)
@@ -18,9 +20,9 @@ MIN_ISOTOPE_CHANNELS = 3
 def detected(keywords: Mapping[str, str], pnn: Sequence[str]) -> str | None:
     """Why the file is a mass cytometry acquisition (its $CYT, or its isotope channels), or
     None for a flow file."""
-    cyt = str(keywords.get("cyt", "")).strip()
-    if any(name in cyt.casefold() for name in INSTRUMENTS):
-        return f"$CYT {cyt}"
+    by_name = cytometer_named(keywords, INSTRUMENTS)
+    if by_name:
+        return by_name
     isotopes = [n for n in pnn if _ISOTOPE.search(str(n).strip())]
     if len(isotopes) >= MIN_ISOTOPE_CHANNELS:
         return f"isotope channels {', '.join(isotopes[:3])}{', ...' if len(isotopes) > 3 else ''}"

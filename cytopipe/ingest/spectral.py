@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cytopipe.ingest.keywords import cytometer_named
+
 # $CYT of the instruments, matched case-insensitively as a substring
 INSTRUMENTS = ("aurora", "northern lights", "id7000", "sp6800", "symphony a5 se", "facsdiscover")
 
 
 def detected(keywords: Mapping[str, str]) -> str | None:
     """Why the file is a spectral acquisition (its $CYT), or None."""
-    cyt = str(keywords.get("cyt", "")).strip()
-    return f"$CYT {cyt}" if any(name in cyt.casefold() for name in INSTRUMENTS) else None
+    return cytometer_named(keywords, INSTRUMENTS)
 
 
 def note(why: str) -> str:
