@@ -182,6 +182,8 @@ class _Placer:
             f"{below.on}): raised to it"
         )
         flag = f"{placed.flag}; {why}" if placed.flag else why
+        if t.params.get("quiet_floor"):  # the higher of two cuts is the definition
+            return replace(placed, value=floor, flag=flag)
         unlike = f"{placed.unlike}; {why}" if placed.unlike else why
         return replace(placed, value=floor, flag=flag, unlike=unlike)
 
