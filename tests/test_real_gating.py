@@ -22,7 +22,8 @@ from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.gates import evaluate
-from cytopipe.gating.stats import f1_score
+from cytopipe.gating.sample import gate
+from cytopipe.gating.stats import f1_score, review_rows
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
@@ -142,6 +143,23 @@ def test_t_cells_hold_at_a_lower_forward_scatter_gain(shared_data, setting):
     those above (0.91), so it moves below them: 0.982. File 9 (0.908) keeps its valley (0.19)."""
     row = real_gating.gvhd_forward_scatter(shared_data / "real", (setting,))[0]
     assert row["f1"] >= row["target"], row
+
+
+@pytest.mark.parametrize(("i", "method"), [(1, "backgated"), (8, "fallback")])
+def test_a_debris_cut_without_a_valley_is_checked_on_the_lineage_markers(shared_data, i, method):
+    """A FACSCalibur's acquisition threshold truncates the debris: no valley in the window, so
+    the cut is the template's 0.06, and every GvHD file's debris gate was listed to review. Its
+    events below are lineage+ 0.02 times as often as those above on file 1 (debris: checked,
+    no longer a fallback, not to review), 0.18 times on file 8 (not told apart: still a
+    fallback and listed). The count is the same either way."""
+    path = shared_data / "real" / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
+    pre = real_gating.preprocessed(path, SCATTER_ONLY)
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    gated = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"))
+    placed = gated.result.thresholds["fsc_debris"]
+    assert placed.method == method and placed.value == 0.06, placed
+    listed = "cells" in set(review_rows(gated.stats)["population"])
+    assert listed == (method == "fallback") and ("debris, not cells" in placed.flag) != listed
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ from cytopipe.gating.beyond_gate import (
     unparented,
     unstained,
 )
-from cytopipe.gating.debris import BACKGATE_EVENTS, below_cells
+from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
     LAST_RESORT,
     anchor_limits,
@@ -135,13 +135,9 @@ class _Placer:
         if t.method == "valley":
             placed = self._floored(t, self._valley(t, x))
             if p.get("backgate") and placed.value is not None:  # a debris or CD45- cut among cells?
-                rows = np.flatnonzero(self._mask(t))
-                rows = strided(rows, BACKGATE_EVENTS)  # a share, not a cut
+                rows = strided(np.flatnonzero(self._mask(t)), BACKGATE_EVENTS)  # a share, not a cut
                 bright = lineage_bright(self.columns, rows, p["backgate"])
-                moved = below_cells(self.columns[t.dim][rows], bright, placed.value)
-                if moved is not None:
-                    flag = f"{placed.flag}; {moved[1]}" if placed.flag else moved[1]
-                    placed = replace(placed, value=moved[0], flag=flag, unlike=flag)
+                placed = backgated(placed, self.columns[t.dim][rows], bright)
             found = placed.method in ("valley", "mixture")
             return replace(
                 placed,
