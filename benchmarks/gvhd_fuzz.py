@@ -28,7 +28,6 @@ lymphocytes (unlike the template, a gate to review: `said_about`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_gating as rg  # noqa: E402
 from random_accuracy import evaluation_seeds  # noqa: E402
+from real_fuzz import drawn_table  # noqa: E402
 
 from cytopipe.gating.sample import event_masks, gate  # noqa: E402
 from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
@@ -190,16 +190,13 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
     return missed[~missed.apply(said_about, axis=1)]
 
 
+def fuzz_seeds(n: int) -> range:
+    """`n` consecutive seeds from a base hashed from SEED_LABEL: nobody picks them."""
+    return evaluation_seeds(n, SEED_LABEL)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
-    parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
-    parser.add_argument("--tsv", type=Path, help="also write every row here")
-    args = parser.parse_args()
-    table = run(args.data, evaluation_seeds(args.n, SEED_LABEL))
-    if args.tsv:
-        args.tsv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.tsv, sep="\t", index=False)
+    args, table = drawn_table(__doc__, run, fuzz_seeds)
     missed = table[table["miss"]]
     quiet = silent(table)
     print(f"{args.n} files, {len(table)} targets, {len(missed)} missed in "

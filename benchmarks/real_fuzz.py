@@ -209,16 +209,23 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
     return missed[quiet & (missed["file_checks"].fillna("") == "")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def drawn_table(doc: str, run, seeds) -> tuple[argparse.Namespace, pd.DataFrame]:
+    """A fuzz script's command line (--data, --n files, --tsv): `run(data, seeds(n))`'s
+    table, also written to --tsv where asked."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
     parser.add_argument("--tsv", type=Path, help="also write every row here")
     args = parser.parse_args()
-    table = run(args.data, fuzz_seeds(args.n))
+    table = run(args.data, seeds(args.n))
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)
+    return args, table
+
+
+def main() -> None:
+    args, table = drawn_table(__doc__, run, fuzz_seeds)
     missed, quiet = table[table["miss"]], silent(table)
     print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
           f"in {missed['seed'].nunique()} files; {len(quiet)} with nothing said")  # fmt: skip

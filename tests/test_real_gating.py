@@ -1120,9 +1120,7 @@ def test_t_cells_of_perturbed_gvhd_files_hold_or_say_so(shared_data):
     stays >= 0.90, and a T-cell gate that misses its target by more than the best CD3 cut
     misses lists the T cells or the lymphocytes (measured 2026-12-03: median 0.955, 3 misses,
     each with a tenth of the T cells left, T cells 1-4% of the events, all listed)."""
-    table = gvhd_fuzz.run(
-        shared_data / "real", gvhd_fuzz.evaluation_seeds(GVHD_FUZZ_FILES, gvhd_fuzz.SEED_LABEL)
-    )
+    table = gvhd_fuzz.run(shared_data / "real", gvhd_fuzz.fuzz_seeds(GVHD_FUZZ_FILES))
     t_cells = table[table["population"] == "t_cells"]
     assert len(t_cells) == GVHD_FUZZ_FILES and t_cells["f1"].median() >= 0.90
     quiet = gvhd_fuzz.silent(t_cells)
