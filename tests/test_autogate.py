@@ -610,6 +610,15 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     assert "cytopipe: error:" in capsys.readouterr().err
 
 
+def test_cli_file_whose_channels_map_to_no_marker_is_one_line_error(shared_data, tmp_path, capsys):
+    """FlowKit's test file (channel_A, channel_B) ended in a StopIteration traceback from the
+    gating; it now stops before, naming the file's channels."""
+    fcs = shared_data / "flowkit" / "test_data_2d_01.fcs"
+    assert cli.main(["autogate", str(fcs), "--out", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "no channel maps to a marker" in err and "channel_A, channel_B" in err, err
+
+
 def test_rank_correlations_of_clipped_channels_are_not_invented():
     """Two stains a population lacks, clipped at zero on most events (old exports, integer
     channel numbers): equal values must share their rank, or event order ranks them alike in

@@ -222,6 +222,11 @@ def test_missing_marker_lists_what_the_file_has(panel, shared_data):
     assert "CD20" in msg and "G710-A (CD19)" in msg and "panel.yaml" in msg
 
 
+def test_a_file_whose_channels_map_to_no_marker_says_so():
+    with pytest.raises(FcsError, match="no channel maps to a marker"):
+        require_markers({"Time": 0}, [], ["Time", "x"], ["", ""], "x.fcs")
+
+
 @pytest.mark.parametrize("raw", [None, [], {"CD19": {"a": 1}}])
 def test_bad_panel_is_a_config_error(raw):
     with pytest.raises(ConfigError):

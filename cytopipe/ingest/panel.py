@@ -294,7 +294,17 @@ def require_markers(
     pns: Sequence[str],
     path: str,
 ) -> None:
-    """Fail with the list of channels the file has, so the panel file can be fixed quickly."""
+    """Fail with the list of channels the file has, so the panel file can be fixed quickly;
+    also where no channel but Time maps to a marker (nothing to gate: FlowKit's test files
+    named 'channel_A', 'channel_B' ended in a traceback from the gating)."""
+    if not set(found) - {"Time"}:
+        raise FcsError(
+            f"no channel maps to a marker of the panel; the file has: "
+            f"{describe_channels(pnn, pns)}",
+            path=path,
+            hint="add the file's names for its scatter and stains to config/panel.yaml (or "
+            "pass --panel): nothing can be gated otherwise",
+        )
     missing = lacking(found, required)
     if missing:
         raise FcsError(
