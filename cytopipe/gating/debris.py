@@ -12,6 +12,8 @@ holds debris, 0.91 on that file (the Lyoplate file at scatter x0.3: 0.76, its cu
 the lymphocytes' lower edge). The CD45- cut is checked alike: with CD45 ten times dimmer its
 valley search found the dip between granulocytes and lymphocytes (generated blood: T cells F1
 0.15, nothing said); lineage+ 0.86 times as often below it as above, it moves below them.
+The other way round, a template position with no valley to place it at whose events below are
+lineage+ at most a tenth as often as those above is confirmed as a debris cut ('backgated').
 """
 
 from __future__ import annotations
@@ -29,18 +31,27 @@ MIN_BELOW_EVENTS = 50  # ... and this many
 BACKGATE_EVENTS = 200_000  # events (a strided subsample) that measure the shares: 10 M-event files
 
 
-def below_cells(x: np.ndarray, bright: np.ndarray | None, cut: float) -> tuple[float, str] | None:
-    """The cut moved below the lineage+ (`bright`) events of `x` and why, where the events
-    below `cut` are lineage+ at least MIN_RATIO as often as those above; else None."""
+def _lineage_below(
+    x: np.ndarray, bright: np.ndarray | None, cut: float, min_below: float
+) -> tuple[int, float] | None:
+    """The events below `cut` and how many times as often they are lineage+ as those above;
+    None without lineage+ events, with fewer than `min_below` below, or none above."""
     if bright is None:
         return None
     below = x < cut
     n_below = int(np.count_nonzero(below))
-    if n_below < max(MIN_BELOW_EVENTS, MIN_BELOW * x.size) or n_below == x.size:
+    if n_below < min_below or n_below == x.size:
         return None
-    ratio = float(bright[below].mean()) / max(float(bright[~below].mean()), 1e-9)
-    if ratio < MIN_RATIO:
+    return n_below, float(bright[below].mean()) / max(float(bright[~below].mean()), 1e-9)
+
+
+def below_cells(x: np.ndarray, bright: np.ndarray | None, cut: float) -> tuple[float, str] | None:
+    """The cut moved below the lineage+ (`bright`) events of `x` and why, where the events
+    below `cut` are lineage+ at least MIN_RATIO as often as those above; else None."""
+    shares = _lineage_below(x, bright, cut, max(MIN_BELOW_EVENTS, MIN_BELOW * x.size))
+    if shares is None or shares[1] < MIN_RATIO:
         return None
+    ratio = shares[1]
     low = float(np.quantile(x[bright], LOW_QUANTILE))
     if low >= cut:
         return None
@@ -63,15 +74,10 @@ def debris_below(x: np.ndarray, bright: np.ndarray | None, cut: float) -> str | 
     of the experts' T cells; every file's debris gate was listed to review for it). None where
     that cannot be told (no lineage marker shows two populations, under MIN_BELOW_EVENTS below
     the cut) or where cells may lie below it."""
-    if bright is None:
+    shares = _lineage_below(x, bright, cut, MIN_BELOW_EVENTS)
+    if shares is None or shares[1] > CONFIRM_RATIO:
         return None
-    below = x < cut
-    n_below = int(np.count_nonzero(below))
-    if n_below < MIN_BELOW_EVENTS or n_below == x.size:
-        return None
-    ratio = float(bright[below].mean()) / max(float(bright[~below].mean()), 1e-9)
-    if ratio > CONFIRM_RATIO:
-        return None
+    n_below, ratio = shares
     return (
         f"no valley: the template's {cut:.2f} checked on this sample, its {n_below:,} events "
         f"below ({n_below / x.size:.1%}) lineage+ {ratio:.2f} times as often as those above "
