@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.config import merge, read_yaml, validated
-from cytopipe.gating.sample import event_masks, gate
+from cytopipe.gating.sample import Gated, event_masks, gate
 from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.fcs import read_fcs
@@ -92,11 +92,19 @@ def gated(
     """One boolean column per population, file event order (QC-removed events False);
     `settings`: config sections over config.yaml, as `cytopipe --settings` gives them; `panel`:
     a panel file instead of config/panel.yaml (a panel without some marker)."""
+    return gated_sample(path, required, settings, panel)[0]
+
+
+def gated_sample(
+    path: Path, required=None, settings: dict | None = None, panel: Path | None = None
+) -> tuple[pd.DataFrame, Gated]:
+    """`gated`'s masks and the gating itself (statistics, placed thresholds): what the sample
+    said about its gates."""
     pre = preprocessed(path, required, settings, panel)
     keep = pre.qc_pass
     columns = {m: v[keep] for m, v in pre.columns.items()}
     result = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"))
-    return event_masks(result.masks, keep)
+    return event_masks(result.masks, keep), result
 
 
 def lyoplate(data: Path) -> list[dict]:

@@ -22,7 +22,6 @@ from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.gates import evaluate
-from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import f1_score, review_rows
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
@@ -153,9 +152,7 @@ def test_a_debris_cut_without_a_valley_is_checked_on_the_lineage_markers(shared_
     no longer a fallback, not to review), 0.18 times on file 8 (not told apart: still a
     fallback and listed). The count is the same either way."""
     path = shared_data / "real" / "flowcap1_gvhd" / f"gvhd_{i:02d}.fcs"
-    pre = real_gating.preprocessed(path, SCATTER_ONLY)
-    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
-    gated = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"))
+    _, gated = real_gating.gated_sample(path, SCATTER_ONLY)
     placed = gated.result.thresholds["fsc_debris"]
     assert placed.method == method and placed.value == 0.06, placed
     listed = "cells" in set(review_rows(gated.stats)["population"])
