@@ -184,9 +184,9 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
     return missed[~missed.apply(said_about, axis=1)]
 
 
-def fuzz_seeds(n: int) -> range:
-    """`n` consecutive seeds from a base hashed from SEED_LABEL: nobody picks them."""
-    return evaluation_seeds(n, SEED_LABEL)
+def fuzz_seeds(n: int, label: str = SEED_LABEL) -> range:
+    """`n` consecutive seeds from a base hashed from `label`: nobody picks them."""
+    return evaluation_seeds(n, label)
 
 
 def main() -> None:

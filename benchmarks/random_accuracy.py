@@ -15,7 +15,7 @@ the definition itself reaches on that file: each subset with its own best quadra
 (`best_quadrant_f1`), all four with one quadrant (`joint_quadrant_f1`), the lymphocytes with a
 classifier on the scatter gate's own view (`best_scatter_f1`).
 
-    .venv/bin/python benchmarks/random_accuracy.py --n 70 [--events 10000 1000000]
+    .venv/bin/python benchmarks/random_accuracy.py --n 70 [--events 10000 1000000] [--label S]
 """
 
 from __future__ import annotations
@@ -266,11 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, nargs=2, default=(10_000, 1_000_000))
     parser.add_argument("--template", type=Path, default=REPO / "config" / "gating.yaml")
     parser.add_argument("--tsv", type=Path, help="also write the full table here")
+    parser.add_argument("--label", default=SEED_LABEL,
+                        help="the string the seeds are hashed from: another label draws files "
+                             "no earlier session has seen (default: the draw the README reports)")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cytopipe-variants-") as tmp:
-        table = evaluate(Path(tmp), args.n, tuple(args.events), args.template)
-    seeds = evaluation_seeds(args.n)
+        seeds = evaluation_seeds(args.n, args.label)
+        table = evaluate(Path(tmp), args.n, tuple(args.events), args.template, seeds)
     print(f"{args.n} variant files, seeds {seeds.start}-{seeds.stop - 1}, "
           f"events {args.events[0]}-{args.events[1]}, {time.perf_counter() - start:.0f} s\n")  # fmt: skip
     print(report(table))

@@ -67,9 +67,9 @@ DISPLAY = 0.05  # an export of display-scale channel values (0-4095), the matrix
 TRANSPOSED = 0.05  # the matrix keyword written transposed (rows for columns)
 
 
-def fuzz_seeds(n: int) -> range:
-    """`n` consecutive seeds from a base hashed from SEED_LABEL: nobody picks them."""
-    return evaluation_seeds(n, SEED_LABEL)
+def fuzz_seeds(n: int, label: str = SEED_LABEL) -> range:
+    """`n` consecutive seeds from a base hashed from `label`: nobody picks them."""
+    return evaluation_seeds(n, label)
 
 
 def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -210,14 +210,17 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def drawn_table(doc: str, run, seeds) -> tuple[argparse.Namespace, pd.DataFrame]:
-    """A fuzz script's command line (--data, --n files, --tsv): `run(data, seeds(n))`'s
-    table, also written to --tsv where asked."""
+    """A fuzz script's command line (--data, --n files, --tsv, --label): `run(data,
+    seeds(n[, label]))`'s table, also written to --tsv where asked. Another --label draws files
+    no earlier session has seen."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
     parser.add_argument("--tsv", type=Path, help="also write every row here")
+    parser.add_argument("--label", help="the string the seeds are hashed from (default: the "
+                        "draw the README reports)")  # fmt: skip
     args = parser.parse_args()
-    table = run(args.data, seeds(args.n))
+    table = run(args.data, seeds(args.n) if args.label is None else seeds(args.n, args.label))
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)
