@@ -71,7 +71,7 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     columns = {m: v[keep] for m, v in pre.columns.items()}
     labels = np.asarray(read_truth(path)["population"])[keep]
     truth = gate_truth(labels)
-    result = autogate(specs, columns)
+    result = autogate(specs, columns, zeros=pre.zeros)
     rows = []
     parent = result.masks.get("b_cd20pos", np.zeros(len(labels), dtype=bool))
     for pop in SCORED:

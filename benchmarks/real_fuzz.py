@@ -156,7 +156,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     and what the sample said."""
     pre = preprocess(str(path), panel, cfg)
     kept = pre.qc_pass
-    gated = gate(path.stem, {m: v[kept] for m, v in pre.columns.items()}, specs)
+    gated = gate(path.stem, {m: v[kept] for m, v in pre.columns.items()}, specs, pre.zeros)
     masks = event_masks(gated.masks, kept)
     said = unlike_template(gated.stats)
     review = ",".join(review_rows(gated.stats)["population"])

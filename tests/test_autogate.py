@@ -24,6 +24,7 @@ from cytopipe.gating.densities import (
     find_turn,
     find_valley,
     majority_peak,
+    split_negatives,
     support_end,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate, points_in_polygon
@@ -46,6 +47,7 @@ from cytopipe.gating.stats import (
 from cytopipe.gating.template import build_gates, load_template
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
+from cytopipe.preprocess.transforms import logicle
 from cytopipe.report.sample_page import _doubtful_row
 from cytopipe.synth.composition import blood_composition
 from cytopipe.synth.model import B_SUBSETS, BASELINE_B_SUBSETS, INSTRUMENTS
@@ -103,6 +105,29 @@ def test_valley_between_two_peaks_and_none_without_a_second_peak():
     assert 0.38 < pos < 0.52 and depth > 0.9
     one = rng.normal(0.2, 0.05, 6000)
     assert find_valley(density(one, 0.02, -0.2, 1.1), 0.3, 0.6, 10, 0.3) is None
+
+
+def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
+    """Negatives wider than logicle W 0.5's linear region (SD 500) show as two humps, one below
+    0 and one above: searched below the positives (as the IgD cut is, below the naive B
+    cells), the valley lies at 0 (0.111 on the scale), between them. That is not a
+    population's edge: the search goes on from the upper hump and finds the valley between
+    the negatives and the positives. Narrow negatives (SD 60) keep their valley."""
+    rng = np.random.default_rng(0)
+    zero = float(logicle(np.zeros(1), 262144.0, 0.5, 4.5, 0.0)[0])
+    positives = rng.normal(20_000.0, 4_000.0, 4_000)
+    for sd, below in ((500.0, 0.3), (60.0, 0.9)):
+        raw = np.concatenate([rng.normal(0.0, sd, 20_000), positives])
+        x = logicle(raw, 262144.0, 0.5, 4.5, 0.0)
+        d = density(x, 0.02, -0.3, 1.0)
+        pos, _ = find_valley(d, -0.2, below, min_side=10, min_depth=0.3)
+        start = split_negatives(d, pos, zero)
+        if sd < 100:
+            assert start is None
+        else:
+            assert abs(pos - zero) < 0.05 and start > zero + 0.15
+            pos, _ = find_valley(d, start, 0.9, min_side=10, min_depth=0.3)
+        assert np.mean(raw[x >= pos] > 10_000) > 0.99 and np.mean(x[raw > 10_000] >= pos) > 0.99
 
 
 def test_tiny_positive_population_is_not_clipped():

@@ -267,3 +267,18 @@ def test_files_that_once_missed_meet_the_targets(regression_table, seed):
     rows = regression_table[regression_table["seed"] == seed]
     assert random_accuracy.misses(rows).empty, f"{why}\n{rows.to_string()}"
     assert (rows["population"] == population).any()
+
+
+def test_negatives_split_in_some_cells_only_do_not_part_the_igd_cut(tmp_path):
+    """Seed 687652803 of another draw (`random_accuracy.py --label "cytopipe fresh draw
+    2026-12-03"`; myeloid tissue, 103,492 events): CD45's spillover into IgD spreads the
+    negatives of the CD45-bright lymphocytes and monocytes past logicle W 0.5's linear region,
+    so they show as two humps, while granulocytes, debris and CD45- events fill the channel's
+    dip at 0 (W stays 0.5). The IgD cut fell between the IgD- B cells' two humps (0.14):
+    unswitched memory F1 0.68, switched memory 0.60. A valley between the halves of split
+    negatives is no gate now (`densities.split_negatives`): 0.91, 0.94."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[687652803])
+    assert table["n_events"].iloc[0] == 103_492
+    scored = table[table["population"].isin(["b_unswitched_memory", "b_switched_memory"])]
+    assert (scored["truth"] >= 50).all()
+    assert random_accuracy.misses(table).empty, table.to_string()

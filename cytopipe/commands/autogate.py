@@ -50,7 +50,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     pre = preprocess(args.fcs, panel_map, cfg, required=SCATTER_ONLY)
     keep = np.asarray(pre.qc_pass, dtype=bool)
     columns = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in pre.columns.items()}
-    result = autogate(specs, columns, int(keep.sum()))
+    result = autogate(specs, columns, int(keep.sum()), pre.zeros)
     _write_outputs(args, pre, result, Path(args.fcs).stem)
     if args.gatingml:
         from cytopipe.gating.export import strategy_from_info

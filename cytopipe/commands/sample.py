@@ -35,7 +35,7 @@ from cytopipe.gating.stats import (
 from cytopipe.gating.strategy import Strategy
 from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
-from cytopipe.preprocess.sample import QC_COLUMN, preprocess
+from cytopipe.preprocess.sample import QC_COLUMN, preprocess, scale_zeros
 from cytopipe.results import (
     NAN_REP,
     TABLE_FILES,
@@ -104,7 +104,7 @@ def run_gate(args: argparse.Namespace) -> int:
         df = pd.read_parquet(args.events)
         keep = df.pop(QC_COLUMN).to_numpy()
         columns = {c: np.ascontiguousarray(df[c].to_numpy()[keep]) for c in df.columns}
-        gated = gate(sample_id, columns, specs)
+        gated = gate(sample_id, columns, specs, scale_zeros(info))
         verdict = (info.get("qc") or {}).get("verdict")
         if verdict in ("warn", "fail"):  # statistics of a doubtful acquisition say so
             flags = gated.stats["flag"].fillna("")

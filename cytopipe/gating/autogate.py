@@ -52,9 +52,11 @@ from cytopipe.gating.densities import (
     anchor_limits,
     density,
     density_range,
+    far_side_valley,
     find_peak,
     find_valley,
     majority_peak,
+    split_negatives,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.mixture import place_gmm, split_in_two
@@ -87,8 +89,10 @@ class _Placer:
         masks: Mapping[str, np.ndarray],
         n: int,
         methods: Mapping[str, tuple[str, float, str]] | None = None,
+        zeros: Mapping[str, float] | None = None,
     ):
         self.columns = columns
+        self.zeros = zeros or {}
         self.masks = masks
         self.n = n
         self.methods = methods if methods is not None else {}
@@ -240,34 +244,36 @@ class _Placer:
         floor = search[0] if reference is None else reference
         lo = max(lo, floor)
         d = density(x, bw, *density_range(x, search[0], search[1], bw))
-        found = (
-            find_valley(
-                d,
-                lo,
-                hi,
-                max(
-                    int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
-                ),
-                float(p.get("min_depth", 0.3)),
-                float(p.get("min_z", 3.0)),
-                bool(p.get("first", False)),
-            )
-            if lo < hi
-            else None
+        min_side = max(
+            int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
+        depth, min_z, first = (
+            float(p.get("min_depth", 0.3)),
+            float(p.get("min_z", 3.0)),
+            bool(p.get("first", False)),
+        )
+        found = find_valley(d, lo, hi, min_side, depth, min_z, first) if lo < hi else None
+        beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
+        split = ""
+        if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
+            split = f"the dip at {found[0]:.2f} parts split negatives, searched from {beyond:.2f}"
+            lo = floor = max(lo, beyond)
+            found = find_valley(d, lo, hi, min_side, depth, min_z, first) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
             expected_below = bool(anchor) and anchor.get("side", "above") == "below"
             # not below `floor` either: a valley there is among the reference's negatives
-            found = _far_side(
+            found = far_side_valley(
                 d, x.size, majority[0], (floor, search[1]), p, look_above=expected_below
             )
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
             conf = round(depth, 3)
-            flag = "low_confidence" if conf < LOW_CONFIDENCE else ""
+            flag = "; ".join(
+                f for f in ("low_confidence" if conf < LOW_CONFIDENCE else "", split) if f
+            )
             return Placement("valley", conf, flag, value, unlike=unlike)
-        why = f"no valley between {lo:.2f} and {hi:.2f}"
+        why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             two = split_in_two(x) if p.get("split") else None
@@ -435,8 +441,6 @@ def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, availa
     return gate, _combine([(n, p) for n, p, _ in used]), extras, judged(used)
 
 
-OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
-OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
 BACKGATE_SIDE = 0.002  # each side of a lineage marker's valley holds >= 0.2% of the parent
 BACKGATE_TOP = 0.9995  # ... within the density's span, up to this quantile
 BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
@@ -445,20 +449,6 @@ BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresho
 # valley at 0.09 (97% above; its 1% B cells lay beyond the 99.5% quantile the density spans),
 # and the lymphocyte gate took 22,559 events for 1,585 (F1 0.11, now 0.94-0.95).
 BACKGATE_MAX_SHARE = 0.95
-
-
-def _far_side(d, n: int, peak: float, search, p: Mapping, look_above: bool):
-    """The valley on the far side of the sample's majority `peak`. The template expects the
-    majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
-    naive B cells below the transitional cut), but in a memory-rich sample the majority is the
-    IgD- B cells, and early after CAR-T the transitional ones: the cut is then on the other
-    side of the majority peak. Searched from the peak on (the two overlap), each side >=
-    OTHER_SIDE_SHARE of the `n` events, OTHER_SIDE_DEPTH deep, and as significant (min_z)."""
-    lo, hi = (peak, search[1]) if look_above else (search[0], peak)
-    if lo >= hi:
-        return None
-    min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * n)))
-    return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
 
 
 def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndarray | None:
@@ -619,7 +609,10 @@ def _cut(placer: _Placer):
 
 
 def autogate(
-    specs: Sequence[PopulationSpec], columns: Mapping[str, np.ndarray], n_events: int | None = None
+    specs: Sequence[PopulationSpec],
+    columns: Mapping[str, np.ndarray],
+    n_events: int | None = None,
+    zeros: Mapping[str, float] | None = None,
 ) -> AutogateResult:
     """Place and evaluate every population's gate on this sample, top-down.
 
@@ -627,6 +620,8 @@ def autogate(
     placed on its parent's events (thresholds on their own reference population), so a gate never
     sees events its parent excluded. Populations whose markers the panel lacks are skipped (or
     pass their parent's events when `optional: pass`), as `template.build_gates` does.
+    `zeros`: marker -> where 0 falls on its gating scale (`Preprocessed.zeros`), so a valley
+    between the two humps a logicle scale makes of wide negatives is not taken for a gate.
     """
     available = {m for m, v in columns.items() if v is not None}
     if n_events is None:
@@ -635,7 +630,7 @@ def autogate(
         if len(v) != n_events:
             raise GatingError(f"column {m} has {len(v)} events, expected {n_events}")
     out = AutogateResult([], {}, {}, {}, {}, {})
-    placer = _Placer(columns, out.masks, n_events, out.methods)
+    placer = _Placer(columns, out.masks, n_events, out.methods, zeros)
     all_rows = np.arange(n_events)
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:

@@ -143,6 +143,52 @@ def find_valley(
     return float(0.5 * (d.centers[j] + d.centers[k])), best
 
 
+# a valley this close to where 0 falls on a logicle scale, with the density's highest point
+# below it further below 0 than this, parts one negative population's two halves
+ZERO_BAND = 0.05
+
+
+def split_negatives(d: _Density, valley: float, zero: float | None) -> float | None:
+    """Where the search for a real valley starts when `valley` parts the two humps a logicle
+    scale makes of negatives wider than its linear region (the upper hump's peak, near the
+    mirror of the lower one about 0); None where it does not. Compensated negatives centre
+    on 0, so no population's peak lies below 0 unless the scale split it: a dip at 0 with a
+    hump below it is that split, not the edge of a population. The channel's own test
+    (`preprocess.sample.logicle_w`) widens W where the whole channel splits; a subset whose
+    negatives are wider than the rest (spread by a bright stain's spillover) splits where the
+    undispersed events (debris, CD45- events) fill the channel's dip at 0."""
+    if zero is None or abs(valley - zero) > ZERO_BAND:
+        return None
+    lower = d.centers <= valley
+    if not lower.any():
+        return None
+    hump = float(d.centers[lower][int(np.argmax(d.smooth[lower]))])
+    if hump >= zero - ZERO_BAND:
+        return None
+    upper = (d.centers > valley) & (d.centers <= 2.0 * zero - hump + ZERO_BAND)
+    if not upper.any():
+        return None
+    return float(d.centers[upper][int(np.argmax(d.smooth[upper]))])
+
+
+OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
+OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
+
+
+def far_side_valley(d, n: int, peak: float, search, p: Mapping, look_above: bool):
+    """The valley on the far side of the sample's majority `peak`. The template expects the
+    majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
+    naive B cells below the transitional cut), but in a memory-rich sample the majority is the
+    IgD- B cells, and early after CAR-T the transitional ones: the cut is then on the other
+    side of the majority peak. Searched from the peak on (the two overlap), each side >=
+    OTHER_SIDE_SHARE of the `n` events, OTHER_SIDE_DEPTH deep, and as significant (min_z)."""
+    lo, hi = (peak, search[1]) if look_above else (search[0], peak)
+    if lo >= hi:
+        return None
+    min_side = max(int(p.get("min_side", 10)), int(np.ceil(OTHER_SIDE_SHARE * n)))
+    return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
+
+
 def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
     """The sample's own majority peak (the density mode) and its SD from the narrower of its two
     half-widths at half maximum: no search window to tune.

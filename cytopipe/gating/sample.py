@@ -28,9 +28,15 @@ class Gated:
     result: AutogateResult | None = None  # the placed gates (cytopipe.gating.export)
 
 
-def gate(sample_id: str, columns: Mapping[str, np.ndarray], specs) -> Gated:
-    """Place the template's gates on this sample (events that passed QC) and summarise them."""
-    res = autogate(specs, columns)
+def gate(
+    sample_id: str,
+    columns: Mapping[str, np.ndarray],
+    specs,
+    zeros: Mapping[str, float] | None = None,
+) -> Gated:
+    """Place the template's gates on this sample (events that passed QC) and summarise them.
+    `zeros`: `Preprocessed.zeros` (see `autogate`)."""
+    res = autogate(specs, columns, zeros=zeros)
     order = [g.id for g in res.gates]
     masks = {p: res.masks[p] for p in order}
     n_root = len(next(iter(columns.values()))) if columns else 0

@@ -51,6 +51,23 @@ class Preprocessed:
     qc_pass: np.ndarray
     info: dict = field(default_factory=dict)
 
+    @property
+    def zeros(self) -> dict[str, float]:
+        return scale_zeros(self.info)
+
+
+def scale_zeros(info: Mapping) -> dict[str, float]:
+    """Stain -> where 0 falls on its gating scale (logicle and arcsinh scales, from the
+    record's provenance; not channel numbers already on a log scale): compensated negatives
+    centre there (`cytopipe.gating.densities.split_negatives`)."""
+    records = (info.get("provenance") or {}).get("scales") or {}
+    zeros = {}
+    for marker, record in records.items():
+        scale = transforms.Scale.from_record(record)
+        if marker not in NOT_STAINS and scale.kind in ("logicle", "arcsinh", "asinh"):
+            zeros[marker] = float(scale.forward(np.zeros(1))[0])
+    return zeros
+
 
 def scale_channel(
     marker: str, raw: np.ndarray, top: float, tcfg: Mapping
