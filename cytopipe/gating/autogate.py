@@ -256,7 +256,8 @@ class _Placer:
         beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
         split = ""
         if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
-            split = f"the dip at {found[0]:.2f} parts split negatives, searched from {beyond:.2f}"
+            split = (f"the dip at {found[0]:.2f} is between the halves of negatives the scale "
+                     f"split (0 at {self.zeros[t.dim]:.2f}): searched from {beyond:.2f}")  # fmt: skip
             lo = floor = max(lo, beyond)
             found = find_valley(d, lo, hi, min_side, depth, min_z, first) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
