@@ -766,8 +766,9 @@ def wide_negatives(data: Path, sds=WIDE_NEGATIVES, debris: float = 0.0) -> list[
     cells 0.85); the transform widens W there (`transform.logicle.widen`). Targets for
     B (CD20+) and T cells: the noise also blurs the subsets' dim stains, whatever the scale.
     `debris`: that share of undispersed events added (small, stains at 0 +- 30), which fill
-    the dip at 0 the widening looked for (B cells 0.11, T cells 0.77 until the hump below 0
-    was looked for too, `below_zero_dip`); openCyto's gates hold none of them."""
+    the dip at 0 the widening looks for, so W stays 0.5: B cells 0.11 and T cells 0.77 before
+    valleys between split negatives were no gates (`split_negatives`), 0.20 and 0.97 since;
+    openCyto's gates hold none of them."""
     ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

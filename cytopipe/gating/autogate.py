@@ -247,19 +247,16 @@ class _Placer:
         min_side = max(
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
-        depth, min_z, first = (
-            float(p.get("min_depth", 0.3)),
-            float(p.get("min_z", 3.0)),
-            bool(p.get("first", False)),
-        )
-        found = find_valley(d, lo, hi, min_side, depth, min_z, first) if lo < hi else None
+        needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
+                 bool(p.get("first", False)))  # fmt: skip
+        found = find_valley(d, lo, hi, *needs) if lo < hi else None
         beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
         split = ""
         if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
             split = (f"the dip at {found[0]:.2f} is between the halves of negatives the scale "
                      f"split (0 at {self.zeros[t.dim]:.2f}): searched from {beyond:.2f}")  # fmt: skip
             lo = floor = max(lo, beyond)
-            found = find_valley(d, lo, hi, min_side, depth, min_z, first) if lo < hi else None
+            found = find_valley(d, lo, hi, *needs) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
             expected_below = bool(anchor) and anchor.get("side", "above") == "below"
             # not below `floor` either: a valley there is among the reference's negatives
