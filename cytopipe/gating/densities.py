@@ -175,7 +175,7 @@ OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populatio
 OTHER_SIDE_DEPTH = 0.2  # ... dipping 20% below the lower of them (and z >= 3)
 
 
-def far_side_valley(d, n: int, peak: float, search, p: Mapping, look_above: bool):
+def far_side_valley(d: _Density, n: int, peak: float, search, p: Mapping, look_above: bool):
     """The valley on the far side of the sample's majority `peak`. The template expects the
     majority on one side of the cut (IgD+ naive B cells above the IgD cut, CD38-moderate
     naive B cells below the transitional cut), but in a memory-rich sample the majority is the
