@@ -24,10 +24,12 @@ from cytopipe.gating.densities import (
     find_turn,
     find_valley,
     majority_peak,
+    risen_population,
     split_negatives,
     support_end,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate, points_in_polygon
+from cytopipe.gating.lineage import lineage_bright
 from cytopipe.gating.mixture import (
     _backgated_outline,
     _component_outline,
@@ -128,6 +130,50 @@ def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
             assert abs(pos - zero) < 0.05 and start > zero + 0.15
             pos, _ = find_valley(d, start, 0.9, min_side=10, min_depth=0.3)
         assert np.mean(raw[x >= pos] > 10_000) > 0.99 and np.mean(x[raw > 10_000] >= pos) > 0.99
+
+
+CD19_ANCHOR = {"population": "t_cells", "robust": True, "peak": [-0.20, 0.45], "q": 0.95,
+               "gap": 0.04, "fallback_q": 0.95, "fallback_gap": 0.12, "fallback": "support"}  # fmt: skip
+
+
+def test_positives_with_their_own_peak_are_not_cut_where_they_run_out():
+    """A dim CD19 stain in B-cell-rich tissue: the B cells' peak (0.42) is above the T cells'
+    95% level, but their lower tail reaches below it, so no valley lies above the search start
+    and no shoulder either; where the events run out was the cut (above every B cell: F1
+    0.03). A population with its own peak is cut below it. A handful of B cells beyond the NK
+    cells' tail (aplasia) still gets the cut where the NK cells run out."""
+    rng = np.random.default_rng(3)
+    t_cells = rng.normal(0.12, 0.05, 20_000)
+    nk = rng.normal(0.13, 0.05, 2_000)
+    b = rng.normal(0.42, 0.05, 30_000)
+    x = np.concatenate([nk, b])
+    limits = anchor_limits(x, CD19_ANCHOR, 0.02, t_cells)
+    assert limits.method in ("valley", "edge") and limits.unlike
+    assert np.mean(b >= limits.cut) > 0.99 and np.mean(nk >= limits.cut) < 0.05
+    cut, peak = risen_population(x, 0.02, limits.start, float(np.median(t_cells)))
+    assert abs(peak - 0.42) < 0.03 and cut == limits.cut
+    aplasia = np.concatenate([nk, rng.normal(0.6, 0.02, 8)])
+    limits = anchor_limits(aplasia, CD19_ANCHOR, 0.02, t_cells)
+    assert limits.method == "support" and np.count_nonzero(aplasia >= limits.cut) == 8
+
+
+def test_backgating_ignores_a_lineage_cut_that_holds_the_other_lineage():
+    """T and B cells are exclusive lineages. A CD19 valley among negatives split in two humps
+    (no B cells: aplasia) makes most events "CD19+", the T cells among them; taken as
+    lymphocyte evidence it chose the granulocytes (F1 0.10). Such a marker is ignored; a CD19
+    that marks B cells apart from the T cells is kept."""
+    rng = np.random.default_rng(4)
+    n, n_t = 40_000, 2_000
+    cd3 = np.concatenate([rng.normal(0.75, 0.04, n_t), rng.normal(0.25, 0.06, n - n_t)])
+    split = np.where(rng.random(n) < 0.3, rng.normal(-0.17, 0.05, n), rng.normal(0.40, 0.06, n))
+    rows = np.arange(n)
+    bright = lineage_bright({"CD3": cd3, "CD19": split}, rows, ["CD3", "CD19"])
+    assert np.array_equal(bright, cd3 > 0.5)
+    b = np.zeros(n, dtype=bool)
+    b[n_t : 2 * n_t] = True
+    cd19 = np.where(b, rng.normal(0.6, 0.04, n), rng.normal(0.15, 0.05, n))
+    bright = lineage_bright({"CD3": cd3, "CD19": cd19}, rows, ["CD3", "CD19"])
+    assert np.array_equal(bright, (cd3 > 0.5) | b)
 
 
 def test_tiny_positive_population_is_not_clipped():

@@ -59,11 +59,11 @@ from cytopipe.gating.densities import (
     split_negatives,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
+from cytopipe.gating.lineage import lineage_bright
 from cytopipe.gating.mixture import place_gmm, split_in_two
 from cytopipe.gating.placement import (
     LOW_CONFIDENCE,
     MIN_EVENTS,
-    MIN_SHAPE_EVENTS,
     PASS,
     Placement,
     judged,
@@ -439,44 +439,6 @@ def _rectangle(spec: PopulationSpec, placer: _Placer, parent: str | None, availa
     return gate, _combine([(n, p) for n, p, _ in used]), extras, judged(used)
 
 
-BACKGATE_SIDE = 0.002  # each side of a lineage marker's valley holds >= 0.2% of the parent
-BACKGATE_TOP = 0.9995  # ... within the density's span, up to this quantile
-BACKGATE_DEPTH = 0.3  # ... and dips 30% below the lower peak (as valley thresholds)
-# A lineage marker "bright" on nearly every event found a dip in its negatives' tail, not the
-# lineage: ignored. The Lyoplate file, lymphopenic at fluorescence x2, had its deepest CD20
-# valley at 0.09 (97% above; its 1% B cells lay beyond the 99.5% quantile the density spans),
-# and the lymphocyte gate took 22,559 events for 1,585 (F1 0.11, now 0.94-0.95).
-BACKGATE_MAX_SHARE = 0.95
-
-
-def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndarray | None:
-    """Events of `rows` bright for any of `markers` (T and B lineage: lymphocytes wherever they
-    sit in scatter), each cut at its own deepest density valley over the data's full range;
-    None when no marker of the panel shows two populations.
-
-    Backgating, as an expert checks a lymphocyte gate: without CD45 the lowest-SSC cluster can
-    be debris at the FSC threshold (FlowCAP-I GvHD files 6 and 9), and in myeloid-rich samples
-    the lymphocytes are a minority; the cluster that holds the CD3+/CD19+ events is theirs.
-    """
-    bright = np.zeros(len(rows), dtype=bool)
-    found = False
-    for m in markers:
-        if m not in columns:
-            continue
-        v = np.nan_to_num(np.asarray(columns[m][rows], dtype=np.float64), nan=-np.inf)
-        if v.size < MIN_SHAPE_EVENTS:
-            continue
-        lo, hi = np.quantile(v, [0.005, BACKGATE_TOP])
-        if hi <= lo:
-            continue
-        d = density(v, (hi - lo) / 50, lo, hi)
-        cut = find_valley(d, lo, hi, int(BACKGATE_SIDE * v.size), BACKGATE_DEPTH)
-        if cut is not None and np.mean(v >= cut[0]) <= BACKGATE_MAX_SHARE:
-            bright |= v >= cut[0]
-            found = True
-    return bright if found else None
-
-
 # Scatter on the gating scale is a fraction of the channel's range ($PnR). Events in its top 2%
 # are at or near saturation (a clipped pulse's area piles up below the top code): they stay in
 # the sample (qc.saturated_scatter: large cells whose stains were measured) but carry no
@@ -681,7 +643,6 @@ def autogate(
 __all__ = [
     "AutogateResult",
     "autogate",
-    "lineage_bright",
     "place_ratio",
     "threshold_events",
 ]

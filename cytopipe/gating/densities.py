@@ -229,6 +229,36 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
 
 
+RISE = 2.0  # a peak above the search start this many times the density at the start is a population
+
+
+def risen_population(
+    x: np.ndarray, bandwidth: float, start: float, negatives: float
+) -> tuple[float, float] | None:
+    """(cut, peak) when the positives are a population with its own peak above `start`, the
+    negatives' level, rather than a handful beyond their tail: the cut is the density minimum
+    between the negatives' centre and that peak, or `start` where the density only rises
+    from the negatives to it (no dip to place a cut in). None: no such peak.
+
+    Why: with the positives this dim (CD19 at half the gain in B-cell-rich lymphoid tissue)
+    the B cells' own tail reaches below the T cells' 95% level, the only valley lies below the
+    search start, and where the events run out is above every B cell (B cells 0.03)."""
+    top = float(np.max(x))
+    if start >= top or negatives >= start:
+        return None
+    d = density(x, bandwidth, negatives, top + 4 * bandwidth)
+    above = d.centers >= start
+    at_start = float(d.smooth[np.argmax(above)])
+    i = int(np.argmax(np.where(above, d.smooth, -1.0)))
+    if d.centers[i] < start + 2 * bandwidth or d.smooth[i] < RISE * max(at_start, 1e-9):
+        return None
+    if np.count_nonzero(x >= start) < MIN_PEAK_EVENTS:
+        return None
+    low = int(np.argmin(d.smooth[: i + 1]))
+    cut = float(d.centers[low]) if d.centers[low] > negatives + 2 * bandwidth else start
+    return cut, float(d.centers[i])
+
+
 SHOULDER_Z = 3.0  # the log density's turn must be this many Poisson SDs (conservative: the
 # smoothed points compared are correlated, which this SD ignores)
 
@@ -367,6 +397,19 @@ class Limits(NamedTuple):
     method: str = "edge"
 
 
+def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
+    """The Limits of a positive population with its own peak (`risen_population`): unlike the
+    template only where the positives reach below the negatives' level (no dip above it)."""
+    if cut > start:  # a dip above the negatives' level, too shallow for a valley
+        return Limits(start, cut, f"least density {cut:.2f} below the peak at {top:.2f}", unlike,
+                      "valley")  # fmt: skip
+    how = f"the positives' peak at {top:.2f} is above the negatives' level {start:.2f} with no "
+    how += (f"valley beyond it: cut at {cut:.2f}, the least density below that peak"
+            if cut < start else "dip below it: cut at that level")  # fmt: skip
+    overlap = f"its positives reach below the negatives' level {start:.2f}: a dim stain?"
+    return Limits(start, cut, how, unlike or overlap, "valley" if cut < start else "edge")
+
+
 # without events in the anchor's window, its population is taken as the sample's own majority
 # peak +- this many of its SDs (the window's events: where the negatives reach, see below)
 RECENTRED_SD = 2.5
@@ -448,6 +491,9 @@ def anchor_limits(
             shoulder = find_shoulder(x, bandwidth, start)
             if shoulder is not None:
                 return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike, "shoulder")
+            risen = risen_population(x, bandwidth, start, float(np.median(refs[0])))
+            if risen is not None:
+                return _risen_limits(start, *risen, unlike)
             return Limits(
                 start,
                 max(support_end(x, bandwidth, start), edge + fgap),
