@@ -283,6 +283,7 @@ class _Placer:
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"
+            unlike = unlike or limits.unlike_if_cut
             return Placement(limits.method, 0.5, flag, value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
             k = float(p["fallback_sd"])

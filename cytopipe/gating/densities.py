@@ -395,6 +395,7 @@ class Limits(NamedTuple):
     how: str
     unlike: str = ""
     method: str = "edge"
+    unlike_if_cut: str = ""  # unlike the template only where `cut` is used (no valley found)
 
 
 def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
@@ -407,7 +408,7 @@ def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
     how += (f"valley beyond it: cut at {cut:.2f}, the least density below that peak"
             if cut < start else "dip below it: cut at that level")  # fmt: skip
     overlap = f"its positives reach below the negatives' level {start:.2f}: a dim stain?"
-    return Limits(start, cut, how, unlike or overlap, "valley" if cut < start else "edge")
+    return Limits(start, cut, how, unlike, "valley" if cut < start else "edge", overlap)
 
 
 # without events in the anchor's window, its population is taken as the sample's own majority
