@@ -229,7 +229,7 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
 
 
-RISE = 2.0  # a peak above the search start this many times the density at the start is a population
+RISE = 2.0  # a peak above the search start, this many times the density there: a population
 
 
 def risen_population(

@@ -59,10 +59,8 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
             each[m] = v >= cut[0]
     lineage = {m: i for i, markers_of in enumerate(EXCLUSIVE_LINEAGES) for m in markers_of}
     for a, b in combinations(list(each), 2):
-        if a not in each or b not in each or lineage.get(a, -1) == lineage.get(b, -2):
-            continue  # dropped already, or the same lineage (CD19, CD20)
-        if a not in lineage or b not in lineage:
-            continue
+        if not ({a, b} <= each.keys() and {a, b} <= lineage.keys()) or lineage[a] == lineage[b]:
+            continue  # dropped already, no lineage of its own, or the same one (CD19, CD20)
         na, nb = np.count_nonzero(each[a]), np.count_nonzero(each[b])
         both = np.count_nonzero(each[a] & each[b])
         if both > MAX_LINEAGE_OVERLAP * max(min(na, nb), 1):
