@@ -767,8 +767,9 @@ def wide_negatives(data: Path, sds=WIDE_NEGATIVES, debris: float = 0.0) -> list[
     B (CD20+) and T cells: the noise also blurs the subsets' dim stains, whatever the scale.
     `debris`: that share of undispersed events added (small, stains at 0 +- 30), which fill
     the dip at 0 the widening looks for, so W stays 0.5: B cells 0.11 and T cells 0.77 before
-    valleys between split negatives were no gates (`split_negatives`), 0.20 and 0.97 since;
-    openCyto's gates hold none of them."""
+    valleys between split negatives were no gates (`split_negatives`), then 0.20 and 0.97, and
+    0.96 and 0.97 since positives with a peak of their own above the negatives are cut below
+    it (`risen_population`); openCyto's gates hold none of them."""
     ref = _lyoplate_source(data)[1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
