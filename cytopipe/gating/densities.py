@@ -244,15 +244,13 @@ def risen_population(
     the B cells' own tail reaches below the T cells' 95% level, the only valley lies below the
     search start, and where the events run out is above every B cell (B cells 0.03)."""
     top = float(np.max(x))
-    if start >= top or negatives >= start:
+    if start >= top or negatives >= start or np.count_nonzero(x >= start) < MIN_PEAK_EVENTS:
         return None
     d = density(x, bandwidth, negatives, top + 4 * bandwidth)
     above = d.centers >= start
     at_start = float(d.smooth[np.argmax(above)])
     i = int(np.argmax(np.where(above, d.smooth, -1.0)))
     if d.centers[i] < start + 2 * bandwidth or d.smooth[i] < RISE * max(at_start, 1e-9):
-        return None
-    if np.count_nonzero(x >= start) < MIN_PEAK_EVENTS:
         return None
     low = int(np.argmin(d.smooth[: i + 1]))
     cut = float(d.centers[low]) if d.centers[low] > negatives + 2 * bandwidth else start

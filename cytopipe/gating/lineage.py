@@ -42,6 +42,8 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
     Backgating, as an expert checks a lymphocyte gate: without CD45 the lowest-SSC cluster can
     be debris at the FSC threshold (FlowCAP-I GvHD files 6 and 9), and in myeloid-rich samples
     the lymphocytes are a minority; the cluster that holds the CD3+/CD19+ events is theirs.
+    A marker whose bright events hold most of the other lineage's is left out
+    (EXCLUSIVE_LINEAGES): its cut lies among negatives.
     """
     each = {}
     for m in markers:
