@@ -314,3 +314,20 @@ def test_monocytes_do_not_share_a_component_with_the_lymphocytes(tmp_path):
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[110104422])
     assert table["n_events"].iloc[0] == 48_540
     assert random_accuracy.misses(table).empty, table.to_string()
+
+
+def test_a_cd27_positive_majority_is_not_called_negative(tmp_path):
+    """Seed 408324723 of another draw (label 'cytopipe fresh draw session 32b'; an export
+    pre-gated on lymphocytes, 128,749 events): the naive B cells spread flat in CD27 below the
+    memory B cells' peak, the sample's highest. With no valley, shoulder or turn, the last
+    resort (that peak + 3 SD) called every memory B cell CD27-: unswitched and switched memory
+    0, double negative 0.14, and nothing listed the sample. That peak lies above the T cells'
+    own CD27 valley, so the majority is CD27+: the cut is 3 SD below it and the sample says
+    it is unlike the template."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[408324723])
+    assert table["n_events"].iloc[0] == 128_749
+    f1 = table.set_index("population")["f1"]
+    assert f1["b_switched_memory"] >= 0.90 and f1["b_unswitched_memory"] >= 0.55, table
+    assert f1["b_naive"] >= 0.90 and f1["b_double_negative"] >= 0.55, table
+    cd27 = table.set_index("population")["flag"]["b_unswitched_memory"]
+    assert "the majority is positive" in cd27

@@ -77,6 +77,8 @@ from cytopipe.ingest.panel import SCATTER
 # ---------------------------------------------------------------- thresholds
 
 
+# a majority peak this many of its SDs above a reference valley is positive (_positive_majority)
+POSITIVE_MAJORITY_SD = 2.0
 EMPTY_SHARE = 0.001  # a search window with at most this share of the events is a gap (_gap)
 
 
@@ -280,6 +282,10 @@ class _Placer:
                 return Placement(
                     "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
                 )
+        if limits is not None and limits.how.startswith(LAST_RESORT):
+            positive = self._positive_majority(t, x, bw, why)
+            if positive is not None:
+                return positive
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"
@@ -335,6 +341,31 @@ class _Placer:
         value = min(max(middle - k * sd, lo), hi)
         flag = f"one population above {ref.name}: its median - {k:g} SD ({why})"
         return Placement("peak_sd", 0.5, flag, value)
+
+    def _positive_majority(
+        self, t: ThresholdSpec, x: np.ndarray, bw: float, why: str
+    ) -> Placement | None:
+        """No valley, shoulder or turn, and the sample's majority peak lies clearly above the
+        valley its `not_below` population showed (CD27 on T cells): the majority is positive,
+        and the last resort beyond it would call all of them negative (a pre-gated export whose
+        memory B cells are the CD27 peak, the naive ones spread flat below: unswitched and
+        switched memory 0). The cut is `fallback_sd` SDs below that peak, no lower than the
+        reference valley, and the sample is unlike the template. None otherwise."""
+        anchor, below = t.params.get("anchor") or {}, t.params.get("not_below")
+        if below is None or anchor.get("side", "above") == "below":
+            return None
+        ref = self.place(below)
+        peak = majority_peak(x, bw)
+        if ref.method != "valley" or peak is None:
+            return None
+        if peak[0] - POSITIVE_MAJORITY_SD * peak[1] <= ref.value:
+            return None
+        k = float(anchor.get("fallback_sd", 3.0))
+        lo, hi = (float(v) for v in t.params["search"])
+        value = min(max(peak[0] - k * peak[1], ref.value, lo), hi)
+        how = (f"majority peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
+               f"{below.on}: the majority is positive, cut {k:g} SD below it")  # fmt: skip
+        return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
