@@ -376,7 +376,8 @@ class _Placer:
                 return Placement(
                     "fallback", conf, f"fallback: {why}; {ref.name} on {ref.on} used", r.value
                 )
-            return Placement("reference", conf, f"{ref.name} on {ref.on} used ({why})", r.value)
+            used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
+            return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
 
 
