@@ -15,8 +15,9 @@ gate is placed per sample, top-down, from populations that are always there:
   for tiny B-cell parents); only the template's fixed value is a `fallback` (real memory B cells
   are a continuum in IgD and CD27: their cuts are turns, not fallbacks). With `split`, before
   those last resorts: two Gaussians BIC prefers to one, cut where both are equally likely; with
-  `same_as`, another threshold's cut unless that one had only its last resort (the IgD- half of
-  the CD27 quadrant).
+  `not_below`, a majority peak above that threshold's valley is positive and cut below, not
+  beyond; with `same_as`, another threshold's cut unless that one had only its last resort (the
+  IgD- half of the CD27 quadrant).
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
@@ -282,8 +283,7 @@ class _Placer:
                 return Placement(
                     "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
                 )
-        if limits is not None and limits.how.startswith(LAST_RESORT):
-            positive = self._positive_majority(t, x, bw, why)
+            positive = self._positive_majority(t, x, bw, why) if limits is not None else None
             if positive is not None:
                 return positive
         if limits is not None:  # no valley: the cut is still measured on the sample
