@@ -283,7 +283,10 @@ class _Placer:
                 return Placement(
                     "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
                 )
-            positive = self._positive_majority(t, x, bw, why) if limits is not None else None
+            positive = None
+            if limits is not None:  # the majority peak this search already measured, if any
+                peak = majority if majority is not None else majority_peak(x, bw)
+                positive = self._positive_majority(t, peak, why)
             if positive is not None:
                 return positive
         if limits is not None:  # no valley: the cut is still measured on the sample
@@ -343,7 +346,7 @@ class _Placer:
         return Placement("peak_sd", 0.5, flag, value)
 
     def _positive_majority(
-        self, t: ThresholdSpec, x: np.ndarray, bw: float, why: str
+        self, t: ThresholdSpec, peak: tuple[float, float] | None, why: str
     ) -> Placement | None:
         """No valley, shoulder or turn, and the sample's majority peak lies clearly above the
         valley its `not_below` population showed (CD27 on T cells): the majority is positive,
@@ -355,7 +358,6 @@ class _Placer:
         if below is None or anchor.get("side", "above") == "below":
             return None
         ref = self.place(below)
-        peak = majority_peak(x, bw)
         if ref.method != "valley" or peak is None:
             return None
         if peak[0] - POSITIVE_MAJORITY_SD * peak[1] <= ref.value:
