@@ -251,7 +251,7 @@ class _Placer:
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
         needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
-                 bool(p.get("first", False)))  # fmt: skip
+                 bool(p.get("first", False)), bool(p.get("balanced", False)))  # fmt: skip
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
         beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
         split = ""

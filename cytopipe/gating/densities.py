@@ -94,6 +94,9 @@ def find_peak(
     return peak, max(sd, bandwidth / 2)
 
 
+BALANCE_TIE = 0.1  # find_valley(balanced=True): minima this much shallower than the deepest compete
+
+
 def find_valley(
     d: _Density,
     lo: float,
@@ -102,6 +105,7 @@ def find_valley(
     min_depth: float,
     min_z: float = 3.0,
     first: bool = False,
+    balanced: bool = False,
 ) -> tuple[float, float] | None:
     """Deepest density minimum in [lo, hi] with a peak of at least `min_side` events on each
     side; (position, depth 0-1) or None. Depth = 1 - valley / lower of the two flanking peaks.
@@ -110,6 +114,11 @@ def find_valley(
     not split at a noise wiggle (a smoothed bin holds about 14 bins' worth of events).
     `first`: take the lowest qualifying valley, not the deepest (CD19: the dip between NK cells
     and CD19-dim plasmablasts, not the one between plasmablasts and bright B cells).
+    `balanced`: where both sides are always many (T cells and NK/B cells), of the minima within
+    BALANCE_TIE of the deepest, the one with the most events on its smaller side: a few dozen
+    negatives below a spread of dim events are not the other population (FlowCAP-I GvHD
+    file 9 at 679 lymphocytes: the dip under 50 CD3- events, depth 0.63, beat the one
+    between 232 CD3-dim and 446 T cells, depth 0.58: T cells 0.84).
 
     A flat empty stretch (all depths ~1) is cut in its middle, so a tiny positive population
     is not clipped and the negative tail is not touched."""
@@ -133,8 +142,16 @@ def find_valley(
     best = float(depth[ok].max())
     if best < min_depth:
         return None
-    near = ok & (depth >= best - 0.02)
     i = int(np.flatnonzero(ok & (depth == best))[0])
+    if balanced:
+        s = d.smooth
+        minima = ok & (depth >= max(best - BALANCE_TIE, min_depth))
+        minima[1:-1] &= (s[1:-1] <= s[:-2]) & (s[1:-1] <= s[2:])
+        if minima.any():
+            smaller = np.minimum(d.below, above)
+            i = int(np.flatnonzero(minima)[np.argmax(smaller[minima])])
+            best = float(depth[i])
+    near = ok & (depth >= best - 0.02)
     j, k = i, i  # the contiguous run of near-best bins around the deepest one
     while j > 0 and near[j - 1]:
         j -= 1
