@@ -109,6 +109,21 @@ def test_valley_between_two_peaks_and_none_without_a_second_peak():
     assert find_valley(density(one, 0.02, -0.2, 1.1), 0.3, 0.6, 10, 0.3) is None
 
 
+def test_a_balanced_valley_is_a_dip_not_the_window_edge_on_the_slope_of_one_outside():
+    """A pile of events below the search window and its dip just below the window's start:
+    the window's first bins lie on the slope up from that dip, deeper (relative to the pile)
+    than the real valley inside, between the negatives' body and the positives. Where both
+    sides are always many (`balanced`), the dip inside is the valley; without one inside, the
+    edge is the nearest the window comes to the dip outside."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0.06, 0.015, 1500), rng.normal(0.32, 0.07, 8000),
+                        rng.normal(0.75, 0.08, 800)])  # fmt: skip
+    d = density(x, 0.02, -0.2, 1.1)
+    assert find_valley(d, 0.15, 0.85, 10, 0.3)[0] < 0.17  # the deepest point: the edge
+    assert 0.5 < find_valley(d, 0.15, 0.85, 10, 0.3, balanced=True)[0] < 0.62
+    assert find_valley(d, 0.15, 0.45, 10, 0.3, balanced=True)[0] < 0.17
+
+
 def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
     """Negatives wider than logicle W 0.5's linear region (SD 500) show as two humps, one below
     0 and one above: searched below the positives (as the IgD cut is, below the naive B

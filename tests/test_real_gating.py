@@ -1137,6 +1137,17 @@ def test_a_few_cd3_negatives_below_a_dim_spread_do_not_place_the_t_cell_cut(shar
     assert t_cells["f1"] >= 0.90, t_cells.to_dict()
 
 
+def test_a_cd8_cut_is_a_dip_of_the_t_cells_not_the_edge_of_the_search(shared_data):
+    """File 2 with a tenth of its CD8 T cells and CD8 0.29 decades brighter (seed 653698376 of
+    label "session 34"): its CD8- events pile up just below the CD8 search window, and the
+    window's edge on the slope up from them was deeper than the CD8 valley: 1,208 T cells
+    were called CD8+ for 79 (CD4 T cells F1 0.297, CD8 0.117)."""
+    table = gvhd_fuzz.run(shared_data / "real", [653698376]).set_index("population")
+    assert table.loc["t_cd4", "file"] == 2 and table.loc["t_cd8", "ref"] < 100
+    assert table.loc["t_cd4", "f1"] >= 0.95, table.to_dict()
+    assert table.loc["t_cd8", "f1"] >= 0.70, table.to_dict()
+
+
 @functools.cache
 def _wide_negative_rows(data, debris: float) -> tuple[dict, ...]:
     return tuple(real_gating.wide_negatives(data, debris=debris))

@@ -114,11 +114,15 @@ def find_valley(
     not split at a noise wiggle (a smoothed bin holds about 14 bins' worth of events).
     `first`: take the lowest qualifying valley, not the deepest (CD19: the dip between NK cells
     and CD19-dim plasmablasts, not the one between plasmablasts and bright B cells).
-    `balanced`: where both sides are always many (T cells and NK/B cells), of the minima within
-    BALANCE_TIE of the deepest, the one with the most events on its smaller side: a few dozen
-    negatives below a spread of dim events are not the other population (FlowCAP-I GvHD
-    file 9 at 679 lymphocytes: the dip under 50 CD3- events, depth 0.63, beat the one
-    between 232 CD3-dim and 446 T cells, depth 0.58: T cells 0.84).
+    `balanced`: where both sides are always many (T cells and NK/B cells, CD8+ and CD8- T
+    cells), of the local minima within BALANCE_TIE of the deepest point, the one with the most
+    events on its smaller side: a few dozen negatives below a spread of dim events are not the
+    other population (FlowCAP-I GvHD file 9 at 679 lymphocytes: the dip under 50 CD3- events,
+    depth 0.63, beat the one between 232 CD3-dim and 446 T cells, depth 0.58: T cells 0.84),
+    nor is the window's edge on the slope up from a pile below it (file 2 with a tenth of its
+    CD8 T cells: the edge at 0.16, depth 0.60, beat the CD8 valley at 0.51, depth 0.57, and
+    1,208 T cells were called CD8+ for 79). Without a local minimum that near, the deepest
+    point stands, the window's edge included: the nearest it comes to a dip just outside.
 
     A flat empty stretch (all depths ~1) is cut in its middle, so a tiny positive population
     is not clipped and the negative tail is not touched."""
