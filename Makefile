@@ -27,10 +27,9 @@ demo: $(STAMP) $(DEMO_DIR)/samples.tsv
 	@echo "Report: $(CURDIR)/results/report/index.html"
 	@echo "Snakemake's own report: $(CURDIR)/results/snakemake_report.html"
 
-# One pytest worker per core (pytest-xdist): the suite is mostly single-threaded NumPy; a module
-# marked xdist_group (costly module fixtures) runs on one worker.
+# One pytest worker per core (pytest-xdist): the suite is mostly single-threaded NumPy.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup
+	$(BIN)/python -m pytest -n $(CORES)
 
 # The report's browser test needs Debian's chromium; install it where we may (root + apt),
 # otherwise that test skips and says why.

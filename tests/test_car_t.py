@@ -24,9 +24,6 @@ from cytopipe.synth.model import TIMEPOINTS
 from cytopipe.synth.sample_files import read_truth
 from cytopipe.synth.truth import gate_truth
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_car_t")
-
 SEED, N_PATIENTS, EVENTS = 11, 4, 50_000
 
 

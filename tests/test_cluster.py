@@ -40,9 +40,6 @@ from cytopipe.synth.model import B_SUBSETS
 from cytopipe.synth.sample_files import read_truth
 from cytopipe.synth.simulate import simulate_sample
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_cluster")
-
 N_EVENTS = 30_000
 TIMEPOINTS = (-7, 14, 180, 365)  # baseline, aplasia, reconstitution, late
 FAILED = "P09_FAILED"

@@ -20,9 +20,6 @@ from cytopipe.learn.evaluate import leave_one_file_out
 from cytopipe.learn.model import fit, load, per_population_cap, predict, review, save
 from cytopipe.learn.references import load_reference, read_labels
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_learn")
-
 MARKERS = ["FSC-A", "SSC-A", "CD4", "CD8b", "CD3", "CD8"]  # the six channels
 LINEAR = {"transform": {"fluorescence": "linear"}}  # FlowCAP-I: log-amplifier channel numbers
 

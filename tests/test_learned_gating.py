@@ -22,9 +22,6 @@ from cytopipe.synth.cohort import synth_cohort
 from cytopipe.synth.model import B_SUBSETS
 from cytopipe.synth.sample_files import read_truth
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_learned_gating")
-
 MARKERS = ["CD45", "SSC-A", "CD3", "CD19", "CD20"]
 COMPARE = {"t_cells": "T cells", "b_cells": "B cells"}
 

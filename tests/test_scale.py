@@ -28,9 +28,6 @@ import yaml
 from cytopipe.atomic import atomic_path, write_json
 from cytopipe.synth.cohort import synth_cohort
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_scale")
-
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 PER_SAMPLE = ("preprocess", "gate")

@@ -17,9 +17,6 @@ import yaml
 
 from cytopipe.synth.cohort import synth_cohort
 
-# its module fixtures are costly: all its tests on one pytest-xdist worker (make test)
-pytestmark = pytest.mark.xdist_group("test_workflow")
-
 N_EVENTS = 6000
 # Every patient's course (aplasia at day 7-28, reconstitution or not by day 365) at six of the ten
 # standard timepoints: the cohort's 32 jobs per step were most of CI's time.
