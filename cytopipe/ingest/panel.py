@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from cytopipe.config import project_file
+from cytopipe.config import parse_yaml, project_file
 from cytopipe.errors import ConfigError, FcsError
 
 Panel = dict[str, list[str]]
@@ -65,7 +65,7 @@ def _norm(text: str) -> str:
 def load_panel(path: str | os.PathLike) -> Panel:
     """Read a panel file: a mapping from canonical marker to a list of aliases."""
     try:
-        raw = yaml.safe_load(project_file(path).read_text())
+        raw = parse_yaml(project_file(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(
             f"cannot read panel: {exc}", path=path, hint="check the file exists and is YAML"
