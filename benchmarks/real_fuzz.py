@@ -161,8 +161,10 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     said = unlike_template(gated.stats)
     review = ",".join(review_rows(gated.stats)["population"])
     # the cohort page's "file checks": stains gated uncompensated (no matrix in the file), a
-    # matrix applied transposed
+    # matrix applied transposed; and its QC warnings (a population running off a stain's top)
     checks = compensation_notes({path.stem: pre.info}).get(path.stem, "")
+    if pre.info["qc"]["verdict"] != "pass":
+        checks = "; ".join(c for c in (checks, f"QC {pre.info['qc']['verdict']}") if c)
     rows = []
     for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
         target, pop = row["target"], row["population"]
@@ -203,7 +205,7 @@ def run(data: Path, seeds) -> pd.DataFrame:
 
 def silent(table: pd.DataFrame) -> pd.DataFrame:
     """Missed targets in files that said nothing: not unlike the template, no gate to review,
-    no file check on the cohort page."""
+    no file check or QC warning on the cohort page."""
     missed = table[table["miss"]]
     quiet = (missed["unlike_template"] == "") & (missed["to_review"] == "")
     return missed[quiet & (missed["file_checks"].fillna("") == "")]

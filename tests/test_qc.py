@@ -262,6 +262,20 @@ def test_a_population_running_off_the_top_of_a_stain_is_named():
     assert res.margin_by_channel == {"FL1": pinned, "FL2": 30} and pinned > 500
     warned = [note for note in res.notes if "runs off the scale" in note]
     assert len(warned) == 1 and warned[0].startswith(f"FL1: {pinned} event(s) at the top removed")
+    # the cohort page lists the sample: that population is counted short, although the file
+    # lost fewer events than warn by themselves (10%); not where it lost under
+    # warn_cut_off_pct of the file (the real Lyoplate file: 0.14%), nor for a few spikes
+    assert res.verdict == "warn" and res.events_in - res.events_kept < 0.1 * n
+    assert any("runs off the top of FL1 (over 1% of" in note for note in res.notes)
+    cfg = {"warn_cut_off_pct": 100 * pinned / n + 0.1}
+    below = qc.run_qc(
+        t, sig, raw, [1024.0] * 2, margin_channels=[0, 1], channel_names=["FL1", "FL2"], cfg=cfg
+    )
+    assert below.verdict == "pass" and below.notes == [
+        x for x in res.notes if "(over 1% of" not in x
+    ]
+    spikes = qc.run_qc(t, sig, raw[:, 1:], [1024.0], margin_channels=[0], channel_names=["FL2"])
+    assert spikes.margin_by_channel == {"FL2": 30} and spikes.verdict == "pass"
 
 
 def test_margin_events_inside_flagged_bins_count_once():

@@ -119,9 +119,9 @@ def stain_tops_cut_off(
     pinned: Mapping[int, int],
     names: Sequence[str],
     exclude: np.ndarray | None = None,
-) -> list[str]:
-    """A warning per stain channel whose events at the top are a population running off the
-    scale, not spikes: they are removed as margin events (their value, and the spill from it
+) -> dict[int, str]:
+    """A warning per stain channel (by index) whose events at the top are a population running
+    off the scale, not spikes: they are removed as margin events (their value, and the spill from it
     into other detectors, is unknown), so that population is counted short. A reagent brighter
     than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B cells, with
     6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48 against
@@ -129,7 +129,7 @@ def stain_tops_cut_off(
     CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44).
     `pinned`: stain channel -> its events at the top, as `margin_masks` counted them;
     `exclude`: events that are not cells (counting beads), left out of the tail too."""
-    notes = []
+    notes = {}
     for i, k in pinned.items():
         if k < MIN_CUT_OFF:
             continue
@@ -138,7 +138,7 @@ def stain_tops_cut_off(
         if exclude is not None and exclude.any():
             below -= int(np.count_nonzero(raw[exclude, i] >= near))
         if below >= k:
-            notes.append(
+            notes[i] = (
                 f"{names[i]}: {k} event(s) at the top removed, and {below} more lie within a "
                 f"factor {TAIL_FACTOR:g} below it: a population runs off the scale (voltage or "
                 "reagent too bright for this detector), so its count is short by up to "
