@@ -274,6 +274,19 @@ def test_a_population_running_off_the_top_of_a_stain_is_named():
     assert below.verdict == "pass" and below.notes == [
         x for x in res.notes if "(over 1% of" not in x
     ]
+    # the marker beside the detector, where the panel named it: the lab changes that reagent
+    named = qc.run_qc(
+        t,
+        sig,
+        raw,
+        [1024.0] * 2,
+        margin_channels=[0, 1],
+        channel_names=["FL1", "FL2"],
+        markers={0: "CD20"},
+    )
+    assert any(x.startswith(f"FL1 (CD20): {pinned} event(s)") for x in named.notes)
+    assert any("runs off the top of FL1 (CD20) (over 1%" in x for x in named.notes)
+    assert named.margin_by_channel == res.margin_by_channel  # counts stay by detector
     spikes = qc.run_qc(t, sig, raw[:, 1:], [1024.0], margin_channels=[0], channel_names=["FL2"])
     assert spikes.margin_by_channel == {"FL2": 30} and spikes.verdict == "pass"
 

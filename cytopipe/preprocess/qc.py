@@ -237,6 +237,7 @@ def run_qc(
     scatter_channels: Sequence[int] = (),
     tops: Mapping[int, float | None] | None = None,
     channel_names: Sequence[str] | None = None,
+    markers: Mapping[int, str] | None = None,
     timestep: float | None = 1.0,
     time_range: float | None = None,
     cfg: Mapping | None = None,
@@ -253,6 +254,8 @@ def run_qc(
     timestep: seconds per Time unit (1.0 when `time` is already in seconds, as read_fcs returns
       a Time channel with $TIMESTEP); None when unknown (bins sized by events only).
     time_range: the Time channel's range in Time units ($PnR), to tell a wrap-around from a reset.
+    markers: channel index -> the marker it carries, named beside the detector where a stain's
+      population runs off its top (the lab changes that reagent or voltage).
     cfg: the `qc:` config section (see DEFAULTS).
     """
     s = qc_settings(cfg)
@@ -291,9 +294,11 @@ def run_qc(
         notes += mnotes
         pinned = {i: margin_by_channel[names[i]] for i in tops
                   if i not in scatter_channels and names[i] in margin_by_channel}  # fmt: skip
-        warned = stain_tops_cut_off(raw, tops, pinned, names, exclude=is_bead)
+        labels = [f"{c} ({markers[i]})" if markers and i in markers else c
+                  for i, c in enumerate(names)]  # fmt: skip
+        warned = stain_tops_cut_off(raw, tops, pinned, labels, exclude=is_bead)
         notes += warned.values()
-        cut_off = [names[i] for i in warned if pinned[i] > s["warn_cut_off_pct"] / 100 * n]
+        cut_off = [labels[i] for i in warned if pinned[i] > s["warn_cut_off_pct"] / 100 * n]
 
     bad_bins = np.zeros(n, dtype=bool)
     rate_bins = np.zeros(n, dtype=bool)
@@ -420,6 +425,7 @@ def qc_sample(
         scatter_channels=[idx[m] for m in scatter if m in idx],
         tops=tops,
         channel_names=sample.pnn,
+        markers={i: m for m, i in idx.items() if i in margin},
         timestep=timestep,
         time_range=time_range,
         cfg=cfg,
