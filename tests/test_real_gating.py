@@ -1104,11 +1104,12 @@ def test_random_combinations_of_real_perturbations_never_miss_silently(shared_da
     it would be with the matrix the right way round), as a lab's file differs: a target may be missed,
     but then the sample must say so (unlike the template, a gate to review, or a file check).
     In the whole draw (100 files; `make test` gates the first 25), 8 files miss 13 of 468
-    targets, each listed: memory subsets where a dim CD27 stain meets noise, the matrix x1.14 with 5% of the T cells left (no CD27 valley on them),
-    transitional B cells at fluorescence x2.2-2.5 (QC removes a third of them at the top of
-    CD38 or CD24 and says so); a clipped export at fluorescence x2.5 missed 4 until the CD27
-    cut's far-side valley was searched above the T cells' CD27 cut only. Before the CD27 turn was searched above the T
-    cells' CD27 valley, one missed silently (unswitched memory 0.67: the matrix x1.11, CD20 x2,
+    targets, each listed: memory subsets where a dim CD27 stain meets noise, the matrix x1.14
+    with 5% of the T cells left (no CD27 valley on them), transitional B cells at fluorescence
+    x2.2-2.5 (QC removes a third of them at the top of CD38 or CD24 and says so); a clipped
+    export at fluorescence x2.5 missed 4 until the CD27 cut's far-side valley was searched
+    above the T cells' CD27 cut only. Before the CD27 turn was searched above the T cells' CD27
+    valley, one missed silently (unswitched memory 0.67: the matrix x1.11, CD20 x2,
     fluorescence x0.43)."""
     table = real_fuzz.run(shared_data / "real", real_fuzz.fuzz_seeds(files))
     assert table["target"].notna().sum() > 4 * files
@@ -1120,14 +1121,31 @@ def test_random_combinations_of_real_perturbations_never_miss_silently(shared_da
 def test_t_cells_of_perturbed_gvhd_files_hold_or_say_so(shared_data, files):
     """The real GvHD files at other voltages (each stain -0.5 to +0.3 decades), scatter gains
     (x0.6-1.5) and compositions (`benchmarks/gvhd_fuzz.py`, 100 files, the first 25 in `make
-    test`): the T cells' median F1 stays >= 0.90, and a T-cell gate below its target and more than 0.03 below the best CD3
-    cut of that file lists the T cells or the lymphocytes (measured 2026-12-03: median 0.955, 3 misses,
-    each with a tenth of the T cells left, T cells 1-4% of the events, all listed)."""
+    test`): the T cells' median F1 stays >= 0.90, and a T-cell gate below its target and more
+    than 0.03 below the best CD3 cut of that file lists the T cells or the lymphocytes
+    (measured 2026-12-03: median 0.955, 3 misses, each with a tenth of the T cells left, T
+    cells 1-4% of the events, all listed)."""
     table = gvhd_fuzz.run(shared_data / "real", gvhd_fuzz.fuzz_seeds(files))
     t_cells = table[table["population"] == "t_cells"]
     assert len(t_cells) == files and t_cells["f1"].median() >= 0.90
     quiet = gvhd_fuzz.silent(t_cells)
     assert quiet.empty, quiet[["seed", "file", "f1", "bound", "params"]].to_string()
+
+
+def test_b_cells_running_off_the_top_of_cd20_make_qc_warn(shared_data):
+    """Seed 709922625 of label "session 35" (CD20 x2.48, IgD left out): 3,832 events pinned
+    at the top of CD20's detector, 28% of the B cells, were removed with a note, but the
+    verdict stayed pass and the missed CD20+ and transitional B cells said nothing on the
+    cohort page. Now QC warns and names the marker; the real file as acquired (138 B cells at
+    CD20's top, 0.14% of its events) keeps its note and stays pass."""
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="t")
+    path = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    qc = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg).info["qc"]
+    assert qc["verdict"] == "pass" and any(n.startswith("R780-A (CD20): 138 ") for n in qc["notes"])
+    table = real_fuzz.run(shared_data / "real", [709922625])
+    missed = table[table["miss"]]
+    assert set(missed["population"]) == {"b_cd20pos", "b_transitional"}, table.to_string()
+    assert (missed["file_checks"] == "QC warn").all() and real_fuzz.silent(table).empty
 
 
 def test_a_few_cd3_negatives_below_a_dim_spread_do_not_place_the_t_cell_cut(shared_data):

@@ -122,10 +122,10 @@ def stain_tops_cut_off(
 ) -> dict[int, str]:
     """A warning per stain channel (by index) whose events at the top are a population running
     off the scale, not spikes: they are removed as margin events (their value, and the spill
-    from it into other detectors, is unknown), so that population is counted short. A reagent brighter
-    than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B cells, with
-    6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48 against
-    openCyto's). Keeping them was measured and not taken: the spill of the pinned CD20 into
+    from it into other detectors, is unknown), so that population is counted short. A reagent
+    brighter than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B
+    cells, with 6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48
+    against openCyto's). Keeping them was measured and not taken: the spill of the pinned CD20 into
     CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44).
     `pinned`: stain channel -> its events at the top, as `margin_masks` counted them;
     `exclude`: events that are not cells (counting beads), left out of the tail too."""
