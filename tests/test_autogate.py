@@ -124,6 +124,24 @@ def test_a_balanced_valley_is_a_dip_not_the_window_edge_on_the_slope_of_one_outs
     assert find_valley(d, 0.15, 0.45, 10, 0.3, balanced=True)[0] < 0.17
 
 
+def test_a_balanced_valley_is_not_the_edge_above_a_log_amplifiers_floor_pile():
+    """A log amplifier puts every event under its range on its lowest channel: a pile of ties
+    with a dip above it, below a negative hump that reaches into the search window. With a
+    minority too small for a significant valley, the window's edge on the slope up from that
+    dip was the cut (GvHD file 5, 30% of its CD8 T cells: 1,385 T cells called CD8+ for 93).
+    Read `unpiled` (as a balanced search is), the pile counts below every bin and makes no
+    peak: no valley rather than the edge."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.zeros(400), rng.normal(0.25, 0.08, 1300), rng.normal(0.65, 0.1, 100)])
+    x = np.maximum(x, 0.03)
+    piled = density(x, 0.02, -0.2, 1.1)
+    assert find_valley(piled, 0.15, 0.85, 10, 0.3, balanced=True)[0] < 0.16  # the edge
+    unpiled = density(x, 0.02, -0.2, 1.1, unpiled=True)
+    assert find_valley(unpiled, 0.15, 0.85, 10, 0.3, balanced=True) is None
+    assert unpiled.n == x.size and unpiled.below[0] == np.count_nonzero(x == 0.03)
+    assert unpiled.at(0.03) < 0.2 * piled.at(0.03)
+
+
 def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
     """Negatives wider than logicle W 0.5's linear region (SD 500) show as two humps, one below
     0 and one above: searched below the positives (as the IgD cut is, below the naive B

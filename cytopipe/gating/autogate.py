@@ -246,12 +246,13 @@ class _Placer:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
         floor = search[0] if reference is None else reference
         lo = max(lo, floor)
-        d = density(x, bw, *density_range(x, search[0], search[1], bw))
+        balanced = bool(p.get("balanced", False))
+        d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=balanced)
         min_side = max(
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
         needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
-                 bool(p.get("first", False)), bool(p.get("balanced", False)))  # fmt: skip
+                 bool(p.get("first", False)), balanced)  # fmt: skip
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
         beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
         split = ""
