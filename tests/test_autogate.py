@@ -138,7 +138,9 @@ def test_a_balanced_valley_is_not_the_edge_above_a_log_amplifiers_floor_pile():
     assert find_valley(piled, 0.15, 0.85, 10, 0.3, balanced=True)[0] < 0.16  # the edge
     unpiled = density(x, 0.02, -0.2, 1.1, unpiled=True)
     assert find_valley(unpiled, 0.15, 0.85, 10, 0.3, balanced=True) is None
-    assert unpiled.n == x.size and unpiled.below[0] == np.count_nonzero(x == 0.03)
+    piles = np.count_nonzero(x == 0.03)
+    assert unpiled.n == x.size and unpiled.below[0] == 0
+    assert unpiled.below[unpiled.centers > 0.03][0] >= piles
     assert unpiled.at(0.03) < 0.2 * piled.at(0.03)
 
 

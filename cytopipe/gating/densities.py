@@ -44,14 +44,17 @@ def density(
     n_bins = max(int(np.ceil((hi - lo) / step)), 8)
     piled = floor_pile(x) if unpiled else 0
     if piled:
-        x = x[x > np.min(x)]
+        floor = float(np.min(x))
+        x = x[x > floor]
     counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
     k = np.arange(-16, 17)
     kernel = np.exp(-0.5 * (k / 4.0) ** 2)
     # "full" then centred: equals mode="same", also when there are fewer bins than the kernel
     smooth = np.convolve(counts.astype(float), kernel / kernel.sum())[16 : 16 + n_bins]
     centers = 0.5 * (edges[:-1] + edges[1:])
-    below = piled + np.count_nonzero(x < lo) + np.cumsum(counts) - 0.5 * counts
+    below = np.count_nonzero(x < lo) + np.cumsum(counts) - 0.5 * counts
+    if piled:
+        below = below + piled * (centers > floor)
     return _Density(centers, smooth, below, int(x.size) + piled)
 
 
