@@ -1148,6 +1148,18 @@ def test_b_cells_running_off_the_top_of_cd20_make_qc_warn(shared_data):
     assert (missed["file_checks"] == "QC warn").all() and real_fuzz.silent(table).empty
 
 
+def test_dim_b_cells_above_flat_t_cell_negatives_are_found(shared_data):
+    """Seed 888172046 of label "session 36b": CD19 at a fifth of its brightness, noise of SD
+    227 and negatives clipped at 0. The T cells' CD19 is flat from -0.03 to 0.32, the B cells
+    sit at 0.33-0.47; the T cells' robust reach fell to 0.06, under their median, and the cut
+    went where the events run out: 3 CD20+ B cells for 9,762 (said: "check the CD19 stain").
+    Now the B cells are found, and the sample says their cut is a dim stain's."""
+    table = real_fuzz.run(shared_data / "real", [888172046]).set_index("population")
+    assert table.loc["b_cd20pos", "f1"] >= 0.95, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.90, table.to_dict()
+    assert "a dim stain?" in table.loc["b_cells", "unlike_template"], table.to_dict()
+
+
 def test_a_few_cd3_negatives_below_a_dim_spread_do_not_place_the_t_cell_cut(shared_data):
     """File 9 cut to 1,403 events (seed 408324705 of label "session 32b", 10% of the CD3-
     events kept): the scatter gate holds 50 CD3- events at 0, a spread of 230 CD3-dim ones and
