@@ -1177,7 +1177,7 @@ def _display_export_with_noise(data) -> pd.DataFrame:
                 reason="known miss, F1 0.182: the IgD cut (0.18) lies in the dip "
                 "above the 65 B cells on channel 0",
             ),
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_a_display_export_clipped_at_zero_keeps_the_t_cells_cd27_cut(

@@ -38,7 +38,8 @@ def density(
     """Gaussian-smoothed histogram on [lo, hi] (bins of bandwidth / 4): O(n), no per-event KDE.
 
     `unpiled`: a pile of ties on the lowest value (`floor_pile`) stays out of the histogram and
-    counts below every bin: events under a log amplifier's range are not a population there.
+    counts below the bins above it: events under the range (a log amplifier's channel 0, a
+    display-scale export clipped at 0) are not a population there.
     """
     step = bandwidth / 4.0
     n_bins = max(int(np.ceil((hi - lo) / step)), 8)
@@ -64,7 +65,8 @@ PILE_SHARE = 0.01  # of the events tied on the lowest value: fewer are ties, not
 def floor_pile(x: np.ndarray) -> int:
     """Events tied on the lowest value where they are a pile (at least PILE_SHARE of `x` and
     10 events, not all of them), else 0. FACSCalibur-era log amplifiers put every event under
-    their range on channel 0: 5-32% of each FlowCAP-I GvHD stain's events."""
+    their range on channel 0 (5-32% of each FlowCAP-I GvHD stain's events), and so does an
+    export of display-scale values clipped at 0."""
     if x.size == 0:
         return 0
     n = int(np.count_nonzero(x == np.min(x)))
