@@ -43,9 +43,8 @@ def density(
     """
     step = bandwidth / 4.0
     n_bins = max(int(np.ceil((hi - lo) / step)), 8)
-    piled = floor_pile(x) if unpiled else 0
+    floor, piled = floor_pile(x) if unpiled else (0.0, 0)
     if piled:
-        floor = float(np.min(x))
         x = x[x > floor]
     counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
     k = np.arange(-16, 17)
@@ -62,15 +61,18 @@ def density(
 PILE_SHARE = 0.01  # of the events tied on the lowest value: fewer are ties, not a pile
 
 
-def floor_pile(x: np.ndarray) -> int:
-    """Events tied on the lowest value where they are a pile (at least PILE_SHARE of `x` and
-    10 events, not all of them), else 0. FACSCalibur-era log amplifiers put every event under
-    their range on channel 0 (5-32% of each FlowCAP-I GvHD stain's events), and so does an
-    export of display-scale values clipped at 0."""
+def floor_pile(x: np.ndarray) -> tuple[float, int]:
+    """(the lowest value, the events tied on it) where they are a pile (at least PILE_SHARE of
+    `x` and 10 events, not all of them), else (that value, 0). FACSCalibur-era log amplifiers
+    put every event under their range on channel 0 (5-32% of each FlowCAP-I GvHD stain's
+    events), and so does an export of display-scale values clipped at 0. Unlike
+    `preprocess.clipped.clipped_floor` (raw values, a floor at 0 or above, spread back by the
+    mirror), this reads the gating scale and only keeps the pile out of a density."""
     if x.size == 0:
-        return 0
-    n = int(np.count_nonzero(x == np.min(x)))
-    return n if max(PILE_SHARE * x.size, 10) <= n < x.size else 0
+        return 0.0, 0
+    floor = float(np.min(x))
+    n = int(np.count_nonzero(x == floor))
+    return floor, (n if max(PILE_SHARE * x.size, 10) <= n < x.size else 0)
 
 
 def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
