@@ -23,6 +23,7 @@ from cytopipe.gating.densities import (
     find_shoulder,
     find_turn,
     find_valley,
+    floor_pile,
     majority_peak,
     risen_population,
     split_negatives,
@@ -142,6 +143,43 @@ def test_a_balanced_valley_is_not_the_edge_above_a_log_amplifiers_floor_pile():
     assert unpiled.n == x.size and unpiled.below[0] == 0
     assert unpiled.below[unpiled.centers > 0.03][0] >= piles
     assert unpiled.at(0.03) < 0.2 * piled.at(0.03)
+
+
+def test_a_small_pile_on_the_lowest_value_is_no_population_below_a_valley():
+    """A display-scale export clipped at 0: 45 of 11,171 B cells (0.4%) tie on the lowest
+    value, the IgD- memory B cells spread thinly above it up to the naive majority's flank.
+    The dip above those 45 was the IgD cut (0.18; switched memory F1 0.18). Ties outnumbering
+    the whole bandwidth above them are a pile, however small a share; a few ties on a
+    continuous scale are not."""
+    rng = np.random.default_rng(2)
+    spread = np.concatenate([rng.uniform(0.0, 0.3, 300), rng.normal(0.4, 0.05, 900)])
+    x = np.concatenate([np.zeros(45), spread[spread > 0], rng.normal(0.6, 0.05, 10_000)])
+    assert floor_pile(x, 0.02) == (0.0, 45)
+    piled = density(x, 0.02, -0.2, 1.1)
+    assert find_valley(piled, 0.12, 0.5, 50, 0.3)[0] < 0.2  # the dip above the pile
+    unpiled = density(x, 0.02, -0.2, 1.1, unpiled=True)
+    assert find_valley(unpiled, 0.12, 0.5, 50, 0.3) is None
+    few = np.concatenate([np.full(12, 0.05), rng.uniform(0.05, 0.1, 600)])  # 12 ties, no pile
+    assert floor_pile(few, 0.02) == (0.05, 0)
+
+
+def test_a_cut_at_the_windows_edge_above_split_negatives_is_that_split():
+    """CD27 with noise of SD 211: the negatives' two humps at -0.11 and 0.35 (0 at 0.11), their
+    dip at 0.15, and the search window from 0.20: its edge, on the slope up from that dip, was
+    the deepest point and the T cells' CD27 cut (1,700 of 3,360 called CD27-negative). The
+    edge is read at the dip's bottom, so the split is seen and the search goes on above the
+    upper hump."""
+    rng = np.random.default_rng(3)
+    zero = float(logicle(np.zeros(1), 262144.0, 0.5, 4.5, 0.0)[0])
+    raw = np.concatenate([rng.normal(0.0, 450.0, 6_000), rng.normal(20_000.0, 4_000.0, 4_000)])
+    x = logicle(raw, 262144.0, 0.5, 4.5, 0.0)
+    d = density(x, 0.02, -0.3, 1.0)
+    dip, _ = find_valley(d, -0.2, zero + 0.05, min_side=10, min_depth=0.3)
+    edge = zero + 0.09  # a window starting here: its edge is on the slope up from that dip
+    assert abs(dip - zero) < 0.05 and d.at(dip) < d.at(edge)
+    start = split_negatives(d, edge, zero)
+    assert start is not None and start > zero + 0.15
+    assert find_valley(d, start, 0.9, min_side=10, min_depth=0.3)[0] > start
 
 
 def test_a_flat_anchor_population_reaches_at_least_its_median():

@@ -247,18 +247,19 @@ class _Placer:
         floor = search[0] if reference is None else reference
         lo = max(lo, floor)
         balanced = bool(p.get("balanced", False))
-        d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=balanced)
+        unpiled = bool(p.get("unpiled", balanced))
+        d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=unpiled)
         min_side = max(
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
         needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
                  bool(p.get("first", False)), balanced)  # fmt: skip
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
-        beyond = split_negatives(d, found[0], self.zeros.get(t.dim)) if found else None
+        zero = self.zeros.get(t.dim)
+        beyond = split_negatives(d, found[0], zero) if found else None
         split = ""
         if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
-            split = (f"the dip at {found[0]:.2f} is between the halves of negatives the scale "
-                     f"split (0 at {self.zeros[t.dim]:.2f}): searched from {beyond:.2f}")  # fmt: skip
+            split = _split_note(found[0], zero, beyond)
             lo = floor = max(lo, beyond)
             found = find_valley(d, lo, hi, *needs) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
@@ -267,6 +268,9 @@ class _Placer:
             found = far_side_valley(
                 d, x.size, majority[0], (floor, search[1]), p, look_above=expected_below
             )
+            beyond = split_negatives(d, found[0], zero) if found else None
+            if beyond is not None:  # nor between those humps (the majority is the upper one)
+                split, found = split or _split_note(found[0], zero, beyond), None
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
@@ -382,6 +386,11 @@ class _Placer:
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
+
+
+def _split_note(dip: float, zero: float, beyond: float) -> str:
+    return (f"the dip at {dip:.2f} is between the halves of negatives the scale split "
+            f"(0 at {zero:.2f}): searched from {beyond:.2f}")  # fmt: skip
 
 
 def threshold_events(

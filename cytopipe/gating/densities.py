@@ -43,7 +43,7 @@ def density(
     """
     step = bandwidth / 4.0
     n_bins = max(int(np.ceil((hi - lo) / step)), 8)
-    floor, piled = floor_pile(x) if unpiled else (0.0, 0)
+    floor, piled = floor_pile(x, bandwidth) if unpiled else (0.0, 0)
     if piled:
         x = x[x > floor]
     counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
@@ -58,21 +58,21 @@ def density(
     return _Density(centers, smooth, below, int(x.size) + piled)
 
 
-PILE_SHARE = 0.01  # of the events tied on the lowest value: fewer are ties, not a pile
-
-
-def floor_pile(x: np.ndarray) -> tuple[float, int]:
-    """(the lowest value, the events tied on it) where they are a pile (at least PILE_SHARE of
-    `x` and 10 events, not all of them), else (that value, 0). FACSCalibur-era log amplifiers
-    put every event under their range on channel 0 (5-32% of each FlowCAP-I GvHD stain's
-    events), and so does an export of display-scale values clipped at 0. Unlike
-    `preprocess.clipped.clipped_floor` (raw values, a floor at 0 or above, spread back by the
-    mirror), this reads the gating scale and only keeps the pile out of a density."""
+def floor_pile(x: np.ndarray, bandwidth: float) -> tuple[float, int]:
+    """(the lowest value, the events tied on it) where they are a pile (at least 10 events, not
+    all of them, and more than the whole `bandwidth` above them holds), else (that value, 0).
+    FACSCalibur-era log amplifiers put every event under their range on channel 0 (5-32% of
+    each FlowCAP-I GvHD stain's events), and so does an export of display-scale values clipped
+    at 0 (45 of a Lyoplate variant's 11,171 B cells, IgD-negative ones: a peak the IgD cut took
+    for the IgD- population). Unlike `preprocess.clipped.clipped_floor` (raw values, a floor at
+    0 or above, spread back by the mirror), this reads the gating scale and only keeps the pile
+    out of a density."""
     if x.size == 0:
         return 0.0, 0
     floor = float(np.min(x))
     n = int(np.count_nonzero(x == floor))
-    return floor, (n if max(PILE_SHARE * x.size, 10) <= n < x.size else 0)
+    above = int(np.count_nonzero((x > floor) & (x <= floor + bandwidth)))
+    return floor, (n if 10 <= n < x.size and n > above else 0)
 
 
 def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
@@ -212,8 +212,14 @@ def split_negatives(d: _Density, valley: float, zero: float | None) -> float | N
     hump below it is that split, not the edge of a population. The channel's own test
     (`preprocess.sample.logicle_w`) widens W where the whole channel splits; a subset whose
     negatives are wider than the rest (spread by a bright stain's spillover) splits where the
-    undispersed events (debris, CD45- events) fill the channel's dip at 0."""
-    if zero is None or abs(valley - zero) > ZERO_BAND:
+    undispersed events (debris, CD45- events) fill the channel's dip at 0. A cut at a search
+    window's edge on the slope up from that dip is read at the dip's bottom, downhill from it
+    (the T cells' CD27 with noise of SD 211: the window starts at 0.20, the dip is at 0.15,
+    0 at 0.11, and the edge took 1,700 of 3,360 T cells as CD27-)."""
+    if zero is None:
+        return None
+    valley = _downhill(d, valley)
+    if abs(valley - zero) > ZERO_BAND:
         return None
     lower = d.centers <= valley
     if not lower.any():
@@ -225,6 +231,17 @@ def split_negatives(d: _Density, valley: float, zero: float | None) -> float | N
     if not upper.any():
         return None
     return float(d.centers[upper][int(np.argmax(d.smooth[upper]))])
+
+
+def _downhill(d: _Density, at: float) -> float:
+    """The bottom of the dip `at` lies in or on the slope of: walked down the smoothed density."""
+    i = int(np.clip(np.searchsorted(d.centers, at), 0, d.centers.size - 1))
+    s = d.smooth
+    while i > 0 and s[i - 1] < s[i]:
+        i -= 1
+    while i < s.size - 1 and s[i + 1] < s[i]:
+        i += 1
+    return float(d.centers[i])
 
 
 OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
