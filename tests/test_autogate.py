@@ -25,6 +25,7 @@ from cytopipe.gating.densities import (
     find_valley,
     floor_pile,
     majority_peak,
+    misplaced_majority,
     risen_population,
     split_negatives,
     support_end,
@@ -180,6 +181,24 @@ def test_a_cut_at_the_windows_edge_above_split_negatives_is_that_split():
     start = split_negatives(d, edge, zero)
     assert start is not None and start > zero + 0.15
     assert find_valley(d, start, 0.9, min_side=10, min_depth=0.3)[0] > start
+
+
+def test_a_majority_peak_with_most_events_beyond_it_is_a_minoritys():
+    """The IgD cut without a valley, shoulder or turn is the majority peak - 2 SD: below the
+    IgD+ naive B cells. In a memory-rich file at a dim fluorescence the IgD- memory B cells'
+    narrow peak is the highest and most events lie above it: that cut called every IgD- B cell
+    IgD+. Such a peak is named, and two populations by BIC place the cut between them."""
+    rng = np.random.default_rng(4)
+    anchor = {"peak": [0.40, 1.10], "side": "below", "fallback_sd": 2.0}
+    memory_rich = np.concatenate([rng.normal(0.31, 0.025, 330), rng.normal(0.48, 0.07, 450)])
+    peak = majority_peak(memory_rich, 0.02)
+    assert peak[0] < 0.35  # the IgD- memory B cells' peak
+    said = misplaced_majority(memory_rich, peak, anchor)
+    assert "minority's peak" in said
+    cut, _ = split_in_two(memory_rich)
+    assert 0.33 < cut < 0.42 and peak[0] - 2 * peak[1] < 0.3  # the last resort: below them all
+    naive_rich = np.concatenate([rng.normal(0.31, 0.025, 150), rng.normal(0.55, 0.05, 2_000)])
+    assert misplaced_majority(naive_rich, majority_peak(naive_rich, 0.02), anchor) == ""
 
 
 def test_a_flat_anchor_population_reaches_at_least_its_median():

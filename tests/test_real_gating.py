@@ -1173,8 +1173,9 @@ def test_a_display_export_clipped_at_zero_keeps_its_cd27_and_igd_cuts(shared_dat
     naive B cells 0.517, unswitched memory 0.110, nothing said. CD27- and CD27+ T cells are
     both many, so that cut is balanced (its pile counts below): 0.46, naive 0.945. The IgD cut
     then lay in the dip above the 45 B cells on channel 0 (0.18: switched memory 0.182, double
-    negative 0.105): that pile too counts below (session 37), and the cut is the naive B
-    cells' density turn (switched memory 0.846, double negative 0.716)."""
+    negative 0.105): that pile too counts below (session 37); with no valley, shoulder or
+    turn, the cut is the naive B cells' peak - 2 SD (switched memory 0.846, double negative
+    0.716)."""
     table = _display_export_with_noise(shared_data / "real")
     target = 0.90 if population == "b_naive" else 0.70
     assert table.loc[population, "f1"] >= target, table.to_dict()
@@ -1211,6 +1212,32 @@ def test_a_cd27_cut_at_the_windows_edge_above_split_negatives_is_no_cut(
     in the far-side search as well: naive 0.908, switched memory 0.795."""
     table = _noisy_cd27_at_the_windows_edge(shared_data / "real")
     assert table.loc[population, "f1"] >= target, table.to_dict()
+
+
+def test_a_memory_rich_files_igd_cut_is_not_below_its_igd_negative_peak(shared_data):
+    """Seed 430259667 of label "session 37c": 5% of the naive B cells, fluorescence x0.43,
+    784 B cells. The IgD- memory B cells' narrow peak (0.32) is the highest, 68% of the B cells
+    lie above it, and without a valley the cut was that peak - 2 SD (0.21): every IgD- B cell
+    IgD+ (switched memory 0.196, double negative 0.119), nothing said. That peak is named as a
+    minority's and two populations by BIC place the cut (0.41). Naive B cells 0.891 and
+    unswitched memory 0.699 stay under their targets (the cut is above openCyto's 0.35)."""
+    table = real_fuzz.run(shared_data / "real", [430259667]).set_index("population")
+    for population in ("b_switched_memory", "b_double_negative"):
+        assert table.loc[population, "f1"] >= 0.70, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.85, table.to_dict()
+    assert "minority's peak" in table.loc["b_naive", "unlike_template"], table.to_dict()
+
+
+def test_a_display_exports_cd27_pile_at_zero_is_no_population(shared_data):
+    """Seed 430259683 of label "session 37c": a display-scale export (pinned at 0), 5% of the
+    T cells, fluorescence x2.2. 647 B cells sit on CD27's channel 0, and the CD27 window's
+    edge (0.20) on the slope up from the dip above them was the cut: naive B cells 0.287,
+    unswitched memory 0.098 (said, for other reasons). The B cells' CD27 cut now reads its
+    density without that pile, as the IgD cut does."""
+    table = real_fuzz.run(shared_data / "real", [430259683]).set_index("population")
+    assert table.loc["b_naive", "f1"] >= 0.90, table.to_dict()
+    for population in ("b_unswitched_memory", "b_switched_memory", "b_double_negative"):
+        assert table.loc[population, "f1"] >= 0.70, table.to_dict()
 
 
 def test_a_few_cd3_negatives_below_a_dim_spread_do_not_place_the_t_cell_cut(shared_data):

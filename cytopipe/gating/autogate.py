@@ -57,6 +57,7 @@ from cytopipe.gating.densities import (
     find_peak,
     find_valley,
     majority_peak,
+    misplaced_majority,
     split_negatives,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
@@ -280,6 +281,7 @@ class _Placer:
             )
             return Placement("valley", conf, flag, value, unlike=unlike)
         why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
+        misplaced = ""
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             two = split_in_two(x) if p.get("split") else None
@@ -288,16 +290,21 @@ class _Placer:
                 return Placement(
                     "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
                 )
-            positive = None
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority if majority is not None else majority_peak(x, bw)
                 positive = self._positive_majority(t, peak, why)
-            if positive is not None:
-                return positive
+                if positive is not None:
+                    return positive
+                misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
+                two = split_in_two(x) if misplaced and not p.get("split") else None
+                if two is not None and max(search[0], floor) <= two[0] <= search[1]:
+                    flag = f"no valley: two populations (BIC), D {two[1]:.1f}; {misplaced}"
+                    conf = round(min(1.0, two[1] / 4), 3)
+                    return Placement("mixture", conf, flag, two[0], unlike=misplaced)
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"
-            unlike = unlike or limits.unlike_if_cut
+            unlike = unlike or limits.unlike_if_cut or misplaced
             return Placement(limits.method, 0.5, flag, value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
             k = float(p["fallback_sd"])
