@@ -284,23 +284,20 @@ class _Placer:
         misplaced = ""
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
-            two = split_in_two(x) if p.get("split") else None
-            if two is not None and max(search[0], floor) <= two[0] <= search[1]:
-                flag = f"no valley: two populations (BIC), D {two[1]:.1f}"
-                return Placement(
-                    "mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike
-                )
+            window = (max(search[0], floor), search[1])
+            mixed = _two_populations(x, window, unlike) if p.get("split") else None
+            if mixed is not None:
+                return mixed
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority if majority is not None else majority_peak(x, bw)
                 positive = self._positive_majority(t, peak, why)
                 if positive is not None:
                     return positive
                 misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
-                two = split_in_two(x) if misplaced and not p.get("split") else None
-                if two is not None and max(search[0], floor) <= two[0] <= search[1]:
-                    flag = f"no valley: two populations (BIC), D {two[1]:.1f}; {misplaced}"
-                    conf = round(min(1.0, two[1] / 4), 3)
-                    return Placement("mixture", conf, flag, two[0], unlike=misplaced)
+                if misplaced and not p.get("split"):
+                    mixed = _two_populations(x, window, misplaced, misplaced)
+                    if mixed is not None:
+                        return mixed
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"
@@ -393,6 +390,17 @@ class _Placer:
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
+
+
+def _two_populations(
+    x: np.ndarray, window: tuple[float, float], unlike: str, note: str = ""
+) -> Placement | None:
+    """The cut between two populations by BIC (`split_in_two`) when it lies in `window`."""
+    two = split_in_two(x)
+    if two is None or not window[0] <= two[0] <= window[1]:
+        return None
+    flag = "; ".join(f for f in (f"no valley: two populations (BIC), D {two[1]:.1f}", note) if f)
+    return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike)
 
 
 def _split_note(dip: float, zero: float, beyond: float) -> str:
