@@ -1214,18 +1214,41 @@ def test_a_cd27_cut_at_the_windows_edge_above_split_negatives_is_no_cut(
     assert table.loc[population, "f1"] >= target, table.to_dict()
 
 
-def test_a_memory_rich_files_igd_cut_is_not_below_its_igd_negative_peak(shared_data):
+@functools.cache
+def _memory_rich_at_dim_fluorescence(data) -> pd.DataFrame:
+    return real_fuzz.run(data, [430259667]).set_index("population")
+
+
+@pytest.mark.parametrize(
+    ("population", "target"),
+    [
+        ("b_switched_memory", 0.70),
+        ("b_double_negative", 0.70),
+        pytest.param(
+            "b_naive",
+            0.90,
+            marks=pytest.mark.xfail(strict=True, reason="known miss, F1 0.891: cut at 0.41"),
+        ),
+        pytest.param(
+            "b_unswitched_memory",
+            0.70,
+            marks=pytest.mark.xfail(strict=True, reason="known miss, F1 0.699: cut at 0.41"),
+        ),
+    ],
+)
+def test_a_memory_rich_files_igd_cut_is_not_below_its_igd_negative_peak(
+    shared_data, population, target
+):
     """Seed 430259667 of label "session 37c": 5% of the naive B cells, fluorescence x0.43,
     784 B cells. The IgD- memory B cells' narrow peak (0.32) is the highest, 68% of the B cells
     lie above it, and without a valley the cut was that peak - 2 SD (0.21): every IgD- B cell
     IgD+ (switched memory 0.196, double negative 0.119), nothing said. That peak is named as a
-    minority's and two populations by BIC place the cut (0.41). Naive B cells 0.891 and
-    unswitched memory 0.699 stay under their targets (the cut is above openCyto's 0.35)."""
-    table = real_fuzz.run(shared_data / "real", [430259667]).set_index("population")
-    for population in ("b_switched_memory", "b_double_negative"):
-        assert table.loc[population, "f1"] >= 0.70, table.to_dict()
-    assert table.loc["b_naive", "f1"] >= 0.85, table.to_dict()
-    assert "minority's peak" in table.loc["b_naive", "unlike_template"], table.to_dict()
+    minority's (the sample is unlike the template) and two populations by BIC place the cut
+    (0.41): naive B cells and unswitched memory stay just under their targets, the cut being
+    above openCyto's (0.35)."""
+    table = _memory_rich_at_dim_fluorescence(shared_data / "real")
+    assert "minority's peak" in table.loc[population, "unlike_template"], table.to_dict()
+    assert table.loc[population, "f1"] >= target, table.to_dict()
 
 
 def test_a_display_exports_cd27_pile_at_zero_is_no_population(shared_data):
