@@ -62,7 +62,7 @@ from cytopipe.gating.densities import (
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.lineage import lineage_bright
-from cytopipe.gating.mixture import place_gmm, split_in_two
+from cytopipe.gating.mixture import place_gmm, split_placement
 from cytopipe.gating.placement import (
     LOW_CONFIDENCE,
     MIN_EVENTS,
@@ -285,7 +285,7 @@ class _Placer:
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             window = (max(search[0], floor), search[1])
-            mixed = _two_populations(x, window, unlike) if p.get("split") else None
+            mixed = split_placement(x, window, unlike) if p.get("split") else None
             if mixed is not None:
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
@@ -295,7 +295,7 @@ class _Placer:
                     return positive
                 misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
                 if misplaced and not p.get("split"):
-                    mixed = _two_populations(x, window, misplaced, misplaced)
+                    mixed = split_placement(x, window, misplaced, misplaced)
                     if mixed is not None:
                         return mixed
         if limits is not None:  # no valley: the cut is still measured on the sample
@@ -390,17 +390,6 @@ class _Placer:
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
-
-
-def _two_populations(
-    x: np.ndarray, window: tuple[float, float], unlike: str, note: str = ""
-) -> Placement | None:
-    """The cut between two populations by BIC (`split_in_two`) when it lies in `window`."""
-    two = split_in_two(x)
-    if two is None or not window[0] <= two[0] <= window[1]:
-        return None
-    flag = "; ".join(f for f in (f"no valley: two populations (BIC), D {two[1]:.1f}", note) if f)
-    return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike)
 
 
 def _split_note(dip: float, zero: float, beyond: float) -> str:

@@ -476,3 +476,14 @@ def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
             low = gm.predict_proba(grid)[:, order[: a + 1]].sum(axis=1)
             best = (small, float(grid[np.argmax(low < 0.5), 0]), d)
     return None if best is None else best[1:]
+
+
+def split_placement(
+    x: np.ndarray, window: tuple[float, float], unlike: str, note: str = ""
+) -> Placement | None:
+    """The cut between two populations by BIC (`split_in_two`) when it lies in `window`."""
+    two = split_in_two(x)
+    if two is None or not window[0] <= two[0] <= window[1]:
+        return None
+    flag = "; ".join(f for f in (f"no valley: two populations (BIC), D {two[1]:.1f}", note) if f)
+    return Placement("mixture", round(min(1.0, two[1] / 4), 3), flag, two[0], unlike=unlike)
