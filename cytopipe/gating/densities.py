@@ -71,8 +71,10 @@ def floor_pile(x: np.ndarray, bandwidth: float) -> tuple[float, int]:
         return 0.0, 0
     floor = float(np.min(x))
     n = int(np.count_nonzero(x == floor))
+    if not 10 <= n < x.size:  # a few ties, or nothing but them: no second pass
+        return floor, 0
     above = int(np.count_nonzero((x > floor) & (x <= floor + bandwidth)))
-    return floor, (n if 10 <= n < x.size and n > above else 0)
+    return floor, (n if n > above else 0)
 
 
 def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
