@@ -37,6 +37,8 @@ from cytopipe.gating.mixture import (
     _component_outline,
     _same_population,
     split_in_two,
+    split_in_two_2d,
+    split_placement,
 )
 from cytopipe.gating.placement import LOW_CONFIDENCE
 from cytopipe.gating.sample import gate
@@ -435,6 +437,33 @@ def test_two_populations_beside_a_spread_tail_are_split_between_them(seed):
     naive, tail = rng.normal(0.55, 0.05, 250), rng.normal(0.30, 0.15, 40)
     cut, d = split_in_two(np.concatenate([naive, tail, rng.normal(0.72, 0.04, 200)]))
     assert abs(cut - 0.645) <= 0.01 and d >= 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_naive_b_cells_beside_a_transitional_majority_are_split_in_cd38_and_cd24(seed):
+    """Early after CAR-T: 400 transitional-like events (CD38 0.75, CD24 0.61) beside 180
+    naive-like ones (0.57, 0.41) whose CD38 spreads wider (SD 0.11). On CD38 alone the naive
+    hump is a flank of the transitional peak to a mixture (no split: the cut was the majority
+    peak + 2 SD, above every transitional B cell); in CD38 x CD24 they are two clusters, cut
+    within 0.01 of where the line joining them crosses from one to the other (0.66). One 2-D
+    population, Gaussian or skewed, is never split."""
+    rng = np.random.default_rng(seed)
+    cov = [[0.0014, 0.0008], [0.0008, 0.0025]]
+    trans = rng.multivariate_normal([0.75, 0.61], cov, 400)
+    naive = rng.multivariate_normal([0.57, 0.41], [[0.012, 0.002], [0.002, 0.004]], 180)
+    cd38, cd24 = np.concatenate([trans, naive]).T
+    assert split_in_two(cd38) is None
+    cut, d = split_in_two_2d(cd38, cd24)
+    assert abs(cut - 0.66) <= 0.01 and d >= 2
+    # taken where the majority peak (the transitional one, 0.75) lies above the cut; with a
+    # naive majority (peak below it) the template's last resort stands
+    placed = split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.75))
+    assert placed.value == cut and "BIC with CD24" in placed.flag
+    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.58)) is None
+    one = rng.multivariate_normal([0.6, 0.5], cov, 5_000)
+    assert split_in_two_2d(*one.T) is None
+    skewed = one + rng.gamma(2.0, 0.03, (5_000, 1))
+    assert split_in_two_2d(*skewed.T) is None
 
 
 def test_switched_memory_of_a_memory_poor_sample_is_cut_among_the_igd_negative_b_cells(tmp_path):

@@ -59,6 +59,7 @@ from cytopipe.gating.densities import (
     majority_peak,
     misplaced_majority,
     split_negatives,
+    split_note,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate, evaluate
 from cytopipe.gating.lineage import lineage_bright
@@ -108,10 +109,10 @@ class _Placer:
             self.done[t.name] = self._place(t)
         return self.done[t.name]
 
-    def values(self, t: ThresholdSpec) -> np.ndarray | None:
-        """The threshold's dim on its population's events (None: population not gated)."""
+    def values(self, t: ThresholdSpec, dim: str = "") -> np.ndarray | None:
+        """The threshold's dim (or `dim`) on its population's events (None: not gated)."""
         mask = self._mask(t)
-        return None if mask is None else np.asarray(self.columns[t.dim][mask], dtype=np.float64)
+        return None if mask is None else np.asarray(self.columns[dim or t.dim][mask], float)
 
     def _mask(self, t: ThresholdSpec) -> np.ndarray | None:
         if t.on is None:
@@ -260,7 +261,7 @@ class _Placer:
         beyond = split_negatives(d, found[0], zero) if found else None
         split = ""
         if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
-            split = _split_note(found[0], zero, beyond)
+            split = split_note(found[0], zero, beyond)
             lo = floor = max(lo, beyond)
             found = find_valley(d, lo, hi, *needs) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
@@ -271,7 +272,7 @@ class _Placer:
             )
             beyond = split_negatives(d, found[0], zero) if found else None
             if beyond is not None:  # nor between those humps (the majority is the upper one)
-                split, found = split or _split_note(found[0], zero, beyond), None
+                split, found = split or split_note(found[0], zero, beyond), None
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
@@ -285,7 +286,13 @@ class _Placer:
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             window = (max(search[0], floor), search[1])
-            mixed = split_placement(x, window, unlike) if p.get("split") else None
+            w = p.get("split_with")
+            pair = (
+                (self.values(t), self.values(t, w), w, majority[0])
+                if w in self.columns and majority
+                else None
+            )
+            mixed = split_placement(x, window, unlike, pair=pair) if p.get("split") else None
             if mixed is not None:
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
@@ -390,11 +397,6 @@ class _Placer:
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
-
-
-def _split_note(dip: float, zero: float, beyond: float) -> str:
-    return (f"the dip at {dip:.2f} is between the halves of negatives the scale split "
-            f"(0 at {zero:.2f}): searched from {beyond:.2f}")  # fmt: skip
 
 
 def threshold_events(

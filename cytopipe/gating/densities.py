@@ -235,6 +235,11 @@ def split_negatives(d: _Density, valley: float, zero: float | None) -> float | N
     return float(d.centers[upper][int(np.argmax(d.smooth[upper]))])
 
 
+def split_note(dip: float, zero: float, beyond: float) -> str:
+    return (f"the dip at {dip:.2f} is between the halves of negatives the scale split "
+            f"(0 at {zero:.2f}): searched from {beyond:.2f}")  # fmt: skip
+
+
 def _downhill(d: _Density, at: float) -> float:
     """The bottom of the dip `at` lies in or on the slope of: walked down the smoothed density."""
     i = int(np.clip(np.searchsorted(d.centers, at), 0, d.centers.size - 1))
