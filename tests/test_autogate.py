@@ -272,6 +272,21 @@ def test_positives_with_their_own_peak_are_not_cut_where_they_run_out():
     assert limits.method == "support" and np.count_nonzero(aplasia >= limits.cut) == 8
 
 
+def test_a_few_t_cells_with_cd19_positive_doublets_do_not_lift_the_cd19_search():
+    """A lymphopenic, T-poor file: 190 T cells, 7% of them CD19+ (B-T doublets at the B
+    cells' level), beside 560 B cells. Too few T cells for a majority peak, their 95% quantile
+    (0.55) was their reach, the search started above the B cells and the cut went where the
+    events run out: 4 B cells for 564. The median and the MAD's SD stand in for the peak, as
+    robust to those doublets: the B cells are cut below their peak again."""
+    rng = np.random.default_rng(5)
+    t_cells = np.concatenate([rng.normal(0.18, 0.06, 177), rng.normal(0.58, 0.03, 13)])
+    nk = rng.normal(0.15, 0.06, 200)
+    b = rng.normal(0.52, 0.04, 560)
+    limits = anchor_limits(np.concatenate([nk, b]), CD19_ANCHOR, 0.02, t_cells)
+    assert limits.start < 0.40 and limits.method != "support", limits
+    assert np.mean(b >= limits.cut) > 0.95 and np.mean(nk >= limits.cut) < 0.05
+
+
 def test_backgating_ignores_a_lineage_cut_that_holds_the_other_lineage():
     """T and B cells are exclusive lineages. A CD19 valley among negatives split in two humps
     (no B cells: aplasia) makes most events "CD19+", the T cells among them; taken as
