@@ -437,9 +437,9 @@ SPLIT_MIN_D = 2.0  # ... and they are cleanly apart (Ashman's D), else one popul
 def split_in_two(x: np.ndarray) -> tuple[float, float] | None:
     """(cut, Ashman's D) between two 1-D populations where they are equally likely, when BIC
     prefers more than one Gaussian (of 1-3: two populations and a spread tail of one of them)
-    and two neighbouring ones are both real (SPLIT_MIN_WEIGHT, SPLIT_MIN_D, and the mixture's
-    density dips between them as `_same_population` asks of 2-D clusters; of several such
-    pairs, the one whose smaller population is largest); else None.
+    and two neighbouring populations (`_populations`) are both real (SPLIT_MIN_WEIGHT,
+    SPLIT_MIN_D, and the mixture's density dips between them as `_same_population` asks of 2-D
+    clusters; of several such pairs, the one whose smaller population is largest); else None.
 
     For a cut with no valley in the density: a small, spread population beside a large one
     (a few double-negative B cells below the switched memory ones), or two populations too
@@ -468,7 +468,9 @@ def split_in_two_2d(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
 
 def _split(z: np.ndarray) -> tuple[float, float] | None:
     """`split_in_two` on events x dims: the cut on the first dim, where the line joining two
-    neighbouring components (by that dim) crosses from one to the other."""
+    neighbouring populations (by that dim) crosses from one to the other. Components the
+    mixture does not dip between are one population first (`_populations`); a population is
+    compared by its core (its densest component) and weighed with all of its components."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -479,18 +481,43 @@ def _split(z: np.ndarray) -> tuple[float, float] | None:
         warnings.simplefilter("ignore", ConvergenceWarning)
         fits = [GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2, 3)]
     gm = min(fits, key=lambda g: g.bic(z))
-    order = np.argsort(gm.means_[:, 0])
+    groups = _populations(gm, np.argsort(gm.means_[:, 0]))
     best = None
-    for a, (i, j) in enumerate(zip(order[:-1], order[1:], strict=True)):
+    for a, (lower, upper) in enumerate(zip(groups[:-1], groups[1:], strict=True)):
+        i, j = _core(gm, lower), _core(gm, upper)
         d = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
-        small = min(gm.weights_[i], gm.weights_[j])
+        small = min(gm.weights_[lower].sum(), gm.weights_[upper].sum())
         if small < SPLIT_MIN_WEIGHT or d < SPLIT_MIN_D or (best is not None and small <= best[0]):
             continue
         line = gm.means_[i] + np.linspace(0, 1, 401)[:, None] * (gm.means_[j] - gm.means_[i])
         if _dips(np.exp(gm.score_samples(line))):  # a skewed population has no dip
-            low = gm.predict_proba(line)[:, order[: a + 1]].sum(axis=1)
+            below = [k for g in groups[: a + 1] for k in g]
+            low = gm.predict_proba(line)[:, below].sum(axis=1)
             best = (small, float(line[np.argmax(low < 0.5), 0]), d)
     return None if best is None else best[1:]
+
+
+def _core(gm, members: Sequence[int]) -> int:
+    """The component of `members` where the mixture is densest: the population's peak."""
+    return int(members[int(np.argmax(gm.score_samples(gm.means_[list(members)])))])
+
+
+def _populations(gm, order: Sequence[int]) -> list[list[int]]:
+    """Components in `order`, each joined to the population before it where the mixture does
+    not dip on the line from that population's core to it (and Ashman's D <= MAX_JOIN_SEPARATION):
+    a population the mixture models by a narrow and a wide component at one place (IgD- memory
+    B cells beside the IgD+ ones: wide vs IgD+ D 1.92, the narrow core vs IgD+ 3.4) is compared
+    as one; a spread tail below a population joins it."""
+    groups = [[int(order[0])]]
+    for j in order[1:]:
+        i = _core(gm, groups[-1])
+        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - gm.means_[i])
+        near = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
+        if near <= MAX_JOIN_SEPARATION and not _dips(np.exp(gm.score_samples(line))):
+            groups[-1].append(int(j))
+        else:
+            groups.append([int(j)])
+    return groups
 
 
 def split_placement(
