@@ -109,10 +109,10 @@ class _Placer:
             self.done[t.name] = self._place(t)
         return self.done[t.name]
 
-    def values(self, t: ThresholdSpec, dim: str = "") -> np.ndarray | None:
-        """The threshold's dim (or `dim`) on its population's events (None: not gated)."""
+    def values(self, t: ThresholdSpec) -> np.ndarray | None:
+        """The threshold's dim on its population's events (None: population not gated)."""
         mask = self._mask(t)
-        return None if mask is None else np.asarray(self.columns[dim or t.dim][mask], float)
+        return None if mask is None else np.asarray(self.columns[t.dim][mask], dtype=np.float64)
 
     def _mask(self, t: ThresholdSpec) -> np.ndarray | None:
         if t.on is None:
@@ -286,12 +286,10 @@ class _Placer:
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
             window = (max(search[0], floor), search[1])
-            w = p.get("split_with")
-            pair = (
-                (self.values(t), self.values(t, w), w, majority[0])
-                if w in self.columns and majority
-                else None
-            )
+            w, pair = p.get("split_with") if p.get("split") and majority else None, None
+            if w in self.columns:  # its dim and the second one on the same events
+                mask = self._mask(t)
+                pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0])
             mixed = split_placement(x, window, unlike, pair=pair) if p.get("split") else None
             if mixed is not None:
                 return mixed

@@ -205,13 +205,19 @@ def _same_population(gm, i: int, candidates: Sequence[int]) -> list[int]:
         grew = False  # i alone: a skewed population's far end is a neighbour of its middle
         mean, cov = _merged_gaussian(gm, members)
         for j in [j for j in candidates if j not in members]:
-            if _line_d(mean, cov, gm.means_[j], gm.covariances_[j]) > MAX_JOIN_SEPARATION:
-                continue
-            line = mean + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - mean)
-            if not _dips(np.exp(gm.score_samples(line))):
+            if _joins(gm, mean, cov, j):
                 members.append(j)
                 grew = True
     return members
+
+
+def _joins(gm, mean: np.ndarray, cov: np.ndarray, j: int) -> bool:
+    """Whether component j is the same population as the Gaussian (mean, cov): within
+    MAX_JOIN_SEPARATION (Ashman's D) and no dip of the mixture on the line between them."""
+    if _line_d(mean, cov, gm.means_[j], gm.covariances_[j]) > MAX_JOIN_SEPARATION:
+        return False
+    line = mean + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - mean)
+    return not _dips(np.exp(gm.score_samples(line)))
 
 
 def _dips(dens: np.ndarray) -> bool:
@@ -503,17 +509,14 @@ def _core(gm, members: Sequence[int]) -> int:
 
 
 def _populations(gm, order: Sequence[int]) -> list[list[int]]:
-    """Components in `order`, each joined to the population before it where the mixture does
-    not dip on the line from that population's core to it (and Ashman's D <= MAX_JOIN_SEPARATION):
-    a population the mixture models by a narrow and a wide component at one place (IgD- memory
-    B cells beside the IgD+ ones: wide vs IgD+ D 1.92, the narrow core vs IgD+ 3.4) is compared
-    as one; a spread tail below a population joins it."""
+    """Components in `order`, each joined to the population before it where it `_joins` that
+    population's core (densest component): a population the mixture models by a narrow and a
+    wide component at one place (IgD- memory B cells beside the IgD+ ones: wide vs IgD+ D 1.92,
+    the narrow core vs IgD+ 3.4) is compared as one; a spread tail below a population joins it."""
     groups = [[int(order[0])]]
     for j in order[1:]:
         i = _core(gm, groups[-1])
-        line = gm.means_[i] + np.linspace(0, 1, 41)[:, None] * (gm.means_[j] - gm.means_[i])
-        near = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
-        if near <= MAX_JOIN_SEPARATION and not _dips(np.exp(gm.score_samples(line))):
+        if _joins(gm, gm.means_[i], gm.covariances_[i], j):
             groups[-1].append(int(j))
         else:
             groups.append([int(j)])
