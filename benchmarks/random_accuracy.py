@@ -33,6 +33,7 @@ import pandas as pd
 
 from cytopipe.config import load_config
 from cytopipe.gating.autogate import autogate
+from cytopipe.gating.saturated import saturated_events, with_saturated
 from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
@@ -68,14 +69,19 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     """Gate one file as tests/test_autogate_accuracy.py does and score it against its truth."""
     pre = preprocess(str(path), panel_map, cfg)
     keep = pre.qc_pass
-    columns = {m: v[keep] for m, v in pre.columns.items()}
-    labels = np.asarray(read_truth(path)["population"])[keep]
+    kept = {m: v[keep] for m, v in pre.columns.items()}
+    result = autogate(specs, kept, zeros=pre.zeros)
+    # scored as the workflow counts: the QC-passed events, then those removed only for a
+    # stain's top (cytopipe.gating.saturated)
+    at_top, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
+    masks, columns = with_saturated(result, kept, saturated)
+    labels = np.asarray(read_truth(path)["population"])
+    labels = np.concatenate([labels[keep], labels[at_top]])
     truth = gate_truth(labels)
-    result = autogate(specs, columns, zeros=pre.zeros)
     rows = []
-    parent = result.masks.get("b_cd20pos", np.zeros(len(labels), dtype=bool))
+    parent = masks.get("b_cd20pos", np.zeros(len(labels), dtype=bool))
     for pop in SCORED:
-        found = result.masks.get(pop, np.zeros(len(labels), dtype=bool))
+        found = masks.get(pop, np.zeros(len(labels), dtype=bool))
         method, confidence, flag = result.methods.get(pop, ("absent", 0.0, "not gated"))
         n_true, n_found = int(truth[pop].sum()), int(found.sum())
         rows.append(

@@ -48,7 +48,7 @@ from random_accuracy import evaluation_seeds  # noqa: E402
 
 from cytopipe.clinical.sample_checks import compensation_notes  # noqa: E402
 from cytopipe.config import load_config  # noqa: E402
-from cytopipe.gating.sample import event_masks, gate  # noqa: E402
+from cytopipe.gating.sample import gate_events  # noqa: E402
 from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
 from cytopipe.gating.template import load_template  # noqa: E402
 from cytopipe.ingest.panel import load_panel  # noqa: E402
@@ -155,9 +155,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     """F1 per population against openCyto's (targets as `real_gating.recomposed` sets them),
     and what the sample said."""
     pre = preprocess(str(path), panel, cfg)
-    kept = pre.qc_pass
-    gated = gate(path.stem, {m: v[kept] for m, v in pre.columns.items()}, specs, pre.zeros)
-    masks = event_masks(gated.masks, kept)
+    gated, masks = gate_events(path.stem, pre.columns, pre.qc_pass, specs, pre.info, pre.at_top)
     said = unlike_template(gated.stats)
     review = ",".join(review_rows(gated.stats)["population"])
     # the cohort page's "file checks": stains gated uncompensated (no matrix in the file), a

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from cytopipe.config import merge, read_yaml, validated
-from cytopipe.gating.sample import Gated, event_masks, gate
+from cytopipe.gating.sample import Gated, gate_events
 from cytopipe.gating.stats import f1_score
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.fcs import read_fcs
@@ -101,10 +101,9 @@ def gated_sample(
     """`gated`'s masks and the gating itself (statistics, placed thresholds): what the sample
     said about its gates."""
     pre = preprocessed(path, required, settings, panel)
-    keep = pre.qc_pass
-    columns = {m: v[keep] for m, v in pre.columns.items()}
-    result = gate(path.stem, columns, load_template(REPO / "config" / "gating.yaml"), pre.zeros)
-    return event_masks(result.masks, keep), result
+    specs = load_template(REPO / "config" / "gating.yaml")
+    result, masks = gate_events(path.stem, pre.columns, pre.qc_pass, specs, pre.info, pre.at_top)
+    return masks, result
 
 
 def lyoplate(data: Path) -> list[dict]:

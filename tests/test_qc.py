@@ -562,3 +562,34 @@ def test_ten_million_events_take_well_under_ingest():
         f"\nQC of 10 M events: {out['seconds']:.2f} s ({time.perf_counter() - t0:.1f} s with data generation)"
     )
     assert out["seconds"] < 3.0
+
+
+def test_events_removed_only_for_a_stain_top_are_listed_for_gating():
+    """`at_top` (qc.saturated_stains: gate) lists, per stain channel, the events removed for
+    nothing but stain tops: not those also at a removed scatter top, on the scatter floor or in
+    a flagged time bin (cytopipe.gating.saturated counts the listed ones where they certainly
+    belong); `remove` lists none."""
+    t, sig = acquisition(n=40_000, seed=8, channels=2)
+    n = t.size
+    raw = np.full((n, 4), 10.0, dtype=np.float32)  # FSC-A, SSC-A, FL1, FL2
+    raw[:, :2] = 500.0
+    late = np.arange(n) >= 30_000
+    sig["M0"][late] += np.float32(0.1)  # a signal shift: the late bins are flagged
+    raw[0:50, 2] = 1023  # FL1 at its top: listed
+    raw[50:60, 3] = 1023  # FL2 at its top: listed
+    raw[60:70, [0, 2]] = 1023  # also at the forward-scatter top (removed): not listed
+    raw[70:80, 1] = 0  # on the side-scatter floor ...
+    raw[70:80, 2] = 1023  # ... and at FL1's top: not listed
+    raw[32_000::10, 2] = 1023  # inside the flagged bins: not listed
+    kwargs = dict(margin_channels=[0, 1, 2, 3], scatter_channels=[0, 1],
+                  channel_names=["FSC-A", "SSC-A", "FL1", "FL2"])  # fmt: skip
+    res = qc.run_qc(t, sig, raw, [1024.0] * 4, cfg={"saturated_scatter": "remove"}, **kwargs)
+    assert set(res.at_top) == {2, 3}
+    assert np.array_equal(np.flatnonzero(res.at_top[2]), np.arange(50))
+    assert np.array_equal(np.flatnonzero(res.at_top[3]), np.arange(50, 60))
+    assert not res.keep[:80].any()  # all removed, as before
+    removed = qc.run_qc(
+        t, sig, raw, [1024.0] * 4, cfg={"saturated_scatter": "remove",
+                                         "saturated_stains": "remove"}, **kwargs
+    )  # fmt: skip
+    assert removed.at_top == {} and np.array_equal(removed.keep, res.keep)

@@ -10,26 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import AutogateResult, autogate
+from cytopipe.gating.autogate import autogate
 
 
-def _write_outputs(args: argparse.Namespace, pre, result: AutogateResult, sample_id: str) -> None:
+def _write_outputs(args: argparse.Namespace, masks, columns, result, keep, rows, sample_id) -> None:
     from cytopipe.atomic import write_parquet, write_tsv
     from cytopipe.gating.sample import event_masks
     from cytopipe.gating.stats import population_stats
 
-    keep = np.asarray(pre.qc_pass, dtype=bool)
-    write_parquet(args.out, event_masks(result.masks, keep))
+    write_parquet(args.out, event_masks(masks, keep, rows))
     if args.stats:
-        kept = {m: np.asarray(v)[keep] for m, v in pre.columns.items()}
+        n = len(next(iter(columns.values())))
         stats = population_stats(
-            sample_id,
-            result.masks,
-            result.parents,
-            kept,
-            int(keep.sum()),
-            result.methods,
-            result.shapes,
+            sample_id, masks, result.parents, columns, n, result.methods, result.shapes
         )
         write_tsv(args.stats, stats)
 
@@ -38,6 +31,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     if args.model:
         return _autogate_with_model(args)
     from cytopipe.config import load_config
+    from cytopipe.gating.saturated import saturated_events, with_saturated
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
@@ -51,7 +45,10 @@ def run_autogate(args: argparse.Namespace) -> int:
     keep = np.asarray(pre.qc_pass, dtype=bool)
     columns = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in pre.columns.items()}
     result = autogate(specs, columns, int(keep.sum()), pre.zeros)
-    _write_outputs(args, pre, result, Path(args.fcs).stem)
+    # events removed only for a stain's top, counted where they certainly belong
+    rows, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
+    masks, counted = with_saturated(result, columns, saturated)
+    _write_outputs(args, masks, counted, result, keep, rows, Path(args.fcs).stem)
     if args.gatingml:
         from cytopipe.gating.export import strategy_from_info
         from cytopipe.gating.gatingml import write_gatingml
@@ -67,7 +64,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     for pop, (method, conf, flag) in result.methods.items():
         if flag:
             print(f"cytopipe autogate: {pop} ({method}, {conf:.2f}): {flag}", file=sys.stderr)
-    counts = ", ".join(f"{p} {int(m.sum())}" for p, m in result.masks.items())
+    counts = ", ".join(f"{p} {int(m.sum())}" for p, m in masks.items())
     print(f"{args.fcs}: {counts}")
     return 0
 

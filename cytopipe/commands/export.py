@@ -190,6 +190,7 @@ def _run_anndata(args: argparse.Namespace) -> int:
     from cytopipe import __version__
     from cytopipe import results as layout
     from cytopipe.errors import CytopipeError
+    from cytopipe.preprocess.sample import split_event_table
 
     root = Path(args.results)
     wanted = set(args.samples or ())
@@ -208,10 +209,11 @@ def _run_anndata(args: argparse.Namespace) -> int:
         if gates.empty or not events_path.exists():
             continue  # a failed sample has no events to export
         events = pd.read_parquet(events_path)
-        kept = np.flatnonzero(events.pop("qc_pass").to_numpy(dtype=bool))
+        marker_columns, qc_pass, _ = split_event_table(events)
+        kept = np.flatnonzero(qc_pass)
         if args.per_sample and kept.size > args.per_sample:
             kept = np.sort(rng.choice(kept, args.per_sample, replace=False))
-        markers = [c for c in events.columns if c != "Time"]
+        markers = [c for c in marker_columns if c != "Time"]
         obs = gates.iloc[kept].reset_index(drop=True).astype(bool)
         obs.insert(0, "event", kept)
         obs.insert(0, "sample_id", sid)

@@ -171,6 +171,7 @@ def run_expert(args: argparse.Namespace) -> int:
     from cytopipe.errors import GatingError
     from cytopipe.learn.agreement import expert_summary
     from cytopipe.learn.references import expert_masks
+    from cytopipe.preprocess.sample import split_event_table
 
     settings = settings_from_args(args)["expert_gates"]
     sid = args.sample_id or Path(args.events).stem
@@ -192,7 +193,7 @@ def run_expert(args: argparse.Namespace) -> int:
         return _opinion(args.out, doc, {"status": "not available", "reason": reason}, "expert")
     keep = events["qc_pass"].to_numpy(dtype=bool)
     ours = {p: gates[p].to_numpy(dtype=bool)[keep] for p in gates.columns}
-    columns = {m: events[m].to_numpy()[keep] for m in events.columns if m != "qc_pass"}
+    columns = {m: v[keep] for m, v in split_event_table(events)[0].items()}
     summary = expert_summary(
         ours,
         {p: m[keep] for p, m in theirs.items()},

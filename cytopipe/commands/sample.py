@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cytopipe.atomic import write_json, write_parquet, write_tsv
@@ -28,14 +27,19 @@ from cytopipe.config import add_settings_arguments, settings_from_args
 from cytopipe.errors import ENVIRONMENT_FAULTS, CytopipeError
 from cytopipe.gating.export import strategy_from_info
 from cytopipe.gating.gatingml import write_gatingml
-from cytopipe.gating.sample import event_masks, gate
+from cytopipe.gating.sample import gate_events
 from cytopipe.gating.stats import (
     STATS_COLUMNS,
 )
 from cytopipe.gating.strategy import Strategy
 from cytopipe.gating.template import load_template
 from cytopipe.ingest import panel
-from cytopipe.preprocess.sample import QC_COLUMN, preprocess, scale_zeros
+from cytopipe.preprocess.sample import (
+    QC_COLUMN,
+    event_table,
+    preprocess,
+    split_event_table,
+)
 from cytopipe.results import (
     NAN_REP,
     TABLE_FILES,
@@ -72,9 +76,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
     def work() -> dict:
         pre = preprocess(args.fcs, panel_map, cfg, args.spillover_csv)
-        df = pd.DataFrame(pre.columns)
-        df[QC_COLUMN] = pre.qc_pass
-        write_parquet(args.out_events, df)
+        write_parquet(args.out_events, event_table(pre))
         return {
             "sample_id": args.sample_id,
             "status": "ok",
@@ -101,15 +103,13 @@ def run_gate(args: argparse.Namespace) -> int:
     def work() -> dict:
         if info["status"] != "ok":
             return info
-        df = pd.read_parquet(args.events)
-        keep = df.pop(QC_COLUMN).to_numpy()
-        columns = {c: np.ascontiguousarray(df[c].to_numpy()[keep]) for c in df.columns}
-        gated = gate(sample_id, columns, specs, scale_zeros(info))
+        columns, keep, at_top = split_event_table(pd.read_parquet(args.events))
+        gated, masks = gate_events(sample_id, columns, keep, specs, info, at_top)
         verdict = (info.get("qc") or {}).get("verdict")
         if verdict in ("warn", "fail"):  # statistics of a doubtful acquisition say so
             flags = gated.stats["flag"].fillna("")
             gated.stats["flag"] = (flags + ";").where(flags != "", "") + f"qc_{verdict}"
-        write_parquet(sample_gates_path(out), event_masks(gated.masks, keep))
+        write_parquet(sample_gates_path(out), masks)
         write_tsv(sample_stats_path(out), gated.stats, na_rep=NAN_REP)
         write_json(sample_plots_path(out), {"sample_id": sample_id, "plots": gated.plots})
         exported = _write_gatingml(out, gated, info)

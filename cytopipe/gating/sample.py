@@ -10,13 +10,14 @@ import pandas as pd
 
 from cytopipe.gating.autogate import AutogateResult, autogate, threshold_events
 from cytopipe.gating.gates import gate_outline
+from cytopipe.gating.saturated import Saturated, saturated_events, with_saturated
 from cytopipe.gating.stats import (
     cut_density,
     density_plot,
     display_range,
     population_stats,
 )
-from cytopipe.preprocess.sample import SCATTER
+from cytopipe.preprocess.sample import SCATTER, scale_zeros
 
 
 @dataclass
@@ -33,12 +34,15 @@ def gate(
     columns: Mapping[str, np.ndarray],
     specs,
     zeros: Mapping[str, float] | None = None,
+    saturated: Saturated | None = None,
 ) -> Gated:
     """Place the template's gates on this sample (events that passed QC) and summarise them.
-    `zeros`: `Preprocessed.zeros` (see `autogate`)."""
+    `zeros`: `Preprocessed.zeros` (see `autogate`). `saturated`: (as read, low, high) of the
+    events removed only for a stain's top (cytopipe.gating.saturated), counted after the
+    others where they certainly belong: masks and statistics hold the QC-passed events, then
+    these."""
     res = autogate(specs, columns, zeros=zeros)
-    order = [g.id for g in res.gates]
-    masks = {p: res.masks[p] for p in order}
+    masks, columns = with_saturated(res, columns, saturated)
     n_root = len(next(iter(columns.values()))) if columns else 0
     stats = population_stats(
         sample_id, masks, res.parents, columns, n_root, res.methods, res.shapes
@@ -83,11 +87,35 @@ def _cuts(spec, columns, masks, placed) -> list[dict]:
     return out
 
 
-def event_masks(masks: Mapping[str, np.ndarray], kept: np.ndarray) -> pd.DataFrame:
-    """One boolean column per population, one row per event in file order (QC-removed: False)."""
+def event_masks(
+    masks: Mapping[str, np.ndarray], kept: np.ndarray, saturated: np.ndarray | None = None
+) -> pd.DataFrame:
+    """One boolean column per population, one row per event in file order (QC-removed: False);
+    `saturated`: the events `gate` counted after the QC-passed ones (`gate_events`)."""
+    n_kept = int(np.count_nonzero(kept))
     out = {}
     for pop, m in masks.items():
         full = np.zeros(kept.shape[0], dtype=bool)
-        full[kept] = m
+        full[kept] = m[:n_kept]
+        if saturated is not None and len(m) > n_kept:
+            full[saturated] = m[n_kept:]
         out[pop] = full
     return pd.DataFrame(out)
+
+
+def gate_events(
+    sample_id: str,
+    columns: Mapping[str, np.ndarray],
+    qc_pass: np.ndarray,
+    specs,
+    info: Mapping,
+    at_top: Mapping[str, np.ndarray] | None = None,
+) -> tuple[Gated, pd.DataFrame]:
+    """`gate` on a preprocessed sample's events in file order (`Preprocessed.columns`,
+    `qc_pass`, `info`, `at_top`), and its masks in file order: the one way the workflow, the
+    `autogate` command and the benchmarks gate a file."""
+    keep = np.asarray(qc_pass, dtype=bool)
+    kept = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in columns.items()}
+    rows, saturated = saturated_events(columns, at_top, info)
+    gated = gate(sample_id, kept, specs, scale_zeros(info), saturated)
+    return gated, event_masks(gated.masks, keep, rows)

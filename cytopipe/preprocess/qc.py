@@ -10,6 +10,9 @@ Why each rule exists, and the choices behind it:
   detector. Where a population runs off a stain's top (many events just below it, not a few
   spikes) and lost more than `warn_cut_off_pct` of the file's events, the verdict is at least
   warn: that population is counted short, although the file lost too few events to warn.
+  Events removed for nothing but stain tops are listed (`at_top`) and, by default
+  (`saturated_stains: gate`), still counted by the gates placed without them, wherever their
+  true signal above the top cannot move them out (cytopipe.gating.saturated).
 * Time bins. Clogs, bubbles and fluidics or laser drift change the event rate and the signal
   of everything acquired while they last, whatever the cells are. The acquisition is cut into
   time bins (Time in seconds; whole Time ticks per bin; at least `bin_seconds` and wide enough
@@ -79,6 +82,7 @@ from cytopipe.preprocess.qc_beads import find_beads
 from cytopipe.preprocess.qc_duplicates import _duplicate_check, duplicate_fraction
 from cytopipe.preprocess.qc_margins import (
     _finite_float,
+    at_stain_tops,
     channel_top,
     kept_scatter_tops,
     margin_masks,
@@ -141,6 +145,9 @@ class QcResult:
     notes: list[str]
     margin_by_channel: dict[str, int] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    # stain channel index -> events removed for nothing but stain tops, at this one's top
+    # (`saturated_stains: gate`: cytopipe.gating.saturated counts them where they certainly go)
+    at_top: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def events_in(self) -> int:
@@ -275,6 +282,8 @@ def run_qc(
     floor = np.zeros(n, dtype=bool)
     margin_by_channel: dict[str, int] = {}
     cut_off: list[str] = []  # stains whose population runs off the top: counted short
+    stain_tops: dict[int, float] = {}  # stain channel -> its top, where events sit there
+    scatter_tops: dict[int, float] = {}  # scatter channel -> its top, where removed there
     if not s["remove_margin_events"]:
         notes.append("margin events kept (qc.remove_margin_events is false)")
     elif raw is None:
@@ -296,7 +305,10 @@ def run_qc(
                   if i not in scatter_channels and names[i] in margin_by_channel}  # fmt: skip
         labels = [f"{c} ({markers[i]})" if markers and i in markers else c
                   for i, c in enumerate(names)]  # fmt: skip
-        warned = stain_tops_cut_off(raw, tops, pinned, labels, exclude=is_bead)
+        stain_tops = {i: tops[i] for i in pinned}
+        scatter_tops = {i: tops[i] for i in scatter_channels if tops.get(i) is not None}
+        counted = s["saturated_stains"] == "gate"
+        warned = stain_tops_cut_off(raw, tops, pinned, labels, is_bead, counted)
         notes += warned.values()
         cut_off = [labels[i] for i in warned if pinned[i] > s["warn_cut_off_pct"] / 100 * n]
 
@@ -331,6 +343,10 @@ def run_qc(
             f"{removed['saturated'] + removed['scatter_floor']} margin event(s) removed "
             f"({listed}{', ...' if len(top) > 6 else ''})",
         )
+    at_top = {}
+    if s["saturated_stains"] == "gate" and stain_tops:
+        removed_else = floor | bad_bins | is_bead
+        at_top = at_stain_tops(raw, stain_tops, sat & ~removed_else, scatter_tops)
     verdict, why = _verdict(n, int(taken.sum()), s)
     if why:
         notes.append(why)
@@ -349,7 +365,7 @@ def run_qc(
         removed["counting_beads"] = int(np.count_nonzero(counted))
         taken |= counted
         notes.append(beads.note)
-    return QcResult(~taken, removed, bins_df, verdict, notes, margin_by_channel, settings)
+    return QcResult(~taken, removed, bins_df, verdict, notes, margin_by_channel, settings, at_top)
 
 
 def _verdict(n: int, removed: int, s: Mapping) -> tuple[str, str | None]:

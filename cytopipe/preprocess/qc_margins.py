@@ -119,16 +119,19 @@ def stain_tops_cut_off(
     pinned: Mapping[int, int],
     names: Sequence[str],
     exclude: np.ndarray | None = None,
+    counted: bool = False,
 ) -> dict[int, str]:
     """A warning per stain channel (by index) whose events at the top are a population running
     off the scale, not spikes: they are removed as margin events (their value, and the spill
     from it into other detectors, is unknown), so that population is counted short. A reagent
     brighter than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B
     cells, with 6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48
-    against openCyto's). Keeping them was measured and not taken: the spill of the pinned CD20 into
-    CD27 is under-compensated, which made naive B cells unswitched memory (0.77 -> 0.44).
+    against openCyto's). Gating them as read was measured and not taken: the spill of the pinned
+    CD20 into CD27 is under-compensated, which made naive B cells unswitched memory (0.77 ->
+    0.44); cytopipe.gating.saturated counts them where that spill leaves no doubt.
     `pinned`: stain channel -> its events at the top, as `margin_masks` counted them;
-    `exclude`: events that are not cells (counting beads), left out of the tail too."""
+    `exclude`: events that are not cells (counting beads), left out of the tail too;
+    `counted`: they are gated where they certainly belong (`saturated_stains: gate`)."""
     notes = {}
     for i, k in pinned.items():
         if k < MIN_CUT_OFF:
@@ -141,10 +144,41 @@ def stain_tops_cut_off(
             notes[i] = (
                 f"{names[i]}: {k} event(s) at the top removed, and {below} more lie within a "
                 f"factor {TAIL_FACTOR:g} below it: a population runs off the scale (voltage or "
-                "reagent too bright for this detector), so its count is short by up to "
-                f"{k}; acquire it at a lower voltage next time"
+                "reagent too bright for this detector), "
+                + (
+                    "counted where they belong whatever their true signal up to twice the top "
+                    "(in a subset only where its spill leaves no doubt)"
+                    if counted
+                    else f"so its count is short by up to {k}"
+                )
+                + "; acquire it at a lower voltage next time"
             )
     return notes
+
+
+def at_stain_tops(
+    raw: np.ndarray,
+    stain_tops: Mapping[int, float],
+    candidates: np.ndarray,
+    scatter_tops: Mapping[int, float],
+) -> dict[int, np.ndarray]:
+    """Stain channel -> the `candidates` (saturated events removed for nothing else) at its
+    top, leaving out events also at a scatter channel's top (removed as margin events, when
+    `saturated_scatter: remove`). Only their stain values are doubtful, and only one way: the
+    true signal lies above the top, and its spill into other detectors was under-compensated
+    (cytopipe.gating.saturated gates them on that interval)."""
+    rows = np.flatnonzero(candidates)
+    block = raw[rows]
+    for i, top in scatter_tops.items():
+        rows = rows[block[:, i] < _limit(top)]
+        block = raw[rows]
+    out = {}
+    for i, top in stain_tops.items():
+        hit = rows[block[:, i] >= _limit(top)]
+        if len(hit):
+            out[i] = np.zeros(raw.shape[0], dtype=bool)
+            out[i][hit] = True
+    return out
 
 
 def margin_masks(

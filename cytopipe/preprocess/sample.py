@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from cytopipe import __version__
 from cytopipe.config import defaults
@@ -41,6 +42,27 @@ HEIGHT_FOR_AREA = {"FSC-A": "FSC-H", "SSC-A": "SSC-H"}
 
 
 QC_COLUMN = "qc_pass"
+AT_TOP = "at_top:"  # event table: at_top:<stain>, `Preprocessed.at_top`
+
+
+def event_table(pre: Preprocessed) -> pd.DataFrame:
+    """The sample's events as the workflow stores them: one column per marker, `qc_pass`, and
+    `at_top:<stain>` for the stains with events removed only for their tops."""
+    df = pd.DataFrame(pre.columns)
+    df[QC_COLUMN] = pre.qc_pass
+    for marker, rows in pre.at_top.items():
+        df[AT_TOP + marker] = rows
+    return df
+
+
+def split_event_table(
+    df: pd.DataFrame,
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """`event_table`'s columns back: markers, `qc_pass`, `at_top` (a table written before
+    `at_top` existed has none)."""
+    at_top = {c[len(AT_TOP) :]: df[c].to_numpy(dtype=bool) for c in df if c.startswith(AT_TOP)}
+    markers = {c: df[c].to_numpy() for c in df if c != QC_COLUMN and not c.startswith(AT_TOP)}
+    return markers, df[QC_COLUMN].to_numpy(dtype=bool), at_top
 
 
 @dataclass
@@ -50,6 +72,9 @@ class Preprocessed:
     columns: dict[str, np.ndarray]
     qc_pass: np.ndarray
     info: dict = field(default_factory=dict)
+    # stain -> events QC removed only because stains sat at their tops, at this one's top
+    # (qc.saturated_stains: gate; cytopipe.gating.saturated)
+    at_top: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def zeros(self) -> dict[str, float]:
@@ -405,7 +430,9 @@ def preprocess(
         "qc_timeline": qc_result.timeline(),
         "keywords": public_keywords(sample.keywords, cfg.get("keyword_allowlist") or ()),
     }
-    return Preprocessed(columns, qc_result.keep, info)
+    marker_of = {i: m for m, i in idx.items()}
+    at_top = {marker_of[i]: rows for i, rows in qc_result.at_top.items()}
+    return Preprocessed(columns, qc_result.keep, info, at_top)
 
 
 def _heights_for_areas(idx: dict[str, int]) -> list[str]:

@@ -1,0 +1,120 @@
+"""Events QC removed only because a stain sat at its detector's top, counted in the populations
+they certainly belong to (`qc.saturated_stains: gate`).
+
+A reagent or voltage too bright for its detector pins the bright end of one population at the
+top (a CD20 reagent 2.5x too bright: 28% of the B cells). Removed as margin events, that
+population is counted short, and the subsets it is richest in most (transitional B cells are
+the CD20-brightest: 0.48 against openCyto's on the Lyoplate file's CD20 x3). Gated as read,
+they go wrong the other way: their true signal lies above the top, so its spill into other
+detectors was under-compensated (CD20 into CD27 on that file: naive B cells read as unswitched
+memory, 0.77 -> 0.44).
+
+So the gates are placed without them (their pile-up at the top is no density), and each is then
+counted only where it belongs whatever its true value: on an interval per stain, from its value
+as read to its value had the pinned stain been up to twice the top (the true signal, and the
+spill the matrix's inverse takes from every other stain with it). An event joins a population
+when the whole box of its intervals lies inside the gate (both corners, for the template's
+rectangles; its extras' rectangles alike); a CD20-pinned naive B cell whose CD27 is negative
+even as read is naive, one that reads CD27+ is a B cell of no subset. A file without a matrix
+(compensated on export) only has the pinned stain's own interval, open above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from cytopipe.gating.beyond_gate import population_mask
+from cytopipe.gating.gates import dependency_order
+from cytopipe.gating.result import AutogateResult
+from cytopipe.preprocess.transforms import Scale
+
+ABOVE_TOP = 1.0  # the true signal of a pinned stain: up to this many tops above the top
+
+Columns = Mapping[str, np.ndarray]
+Saturated = tuple[Columns, Columns, Columns]  # these events as read, low, high
+
+
+def saturated_events(
+    columns: Columns, at_top: Mapping[str, np.ndarray] | None, info: Mapping
+) -> tuple[np.ndarray, Saturated | None]:
+    """Which events (file order; `Preprocessed.columns`, `.at_top`, `.info`) QC removed only
+    for stain tops, and their values as read with their intervals (None: there are none)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    rows = np.zeros(n, dtype=bool)
+    for pinned in (at_top or {}).values():
+        rows |= pinned
+    if not rows.any():
+        return rows, None
+    shown = {m: np.asarray(v)[rows] for m, v in columns.items()}
+    low, high = corners(shown, {m: v[rows] for m, v in at_top.items()}, info)
+    return rows, (shown, low, high)
+
+
+def with_saturated(
+    result: AutogateResult, columns: Columns, saturated: Saturated | None
+) -> tuple[dict[str, np.ndarray], Columns]:
+    """The placed gates' masks and the columns they were placed on, with the saturated events
+    appended where they certainly belong (masks: the QC-passed events, then these)."""
+    masks = {g.id: result.masks[g.id] for g in result.gates}
+    if saturated is None:
+        return masks, columns
+    shown, low, high = saturated
+    certain = certain_masks(result, low, high)
+    masks = {p: np.concatenate([m, certain[p]]) for p, m in masks.items()}
+    return masks, {m: np.concatenate([v, shown[m]]) for m, v in columns.items()}
+
+
+def corners(
+    columns: Mapping[str, np.ndarray], at_top: Mapping[str, np.ndarray], info: Mapping
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(low, high): each stain's interval for these events (`columns` as read, on the gating
+    scale; `at_top`: stain -> which of them sat at its top), from the sample record's matrix
+    and scales (`Preprocessed.info`)."""
+    prov = info.get("provenance") or {}
+    scales = {m: Scale.from_record(r) for m, r in (prov.get("scales") or {}).items()}
+    low = {m: np.asarray(v, dtype=np.float64).copy() for m, v in columns.items()}
+    high = {m: v.copy() for m, v in low.items()}
+    for marker, rows in at_top.items():
+        if marker in high:
+            high[marker][rows] = np.inf
+    channels = prov.get("spillover_channels") or []
+    if not channels:
+        return low, high
+    inverse = np.linalg.inv(np.asarray(prov["spillover_matrix"], dtype=np.float64))
+    where = {c: k for k, c in enumerate(channels)}
+    of = {m: where.get(c) for m, c in (info.get("channels") or {}).items() if m in columns}
+    shifts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for pinned, rows in at_top.items():
+        k, top = of.get(pinned), scales[pinned].p.get("T") if pinned in scales else None
+        if k is None or not top:
+            continue
+        for marker, j in of.items():
+            if j is None or marker == pinned or marker not in scales or not inverse[k, j]:
+                continue
+            down, up = shifts.setdefault(marker, (np.zeros(len(rows)), np.zeros(len(rows))))
+            shift = ABOVE_TOP * top * inverse[k, j]
+            (down if shift < 0 else up)[rows] += shift
+    for marker, (down, up) in shifts.items():
+        linear = scales[marker].inverse(low[marker])
+        low[marker] = scales[marker].forward(linear + down)
+        high[marker] = scales[marker].forward(linear + up)
+    return low, high
+
+
+def certain_masks(
+    result: AutogateResult, low: Mapping[str, np.ndarray], high: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Population -> the events (rows of `low`/`high`) inside its placed gate and extras at
+    both corners of their intervals, below a parent they are certainly in."""
+    n = len(next(iter(low.values()))) if low else 0
+    masks: dict[str, np.ndarray] = {}
+    for gate in dependency_order(result.gates):  # the template places no boolean gates
+        parent = masks[gate.parent] if gate.parent else np.ones(n, dtype=bool)
+        rows = np.flatnonzero(parent)
+        extras = result.extras.get(gate.id, ())
+        masks[gate.id] = population_mask(gate, extras, low, rows, n) & population_mask(
+            gate, extras, high, rows, n
+        )
+    return {p: masks.get(p, np.zeros(n, dtype=bool)) for p in result.masks}

@@ -1,0 +1,59 @@
+"""Events removed only for a stain's top, counted where they certainly belong
+(cytopipe.gating.saturated): the intervals from the sample's matrix, and the gates' test on them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cytopipe.gating.gates import RectangleGate
+from cytopipe.gating.result import AutogateResult
+from cytopipe.gating.saturated import certain_masks, corners
+from cytopipe.preprocess.transforms import Scale
+
+TOP = 1000.0
+SCALE = Scale.linear(TOP)
+
+
+def info(matrix) -> dict:
+    """A sample record: CD20 (detector A) spills 10% into CD27's detector B."""
+    return {
+        "channels": {"CD20": "A", "CD27": "B", "CD3": "C"},
+        "provenance": {
+            "scales": {m: SCALE.to_record() for m in ("CD20", "CD27", "CD3")},
+            "spillover_channels": ["A", "B", "C"] if matrix else [],
+            "spillover_matrix": [[1, 0.1, 0], [0, 1, 0], [0, 0, 1]] if matrix else [],
+        },
+    }
+
+
+def test_a_pinned_stain_is_open_above_and_its_spill_may_have_been_under_compensated():
+    shown = {"CD20": np.array([0.99, 0.99, 0.5]), "CD27": np.array([0.2, 0.35, 0.35]),
+             "CD3": np.array([0.1, 0.1, 0.1])}  # fmt: skip
+    at_top = {"CD20": np.array([True, True, False])}
+    low, high = corners(shown, at_top, info(matrix=True))
+    assert np.all(np.isinf(high["CD20"][:2])) and high["CD20"][2] == 0.5
+    # the true CD20 up to twice the top: 1000 more, 10% of it (the inverse's -0.1) less CD27
+    assert np.allclose(low["CD27"], [0.1, 0.25, 0.35]) and np.allclose(high["CD27"], shown["CD27"])
+    assert np.allclose(low["CD3"], shown["CD3"]) and np.allclose(high["CD3"], shown["CD3"])
+    # compensated on export (no matrix): only the pinned stain's own interval
+    low, high = corners(shown, at_top, info(matrix=False))
+    assert np.allclose(low["CD27"], shown["CD27"]) and np.isinf(high["CD20"][0])
+
+
+def test_only_populations_the_whole_interval_lies_in_count_the_event():
+    gates = [
+        RectangleGate("b", None, ("CD20",), (0.5,), (None,)),
+        RectangleGate("cd20neg", None, ("CD20",), (None,), (0.5,)),
+        RectangleGate("naive", "b", ("CD27",), (None,), (0.3,)),
+        RectangleGate("memory", "b", ("CD27",), (0.3,), (None,)),
+    ]
+    result = AutogateResult(gates, {g.id: np.zeros(0, dtype=bool) for g in gates}, {}, {}, {}, {})
+    shown = {"CD20": np.full(3, 0.99), "CD27": np.array([0.2, 0.35, 0.5]),
+             "CD3": np.zeros(3)}  # fmt: skip
+    low, high = corners(shown, {"CD20": np.ones(3, dtype=bool)}, info(matrix=True))
+    masks = certain_masks(result, low, high)
+    assert masks["b"].tolist() == [True, True, True]  # CD20 above the top: B cells
+    assert not masks["cd20neg"].any()
+    # CD27 0.2 is negative whatever the spill; 0.35 may be 0.25 (no subset); 0.5 at least 0.4
+    assert masks["naive"].tolist() == [True, False, False]
+    assert masks["memory"].tolist() == [False, False, True]
