@@ -419,6 +419,29 @@ def test_b_cells_pinned_at_the_top_of_cd20_are_counted_where_they_certainly_belo
         assert counted[subset] >= removed[subset] - 0.005, (subset, counted, removed)
 
 
+def test_the_workflow_steps_count_the_pinned_b_cells(shared_data, tmp_path, repo, monkeypatch):
+    """The same file through the workflow's `preprocess` and `gate` steps: the events table
+    carries which events sat at CD20's top (`at_top:CD20`), and the gate step counts them as the
+    benchmark does; the statistics count them too."""
+    from cytopipe import cli
+
+    monkeypatch.chdir(repo)
+    fcs = real_gating.write_dimmer_stain(shared_data / "real", tmp_path / "b.fcs", "CD20", 3.0)
+    events, info, out = tmp_path / "S.parquet", tmp_path / "S.json", tmp_path / "gated"
+    assert cli.main(["preprocess", str(fcs), "--sample-id", "S", "--out-events", str(events),
+                     "--out-info", str(info)]) == 0  # fmt: skip
+    assert cli.main(["gate", str(events), "--info", str(info), "--out-dir", str(out)]) == 0
+    table = pd.read_parquet(events)
+    pinned, qc_pass = table["at_top:CD20"].to_numpy(), table["qc_pass"].to_numpy()
+    assert pinned.sum() == 1759 and not qc_pass[pinned].any()
+    masks = pd.read_parquet(out / "gates.parquet")
+    expected = real_gating.gated(fcs)
+    assert masks["b_cd20pos"].sum() == expected["b_cd20pos"].sum()
+    assert masks["b_cd20pos"][pinned].sum() > 1200
+    stats = pd.read_csv(out / "stats.tsv", sep="\t").set_index("population")
+    assert stats.loc["b_cd20pos", "count"] == masks["b_cd20pos"].sum()
+
+
 @pytest.mark.parametrize("share", [0.15, 0.5])
 def test_activated_naive_b_cells_are_not_taken_for_spillover(shared_data, tmp_path, share):
     """Lupus expands activated naive B cells (IgD+ CD27-, CD24- CD38-): beside the resting

@@ -76,26 +76,32 @@ def corners(
     scales = {m: Scale.from_record(r) for m, r in (prov.get("scales") or {}).items()}
     low = {m: np.asarray(v, dtype=np.float64).copy() for m, v in columns.items()}
     high = {m: v.copy() for m, v in low.items()}
-    for marker, rows in at_top.items():
-        if marker in high:
-            high[marker][rows] = np.inf
+    n = len(next(iter(columns.values()))) if columns else 0
+    shifts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # marker -> linear (down, up)
+
+    def shift(marker: str, rows: np.ndarray, by: float) -> None:
+        down, up = shifts.setdefault(marker, (np.zeros(n), np.zeros(n)))
+        (down if by < 0 else up)[rows] += by
+
     channels = prov.get("spillover_channels") or []
-    if not channels:
-        return low, high
-    inverse = np.linalg.inv(np.asarray(prov["spillover_matrix"], dtype=np.float64))
     where = {c: k for k, c in enumerate(channels)}
     of = {m: where.get(c) for m, c in (info.get("channels") or {}).items() if m in columns}
-    shifts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    inverse = (
+        np.linalg.inv(np.asarray(prov["spillover_matrix"], dtype=np.float64)) if channels else None
+    )
     for pinned, rows in at_top.items():
-        k, top = of.get(pinned), scales[pinned].p.get("T") if pinned in scales else None
-        if k is None or not top:
+        top = scales[pinned].p.get("T") if pinned in scales and pinned in columns else None
+        if not top:  # a scale without a top (arcsinh): its true value anywhere above
+            if pinned in high:
+                high[pinned][rows] = np.inf
+            continue
+        k = of.get(pinned)
+        if inverse is None or k is None:
+            shift(pinned, rows, ABOVE_TOP * top)
             continue
         for marker, j in of.items():
-            if j is None or marker == pinned or marker not in scales or not inverse[k, j]:
-                continue
-            down, up = shifts.setdefault(marker, (np.zeros(len(rows)), np.zeros(len(rows))))
-            shift = ABOVE_TOP * top * inverse[k, j]
-            (down if shift < 0 else up)[rows] += shift
+            if j is not None and marker in scales and inverse[k, j]:
+                shift(marker, rows, ABOVE_TOP * top * inverse[k, j])
     for marker, (down, up) in shifts.items():
         linear = scales[marker].inverse(low[marker])
         low[marker] = scales[marker].forward(linear + down)
