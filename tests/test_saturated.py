@@ -57,3 +57,15 @@ def test_only_populations_the_whole_interval_lies_in_count_the_event():
     # CD27 0.2 is negative whatever the spill; 0.35 may be 0.25 (no subset); 0.5 at least 0.4
     assert masks["naive"].tolist() == [True, False, False]
     assert masks["memory"].tolist() == [False, False, True]
+
+
+def test_the_box_must_lie_inside_one_part_of_a_population_not_across_two():
+    """A population of two rectangles (a gate and its `or:` extra): an event whose interval is
+    half in each is not certainly in either."""
+    gate = RectangleGate("memory", None, ("CD27",), (0.3,), (0.6,))
+    extra = RectangleGate("memory", None, ("CD27",), (0.0,), (0.32,))
+    result = AutogateResult([gate], {"memory": np.zeros(0, dtype=bool)}, {}, {}, {}, {},
+                            extras={"memory": [("low CD27", extra)]})  # fmt: skip
+    low = {"CD27": np.array([0.25, 0.35, 0.1])}
+    high = {"CD27": np.array([0.35, 0.45, 0.2])}
+    assert certain_masks(result, low, high)["memory"].tolist() == [False, True, True]

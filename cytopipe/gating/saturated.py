@@ -16,7 +16,7 @@ spill the matrix's inverse takes from every other stain with it). An event joins
 when the whole box of its intervals lies inside the gate (both corners, for the template's
 rectangles; its extras' rectangles alike); a CD20-pinned naive B cell whose CD27 is negative
 even as read is naive, one that reads CD27+ is a B cell of no subset. A file without a matrix
-(compensated on export) only has the pinned stain's own interval, open above.
+(compensated on export, display scales) only has the pinned stain's own interval.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ Saturated = tuple[Columns, Columns, Columns]  # these events as read, low, high
 
 
 def saturated_events(
-    columns: Columns, at_top: Mapping[str, np.ndarray] | None, info: Mapping
+    columns: Columns, at_top: Columns | None, info: Mapping
 ) -> tuple[np.ndarray, Saturated | None]:
     """Which events (file order; `Preprocessed.columns`, `.at_top`, `.info`) QC removed only
     for stain tops, and their values as read with their intervals (None: there are none)."""
@@ -67,7 +67,7 @@ def with_saturated(
 
 
 def corners(
-    columns: Mapping[str, np.ndarray], at_top: Mapping[str, np.ndarray], info: Mapping
+    columns: Columns, at_top: Columns, info: Mapping
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(low, high): each stain's interval for these events (`columns` as read, on the gating
     scale; `at_top`: stain -> which of them sat at its top), from the sample record's matrix
@@ -109,9 +109,7 @@ def corners(
     return low, high
 
 
-def certain_masks(
-    result: AutogateResult, low: Mapping[str, np.ndarray], high: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def certain_masks(result: AutogateResult, low: Columns, high: Columns) -> dict[str, np.ndarray]:
     """Population -> the events (rows of `low`/`high`) inside its placed gate and extras at
     both corners of their intervals, below a parent they are certainly in."""
     n = len(next(iter(low.values()))) if low else 0
@@ -119,8 +117,9 @@ def certain_masks(
     for gate in dependency_order(result.gates):  # the template places no boolean gates
         parent = masks[gate.parent] if gate.parent else np.ones(n, dtype=bool)
         rows = np.flatnonzero(parent)
-        extras = result.extras.get(gate.id, ())
-        masks[gate.id] = population_mask(gate, extras, low, rows, n) & population_mask(
-            gate, extras, high, rows, n
-        )
+        parts = [gate, *(extra for _, extra in result.extras.get(gate.id, ()))]
+        masks[gate.id] = np.zeros(n, dtype=bool)
+        for part in parts:  # the whole box inside one part: the gate or one of its extras
+            lo, hi = (population_mask(part, (), c, rows, n) for c in (low, high))
+            masks[gate.id] |= lo & hi
     return {p: masks.get(p, np.zeros(n, dtype=bool)) for p in result.masks}
