@@ -1430,6 +1430,19 @@ def test_negatives_clipped_at_zero_gate_as_if_they_were_kept(shared_data, sd, fl
     assert missed == known, [r for r in rows if r["population"] in missed ^ known]
 
 
+def test_a_pile_at_zero_is_no_density_turn(shared_data):
+    """Seed 46899471 of label "session 39b": a display export (0-4095) with IgD at 0.37 of its
+    brightness, noise of SD 189 and 5% of the naive B cells: 46 IgD- B cells tied at 0. No IgD
+    valley, and the search for a density turn below the IgD+ peak took the edge of that pile
+    for one (0.10): switched memory 0.300, double negative 0.244, said only as a turn. Without
+    the pile there is no turn; the cut is the IgD+ peak - 2 SD (0.27; the best single cut is
+    0.36): switched memory 0.690, double negative 0.580, unswitched memory 0.708."""
+    table = real_fuzz.run(shared_data / "real", [46899471]).set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.65, table.to_dict()
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.55, table.to_dict()
+
+
 @functools.cache
 def _transitional_majority(data) -> pd.DataFrame:
     return real_fuzz.run(data, [426495205]).set_index("population")
