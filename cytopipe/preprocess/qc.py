@@ -123,8 +123,9 @@ RULES = ("saturated", "scatter_floor", "flow_rate", "signal")
 class QcResult:
     """What QC decided for one sample.
 
-    `keep` is True for the events that go on to gating. `removed` attributes every removed
-    event to one rule, in the order of RULES (a saturated event inside a flagged bin counts as
+    `keep` is True for the events that go on to gating (the gates are placed on them; `at_top`
+    lists removed events still counted after that). `removed` attributes every removed event
+    to one rule, in the order of RULES (a saturated event inside a flagged bin counts as
     saturated), so its values add up to `events_in - events_kept`; "flow_rate" are events of
     bins flagged (also) for their rate, "signal" those flagged for their signal only.
     Counting beads (cytopipe.preprocess.qc_beads) come last as "counting_beads": set apart,
@@ -281,7 +282,7 @@ def run_qc(
     sat = np.zeros(n, dtype=bool)
     floor = np.zeros(n, dtype=bool)
     margin_by_channel: dict[str, int] = {}
-    cut_off: list[str] = []  # stains whose population runs off the top: counted short
+    cut_off: list[str] = []  # stains whose population runs off the top: short or uncertain
     stain_tops: dict[int, float] = {}  # stain channel -> its top, where events sit there
     scatter_tops: dict[int, float] = {}  # scatter channel -> its top, where removed there
     if not s["remove_margin_events"]:

@@ -123,7 +123,8 @@ def stain_tops_cut_off(
 ) -> dict[int, str]:
     """A warning per stain channel (by index) whose events at the top are a population running
     off the scale, not spikes: they are removed as margin events (their value, and the spill
-    from it into other detectors, is unknown), so that population is counted short. A reagent
+    from it into other detectors, is unknown), so that population is counted short, or
+    (`counted`) its subsets are uncertain where the spill could move them. A reagent
     brighter than the voltage allows does this: the Lyoplate file's CD20 x3 pinned 1,759 B
     cells, with 6,963 more within a factor 2 below the top (B cells 0.93, transitional 0.48
     against openCyto's). Gating them as read was measured and not taken: the spill of the pinned
