@@ -48,6 +48,10 @@ SMALL_EVENTS = (10_000, 30_000)
 # targets it misses today. Open work for the gating, not loosened targets.
 KNOWN_MISSES_SMALL = {
     ("myeloid_tissue", "lymphocytes"): "F1 0.929 (seed 598707842)",
+    # session 39: scored with the events at a stain's top, as the workflow counts them; 63 of
+    # this file's 138 plasmablasts sit at CD38's top (QC removed them before, and the score
+    # left them out), and CD38 spills a third into CD19: their CD19-dim gate is not certain
+    ("lymphoid_tissue", "plasmablasts"): "pb_count: found 84 of 138 (seed 598707848)",
 }
 # The 70-file draw of the slow test below (10-30 k events): every (class, population) it misses.
 # Lymphopenic lymphocytes (0.799) and T cells (0.939) left the list in session 6 (the FSC x SSC

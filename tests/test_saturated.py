@@ -69,3 +69,19 @@ def test_the_box_must_lie_inside_one_part_of_a_population_not_across_two():
     low = {"CD27": np.array([0.25, 0.35, 0.1])}
     high = {"CD27": np.array([0.35, 0.45, 0.2])}
     assert certain_masks(result, low, high)["memory"].tolist() == [False, True, True]
+
+
+def test_a_large_spill_bounds_how_far_above_the_top_the_pinned_signal_lies():
+    """CD20 spills half its signal into CD27's detector: an event reading CD27 300 above the
+    sample's lowest CD27 can hold at most 600 more CD20 than the top (else its true CD27 would
+    lie below every event's), so its CD20 reaches 1.6, not 2, tops and its CD3 (10% spill)
+    loses at most 60, not 100."""
+    record = info(matrix=True)
+    record["provenance"]["spillover_matrix"] = [[1, 0.5, 0.1], [0, 1, 0], [0, 0, 1]]
+    shown = {"CD20": np.array([0.99]), "CD27": np.array([0.3]), "CD3": np.array([0.5])}
+    at_top = {"CD20": np.array([True])}
+    loose = corners(shown, at_top, record)
+    bounded = corners(shown, at_top, record, floors={"CD27": 0.0, "CD3": 0.0, "CD20": 0.0})
+    assert np.allclose(loose[1]["CD20"], 1.99) and np.allclose(loose[0]["CD3"], 0.4)
+    assert np.allclose(bounded[1]["CD20"], 1.59) and np.allclose(bounded[0]["CD3"], 0.44)
+    assert np.allclose(bounded[0]["CD27"], 0.0)
