@@ -63,6 +63,8 @@ KNOWN_MISSES_LARGE = {
     # lymphopenic cluster a little wider (0.958 -> 0.948, the scatter bound 0.984); the same
     # change fixed a PBMC file of another draw whose monocytes shared a lymphocyte component
     ("lymphopenic_post_cart", "lymphocytes"): "F1 0.948 (seed 598707857)",
+    # session 39: its plasmablasts at CD38's top now scored (see KNOWN_MISSES_SMALL)
+    ("lymphoid_tissue", "plasmablasts"): "pb_count: found 84 of 138 (seed 598707848)",
 }
 
 
