@@ -12,7 +12,8 @@ memory, 0.77 -> 0.44).
 So the gates are placed without them (their pile-up at the top is no density), and each is then
 counted only where it belongs whatever its true value: on an interval per stain, from its value
 as read to its value had the pinned stain been up to twice the top (the true signal, and the
-spill the matrix's inverse takes from every other stain with it). An event joins a population
+spill the matrix's inverse takes from every other stain with it), and no further above it than
+the stains that spill reaches allow (`corners`). An event joins a population
 when the whole box of its intervals lies inside the gate (both corners, for the template's
 rectangles; its extras' rectangles alike); a CD20-pinned naive B cell whose CD27 is negative
 even as read is naive, one that reads CD27+ is a B cell of no subset. A file without a matrix
@@ -51,8 +52,8 @@ def saturated_events(
         return rows, None
     shown = {m: np.asarray(v)[rows] for m, v in columns.items()}
     others = np.flatnonzero(~rows)[:: max(1, int(np.count_nonzero(~rows)) // FLOOR_EVENTS)]
-    floors = {m: float(np.quantile(np.asarray(v)[others], FLOOR_Q)) for m, v in columns.items()
-              if others.size}  # fmt: skip
+    floors = {m: float(np.nanquantile(np.asarray(v)[others], FLOOR_Q))
+              for m, v in columns.items() if others.size}  # fmt: skip
     low, high = corners(shown, {m: v[rows] for m, v in at_top.items()}, info, floors)
     return rows, (shown, low, high)
 
