@@ -73,10 +73,10 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     result = autogate(specs, kept, zeros=pre.zeros)
     # scored as the workflow counts: the QC-passed events, then those removed only for a
     # stain's top (cytopipe.gating.saturated)
-    at_top, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
+    pinned, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
     masks, columns = with_saturated(result, kept, saturated)
     labels = np.asarray(read_truth(path)["population"])
-    labels = np.concatenate([labels[keep], labels[at_top]])
+    labels = np.concatenate([labels[keep], labels[pinned]])
     truth = gate_truth(labels)
     rows = []
     parent = masks.get("b_cd20pos", np.zeros(len(labels), dtype=bool))
