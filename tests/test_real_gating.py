@@ -396,19 +396,25 @@ def test_a_cd20_tandem_that_came_apart_into_cd38_is_said(shared_data, tmp_path, 
         assert look.startswith("no: ") and result.methods["b_naive"][1] < 0.5
 
 
+@pytest.fixture(scope="module")
+def cd20_x3(shared_data, tmp_path_factory):
+    """The Lyoplate file with CD20 x3: a reagent too bright for the detector."""
+    path = tmp_path_factory.mktemp("cd20") / "b.fcs"
+    return real_gating.write_dimmer_stain(shared_data / "real", path, "CD20", 3.0)
+
+
 def test_b_cells_pinned_at_the_top_of_cd20_are_counted_where_they_certainly_belong(
-    shared_data, tmp_path
+    shared_data, cd20_x3
 ):
-    """CD20 x3 (a reagent too bright for the detector): 1,288 CD19+ events at CD20's top. QC
+    """CD20 x3 (a reagent too bright for the detector): 1,759 events at CD20's top. QC
     removed them (B cells 0.931, transitional 0.480: the CD20-brightest B cells); gated as read,
     the under-compensated CD20 spill lifts their CD27 (unswitched memory 0.77 -> 0.49). Counted
     where their intervals (CD20 up to twice the top) lie inside the gates (2026-12-04): B cells
     0.984, naive 0.941, transitional 0.869, unswitched memory 0.792."""
-    path = real_gating.write_dimmer_stain(shared_data / "real", tmp_path / "b.fcs", "CD20", 3.0)
     ref = real_gating._lyoplate_source(shared_data / "real")[1]
 
     def f1(settings=None) -> dict[str, float]:
-        masks = real_gating.gated(path, settings=settings)
+        masks = real_gating.gated(cd20_x3, settings=settings)
         return {r["population"]: r["f1"] for r in real_gating._lyoplate_rows("x3", masks, ref)}
 
     counted, removed = f1(), f1({"qc": {"saturated_stains": "remove"}})
@@ -419,23 +425,22 @@ def test_b_cells_pinned_at_the_top_of_cd20_are_counted_where_they_certainly_belo
         assert counted[subset] >= removed[subset] - 0.005, (subset, counted, removed)
 
 
-def test_the_workflow_steps_count_the_pinned_b_cells(shared_data, tmp_path, repo, monkeypatch):
+def test_the_workflow_steps_count_the_pinned_b_cells(cd20_x3, tmp_path, repo, monkeypatch):
     """The same file through the workflow's `preprocess` and `gate` steps: the events table
     carries which events sat at CD20's top (`at_top:CD20`), and the gate step counts them as the
     benchmark does; the statistics count them too."""
     from cytopipe import cli
 
     monkeypatch.chdir(repo)
-    fcs = real_gating.write_dimmer_stain(shared_data / "real", tmp_path / "b.fcs", "CD20", 3.0)
     events, info, out = tmp_path / "S.parquet", tmp_path / "S.json", tmp_path / "gated"
-    assert cli.main(["preprocess", str(fcs), "--sample-id", "S", "--out-events", str(events),
+    assert cli.main(["preprocess", str(cd20_x3), "--sample-id", "S", "--out-events", str(events),
                      "--out-info", str(info)]) == 0  # fmt: skip
     assert cli.main(["gate", str(events), "--info", str(info), "--out-dir", str(out)]) == 0
     table = pd.read_parquet(events)
     pinned, qc_pass = table["at_top:CD20"].to_numpy(), table["qc_pass"].to_numpy()
     assert pinned.sum() == 1759 and not qc_pass[pinned].any()
     masks = pd.read_parquet(out / "gates.parquet")
-    expected = real_gating.gated(fcs)
+    expected = real_gating.gated(cd20_x3)
     assert masks["b_cd20pos"].sum() == expected["b_cd20pos"].sum()
     assert masks["b_cd20pos"][pinned].sum() > 1200
     stats = pd.read_csv(out / "stats.tsv", sep="\t").set_index("population")

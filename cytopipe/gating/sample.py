@@ -112,8 +112,8 @@ def gate_events(
     at_top: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Gated, pd.DataFrame]:
     """`gate` on a preprocessed sample's events in file order (`Preprocessed.columns`,
-    `qc_pass`, `info`, `at_top`), and its masks in file order: the one way the workflow, the
-    `autogate` command and the benchmarks gate a file."""
+    `qc_pass`, `info`, `at_top`), and its masks in file order: as the workflow's gate step and
+    the benchmarks gate a file (the `autogate` command does the same steps without plots)."""
     keep = np.asarray(qc_pass, dtype=bool)
     kept = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in columns.items()}
     rows, saturated = saturated_events(columns, at_top, info)

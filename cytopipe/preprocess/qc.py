@@ -284,6 +284,7 @@ def run_qc(
     margin_by_channel: dict[str, int] = {}
     cut_off: list[str] = []  # stains whose population runs off the top: short or uncertain
     stain_tops: dict[int, float] = {}  # stain channel -> its top, where events sit there
+    gated_after = s["saturated_stains"] == "gate"  # events at a stain's top counted later
     scatter_tops: dict[int, float] = {}  # scatter channel -> its top, where removed there
     if not s["remove_margin_events"]:
         notes.append("margin events kept (qc.remove_margin_events is false)")
@@ -308,8 +309,7 @@ def run_qc(
                   for i, c in enumerate(names)]  # fmt: skip
         stain_tops = {i: tops[i] for i in pinned}
         scatter_tops = {i: tops[i] for i in scatter_channels if tops.get(i) is not None}
-        counted = s["saturated_stains"] == "gate"
-        warned = stain_tops_cut_off(raw, tops, pinned, labels, is_bead, counted)
+        warned = stain_tops_cut_off(raw, tops, pinned, labels, is_bead, gated_after)
         notes += warned.values()
         cut_off = [labels[i] for i in warned if pinned[i] > s["warn_cut_off_pct"] / 100 * n]
 
@@ -345,7 +345,7 @@ def run_qc(
             f"({listed}{', ...' if len(top) > 6 else ''})",
         )
     at_top = {}
-    if s["saturated_stains"] == "gate" and stain_tops:
+    if gated_after and stain_tops:
         removed_else = floor | bad_bins | is_bead
         at_top = at_stain_tops(raw, stain_tops, sat & ~removed_else, scatter_tops)
     verdict, why = _verdict(n, int(taken.sum()), s)
