@@ -161,12 +161,14 @@ class _Placer:
         if t.method == "peak_offset":
             bw = float(p.get("bandwidth", 0.02))
             # no window: the sample's own majority peak and the SD of its narrower half-width
-            # (too few events for half-widths: the mode and its lower side's spread)
+            # (too few events for half-widths: their median and its lower side's spread; the
+            # mode of 109 CD27- CD38-low B cells, 67 of them double negative, lay near their
+            # top, and transitional B cells with dim CD24 below it were naive: 0.28 -> 0.93)
             whole = (float(x.min()), float(x.max()))
             peak = (
                 find_peak(x, p["peak"], bw)
                 if "peak" in p
-                else majority_peak(x, bw) or find_peak(x, whole, bw)
+                else majority_peak(x, bw) or find_peak(x, whole, bw, how="median")
             )
             if peak is None:
                 return self._fallback(t, f"no peak in {t.on}")
