@@ -1448,6 +1448,19 @@ def test_a_pile_at_zero_is_no_density_turn(shared_data):
     assert table.loc["b_double_negative", "f1"] >= 0.55, table.to_dict()
 
 
+def test_a_small_files_igd_cut_is_placed_on_its_own_b_cells(shared_data):
+    """Seed 663318863 of label "session 40": 5% of the lymphocytes and 10% of the naive B
+    cells kept, CD27 at 0.62 of its brightness, no viability dye: 163 B cells to place IgD on.
+    Under 200 events there was no majority peak, and the cut became the anchor window's lowest
+    event - 0.05 (0.35): the window's edge, with the IgD- memory B cells between 0.35 and 0.44
+    called IgD+ (switched memory 0.235, double negative 0.114, nothing said). Their own peak
+    from 100 events: 0.60 - 2 SD = 0.51 (the best single cut lies at 0.44-0.46)."""
+    table = real_fuzz.run(shared_data / "real", [663318863]).set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.75, table.to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.65, table.to_dict()
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.65, table.to_dict()
+
+
 def test_few_naive_b_cells_are_placed_by_their_median_not_a_mode(shared_data):
     """Seed 857053920 of label "session 39c": 5% of the naive B cells and 10% of the
     lymphocytes kept, CD24 at half its brightness with noise of SD 101: 328 B cells. Among

@@ -269,6 +269,9 @@ def far_side_valley(d: _Density, n: int, peak: float, search, p: Mapping, look_a
     return find_valley(d, lo, hi, min_side, OTHER_SIDE_DEPTH, float(p.get("min_z", 3.0)))
 
 
+PEAK_FULL_EVENTS = 200  # below this a majority's density is smoothed wider
+
+
 def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
     """The sample's own majority peak (the density mode) and its SD from the narrower of its two
     half-widths at half maximum: no search window to tune.
@@ -276,10 +279,12 @@ def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None
     On real files the minority often shows as a shoulder, not a second peak (IgD- memory B
     cells beside the IgD+ naive majority), which widens the side facing it; a negative
     population on the logicle scale is also wider below its peak (the linear region). The
-    narrower side is the majority's own shape. None below MIN_PEAK_EVENTS events (then the
+    narrower side is the majority's own shape. Below PEAK_FULL_EVENTS events the bandwidth
+    widens (as n^-1/5, a kernel density's rate); None below MIN_PEAK_EVENTS events (then the
     caller's quantile rule applies)."""
     if x.size < MIN_PEAK_EVENTS:
         return None
+    bandwidth *= max(1.0, (PEAK_FULL_EVENTS / x.size) ** 0.2)
     lo, hi = np.quantile(x, [0.001, 0.999])
     d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
     i = int(np.argmax(d.smooth))

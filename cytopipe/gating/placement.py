@@ -12,9 +12,10 @@ LOW_CONFIDENCE = 0.5
 PASS = "pass"  # the method of a pre-gate whose marker the panel lacks: every event passes
 MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
 MIN_SHAPE_EVENTS = 500  # ... and below this its shape (populations, separation) is not judged
-# majority_peak needs this many: at 200 events of N(0.20, 0.06) its peak + 2.5 SD falls within
-# 0.29-0.37 (5-95%; 0.31-0.37 at 500, truth 0.35), still far better than a window quantile
-MIN_PEAK_EVENTS = 200
+# majority_peak needs this many: at 100 events of N(0.20, 0.06), its bandwidth widened, its peak
+# + 2.5 SD falls within 0.29-0.37 (5-95%), as at 200 (0.31-0.37 at 500, truth 0.35); without
+# it a window's quantile stood in, which is the window's edge where a minority fills it
+MIN_PEAK_EVENTS = 100
 GMM_MAX_EVENTS = 10_000  # the mixture is fitted on a fixed-seed subsample: speed, determinism
 
 
