@@ -26,7 +26,8 @@ def combined(placements: Sequence[tuple[str, Placement]]) -> tuple[str, float, s
 
 
 def placed_rectangle(spec: PopulationSpec, placer, parent: str | None, available: set[str]):
-    """The rectangle and its `or:` parts the panel can gate, all with thresholds placed."""
+    """The rectangle and its `or:` parts the panel can gate, all with thresholds placed by
+    `placer` (its `place(threshold)` gives the threshold's Placement on this sample, once)."""
     used: list[tuple[str, Placement, int | None]] = []
 
     def placed(bounds) -> tuple:
