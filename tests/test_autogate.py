@@ -41,6 +41,7 @@ from cytopipe.gating.mixture import (
     split_placement,
 )
 from cytopipe.gating.placement import LOW_CONFIDENCE
+from cytopipe.gating.rectangles import _inside
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import (
     f1_score,
@@ -722,6 +723,18 @@ def test_cd19_dim_plasmablasts_join_b_cells(tmp_path, specs, panel_map, instrume
     assert min(ys) == pytest.approx(result.thresholds["cd19_dim"].value, abs=1e-5)
 
 
+def test_an_or_part_inside_the_gate_is_dropped():
+    """An `or:` part that holds no event outside its gate in this sample (the B cells' CD19+
+    CD20+ part wherever one CD19 cut serves CD20+ and CD20- cells alike) adds nothing: it is
+    neither drawn nor evaluated; one reaching past the gate on any of its dims stays."""
+    gate = RectangleGate("b", None, ("CD3", "CD19"), (None, 0.4), (0.5, None))
+    inside = RectangleGate("b", None, ("CD3", "CD19", "CD20"), (None, 0.4, 0.5), (0.5, None, None))
+    lower = RectangleGate("b", None, ("CD3", "CD19", "CD20"), (None, 0.3, 0.5), (0.5, None, None))
+    open_cd3 = RectangleGate("b", None, ("CD19", "CD20"), (0.4, 0.5), (None, None))
+    assert _inside(inside, gate)
+    assert not _inside(lower, gate) and not _inside(open_cd3, gate)
+
+
 def test_union_part_needs_its_markers(baseline_sample, specs, panel_map):
     """Without CD27/CD38 the B-cell gate is its CD3/CD19 rectangle alone, not an error."""
     columns, _ = gating_columns(baseline_sample, panel_map)
@@ -989,7 +1002,9 @@ def test_negatives_that_fill_the_search_window_make_the_sample_unlike_the_templa
     cd19[t] = rng.normal(0.50, 0.10, int(t.sum())).astype(cd19.dtype)
     stats = gate("noisy", {**columns, "CD19": cd19}, specs).stats.set_index("population")
     look = stats.loc["b_cells", "as_template"]
-    assert look.startswith("no: cd19: its anchor population reaches") and "past the" in look
+    # said of the CD19 cut (and of the CD20- lymphocytes' CD19 cut, searched the same way)
+    assert look.startswith("no: ") and "cd19: its anchor population reaches" in look
+    assert "past the" in look
     assert (
         gate("ok", columns, specs).stats.set_index("population").loc["b_cells", "as_template"]
         == "yes"

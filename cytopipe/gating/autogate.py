@@ -133,7 +133,12 @@ class _Placer:
         p = t.params
         if p.get("same_as") is not None:  # its cut, unless the sample did not show it
             same = self.place(p["same_as"])
-            if p["same_as"].name not in self.last_resort:
+            shown = (
+                same.method in ("valley", "mixture")
+                if p.get("same_if_two")
+                else p["same_as"].name not in self.last_resort
+            )
+            if shown:
                 return same
         x = self.values(t)
         if x is None:

@@ -53,4 +53,21 @@ def placed_rectangle(spec: PopulationSpec, placer, parent: str | None, available
         for part in spec.place.get("or", ())
         if part.needed() <= available
     ]
+    extras = [(label, box) for label, box in extras if not _inside(box, gate)]
     return gate, combined([(n, p) for n, p, _ in used]), extras, judged(used)
+
+
+def _inside(box: RectangleGate, gate: RectangleGate) -> bool:
+    """`box` holds no event outside `gate` (within it on each of the gate's dims; its other
+    dims only narrow it): an `or:` part that adds nothing in this sample, not drawn or
+    listed (the CD19+ CD20+ part of the B cells wherever one CD19 cut serves both)."""
+    own = dict(zip(box.dims, zip(box.mins, box.maxs, strict=True), strict=True))
+    for dim, lo, hi in zip(gate.dims, gate.mins, gate.maxs, strict=True):
+        if dim not in own:
+            return False
+        blo, bhi = own[dim]
+        if lo is not None and (blo is None or blo < lo):
+            return False
+        if hi is not None and (bhi is None or bhi > hi):
+            return False
+    return True
