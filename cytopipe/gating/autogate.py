@@ -17,7 +17,8 @@ gate is placed per sample, top-down, from populations that are always there:
   those last resorts: two Gaussians BIC prefers to one, cut where both are equally likely; with
   `not_below`, a majority peak above that threshold's valley is positive and cut below, not
   beyond; with `same_as`, another threshold's cut unless that one had only its last resort (the
-  IgD- half of the CD27 quadrant).
+  IgD- half of the CD27 quadrant), or, with `same_if_two`, unless it found no two populations
+  (the CD19 of CD20- lymphocytes, whose NK cells a CD38 spill can spread up to the B cells).
 - `quantile` / `peak_offset`: a position relative to a reference population's distribution, for
   cut-offs with no second peak to find (plasmablasts are "brighter than any T cell").
 - `gmm` (2-D clusters: lymphocytes in CD45 vs SSC-A; the number of components from the data,
