@@ -66,6 +66,7 @@ from cytopipe.gating.gates import Gate, PolygonGate, evaluate
 from cytopipe.gating.lineage import lineage_bright
 from cytopipe.gating.mixture import place_gmm, split_placement
 from cytopipe.gating.placement import (
+    FOUND,
     LOW_CONFIDENCE,
     MIN_EVENTS,
     PASS,
@@ -135,7 +136,7 @@ class _Placer:
         if p.get("same_as") is not None:  # its cut, unless the sample did not show it
             same = self.place(p["same_as"])
             shown = (
-                same.method in ("valley", "mixture")
+                same.method in FOUND
                 if p.get("same_if_two")
                 else p["same_as"].name not in self.last_resort
             )
@@ -154,7 +155,7 @@ class _Placer:
                 rows = strided(np.flatnonzero(self._mask(t)), BACKGATE_EVENTS)  # a share, not a cut
                 bright = lineage_bright(self.columns, rows, p["backgate"])
                 placed = backgated(placed, self.columns[t.dim][rows], bright)
-            found = placed.method in ("valley", "mixture")
+            found = placed.method in FOUND
             return replace(
                 placed,
                 populations=2 if found else 1,

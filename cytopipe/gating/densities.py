@@ -272,6 +272,12 @@ def far_side_valley(d: _Density, n: int, peak: float, search, p: Mapping, look_a
 PEAK_FULL_EVENTS = 200  # below this a majority's density is smoothed wider
 
 
+def widened(bandwidth: float, n: int, full: int) -> float:
+    """`bandwidth` for `n` events where it suits `full`: wider as n^-1/5 below (a kernel
+    density's rate), never narrower above."""
+    return bandwidth * max(1.0, (full / n) ** 0.2)
+
+
 def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
     """The sample's own majority peak (the density mode) and its SD from the narrower of its two
     half-widths at half maximum: no search window to tune.
@@ -284,7 +290,7 @@ def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None
     caller's quantile rule applies)."""
     if x.size < MIN_PEAK_EVENTS:
         return None
-    bandwidth *= max(1.0, (PEAK_FULL_EVENTS / x.size) ** 0.2)
+    bandwidth = widened(bandwidth, x.size, PEAK_FULL_EVENTS)
     lo, hi = np.quantile(x, [0.001, 0.999])
     d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
     i = int(np.argmax(d.smooth))
@@ -634,7 +640,7 @@ def anchor_limits(
                     unlike,
                     "shoulder",
                 )
-            smooth = TURN_SMOOTHING * bandwidth * max(1.0, (TURN_FULL_EVENTS / x.size) ** 0.2)
+            smooth = widened(TURN_SMOOTHING * bandwidth, x.size, TURN_FULL_EVENTS)
             turn = find_turn(sign * shaped, smooth, sign * beyond)
             if turn is not None:
                 cut, how = sign * turn, f"density turn at {sign * turn:.2f}"

@@ -11,6 +11,7 @@ import numpy as np
 LOW_CONFIDENCE = 0.5
 PASS = "pass"  # the method of a pre-gate whose marker the panel lacks: every event passes
 MIN_EVENTS = 30  # below this a population's own distribution is not used to place a cut
+FOUND = ("valley", "mixture")  # methods of a cut between two populations the sample showed
 MIN_SHAPE_EVENTS = 500  # ... and below this its shape (populations, separation) is not judged
 # majority_peak needs this many: at 100 events of N(0.20, 0.06), its bandwidth widened, its peak
 # + 2.5 SD falls within 0.29-0.37 (5-95%), as at 200 (0.31-0.37 at 500, truth 0.35); without
