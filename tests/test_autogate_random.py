@@ -319,6 +319,18 @@ def test_negatives_split_in_some_cells_only_do_not_part_the_igd_cut(tmp_path):
     assert random_accuracy.misses(table).empty, table.to_string()
 
 
+def test_nk_cells_beside_monocytes_in_ssc_keep_the_forward_scatter_view(tmp_path):
+    """Seed 583954657 (label "40"; lymphopenic blood, 34,819 events): NK cells and monocytes
+    overlap in SSC, and neither the CD45 x SSC mixture (confidence 0.06) nor the FSC x SSC one
+    (0.13) is confident; both hold the T and B cells alike, and NK cells carry no lineage
+    marker. CD45 x SSC was kept, with 84% of the NK cells (lymphocytes F1 0.942). The surer fit
+    by VIEW_MARGIN is kept now: forward scatter parts them (0.980)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[583954657])
+    lymph = table[table["population"] == "lymphocytes"].iloc[0]
+    assert lymph["truth"] > 2_000 and lymph["f1"] >= 0.97, table.to_string()
+    assert "gated on FSC-A x SSC-A" in lymph["flag"], lymph["flag"]
+
+
 def test_nk_cells_whose_cd19_spreads_to_the_b_cells_are_not_b_cells(tmp_path):
     """Seed 626712308 (label "40b"; myeloid tissue, 95,578 events): CD38, bright on NK cells,
     spills into CD19 and its compensation spreads their CD19 past the T cells' level up to the
