@@ -185,11 +185,13 @@ def evaluate(
     events: tuple[int, int] = (10_000, 30_000),
     template: Path = REPO / "config" / "gating.yaml",
     seeds: Sequence[int] | None = None,
+    panel: Path = REPO / "config" / "panel.yaml",
 ) -> pd.DataFrame:
     """Draw `n` variant files (seeds from `evaluation_seeds`), gate and score each: one row per
-    (file, population), with the file's class, event count and base instrument."""
+    (file, population), with the file's class, event count and base instrument. `panel`: a
+    panel file without some marker gates the files as a panel without that stain would."""
     specs = load_template(template)
-    panel_map = load_panel(REPO / "config" / "panel.yaml")
+    panel_map = load_panel(panel)
     cfg = load_config(None)
     rows = []
     for seed in seeds if seeds is not None else evaluation_seeds(n):

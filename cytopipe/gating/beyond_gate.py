@@ -66,7 +66,7 @@ def rescue(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
     before = out.masks[spec.id].copy()
     joined, doubt = [], []
     for part in spec.rescue:
-        if not part.needed() <= available:
+        if not part.applies(available):
             continue
         outside = rows[~out.masks[spec.id][rows]]
         gate = _part_gate(spec, part, cut)
@@ -117,7 +117,7 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
     notes = {}  # the stain to check -> why (the first part that says so)
     for part in spec.missed:
         hidden = ", ".join(d for d in spec.dims if d not in part.dims)  # what missed them
-        if not part.needed() <= available or not n_parent or hidden in notes:
+        if not part.applies(available) or not n_parent or hidden in notes:
             continue
         hit = int(_apply(unparented(_part_gate(spec, part, cut)), columns, outside, n).sum())
         if hit > max(part.share * n_parent, part.of_gate * n_inside) and hit >= MIN_EVENTS:

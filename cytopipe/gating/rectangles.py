@@ -51,7 +51,7 @@ def placed_rectangle(spec: PopulationSpec, placer, parent: str | None, available
             RectangleGate(spec.id, parent, part.dims, placed(part.mins), placed(part.maxs)),
         )
         for part in spec.place.get("or", ())
-        if part.needed() <= available
+        if part.applies(available)
     ]
     extras = [(label, box) for label, box in extras if not _inside(box, gate)]
     return gate, combined([(n, p) for n, p, _ in used]), extras, judged(used)

@@ -74,6 +74,11 @@ class UnionPart:
     label: str = ""
     share: float = 0.0  # `missed:` parts: of the parent's events, beyond which to review
     of_gate: float = 1.0  # ... and of the gate's own events
+    only_without: frozenset[str] = frozenset()  # used only in a panel without these markers
+
+    def applies(self, available: set[str]) -> bool:
+        """The panel has the part's markers and none it stands in for."""
+        return self.needed() <= available and not self.only_without & available
 
     def needed(self) -> set[str]:
         need = set(self.dims)
@@ -272,7 +277,8 @@ def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -
         mins, maxs = _rectangle_bounds(part, dims, thresholds, seen, pid, path)
         label, share = str(part.get("label") or ""), float(part.get("share") or 0.0)
         of_gate = float(part.get("of_gate", 1.0))
-        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate))
+        only_without = frozenset(str(m) for m in part.get("only_without") or ())
+        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate, only_without))
     return parts
 
 
