@@ -114,6 +114,25 @@ def test_valley_between_two_peaks_and_none_without_a_second_peak():
     assert find_valley(density(one, 0.02, -0.2, 1.1), 0.3, 0.6, 10, 0.3) is None
 
 
+def test_a_bright_minority_beyond_the_positives_does_not_take_the_cut():
+    """CD27 on the B cells of a panel without CD20: naive (CD27-), memory (CD27+) and a few
+    plasmablasts (CD27++) beyond a deeper dip. The deepest valley parts the plasmablasts; with
+    `bright_minority` the cut is the dip below the memory B cells. Where the deepest valley
+    has most events above it, a shallower dip below it stays unused."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(0.15, 0.05, 5000), rng.normal(0.42, 0.04, 1500),
+                        rng.normal(0.66, 0.03, 150)])  # fmt: skip
+    d = density(x, 0.02, -0.2, 1.1)
+    assert find_valley(d, 0.2, 0.8, 10, 0.3)[0] > 0.5  # the deepest: above the memory cells
+    assert 0.24 < find_valley(d, 0.2, 0.8, 10, 0.3, bright_minority=0.3)[0] < 0.34
+    flank = np.concatenate([rng.normal(0.10, 0.04, 4000), rng.normal(0.30, 0.03, 1200),
+                            rng.normal(0.55, 0.04, 2000)])  # fmt: skip
+    d = density(flank, 0.02, -0.2, 1.1)
+    deepest = find_valley(d, 0.2, 0.8, 10, 0.3)
+    assert find_valley(d, 0.2, 0.8, 10, 0.3, first=True)[0] < 0.25  # a dip below it qualifies
+    assert find_valley(d, 0.2, 0.8, 10, 0.3, bright_minority=0.3) == deepest
+
+
 def test_a_balanced_valley_is_a_dip_not_the_window_edge_on_the_slope_of_one_outside():
     """A pile of events below the search window and its dip just below the window's start:
     the window's first bins lie on the slope up from that dip, deeper (relative to the pile)

@@ -265,7 +265,7 @@ class _Placer:
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
         )
         needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
-                 bool(p.get("first", False)), balanced)  # fmt: skip
+                 bool(p.get("first", False)), balanced, p.get("bright_minority"))  # fmt: skip
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
         zero = self.zeros.get(t.dim)
         beyond = split_negatives(d, found[0], zero) if found else None

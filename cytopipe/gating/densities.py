@@ -137,6 +137,7 @@ def find_valley(
     min_z: float = 3.0,
     first: bool = False,
     balanced: bool = False,
+    bright_minority: float | None = None,
 ) -> tuple[float, float] | None:
     """Deepest density minimum in [lo, hi] with a peak of at least `min_side` events on each
     side; (position, depth 0-1) or None. Depth = 1 - valley / lower of the two flanking peaks.
@@ -145,6 +146,12 @@ def find_valley(
     not split at a noise wiggle (a smoothed bin holds about 14 bins' worth of events).
     `first`: take the lowest qualifying valley, not the deepest (CD19: the dip between NK cells
     and CD19-dim plasmablasts, not the one between plasmablasts and bright B cells).
+    `bright_minority`: where the deepest valley has fewer events above it than this share of
+    those above the deepest qualifying valley below it, that one: the deepest parts a bright
+    few from the positives (a panel without CD20: its B cells hold the CD27++ plasmablasts, and
+    the CD27 cut went above the memory B cells, switched memory 0 in three of 42 generated
+    files). Unlike `first`, a shallow dip in the negatives' wide flank below a valley with most
+    positives above it stays unused (CD20 x2.2 spilling into CD27 on the real Lyoplate file).
     `balanced`: where both sides are always many (T cells and NK/B cells, CD8+ and CD8- T
     cells), of the local minima within BALANCE_TIE of the deepest point, the one with the most
     events on its smaller side: a few dozen negatives below a spread of dim events are not the
@@ -184,6 +191,16 @@ def find_valley(
     if best < min_depth:
         return None
     i = int(np.flatnonzero(ok & (depth == best))[0])
+    if bright_minority is not None:
+        good = ok & (depth >= min_depth)
+        start = i  # where the deepest valley's run of qualifying bins begins
+        while start > 0 and good[start - 1]:
+            start -= 1
+        lower = np.flatnonzero(good[:start])
+        if lower.size:
+            j = int(lower[np.argmax(depth[lower])])
+            if above[j] and above[i] < bright_minority * above[j]:
+                i, best = j, float(depth[j])
     if balanced:
         s = d.smooth
         minima = ok & (depth >= max(best - BALANCE_TIE, min_depth))
@@ -605,8 +622,14 @@ def anchor_limits(
         gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
         how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
         if peak is not None:  # the window may hold the minority's near side: start no
-            # further out than min_sd SDs of the sample's own majority peak
-            near = peak[0] + sign * float(anchor.get("min_sd", 2.0)) * peak[1]
+            # further out than min_sd SDs of the sample's own majority peak, or of the window's
+            # where the majority lies above it (memory-rich B cells: CD27+ is the majority, and
+            # the CD27 search started above them; below, IgD- memory B cells as the majority,
+            # the IgD+ window's own peak moved a low-confidence IgD valley 0.015 the wrong way)
+            own = peak
+            if not below and peak[0] > b and window.size >= MIN_PEAK_EVENTS:
+                own = majority_peak(window, bandwidth) or peak
+            near = own[0] + sign * float(anchor.get("min_sd", 2.0)) * own[1]
             start = min(start, near - gap) if not below else max(start, near + gap)
         if anchor.get("fallback") == "support" and not below:
             start = start + gap
