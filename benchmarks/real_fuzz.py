@@ -37,6 +37,7 @@ import argparse
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -184,8 +185,9 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     return rows
 
 
-def run(data: Path, seeds) -> pd.DataFrame:
-    """One row per (file, population): F1, target, miss, and what the sample said."""
+def run(data: Path, seeds, without: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (file, population): F1, target, miss, and what the sample said.
+    `without`: stains every file lacks besides its own draw (a panel without CD3)."""
     sample, ref, metadata, spill, compensated = rg._compensated_source(data)
     pools = rg.recomposable(sample, ref)
     specs = load_template(rg.REPO / "config" / "gating.yaml")
@@ -195,6 +197,7 @@ def run(data: Path, seeds) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             keep, params = draw(np.random.default_rng(seed), pools)
+            params["without"] += [m for m in without if m not in params["without"]]
             path = write(sample, spill, compensated, keep, params, metadata, Path(tmp) / "f.fcs")
             theirs = ref[keep].reset_index(drop=True)
             rows += score(seed, path, theirs, params, specs, panel, cfg)
@@ -209,18 +212,24 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
     return missed[quiet & (missed["file_checks"].fillna("") == "")]
 
 
-def drawn_table(doc: str, run, seeds) -> tuple[argparse.Namespace, pd.DataFrame]:
+def drawn_table(
+    doc: str, run, seeds, without: bool = False
+) -> tuple[argparse.Namespace, pd.DataFrame]:
     """A fuzz script's command line (--data, --n files, --tsv, --label): `run(data,
     seeds(n[, label]))`'s table, also written to --tsv where asked. Another --label draws files
-    no earlier session has seen."""
+    no earlier session has seen. `without`: also --without MARKER..., passed to `run`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
     parser.add_argument("--tsv", type=Path, help="also write every row here")
     parser.add_argument("--label", help="the string the seeds are hashed from (default: the "
                         "draw the README reports)")  # fmt: skip
+    if without:
+        parser.add_argument("--without", nargs="+", default=[], metavar="MARKER",
+                            help="stains every file lacks (a panel without CD3)")  # fmt: skip
     args = parser.parse_args()
-    table = run(args.data, seeds(args.n) if args.label is None else seeds(args.n, args.label))
+    drawn = seeds(args.n) if args.label is None else seeds(args.n, args.label)
+    table = run(args.data, drawn, args.without) if without else run(args.data, drawn)
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)
@@ -228,7 +237,7 @@ def drawn_table(doc: str, run, seeds) -> tuple[argparse.Namespace, pd.DataFrame]
 
 
 def main() -> None:
-    args, table = drawn_table(__doc__, run, fuzz_seeds)
+    args, table = drawn_table(__doc__, run, fuzz_seeds, without=True)
     missed, quiet = table[table["miss"]], silent(table)
     print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
           f"in {missed['seed'].nunique()} files; {len(quiet)} with nothing said")  # fmt: skip
