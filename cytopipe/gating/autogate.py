@@ -470,6 +470,16 @@ def _measured(dim: str, values: np.ndarray) -> np.ndarray | bool:
     return values < SCATTER_SATURATED if dim in SCATTER else True
 
 
+def _lineage_events(columns, rows: np.ndarray, place: Mapping) -> np.ndarray | None:
+    """`backgate`'s lineage+ events, else `backgate_else`'s: a panel without CD3 whose B cells
+    are absent (aplasia) shows none, and the lowest-SSC cluster of 10% of the events was the
+    granulocytes of lymphopenic blood (lymphocytes 0.002)."""
+    bright = lineage_bright(columns, rows, place.get("backgate", ()))
+    if place.get("backgate_else") and (bright is None or np.count_nonzero(bright) < MIN_EVENTS):
+        return lineage_bright(columns, rows, place["backgate_else"])
+    return bright
+
+
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright=None):
     """The polygon placed on the parent's `rows`; `bright`: their lineage+ events, when the
     caller has them already."""
@@ -483,7 +493,7 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
         if bright is None:
-            bright = lineage_bright(columns, rows, place.get("backgate", ()))
+            bright = _lineage_events(columns, rows, place)
         if not all(m in columns for m in place.get("share_needs", ())):
             place = {**place, "join_share": 0.0, "refine_share": 0.0}
         verts, placed = place_gmm(
@@ -536,7 +546,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     place = variant.place or {}
     if not place.get("compare_views"):
         return (*_polygon(variant, columns, rows, parent), variant)
-    bright = lineage_bright(columns, rows, place.get("backgate", ()))
+    bright = _lineage_events(columns, rows, place)
     gate, how, shape = _polygon(variant, columns, rows, parent, bright)
     if bright is None or np.count_nonzero(bright) < MIN_EVENTS:
         return gate, how, shape, variant
