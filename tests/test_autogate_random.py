@@ -458,3 +458,16 @@ def test_lymphopenic_blood_without_cd3_or_cd45_finds_its_lymphocytes_by_cd27(tmp
     table = random_accuracy.evaluate(tmp_path, 2, SMALL_EVENTS, seeds=[6019, 6026], panel=path)
     lymph = table[table["population"] == "lymphocytes"].set_index("seed")["f1"]
     assert (lymph >= 0.90).all(), table.to_string()
+
+
+def test_monocytes_joined_without_a_dip_send_the_gate_to_forward_scatter(tmp_path):
+    """Seed 925207059 (label "41b"; lysed blood, 154,560 events): the monocytes are as
+    CD45-bright as the lymphocytes and a shoulder of them in side scatter, modelled with the
+    lymphocytes' upper tail by one component joined without a dip; 8,487 monocytes were
+    lymphocytes (F1 0.931) at confidence 1.0, nothing said, while forward scatter parts them.
+    A gate whose lineage+ share is under `compare_share` (0.7; here 0.66) now has the other
+    view placed too, and it holds the lineage+ events better (F1 0.80 -> 0.86): 0.998."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[925207059])
+    lymph = table[table["population"] == "lymphocytes"].iloc[0]
+    assert lymph["truth"] > 50_000 and lymph["f1"] >= 0.99, table.to_string()
+    assert "gated on FSC-A x SSC-A" in lymph["flag"], lymph["flag"]

@@ -551,7 +551,8 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     if bright is None or np.count_nonzero(bright) < MIN_EVENTS:
         return gate, how, shape, variant
     first, share = _lineage_fit(gate, columns, rows, bright)
-    if how[1] >= LOW_CONFIDENCE and share >= float(place.get("refine_share", 0.0)):
+    compare = float(place.get("compare_share", place.get("refine_share", 0.0)))
+    if how[1] >= LOW_CONFIDENCE and share >= compare:
         return gate, how, shape, variant
     score, best = first, (gate, how, shape, variant)
     for alt in spec.alternatives:
