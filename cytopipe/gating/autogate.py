@@ -530,7 +530,7 @@ def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> t
 def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
     """The polygon in the first view the panel has, or in another view (`alternatives`) when
     `compare_views` is set and the first view's cluster is not pure (confidence below
-    LOW_CONFIDENCE, or lineage+ events below `refine_share` of it): the other view is kept
+    LOW_CONFIDENCE, or lineage+ events below `compare_share` of it): the other view is kept
     when it holds the lineage+ events better (F1 by VIEW_MARGIN), or about as well (within
     VIEW_MARGIN) from a fit that is more confident: confident, or, where neither is, by
     VIEW_MARGIN more. The lineage+ share alone cannot decide: NK cells are lymphocytes without
