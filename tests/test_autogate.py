@@ -754,6 +754,17 @@ def test_an_or_part_inside_the_gate_is_dropped():
     assert not _inside(lower, gate) and not _inside(open_cd3, gate)
 
 
+def test_a_part_standing_in_for_cd3_applies_only_without_cd3(specs):
+    """The lymphocytes' rescue of CD19+ events by CD19 alone (`only_without: [CD3]`) stands in
+    for the CD3- CD19+ part: with CD3 in the panel it would join CD3+ CD19+ doublets."""
+    lymph = next(s for s in specs if s.id == "lymphocytes")
+    alone = [p for p in lymph.rescue if p.only_without]
+    assert [p.dims for p in alone] == [("CD19", "SSC-A")]
+    full = {"CD3", "CD19", "CD20", "SSC-A", "FSC-A"}
+    assert not alone[0].applies(full) and alone[0].applies(full - {"CD3"})
+    assert not alone[0].applies(full - {"CD3", "CD19"})  # nor without its own markers
+
+
 def test_union_part_needs_its_markers(baseline_sample, specs, panel_map):
     """Without CD27/CD38 the B-cell gate is its CD3/CD19 rectangle alone, not an error."""
     columns, _ = gating_columns(baseline_sample, panel_map)
