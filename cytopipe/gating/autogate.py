@@ -63,7 +63,7 @@ from cytopipe.gating.densities import (
     split_note,
 )
 from cytopipe.gating.gates import Gate, PolygonGate, evaluate
-from cytopipe.gating.lineage import lineage_bright
+from cytopipe.gating.lineage import lineage_bright, shows_lineage
 from cytopipe.gating.mixture import place_gmm, split_placement
 from cytopipe.gating.placement import (
     FOUND,
@@ -485,9 +485,9 @@ def _lineage_events(columns, rows: np.ndarray, place: Mapping) -> np.ndarray | N
     return lineage_bright(columns, rows, _backgate_markers(place, columns))
 
 
-def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright=None):
-    """The polygon placed on the parent's `rows`; `bright`: their lineage+ events, when the
-    caller has them already."""
+def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright):
+    """The polygon placed on the parent's `rows`; `bright`: their lineage+ events (None: no
+    lineage marker showed any)."""
     place = spec.place or {"method": "fixed"}
     x = np.asarray(columns[spec.dims[0]][rows], dtype=np.float64)
     y = np.asarray(columns[spec.dims[1]][rows], dtype=np.float64)
@@ -497,8 +497,6 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     x, y = x[usable], y[usable]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
-        if bright is None:
-            bright = _lineage_events(columns, rows, place)
         stand_in = place.get("stand_in", {})
         if not all(
             m in columns or stand_in.get(m) in columns for m in place.get("share_needs", ())
@@ -552,11 +550,9 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     sample, from the sample's own lineage+ events. The other view is searched the way the
     first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
     place = variant.place or {}
-    if not place.get("compare_views"):
-        return (*_polygon(variant, columns, rows, parent), variant)
-    bright = _lineage_events(columns, rows, place)
+    bright = _lineage_events(columns, rows, place) if place.get("method") == "gmm" else None
     gate, how, shape = _polygon(variant, columns, rows, parent, bright)
-    if bright is None or np.count_nonzero(bright) < MIN_EVENTS:
+    if not place.get("compare_views") or not shows_lineage(bright):
         return gate, how, shape, variant
     first, share = _lineage_fit(gate, columns, rows, bright)
     compare = float(place.get("compare_share", place.get("refine_share", 0.0)))

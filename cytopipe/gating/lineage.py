@@ -14,7 +14,7 @@ from itertools import combinations
 import numpy as np
 
 from cytopipe.gating.densities import density, find_valley
-from cytopipe.gating.placement import MIN_SHAPE_EVENTS
+from cytopipe.gating.placement import MIN_EVENTS, MIN_SHAPE_EVENTS
 
 BACKGATE_SIDE = 0.002  # each side of a lineage marker's valley holds >= 0.2% of the parent
 BACKGATE_TOP = 0.9995  # ... within the density's span, up to this quantile
@@ -70,3 +70,9 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
     if not each:
         return None
     return np.logical_or.reduce(list(each.values()))
+
+
+def shows_lineage(bright: np.ndarray | None) -> bool:
+    """Whether `lineage_bright` found lineage+ events enough to say where a population sits
+    (a handful can be spill or doublets)."""
+    return bright is not None and np.count_nonzero(bright) >= MIN_EVENTS

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cytopipe.gating.gates import points_in_polygon
+from cytopipe.gating.lineage import shows_lineage
 from cytopipe.gating.placement import (
     GMM_MAX_EVENTS,
     LOW_CONFIDENCE,
@@ -272,7 +273,7 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
         scale = z.std(axis=0) + 1e-9
         dist = np.where(ok, np.linalg.norm((gm.means_ - near) / scale, axis=1), np.inf)
     candidates = np.ones(gm.n_components, dtype=bool)
-    backgated = bright is not None and np.count_nonzero(bright) >= MIN_EVENTS
+    backgated = shows_lineage(bright)
     if backgated:
         # the lineage+ events say which cluster it is, whatever its size: a lymphopenic
         # sample's lymphocytes are a few % of the events (min_weight guards `lowest` only)
@@ -391,7 +392,7 @@ def place_gmm(
     k = int(params.get("n_components", 3))
     if len(z) < max(MIN_EVENTS, 10 * k):
         return None, Placement("fallback", 0.2, f"fallback: only {len(z)} events to fit")
-    has_bright = bright is not None and np.count_nonzero(bright) >= MIN_EVENTS
+    has_bright = shows_lineage(bright)
     gm = _fit_mixture(z, k, bright if has_bright and params.get("seeded") else None)
     i, members = _choose(gm, z, params, bright)
     fitted_on = pool
