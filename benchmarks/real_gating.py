@@ -34,12 +34,14 @@ import argparse
 import os
 import tempfile
 from array import array
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import flowio
 import numpy as np
 import pandas as pd
+import yaml
 
 from cytopipe.config import merge, read_yaml, validated
 from cytopipe.gating.sample import Gated, gate_events
@@ -447,7 +449,7 @@ def recomposable(sample, ref: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def recomposed(
     data: Path, variants=RECOMPOSED, seed: int = 1, fluorescence: float = 1.0,
-    fsc: float = 1.0, ssc: float = 1.0, suffix: str = "",
+    fsc: float = 1.0, ssc: float = 1.0, suffix: str = "", panel: Path | None = None,
 ) -> list[dict]:  # fmt: skip
     """The Lyoplate file with some of openCyto's B-cell subsets thinned out, the other events
     untouched: memory-rich (naive B cells thinned: memory and double-negative B cells as many
@@ -486,7 +488,7 @@ def recomposed(
                 keep[rng.choice(members, drop, replace=False)] = False
             events = _scaled(sample, sample.events[keep], fluorescence, fsc, ssc)
             path = _write_like(sample, events, Path(tmp) / f"v{i}.fcs", metadata)
-            masks, theirs = gated(path), ref[keep].reset_index(drop=True)
+            masks, theirs = gated(path, panel=panel), ref[keep].reset_index(drop=True)
             for row in _lyoplate_rows(f"lyoplate C01, {label}{suffix}", masks, theirs):
                 if row["population"] in UNSCORED_RECOMPOSED or row["ref"] < 100:
                     row["target"] = None  # B cells: scored within openCyto's scatter gate in
@@ -499,14 +501,27 @@ def recomposed(
 LYMPHOPENIC_SEEDS = (1, 2, 3)
 LYMPHOPENIC_GAIN = 2.0  # the draws again at this fluorescence gain
 LYMPHOPENIC_KEPT = 0.03
+LYMPHOPENIC_WITHOUT = ("CD3",)  # the draws again with a B-cell panel that lacks CD3
 
 
-def lymphopenic_label(seed: int, fluorescence: float = 1.0) -> str:
+def lymphopenic_label(seed: int, fluorescence: float = 1.0, without: Sequence[str] = ()) -> str:
     gain = "" if fluorescence == 1 else f", fluorescence x{fluorescence:g}"
-    return f"lymphopenic draw {seed}{gain}"
+    lacking = f", a panel without {'/'.join(without)}" if without else ""
+    return f"lymphopenic draw {seed}{gain}{lacking}"
 
 
-def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float = 1.0) -> list[dict]:
+def panel_without(markers: Sequence[str], folder: Path) -> Path:
+    """The repository's panel file without `markers`, written in `folder`: a lab's panel that
+    lacks those stains (their channels then map to nothing and are not gated)."""
+    panel = yaml.safe_load((REPO / "config" / "panel.yaml").read_text())
+    path = folder / "panel.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in panel.items() if k not in markers}))
+    return path
+
+
+def lymphopenic_draws(
+    data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float = 1.0, without: Sequence[str] = ()
+) -> list[dict]:
     """The lymphopenic variant of `recomposed` drawn anew for each seed (3% of openCyto's
     lymphocytes and lineage+ events kept, nothing else removed), and at a fluorescence gain:
     which few lymphocytes stay decides how the scatter mixture models them. In one draw of
@@ -516,13 +531,21 @@ def lymphopenic_draws(data: Path, seeds=LYMPHOPENIC_SEEDS, fluorescence: float =
     quarter as lineage+-rich no longer joins (`join_share`). At fluorescence x2 the backgating took 97% of the events for CD20+ (the
     deepest CD20 valley lay in the negatives' tail, the few B cells beyond the range it was
     searched on) and the lymphocyte gate held 22,559 events for 1,585. B cells are scored as
-    in `recomposed`, within openCyto's scatter gate."""
+    in `recomposed`, within openCyto's scatter gate.
+
+    `without`: gated with a panel lacking those stains. Without CD3 the B cells were the only
+    lineage+ events, too few to tell a cluster of monocytes and debris from the lymphocytes,
+    and it joined them (draw 3: lymphocytes 0.656, 3,133 events for 1,575); CD27 now stands
+    in for CD3 in that backgating (`stand_in`)."""
     rows = []
-    for seed in seeds:
-        variant = {lymphopenic_label(seed, fluorescence): {"lymphocytes": LYMPHOPENIC_KEPT}}
-        rows += [{**row, "target": None}
-                 for row in recomposed(data, variant, seed=seed, fluorescence=fluorescence)
-                 if row["population"] in ("lymphocytes", "b_cells", "b_cd20pos")]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        panel = panel_without(without, Path(tmp)) if without else None
+        for seed in seeds:
+            label = lymphopenic_label(seed, fluorescence, without)
+            rows += [{**row, "target": None}
+                     for row in recomposed(data, {label: {"lymphocytes": LYMPHOPENIC_KEPT}},
+                                           seed=seed, fluorescence=fluorescence, panel=panel)
+                     if row["population"] in ("lymphocytes", "b_cells", "b_cd20pos")]  # fmt: skip
     return rows
 
 
@@ -1214,6 +1237,7 @@ def main() -> None:
             *gvhd_voltages(args.data), *gvhd_forward_scatter(args.data), *gains(args.data),
             *scatter_gains(args.data), *low_scatter(args.data), *recomposed(args.data),
             *lymphopenic_draws(args.data), *lymphopenic_draws(args.data, fluorescence=LYMPHOPENIC_GAIN),
+            *lymphopenic_draws(args.data, without=LYMPHOPENIC_WITHOUT),
             *calibur(args.data), *stain_brightness(args.data), *spillover_errors(args.data),
             *uncompensated(args.data), *misread_matrices(args.data), *without_scatter(args.data),
             *lineage_exports(args.data),

@@ -39,6 +39,7 @@ from cytopipe.synth.variants import (
 )
 
 random_accuracy = benchmark("random_accuracy")
+real_gating = benchmark("real_gating")
 
 SMALL_DRAW = 14  # two files per class, 10-30 k events: ~15-35 s
 LARGE_DRAW = 70  # ten files per class: `make bench`
@@ -396,16 +397,6 @@ def test_cd27_memory_b_cells_without_a_valley_are_split_from_the_naive_ones(tmp_
     assert f1["b_unswitched_memory"] >= 0.70 and f1["b_naive"] >= 0.95, table
 
 
-def _panel_without(tmp_path, repo, *markers: str):
-    """The repository's panel file without `markers`: files gated as such a panel would."""
-    panel = yaml.safe_load((repo / "config" / "panel.yaml").read_text())
-    for marker in markers:
-        del panel[marker]
-    path = tmp_path / "panel.yaml"
-    path.write_text(yaml.safe_dump(panel))
-    return path
-
-
 def test_a_panel_without_cd3_cuts_cd19_and_cd20_on_the_lymphocytes(tmp_path, repo):
     """B-cell panels often carry no CD3. Seeds 5012, 5021 and 5024 (10-30 k events), gated with
     a panel without CD3: the CD19 cut on all lymphocytes (`cd19_lymph`) took the 95% level of
@@ -415,7 +406,7 @@ def test_a_panel_without_cd3_cuts_cd19_and_cd20_on_the_lymphocytes(tmp_path, rep
     placed on CD3- lymphocytes), so every B cell passed as CD20+ and the subsets were cut
     with the CD20- ones among them: unswitched and switched memory 0, double negative 0.60 in
     the pre-gated 5021; CD20 is cut on all lymphocytes there (`cd20_lymph`): 0.90, 0.95, 0.95."""
-    path = _panel_without(tmp_path, repo, "CD3")
+    path = real_gating.panel_without(("CD3",), tmp_path)
     table = random_accuracy.evaluate(
         tmp_path, 3, SMALL_EVENTS, seeds=[5012, 5021, 5024], panel=path
     )
@@ -436,7 +427,7 @@ def test_a_panel_without_cd20_cuts_cd27_above_the_cd27_negative_b_cells(tmp_path
     window's own peak where the sample's lies beyond the window. Each quadrant is now within
     0.05 of the best quadrant cuts on the same B cells (plasmablasts count as switched memory
     by the quadrant's definition here, so even the best cuts stay near 0.85-0.9)."""
-    path = _panel_without(tmp_path, repo, "CD20")
+    path = real_gating.panel_without(("CD20",), tmp_path)
     table = random_accuracy.evaluate(
         tmp_path, 3, SMALL_EVENTS, seeds=[6003, 6006, 6022], panel=path
     )
@@ -455,7 +446,7 @@ def test_lymphopenic_blood_without_cd3_or_cd45_finds_its_lymphocytes_by_cd27(tmp
     side-scatter cluster of 10% of the events was the granulocytes (lymphocytes 0.002 in
     both). CD27, on most T cells and on no myeloid cell, stands in for CD3 there (`stand_in`):
     0.977 and 0.917."""
-    path = _panel_without(tmp_path, repo, "CD3", "CD45")
+    path = real_gating.panel_without(("CD3", "CD45"), tmp_path)
     table = random_accuracy.evaluate(tmp_path, 2, SMALL_EVENTS, seeds=[6019, 6026], panel=path)
     lymph = table[table["population"] == "lymphocytes"].set_index("seed")["f1"]
     assert (lymph >= 0.90).all(), table.to_string()
@@ -471,7 +462,7 @@ def test_myeloid_tissue_without_cd3_or_cd45_keeps_its_monocytes_out_of_the_lymph
     inside, F1 0.436 at confidence 1.0, nothing said. With CD27 standing in for CD3, the
     monocytes' cluster is under a quarter as lineage+-rich and stays out: 0.900 (985
     monocytes left inside, the gate at low confidence)."""
-    path = _panel_without(tmp_path, repo, "CD3", "CD45")
+    path = real_gating.panel_without(("CD3", "CD45"), tmp_path)
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 300_000), seeds=[6011], panel=path)
     lymph = table[table["population"] == "lymphocytes"].iloc[0]
     assert lymph["truth"] > 6000 and lymph["f1"] >= 0.85, table.to_string()

@@ -969,6 +969,22 @@ def test_lymphocytes_of_every_lymphopenic_draw_agree_with_opencyto(lymphopenic, 
     assert row["f1"] >= 0.95, row
 
 
+def test_a_lymphopenic_draw_without_cd3_keeps_monocytes_and_debris_out(shared_data):
+    """A B-cell panel without CD3 (and the Lyoplate file has no CD45), 3% of the lymphocytes
+    beside many monocytes (lymphopenic draw 3): the B cells were the only lineage+ events, so
+    their share could not keep a cluster of monocytes and debris out of the lymphocytes
+    (join_share and refine_share need T and B cells both marked), and it joined them: 3,133
+    events for 1,575, F1 0.656. CD27, on most T cells and no myeloid cell, stands in for CD3
+    there (`stand_in`): 0.954. Draws 1 and 2 stay at 0.767 and 0.820 (0.95-0.97 with CD3), at
+    confidence 0, listed: the seeded refit is 1.49x and 1.34x as lineage+-rich, under
+    REFINE_GAIN, as CD27 marks fewer lymphocytes than CD3 does."""
+    rows = real_gating.lymphopenic_draws(
+        shared_data / "real", seeds=[3], without=real_gating.LYMPHOPENIC_WITHOUT
+    )
+    row = next(r for r in rows if r["population"] == "lymphocytes")
+    assert row["f1"] >= 0.93, row
+
+
 def test_an_aplastic_t_poor_lymphopenic_file_without_cd45_is_not_gated_on_the_monocytes(
     shared_data, tmp_path
 ):
@@ -1034,10 +1050,7 @@ def test_a_b_cell_panel_without_cd3_cd20_or_cd19_still_finds_the_b_cells(
     CD20+ and openCyto's B cells beside the scatter gate stayed out: switched memory 0.849,
     double negative 0.748 (0.928, 0.879 with CD3); now each subset is within 0.04 of the full
     panel's (0.915, 0.866)."""
-    panel = yaml.safe_load((REPO / "config" / "panel.yaml").read_text())
-    del panel[missing]
-    path = tmp_path / "panel.yaml"
-    path.write_text(yaml.safe_dump(panel))
+    path = real_gating.panel_without([missing], tmp_path)
     fcs = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
     required = ["FSC-A", "SSC-A"]
     masks = real_gating.gated(fcs, required=required, panel=path)
