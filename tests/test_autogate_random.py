@@ -466,6 +466,7 @@ def test_myeloid_tissue_without_cd3_or_cd45_keeps_its_monocytes_out_of_the_lymph
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 300_000), seeds=[6011], panel=path)
     lymph = table[table["population"] == "lymphocytes"].iloc[0]
     assert lymph["truth"] > 6000 and lymph["f1"] >= 0.85, table.to_string()
+    assert "backgated with CD27 for CD3" in lymph["flag"], lymph["flag"]
 
 
 def test_monocytes_joined_without_a_dip_send_the_gate_to_forward_scatter(tmp_path):

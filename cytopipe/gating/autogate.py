@@ -505,6 +505,11 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
         verts, placed = place_gmm(
             np.column_stack([x, y]), place, None if bright is None else bright[usable]
         )
+        stood = [f"{stand_in[m]} for {m}" for m in place.get("backgate", ())
+                 if m not in columns and stand_in.get(m) in columns]  # fmt: skip
+        if stood and shows_lineage(bright):  # the reviewer sees which events backgated it
+            note = f"backgated with {', '.join(stood)}"
+            placed = replace(placed, flag="; ".join(f for f in (placed.flag, note) if f))
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)
     if verts is None:
