@@ -481,10 +481,6 @@ def _backgate_markers(place: Mapping, columns) -> list[str]:
     return [m if m in columns else stand_in.get(m, m) for m in place.get("backgate", ())]
 
 
-def _lineage_events(columns, rows: np.ndarray, place: Mapping) -> np.ndarray | None:
-    return lineage_bright(columns, rows, _backgate_markers(place, columns))
-
-
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright):
     """The polygon placed on the parent's `rows`; `bright`: their lineage+ events (None: no
     lineage marker showed any)."""
@@ -555,7 +551,8 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     sample, from the sample's own lineage+ events. The other view is searched the way the
     first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
     place = variant.place or {}
-    bright = _lineage_events(columns, rows, place) if place.get("method") == "gmm" else None
+    gmm = place.get("method") == "gmm"
+    bright = lineage_bright(columns, rows, _backgate_markers(place, columns)) if gmm else None
     gate, how, shape = _polygon(variant, columns, rows, parent, bright)
     if not place.get("compare_views") or not shows_lineage(bright):
         return gate, how, shape, variant

@@ -347,7 +347,7 @@ def _refine(gm, z, z_bright, i, members, params, pool, pool_bright, rng):
         if len(sub) > GMM_MAX_EVENTS:
             pick = rng.choice(len(sub), GMM_MAX_EVENTS, replace=False)
             sub, sub_bright = sub[pick], sub_bright[pick]
-        if len(sub) < 10 * k or np.count_nonzero(sub_bright) < MIN_EVENTS:
+        if len(sub) < 10 * k or not shows_lineage(sub_bright):
             break
         sub_gm = _fit_mixture(sub, k, sub_bright)
         if sub_gm.n_components == 1:
