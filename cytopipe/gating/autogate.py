@@ -470,15 +470,20 @@ def _measured(dim: str, values: np.ndarray) -> np.ndarray | bool:
     return values < SCATTER_SATURATED if dim in SCATTER else True
 
 
-def _backgate_markers(place: Mapping, columns) -> list[str]:
-    """`backgate`'s markers, each one the panel lacks replaced by its `stand_in`: without CD3,
-    CD27 marks the T cells (most of them; no monocyte or granulocyte). With the B cells alone
-    as lineage+ events, the lymphocytes of an aplastic sample showed none (the lowest-SSC
+def _stand_ins(place: Mapping, columns) -> dict[str, str]:
+    """Marker the panel lacks -> the marker of `stand_in` the panel has in its place: without
+    CD3, CD27 marks the T cells (most of them; no monocyte or granulocyte). With the B cells
+    alone as lineage+ events, the lymphocytes of an aplastic sample showed none (the lowest-SSC
     cluster of 10% of the events was the granulocytes: lymphocytes 0.002), and a lineage+ share
     could not keep the monocytes out of a myeloid sample's scatter gate (16,877 monocytes
     joined 6,697 lymphocytes without a dip: F1 0.43)."""
-    stand_in = place.get("stand_in", {})
-    return [m if m in columns else stand_in.get(m, m) for m in place.get("backgate", ())]
+    return {m: s for m, s in place.get("stand_in", {}).items() if m not in columns and s in columns}
+
+
+def _backgate_markers(place: Mapping, columns) -> list[str]:
+    """`backgate`'s markers, each one the panel lacks replaced by its stand-in (`_stand_ins`)."""
+    stood = _stand_ins(place, columns)
+    return [stood.get(m, m) for m in place.get("backgate", ())]
 
 
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright):
@@ -493,18 +498,15 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     x, y = x[usable], y[usable]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
-        stand_in = place.get("stand_in", {})
-        if not all(
-            m in columns or stand_in.get(m) in columns for m in place.get("share_needs", ())
-        ):
+        stood = _stand_ins(place, columns)
+        if not all(m in columns or m in stood for m in place.get("share_needs", ())):
             place = {**place, "join_share": 0.0, "refine_share": 0.0}
         verts, placed = place_gmm(
             np.column_stack([x, y]), place, None if bright is None else bright[usable]
         )
-        stood = [f"{stand_in[m]} for {m}" for m in place.get("backgate", ())
-                 if m not in columns and stand_in.get(m) in columns]  # fmt: skip
-        if stood and shows_lineage(bright):  # the reviewer sees which events backgated it
-            note = f"backgated with {', '.join(stood)}"
+        used = [f"{stood[m]} for {m}" for m in place.get("backgate", ()) if m in stood]
+        if used and shows_lineage(bright):  # the reviewer sees which events backgated it
+            note = f"backgated with {', '.join(used)}"
             placed = replace(placed, flag="; ".join(f for f in (placed.flag, note) if f))
     elif place["method"] == "ratio":
         verts, placed = place_ratio(x, y, place)
