@@ -15,10 +15,10 @@ from scipy.stats import spearmanr
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
+from cytopipe.gating.anchors import anchor_limits
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
-    anchor_limits,
     density,
     find_shoulder,
     find_turn,

@@ -709,7 +709,7 @@ def test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts(miscompensate
     them above the B cells' CD20 cut: 0.44 at x0.7 and 0.61 at x0.85, until their CD20 cut
     became the valley among the CD27hi CD38hi B cells (0.76, 0.78; x1.3 0.83 -> 0.77).
     Over-compensated at x1.15 and x1.2, the CD27 cut was pulled into the naive B cells
-    (unswitched memory 0.56, 0.54; `LIMIT_MINORITY` in cytopipe/gating/densities.py)."""
+    (unswitched memory 0.56, 0.54; `LIMIT_MINORITY` in cytopipe/gating/anchors.py)."""
     for population, target in WITH_PLASMABLASTS.items():
         row = miscompensated[f"lyoplate C01, spillover x{factor:g}", population]
         assert row["f1"] >= target, row
@@ -1245,6 +1245,19 @@ def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     table = real_fuzz.run(shared_data / "real", [259807925]).set_index("population")
     assert table.loc["lymphocytes", "f1"] >= 0.95, table.to_dict()
     assert not table["miss"].any(), table.to_dict()
+
+
+def test_a_shallow_dip_before_a_far_density_turn_is_the_igd_cut(shared_data):
+    """Seed 818495628 of label "session 43": a tenth of the naive B cells kept, fluorescence
+    x0.8, noise of SD 280. IgD- memory B cells (0.38) and IgD+ B cells (0.56) are two humps
+    with a dip between them (depth 0.16: too shallow for a valley), and the density turn below
+    the IgD+ majority was read in the IgD- B cells' own lower tail (0.20): switched memory
+    0.203, double negative 0.147. A significant dip between the majority and a turn is the
+    cut (`densities.dip_before_turn`): 0.86, 0.84."""
+    table = real_fuzz.run(shared_data / "real", [818495628]).set_index("population")
+    for population in ("b_unswitched_memory", "b_switched_memory", "b_double_negative"):
+        assert table.loc[population, "f1"] >= 0.75, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.88, table.to_dict()
 
 
 def test_dim_b_cells_above_flat_t_cell_negatives_are_found(shared_data):

@@ -39,6 +39,7 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
+from cytopipe.gating.anchors import LAST_RESORT, anchor_limits
 from cytopipe.gating.beyond_gate import (
     coupled,
     missed,
@@ -50,10 +51,9 @@ from cytopipe.gating.beyond_gate import (
 )
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
-    LAST_RESORT,
-    anchor_limits,
     density,
     density_range,
+    dip_before_turn,
     far_side_valley,
     find_peak,
     find_valley,
@@ -313,6 +313,11 @@ class _Placer:
                     mixed = split_placement(x, window, misplaced, misplaced)
                     if mixed is not None:
                         return mixed
+        if limits is not None and limits.method == "turn" and majority is not None:
+            dip = dip_before_turn(d, lo, hi, limits.cut, majority[0], min_side)
+            if dip is not None:
+                how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a {limits.how}"
+                return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"

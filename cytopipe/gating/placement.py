@@ -25,7 +25,7 @@ class Placement:
     """How one threshold or gate was placed in this sample."""
 
     # valley | mixture | gmm | ratio | quantile | peak_offset | fixed; without a valley, still
-    # measured on the sample: shoulder | turn | support | peak_sd | edge (densities.Limits),
+    # measured on the sample: shoulder | turn | support | peak_sd | edge (anchors.Limits),
     # reference (the template's reference cut, measured on another population of the sample),
     # gap (no events in the search window: any cut there gives the same gate); fallback: the
     # template's position

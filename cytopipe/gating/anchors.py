@@ -1,0 +1,278 @@
+"""Where a threshold's valley search starts and where its cut falls without a valley, measured
+from an always-present population of the sample (the anchor: the negatives below a positive
+gate, the IgD+ naive B cells above the IgD cut): a shoulder, a density turn (kept within reach
+of the majority), a population risen above the negatives, or where the events run out.
+
+Why a module of its own: the densities (cytopipe.gating.densities) read positions from one
+marker's events; this decides which of them is the cut when the sample shows no valley.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from statistics import NormalDist
+from typing import NamedTuple
+
+import numpy as np
+
+from cytopipe.gating.densities import (
+    TURN_FULL_EVENTS,
+    TURN_SMOOTHING,
+    density,
+    find_peak,
+    find_shoulder,
+    find_turn,
+    floor_pile,
+    majority_peak,
+    risen_population,
+    support_end,
+    widened,
+)
+from cytopipe.gating.placement import MIN_EVENTS, MIN_PEAK_EVENTS
+
+
+def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool) -> float:
+    """How far a negative population reaches: its q quantile (1 - q below). `robust`: no
+    further than its majority peak + the normal q quantile of its SD (narrower half-width),
+    so a minority of other cells in it (B-T doublets among the T cells of a B-rich, T-poor
+    sample: 6% of them CD19+ lifted the T cells' 95% quantile from 0.33 to 0.59, above the
+    B cells) cannot raise it; for a population without them both are about equal. Never
+    nearer than its median, which a minority cannot move either: a population flat rather than
+    normal (negatives clipped at 0 and spread back, noise of SD 227) has its majority peak at
+    one end and a narrow half-width there; the T cells' CD19 reach fell to 0.06, under their
+    median 0.14, the dim B cells' own peak (0.42) was not looked for above that level, and 14
+    B cells were found for 9,762. Too few events for a majority peak (under MIN_PEAK_EVENTS),
+    the median and the MAD's SD stand in for them: a lymphopenic, T-poor file's 190 T cells,
+    6.8% of them CD19+ (0.56-0.67), reached 0.60 and the B cells' cut went where the events run
+    out, above 560 of 564 B cells."""
+    level = float(np.quantile(x, 1 - q if below else q))
+    if not robust:
+        return level
+    middle = float(np.median(x))
+    peak = majority_peak(x, bandwidth) or (middle, 1.4826 * float(np.median(np.abs(x - middle))))
+    reach = peak[0] + (-1.0 if below else 1.0) * NormalDist().inv_cdf(q) * peak[1]
+    return max(level, min(reach, middle)) if below else min(level, max(reach, middle))
+
+
+LAST_RESORT = "majority peak"  # how anchor_limits names a cut with no valley, shoulder or turn
+# `toward`: the share of the way from the majority peak to the reference population's peak where
+# a density turn is kept at most; the reference must lie at least TOWARD_MIN_SD majority SDs out
+TOWARD_SHARE = 0.5
+TOWARD_MIN_SD = 4.0
+
+
+# `turn_limit` pulls a density turn in only where the minority beyond it is small (under
+# LIMIT_MINORITY of the events: a small minority's equal-posterior point lies far out; where the
+# limit was needed, the real file's memory-poor variants of `real_gating.py --stress`, 2.2-4.4%
+# lay beyond) and the limit leaves the majority's body (its density there at most
+# LIMIT_MAX_HEIGHT of its peak's; 0.04-0.22 where it was needed). An over-compensated file
+# breaks both: spill taken out of CD27 in proportion to the B cells' own bright stains left
+# the naive B cells a skewed population whose upper tail reaches the memory B cells, while the
+# T cells' CD27 peak (they carry none of those stains) stayed put, and halfway to it lay in
+# the naive B cells, at 26-67% of their peak height, with 9.6-10.7% of the events beyond the
+# turn: the matrix at x1.15-1.25 read unswitched memory 0.54-0.58, 'as the template'.
+LIMIT_MINORITY = 0.065
+LIMIT_MAX_HEIGHT = 0.4
+
+
+def relative_height(x: np.ndarray, bandwidth: float, peak: float, at: float) -> float:
+    """The density at `at` over the density at `peak` (smoothed as `majority_peak` does)."""
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+    return d.at(at) / max(d.at(peak), 1e-12)
+
+
+def turn_limit(
+    peak: tuple[float, float], sign: float, most_sd: float, toward: float | None
+) -> tuple[float, str]:
+    """How far out a density turn may lie: halfway from the majority peak to the peak of a
+    reference population that carries the minority's level of the marker (T cells' CD27 for
+    the CD27+ memory B cells), else the majority peak +- `most_sd` SDs.
+
+    The SD is that of the peak's narrower half-width, and the logicle scale changes the
+    peak's shape with the detector gain: on the real Lyoplate file openCyto's CD27 cut lies 3.5
+    naive SDs out at fluorescence x0.33 and 2.7 at x2 (2.8 at x1), so a cap of 3 SD cut the
+    memory-poor variant's naive B cells at x0.33 (unswitched memory 0.457). Halfway to the T
+    cells' CD27 peak follows the stain: openCyto's cut lies 0.46-0.49 of the way there at every
+    gain from x0.33 to x3, in the whole file and the memory-poor variant (0.760 at x0.33)."""
+    reach = sign * (toward - peak[0]) if toward is not None else 0.0
+    if reach >= TOWARD_MIN_SD * peak[1]:
+        return peak[0] + sign * TOWARD_SHARE * reach, "halfway to the reference peak"
+    return peak[0] + sign * most_sd * peak[1], f"the majority peak +- {most_sd:g} SD"
+
+
+class Limits(NamedTuple):
+    """Where a valley may start, where the cut falls without one, and how; `unlike`: why the
+    sample did not look as the template expects ('' when it did); `method`: the kind of that
+    cut, measured on the sample like a valley (shoulder, turn, support: where the events run
+    out, peak_sd, edge: the negatives' quantile + a margin), so a gate on a continuum (memory
+    B cells) does not read as fallen back to the template."""
+
+    start: float
+    cut: float
+    how: str
+    unlike: str = ""
+    method: str = "edge"
+    unlike_if_cut: str = ""  # unlike the template only where `cut` is used (no valley found)
+
+
+def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
+    """The Limits of a positive population with its own peak (`risen_population`): unlike the
+    template only where the positives reach below the negatives' level (no dip above it)."""
+    if cut > start:  # a dip above the negatives' level, too shallow for a valley
+        return Limits(start, cut, f"least density {cut:.2f} below the peak at {top:.2f}", unlike,
+                      "valley")  # fmt: skip
+    how = f"the positives' peak at {top:.2f} is above the negatives' level {start:.2f} with no "
+    how += (f"valley beyond it: cut at {cut:.2f}, the least density below that peak"
+            if cut < start else "dip below it: cut at that level")  # fmt: skip
+    overlap = f"its positives reach below the negatives' level {start:.2f}: a dim stain?"
+    return Limits(start, cut, how, unlike, "valley" if cut < start else "edge", overlap)
+
+
+# without events in the anchor's window, its population is taken as the sample's own majority
+# peak +- this many of its SDs (the window's events: where the negatives reach, see below)
+RECENTRED_SD = 2.5
+MIN_WINDOW_SHARE = 0.01  # of the events cut: fewer in the anchor's window are no population
+
+
+def anchor_limits(
+    x: np.ndarray,
+    anchor: Mapping,
+    bandwidth: float,
+    ref: np.ndarray | None = None,
+    toward: float | None = None,
+    floor: float | None = None,
+) -> Limits | None:
+    """Where a valley may start and where the cut falls without one, from the always-present
+    population whose events lie in `anchor["peak"]` (the negative peak for a positive gate).
+
+    Two ways to measure how far that population reaches:
+    - `q`, `gap`, `fallback_q`, `fallback_gap`: its own upper quantiles plus a margin. For
+      negatives on the logicle scale: their linear-region spread is wide below the peak and
+      compressed above it, so an SD does not describe the upper tail (NK cells on CD19).
+      With `fallback_sd` as well, the cut without a valley is the sample's own majority peak
+      + k SDs (`majority_peak`): on real files the minority is often a shoulder, not a peak.
+    - `min_sd`, `fallback_sd`: peak (median) + k robust SDs, for ratio-like dims.
+    `ref`: the anchor population's own events (`anchor.population`, e.g. T cells for CD19:
+    always present, never CD19+), measured instead of the events in the `peak` window, which
+    on a sample rich in dim B cells holds the B cells themselves. `start: lowest` measures
+    both and takes the nearer level: each reference can run high in its own way (CD20-dim T
+    cells on the Lyoplate file; a window holding B cells in lymphoid tissue). `fallback: support`: the
+    cut without a valley is where the events above the search start run out (support_end).
+    An empty window where the anchor follows the sample's majority peak (`fallback_sd`,
+    `min_sd`) is re-centred on that peak (+- RECENTRED_SD of its SDs) rather than giving up:
+    the negatives of an under-compensated or high-background stain can sit above any window
+    (the Lyoplate file without its spillover matrix: naive B cells at CD27 0.50, the window
+    ends at 0.35, and the T cells' CD27 cut, the reference, called all of them memory). The
+    sample is then unlike the template (`Limits.unlike`), whatever the cut.
+    `floor`: a cut searched upward (a shoulder or turn beyond a negative majority) starts no
+    lower than this (a reference population's own valley, `not_below`).
+    Returns None without events in the window (and no majority peak to re-centre on).
+    """
+    below = anchor.get("side", "above") == "below"
+    sign = -1.0 if below else 1.0
+    if "q" in anchor:
+        a, b = (float(v) for v in anchor["peak"])
+        window = x[(x >= a) & (x <= b)]
+        unlike = ""
+        follows_peak = "fallback_sd" in anchor or "min_sd" in anchor
+        peak = majority_peak(x, bandwidth) if follows_peak else None
+        # a population, not a handful: a CD19+ export's 36 CD19-dim events (0.3%) in the
+        # negatives' window made its B cells the "majority above the negatives" and the cut
+        # went where they run out (B cells 0.18)
+        populated = window.size >= max(MIN_EVENTS, MIN_WINDOW_SHARE * x.size)
+        if not populated and ref is None and peak is not None:
+            window = x[np.abs(x - peak[0]) <= RECENTRED_SD * peak[1]]
+            unlike = (
+                f"its anchor population was not in [{a:g}, {b:g}] "
+                f"({x.size} events, majority peak at {peak[0]:.2f} used)"
+            )
+            populated = True
+        refs = [r for r in (ref, window if populated else None)
+                if r is not None and r.size >= MIN_EVENTS]  # fmt: skip
+        if not refs:
+            return None
+        if anchor.get("start") != "lowest":  # the anchor population, else the window
+            refs = refs[:1]
+        q, fq = float(anchor["q"]), float(anchor.get("fallback_q", anchor["q"]))
+        pick = max if below else min  # `start: lowest`: the nearer of both negative levels
+        robust = bool(anchor.get("robust"))  # the anchor population's level, not the window's
+        start = pick(_level(r, q, below, bandwidth, robust and r is ref) for r in refs)
+        edge = pick(_level(r, fq, below, bandwidth, robust and r is ref) for r in refs)
+        gap, fgap = float(anchor.get("gap", 0.0)), float(anchor.get("fallback_gap", 0.0))
+        how = f"{fq:g} quantile {edge:.2f} {'-' if below else '+'} {fgap:g}"
+        if peak is not None:  # the window may hold the minority's near side: start no
+            # further out than min_sd SDs of the sample's own majority peak, or of the window's
+            # where the majority lies above it (memory-rich B cells: CD27+ is the majority, and
+            # the CD27 search started above them; below, IgD- memory B cells as the majority,
+            # the IgD+ window's own peak moved a low-confidence IgD valley 0.015 the wrong way)
+            own = peak
+            if not below and peak[0] > b and window.size >= MIN_PEAK_EVENTS:
+                own = majority_peak(window, bandwidth) or peak
+            near = own[0] + sign * float(anchor.get("min_sd", 2.0)) * own[1]
+            start = min(start, near - gap) if not below else max(start, near + gap)
+        if anchor.get("fallback") == "support" and not below:
+            start = start + gap
+            shoulder = find_shoulder(x, bandwidth, start)
+            if shoulder is not None:
+                return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike, "shoulder")
+            risen = risen_population(x, bandwidth, start, float(np.median(refs[0])))
+            if risen is not None:
+                return _risen_limits(start, *risen, unlike)
+            return Limits(
+                start,
+                max(support_end(x, bandwidth, start), edge + fgap),
+                "end of the events",
+                unlike,
+                "support",
+            )
+        if "fallback_sd" in anchor:  # no valley: a shoulder, else the majority peak + k SD
+            beyond = start + sign * gap  # searched upward: a shoulder or turn above `floor`
+            if floor is not None and sign > 0:
+                beyond = max(beyond, floor)
+            # a pile of ties at the lowest value (a display export clipped at 0) is no shape:
+            # its edge read as a density turn in the IgD- B cells' lower tail (0.10 for 0.36)
+            lowest, piled = floor_pile(x, bandwidth)
+            shaped = x[x > lowest] if piled else x
+            shoulder = find_shoulder(sign * shaped, bandwidth, sign * beyond)
+            if shoulder is not None:
+                return Limits(
+                    start + sign * gap,
+                    sign * shoulder,
+                    f"shoulder at {sign * shoulder:.2f}",
+                    unlike,
+                    "shoulder",
+                )
+            smooth = widened(TURN_SMOOTHING * bandwidth, x.size, TURN_FULL_EVENTS)
+            turn = find_turn(sign * shaped, smooth, sign * beyond)
+            if turn is not None:
+                cut, how = sign * turn, f"density turn at {sign * turn:.2f}"
+                most = anchor.get("turn_max_sd")
+                if most is not None and peak is not None:
+                    # the turn is where both populations are equally likely: a small
+                    # minority's lies far out, and it keeps no further than `most` SDs,
+                    # or halfway to the reference population (`turn_limit`), unless that
+                    # would cut the majority's body (LIMIT_MINORITY, LIMIT_MAX_HEIGHT)
+                    limit, why = turn_limit(peak, sign, float(most), toward)
+                    beyond = float(np.mean(sign * (x - cut) > 0))
+                    if (
+                        sign * (cut - limit) > 0
+                        and beyond < LIMIT_MINORITY
+                        and relative_height(x, bandwidth, peak[0], limit) <= LIMIT_MAX_HEIGHT
+                    ):
+                        cut, how = limit, f"{how}, kept at {why}"
+                return Limits(start + sign * gap, cut, how, unlike, "turn")
+            if peak is not None:
+                fk = float(anchor["fallback_sd"])
+                how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+                cut = peak[0] + sign * fk * peak[1]
+                return Limits(start + sign * gap, cut, how, unlike, "peak_sd")
+        return Limits(start + sign * gap, edge + sign * fgap, how, unlike)
+    peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
+    if peak is None:
+        return None
+    k, fk = float(anchor.get("min_sd", 3.0)), float(anchor.get("fallback_sd", 5.0))
+    how = f"peak {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
+    return Limits(
+        peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1], how, method="peak_sd"
+    )
