@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import autogate
-
 
 def _write_outputs(args: argparse.Namespace, masks, columns, result, keep, rows, sample_id) -> None:
     from cytopipe.atomic import write_parquet, write_tsv
@@ -31,7 +29,11 @@ def run_autogate(args: argparse.Namespace) -> int:
     if args.model:
         return _autogate_with_model(args)
     from cytopipe.config import load_config
-    from cytopipe.gating.saturated import saturated_events, with_saturated
+    from cytopipe.gating.saturated import (
+        placed,
+        saturated_events,
+        with_saturated,
+    )
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
@@ -44,9 +46,10 @@ def run_autogate(args: argparse.Namespace) -> int:
     pre = preprocess(args.fcs, panel_map, cfg, required=SCATTER_ONLY)
     keep = np.asarray(pre.qc_pass, dtype=bool)
     columns = {m: np.ascontiguousarray(np.asarray(v)[keep]) for m, v in pre.columns.items()}
-    result = autogate(specs, columns, int(keep.sum()), pre.zeros)
-    # events removed only for a stain's top, counted where they certainly belong
+    # events removed only for a stain's top: placed on where their values are known, counted
+    # where they certainly belong
     rows, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
+    result = placed(specs, columns, pre.zeros, saturated)
     masks, counted = with_saturated(result, columns, saturated)
     _write_outputs(args, masks, counted, result, keep, rows, Path(args.fcs).stem)
     if args.gatingml:

@@ -46,7 +46,6 @@ from cytopipe.gating.beyond_gate import (
     population_mask,
     rescue,
     short_of_parent,
-    unparented,
     unstained,
 )
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
@@ -62,14 +61,21 @@ from cytopipe.gating.densities import (
     split_negatives,
     split_note,
 )
-from cytopipe.gating.gates import Gate, PolygonGate, evaluate
-from cytopipe.gating.lineage import lineage_bright, shows_lineage
+from cytopipe.gating.gates import PolygonGate
+from cytopipe.gating.lineage import (
+    backgate_markers,
+    lineage_bright,
+    lineage_fit,
+    shows_lineage,
+    stand_ins,
+)
 from cytopipe.gating.mixture import place_gmm, split_placement
 from cytopipe.gating.placement import (
     FOUND,
     LOW_CONFIDENCE,
     MIN_EVENTS,
     PASS,
+    Held,
     Placement,
     judged,
     split_separation,
@@ -98,9 +104,11 @@ class _Placer:
         n: int,
         methods: Mapping[str, tuple[str, float, str]] | None = None,
         zeros: Mapping[str, float] | None = None,
+        held: Held | None = None,
     ):
         self.columns = columns
         self.zeros = zeros or {}
+        self.held = held
         self.masks = masks
         self.n = n
         self.methods = methods if methods is not None else {}
@@ -129,7 +137,10 @@ class _Placer:
             cut = self.place(cond).value
             col = self.columns[cond.dim]
             mask &= (col < cut) if side == "below" else (col >= cut)
-        return mask
+        return self._known(t.on, t.dim, mask)
+
+    def _known(self, population: str | None, dim: str, mask: np.ndarray) -> np.ndarray:
+        return mask if self.held is None else self.held.known(population, dim, mask)
 
     def _place(self, t: ThresholdSpec) -> Placement:
         p = t.params
@@ -355,7 +366,7 @@ class _Placer:
         None: a reference population measured on the sample itself."""
         if population not in self.masks or self.methods.get(population, ("",))[0] == "fallback":
             return None
-        v = np.asarray(self.columns[dim][self.masks[population]], float)
+        v = np.asarray(self.columns[dim][self._known(population, dim, self.masks[population])])
         return v[np.isfinite(v)]
 
     def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
@@ -475,22 +486,6 @@ def _measured(dim: str, values: np.ndarray) -> np.ndarray | bool:
     return values < SCATTER_SATURATED if dim in SCATTER else True
 
 
-def _stand_ins(place: Mapping, columns) -> dict[str, str]:
-    """Marker the panel lacks -> the marker of `stand_in` the panel has in its place: without
-    CD3, CD27 marks the T cells (most of them; no monocyte or granulocyte). With the B cells
-    alone as lineage+ events, the lymphocytes of an aplastic sample showed none (the lowest-SSC
-    cluster of 10% of the events was the granulocytes: lymphocytes 0.002), and a lineage+ share
-    could not keep the monocytes out of a myeloid sample's scatter gate (16,877 monocytes
-    joined 6,697 lymphocytes without a dip: F1 0.43)."""
-    return {m: s for m, s in place.get("stand_in", {}).items() if m not in columns and s in columns}
-
-
-def _backgate_markers(place: Mapping, columns) -> list[str]:
-    """`backgate`'s markers, each one the panel lacks replaced by its stand-in (`_stand_ins`)."""
-    stood = _stand_ins(place, columns)
-    return [stood.get(m, m) for m in place.get("backgate", ())]
-
-
 def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None, bright):
     """The polygon placed on the parent's `rows`; `bright`: their lineage+ events (None: no
     lineage marker showed any)."""
@@ -503,7 +498,7 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     x, y = x[usable], y[usable]
     verts, placed = None, Placement("fixed", 1.0, "")
     if place["method"] == "gmm":
-        stood = _stand_ins(place, columns)
+        stood = stand_ins(place, columns)
         if not all(m in columns or m in stood for m in place.get("share_needs", ())):
             place = {**place, "join_share": 0.0, "refine_share": 0.0}
         verts, placed = place_gmm(
@@ -524,21 +519,6 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
 
 
 VIEW_MARGIN = 0.05  # lineage F1 this much higher (or, from a surer fit, not this much lower)
-VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
-
-
-def _lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> tuple[float, float]:
-    """F1 of `gate` on the parent's rows against the lineage+ events (backgating: how well the
-    gate holds the cells a lymphocyte gate must hold while leaving the others out), and their
-    share of the gated events. The lineage- lymphocytes (NK cells) cap both alike in every
-    view, so views compare fairly. Judged on a strided subsample of at most VIEW_MAX_EVENTS
-    events (a share, not a cut)."""
-    rows, bright = strided(rows, VIEW_MAX_EVENTS), strided(bright, VIEW_MAX_EVENTS)
-    g = unparented(gate)
-    inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
-    hit = np.count_nonzero(inside & bright)
-    n_in = np.count_nonzero(inside)
-    return 2.0 * hit / max(n_in + np.count_nonzero(bright), 1), hit / max(n_in, 1)
 
 
 def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
@@ -559,11 +539,11 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
     place = variant.place or {}
     gmm = place.get("method") == "gmm"
-    bright = lineage_bright(columns, rows, _backgate_markers(place, columns)) if gmm else None
+    bright = lineage_bright(columns, rows, backgate_markers(place, columns)) if gmm else None
     gate, how, shape = _polygon(variant, columns, rows, parent, bright)
     if not place.get("compare_views") or not shows_lineage(bright):
         return gate, how, shape, variant
-    first, share = _lineage_fit(gate, columns, rows, bright)
+    first, share = lineage_fit(gate, columns, rows, bright)
     compare = float(place.get("compare_share", place.get("refine_share", 0.0)))
     if how[1] >= LOW_CONFIDENCE and share >= compare:
         return gate, how, shape, variant
@@ -576,7 +556,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
         other = _polygon(replace(alt, place={**place, **own}), columns, rows, parent, bright)
         if other[1][0] == "fallback":
             continue
-        f1 = _lineage_fit(other[0], columns, rows, bright)[0]
+        f1 = lineage_fit(other[0], columns, rows, bright)[0]
         conf = other[1][1]
         surer = conf >= min(LOW_CONFIDENCE, how[1] + VIEW_MARGIN) and conf > how[1]
         trusted = surer and f1 >= first - VIEW_MARGIN
@@ -590,7 +570,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
             f"the lymphocytes (confidence {how[1]:.2f} vs {conf:.2f}; lineage+ F1 "
             f"{first:.2f} vs {score:.2f})"
         ))  # fmt: skip
-        share = _lineage_fit(gate, columns, rows, bright)[1]
+        share = lineage_fit(gate, columns, rows, bright)[1]
     expected = float(place.get("refine_share", 0.0))
     if share < expected / 2:  # a lymphocyte gate of mostly lineage- events: monocytes inside
         conf = min(conf, round(float(LOW_CONFIDENCE * share / (expected / 2)), 3))
@@ -618,6 +598,7 @@ def autogate(
     columns: Mapping[str, np.ndarray],
     n_events: int | None = None,
     zeros: Mapping[str, float] | None = None,
+    held: Held | None = None,
 ) -> AutogateResult:
     """Place and evaluate every population's gate on this sample, top-down.
 
@@ -635,7 +616,7 @@ def autogate(
         if len(v) != n_events:
             raise GatingError(f"column {m} has {len(v)} events, expected {n_events}")
     out = AutogateResult([], {}, {}, {}, {}, {})
-    placer = _Placer(columns, out.masks, n_events, out.methods, zeros)
+    placer = _Placer(columns, out.masks, n_events, out.methods, zeros, held)
     all_rows = np.arange(n_events)
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:
@@ -654,7 +635,12 @@ def autogate(
             extras, shape = [], judged([])
         else:
             gate, how, extras, shape, variant = _place_gate(
-                spec, placer, columns, rows, spec.parent, available
+                spec,
+                placer,
+                columns,
+                rows if held is None else rows[held.settled[rows]],
+                spec.parent,
+                available,
             )
             out.plotted[spec.id] = plot_axes(variant, available)
             lacking = sorted(spec.needed() - available)

@@ -3,18 +3,22 @@ gates.
 
 Why a module of its own: the lymphocyte gate, the debris cut and the CD45- cut all ask where the
 CD3+/CD19+/CD20+ events are, each marker cut at its own deepest valley; that answer is only
-evidence when the cut parts the lineage from its negatives, which this module checks.
+evidence when the cut parts the lineage from its negatives, which this module checks. Also
+which marker stands in for one the panel lacks (`stand_ins`), and how well a gate holds the
+lineage+ events (`lineage_fit`: which scatter view to keep).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
 
+from cytopipe.gating.beyond_gate import unparented
 from cytopipe.gating.densities import density, find_valley
-from cytopipe.gating.placement import MIN_EVENTS, MIN_SHAPE_EVENTS
+from cytopipe.gating.gates import Gate, evaluate
+from cytopipe.gating.placement import MIN_EVENTS, MIN_SHAPE_EVENTS, strided
 
 BACKGATE_SIDE = 0.002  # each side of a lineage marker's valley holds >= 0.2% of the parent
 BACKGATE_TOP = 0.9995  # ... within the density's span, up to this quantile
@@ -76,3 +80,36 @@ def shows_lineage(bright: np.ndarray | None) -> bool:
     """Whether `lineage_bright` found lineage+ events enough to say where a population sits
     (a handful can be spill or doublets)."""
     return bright is not None and np.count_nonzero(bright) >= MIN_EVENTS
+
+
+def stand_ins(place: Mapping, columns) -> dict[str, str]:
+    """Marker the panel lacks -> the marker of `stand_in` the panel has in its place: without
+    CD3, CD27 marks the T cells (most of them; no monocyte or granulocyte). With the B cells
+    alone as lineage+ events, the lymphocytes of an aplastic sample showed none (the lowest-SSC
+    cluster of 10% of the events was the granulocytes: lymphocytes 0.002), and a lineage+ share
+    could not keep the monocytes out of a myeloid sample's scatter gate (16,877 monocytes
+    joined 6,697 lymphocytes without a dip: F1 0.43)."""
+    return {m: s for m, s in place.get("stand_in", {}).items() if m not in columns and s in columns}
+
+
+def backgate_markers(place: Mapping, columns) -> list[str]:
+    """`backgate`'s markers, each one the panel lacks replaced by its stand-in (`stand_ins`)."""
+    stood = stand_ins(place, columns)
+    return [stood.get(m, m) for m in place.get("backgate", ())]
+
+
+VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
+
+
+def lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> tuple[float, float]:
+    """F1 of `gate` on the parent's rows against the lineage+ events (backgating: how well the
+    gate holds the cells a lymphocyte gate must hold while leaving the others out), and their
+    share of the gated events. The lineage- lymphocytes (NK cells) cap both alike in every
+    view, so views compare fairly. Judged on a strided subsample of at most VIEW_MAX_EVENTS
+    events (a share, not a cut)."""
+    rows, bright = strided(rows, VIEW_MAX_EVENTS), strided(bright, VIEW_MAX_EVENTS)
+    g = unparented(gate)
+    inside = evaluate([g], {d: columns[d][rows] for d in g.dims}, n_events=len(rows))[g.id]
+    hit = np.count_nonzero(inside & bright)
+    n_in = np.count_nonzero(inside)
+    return 2.0 * hit / max(n_in + np.count_nonzero(bright), 1), hit / max(n_in, 1)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,3 +98,22 @@ def judged(placements: Sequence[tuple[str, Placement, int | None]]) -> dict:
         "separation": round(min(seps), 2) if seps else None,
         "as_template": "no: " + "; ".join(why) if why else "yes",
     }
+
+
+@dataclass(frozen=True)
+class Held:
+    """Events QC held out (a stain at its detector's top), appended after the others, and where
+    they still count in placing a cut (cytopipe.gating.saturated.placed): `settled` marks the
+    others, `unknown` (stain -> events) where a held event's value is not known, `populations`
+    whose cuts are placed with the held events' known values."""
+
+    settled: np.ndarray
+    unknown: Mapping[str, np.ndarray]
+    populations: frozenset[str]
+
+    def known(self, population: str | None, dim: str, mask: np.ndarray) -> np.ndarray:
+        """`mask` without the held events, or for `populations` without those whose `dim`
+        is unknown."""
+        if population not in self.populations:
+            return mask & self.settled
+        return mask & ~self.unknown[dim] if dim in self.unknown else mask

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import AutogateResult, autogate, threshold_events
+from cytopipe.gating.autogate import AutogateResult, threshold_events
 from cytopipe.gating.gates import gate_outline
-from cytopipe.gating.saturated import Saturated, saturated_events, with_saturated
+from cytopipe.gating.saturated import (
+    Saturated,
+    placed,
+    saturated_events,
+    with_saturated,
+)
 from cytopipe.gating.stats import (
     cut_density,
     density_plot,
@@ -41,7 +46,7 @@ def gate(
     events removed only for a stain's top (cytopipe.gating.saturated), counted after the
     others where they certainly belong: masks and statistics hold the QC-passed events, then
     these."""
-    res = autogate(specs, columns, zeros=zeros)
+    res = placed(specs, columns, zeros, saturated)
     masks, columns = with_saturated(res, columns, saturated)
     n_root = len(next(iter(columns.values()))) if columns else 0
     stats = population_stats(

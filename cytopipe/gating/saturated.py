@@ -9,8 +9,9 @@ they go wrong the other way: their true signal lies above the top, so its spill 
 detectors was under-compensated (CD20 into CD27 on that file: naive B cells read as unswitched
 memory, 0.77 -> 0.44).
 
-So the gates are placed without them (their pile-up at the top is no density), and each is then
-counted only where it belongs whatever its true value: on an interval per stain, from its value
+So the gates are placed without them (their pile-up at the top is no density), except that
+where they are many in a population its cuts are placed with them in the stains whose value
+they show (`placed`), and each is then counted only where it belongs whatever its true value: on an interval per stain, from its value
 as read to its value had the pinned stain been up to twice the top (the true signal, and the
 spill the matrix's inverse takes from every other stain with it), and no further above it than
 the stains that spill reaches allow (`corners`). An event joins a population
@@ -26,8 +27,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import population_mask
 from cytopipe.gating.gates import dependency_order
+from cytopipe.gating.placement import MIN_SHAPE_EVENTS, Held
 from cytopipe.gating.result import AutogateResult
 from cytopipe.preprocess.transforms import Scale
 
@@ -58,12 +61,58 @@ def saturated_events(
     return rows, (shown, low, high)
 
 
+KNOWN_WIDTH = 0.02  # an interval narrower than this (gating scale): the value is known
+HELD_SHARE = 0.1  # saturated events beyond this share of a population's: placed with them too
+
+
+def placed(specs, columns: Columns, zeros, saturated: Saturated | None) -> AutogateResult:
+    """The template placed on the QC-passed events; where the saturated events are more than
+    HELD_SHARE of a population's (as read, at least MIN_SHAPE_EVENTS), placed again with
+    them on that population's cuts, in each stain where their value is known.
+
+    Why: a stain too bright for its detector pins the brightest of one population (a CD20
+    reagent x1.8 at fluorescence x2.2: half the B cells, most of the naive ones). The
+    subsets' cuts placed on the rest saw a memory-rich sample, and the IgD cut went below the
+    IgD- memory B cells (switched memory 0.15, double negative 0.07); their IgD is known
+    whatever their CD20. Elsewhere nothing changes: every other cut is placed as before."""
+    result = autogate(specs, columns, zeros=zeros)
+    if saturated is None:
+        return result
+    as_read = certain_masks(result, saturated[0], saturated[0])
+    held = {
+        p
+        for p, m in result.masks.items()
+        if m.sum() >= MIN_SHAPE_EVENTS and as_read[p].sum() > HELD_SHARE * m.sum()
+    }
+    if not held:
+        return result
+    both, held_events = placement_events(columns, saturated, held)
+    return autogate(specs, both, zeros=zeros, held=held_events)
+
+
+def placement_events(
+    columns: Columns, saturated: Saturated, populations: set[str]
+) -> tuple[dict[str, np.ndarray], Held]:
+    """The QC-passed events then the saturated ones as read, and how they are held: a
+    saturated event's value of a stain is known where its interval is narrower than
+    KNOWN_WIDTH."""
+    shown, low, high = saturated
+    n, n_held = len(next(iter(columns.values()))), len(next(iter(shown.values())))
+    both = {m: np.concatenate([v, shown[m]]) for m, v in columns.items()}
+    settled = np.arange(n + n_held) < n
+    unknown = {m: ~settled for m in columns}
+    for m in columns:
+        unknown[m][n:] = ~(np.abs(high[m] - low[m]) <= KNOWN_WIDTH)
+    return both, Held(settled, unknown, frozenset(populations))
+
+
 def with_saturated(
     result: AutogateResult, columns: Columns, saturated: Saturated | None
 ) -> tuple[dict[str, np.ndarray], Columns]:
     """The placed gates' masks and the columns they were placed on, with the saturated events
     appended where they certainly belong (masks: the QC-passed events, then these)."""
-    masks = {g.id: result.masks[g.id] for g in result.gates}
+    n = len(next(iter(columns.values()))) if columns else 0
+    masks = {g.id: result.masks[g.id][:n] for g in result.gates}
     if saturated is None:
         return masks, columns
     shown, low, high = saturated
