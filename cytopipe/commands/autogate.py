@@ -29,11 +29,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     if args.model:
         return _autogate_with_model(args)
     from cytopipe.config import load_config
-    from cytopipe.gating.saturated import (
-        placed,
-        saturated_events,
-        with_saturated,
-    )
+    from cytopipe.gating.saturated import placed, saturated_events, with_saturated
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess

@@ -10,12 +10,7 @@ import pandas as pd
 
 from cytopipe.gating.autogate import AutogateResult, threshold_events
 from cytopipe.gating.gates import gate_outline
-from cytopipe.gating.saturated import (
-    Saturated,
-    placed,
-    saturated_events,
-    with_saturated,
-)
+from cytopipe.gating.saturated import Saturated, placed, saturated_events, with_saturated
 from cytopipe.gating.stats import (
     cut_density,
     density_plot,

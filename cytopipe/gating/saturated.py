@@ -11,10 +11,11 @@ memory, 0.77 -> 0.44).
 
 So the gates are placed without them (their pile-up at the top is no density), except that
 where they are many in a population its cuts are placed with them in the stains whose value
-they show (`placed`), and each is then counted only where it belongs whatever its true value: on an interval per stain, from its value
-as read to its value had the pinned stain been up to twice the top (the true signal, and the
-spill the matrix's inverse takes from every other stain with it), and no further above it than
-the stains that spill reaches allow (`corners`). An event joins a population
+they show (`placed`), and each is then counted only where it belongs whatever its true value:
+on an interval per stain, from its value as read to its value had the pinned stain been up to
+twice the top (the true signal, and the spill the matrix's inverse takes from every other
+stain with it), and no further above it than the stains that spill reaches allow (`corners`).
+An event joins a population
 when the whole box of its intervals lies inside the gate (both corners, for the template's
 rectangles; its extras' rectangles alike); a CD20-pinned naive B cell whose CD27 is negative
 even as read is naive, one that reads CD27+ is a B cell of no subset. A file without a matrix
@@ -100,9 +101,8 @@ def placement_events(
     n, n_held = len(next(iter(columns.values()))), len(next(iter(shown.values())))
     both = {m: np.concatenate([v, shown[m]]) for m, v in columns.items()}
     settled = np.arange(n + n_held) < n
-    unknown = {m: ~settled for m in columns}
-    for m in columns:
-        unknown[m][n:] = ~(np.abs(high[m] - low[m]) <= KNOWN_WIDTH)
+    narrow = {m: np.abs(high[m] - low[m]) <= KNOWN_WIDTH for m in columns}
+    unknown = {m: np.concatenate([np.zeros(n, dtype=bool), ~k]) for m, k in narrow.items()}
     return both, Held(settled, unknown, frozenset(populations))
 
 
