@@ -133,14 +133,16 @@ class _Placer:
         else:
             return None
         optional = t.params.get("where_if_present", ())
+        dims = [t.dim]
         for cond, side in (*t.where, *(c for c in optional if c[0].dims() <= self.columns.keys())):
             cut = self.place(cond).value
             col = self.columns[cond.dim]
             mask &= (col < cut) if side == "below" else (col >= cut)
-        return self._known(t.on, t.dim, mask)
+            dims.append(cond.dim)
+        return self._known(t.on, dims, mask)
 
-    def _known(self, population: str | None, dim: str, mask: np.ndarray) -> np.ndarray:
-        return mask if self.held is None else self.held.known(population, dim, mask)
+    def _known(self, population: str | None, dims, mask: np.ndarray) -> np.ndarray:
+        return mask if self.held is None else self.held.known(population, dims, mask)
 
     def _place(self, t: ThresholdSpec) -> Placement:
         p = t.params
@@ -366,7 +368,7 @@ class _Placer:
         None: a reference population measured on the sample itself."""
         if population not in self.masks or self.methods.get(population, ("",))[0] == "fallback":
             return None
-        v = np.asarray(self.columns[dim][self._known(population, dim, self.masks[population])])
+        v = np.asarray(self.columns[dim][self._known(population, [dim], self.masks[population])])
         return v[np.isfinite(v)]
 
     def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:

@@ -104,16 +104,20 @@ def judged(placements: Sequence[tuple[str, Placement, int | None]]) -> dict:
 class Held:
     """Events QC held out (a stain at its detector's top), appended after the others, and where
     they still count in placing a cut (cytopipe.gating.saturated.placed): `settled` marks the
-    others, `unknown` (stain -> events) where a held event's value is not known, `populations`
-    whose cuts are placed with the held events' known values."""
+    others; `certain`: population -> the held events certainly in it (as the gates first
+    placed without them count them), for the populations whose cuts are placed with them;
+    `unknown`: stain -> the held events whose value of it is not known."""
 
     settled: np.ndarray
+    certain: Mapping[str, np.ndarray]
     unknown: Mapping[str, np.ndarray]
-    populations: frozenset[str]
 
-    def known(self, population: str | None, dim: str, mask: np.ndarray) -> np.ndarray:
-        """`mask` without the held events, or for `populations` without those whose `dim`
-        is unknown."""
-        if population not in self.populations:
+    def known(self, population: str | None, dims: Sequence[str], mask: np.ndarray) -> np.ndarray:
+        """`mask` without the held events, but those certainly in `population` whose value of
+        every one of `dims` is known."""
+        if population not in self.certain:
             return mask & self.settled
-        return mask & ~self.unknown[dim] if dim in self.unknown else mask
+        usable = self.settled | self.certain[population]
+        for dim in dims:
+            usable = usable & ~self.unknown.get(dim, False)
+        return mask & usable

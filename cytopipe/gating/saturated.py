@@ -67,9 +67,9 @@ HELD_SHARE = 0.1  # saturated events beyond this share of a population's: placed
 
 
 def placed(specs, columns: Columns, zeros, saturated: Saturated | None) -> AutogateResult:
-    """The template placed on the QC-passed events; where the saturated events are more than
-    HELD_SHARE of a population's (as read, at least MIN_SHAPE_EVENTS), placed again with
-    them on that population's cuts, in each stain where their value is known.
+    """The template placed on the QC-passed events; where the saturated events certainly in a
+    population (of at least MIN_SHAPE_EVENTS) are more than HELD_SHARE of its events, placed
+    again with them on that population's cuts, in each stain where their value is known.
 
     Why: a stain too bright for its detector pins the brightest of one population (a CD20
     reagent x1.8 at fluorescence x2.2: half the B cells, most of the naive ones). The
@@ -79,11 +79,12 @@ def placed(specs, columns: Columns, zeros, saturated: Saturated | None) -> Autog
     result = autogate(specs, columns, zeros=zeros)
     if saturated is None:
         return result
-    as_read = certain_masks(result, saturated[0], saturated[0])
+    certain = certain_masks(result, saturated[1], saturated[2])
     held = {
-        p
-        for p, m in result.masks.items()
-        if m.sum() >= MIN_SHAPE_EVENTS and as_read[p].sum() > HELD_SHARE * m.sum()
+        p: m
+        for p, m in certain.items()
+        if result.masks[p].sum() >= MIN_SHAPE_EVENTS
+        and m.sum() > HELD_SHARE * result.masks[p].sum()
     }
     if not held:
         return result
@@ -92,18 +93,20 @@ def placed(specs, columns: Columns, zeros, saturated: Saturated | None) -> Autog
 
 
 def placement_events(
-    columns: Columns, saturated: Saturated, populations: set[str]
+    columns: Columns, saturated: Saturated, certain: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], Held]:
-    """The QC-passed events then the saturated ones as read, and how they are held: a
-    saturated event's value of a stain is known where its interval is narrower than
-    KNOWN_WIDTH."""
+    """The QC-passed events then the saturated ones as read, and how they are held: in the
+    populations of `certain` where they certainly are, in each stain where their interval is
+    narrower than KNOWN_WIDTH."""
     shown, low, high = saturated
-    n, n_held = len(next(iter(columns.values()))), len(next(iter(shown.values())))
+    n = len(next(iter(columns.values())))
     both = {m: np.concatenate([v, shown[m]]) for m, v in columns.items()}
-    settled = np.arange(n + n_held) < n
+    before = np.zeros(n, dtype=bool)
+    settled = np.concatenate([~before, np.zeros(len(next(iter(shown.values()))), dtype=bool)])
     narrow = {m: np.abs(high[m] - low[m]) <= KNOWN_WIDTH for m in columns}
-    unknown = {m: np.concatenate([np.zeros(n, dtype=bool), ~k]) for m, k in narrow.items()}
-    return both, Held(settled, unknown, frozenset(populations))
+    unknown = {m: np.concatenate([before, ~k]) for m, k in narrow.items()}
+    return both, Held(settled, {p: np.concatenate([before, c]) for p, c in certain.items()},
+                      unknown)  # fmt: skip
 
 
 def with_saturated(
