@@ -1249,6 +1249,22 @@ def test_subset_cuts_are_placed_with_b_cells_pinned_at_the_top_of_cd20(shared_da
         assert table.loc[population, "f1"] >= 0.70, table.to_dict()
 
 
+def test_b_cells_pinned_at_cd20_x5_place_their_subset_cuts_where_they_certainly_belong(
+    shared_data, tmp_path
+):
+    """The Lyoplate file with CD20 x5: half the B cells at CD20's top. Placed without them, the
+    subsets' cuts saw the CD20-dimmer half (double negative 0.581). Placed with them where they
+    certainly belong, in the stains whose value they show: 0.714. Counted where they read (as
+    a first version did), the pinned B cells whose CD27 reads high (CD20's spill, under-
+    compensated) filled the CD27++ CD38++ B cells and the plasmablasts' CD20 cut fell back
+    (0.71 -> 0.39)."""
+    ref = real_gating._lyoplate_source(shared_data / "real")[1]
+    path = real_gating.write_dimmer_stain(shared_data / "real", tmp_path / "b.fcs", "CD20", 5.0)
+    masks = real_gating.gated(path)
+    f1 = {r["population"]: r["f1"] for r in real_gating._lyoplate_rows("x5", masks, ref)}
+    assert f1["b_double_negative"] >= 0.70 and f1["plasmablasts"] >= 0.65, f1
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%
