@@ -1243,10 +1243,13 @@ def test_subset_cuts_are_placed_with_b_cells_pinned_at_the_top_of_cd20(shared_da
     IgD- B cells (switched memory 0.145, double negative 0.068). Their IgD is known whatever
     their CD20, so the B-cell subsets' cuts are placed with them
     (`cytopipe.gating.saturated.placed`): 0.82, 0.84. Naive B cells stay short (0.50): their
-    CD27 is not known (CD20's spill under-compensated), so they count in no subset."""
+    CD27 is not known (CD20's spill under-compensated), so they count in no subset; the naive
+    row says so (`UNDECIDED_SHARE`: 757 pinned events may be naive beside 463 counted), where
+    before only the plasmablasts' clamped CD38 cut had the B cells listed."""
     table = real_fuzz.run(shared_data / "real", [107789691]).set_index("population")
     for population in ("b_unswitched_memory", "b_switched_memory", "b_double_negative"):
         assert table.loc[population, "f1"] >= 0.70, table.to_dict()
+    assert "may belong here" in str(table.loc["b_naive", "unlike_template"]), table.to_dict()
 
 
 def test_b_cells_pinned_at_cd20_x5_place_their_subset_cuts_where_they_certainly_belong(

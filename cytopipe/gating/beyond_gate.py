@@ -129,7 +129,7 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
             )
     if not notes:
         return
-    _unlike(out, spec.id, list(notes.values()))
+    say_unlike(out, spec.id, list(notes.values()))
 
 
 def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
@@ -155,7 +155,7 @@ def short_of_parent(spec: PopulationSpec, out: AutogateResult) -> None:
         f"{n_inside} of {n_parent} {spec.parent} ({100 * n_inside / n_parent:.0f}%, at least "
         f"{100 * share:g}% expected): {why}"
     )
-    _unlike(out, spec.id, [note])
+    say_unlike(out, spec.id, [note])
     below, on_marker = _affected(out, spec.id, spec.dims[0])
     for g in below:
         _add_flags(out, g, [f"cut among {spec.id} only: {why} (see {spec.id})"], False)
@@ -227,7 +227,7 @@ def unstained(spec: PopulationSpec, out: AutogateResult, columns) -> None:
             f"{100 * share:g}% expected, {than} median {level - STAINED_GAP:.2f}): check the "
             f"{dim} stain, or a spillover into {dim} that lifts the {than}"
         )
-        _unlike(out, spec.id, [note])
+        say_unlike(out, spec.id, [note])
         for g in _affected(out, spec.id, dim)[1]:
             _add_flags(out, g, [f"cut on {dim}: check the {dim} stain (see {spec.id})"], False)
 
@@ -314,13 +314,13 @@ def coupled(spec: PopulationSpec, out: AutogateResult, columns) -> None:
         "controls)"
         for r, a, b in pairs
     ]
-    _unlike(out, spec.id, notes)
+    say_unlike(out, spec.id, notes)
     for dim in sorted({m for _, a, b in pairs for m in (a, b)}):
         for g in _affected(out, spec.id, dim)[1]:
             _add_flags(out, g, [f"cut on {dim}: check its compensation (see {spec.id})"], False)
 
 
-def _unlike(out: AutogateResult, population: str, notes: list[str]) -> None:
+def say_unlike(out: AutogateResult, population: str, notes: list[str]) -> None:
     """`notes` added to the population's flag and its 'unlike the template' reasons, and its
     gate to review."""
     _add_flags(out, population, notes, review=True)
