@@ -101,13 +101,14 @@ def placement_events(
     narrower than KNOWN_WIDTH."""
     shown, low, high = saturated
     n = len(next(iter(columns.values())))
+
+    def appended(held: np.ndarray) -> np.ndarray:  # a mask of the held events, on all
+        return np.concatenate([np.zeros(n, dtype=bool), held])
+
     both = {m: np.concatenate([v, shown[m]]) for m, v in columns.items()}
-    before = np.zeros(n, dtype=bool)
-    settled = np.concatenate([~before, np.zeros(len(next(iter(shown.values()))), dtype=bool)])
-    narrow = {m: np.abs(high[m] - low[m]) <= KNOWN_WIDTH for m in columns}
-    unknown = {m: np.concatenate([before, ~k]) for m, k in narrow.items()}
-    return both, Held(settled, {p: np.concatenate([before, c]) for p, c in certain.items()},
-                      unknown)  # fmt: skip
+    settled = ~appended(np.ones(len(next(iter(shown.values()))), dtype=bool))
+    unknown = {m: appended(~(np.abs(high[m] - low[m]) <= KNOWN_WIDTH)) for m in columns}
+    return both, Held(settled, {p: appended(c) for p, c in certain.items()}, unknown)
 
 
 def with_saturated(
