@@ -141,7 +141,7 @@ class _Placer:
             dims.append(cond.dim)
         return self._known(t.on, dims, mask)
 
-    def _known(self, population: str | None, dims, mask: np.ndarray) -> np.ndarray:
+    def _known(self, population: str | None, dims: Sequence[str], mask: np.ndarray) -> np.ndarray:
         return mask if self.held is None else self.held.known(population, dims, mask)
 
     def _place(self, t: ThresholdSpec) -> Placement:

@@ -119,5 +119,6 @@ class Held:
             return mask & self.settled
         usable = self.settled | self.certain[population]
         for dim in dims:
-            usable = usable & ~self.unknown.get(dim, False)
+            if dim in self.unknown:
+                usable = usable & ~self.unknown[dim]
         return mask & usable
