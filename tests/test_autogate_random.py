@@ -492,3 +492,14 @@ def test_cd20_negative_b_cells_that_are_all_plasmablasts_are_one_population(tmp_
     pb = table[table["population"] == "plasmablasts"].iloc[0]
     assert pb["truth"] >= 100, table.to_string()
     assert random_accuracy.misses(table).empty, table.to_string()
+
+
+def test_a_cd27_peak_of_a_few_naive_b_cells_is_no_positive_majority(tmp_path):
+    """Seed 140309917 (label "44b"; lymphopenic post-CAR-T blood, 128,325 events, 151 B
+    cells, nearly all naive and transitional): their CD27 (median 0.17) peaks at 0.30 in so
+    few events, and that peak lay 2 SDs above the T cells' CD27 valley (0.23), so the majority
+    was called CD27+ and cut at that valley: 48 naive B cells became unswitched memory (naive
+    0.80). A positive majority needs most events above that valley too."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[140309917])
+    naive = table[table["population"] == "b_naive"].iloc[0]
+    assert naive["truth"] >= 100 and naive["f1"] >= 0.95, table.to_string()
