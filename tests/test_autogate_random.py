@@ -503,3 +503,24 @@ def test_a_cd27_peak_of_a_few_naive_b_cells_is_no_positive_majority(tmp_path):
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[140309917])
     naive = table[table["population"] == "b_naive"].iloc[0]
     assert naive["truth"] >= 100 and naive["f1"] >= 0.95, table.to_string()
+
+
+def test_a_last_resort_past_the_templates_window_says_so(tmp_path):
+    """Seed 309542397 (label "44c"; an export pre-gated on leukocytes, 139,392 events): the
+    memory B cells (27%, CD27 0.38) are a shoulder on the naive ones (0.13) with no dip, and the
+    naive peak's SD, widened by that shoulder, put the last resort (peak + 3 SD) at 0.79, past
+    the template's window: the cut at its edge (0.60) called every memory B cell CD27- and
+    nothing said so (no joint quadrant reaches the target there: 0.69). A last resort the
+    window clamps now marks the sample unlike the template."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[309542397])
+    assert table["n_events"].iloc[0] == 139_392
+    repo = random_accuracy.REPO
+    pre = preprocess(
+        str(tmp_path / "variant_309542397.fcs"),
+        load_panel(repo / "config" / "panel.yaml"),
+        load_config(None),
+    )
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    specs = load_template(repo / "config" / "gating.yaml")
+    said = unlike_template(gate("v", columns, specs, pre.zeros).stats)
+    assert "lies past the template's window" in said and "b_unswitched_memory" in said, said
