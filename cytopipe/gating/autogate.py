@@ -334,10 +334,9 @@ class _Placer:
         if limits is not None:  # no valley: the cut is still measured on the sample
             value = min(max(limits.cut, search[0]), search[1])
             flag = f"{limits.how} ({why})"
-            if value != limits.cut and limits.how.startswith(LAST_RESORT):  # a limit, not
-                misplaced = misplaced or (  # the sample's (CD27 SD inflated by a shoulder)
-                    f"{limits.how} ({limits.cut:.2f}) lies past the template's window"
-                )
+            if value != limits.cut and limits.how.startswith(LAST_RESORT):  # a template limit
+                past = f"{limits.how} ({limits.cut:.2f}) lies past the template's window"
+                misplaced = misplaced or past  # (an SD widened by a shoulder: random draw 44c)
             unlike = unlike or limits.unlike_if_cut or misplaced
             return Placement(limits.method, 0.5, flag, value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
