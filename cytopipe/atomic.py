@@ -13,14 +13,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from cytopipe.errors import ConfigError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+    A folder given where a file goes is said as such (it read as a system error: "Is a
+    directory" on the temporary file)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a folder, not a file", path=path, hint="give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

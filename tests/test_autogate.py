@@ -1282,3 +1282,10 @@ def test_a_dim_cd45_stain_keeps_every_leukocyte(tmp_path, repo, instrument):
     for population in ("leukocytes", "lymphocytes", "t_cells", "b_cells"):
         assert f1_score(result.masks[population], truth[population]) >= 0.95, population
     assert "lineage+" in result.thresholds["cd45"].flag, result.thresholds["cd45"]
+
+
+def test_cli_out_that_is_a_folder_is_one_line_error(baseline_sample, tmp_path, capsys):
+    """`--out` naming a folder ended as a system error about a temporary file (status 75)."""
+    assert cli.main(["autogate", str(baseline_sample), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: is a folder, not a file" in err and "Traceback" not in err, err
