@@ -77,6 +77,7 @@ from cytopipe.gating.placement import (
     PASS,
     Held,
     Placement,
+    empty,
     judged,
     split_separation,
     strided,
@@ -91,7 +92,6 @@ from cytopipe.ingest.panel import SCATTER
 
 # a majority peak this many of its SDs above a reference valley is positive (_positive_majority)
 POSITIVE_MAJORITY_SD = 2.0
-EMPTY_SHARE = 0.001  # a search window with at most this share of the events is a gap (_gap)
 
 
 class _Placer:
@@ -348,23 +348,8 @@ class _Placer:
             lone = self._one_population(t, x, why)
             if lone is not None:
                 return lone
-        return self._gap(t, x, search) or self._fallback(t, why)
-
-    @staticmethod
-    def _gap(t: ThresholdSpec, x: np.ndarray, search: Sequence[float]) -> Placement | None:
-        """No valley because the search window holds (nearly) no events: wherever the cut
-        falls in it, no count moves by more than EMPTY_SHARE of the events, so the template's
-        position there is as right as any, not a fallback (debris the acquisition threshold
-        already removed: the Lyoplate file has no event below FSC 0.17, the debris window ends
-        at 0.12). None where events are there to be cut, or a reference cut is defined."""
-        if isinstance(t.params.get("reference"), ThresholdSpec) or x.size < MIN_EVENTS:
-            return None
-        lo, hi = search
-        inside = int(np.count_nonzero((x >= lo) & (x <= hi)))
-        if inside > EMPTY_SHARE * x.size:
-            return None
-        flag = f"{inside:,} of {x.size:,} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
-        return Placement("gap", 1.0, flag, min(max(t.fixed, lo), hi))
+        gap = None if isinstance(p.get("reference"), ThresholdSpec) else empty(x, search, t.fixed)
+        return gap or self._fallback(t, why)
 
     def _gated(self, population: str | None, dim: str) -> np.ndarray | None:
         """The finite `dim` values of a population gated on this sample (not fallen back), or

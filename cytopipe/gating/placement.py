@@ -122,3 +122,22 @@ class Held:
             if dim in self.unknown:
                 usable = usable & ~self.unknown[dim]
         return mask & usable
+
+
+EMPTY_SHARE = 0.001  # a search window with at most this share of the events is a gap (`empty`)
+
+
+def empty(x: np.ndarray, search: Sequence[float], fixed: float) -> Placement | None:
+    """No valley because the search window holds (nearly) no events: wherever the cut falls in
+    it, no count moves by more than EMPTY_SHARE of the events, so the template's position
+    (`fixed`) there is as right as any, not a fallback (debris the acquisition threshold already
+    removed: the Lyoplate file has no event below FSC 0.17, the debris window ends at 0.12).
+    None where events are there to be cut. (A cut with a reference cut takes that instead.)"""
+    if x.size < MIN_EVENTS:
+        return None
+    lo, hi = search
+    inside = int(np.count_nonzero((x >= lo) & (x <= hi)))
+    if inside > EMPTY_SHARE * x.size:
+        return None
+    flag = f"{inside:,} of {x.size:,} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
+    return Placement("gap", 1.0, flag, min(max(fixed, lo), hi))
