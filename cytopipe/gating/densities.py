@@ -376,7 +376,9 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
 
 
-RISE = 2.0  # a peak above the search start, this many times the density there: a population
+# a peak above the search start, this many times the density there, is a population; or
+# RISE_MIN times and RISE_Z Poisson SDs above it (many events: a B-cell peak at 1.95x)
+RISE, RISE_MIN, RISE_Z = 2.0, 1.5, 4.0
 
 
 def risen_population(
@@ -397,7 +399,10 @@ def risen_population(
     above = d.centers >= start
     at_start = float(d.smooth[np.argmax(above)])
     i = int(np.argmax(np.where(above, d.smooth, -1.0)))
-    if d.centers[i] < start + 2 * bandwidth or d.smooth[i] < RISE * max(at_start, 1e-9):
+    top_d, low_d = float(d.smooth[i]), max(at_start, 1e-9)
+    z = (top_d - low_d) / np.sqrt((top_d + low_d) / _EFFECTIVE_BINS)
+    risen = top_d >= RISE * low_d or (top_d >= RISE_MIN * low_d and z >= RISE_Z)
+    if d.centers[i] < start + 2 * bandwidth or not risen:
         return None
     low = int(np.argmin(d.smooth[: i + 1]))
     cut = float(d.centers[low]) if d.centers[low] > negatives + 2 * bandwidth else start
