@@ -408,8 +408,9 @@ def risen_population(
     above = d.centers >= start
     at_start = float(d.smooth[np.argmax(above)])
     i = int(np.argmax(np.where(above, d.smooth, -1.0)))
-    peak, low_d = float(d.smooth[i]), max(at_start, 1e-9)
-    risen = peak >= RISE * low_d or (peak >= RISE_MIN * low_d and _excess_z(peak, low_d) >= RISE_Z)
+    peak_d, start_d = float(d.smooth[i]), max(at_start, 1e-9)  # densities at the peak, start
+    rise = peak_d / start_d
+    risen = rise >= RISE or (rise >= RISE_MIN and _excess_z(peak_d, start_d) >= RISE_Z)
     if d.centers[i] < start + 2 * bandwidth or not risen:
         return None
     inside = d.centers >= negatives
