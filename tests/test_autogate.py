@@ -1293,3 +1293,20 @@ def test_cli_out_that_is_a_folder_is_one_line_error(baseline_sample, tmp_path, c
     assert cli.main(["autogate", str(baseline_sample), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: is a folder, not a file" in err and "Traceback" not in err, err
+
+
+def test_a_last_resort_moved_into_the_templates_window_says_so(baseline_sample, specs, panel_map):
+    """A CD38 reagent far too bright: the naive and transitional B cells are one population at
+    the top of the scale, so the transitional cut is their peak + 2 SD, past the window it may
+    lie in. The cut is held at the window's edge, and the sample says so: a cut at the edge is
+    the template's, not the sample's (it said nothing, as the same cut of an anchored search
+    already did)."""
+    columns, labels = gating_columns(baseline_sample, panel_map)
+    cd38 = columns["CD38"].copy()
+    young = np.isin(labels, ["b_naive", "b_transitional"])
+    cd38[young] = np.random.default_rng(0).normal(0.93, 0.03, int(young.sum()))
+    result = autogate(specs, {**columns, "CD38": cd38})
+    placed = result.thresholds["cd38_tr"]
+    assert placed.method == "peak_sd" and placed.value == 0.95, placed
+    assert "lies past the template's window" in placed.unlike, placed
+    assert not autogate(specs, columns).thresholds["cd38_tr"].unlike

@@ -332,18 +332,16 @@ class _Placer:
                 how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a {limits.how}"
                 return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
         if limits is not None:  # no valley: the cut is still measured on the sample
-            value = min(max(limits.cut, search[0]), search[1])
-            flag = f"{limits.how} ({why})"
-            if value != limits.cut and limits.how.startswith(LAST_RESORT):  # a template limit
-                past = f"{limits.how} ({limits.cut:.2f}) lies past the template's window"
-                misplaced = misplaced or past  # (an SD widened by a shoulder: random draw 44c)
+            value, past = within_window(limits.how, limits.cut, search)
+            if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a
+                misplaced = misplaced or past  # shoulder: random draw 44c)
             unlike = unlike or limits.unlike_if_cut or misplaced
-            return Placement(limits.method, 0.5, flag, value, unlike=unlike)
+            return Placement(limits.method, 0.5, f"{limits.how} ({why})", value, unlike=unlike)
         if "fallback_sd" in p and majority is not None:
             k = float(p["fallback_sd"])
-            value = min(max(majority[0] + k * majority[1], search[0]), search[1])
-            how = f"majority peak {majority[0]:.2f} + {k:g} SD"
-            return Placement("peak_sd", 0.5, f"{how} ({why})", value)
+            how = f"{LAST_RESORT} {majority[0]:.2f} + {k:g} SD"
+            value, past = within_window(how, majority[0] + k * majority[1], search)
+            return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=past)
         if "one_population_sd" in p:
             lone = self._one_population(t, x, why)
             if lone is not None:
@@ -682,3 +680,10 @@ __all__ = [
     "place_ratio",
     "threshold_events",
 ]
+
+
+def within_window(how: str, cut: float, search: Sequence[float]) -> tuple[float, str]:
+    """A last-resort cut held within the template's search window, and the note that says so
+    when it had to be moved: a cut at the window's edge is the template's, not the sample's."""
+    value = min(max(cut, search[0]), search[1])
+    return value, "" if value == cut else f"{how} ({cut:.2f}) lies past the template's window"
