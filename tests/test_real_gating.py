@@ -1678,3 +1678,16 @@ def test_the_cd3_dim_cd8ab_band_starts_above_a_cd3_valley_among_cd8ab_cells(
     one, as in every real GvHD file, the band is as before."""
     table = gvhd_fuzz.run(shared_data / "real", [seed]).set_index("population")
     assert table.loc[population, "f1"] >= least, table.to_dict()
+
+
+def test_a_stand_in_lineage_marker_cut_among_its_negatives_is_not_backgating(shared_data):
+    """Seed 699468038 of label "session 46 no CD3" (a panel without CD3, 5% of the T cells
+    kept, every stain x2.4): CD27 stands in for CD3 in the lymphocyte gate's backgating, and
+    its deepest valley lay in its negatives' tail (0.01): 92.5% of the events "CD27+", every
+    B cell among them. All but 9 events were lineage+, the backgating showed nothing, and the
+    scatter gate took the myeloid cells (lymphocytes 0.41, 9,146 of them "B cells": B cells
+    0.70). A stand-in is judged as the marker it stands for: CD27 as T lineage, whose bright
+    events must not hold most of the B cells' (`lineage.EXCLUSIVE_LINEAGES`)."""
+    table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
+    assert table.loc["lymphocytes", "f1"] >= 0.9, table["f1"].to_dict()
+    assert table.loc["b_cells", "f1"] >= 0.9, table["f1"].to_dict()

@@ -38,7 +38,9 @@ EXCLUSIVE_LINEAGES = (frozenset({"CD3"}), frozenset({"CD19", "CD20"}))
 MAX_LINEAGE_OVERLAP = 0.5
 
 
-def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndarray | None:
+def lineage_bright(
+    columns, rows: np.ndarray, markers: Sequence[str], stand_in: Mapping[str, str] | None = None
+) -> np.ndarray | None:
     """Events of `rows` bright for any of `markers` (T and B lineage: lymphocytes wherever they
     sit in scatter), each cut at its own deepest density valley over the data's full range;
     None when no marker of the panel shows two populations.
@@ -47,7 +49,8 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
     be debris at the FSC threshold (FlowCAP-I GvHD files 6 and 9), and in myeloid-rich samples
     the lymphocytes are a minority; the cluster that holds the CD3+/CD19+ events is theirs.
     A marker whose bright events hold most of the other lineage's is left out
-    (EXCLUSIVE_LINEAGES): its cut lies among negatives.
+    (EXCLUSIVE_LINEAGES): its cut lies among negatives. `stand_in`: marker -> the marker it
+    stands in for (`stand_ins`), whose lineage it is judged as.
     """
     each = {}
     for m in markers:
@@ -64,6 +67,7 @@ def lineage_bright(columns, rows: np.ndarray, markers: Sequence[str]) -> np.ndar
         if cut is not None and np.mean(v >= cut[0]) <= BACKGATE_MAX_SHARE:
             each[m] = v >= cut[0]
     lineage = {m: i for i, markers_of in enumerate(EXCLUSIVE_LINEAGES) for m in markers_of}
+    lineage |= {s: lineage[m] for s, m in (stand_in or {}).items() if m in lineage}
     for a, b in combinations(list(each), 2):
         if not ({a, b} <= each.keys() and {a, b} <= lineage.keys()) or lineage[a] == lineage[b]:
             continue  # dropped already, no lineage of its own, or the same one (CD19, CD20)
