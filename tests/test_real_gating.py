@@ -1691,3 +1691,16 @@ def test_a_stand_in_lineage_marker_cut_among_its_negatives_is_not_backgating(sha
     table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
     assert table.loc["lymphocytes", "f1"] >= 0.9, table["f1"].to_dict()
     assert table.loc["b_cells", "f1"] >= 0.9, table["f1"].to_dict()
+
+
+def test_a_turn_between_the_negatives_two_halves_is_searched_again_above_them(shared_data):
+    """The same file (seed 699468038 of "session 46 no CD3"): its naive B cells' CD27 shows
+    two humps, at -0.12 and 0.33 (negatives wider than the logicle scale's linear region,
+    split at 0), and the memory B cells a shoulder above them at 0.6. The valley search knew
+    the dip at 0.21 lay between the halves and searched from 0.34, but the cut without a
+    valley, the density turn, was measured from the lower half: 0.06, held at the window's
+    0.20, and half the naive B cells were unswitched memory (0.19). The turn is measured again
+    from above the upper half (0.53; openCyto cuts about there)."""
+    table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
+    assert table.loc["b_naive", "f1"] >= 0.9, table["f1"].to_dict()
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.7, table["f1"].to_dict()

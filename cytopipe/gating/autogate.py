@@ -250,9 +250,8 @@ class _Placer:
             ref = self._gated(anchor.get("population"), t.dim)
             toward = self._gated(anchor.get("toward"), t.dim)
             peak = majority_peak(toward, bw) if toward is not None else None
-            limits = anchor_limits(
-                x, anchor, bw, ref, peak[0] if peak is not None else None, reference
-            )
+            toward_at = peak[0] if peak is not None else None
+            limits = anchor_limits(x, anchor, bw, ref, toward_at, reference)
             if limits is None:
                 return self._fallback(t, f"no {t.dim} events in {anchor['peak']}")
             if anchor.get("side", "above") == "below":
@@ -305,6 +304,9 @@ class _Placer:
             )
             return Placement("valley", conf, flag, value, unlike=unlike)
         why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
+        if split and limits is not None and limits.cut < floor and anchor.get("side") != "below":
+            # a turn or shoulder between the negatives' two halves parts no populations
+            limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
         misplaced = ""
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
