@@ -1704,3 +1704,14 @@ def test_a_turn_between_the_negatives_two_halves_is_searched_again_above_them(sh
     table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
     assert table.loc["b_naive", "f1"] >= 0.9, table["f1"].to_dict()
     assert table.loc["b_unswitched_memory", "f1"] >= 0.7, table["f1"].to_dict()
+
+
+def test_a_valley_below_a_search_start_that_dim_positives_lifted_is_the_cut(shared_data):
+    """Seed 378249019 of "session 46 no IgD CD3": a panel without CD3, CD20 and IgD, CD19 at
+    a third of its brightness, noise SD 134. Without T cells the CD19 cut's search starts at
+    the 95th percentile of the events in the negatives' window, and the dim B cells filled it:
+    the start (0.45) lay at their peak (0.47), no valley above it, and the cut went where the
+    events run out: 12 of 11,028 B cells, nothing said. The valley between the majority peak
+    and that start (0.33, depth 0.96) is the cut (`densities.valley_below_start`)."""
+    table = real_fuzz.run(shared_data / "real", [378249019], ["IgD", "CD3"])
+    assert table.set_index("population").loc["b_cells", "f1"] >= 0.95, table["f1"].to_list()

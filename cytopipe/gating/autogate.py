@@ -60,6 +60,7 @@ from cytopipe.gating.densities import (
     misplaced_majority,
     split_negatives,
     split_note,
+    valley_below_start,
 )
 from cytopipe.gating.gates import PolygonGate
 from cytopipe.gating.lineage import (
@@ -295,6 +296,8 @@ class _Placer:
             beyond = split_negatives(d, found[0], zero) if found else None
             if beyond is not None:  # nor between those humps (the majority is the upper one)
                 split, found = split or split_note(found[0], zero, beyond), None
+        if found is None and limits is not None and ref is None and limits.method == "support":
+            found = valley_below_start(d, x, bw, floor, lo, needs, zero)  # a dim stain's
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found

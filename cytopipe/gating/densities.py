@@ -345,6 +345,21 @@ def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None
 MISPLACED_SHARE = 0.6  # of the events beyond the majority peak, on the side the cut keeps
 
 
+def valley_below_start(
+    d: _Density, x: np.ndarray, bandwidth: float, floor: float, start: float, needs, zero
+) -> tuple[float, float] | None:
+    """A valley (`find_valley`'s `needs`) between the sample's majority peak and a search start
+    that an anchor window's quantile set, where none lies above that start: positives of a dim
+    stain fill the window and lift its reach to their own peak (CD19 x0.33 with noise in a
+    panel without CD3: the start 0.45 at the B cells' peak, 0.47, and the cut where the events
+    run out took 12 of 11,028). Not between the negatives' two halves (`split_negatives`)."""
+    peak = majority_peak(x, bandwidth)
+    if peak is None or max(peak[0], floor) >= start:
+        return None
+    found = find_valley(d, max(peak[0], floor), start, *needs)
+    return None if found is None or split_negatives(d, found[0], zero) is not None else found
+
+
 def misplaced_majority(x: np.ndarray, peak: tuple[float, float] | None, anchor: Mapping) -> str:
     """Why the sample's majority peak is not the population a last-resort cut assumes, or
     '': that cut lies k SDs beyond the peak (IgD: below the IgD+ naive B cells' peak), so the
