@@ -82,6 +82,7 @@ from cytopipe.gating.placement import (
     judged,
     split_separation,
     strided,
+    within_window,
 )
 from cytopipe.gating.rectangles import placed_rectangle
 from cytopipe.gating.result import AutogateResult
@@ -297,7 +298,7 @@ class _Placer:
             if beyond is not None:  # nor between those humps (the majority is the upper one)
                 split, found = split or split_note(found[0], zero, beyond), None
         if found is None and limits is not None and ref is None and limits.method == "support":
-            found = valley_below_start(d, x, bw, floor, lo, needs, zero)  # a dim stain's
+            found = valley_below_start(d, x, bw, floor, lo, needs, zero)  # positives in the window
         unlike = limits.unlike if limits is not None else ""
         if found is not None:
             value, depth = found
@@ -686,10 +687,3 @@ __all__ = [
     "place_ratio",
     "threshold_events",
 ]
-
-
-def within_window(how: str, cut: float, search: Sequence[float]) -> tuple[float, str]:
-    """A last-resort cut held within the template's search window, and the note that says so
-    when it had to be moved: a cut at the window's edge is the template's, not the sample's."""
-    value = min(max(cut, search[0]), search[1])
-    return value, "" if value == cut else f"{how} ({cut:.2f}) lies past the template's window"

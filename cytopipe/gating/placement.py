@@ -141,3 +141,10 @@ def empty(x: np.ndarray, search: Sequence[float], fixed: float) -> Placement | N
         return None
     flag = f"{inside:,} of {x.size:,} events in [{lo:g}, {hi:g}]: any cut there gives this gate"
     return Placement("gap", 1.0, flag, min(max(fixed, lo), hi))
+
+
+def within_window(how: str, cut: float, search: Sequence[float]) -> tuple[float, str]:
+    """A last-resort cut held within the template's search window, and the note that says so
+    when it had to be moved: a cut at the window's edge is the template's, not the sample's."""
+    value = min(max(cut, search[0]), search[1])
+    return value, "" if value == cut else f"{how} ({cut:.2f}) lies past the template's window"
