@@ -64,7 +64,7 @@ from cytopipe.gating.densities import (
 )
 from cytopipe.gating.gates import PolygonGate
 from cytopipe.gating.lineage import (
-    backgate_markers,
+    backgate_bright,
     lineage_bright,
     lineage_fit,
     shows_lineage,
@@ -548,8 +548,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     first was (seeded, refined, posterior-clipped), with its own scales and centre limits."""
     place = variant.place or {}
     gmm = place.get("method") == "gmm"
-    stood = {s: m for m, s in stand_ins(place, columns).items()}
-    bright = lineage_bright(columns, rows, backgate_markers(place, columns), stood) if gmm else None
+    bright = backgate_bright(columns, rows, place) if gmm else None
     gate, how, shape = _polygon(variant, columns, rows, parent, bright)
     if not place.get("compare_views") or not shows_lineage(bright):
         return gate, how, shape, variant

@@ -96,10 +96,12 @@ def stand_ins(place: Mapping, columns) -> dict[str, str]:
     return {m: s for m, s in place.get("stand_in", {}).items() if m not in columns and s in columns}
 
 
-def backgate_markers(place: Mapping, columns) -> list[str]:
-    """`backgate`'s markers, each one the panel lacks replaced by its stand-in (`stand_ins`)."""
+def backgate_bright(columns, rows: np.ndarray, place: Mapping) -> np.ndarray | None:
+    """`lineage_bright` on `backgate`'s markers, each one the panel lacks replaced by its
+    stand-in (`stand_ins`), which is judged as the lineage of the marker it stands in for."""
     stood = stand_ins(place, columns)
-    return [stood.get(m, m) for m in place.get("backgate", ())]
+    markers = [stood.get(m, m) for m in place.get("backgate", ())]
+    return lineage_bright(columns, rows, markers, {s: m for m, s in stood.items()})
 
 
 VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
