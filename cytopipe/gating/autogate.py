@@ -39,7 +39,7 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.anchors import LAST_RESORT, anchor_limits
+from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, relative_height
 from cytopipe.gating.beyond_gate import (
     coupled,
     missed,
@@ -92,8 +92,9 @@ from cytopipe.ingest.panel import SCATTER
 # ---------------------------------------------------------------- thresholds
 
 
-# a majority peak this many of its SDs above a reference valley is positive (_positive_majority)
-POSITIVE_MAJORITY_SD = 2.0
+# a majority peak this many of its SDs above a reference valley is positive, as is a minority's
+# peak above it with the density at the valley at most this share of its own (_positive_majority)
+POSITIVE_MAJORITY_SD, MINORITY_DIP = 2.0, 0.8
 
 
 class _Placer:
@@ -324,10 +325,10 @@ class _Placer:
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority if majority is not None else majority_peak(x, bw)
-                positive = self._positive_majority(t, x, peak, why)
+                misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
+                positive = self._positive_majority(t, x, peak, why, bool(misplaced))
                 if positive is not None:
                     return positive
-                misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
                 if misplaced and not p.get("split"):
                     mixed = split_placement(x, window, misplaced, misplaced)
                     if mixed is not None:
@@ -393,8 +394,9 @@ class _Placer:
         return Placement("peak_sd", 0.5, flag, value)
 
     def _positive_majority(
-        self, t: ThresholdSpec, x: np.ndarray, peak: tuple[float, float] | None, why: str
-    ) -> Placement | None:
+        self, t: ThresholdSpec, x: np.ndarray, peak: tuple[float, float] | None, why: str,
+        minority: bool,
+    ) -> Placement | None:  # fmt: skip
         """No valley, shoulder or turn, and the sample's majority peak lies clearly above the
         valley its `not_below` population showed (CD27 on T cells): the majority is positive,
         and the last resort beyond it would call all of them negative (a pre-gated export whose
@@ -402,20 +404,30 @@ class _Placer:
         switched memory 0). Most events must lie above that valley too: the CD27 peak of 151
         B cells, nearly all naive (median 0.17), sat at 0.30 by chance (random_accuracy "44b"
         seed 140309917: naive 0.80). The cut is `fallback_sd` SDs below that peak, no lower
-        than the reference valley, and the sample is unlike the template. None otherwise."""
+        than the reference valley, and the sample is unlike the template. `minority`: most
+        events lie below the peak (`misplaced_majority`): a peak that rises above that valley
+        is the positive minority's, cut the same way (memory-rich blood, its CD27- B cells flat
+        below the memory B cells' peak, 0.47; the valley 0.37, its density 0.71 of the peak's,
+        was cut 3 SD above it: real_fuzz "session 47" seed 792451951, unswitched memory 0.15);
+        not a few naive B cells' chance peak (above: 0.86) or one at it (0.99, seed 752565872)."""
         anchor, below = t.params.get("anchor") or {}, t.params.get("not_below")
         if below is None or anchor.get("side", "above") == "below":
             return None
         ref = self.place(below)
         if ref.method != "valley" or peak is None:
             return None
-        if peak[0] - POSITIVE_MAJORITY_SD * peak[1] <= ref.value or np.median(x) <= ref.value:
+        clear = min(peak[0] - POSITIVE_MAJORITY_SD * peak[1], np.median(x)) > ref.value
+        minority = minority and not clear and peak[0] > ref.value
+        dip = relative_height(x, 0.02, peak[0], ref.value) if minority else 1.0
+        if not (clear or dip <= MINORITY_DIP):
             return None
         k = float(anchor.get("fallback_sd", 3.0))
         lo, hi = (float(v) for v in t.params["search"])
         value = min(max(peak[0] - k * peak[1], ref.value, lo), hi)
-        how = (f"majority peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
-               f"{below.on}: the majority is positive, cut {k:g} SD below it")  # fmt: skip
+        whose = "highest peak" if minority else "majority peak"
+        what = "a positive minority's" if minority else "the majority is positive"
+        how = (f"{whose} {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
+               f"{below.on}: {what}, cut {k:g} SD below it")  # fmt: skip
         return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
