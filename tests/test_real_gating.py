@@ -1041,10 +1041,13 @@ def test_a_b_cell_panel_without_cd3_cd20_or_cd19_still_finds_the_b_cells(
     """B-cell panels often carry no CD3 (or no CD20). Without CD3 the B cells are the CD19+
     lymphocytes (cut above the CD19-negative majority, `cd19_lymph`); without CD20 the subsets
     are cut on all B cells (`optional: pass`); without CD19 (CD20 in its place, as after CD19
-    loss) they are the CD3- CD20+ lymphocytes. Plasmablasts need CD3, CD19 and CD20 (CD19-dim
-    cells are told from NK cells by CD3, from B cells by CD20): absent, with the reason, not
-    undercounted. Measured (2026-12-01): B cells 0.957 without CD3, 0.967 without CD20, 0.975
-    without CD19 (0 before: no gate).
+    loss) they are the CD3- CD20+ lymphocytes. Plasmablasts need CD19 and CD20 (told from B
+    cells by CD20): absent without them, with the reason, not undercounted. Without CD3 they
+    are the CD19+ CD27++ CD38++ CD20-low B cells, their CD20 valley no lower than the B cells'
+    own cut on all lymphocytes (`cd20_pb_lymph`); only the CD19-dim ones, told from NK cells
+    by CD3, are lost (F1 0.72 against openCyto's; 0 before session 47: not gated, said).
+    Measured (2026-12-01): B cells 0.957 without CD3, 0.967 without CD20, 0.975 without CD19
+    (0 before: no gate).
 
     Without CD3, CD20 is cut on all lymphocytes (`cd20_lymph`; cd20 is placed on CD3- ones)
     and CD19+ events outside the scatter gate with lymphocyte side scatter join as they do with
@@ -1057,11 +1060,12 @@ def test_a_b_cell_panel_without_cd3_cd20_or_cd19_still_finds_the_b_cells(
     required = ["FSC-A", "SSC-A"]
     masks = real_gating.gated(fcs, required=required, panel=path)
     ref = pd.read_csv(fcs.with_name("lyoplate_bcell_C01_opencyto_gates.csv"))
+    scored = ("b_cells", "b_naive") + (("plasmablasts",) if missing == "CD3" else ())
     for ours, (theirs, _) in real_gating.LYOPLATE.items():
-        if ours in ("b_cells", "b_naive"):
+        if ours in scored:
             f1 = f1_score(masks[ours].to_numpy(), ref[theirs].to_numpy(bool))
-            assert f1 >= TARGETS[ours], (ours, f1)
-    assert "plasmablasts" not in masks and "b_transitional" in masks
+            assert f1 >= WITH_PLASMABLASTS[ours], (ours, f1)
+    assert ("plasmablasts" in masks) == (missing == "CD3") and "b_transitional" in masks
     _, result, _ = _autogate(fcs, panel=path, required=required)
     if missing == "CD3":  # the sample page says how the B cells were gated
         assert "gated on CD19 x SSC-A: no CD3 channel" in result.methods["b_cells"][2]
@@ -1077,8 +1081,7 @@ def test_a_b_cell_panel_without_cd3_cd20_or_cd19_still_finds_the_b_cells(
             assert f1 >= f1_full - 0.04, (ours, f1, f1_full)
     else:
         assert result.skipped["b_cd20neg"] == f"no {missing} channel", result.skipped
-    why = {"CD3": "parent b_cd27hi_cd38hi not gated"}.get(missing, f"no {missing} channel")
-    assert result.skipped["plasmablasts"] == why, result.skipped
+        assert result.skipped["plasmablasts"] == f"no {missing} channel", result.skipped
 
 
 PREGATED = "pre-gated on lymphocytes (openCyto's scatter gate)"
@@ -1738,3 +1741,13 @@ def test_a_peak_at_the_t_cells_cd27_valley_is_no_positive_minority(shared_data):
     Cut below it, 192 naive B cells became unswitched memory (9 true)."""
     table = real_fuzz.run(shared_data / "real", [752565872]).set_index("population")
     assert table.loc["b_naive", "f1"] >= 0.95, table["f1"].to_dict()
+
+
+def test_a_noisy_live_peak_does_not_push_the_dead_cells_valley_out_of_reach(shared_data):
+    """Seed 230746248 of "session 47b" (a tenth of the lymphocytes, IgD x0.44, noise SD 202):
+    noise widened the viability dye's live peak (0.44) so far that its + 4 SD, where the
+    valley search starts, lay past the dead cells' valley (0.59) and the window's end: the cut
+    fell to the window's 0.80 and the dead B cells stayed live (CD20+ B cells 0.929). With no
+    valley beyond that start, one is searched from the peak + 2 SD (`near_sd`)."""
+    table = real_fuzz.run(shared_data / "real", [230746248]).set_index("population")
+    assert table.loc["b_cd20pos", "f1"] >= 0.95, table["f1"].to_dict()

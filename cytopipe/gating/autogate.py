@@ -39,7 +39,7 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, relative_height
+from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, positive_peak
 from cytopipe.gating.beyond_gate import (
     coupled,
     missed,
@@ -90,11 +90,6 @@ from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, p
 from cytopipe.ingest.panel import SCATTER
 
 # ---------------------------------------------------------------- thresholds
-
-
-# a majority peak this many of its SDs above a reference valley is positive, as is a minority's
-# peak above it with the density at the valley at most this share of its own (_positive_majority)
-POSITIVE_MAJORITY_SD, MINORITY_DIP = 2.0, 0.8
 
 
 class _Placer:
@@ -298,6 +293,9 @@ class _Placer:
             beyond = split_negatives(d, found[0], zero) if found else None
             if beyond is not None:  # nor between those humps (the majority is the upper one)
                 split, found = split or split_note(found[0], zero, beyond), None
+        near = limits.near if limits is not None else None  # a noisy anchor (`near_sd`)
+        if found is None and near is not None and near < min(lo, hi) and not split:
+            found = find_valley(d, near, min(lo, hi), *needs)
         if found is None and limits is not None and ref is None and limits.method == "support":
             found = valley_below_start(d, x, bw, floor, lo, needs, zero)  # positives in the window
         unlike = limits.unlike if limits is not None else ""
@@ -397,37 +395,25 @@ class _Placer:
         self, t: ThresholdSpec, x: np.ndarray, peak: tuple[float, float] | None, why: str,
         minority: bool,
     ) -> Placement | None:  # fmt: skip
-        """No valley, shoulder or turn, and the sample's majority peak lies clearly above the
-        valley its `not_below` population showed (CD27 on T cells): the majority is positive,
-        and the last resort beyond it would call all of them negative (a pre-gated export whose
-        memory B cells are the CD27 peak, the naive ones spread flat below: unswitched and
-        switched memory 0). Most events must lie above that valley too: the CD27 peak of 151
-        B cells, nearly all naive (median 0.17), sat at 0.30 by chance (random_accuracy "44b"
-        seed 140309917: naive 0.80). The cut is `fallback_sd` SDs below that peak, no lower
-        than the reference valley, and the sample is unlike the template. `minority`: most
-        events lie below the peak (`misplaced_majority`): a peak that rises above that valley
-        is the positive minority's, cut the same way (memory-rich blood, its CD27- B cells flat
-        below the memory B cells' peak, 0.47; the valley 0.37, its density 0.71 of the peak's,
-        was cut 3 SD above it: real_fuzz "session 47" seed 792451951, unswitched memory 0.15);
-        not a few naive B cells' chance peak (above: 0.86) or one at it (0.99, seed 752565872)."""
+        """No valley, shoulder or turn, and the sample's highest peak lies above the valley its
+        `not_below` population showed (CD27 on T cells) as a positive population's (a positive
+        majority, or a minority's: `anchors.positive_peak`): the last resort beyond it would
+        call them all negative. The cut is `fallback_sd` SDs below that peak, no lower than the
+        reference valley, and the sample is unlike the template. None otherwise."""
         anchor, below = t.params.get("anchor") or {}, t.params.get("not_below")
         if below is None or anchor.get("side", "above") == "below":
             return None
         ref = self.place(below)
         if ref.method != "valley" or peak is None:
             return None
-        clear = min(peak[0] - POSITIVE_MAJORITY_SD * peak[1], np.median(x)) > ref.value
-        minority = minority and not clear and peak[0] > ref.value
-        dip = relative_height(x, 0.02, peak[0], ref.value) if minority else 1.0
-        if not (clear or dip <= MINORITY_DIP):
+        kind = positive_peak(x, peak, ref.value, minority)
+        if not kind:
             return None
         k = float(anchor.get("fallback_sd", 3.0))
         lo, hi = (float(v) for v in t.params["search"])
         value = min(max(peak[0] - k * peak[1], ref.value, lo), hi)
-        whose = "highest peak" if minority else "majority peak"
-        what = "a positive minority's" if minority else "the majority is positive"
-        how = (f"{whose} {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
-               f"{below.on}: {what}, cut {k:g} SD below it")  # fmt: skip
+        how = (f"{kind} peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
+               f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
         return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
