@@ -1751,3 +1751,39 @@ def test_a_noisy_live_peak_does_not_push_the_dead_cells_valley_out_of_reach(shar
     valley beyond that start, one is searched from the peak + 2 SD (`near_sd`)."""
     table = real_fuzz.run(shared_data / "real", [230746248]).set_index("population")
     assert table.loc["b_cd20pos", "f1"] >= 0.95, table["f1"].to_dict()
+
+
+def test_without_cd3_the_b_cells_cd27_cut_stays_above_the_t_and_nk_cells_valley(shared_data):
+    """Seed 458616080 of "session 47 no Live CD3" (no CD3, no viability dye; CD20 x2.15, every
+    stain x1.72): the naive B cells' CD27 spreads flat from -0.2 to 0.65, and without T cells
+    nothing kept the cut out of it (`not_below: cd27_t` had no T cells): a density turn at
+    0.12, held at the window's 0.20, made 2,791 "unswitched memory" B cells of 454 (0.25;
+    naive 0.73). With CD3 the T cells' CD27 valley (0.32) starts the search and the turn is
+    0.48. Without CD3 the CD19- lymphocytes' CD27 valley (T cells, most CD27+, beside CD27- NK
+    cells: 0.38) stands in for it (`cd27_lymph`, used only without CD3: with CD3 the T cells
+    that show no valley leave the cut without a floor, as before)."""
+    table = real_fuzz.run(shared_data / "real", [458616080], ["Live", "CD3"])
+    f1 = table.set_index("population")["f1"]
+    assert f1["b_naive"] >= 0.9 and f1["b_unswitched_memory"] >= 0.7, f1.to_dict()
+
+
+def test_a_stand_in_threshold_is_not_used_where_the_panel_has_its_marker(shared_data):
+    """Seed 617826346 of "session 47c" (a twentieth of the T cells, CD19 x0.72, noise SD
+    164): its T cells show no CD27 valley, and `cd27_lymph`, the stand-in for their valley in
+    a panel without CD3, took over as cd27_t's reference: it lifted the B cells' CD27 search
+    to 0.43, past their density turn (0.40), and unswitched memory fell from 0.817 to 0.542.
+    A threshold `only_without: [CD3]` is neither placed nor a reference where CD3 is there."""
+    table = real_fuzz.run(shared_data / "real", [617826346]).set_index("population")
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.75, table["f1"].to_dict()
+
+
+def test_a_cut_raised_to_its_floor_is_shown_by_the_sample(shared_data):
+    """The no-CD3 file of seed 699468038 ("session 46 no CD3"): with `cd27_lymph` its B cells'
+    CD27 search starts at the CD19- lymphocytes' valley (0.56), above their turn (0.53), and
+    the last resort was raised to that valley. Counted as a last resort, the IgD- B cells'
+    cut (`cd27_switched`, the same cut where the sample showed it) searched its own and took
+    a dip between the negatives' halves (0.21): switched memory 0.698, double negative 0.584.
+    A cut raised to a valley the sample showed is the sample's."""
+    table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.8, table["f1"].to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.75, table["f1"].to_dict()

@@ -153,6 +153,8 @@ class _Placer:
             )
             if shown:
                 return same
+        if self._unused(t):
+            return Placement("fallback", 0.2, "fallback: `only_without` this panel", t.fixed)
         x = self.values(t)
         if x is None:
             return self._fallback(t, f"{t.on} not gated")
@@ -208,6 +210,7 @@ class _Placer:
             f"{below.on}): raised to it"
         )
         flag = f"{placed.flag}; {why}" if placed.flag else why
+        self.last_resort.discard(t.name)  # the cut is that valley, shown by the sample
         if t.params.get("quiet_floor"):  # the higher of two cuts is the definition
             return replace(placed, value=floor, flag=flag)
         unlike = f"{placed.unlike}; {why}" if placed.unlike else why
@@ -416,9 +419,13 @@ class _Placer:
                f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
         return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
+    def _unused(self, t: ThresholdSpec) -> bool:
+        """Whether the panel has a marker `t` is placed only without (`only_without`)."""
+        return bool(set(t.params.get("only_without", ())) & self.columns.keys())
+
     def _fallback(self, t: ThresholdSpec, why: str) -> Placement:
         ref = t.params.get("reference")
-        if isinstance(ref, ThresholdSpec):  # another cut measured on this sample, unless
+        if isinstance(ref, ThresholdSpec) and not self._unused(ref):  # a cut measured here, unless
             r = self.place(ref)  # that one fell back to the template too
             conf = round(0.8 * r.confidence, 3)
             if r.method == "fallback":
