@@ -141,7 +141,9 @@ MIN_WINDOW_SHARE = 0.01  # of the events cut: fewer in the anchor's window are n
 POSITIVE_MAJORITY_SD, MINORITY_DIP = 2.0, 0.8
 
 
-def positive_peak(x: np.ndarray, peak: tuple[float, float], valley: float, minority: bool) -> str:
+def positive_peak(
+    x: np.ndarray, peak: tuple[float, float], valley: float, minority: bool, bandwidth: float
+) -> str:
     """Whether a sample's highest peak is a positive population's, by a reference population's
     valley on the same marker (the T cells' CD27 for the B cells'): "majority", "minority" or
     "" (not positive).
@@ -154,12 +156,13 @@ def positive_peak(x: np.ndarray, peak: tuple[float, float], valley: float, minor
     then the positive minority's (memory-rich blood, its CD27- B cells flat below the memory
     B cells' peak, 0.47; the valley 0.37, its density 0.71 of the peak's: real_fuzz "session
     47" seed 792451951, unswitched memory 0.15 when cut above it), not a few naive B cells'
-    chance peak (above: 0.86) or one at the valley (0.99, "session 46b" seed 752565872)."""
+    chance peak (above: 0.86) or one at the valley (0.99, "session 46b" seed 752565872).
+    `bandwidth`: the one the peak was found with."""
     if min(peak[0] - POSITIVE_MAJORITY_SD * peak[1], float(np.median(x))) > valley:
         return "majority"
-    if minority and peak[0] > valley and relative_height(x, 0.02, peak[0], valley) <= MINORITY_DIP:
-        return "minority"
-    return ""
+    if not minority or peak[0] <= valley:
+        return ""
+    return "minority" if relative_height(x, bandwidth, peak[0], valley) <= MINORITY_DIP else ""
 
 
 def anchor_limits(

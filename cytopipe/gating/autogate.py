@@ -409,7 +409,7 @@ class _Placer:
         ref = self.place(below)
         if ref.method != "valley" or peak is None:
             return None
-        kind = positive_peak(x, peak, ref.value, minority)
+        kind = positive_peak(x, peak, ref.value, minority, float(t.params.get("bandwidth", 0.02)))
         if not kind:
             return None
         k = float(anchor.get("fallback_sd", 3.0))
