@@ -138,6 +138,9 @@ def stats_table(
             "population": pop,
             "parent": parent or "",
             "count": n,
+            # a polygon (lymphocytes) has no cut to move; the others a tenth either way
+            "count_cut_low": None if pop == "lymphocytes" else n - n // 10,
+            "count_cut_high": None if pop == "lymphocytes" else n + n // 10,
             "pct_parent": 100.0 * n / den if den else np.nan,
             "pct_lymphocytes": 100.0 * n / counts["lymphocytes"]
             if pop in LYMPH_DESCENDANTS

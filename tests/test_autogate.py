@@ -1310,3 +1310,29 @@ def test_a_last_resort_moved_into_the_templates_window_says_so(baseline_sample, 
     assert placed.method == "peak_sd" and placed.value == 0.95, placed
     assert "lies past the template's window" in placed.unlike, placed
     assert not autogate(specs, columns).thresholds["cd38_tr"].unlike
+
+
+def test_cut_moves_count_the_events_a_bandwidth_either_side_of_each_placed_cut():
+    """Two populations 0.4 apart leave a valley: a cut moved 0.02 there moves a handful of
+    events; one population spread over the cut (a continuum) moves hundreds. A fixed side and
+    an open one do not move, and a gate without a placed side has no range."""
+    from types import SimpleNamespace
+
+    from cytopipe.gating.cut_moves import cut_moves
+    from cytopipe.gating.gates import RectangleGate
+    from cytopipe.gating.template import ThresholdSpec
+
+    rng = np.random.default_rng(0)
+    apart = np.r_[rng.normal(0.2, 0.04, 5000), rng.normal(0.6, 0.04, 5000)]
+    spread = rng.uniform(0.0, 0.8, 10_000)
+    cut = ThresholdSpec("c", "X", "valley", 0.4, params={"bandwidth": 0.02})
+    placed = SimpleNamespace(place={"min": [cut], "max": [None]})
+    fixed = SimpleNamespace(place={"min": [0.4], "max": [None]})
+    moves = {}
+    for name, x in (("apart", apart), ("spread", spread)):
+        gate = RectangleGate("pos", None, ("X",), (0.4,), (None,))
+        masks = {"pos": x >= 0.4}
+        moves[name] = cut_moves([gate], {"pos": placed}, masks, {"X": x})["pos"]
+        assert cut_moves([gate], {"pos": fixed}, masks, {"X": x}) == {}
+    assert max(moves["apart"]) < 20
+    assert min(moves["spread"]) > 200  # 0.02 of a uniform 0-0.8 spread: 250 each way

@@ -1787,3 +1787,31 @@ def test_a_cut_raised_to_its_floor_is_shown_by_the_sample(shared_data):
     table = real_fuzz.run(shared_data / "real", [699468038], ["CD3"]).set_index("population")
     assert table.loc["b_switched_memory", "f1"] >= 0.8, table["f1"].to_dict()
     assert table.loc["b_double_negative", "f1"] >= 0.75, table["f1"].to_dict()
+
+
+def test_a_count_says_how_far_it_hinges_on_its_cuts(shared_data):
+    """The real Lyoplate file: B cells sit above a deep CD19 valley, so moving the cut a
+    bandwidth either way moves under 1% of them; its memory subsets are a continuum in IgD and
+    CD27 (density turns), so the same move changes them by a quarter or more. The statistics
+    say both (count_cut_low / count_cut_high), and openCyto's counts of the quadrant subsets,
+    whose cuts lie within 0.01-0.03 of ours, fall inside those ranges. The lymphocytes are a mixture's
+    outline: no cut to move, no range."""
+    from cytopipe.gating.sample import gate_events
+
+    path = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    specs = load_template(REPO / "config" / "gating.yaml")
+    gated, _ = gate_events("C01", pre.columns, pre.qc_pass, specs, pre.info, pre.at_top)
+    stats = gated.stats.set_index("population")
+    low, high, count = stats["count_cut_low"], stats["count_cut_high"], stats["count"]
+    ranged = low.notna()
+    assert ((low[ranged] <= count[ranged]) & (count[ranged] <= high[ranged])).all()
+    for pop in ("b_cells", "b_cd20pos", "t_cells"):
+        assert high[pop] - low[pop] < 0.01 * count[pop], pop
+    ref = pd.read_csv(path.with_name("lyoplate_bcell_C01_opencyto_gates.csv")).astype(bool)
+    for pop in ("b_naive", "b_unswitched_memory", "b_switched_memory", "b_double_negative"):
+        assert low[pop] <= ref[real_gating.LYOPLATE[pop][0]].sum() <= high[pop], pop
+        if pop != "b_naive":  # the majority: a few hundred either way is a few per cent
+            assert high[pop] - low[pop] > 0.25 * count[pop], pop
+    assert pd.isna(low["lymphocytes"])

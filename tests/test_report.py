@@ -1111,3 +1111,16 @@ def test_statistics_rows_to_look_at_are_fallbacks_and_doubtful_gates_not_notes()
     assert _doubtful_row({"confidence": 0.3, "flag": "low_confidence"}) == "warn"
     assert _doubtful_row({"confidence": 0.8, "flag": "cd24_tr fallback: no valley"}) == "warn"
     assert _doubtful_row({"confidence": None, "flag": ""}) == ""
+
+
+def test_the_sample_page_shows_how_far_each_count_hinges_on_its_cuts(cohort, report):
+    """Beside each count, the count with the gate's cuts moved a bandwidth inward and
+    outward (stats.tsv count_cut_low / count_cut_high); nothing where no cut moves."""
+    stats = table_file(cohort, "sample_stats.tsv")
+    sid = str(stats["sample_id"].iloc[0])
+    page = read(report / "samples" / f"{sid}.html")
+    assert "count as its cuts move" in page
+    own = stats[stats["sample_id"] == sid].set_index("population")
+    b = own.loc["b_cells"]
+    assert f"{int(b['count_cut_low']):,}-{int(b['count_cut_high']):,}" in page
+    assert pd.isna(own.loc["lymphocytes", "count_cut_low"])

@@ -20,7 +20,14 @@ def _write_outputs(args: argparse.Namespace, masks, columns, result, keep, rows,
     if args.stats:
         n = len(next(iter(columns.values())))
         stats = population_stats(
-            sample_id, masks, result.parents, columns, n, result.methods, result.shapes
+            sample_id,
+            masks,
+            result.parents,
+            columns,
+            n,
+            result.methods,
+            result.shapes,
+            result.cut_moves,
         )
         write_tsv(args.stats, stats)
 

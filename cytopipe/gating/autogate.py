@@ -48,6 +48,7 @@ from cytopipe.gating.beyond_gate import (
     short_of_parent,
     unstained,
 )
+from cytopipe.gating.cut_moves import cut_moves
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
     density,
@@ -632,6 +633,7 @@ def autogate(
     out = AutogateResult([], {}, {}, {}, {}, {})
     placer = _Placer(columns, out.masks, n_events, out.methods, zeros, held)
     all_rows = np.arange(n_events)
+    variants = {}
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:
             out.skipped[spec.id] = f"parent {spec.parent} not gated"
@@ -662,6 +664,7 @@ def autogate(
                 note = f"gated on {' x '.join(variant.dims)}: no {', '.join(lacking)} channel"
                 how = (how[0], how[1], "; ".join(f for f in (note, how[2]) if f))
         out.masks[spec.id] = population_mask(gate, extras, columns, rows, n_events)
+        variants[spec.id] = variant
         if extras:
             out.extras[spec.id] = extras
         out.gates.append(gate)
@@ -682,6 +685,7 @@ def autogate(
         if spec.independent:
             coupled(spec, out, columns)
     out.thresholds = dict(placer.done)
+    out.cut_moves = cut_moves(out.gates, variants, out.masks, columns)
     return out
 
 

@@ -30,3 +30,6 @@ class AutogateResult:
     extras: dict[str, list[tuple[str, Gate]]] = field(default_factory=dict)
     # population -> what its sample looked like (cytopipe.gating.placement.judged)
     shapes: dict[str, dict] = field(default_factory=dict)
+    # population -> (events that leave, events that join) as its cuts move a bandwidth
+    # (cytopipe.gating.cut_moves)
+    cut_moves: dict[str, tuple[int, int]] = field(default_factory=dict)

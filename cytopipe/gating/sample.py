@@ -45,7 +45,7 @@ def gate(
     masks, columns = with_saturated(res, columns, saturated)
     n_root = len(next(iter(columns.values()))) if columns else 0
     stats = population_stats(
-        sample_id, masks, res.parents, columns, n_root, res.methods, res.shapes
+        sample_id, masks, res.parents, columns, n_root, res.methods, res.shapes, res.cut_moves
     )
     shown = {m for g in res.gates if g.id not in res.passed for m in res.plotted[g.id]}
     ranges = {m: (0.0, 1.0) if m in SCATTER else display_range(columns[m]) for m in shown}

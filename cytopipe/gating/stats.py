@@ -16,7 +16,8 @@ from cytopipe.gating.placement import LOW_CONFIDENCE, PASS
 
 MARKERS = ("CD45", "CD3", "CD19", "CD20", "CD27", "CD38", "IgD", "CD24")
 STATS_COLUMNS = [
-    "sample_id", "population", "parent", "count", "pct_parent", "pct_lymphocytes",
+    "sample_id", "population", "parent", "count", "count_cut_low", "count_cut_high",
+    "pct_parent", "pct_lymphocytes",
     "gate_method", "confidence", "flag", "parent_count", "populations_found", "separation",
     "as_template", *(f"median_{m}" for m in MARKERS),
 ]  # fmt: skip
@@ -35,10 +36,14 @@ def population_stats(
     n_root: int,
     methods: Mapping[str, tuple[str, float, str]] | None = None,
     shapes: Mapping[str, Mapping] | None = None,
+    moves: Mapping[str, tuple[int, int]] | None = None,
 ) -> pd.DataFrame:
     """One row per population in `masks` order. `methods`: population -> (method, confidence,
     flag); `shapes`: population -> what the sample looked like where its gate was placed
-    (populations_found, separation, as_template: cytopipe.gating.placement.judged)."""
+    (populations_found, separation, as_template: cytopipe.gating.placement.judged); `moves`:
+    population -> (events leaving, events joining) as its cuts move a bandwidth
+    (cytopipe.gating.cut_moves), the count_cut_low / count_cut_high columns (empty where
+    no cut of the population moves)."""
     counts = {pop: int(np.count_nonzero(m)) for pop, m in masks.items()}
     n_lymph = counts.get("lymphocytes")
     under_lymph = _descendants(parents, "lymphocytes")
@@ -51,6 +56,7 @@ def population_stats(
             "population": pop,
             "parent": parent or "",
             "count": counts[pop],
+            **_cut_range(counts[pop], (moves or {}).get(pop)),
             "pct_parent": _pct(counts[pop], counts[parent] if parent else n_root),
             "pct_lymphocytes": _pct(counts[pop], n_lymph)
             if pop in under_lymph and n_lymph is not None
@@ -70,8 +76,15 @@ def population_stats(
             )
         rows.append(row)
     out = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    out["populations_found"] = out["populations_found"].astype("Int64")
+    for column in ("populations_found", "count_cut_low", "count_cut_high"):
+        out[column] = out[column].astype("Int64")
     return out
+
+
+def _cut_range(count: int, moved: tuple[int, int] | None) -> dict:
+    if moved is None:
+        return {"count_cut_low": None, "count_cut_high": None}
+    return {"count_cut_low": count - moved[0], "count_cut_high": count + moved[1]}
 
 
 def f1_score(found: np.ndarray, reference: np.ndarray) -> float:

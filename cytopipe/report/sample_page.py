@@ -266,6 +266,13 @@ STATS_COLUMNS = [
     Column("name", "description"),
     Column("parent", "parent"),
     Column("count", "count", "int"),
+    Column(
+        "count_cut",
+        "count as its cuts move",
+        "text",
+        "the count with every cut of this gate moved one bandwidth inward and outward: narrow "
+        "where the cuts sit in deep valleys, wide where the populations form a continuum",
+    ),
     Column("pct_parent", "% of parent", "num"),
     Column("pct_lymphocytes", "% of lymphocytes", "num"),
     Column("cells_per_ul", "cells/µL", "num"),
@@ -304,6 +311,11 @@ def _stats_section(report: Report, sample: SampleFiles) -> dict:
         return {"unavailable": Unavailable("Statistics", why)}
     stats = stats.copy()
     stats["name"] = [population_name(p) for p in stats["population"]]
+    if {"count_cut_low", "count_cut_high"} <= set(stats):
+        stats["count_cut"] = [
+            "" if pd.isna(lo) or pd.isna(hi) else f"{int(lo):,}-{int(hi):,}"
+            for lo, hi in zip(stats["count_cut_low"], stats["count_cut_high"], strict=True)
+        ]
     pop = report.results.table("population_stats")
     if pop is not None and "cells_per_ul" in pop:
         mine = pop[pop["sample_id"] == sample.sample_id].set_index("population")
