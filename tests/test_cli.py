@@ -142,6 +142,9 @@ def test_installed_user_gates_a_file_from_any_folder(tmp_path, shared_data):
     assert res.returncode == 0, res.stderr
     stats = pd.read_csv(tmp_path / "s.tsv", sep="\t").set_index("population")
     assert stats.loc["b_cells", "count"] > 10_000
+    b = stats.loc["b_cells"]  # the count, and the counts as its cuts move, as the stats say
+    shown = f"b_cells {b['count']} ({b['count_cut_low']:.0f}-{b['count_cut_high']:.0f})"
+    assert shown in res.stdout
 
 
 def test_a_projects_own_config_overrides_the_shipped_one(tmp_path, shared_data, repo):

@@ -32,6 +32,17 @@ def _write_outputs(args: argparse.Namespace, masks, columns, result, keep, rows,
         write_tsv(args.stats, stats)
 
 
+def _counts(masks, moves) -> str:
+    """Each population's count, and in brackets the counts as its cuts move a bandwidth
+    (cytopipe.gating.cut_moves) where they do."""
+    out = []
+    for pop, mask in masks.items():
+        n = int(mask.sum())
+        leave, join = moves.get(pop, (0, 0))
+        out.append(f"{pop} {n}" + (f" ({n - leave}-{n + join})" if leave or join else ""))
+    return ", ".join(out)
+
+
 def run_autogate(args: argparse.Namespace) -> int:
     if args.model:
         return _autogate_with_model(args)
@@ -70,8 +81,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     for pop, (method, conf, flag) in result.methods.items():
         if flag:
             print(f"cytopipe autogate: {pop} ({method}, {conf:.2f}): {flag}", file=sys.stderr)
-    counts = ", ".join(f"{p} {int(m.sum())}" for p, m in masks.items())
-    print(f"{args.fcs}: {counts}")
+    print(f"{args.fcs}: {_counts(masks, result.cut_moves)}")
     return 0
 
 
