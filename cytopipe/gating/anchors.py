@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cytopipe.gating.densities import (
+    PEAK_FULL_EVENTS,
     TURN_FULL_EVENTS,
     TURN_SMOOTHING,
     density,
@@ -55,6 +56,13 @@ def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool)
 
 
 LAST_RESORT = "majority peak"  # how anchor_limits names a cut with no valley, shoulder or turn
+# The last resort reads the majority peak on a density smoothed as for this many events (wider
+# below, `widened`; `_steady_peak`): the mode of a few hundred flat-topped naive B cells
+# wandered with the draw, and the cut with it. Over 40 draws each of 3%, 6%, 15% and 30% of
+# the real Lyoplate file's B cells, agreement with openCyto's IgD gate 0.932 / 0.935 / 0.949 /
+# 0.960 -> 0.957 / 0.951 / 0.959 / 0.960 on average (at 3% worst 0.80 -> 0.92), with its CD27
+# gate 0.971 / 0.977 / 0.983 / 0.983 -> 0.985 / 0.986 / 0.985 / 0.984.
+LAST_RESORT_FULL_EVENTS = 5000
 # `toward`: the share of the way from the majority peak to the reference population's peak where
 # a density turn is kept at most; the reference must lie at least TOWARD_MIN_SD majority SDs out
 TOWARD_SHARE = 0.5
@@ -80,6 +88,21 @@ def relative_height(x: np.ndarray, bandwidth: float, peak: float, at: float) -> 
     lo, hi = np.quantile(x, [0.001, 0.999])
     d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
     return d.at(at) / max(d.at(peak), 1e-12)
+
+
+def _steady_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
+    """The majority peak on a density smoothed as for LAST_RESORT_FULL_EVENTS, its SD without
+    the extra kernel variance that smoothing adds (a half-width of a smoothed density is the
+    population's SD and the kernel's together): at 163 B cells the wider kernel alone moved
+    the IgD cut from 0.51 to 0.41, below the double-negative B cells."""
+    wide = majority_peak(x, bandwidth, LAST_RESORT_FULL_EVENTS)
+    if wide is None:
+        return None
+    extra = (
+        widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS) ** 2
+        - widened(bandwidth, x.size, PEAK_FULL_EVENTS) ** 2
+    )
+    return wide[0], float(np.sqrt(max(wide[1] ** 2 - extra, (bandwidth / 2) ** 2)))
 
 
 def turn_limit(
@@ -293,6 +316,7 @@ def anchor_limits(
                         cut, how = limit, f"{how}, kept at {why}"
                 return Limits(start + sign * gap, cut, how, unlike, "turn")
             if peak is not None:
+                peak = _steady_peak(x, bandwidth) or peak
                 fk = float(anchor["fallback_sd"])
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
                 cut = peak[0] + sign * fk * peak[1]

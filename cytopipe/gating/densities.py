@@ -316,19 +316,21 @@ def widened(bandwidth: float, n: int, full: int) -> float:
     return bandwidth * max(1.0, (full / n) ** 0.2)
 
 
-def majority_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
+def majority_peak(
+    x: np.ndarray, bandwidth: float, full: int = PEAK_FULL_EVENTS
+) -> tuple[float, float] | None:
     """The sample's own majority peak (the density mode) and its SD from the narrower of its two
     half-widths at half maximum: no search window to tune.
 
     On real files the minority often shows as a shoulder, not a second peak (IgD- memory B
     cells beside the IgD+ naive majority), which widens the side facing it; a negative
     population on the logicle scale is also wider below its peak (the linear region). The
-    narrower side is the majority's own shape. Below PEAK_FULL_EVENTS events the bandwidth
+    narrower side is the majority's own shape. Below `full` (PEAK_FULL_EVENTS) events the bandwidth
     widens (as n^-1/5, a kernel density's rate); None below MIN_PEAK_EVENTS events (then the
     caller's quantile rule applies)."""
     if x.size < MIN_PEAK_EVENTS:
         return None
-    bandwidth = widened(bandwidth, x.size, PEAK_FULL_EVENTS)
+    bandwidth = widened(bandwidth, x.size, full)
     lo, hi = np.quantile(x, [0.001, 0.999])
     d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
     i = int(np.argmax(d.smooth))
