@@ -1326,13 +1326,17 @@ def test_cut_moves_count_the_events_a_bandwidth_either_side_of_each_placed_cut()
     apart = np.r_[rng.normal(0.2, 0.04, 5000), rng.normal(0.6, 0.04, 5000)]
     spread = rng.uniform(0.0, 0.8, 10_000)
     cut = ThresholdSpec("c", "X", "valley", 0.4, params={"bandwidth": 0.02})
-    placed = SimpleNamespace(place={"min": [cut], "max": [None]})
-    fixed = SimpleNamespace(place={"min": [0.4], "max": [None]})
+
+    def spec(low):  # a rectangle open above, its lower side `low`, in every panel
+        out = SimpleNamespace(id="pos", place={"min": [low], "max": [None]})
+        out.variant_for = lambda _: out
+        return out
+
     moves = {}
     for name, x in (("apart", apart), ("spread", spread)):
         gate = RectangleGate("pos", None, ("X",), (0.4,), (None,))
         masks = {"pos": x >= 0.4}
-        moves[name] = cut_moves([gate], {"pos": placed}, masks, {"X": x})["pos"]
-        assert cut_moves([gate], {"pos": fixed}, masks, {"X": x}) == {}
+        moves[name] = cut_moves([gate], [spec(cut)], {"X"}, masks, {"X": x})["pos"]
+        assert cut_moves([gate], [spec(0.4)], {"X"}, masks, {"X": x}) == {}
     assert max(moves["apart"]) < 20
     assert min(moves["spread"]) > 200  # 0.02 of a uniform 0-0.8 spread: 250 each way

@@ -311,6 +311,11 @@ class _Placer:
             )
             return Placement("valley", conf, flag, value, unlike=unlike)
         why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
+        if limits is not None and not split and anchor.get("side") != "below":
+            beyond = split_negatives(d, limits.cut, zero) if limits.method == "turn" else None
+            if beyond is not None:  # the turn is the dip between the negatives' two halves
+                split, floor = split_note(limits.cut, zero, beyond), max(floor, beyond)
+                why = f"{why}; {split}"
         if split and limits is not None and limits.cut < floor and anchor.get("side") != "below":
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
@@ -336,7 +341,7 @@ class _Placer:
                     if mixed is not None:
                         return mixed
         if limits is not None and limits.method == "turn" and majority is not None:
-            dip = dip_before_turn(d, lo, hi, limits.cut, majority[0], min_side)
+            dip = dip_before_turn(d, max(lo, floor), hi, limits.cut, majority[0], min_side)
             if dip is not None:
                 how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a {limits.how}"
                 return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
@@ -633,7 +638,6 @@ def autogate(
     out = AutogateResult([], {}, {}, {}, {}, {})
     placer = _Placer(columns, out.masks, n_events, out.methods, zeros, held)
     all_rows = np.arange(n_events)
-    variants = {}
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:
             out.skipped[spec.id] = f"parent {spec.parent} not gated"
@@ -664,7 +668,6 @@ def autogate(
                 note = f"gated on {' x '.join(variant.dims)}: no {', '.join(lacking)} channel"
                 how = (how[0], how[1], "; ".join(f for f in (note, how[2]) if f))
         out.masks[spec.id] = population_mask(gate, extras, columns, rows, n_events)
-        variants[spec.id] = variant
         if extras:
             out.extras[spec.id] = extras
         out.gates.append(gate)
@@ -685,7 +688,7 @@ def autogate(
         if spec.independent:
             coupled(spec, out, columns)
     out.thresholds = dict(placer.done)
-    out.cut_moves = cut_moves(out.gates, variants, out.masks, columns)
+    out.cut_moves = cut_moves(out.gates, specs, available, out.masks, columns)
     return out
 
 

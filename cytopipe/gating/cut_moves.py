@@ -45,14 +45,16 @@ def _box(gate: RectangleGate, lo_steps, hi_steps, inward: float) -> list:
 
 def cut_moves(
     gates: Sequence,
-    variants: Mapping[str, PopulationSpec | None],
+    specs: Sequence[PopulationSpec],
+    available: set[str],
     masks: Mapping[str, np.ndarray],
     columns: Mapping[str, np.ndarray],
 ) -> dict[str, tuple[int, int]]:
     """Population -> (events that leave it, events that join it) when its threshold-placed
     rectangle sides move one bandwidth inward, resp. outward, among its parent's events.
-    `variants`: the template variant each gate was placed from (its `place` bounds say which
-    sides are thresholds); populations without such a side are not listed."""
+    The template variant the panel's markers (`available`) gave each rectangle says which of
+    its sides are thresholds; populations without such a side are not listed."""
+    variants = {s.id: s.variant_for(available) for s in specs}
     out: dict[str, tuple[int, int]] = {}
     for gate in gates:
         spec = variants.get(gate.id)
