@@ -6,7 +6,7 @@ Why: a count's Poisson interval says how sure the count is given the gate, not h
 gate is. A cut in a deep valley moves few events whichever way it goes; a cut on a continuum
 (memory B cells in IgD and CD27: no valley, a density turn) moves many. On the real Lyoplate
 file, one bandwidth (0.02) either way takes double-negative B cells from 629 to 393-926 and B
-cells from 11,433 only to 11,392-11,471; on the noisy real-file variants where subsets missed
+cells from 11,433 only to 11,392-11,468; on the noisy real-file variants where subsets missed
 openCyto's by the most, double-negative counts spanned 2-3x. Centres pooling subset counts can
 weigh them by this, and a reviewer sees which numbers hinge on a cut.
 
