@@ -304,6 +304,14 @@ STATS_COLUMNS = [
 ]
 
 
+def _cut_range(low, high) -> str:
+    """'low-high', 'unchanged' where no event lies within a bandwidth of the cuts, '' where
+    no cut of the gate moves (a mixture's outline, a pass-through)."""
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    return "unchanged" if low == high else f"{int(low):,}-{int(high):,}"
+
+
 def _stats_section(report: Report, sample: SampleFiles) -> dict:
     stats = sample.stats
     if stats is None:
@@ -312,10 +320,8 @@ def _stats_section(report: Report, sample: SampleFiles) -> dict:
     stats = stats.copy()
     stats["name"] = [population_name(p) for p in stats["population"]]
     if {"count_cut_low", "count_cut_high"} <= set(stats):
-        stats["count_cut"] = [
-            "" if pd.isna(lo) or pd.isna(hi) else f"{int(lo):,}-{int(hi):,}"
-            for lo, hi in zip(stats["count_cut_low"], stats["count_cut_high"], strict=True)
-        ]
+        stats["count_cut"] = [_cut_range(lo, hi) for lo, hi in
+                              zip(stats["count_cut_low"], stats["count_cut_high"], strict=True)]  # fmt: skip
     pop = report.results.table("population_stats")
     if pop is not None and "cells_per_ul" in pop:
         mine = pop[pop["sample_id"] == sample.sample_id].set_index("population")
