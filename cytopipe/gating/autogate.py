@@ -180,7 +180,7 @@ class _Placer:
             value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
             return self._clamped(t, value, "quantile")
         if t.method == "peak_offset":
-            bw = float(p.get("bandwidth", 0.02))
+            bw = t.bandwidth
             # no window: the sample's own majority peak and the SD of its narrower half-width
             # (too few events for half-widths: their median and its lower side's spread; the
             # mode of 109 CD27- CD38-low B cells, 67 of them double negative, lay near their
@@ -244,7 +244,7 @@ class _Placer:
         p = t.params
         search = [float(v) for v in p["search"]]
         lo, hi = search
-        bw = float(p.get("bandwidth", 0.02))
+        bw = t.bandwidth
         anchor = p.get("anchor")
         limits = None
         reference = self._floor(t)  # `not_below`'s cut, where the sample showed it
@@ -310,13 +310,13 @@ class _Placer:
                 f for f in ("low_confidence" if conf < LOW_CONFIDENCE else "", split) if f
             )
             return Placement("valley", conf, flag, value, unlike=unlike)
-        why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
-        if limits is not None and not split and anchor.get("side") != "below":
-            beyond = split_negatives(d, limits.cut, zero) if limits.method == "turn" else None
+        upward = limits is not None and anchor.get("side") != "below"
+        if upward and limits.method == "turn" and not split:
+            beyond = split_negatives(d, limits.cut, zero)
             if beyond is not None:  # the turn is the dip between the negatives' two halves
                 split, floor = split_note(limits.cut, zero, beyond), max(floor, beyond)
-                why = f"{why}; {split}"
-        if split and limits is not None and limits.cut < floor and anchor.get("side") != "below":
+        why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
+        if split and upward and limits.cut < floor:
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
         misplaced = ""
@@ -415,7 +415,7 @@ class _Placer:
         ref = self.place(below)
         if ref.method != "valley" or peak is None:
             return None
-        kind = positive_peak(x, peak, ref.value, minority, float(t.params.get("bandwidth", 0.02)))
+        kind = positive_peak(x, peak, ref.value, minority, t.bandwidth)
         if not kind:
             return None
         k = float(anchor.get("fallback_sd", 3.0))

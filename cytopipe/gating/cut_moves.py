@@ -24,14 +24,10 @@ from cytopipe.gating.gates import RectangleGate
 from cytopipe.gating.geometry import _in_ranges
 from cytopipe.gating.template import PopulationSpec, ThresholdSpec
 
-DEFAULT_BANDWIDTH = 0.02  # a threshold's `bandwidth` when its params set none (autogate's too)
-
 
 def _step(bound) -> float:
     """How far a rectangle side moves: its threshold's bandwidth; 0 for a fixed or open side."""
-    if isinstance(bound, ThresholdSpec):
-        return float(bound.params.get("bandwidth", DEFAULT_BANDWIDTH))
-    return 0.0
+    return bound.bandwidth if isinstance(bound, ThresholdSpec) else 0.0
 
 
 def _box(gate: RectangleGate, lo_steps, hi_steps, inward: float) -> list:

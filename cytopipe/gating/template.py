@@ -48,6 +48,12 @@ class ThresholdSpec:
     where: tuple[tuple[ThresholdSpec, str], ...] = ()
     params: Mapping = field(default_factory=dict, hash=False, compare=False)
 
+    @property
+    def bandwidth(self) -> float:
+        """The smoothing its densities are read with (`bandwidth`, default 0.02): also the
+        step its cut moves by in a count's range (cytopipe.gating.cut_moves)."""
+        return float(self.params.get("bandwidth", 0.02))
+
     def dims(self) -> set[str]:
         """Markers needed to place it: its own, its `where`'s and the thresholds it names."""
         out = {self.dim}

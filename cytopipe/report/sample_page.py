@@ -304,7 +304,7 @@ STATS_COLUMNS = [
 ]
 
 
-def _cut_range(low, high) -> str:
+def _range_text(low, high) -> str:
     """'low-high', 'unchanged' where no event lies within a bandwidth of the cuts, '' where
     no cut of the gate moves (a mixture's outline, a pass-through)."""
     if pd.isna(low) or pd.isna(high):
@@ -320,7 +320,7 @@ def _stats_section(report: Report, sample: SampleFiles) -> dict:
     stats = stats.copy()
     stats["name"] = [population_name(p) for p in stats["population"]]
     if {"count_cut_low", "count_cut_high"} <= set(stats):
-        stats["count_cut"] = [_cut_range(lo, hi) for lo, hi in
+        stats["count_cut"] = [_range_text(lo, hi) for lo, hi in
                               zip(stats["count_cut_low"], stats["count_cut_high"], strict=True)]  # fmt: skip
     pop = report.results.table("population_stats")
     if pop is not None and "cells_per_ul" in pop:
