@@ -62,7 +62,7 @@ def cut_moves(
         hi_steps = [_step(b) for b in spec.place["max"]]
         if not any(lo_steps) and not any(hi_steps):
             continue
-        parent = masks.get(gate.parent) if gate.parent else None
+        parent = masks[gate.parent] if gate.parent else None  # gated before its children
         rows = np.flatnonzero(parent) if parent is not None else slice(None)
         cols = [np.asarray(columns[d])[rows] for d in gate.dims]
         mask = np.asarray(masks[gate.id])[rows]
