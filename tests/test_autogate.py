@@ -286,6 +286,28 @@ def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
         assert np.mean(raw[x >= pos] > 10_000) > 0.99 and np.mean(x[raw > 10_000] >= pos) > 0.99
 
 
+def test_a_dip_inside_the_upper_half_of_split_negatives_is_not_a_gate():
+    """A few hundred negatives (SD 500) split by the scale, a noise dip in their upper half
+    (0.10-0.14 above 0), dim positives above: the dip (depth 0.8) was deeper than the valley
+    above the negatives (0.7-0.8) and was the cut (a PBMC file's CD27: unswitched memory 0.49).
+    Fewer events lie between 0 and it than below 0, so it is inside the negatives: the search
+    goes on from their upper hump. The valley above them is no split."""
+    rng = np.random.default_rng(0)
+    zero = float(logicle(np.zeros(1), 262144.0, 0.5, 4.5, 0.0)[0])
+    neg = logicle(rng.normal(0.0, 500.0, 700), 262144.0, 0.5, 4.5, 0.0)
+    notch = (neg > zero + 0.10) & (neg < zero + 0.14)
+    neg = neg[~notch | (rng.random(neg.size) < 0.15)]
+    pos = logicle(rng.normal(4_000.0, 1_500.0, 250), 262144.0, 0.5, 4.5, 0.0)
+    d = density(np.concatenate([neg, pos]), 0.02, -0.3, 1.0)
+    dip, _ = find_valley(d, zero + 0.06, 0.9, min_side=10, min_depth=0.3)
+    assert zero + 0.08 < dip < zero + 0.16
+    start = split_negatives(d, dip, zero)
+    assert start is not None and start > zero + 0.2
+    cut, _ = find_valley(d, start, 0.9, min_side=10, min_depth=0.3)
+    assert split_negatives(d, cut, zero) is None
+    assert np.mean(pos >= cut) > 0.95 and np.mean(neg < cut) > 0.99
+
+
 CD19_ANCHOR = {"population": "t_cells", "robust": True, "peak": [-0.20, 0.45], "q": 0.95,
                "gap": 0.04, "fallback_q": 0.95, "fallback_gap": 0.12, "fallback": "support"}  # fmt: skip
 

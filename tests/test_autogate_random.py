@@ -320,6 +320,19 @@ def test_negatives_split_in_some_cells_only_do_not_part_the_igd_cut(tmp_path):
     assert random_accuracy.misses(table).empty, table.to_string()
 
 
+def test_a_dip_inside_the_upper_half_of_split_negatives_is_not_the_cd27_cut(tmp_path):
+    """Seed 236444398 (label "49"; PBMC, 19,875 events, 914 CD20+ B cells, CD27 at gain 0.53
+    spread by spillover): the CD27- B cells split into humps at -0.11 and 0.32 (0 at 0.11), and
+    a noise dip at 0.23 in the upper one was deeper than the valley at 0.45 above them: naive
+    B cells 0.73, unswitched memory 0.49 (the best quadrant reaches 0.93). A dip with fewer
+    events between 0 and it than below 0 lies inside the negatives (`split_negatives`)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[236444398])
+    assert table["n_events"].iloc[0] == 19_875
+    scored = table[table["population"].isin(["b_naive", "b_unswitched_memory"])]
+    assert (scored["truth"] >= 100).all()
+    assert random_accuracy.misses(table).empty, table.to_string()
+
+
 def test_nk_cells_beside_monocytes_in_ssc_keep_the_forward_scatter_view(tmp_path):
     """Seed 583954657 (label "40"; lymphopenic blood, 34,819 events): NK cells and monocytes
     overlap in SSC, and neither the CD45 x SSC mixture (confidence 0.06) nor the FSC x SSC one
