@@ -50,7 +50,7 @@ from random_accuracy import evaluation_seeds  # noqa: E402
 from cytopipe.clinical.sample_checks import compensation_notes  # noqa: E402
 from cytopipe.config import load_config  # noqa: E402
 from cytopipe.gating.sample import gate_events  # noqa: E402
-from cytopipe.gating.stats import review_rows, unlike_template  # noqa: E402
+from cytopipe.gating.stats import f1_score, review_rows, unlike_template  # noqa: E402
 from cytopipe.gating.template import load_template  # noqa: E402
 from cytopipe.ingest.panel import load_panel  # noqa: E402
 from cytopipe.preprocess.sample import preprocess  # noqa: E402
@@ -165,6 +165,11 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     if pre.info["qc"]["verdict"] != "pass":
         checks = "; ".join(c for c in (checks, f"QC {pre.info['qc']['verdict']}") if c)
     rows = []
+    live, t_live = ref["Live"].to_numpy(bool), None  # T cells: the CD3 cut, not the live gates
+    if "t_cells" in masks and "CD3" not in params["without"]:
+        t_live = round(
+            f1_score(masks["t_cells"].to_numpy()[live], ref["Live/CD3"].to_numpy(bool)[live]), 3
+        )
     for row in rg._lyoplate_rows(f"fuzz {seed}", masks, ref):
         target, pop = row["target"], row["population"]
         # B cells as openCyto defines them (CD19+ CD20+), inside its scatter gate: our CD20-
@@ -180,6 +185,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
             target = None
         rows.append({"seed": seed, "population": row["population"], "ours": row["ours"],
                      "ref": row["ref"], "f1": round(f1, 3), "target": target,
+                     "f1_their_live": t_live if pop == "t_cells" else None,
                      "miss": target is not None and f1 < target, "unlike_template": said,
                      "to_review": review, "file_checks": checks, "params": params})  # fmt: skip
     return rows
@@ -202,6 +208,9 @@ def run(data: Path, seeds, without: Sequence[str] = ()) -> pd.DataFrame:
             theirs = ref[keep].reset_index(drop=True)
             rows += score(seed, path, theirs, params, specs, panel, cfg)
     return pd.DataFrame(rows)
+
+
+T_CELLS_LIVE = 0.95  # the T-cell target, printed beside the B-cell targets
 
 
 def silent(table: pd.DataFrame) -> pd.DataFrame:
@@ -241,6 +250,12 @@ def main() -> None:
     missed, quiet = table[table["miss"]], silent(table)
     print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
           f"in {missed['seed'].nunique()} files; {len(quiet)} with nothing said")  # fmt: skip
+    t_cells = table[table["population"] == "t_cells"]
+    low = t_cells[t_cells["f1_their_live"] < T_CELLS_LIVE]
+    print(f"T cells among openCyto's live lymphocytes (not a target): median F1 "
+          f"{t_cells['f1_their_live'].median():.3f}, {len(low)} files below {T_CELLS_LIVE}"
+          + "".join(f"\n  {r.seed}: {r.f1_their_live:.3f} ({r.ours} vs {r.ref}), {r.params}"
+                    for r in low.itertuples()))  # fmt: skip
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         for label, part in (("missed, said", missed.drop(quiet.index)), ("missed, silent", quiet)):
             if len(part):

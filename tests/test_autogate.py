@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating.anchors import anchor_limits
+from cytopipe.gating.anchors import anchor_limits, flank_turn
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
@@ -306,6 +306,22 @@ def test_a_dip_inside_the_upper_half_of_split_negatives_is_not_a_gate():
     cut, _ = find_valley(d, start, 0.9, min_side=10, min_depth=0.3)
     assert split_negatives(d, cut, zero) is None
     assert np.mean(pos >= cut) > 0.95 and np.mean(neg < cut) > 0.99
+
+
+def test_a_positive_majority_without_a_valley_is_cut_at_its_one_turning_flank():
+    """T cells (70%) in a narrow CD3 peak rising from the CD3- cells' wide plateau, no dip
+    between: the turn on the peak's lower flank parts them (`flank_turn`). A single population
+    turns on neither flank, and a 1% tail beyond a turn (a CD19+ CD20+ export's CD3) is no
+    population: the cut stays with the template."""
+    rng = np.random.default_rng(2)
+    t_cells, others = rng.normal(0.41, 0.035, 21_000), rng.uniform(-0.1, 0.32, 9_000)
+    cut, how = flank_turn(np.concatenate([t_cells, others]), 0.02, (0.12, 0.65))
+    assert "below the majority peak" in how
+    kept, wrong = np.sum(t_cells >= cut), np.sum(others >= cut)
+    assert 2 * kept / (kept + wrong + t_cells.size) > 0.97, cut  # T cells' F1
+    assert flank_turn(rng.normal(0.41, 0.05, 30_000), 0.02, (0.12, 0.65)) is None
+    b_cells = np.concatenate([rng.normal(0.15, 0.05, 10_000), rng.normal(0.34, 0.04, 100)])
+    assert flank_turn(b_cells, 0.02, (0.12, 0.65)) is None
 
 
 CD19_ANCHOR = {"population": "t_cells", "robust": True, "peak": [-0.20, 0.45], "q": 0.95,

@@ -39,7 +39,7 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, positive_peak
+from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, flank_turn, positive_peak
 from cytopipe.gating.beyond_gate import (
     coupled,
     missed,
@@ -105,11 +105,8 @@ class _Placer:
         zeros: Mapping[str, float] | None = None,
         held: Held | None = None,
     ):
-        self.columns = columns
-        self.zeros = zeros or {}
-        self.held = held
-        self.masks = masks
-        self.n = n
+        self.columns, self.masks, self.n = columns, masks, n
+        self.zeros, self.held = zeros or {}, held
         self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
         self.last_resort: set[str] = set()  # valleys placed without valley, shoulder or turn
@@ -360,6 +357,9 @@ class _Placer:
             lone = self._one_population(t, x, why)
             if lone is not None:
                 return lone
+        turn = flank_turn(x, t.bandwidth, search) if p.get("flank_turn") else None
+        if turn is not None:  # measured, but the sample is unlike the template: no valley
+            return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
         gap = None if isinstance(p.get("reference"), ThresholdSpec) else empty(x, search, t.fixed)
         return gap or self._fallback(t, why)
 
