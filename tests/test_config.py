@@ -124,14 +124,14 @@ def test_settings_json_overrides_the_file_and_is_validated(tmp_path):
 
 def test_gating_schema_checks_structure_and_keeps_method_parameters_open(repo, tmp_path):
     raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
-    raw["thresholds"]["cd3"]["new_parameter"] = [1, 2]  # a parameter the schema does not know
+    raw["thresholds"]["cd3_b"]["new_parameter"] = [1, 2]  # a parameter the schema does not know
     path = tmp_path / "gating.yaml"
     path.write_text(yaml.safe_dump(raw))
-    cd3 = next(t for s in load_template(path) for t in s.thresholds() if t.name == "cd3")
+    cd3 = next(t for s in load_template(path) for t in s.thresholds() if t.name == "cd3_b")
     assert cd3.params["new_parameter"] == [1, 2] and cd3.on == "lymphocytes"  # `on:` key kept
-    del raw["thresholds"]["cd3"]["dim"]
+    del raw["thresholds"]["cd3_b"]["dim"]
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"thresholds\.cd3\.dim is missing"):
+    with pytest.raises(ConfigError, match=r"thresholds\.cd3_b\.dim is missing"):
         load_template(path)
 
 

@@ -82,6 +82,7 @@ from cytopipe.gating.placement import (
     empty,
     judged,
     split_separation,
+    standing_in,
     strided,
     within_window,
 )
@@ -113,7 +114,7 @@ class _Placer:
 
     def place(self, t: ThresholdSpec) -> Placement:
         if t.name not in self.done:
-            self.done[t.name] = self._place(t)
+            self.done[t.name] = standing_in(self._place(t), t.params, self.place)
         return self.done[t.name]
 
     def values(self, t: ThresholdSpec) -> np.ndarray | None:
@@ -241,9 +242,7 @@ class _Placer:
         p = t.params
         search = [float(v) for v in p["search"]]
         lo, hi = search
-        bw = t.bandwidth
-        anchor = p.get("anchor")
-        limits = None
+        bw, anchor, limits = t.bandwidth, p.get("anchor"), None
         reference = self._floor(t)  # `not_below`'s cut, where the sample showed it
         if anchor:
             ref = self._gated(anchor.get("population"), t.dim)
@@ -348,11 +347,12 @@ class _Placer:
                 misplaced = misplaced or past  # shoulder: random draw 44c)
             unlike = unlike or limits.unlike_if_cut or misplaced
             return Placement(limits.method, 0.5, f"{limits.how} ({why})", value, unlike=unlike)
-        if "fallback_sd" in p and majority is not None:
-            k = float(p["fallback_sd"])
-            how = f"{LAST_RESORT} {majority[0]:.2f} + {k:g} SD"
+        if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
+            misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
+            k = float(p["fallback_sd"]) * (-1 if misplaced else 1)
+            how = f"{LAST_RESORT} {majority[0]:.2f} {'-' if misplaced else '+'} {abs(k):g} SD"
             value, past = within_window(how, majority[0] + k * majority[1], search)
-            return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=past)
+            return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past)
         if "one_population_sd" in p:
             lone = self._one_population(t, x, why)
             if lone is not None:
@@ -435,9 +435,8 @@ class _Placer:
             r = self.place(ref)  # that one fell back to the template too
             conf = round(0.8 * r.confidence, 3)
             if r.method == "fallback":
-                return Placement(
-                    "fallback", conf, f"fallback: {why}; {ref.name} on {ref.on} used", r.value
-                )
+                why = f"fallback: {why}; {ref.name} on {ref.on} used"
+                return Placement("fallback", conf, why, r.value)
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)

@@ -384,7 +384,10 @@ def misplaced_majority(x: np.ndarray, peak: tuple[float, float] | None, anchor: 
     memory-rich file at a dim fluorescence (5% of its naive B cells, 784 B cells): the IgD-
     memory B cells' peak (0.32) was the highest, 68% of the B cells lay above it, and its
     - 2 SD (0.21) called every IgD- B cell IgD+ (switched memory 0.20, double negative 0.11,
-    nothing said). Two populations by BIC then place the cut."""
+    nothing said). Two populations by BIC then place the cut. Without an anchor (CD38 among
+    naive and transitional B cells) the last resort goes k SDs below such a peak instead: the
+    positives' (a small file early in reconstitution, 60 transitional B cells in a narrow
+    CD38 peak above 59 naive ones spread below it: its + 2 SD cut above them all, F1 0.06)."""
     if peak is None or "fallback_sd" not in anchor:
         return ""
     below = anchor.get("side", "above") == "below"

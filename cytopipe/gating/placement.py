@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +38,18 @@ class Placement:
     separation: float | None = None  # Ashman's D of the two sides (gmm: to the nearest cluster)
     events: int | None = None  # events the placement looked at
     unlike: str = ""  # why the sample did not look as the template expects, seen while placing
+
+
+def standing_in(own: Placement, params: Mapping, place: Callable) -> Placement:
+    """`own`, or where it was placed on its own because the cut it stands in for (`same_as`)
+    found no two populations, with that cut's look and doubts (`same_doubts`): the T cells'
+    certain part above a CD3 with no valley is as doubtful as the CD3 cut, not a confident
+    peak_offset. `place`: threshold -> its placement in this sample."""
+    same = place(params["same_as"]) if params.get("same_doubts") else own
+    if own is same:
+        return own
+    note = f"its certain part: {own.method} {own.value:.2f}" if own.value is not None else ""
+    return replace(same, value=own.value, flag="; ".join(f for f in (same.flag, note) if f))
 
 
 SHAPE_MAX_EVENTS = 100_000  # split_separation looks at no more events than this
