@@ -90,6 +90,19 @@ def relative_height(x: np.ndarray, bandwidth: float, peak: float, at: float) -> 
     return d.at(at) / max(d.at(peak), 1e-12)
 
 
+def _unpiled(x: np.ndarray, bandwidth: float) -> np.ndarray:
+    """`x` without a pile of ties at its lowest value (a display export clipped at 0): a pile is
+    no shape, and its edge read as a density turn in the IgD- B cells' lower tail (0.10 for
+    0.36)."""
+    lowest, piled = floor_pile(x, bandwidth)
+    return x[x > lowest] if piled else x
+
+
+def _turn_smoothing(bandwidth: float, n: int) -> float:
+    """The bandwidth a weak density turn is read at, for `n` events (`find_turn`)."""
+    return widened(TURN_SMOOTHING * bandwidth, n, TURN_FULL_EVENTS)
+
+
 def _steady_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
     """The majority peak on a density smoothed as for LAST_RESORT_FULL_EVENTS, its SD without
     the extra kernel variance that smoothing adds (a half-width of a smoothed density is the
@@ -283,10 +296,7 @@ def anchor_limits(
             beyond = start + sign * gap  # searched upward: a shoulder or turn above `floor`
             if floor is not None and sign > 0:
                 beyond = max(beyond, floor)
-            # a pile of ties at the lowest value (a display export clipped at 0) is no shape:
-            # its edge read as a density turn in the IgD- B cells' lower tail (0.10 for 0.36)
-            lowest, piled = floor_pile(x, bandwidth)
-            shaped = x[x > lowest] if piled else x
+            shaped = _unpiled(x, bandwidth)
             shoulder = find_shoulder(sign * shaped, bandwidth, sign * beyond)
             if shoulder is not None:
                 return Limits(
@@ -296,8 +306,7 @@ def anchor_limits(
                     unlike,
                     "shoulder",
                 )
-            smooth = widened(TURN_SMOOTHING * bandwidth, x.size, TURN_FULL_EVENTS)
-            turn = find_turn(sign * shaped, smooth, sign * beyond)
+            turn = find_turn(sign * shaped, _turn_smoothing(bandwidth, x.size), sign * beyond)
             if turn is not None:
                 cut, how = sign * turn, f"density turn at {sign * turn:.2f}"
                 most = anchor.get("turn_max_sd")
@@ -350,9 +359,7 @@ def flank_turn(
     peak = majority_peak(x, bandwidth)
     if peak is None:
         return None
-    smooth = widened(TURN_SMOOTHING * bandwidth, x.size, TURN_FULL_EVENTS)
-    lowest, piled = floor_pile(x, bandwidth)
-    shaped = x[x > lowest] if piled else x
+    smooth, shaped = _turn_smoothing(bandwidth, x.size), _unpiled(x, bandwidth)
     turns = []
     for sign, side in ((1.0, "above"), (-1.0, "below")):
         turn = find_turn(sign * shaped, smooth, sign * (peak[0] + sign * peak[1]))

@@ -435,8 +435,8 @@ class _Placer:
             r = self.place(ref)  # that one fell back to the template too
             conf = round(0.8 * r.confidence, 3)
             if r.method == "fallback":
-                why = f"fallback: {why}; {ref.name} on {ref.on} used"
-                return Placement("fallback", conf, why, r.value)
+                flag = f"fallback: {why}; {ref.name} on {ref.on} used"
+                return Placement("fallback", conf, flag, r.value)
             used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
             return Placement("reference", conf, used, r.value, unlike=r.unlike)
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)

@@ -263,8 +263,9 @@ def split_negatives(d: _Density, valley: float, zero: float | None) -> float | N
     if not at_zero:  # a dip inside the upper half: fewer events between 0 and it than below
         # 0 (the negatives are symmetric about 0), under an upper hump that is a peak, not the
         # slope up to the positives
-        between = float(np.interp(valley, d.centers, d.below) - np.interp(zero, d.centers, d.below))
-        inside = between < UPPER_HALF_SHARE * float(np.interp(zero, d.centers, d.below))
+        below_zero = float(np.interp(zero, d.centers, d.below))
+        between = float(np.interp(valley, d.centers, d.below)) - below_zero
+        inside = between < UPPER_HALF_SHARE * below_zero
         if not inside or top + 1 >= d.smooth.size or d.smooth[top + 1] >= d.smooth[top]:
             return None
     return float(d.centers[top])
