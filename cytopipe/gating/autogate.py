@@ -191,7 +191,9 @@ class _Placer:
             )
             if peak is None:
                 return self._fallback(t, f"no peak in {t.on}")
-            return self._clamped(t, self._from_peak(t, peak, p), "peak_offset")
+            sign = -1.0 if p.get("side", "above") == "below" else 1.0
+            shift = float(p.get("offset", 0.0)) + float(p.get("sd", 0.0)) * peak[1]
+            return self._clamped(t, peak[0] + sign * shift, "peak_offset")
         return Placement("fixed", 1.0, "", t.fixed)
 
     def _floored(self, t: ThresholdSpec, placed: Placement) -> Placement:
@@ -223,11 +225,6 @@ class _Placer:
             return None
         floor = self.place(below)
         return None if floor.method == "fallback" else float(floor.value)
-
-    @staticmethod
-    def _from_peak(t: ThresholdSpec, peak: tuple[float, float], p: Mapping) -> float:
-        sign = -1.0 if p.get("side", "above") == "below" else 1.0
-        return peak[0] + sign * (float(p.get("offset", 0.0)) + float(p.get("sd", 0.0)) * peak[1])
 
     def _clamped(self, t: ThresholdSpec, value: float, method: str) -> Placement:
         lo, hi = (float(v) for v in t.params["search"])
@@ -279,9 +276,9 @@ class _Placer:
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
         zero = self.zeros.get(t.dim)
         beyond = split_negatives(d, found[0], zero) if found else None
-        split = ""
+        split, dip = "", None  # dip: where the scale split the negatives in two, if it did
         if beyond is not None:  # the negatives' two humps: a valley beyond them, if any
-            split = split_note(found[0], zero, beyond)
+            split, dip = split_note(found[0], zero, beyond), found[0]
             lo = floor = max(lo, beyond)
             found = find_valley(d, lo, hi, *needs) if lo < hi else None
         if found is None and p.get("either_side") and majority is not None:
@@ -292,7 +289,7 @@ class _Placer:
             )
             beyond = split_negatives(d, found[0], zero) if found else None
             if beyond is not None:  # nor between those humps (the majority is the upper one)
-                split, found = split or split_note(found[0], zero, beyond), None
+                split, dip, found = split or split_note(found[0], zero, beyond), found[0], None
         near = limits.near if limits is not None else None  # a noisy anchor (`near_sd`)
         if found is None and near is not None and near < min(lo, hi) and not split:
             found = find_valley(d, near, min(lo, hi), *needs)
@@ -310,7 +307,8 @@ class _Placer:
         if upward and limits.method == "turn" and not split:
             beyond = split_negatives(d, limits.cut, zero)
             if beyond is not None:  # the turn is the dip between the negatives' two halves
-                split, floor = split_note(limits.cut, zero, beyond), max(floor, beyond)
+                split, dip = split_note(limits.cut, zero, beyond), limits.cut
+                floor = max(floor, beyond)
         why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
         if split and upward and limits.cut < floor:
             # a turn or shoulder between the negatives' two halves parts no populations
@@ -323,7 +321,8 @@ class _Placer:
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
                 pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0])
-            mixed = split_placement(x, window, unlike, pair=pair) if p.get("split") else None
+            upper = x if dip is None else x[x > dip]  # the lower hump mirrors the upper one
+            mixed = split_placement(upper, window, unlike, pair=pair) if p.get("split") else None
             if mixed is not None and not self._both_positive(t, x, mixed.value):
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
