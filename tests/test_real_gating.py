@@ -1885,6 +1885,22 @@ def test_t_cells_without_a_cd3_valley_are_cut_where_their_peak_rises_from_the_ne
     assert table.loc["b_cd20pos", "f1"] >= 0.92, table.to_dict()
 
 
+def test_a_cd27_valley_just_below_the_reference_cut_is_taken_there(shared_data):
+    """Seed 71852593 of `real_fuzz.py --label "session 50 no cd3 live" --without CD3 Live`
+    (CD19 x0.55, 30% of the naive B cells): the B cells' CD27 valley (0.44) lies just below the
+    CD19- lymphocytes' own CD27 valley (0.47, `cd27_lymph`, the floor CD27 is never cut
+    below), the search above the floor found none, and the last resort went through the memory
+    B cells (0.53: unswitched memory 0.575, nothing said). A valley below the floor, where none
+    lies above it, is raised to it and said (`_floored`): 0.83, the sample unlike the
+    template."""
+    table = real_fuzz.run(shared_data / "real", [71852593], without=["CD3", "Live"])
+    table = table.set_index("population")
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.80, table.to_dict()
+    assert table.loc["b_switched_memory", "f1"] >= 0.88, table.to_dict()
+    said = table.loc["b_unswitched_memory", "unlike_template"]
+    assert "cd27: its cut (0.44) lay below cd27_t" in said, said
+
+
 def test_a_transitional_peak_above_spread_naive_b_cells_is_cut_below(shared_data):
     """Seed 663318863 of label "session 40" (5% of the lymphocytes, 10% of the naive B cells,
     CD27 x0.62): among the 103 CD27- IgD+ B cells, 60 transitional ones make a narrow CD38

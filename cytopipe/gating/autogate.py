@@ -62,6 +62,7 @@ from cytopipe.gating.densities import (
     split_negatives,
     split_note,
     valley_below_start,
+    valley_under,
 )
 from cytopipe.gating.gates import PolygonGate
 from cytopipe.gating.lineage import (
@@ -71,7 +72,7 @@ from cytopipe.gating.lineage import (
     shows_lineage,
     stand_ins,
 )
-from cytopipe.gating.mixture import place_gmm, split_placement
+from cytopipe.gating.mixture import both_positive, one_population, place_gmm, split_placement
 from cytopipe.gating.placement import (
     FOUND,
     LOW_CONFIDENCE,
@@ -264,7 +265,7 @@ class _Placer:
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
         floor = search[0] if reference is None else reference
-        lo = max(lo, floor)
+        unfloored, lo = lo, max(lo, floor)
         balanced = bool(p.get("balanced", False))
         unpiled = bool(p.get("unpiled", balanced))
         d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=unpiled)
@@ -290,6 +291,8 @@ class _Placer:
             beyond = split_negatives(d, found[0], zero) if found else None
             if beyond is not None:  # nor between those humps (the majority is the upper one)
                 split, dip, found = split or split_note(found[0], zero, beyond), found[0], None
+        if found is None and reference is not None and not split and unfloored < reference:
+            found = valley_under(d, unfloored, reference, needs)  # raised to it: `_floored`
         near = limits.near if limits is not None else None  # a noisy anchor (`near_sd`)
         if found is None and near is not None and near < min(lo, hi) and not split:
             found = find_valley(d, near, min(lo, hi), *needs)
@@ -323,7 +326,8 @@ class _Placer:
                 pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0])
             upper = x if dip is None else x[x > dip]  # the lower hump mirrors the upper one
             mixed = split_placement(upper, window, unlike, pair=pair) if p.get("split") else None
-            if mixed is not None and not self._both_positive(t, x, mixed.value):
+            one = self._one_reference(t)
+            if mixed is not None and not (one and both_positive(x, mixed.value, one.value)):
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority if majority is not None else majority_peak(x, bw)
@@ -352,10 +356,10 @@ class _Placer:
             how = f"{LAST_RESORT} {majority[0]:.2f} {'-' if misplaced else '+'} {abs(k):g} SD"
             value, past = within_window(how, majority[0] + k * majority[1], search)
             return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past)
-        if "one_population_sd" in p:
-            lone = self._one_population(t, x, why)
-            if lone is not None:
-                return lone
+        one = self._one_reference(t)
+        lone = one and one_population(x, p, p["reference"].name, one.value, why)
+        if lone:
+            return lone
         turn = flank_turn(x, t.bandwidth, search) if p.get("flank_turn") else None
         if turn is not None:  # measured, but the sample is unlike the template: no valley
             return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
@@ -370,34 +374,11 @@ class _Placer:
         v = np.asarray(self.columns[dim][self._known(population, [dim], self.masks[population])])
         return v[np.isfinite(v)]
 
-    def _both_positive(self, t: ThresholdSpec, x: np.ndarray, cut: float) -> bool:
-        """Whether the events below a two-population cut of a `one_population_sd` threshold
-        mostly lie above its reference cut too: two positive populations, no negative one to
-        part from them. 100 CD20- B cells, all plasmablasts (CD38 0.86-0.95, above the
-        transitional level 0.69), fit a narrow Gaussian at their top beside their body (D
-        2.3), and the cut between went through them (random_accuracy "44", seed 911440852:
-        28 of 113); they are one population, cut at its lower edge (`_one_population`)."""
+    def _one_reference(self, t: ThresholdSpec) -> Placement | None:
+        """The reference cut a `one_population_sd` threshold's lone population is judged by."""
         ref = t.params.get("reference")
-        if "one_population_sd" not in t.params or not isinstance(ref, ThresholdSpec):
-            return False
-        below = x[x < cut]
-        return below.size > 0 and float(np.median(below)) > self.place(ref).value
-
-    def _one_population(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
-        """No valley and one population (BIC, `split`): if its median lies above the reference
-        cut it is the positive population, and the cut is its own lower edge (median - k robust
-        SDs), not the reference, which may run through it (CD20- B cells that are all
-        plasmablasts: the transitional CD38 level cut a fifth of them); else None."""
-        ref = t.params.get("reference")
-        middle = float(np.median(x))
-        if not isinstance(ref, ThresholdSpec) or middle <= self.place(ref).value:
-            return None
-        k = float(t.params["one_population_sd"])
-        sd = 1.4826 * float(np.median(np.abs(x - middle)))
-        lo, hi = (float(v) for v in t.params["search"])
-        value = min(max(middle - k * sd, lo), hi)
-        flag = f"one population above {ref.name}: its median - {k:g} SD ({why})"
-        return Placement("peak_sd", 0.5, flag, value)
+        lone = "one_population_sd" in t.params and isinstance(ref, ThresholdSpec)
+        return self.place(ref) if lone else None
 
     def _positive_majority(
         self, t: ThresholdSpec, x: np.ndarray, peak: tuple[float, float] | None, why: str,

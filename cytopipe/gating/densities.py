@@ -276,6 +276,23 @@ def split_note(dip: float, zero: float, beyond: float) -> str:
             f"(0 at {zero:.2f}): searched from {beyond:.2f}")  # fmt: skip
 
 
+def valley_under(d: _Density, lo: float, cut: float, needs: tuple) -> tuple[float, float] | None:
+    """A valley in [lo, cut] (`find_valley`'s `needs`) from which the density climbs without
+    turning until beyond `cut`: the positives rise through a reference population's cut
+    (`not_below`) from a valley just below it. Without CD3, the CD19- lymphocytes' own CD27
+    valley (0.47) lay just above the B cells' (0.44); the search above it found none, and the
+    last resort went through the memory B cells (unswitched memory 0.58; raised to 0.47:
+    0.83). Not a dip with a hump of its own between it and `cut` (the upper half of
+    over-compensated naive B cells: 0.21 below a hump at 0.34 and a cut at 0.35)."""
+    found = find_valley(d, lo, cut, *needs)
+    if found is None:
+        return None
+    i = int(np.clip(np.searchsorted(d.centers, found[0]), 0, d.centers.size - 1))
+    while i < d.smooth.size - 1 and d.smooth[i + 1] >= d.smooth[i]:
+        i += 1
+    return found if d.centers[i] > cut else None
+
+
 def _downhill(d: _Density, at: float) -> float:
     """The bottom of the dip `at` lies in or on the slope of: walked down the smoothed density."""
     i = int(np.clip(np.searchsorted(d.centers, at), 0, d.centers.size - 1))
