@@ -1901,6 +1901,20 @@ def test_a_cd27_valley_just_below_the_reference_cut_is_taken_there(shared_data):
     assert "cd27: its cut (0.44) lay below cd27_t" in said, said
 
 
+def test_naive_b_cells_lifted_above_the_t_cells_cd27_valley_are_not_cd27_positive(shared_data):
+    """Seed 459695844 of `real_fuzz.py --label "session 50c"` (5% of the lymphocytes and of
+    the T cells, CD24 x1.9, without viability and CD38): the naive B cells' CD27 peak (0.38)
+    lies above the T cells' own CD27 valley (0.26), 2 SDs clear, with 5.7% of the 560 B cells
+    below it, and the cut went 3 SD below that peak as a CD27+ majority's: naive B cells 31
+    of openCyto's 476 (F1 0.12). A positive majority leaves CD27- B cells (naive,
+    transitional, double negative) below the valley, at least 15% of the events
+    (`anchors.NEGATIVE_MIN_SHARE`; the pre-gated export the rule was made for: 46%); here the
+    whole population sits higher, and the last resort goes above its peak: 0.97."""
+    table = real_fuzz.run(shared_data / "real", [459695844]).set_index("population")
+    assert table.loc["b_naive", "ref"] >= 400
+    assert table.loc["b_naive", "f1"] >= 0.95, table.to_dict()
+
+
 def test_a_dip_below_the_reference_cut_with_a_hump_between_is_no_cd27_cut(shared_data):
     """Seed 758315830 of `real_fuzz.py --label "session 50"` (fluorescence x2.4, spillover
     x1.14): the naive B cells' CD27 split in humps at -0.08 and 0.34, the T cells' CD27 valley
