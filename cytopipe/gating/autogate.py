@@ -517,7 +517,10 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     return gate, (placed.method, placed.confidence, placed.flag), judged([(spec.id, placed, None)])
 
 
-VIEW_MARGIN = 0.05  # lineage F1 this much higher (or, from a surer fit, not this much lower)
+# lineage F1 this much higher (or, from a surer fit, not this much lower); 0.05 kept the CD45 x
+# SSC view of a lymphopenic file whose FSC x SSC view held the lineage+ events better by 0.041,
+# leaving 11,850 monocytes among its 81,169 lymphocytes (F1 0.930 -> 0.968; random "50b")
+VIEW_MARGIN = 0.03
 
 
 def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
