@@ -1378,3 +1378,19 @@ def test_cut_moves_count_the_events_a_bandwidth_either_side_of_each_placed_cut()
         assert cut_moves([gate], [spec(0.4)], {"X"}, masks, {"X": x}) == {}
     assert max(moves["apart"]) < 20
     assert min(moves["spread"]) > 200  # 0.02 of a uniform 0-0.8 spread: 250 each way
+
+
+def test_a_search_that_starts_past_its_window_says_so():
+    """A valley search whose anchor puts its start past the window's end (a CD4- peak with a
+    spread as wide as a file of unrelated channels mapped to the panel: start 0.87, end 0.85)
+    says there was no room for a valley, not "no valley between 0.87 and 0.85"."""
+    from cytopipe.gating.autogate import _Placer
+    from cytopipe.gating.template import ThresholdSpec
+
+    x = np.random.default_rng(0).normal(0.1, 0.05, 5000)
+    anchor = {"peak": [-0.2, 0.4], "min_sd": 12, "fallback_sd": 14}
+    params = {"search": [0.2, 0.6], "anchor": anchor, "bandwidth": 0.02}
+    spec = ThresholdSpec("t", "X", "valley", 0.5, None, (), params)
+    placed = _Placer({"X": x}, {}, x.size)._valley(spec, x)
+    assert "no room for a valley: the search starts at 0.6" in placed.flag, placed.flag
+    assert "no valley between" not in placed.flag

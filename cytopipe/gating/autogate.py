@@ -312,7 +312,9 @@ class _Placer:
             if beyond is not None:  # the turn is the dip between the negatives' two halves
                 split, dip = split_note(limits.cut, zero, beyond), limits.cut
                 floor = max(floor, beyond)
-        why = "; ".join(f for f in (f"no valley between {lo:.2f} and {hi:.2f}", split) if f)
+        none = (f"no valley between {lo:.2f} and {hi:.2f}" if lo < hi else
+                f"no room for a valley: the search starts at {lo:.2f}, past its end {hi:.2f}")  # fmt: skip
+        why = "; ".join(f for f in (none, split) if f)
         if split and upward and limits.cut < floor:
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
