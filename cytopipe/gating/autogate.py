@@ -312,9 +312,9 @@ class _Placer:
             if beyond is not None:  # the turn is the dip between the negatives' two halves
                 split, dip = split_note(limits.cut, zero, beyond), limits.cut
                 floor = max(floor, beyond)
-        none = (f"no valley between {lo:.2f} and {hi:.2f}" if lo < hi else
-                f"no room for a valley: the search starts at {lo:.2f}, past its end {hi:.2f}")  # fmt: skip
-        why = "; ".join(f for f in (none, split) if f)
+        no_valley = (f"no valley between {lo:.2f} and {hi:.2f}" if lo < hi else
+                     f"no room for a valley: the search starts at {lo:.2f}, past its end {hi:.2f}")  # fmt: skip
+        why = "; ".join(f for f in (no_valley, split) if f)
         if split and upward and limits.cut < floor:
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
@@ -326,8 +326,10 @@ class _Placer:
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
                 pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0])
-            upper = x if dip is None else x[x > dip]  # the lower hump mirrors the upper one
-            mixed = split_placement(upper, window, unlike, pair=pair) if p.get("split") else None
+            mixed = None
+            if p.get("split"):  # above a split, the lower hump mirrors the upper one
+                upper = x if dip is None else x[x > dip]
+                mixed = split_placement(upper, window, unlike, pair=pair)
             one = self._one_reference(t)
             if mixed is not None and not (one and both_positive(x, mixed.value, one.value)):
                 return mixed
