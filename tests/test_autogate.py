@@ -441,6 +441,31 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
     assert "kept at the majority peak" in limits.how and limits.method == "turn"
 
 
+CD27_ANCHOR = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,
+               "fallback_gap": 0.05, "fallback_sd": 3.0, "min_sd": 1, "turn_max_sd": 3.0}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_pile_at_the_floor_is_no_majority_peak_under_a_population_above_it(seed):
+    """A display export clipped at 0 puts the lower tail of a wide naive population on one
+    value (a real-file variant: 2,001 of 11,394 naive B cells on CD27's 0). Where that pile
+    out-peaks the population, the anchor's majority peak was the pile: the last resort cut at
+    0.07, above the pile and below every other naive B cell. The peak is the population's,
+    and the cut its peak + 3 SD. A pile holding more events than the population above it is
+    the population itself under the range (a log amplifier's channel 0) and stays the peak."""
+    rng = np.random.default_rng(seed)
+    naive = np.maximum(rng.normal(0.30, 0.08, 8_000), 0.0)
+    x = np.where(rng.random(naive.size) < 0.3, 0.0, naive)
+    assert majority_peak(x, 0.02)[0] < 0.01  # the pile out-peaks the naive B cells
+    peak = majority_peak(x[x > 0], 0.02)
+    assert majority_peak(x, 0.02, unpiled=True) == peak
+    limits = anchor_limits(x, CD27_ANCHOR, 0.02)
+    assert limits.method == "peak_sd" and limits.cut == pytest.approx(0.30 + 3 * 0.08, abs=0.03)
+    assert np.mean(x[x > 0] > limits.cut) < 0.02  # not the naive B cells
+    under = np.concatenate([np.zeros(6_000), rng.normal(0.6, 0.08, 3_000)])
+    assert majority_peak(under, 0.02, unpiled=True)[0] == majority_peak(under, 0.02)[0] < 0.01
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_small_minoritys_turn_keeps_halfway_to_a_reference_peak(seed):
     """With a reference population carrying the minority's level of the marker (T cells' CD27

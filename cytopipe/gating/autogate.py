@@ -39,7 +39,13 @@ from dataclasses import replace
 import numpy as np
 
 from cytopipe.errors import GatingError
-from cytopipe.gating.anchors import LAST_RESORT, anchor_limits, flank_turn, positive_peak
+from cytopipe.gating.anchors import (
+    LAST_RESORT,
+    anchor_limits,
+    flank_turn,
+    negative_minority,
+    positive_peak,
+)
 from cytopipe.gating.beyond_gate import (
     coupled,
     missed,
@@ -261,13 +267,13 @@ class _Placer:
                 )
         # the sample's own majority peak, for a search start or a cut that follow the stain
         wanted = any(k in p for k in ("start_sd", "fallback_sd", "either_side"))
-        majority = majority_peak(x, bw) if wanted else None
+        balanced = bool(p.get("balanced", False))
+        unpiled = bool(p.get("unpiled", balanced))
+        majority = majority_peak(x, bw, unpiled=unpiled) if wanted else None
         if "start_sd" in p and majority is not None:
             lo = max(lo, majority[0] + float(p["start_sd"]) * majority[1])
         floor = search[0] if reference is None else reference
         unfloored, lo = lo, max(lo, floor)
-        balanced = bool(p.get("balanced", False))
-        unpiled = bool(p.get("unpiled", balanced))
         d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=unpiled)
         min_side = max(
             int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
@@ -334,15 +340,16 @@ class _Placer:
             if mixed is not None and not (one and both_positive(x, mixed.value, one.value)):
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
-                peak = majority if majority is not None else majority_peak(x, bw)
+                peak = majority or majority_peak(x, bw, unpiled=unpiled)
                 misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
                 positive = self._positive_majority(t, x, peak, why, bool(misplaced))
                 if positive is not None:
                     return positive
                 if misplaced and not p.get("split"):
                     mixed = split_placement(x, window, misplaced, misplaced)
-                    if mixed is not None:
-                        return mixed
+                    negative = self._negative_minority(t, peak, why) if mixed is None else None
+                    if mixed or negative:
+                        return mixed or negative
         if limits is not None and limits.method == "turn" and majority is not None:
             dip = dip_before_turn(d, max(lo, floor), hi, limits.cut, majority[0], min_side)
             if dip is not None:
@@ -408,6 +415,18 @@ class _Placer:
         how = (f"{kind} peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
                f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
         return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
+
+    def _negative_minority(self, t: ThresholdSpec, peak, why: str) -> Placement | None:
+        """`anchors.negative_minority` for a cut below its majority, by its `reference` as
+        measured on this sample (not fallen back)."""
+        ref, anchor = t.params.get("reference"), t.params.get("anchor") or {}
+        if anchor.get("side") != "below" or not isinstance(ref, ThresholdSpec):
+            return None
+        r = self.place(ref)
+        search = tuple(float(v) for v in t.params["search"])
+        cut = None if r.method == "fallback" else negative_minority(
+            peak, float(anchor["fallback_sd"]), float(r.value), search)  # fmt: skip
+        return cut and Placement("peak_sd", 0.5, f"{cut[1]} ({why})", cut[0], unlike=cut[1])
 
     def _unused(self, t: ThresholdSpec) -> bool:
         """Whether the panel has a marker `t` is placed only without (`only_without`)."""
@@ -678,9 +697,4 @@ def autogate(
     return out
 
 
-__all__ = [
-    "AutogateResult",
-    "autogate",
-    "place_ratio",
-    "threshold_events",
-]
+__all__ = ["AutogateResult", "autogate", "place_ratio", "threshold_events"]
