@@ -216,7 +216,7 @@ def negative_minority(
     cells' IgD reach): a negative minority's peak (the IgD- memory B cells of a memory-rich
     file), `k` of its SDs above it and no higher than that reference; None where the peak is
     not below it. Real_fuzz "session 51c" seed 268194849 (5% of the naive B cells, CD20
-    pinned): the IgD- B cells' peak 0.47 under the T cells' reach 0.55, the last resort
+    pinned): the IgD- B cells' peak 0.47 under the T cells' reach 0.60, the last resort
     below that peak called nearly every IgD- B cell IgD+ (switched memory 0.12, double
     negative 0.05); two populations by BIC are tried first, where they part the two."""
     if peak[0] >= reference:
