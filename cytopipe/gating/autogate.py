@@ -684,7 +684,7 @@ def autogate(
         if spec.rescue:
             rescue(spec, out, _cut(placer), columns, available, n_events)
     for spec in placed:
-        if spec.missed:
+        if spec.missed or spec.contradicted:
             missed(spec, out, _cut(placer), columns, available, n_events)
         if spec.most_of_parent:
             short_of_parent(spec, out)

@@ -111,6 +111,9 @@ class PopulationSpec:
     # `missed:` rectangles on the parent's events outside the gate that another marker of the
     # population's lineage marks: more than their `share` of the parent -> to review
     missed: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
+    # `contradicted:` rectangles on the gate's own events where another marker says they cannot
+    # be of this population: more than their `share` of the gate -> to review
+    contradicted: tuple[UnionPart, ...] = field(default=(), hash=False, compare=False)
     # markers the population needs beyond its gate's (plasmablasts are CD19-dim: without CD3
     # they cannot be told from NK cells, so they are absent with that reason, not undercounted)
     requires: tuple[str, ...] = ()
@@ -275,8 +278,8 @@ def _rectangle_bounds(
 
 def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -> list[UnionPart]:
     """`or:` rectangles whose events join the gate's (e.g. CD19-dim plasmablasts, below the
-    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell); `rescue:` and `missed:`
-    parts have the same form."""
+    B-cell CD19 cut but brighter in CD27 and CD38 than any T cell); `rescue:`, `missed:` and
+    `contradicted:` parts have the same form."""
     parts = []
     for part in raw or ():
         dims = tuple(str(d) for d in part["dims"])
@@ -370,8 +373,10 @@ def load_template(path: str | os.PathLike) -> list[PopulationSpec]:
         )
         rescue = _union_parts(p.get("rescue"), thresholds, every_id, pid, path)
         missed = _union_parts(p.get("missed"), thresholds, every_id, pid, path)
-        if alts or rescue or missed:
-            spec = replace(spec, alternatives=alts, rescue=tuple(rescue), missed=tuple(missed))
+        against = _union_parts(p.get("contradicted"), thresholds, every_id, pid, path)
+        if alts or rescue or missed or against:
+            spec = replace(spec, alternatives=alts, rescue=tuple(rescue), missed=tuple(missed),
+                           contradicted=tuple(against))  # fmt: skip
         if p.get("independent"):
             spec = replace(spec, independent=_independent(p["independent"], every_id, pid, path))
         specs.append(spec)
