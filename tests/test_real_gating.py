@@ -1970,3 +1970,15 @@ def test_cd8_beta_without_cd8_alpha_among_cd4_t_cells_is_said(shared_data):
     flagged = {n for n, s in said.items() if "CD8 beta without CD8 alpha" in s}
     assert flagged == {"gvhd_07", "gvhd_08", "gvhd_09"}, said
     assert "t_cd4: 224 of its 909 events CD8b+" in said["gvhd_09"], said["gvhd_09"]
+
+
+def test_a_density_turn_beyond_a_population_is_not_the_majoritys(shared_data):
+    """Seed 409296085 of `real_fuzz.py --label "session 51"` (10% of the naive B cells, 30% of
+    the T cells, exported compensated with noise of SD 278, no matrix): the IgD- B cells (38%)
+    overlap the IgD+ ones with no valley. The strongest convex stretch of the IgD density lay
+    at 0.17, where the IgD- B cells' lower flank meets the noise, with 45% of the B cells
+    between it and the first stretch (0.44): cut there, switched memory 0.17, double negative
+    0.10. The first stretch ends the majority (`densities.TURN_BETWEEN_SHARE`): 0.84, 0.82."""
+    table = real_fuzz.run(shared_data / "real", [409296085]).set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.80, table.to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.80, table.to_dict()

@@ -25,6 +25,7 @@ from cytopipe.gating.densities import (
     find_turn,
     floor_pile,
     majority_peak,
+    majority_turn,
     risen_population,
     support_end,
     widened,
@@ -151,6 +152,7 @@ class Limits(NamedTuple):
     method: str = "edge"
     unlike_if_cut: str = ""  # unlike the template only where `cut` is used (no valley found)
     near: float | None = None  # searched from when no valley lies beyond `start` (`near_sd`)
+    far: float | None = None  # a turn's strongest convex stretch (`majority_turn`)
 
 
 def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
@@ -333,9 +335,11 @@ def anchor_limits(
                     unlike,
                     "shoulder",
                 )
-            turn = find_turn(sign * shaped, _turn_smoothing(bandwidth, x.size), sign * beyond)
-            if turn is not None:
-                cut, how = sign * turn, f"density turn at {sign * turn:.2f}"
+            turns = majority_turn(sign * shaped, _turn_smoothing(bandwidth, x.size), sign * beyond)
+            if turns is not None:
+                cut, how = sign * turns[0], f"density turn at {sign * turns[0]:.2f}"
+                if turns[0] != turns[1]:
+                    how += f" (the first; the strongest, {sign * turns[1]:.2f}, past a population)"
                 most = anchor.get("turn_max_sd")
                 if most is not None and peak is not None:
                     # the turn is where both populations are equally likely: a small
@@ -350,7 +354,7 @@ def anchor_limits(
                         and relative_height(x, bandwidth, peak[0], limit) <= LIMIT_MAX_HEIGHT
                     ):
                         cut, how = limit, f"{how}, kept at {why}"
-                return Limits(start + sign * gap, cut, how, unlike, "turn")
+                return Limits(start + sign * gap, cut, how, unlike, "turn", far=sign * turns[1])
             if peak is not None:
                 peak = _steady_peak(x, bandwidth) or peak
                 fk = float(anchor["fallback_sd"])

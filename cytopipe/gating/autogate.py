@@ -351,9 +351,9 @@ class _Placer:
                     if mixed or negative:
                         return mixed or negative
         if limits is not None and limits.method == "turn" and majority is not None:
-            dip = dip_before_turn(d, max(lo, floor), hi, limits.cut, majority[0], min_side)
+            dip = dip_before_turn(d, max(lo, floor), hi, limits.far, majority[0], min_side)
             if dip is not None:
-                how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a {limits.how}"
+                how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a turn, {limits.far:.2f}"
                 return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
         if limits is not None:  # no valley: the cut is still measured on the sample
             value, past = within_window(limits.how, limits.cut, search)
