@@ -152,7 +152,7 @@ class Limits(NamedTuple):
     method: str = "edge"
     unlike_if_cut: str = ""  # unlike the template only where `cut` is used (no valley found)
     near: float | None = None  # searched from when no valley lies beyond `start` (`near_sd`)
-    far: float | None = None  # a turn's strongest convex stretch (`majority_turn`)
+    far: float | None = None  # a turn: where a dip before it is the cut (`dip_before_turn`)
 
 
 def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
@@ -354,7 +354,8 @@ def anchor_limits(
                         and relative_height(x, bandwidth, peak[0], limit) <= LIMIT_MAX_HEIGHT
                     ):
                         cut, how = limit, f"{how}, kept at {why}"
-                return Limits(start + sign * gap, cut, how, unlike, "turn", far=sign * turns[1])
+                far = sign * turns[1] if turns[0] != turns[1] else cut  # a dip before it: the cut
+                return Limits(start + sign * gap, cut, how, unlike, "turn", far=far)
             if peak is not None:
                 peak = _steady_peak(x, bandwidth) or peak
                 fk = float(anchor["fallback_sd"])

@@ -574,6 +574,6 @@ def majority_turn(x: np.ndarray, bandwidth: float, start: float) -> tuple[float,
     if not runs:
         return None
     first, best = runs[0], max(runs, key=lambda r: z[r].sum())
-    between = float(np.interp(mid[first[0]], mid, above) - np.interp(mid[best[0]], mid, above))
+    between = float(above[first[0]] - above[best[0]])
     where = [float(np.average(mid[r], weights=z[r])) for r in (first, best)]
     return (where[0] if between >= TURN_BETWEEN_SHARE * x.size else where[1]), where[1]

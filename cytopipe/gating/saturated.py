@@ -218,10 +218,9 @@ def _box_masks(result: AutogateResult, low: Columns, high: Columns):
         possible = parent | maybe[gate.parent] if gate.parent else everything
         parts = [gate, *(extra for _, extra in result.extras.get(gate.id, ()))]
         masks[gate.id], maybe[gate.id] = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        rows = np.flatnonzero(possible)
         for part in parts:  # the whole box inside one part: the gate or one of its extras
-            lo, hi = (
-                population_mask(part, (), c, np.flatnonzero(possible), n) for c in (low, high)
-            )
+            lo, hi = (population_mask(part, (), c, rows, n) for c in (low, high))
             masks[gate.id] |= lo & hi & parent
             maybe[gate.id] |= (lo | hi) & possible
         maybe[gate.id] &= ~masks[gate.id]
