@@ -1978,7 +1978,20 @@ def test_a_density_turn_beyond_a_population_is_not_the_majoritys(shared_data):
     overlap the IgD+ ones with no valley. The strongest convex stretch of the IgD density lay
     at 0.17, where the IgD- B cells' lower flank meets the noise, with 45% of the B cells
     between it and the first stretch (0.44): cut there, switched memory 0.17, double negative
-    0.10. The first stretch ends the majority (`densities.TURN_BETWEEN_SHARE`): 0.84, 0.82."""
+    0.10. Past the first the density stays nearly level, past the strongest it keeps falling
+    (`densities.majority_turn`): 0.84, 0.82."""
     table = real_fuzz.run(shared_data / "real", [409296085]).set_index("population")
     assert table.loc["b_switched_memory", "f1"] >= 0.80, table.to_dict()
     assert table.loc["b_double_negative", "f1"] >= 0.80, table.to_dict()
+
+
+def test_a_bend_in_the_majoritys_own_tail_is_not_the_turn(shared_data):
+    """Seed 294401008 of `real_fuzz.py --label "session 52b"` (half of the memory B cells, CD27
+    at 0.45 of its brightness, no viability or CD24 stain): the naive B cells' CD27 has a long
+    upper tail, and its strongest convex stretch (z 2.3, 0.26) bent that tail, the density
+    falling as fast past it; the memory B cells' own (z 2.2, 0.40) lies above, the density
+    level past it. Cut at the strongest, 846 unswitched memory B cells for openCyto's 220
+    (F1 0.41); at the stretch past which the density falls least, 0.75."""
+    table = real_fuzz.run(shared_data / "real", [294401008]).set_index("population")
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.97, table.to_dict()

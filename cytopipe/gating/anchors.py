@@ -339,7 +339,9 @@ def anchor_limits(
             if turns is not None:
                 cut, how = sign * turns[0], f"density turn at {sign * turns[0]:.2f}"
                 if turns[0] != turns[1]:
-                    how += f" (the first; the strongest, {sign * turns[1]:.2f}, past a population)"
+                    how += (
+                        f" (the density falls least past it; the strongest, {sign * turns[1]:.2f})"
+                    )
                 most = anchor.get("turn_max_sd")
                 if most is not None and peak is not None:
                     # the turn is where both populations are equally likely: a small
