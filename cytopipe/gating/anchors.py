@@ -210,23 +210,35 @@ def positive_peak(
 
 
 def negative_minority(
-    peak: tuple[float, float], k: float, reference: float, search: tuple[float, float]
-) -> tuple[float, str] | None:
-    """The cut above a sample's highest peak where that peak, below a cut the template expects
-    under its majority (IgD: the IgD+ naive B cells), has most events above it
-    (`misplaced_majority`) and lies below the `reference` level measured on the sample (the T
-    cells' IgD reach): a negative minority's peak (the IgD- memory B cells of a memory-rich
-    file), `k` of its SDs above it and no higher than that reference; None where the peak is
-    not below it. Real_fuzz "session 51c" seed 268194849 (5% of the naive B cells, CD20
-    pinned): the IgD- B cells' peak 0.47 under the T cells' reach 0.60, the last resort
-    below that peak called nearly every IgD- B cell IgD+ (switched memory 0.12, double
-    negative 0.05); two populations by BIC are tried first, where they part the two."""
-    if peak[0] >= reference:
+    peak: tuple[float, float],
+    k: float,
+    reference: float | None,
+    search: tuple[float, float],
+    dip: tuple[float, float] | None = None,
+) -> tuple[float, str, str] | None:
+    """(cut, how, method) above a sample's highest peak where that peak, below a cut the
+    template expects under its majority (IgD: the IgD+ naive B cells), has most events above
+    it (`misplaced_majority`): a negative minority's peak (the IgD- memory B cells of a
+    memory-rich file). A significant `dip` above it (two modes, however shallow) is the cut;
+    else `k` of its SDs above it, no higher than the `reference` level measured on the sample
+    (the T cells' IgD reach); None without either, or where the peak is not below it.
+    Real_fuzz "session 51c" seed 268194849 (5% of the naive B cells, CD20 pinned): the IgD- B
+    cells' peak 0.47 under the T cells' reach 0.60, the last resort below that peak called
+    nearly every IgD- B cell IgD+ (switched memory 0.12, double negative 0.05); two
+    populations by BIC are tried first, where they part the two. "Session 52 no cd3" seed
+    836038794 (no T cells to measure the reach, noise SD 260): the IgD- peak 0.45 beside the
+    IgD+ one at 0.58, a dip between them of depth 0.16 (3 Poisson SDs; valleys need 0.3):
+    switched memory 0.27 -> 0.84, double negative 0.22 -> 0.83."""
+    said = f"the highest peak {peak[0]:.2f}, most events above it, is a negative minority's"
+    if dip is not None:
+        return dip[0], f"{said}: cut at the dip above it (depth {dip[1]:.2f})", "valley"
+    if reference is None or peak[0] >= reference:
         return None
     value = min(max(peak[0] + k * peak[1], search[0]), reference, search[1])
-    return value, (
-        f"the highest peak {peak[0]:.2f}, most events above it, lies below the negatives' "
-        f"reach {reference:.2f}: a negative minority's, cut {k:g} SD above it"
+    return (
+        value,
+        f"{said} (below the negatives' reach {reference:.2f}): cut {k:g} SD above it",
+        "peak_sd",
     )
 
 

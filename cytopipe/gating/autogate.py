@@ -346,10 +346,10 @@ class _Placer:
                 if positive is not None:
                     return positive
                 if misplaced and not p.get("split"):
-                    mixed = split_placement(x, window, misplaced, misplaced)
-                    negative = self._negative_minority(t, peak, why) if mixed is None else None
-                    if mixed or negative:
-                        return mixed or negative
+                    cut = split_placement(x, window, misplaced, misplaced)
+                    cut = cut or self._negative_minority(t, peak, why, d, needs[0])
+                    if cut:
+                        return cut
         if limits is not None and limits.method == "turn" and majority is not None:
             dip = dip_before_turn(d, max(lo, floor), hi, limits.far, majority[0], min_side)
             if dip is not None:
@@ -416,17 +416,17 @@ class _Placer:
                f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
         return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
-    def _negative_minority(self, t: ThresholdSpec, peak, why: str) -> Placement | None:
-        """`anchors.negative_minority` for a cut below its majority, by its `reference` as
-        measured on this sample (not fallen back)."""
+    def _negative_minority(self, t: ThresholdSpec, peak, why: str, d, min_side: int):
+        """`anchors.negative_minority` for a cut below its majority: a significant dip above
+        the peak (z >= 3, any depth), else by its `reference` as measured on this sample."""
         ref, anchor = t.params.get("reference"), t.params.get("anchor") or {}
         if anchor.get("side") != "below" or not isinstance(ref, ThresholdSpec):
             return None
-        r = self.place(ref)
-        search = tuple(float(v) for v in t.params["search"])
-        cut = None if r.method == "fallback" else negative_minority(
-            peak, float(anchor["fallback_sd"]), float(r.value), search)  # fmt: skip
-        return cut and Placement("peak_sd", 0.5, f"{cut[1]} ({why})", cut[0], unlike=cut[1])
+        r, search = self.place(ref), tuple(float(v) for v in t.params["search"])
+        dip = find_valley(d, peak[0], search[1], min_side, 0.0, 3.0)
+        level = None if r.method == "fallback" else float(r.value)
+        cut = negative_minority(peak, float(anchor["fallback_sd"]), level, search, dip)
+        return cut and Placement(cut[2], 0.5, f"{cut[1]} ({why})", cut[0], unlike=cut[1])
 
     def _unused(self, t: ThresholdSpec) -> bool:
         """Whether the panel has a marker `t` is placed only without (`only_without`)."""
