@@ -555,7 +555,7 @@ def majority_turn(x: np.ndarray, bandwidth: float, start: float) -> tuple[float,
     convex stretches above `start`, the majority's is the one past which the density falls
     least over the next two bandwidths: where another population begins its body holds the
     density up, past a bend in the majority's own tail it keeps falling. Real_fuzz "session
-    52b" seed 294401008 (5% memory B cells, CD27 at 0.45 of its brightness): the strongest
+    52b" seed 294401008 (6% of its B cells CD27+, every stain at 0.45): the strongest
     stretch (z 2.3) lay at 0.26 in the naive B cells' long tail, the log density falling 0.52
     over the next two bandwidths; past the next (z 2.2, 0.40) it stayed level; unswitched
     memory 0.41 -> 0.75. "Session 51" seed 409296085 (noise SD 278): the strongest IgD stretch
