@@ -2000,11 +2000,11 @@ def test_a_density_turn_beyond_a_population_is_not_the_majoritys(shared_data):
 
 
 def test_a_bend_in_the_majoritys_own_tail_is_not_the_turn(shared_data):
-    """Seed 294401008 of `real_fuzz.py --label "session 52b"` (half of the memory B cells, every
-    stain at 0.45 of its brightness, no viability or CD24 stain): the naive B cells' CD27 has a long
-    upper tail, and its strongest convex stretch (z 2.3, 0.26) bent that tail, the density
-    falling as fast past it; the memory B cells' own (z 2.2, 0.40) lies above, the density
-    level past it. Cut at the strongest, 846 unswitched memory B cells for openCyto's 220
+    """Seed 294401008 of `real_fuzz.py --label "session 52b"` (half of the memory B cells,
+    every stain at 0.45 of its brightness, no viability or CD24 stain): the naive B cells'
+    CD27 has a long upper tail, and its strongest convex stretch (z 2.3, 0.26) bent that
+    tail, the density falling as fast past it; the memory B cells' own (z 2.2, 0.40) lies
+    above, the density level past it. Cut at the strongest, 846 unswitched memory B cells for openCyto's 220
     (F1 0.41); at the stretch past which the density falls least, 0.75."""
     table = real_fuzz.run(shared_data / "real", [294401008]).set_index("population")
     assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
