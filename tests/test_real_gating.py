@@ -2004,8 +2004,8 @@ def test_a_bend_in_the_majoritys_own_tail_is_not_the_turn(shared_data):
     every stain at 0.45 of its brightness, no viability or CD24 stain): the naive B cells'
     CD27 has a long upper tail, and its strongest convex stretch (z 2.3, 0.26) bent that
     tail, the density falling as fast past it; the memory B cells' own (z 2.2, 0.40) lies
-    above, the density level past it. Cut at the strongest, 846 unswitched memory B cells for openCyto's 220
-    (F1 0.41); at the stretch past which the density falls least, 0.75."""
+    above, the density level past it. Cut at the strongest, 846 unswitched memory B cells for
+    openCyto's 220 (F1 0.41); at the stretch past which the density falls least, 0.75."""
     table = real_fuzz.run(shared_data / "real", [294401008]).set_index("population")
     assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
     assert table.loc["b_naive", "f1"] >= 0.97, table.to_dict()
