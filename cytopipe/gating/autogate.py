@@ -65,6 +65,7 @@ from cytopipe.gating.densities import (
     find_valley,
     majority_peak,
     misplaced_majority,
+    significant_dip,
     split_negatives,
     split_note,
     valley_below_start,
@@ -347,8 +348,7 @@ class _Placer:
                     return positive
                 if misplaced and not p.get("split"):
                     cut = split_placement(x, window, misplaced, misplaced)
-                    cut = cut or self._negative_minority(t, peak, why, d, needs[0])
-                    if cut:
+                    if cut := cut or self._negative_minority(t, peak, why, d, needs[0]):
                         return cut
         if limits is not None and limits.method == "turn" and majority is not None:
             dip = dip_before_turn(d, max(lo, floor), hi, limits.far, majority[0], min_side)
@@ -418,12 +418,12 @@ class _Placer:
 
     def _negative_minority(self, t: ThresholdSpec, peak, why: str, d, min_side: int):
         """`anchors.negative_minority` for a cut below its majority: a significant dip above
-        the peak (z >= 3, any depth), else by its `reference` as measured on this sample."""
+        the peak (`significant_dip`), else by its `reference` as measured on this sample."""
         ref, anchor = t.params.get("reference"), t.params.get("anchor") or {}
         if anchor.get("side") != "below" or not isinstance(ref, ThresholdSpec):
             return None
         r, search = self.place(ref), tuple(float(v) for v in t.params["search"])
-        dip = find_valley(d, peak[0], search[1], min_side, 0.0, 3.0)
+        dip = significant_dip(d, peak[0], search[1], min_side)
         level = None if r.method == "fallback" else float(r.value)
         cut = negative_minority(peak, float(anchor["fallback_sd"]), level, search, dip)
         return cut and Placement(cut[2], 0.5, f"{cut[1]} ({why})", cut[0], unlike=cut[1])

@@ -304,11 +304,19 @@ def _downhill(d: _Density, at: float) -> float:
     return float(d.centers[i])
 
 
+def significant_dip(d: _Density, lo: float, hi: float, min_side: int) -> tuple[float, float] | None:
+    """A dip in [lo, hi] at least 3 Poisson SDs deep, however shallow, as `find_valley`'s
+    (position, depth), else None: two modes where a second population is already expected,
+    too shallow for a valley search's depth (`dip_before_turn`; a negative minority's IgD
+    peak, `anchors.negative_minority`)."""
+    return find_valley(d, lo, hi, min_side, 0.0, 3.0) if lo < hi else None
+
+
 def dip_before_turn(
     d: _Density, lo: float, hi: float, turn: float, peak: float, min_side: int
 ) -> tuple[float, float] | None:
-    """A significant dip (z >= 3, any depth) in [lo, hi] between the majority `peak` and a
-    density `turn` beyond it, as (position, depth), else None. Where the majority's flank
+    """A `significant_dip` in [lo, hi] between the majority `peak` and a density `turn`
+    beyond it, as (position, depth), else None. Where the majority's flank
     falls into a dip and rises again, a second population has its own hump there, and the
     turn beyond it lies in that population's far tail, not between the two: a memory-rich
     file (a tenth of its naive B cells) with IgD- B cells at 0.38 beside IgD+ ones at 0.56 had
@@ -317,8 +325,7 @@ def dip_before_turn(
     Elsewhere (real_gating --stress, real_fuzz and random_accuracy draws) the subsets it moved
     changed by at most 0.011 F1."""
     a, b = sorted((turn, peak))
-    a, b = max(a, lo), min(b, hi)
-    return find_valley(d, a, b, min_side, 0.0, 3.0) if a < b else None
+    return significant_dip(d, max(a, lo), min(b, hi), min_side)
 
 
 OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
