@@ -76,6 +76,7 @@ from cytopipe.gating.lineage import (
     backgate_bright,
     lineage_bright,
     lineage_fit,
+    one_event_f1,
     shows_lineage,
     stand_ins,
 )
@@ -540,9 +541,8 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     return gate, (placed.method, placed.confidence, placed.flag), judged([(spec.id, placed, None)])
 
 
-# lineage F1 this much higher (or, from a surer fit, not this much lower); 0.05 kept the CD45 x
-# SSC view of a lymphopenic file whose FSC x SSC view held the lineage+ events better by 0.041,
-# leaving 11,850 monocytes among its 81,169 lymphocytes (F1 0.930 -> 0.968; random "50b")
+# a surer fit's lineage F1 not this much lower (a higher one wins by any event: a 0.03 margin kept
+# CD45 x SSC views worse by 0.006-0.026, lymphopenic lymphocytes 0.90-0.95, 0.96-0.99 in FSC)
 VIEW_MARGIN = 0.03
 
 
@@ -550,8 +550,8 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
     """The polygon in the first view the panel has, or in another view (`alternatives`) when
     `compare_views` is set and the first view's cluster is not pure (confidence below
     LOW_CONFIDENCE, or lineage+ events below `compare_share` of it): the other view is kept
-    when it holds the lineage+ events better (F1 by VIEW_MARGIN), or about as well (within
-    VIEW_MARGIN) from a fit that is more confident: confident, or, where neither is, by
+    when it holds the lineage+ events better (by more than one event's F1), or about as well
+    (within VIEW_MARGIN) from a fit that is more confident: confident, or, where neither is, by
     VIEW_MARGIN more. The lineage+ share alone cannot decide: NK cells are lymphocytes without
     a lineage marker, and where they and the monocytes overlap in SSC only forward scatter
     keeps them (generated lymphopenic blood: NK cells 84% kept in CD45 x SSC, lymphocytes F1
@@ -585,7 +585,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
         conf = other[1][1]
         surer = conf >= min(LOW_CONFIDENCE, how[1] + VIEW_MARGIN) and conf > how[1]
         trusted = surer and f1 >= first - VIEW_MARGIN
-        if f1 >= score + VIEW_MARGIN or (trusted and best[3] is variant):
+        if f1 > score + one_event_f1(bright) or (trusted and best[3] is variant):
             score, best = f1, (*other, alt)
     gate, (method, conf, flag), shape, chosen = best
     notes = [flag] if flag else []

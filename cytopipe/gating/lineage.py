@@ -107,6 +107,14 @@ def backgate_bright(columns, rows: np.ndarray, place: Mapping) -> np.ndarray | N
 VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
 
 
+def one_event_f1(bright: np.ndarray) -> float:
+    """What one lineage+ event in or out of a gate moves `lineage_fit`'s F1 by, at most, where
+    the gate holds at least as many events as there are lineage+ ones (2 / (gated + lineage+)):
+    two views closer than that are tied (equal F1s of one cluster differed in the last digits,
+    and a view better by one event is no better)."""
+    return 1.0 / max(np.count_nonzero(strided(bright, VIEW_MAX_EVENTS)), 1)
+
+
 def lineage_fit(gate: Gate, columns, rows: np.ndarray, bright: np.ndarray) -> tuple[float, float]:
     """F1 of `gate` on the parent's rows against the lineage+ events (backgating: how well the
     gate holds the cells a lymphocyte gate must hold while leaving the others out), and their
