@@ -541,8 +541,8 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     return gate, (placed.method, placed.confidence, placed.flag), judged([(spec.id, placed, None)])
 
 
-# a surer fit's lineage F1 not this much lower (a higher one wins by any event: a 0.03 margin kept
-# CD45 x SSC views worse by 0.006-0.026, lymphopenic lymphocytes 0.90-0.95, 0.96-0.99 in FSC)
+# a surer fit's lineage F1 not this much lower; a higher one wins by more than one event (0.03
+# kept CD45 x SSC views worse by 0.006-0.026: lymphopenic lymphocytes 0.90-0.95, FSC 0.96-0.99)
 VIEW_MARGIN = 0.03
 
 

@@ -108,10 +108,9 @@ VIEW_MAX_EVENTS = 200_000  # a view is judged on no more events than this
 
 
 def one_event_f1(bright: np.ndarray) -> float:
-    """What one lineage+ event in or out of a gate moves `lineage_fit`'s F1 by, at most, where
-    the gate holds at least as many events as there are lineage+ ones (2 / (gated + lineage+)):
-    two views closer than that are tied (equal F1s of one cluster differed in the last digits,
-    and a view better by one event is no better)."""
+    """At least what one lineage+ event in or out of a gate moves `lineage_fit`'s F1 by (2 /
+    (gated + lineage+ events), the gated ones as many or more): views closer than that tie
+    (one cluster's equal F1s differed in their last digits)."""
     return 1.0 / max(np.count_nonzero(strided(bright, VIEW_MAX_EVENTS)), 1)
 
 
