@@ -85,3 +85,19 @@ def test_a_large_spill_bounds_how_far_above_the_top_the_pinned_signal_lies():
     assert np.allclose(loose[1]["CD20"], 1.99) and np.allclose(loose[0]["CD3"], 0.4)
     assert np.allclose(bounded[1]["CD20"], 1.59) and np.allclose(bounded[0]["CD3"], 0.44)
     assert np.allclose(bounded[0]["CD27"], 0.0)
+
+
+def test_the_events_below_the_top_tell_how_far_above_it_a_pinned_signal_lies():
+    """A pinned event reads CD27 0.35, its CD20 spill under-compensated by up to 0.1 (CD20 up
+    to twice the top). The events just below CD20's top read CD27 0.25 (SD 0.03): an excess
+    that leaves the event's CD27 above 0.31 fits them more than 2 SD worse than the best, so
+    its CD27 lies in [0.25, 0.31], not [0.25, 0.35]. An event unlike them in a stain the spill
+    does not reach (CD3 0.9 where theirs is 0.1) is not of their population and keeps the
+    whole interval."""
+    shown = {"CD20": np.full(2, 0.99), "CD27": np.full(2, 0.35), "CD3": np.array([0.1, 0.9])}
+    at_top = {"CD20": np.ones(2, dtype=bool)}
+    near = {"CD20": {"CD27": (0.25, 0.03), "CD3": (0.1, 0.03)}}
+    low, high = corners(shown, at_top, info(matrix=True), below=near)
+    assert np.allclose(low["CD27"], 0.25)
+    assert np.allclose(high["CD27"], [0.3125, 0.35])
+    assert np.allclose(low["CD20"], [1.365, 0.99]) and np.allclose(high["CD20"], 1.99)
