@@ -158,3 +158,15 @@ def test_a_stain_check_against_a_population_not_yet_gated_is_refused(repo, tmp_p
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"b_cd20pos: stained: 'b_naive' must be defined above"):
         load_template(path)
+
+
+def test_a_contradiction_whose_events_may_be_a_population_the_template_lacks_is_refused(
+    repo, tmp_path
+):
+    raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
+    cd4 = next(p for p in raw["populations"] if p["id"] == "t_cd4")
+    cd4["contradicted"][0]["instead"] = "t_cd8_typo"
+    path = tmp_path / "gating.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"t_cd4: 'instead: t_cd8_typo' names no population"):
+        load_template(path)

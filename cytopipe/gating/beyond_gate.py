@@ -116,7 +116,9 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
     surface only paired with CD8 alpha, so CD8b+ events among the CD4+ CD8(alpha)- T cells are
     nonspecific binding or spill. On FlowCAP-I GvHD files 7, 8 and 9 they are 25%, 11% and 25%
     of the CD4 T cells (the experts left most of them out of theirs: CD4 T cells F1 0.879,
-    0.867, 0.863, the three lowest), on the other six 0.5-6%."""
+    0.867, 0.863, the three lowest), on the other six 0.5-6%. A part's `instead` population
+    is said to be to review too: file 9's experts count most of its CD8b+ CD4 T cells (CD8
+    alpha dim) as CD8 T cells, whose count was short by them with nothing said of it."""
     parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
     outside = np.flatnonzero(parent & ~out.masks[spec.id])
     n_parent = int(np.count_nonzero(parent))
@@ -144,6 +146,11 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
                 f"{hit} of its {n_inside} events {part.label} ({hit / n_inside:.0%}, more than "
                 f"{100 * part.share:g}%)"
             )
+            if part.instead in out.methods:
+                say_unlike(out, part.instead, [
+                    f"{spec.id} holds {hit} events {part.label} ({hit / n_inside:.0%} of it): "
+                    f"{part.instead} may be short by them"
+                ])  # fmt: skip
     if not notes:
         return
     say_unlike(out, spec.id, list(notes.values()))

@@ -81,6 +81,7 @@ class UnionPart:
     share: float = 0.0  # `missed:` parts: of the parent's events, beyond which to review
     of_gate: float = 1.0  # ... and of the gate's own events
     only_without: frozenset[str] = frozenset()  # used only in a panel without these markers
+    instead: str = ""  # `contradicted:` parts: the population their events may be instead
 
     def applies(self, available: set[str]) -> bool:
         """The panel has the part's markers and none it stands in for."""
@@ -287,7 +288,12 @@ def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -
         label, share = str(part.get("label") or ""), float(part.get("share") or 0.0)
         of_gate = float(part.get("of_gate", 1.0))
         only_without = frozenset(str(m) for m in part.get("only_without") or ())
-        parts.append(UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate, only_without))
+        instead = str(part.get("instead") or "")
+        if instead and instead not in seen:
+            raise ConfigError(f"{pid}: 'instead: {instead}' names no population", path=path)
+        parts.append(
+            UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate, only_without, instead)
+        )
     return parts
 
 
