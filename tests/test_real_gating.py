@@ -1968,6 +1968,21 @@ def test_a_negative_minoritys_igd_peak_without_t_cells_is_cut_at_its_dip(shared_
     assert "a negative minority's" in table.loc["b_double_negative", "unlike_template"]
 
 
+def test_a_turn_below_an_igd_negative_majority_gives_way_to_the_dip_above_it(shared_data):
+    """Seed 666994415 of `real_fuzz.py --label "session 54c" --without CD24` (5% of the naive
+    B cells and of the T cells, CD27 x2.1, noise of SD 203): the IgD- B cells' peak (0.39) is
+    the highest, 69% of the B cells lie above it, and the IgD+ ones peak at 0.51 with a dip
+    at 0.46 between (depth 0.20: no valley). The density turn on the IgD+ flank, at 0.24, lay
+    below the IgD- peak: every IgD- B cell counted IgD+ (switched memory 0.20, double negative
+    0.11). A turn beyond a majority that is not the anchor population gives way to the dip
+    between them (`densities.dip_before_turn`), and the sample is unlike the template."""
+    table = real_fuzz.run(shared_data / "real", [666994415], without=["CD24"])
+    table = table.set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.8, table.to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.8, table.to_dict()
+    assert "a minority's peak" in table.loc["b_double_negative", "unlike_template"]
+
+
 def test_cd8_beta_without_cd8_alpha_among_cd4_t_cells_is_said(shared_data):
     """CD8 beta reaches the cell surface only paired with CD8 alpha, so CD8b+ events among the
     CD4+ CD8(alpha)- T cells are nonspecific binding or spill (`contradicted:`). On the

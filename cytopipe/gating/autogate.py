@@ -215,10 +215,8 @@ class _Placer:
         below, floor = t.params.get("not_below"), self._floor(t)
         if floor is None or placed.value is None or placed.value >= floor:
             return placed
-        why = (
-            f"its cut ({placed.value:.2f}) lay below {below.name} ({floor:.2f}, on "
-            f"{below.on}): raised to it"
-        )
+        why = f"its cut ({placed.value:.2f}) lay below {below.name} ({floor:.2f}, on {below.on})"
+        why += ": raised to it"
         flag = f"{placed.flag}; {why}" if placed.flag else why
         self.last_resort.discard(t.name)  # the cut is that valley, shown by the sample
         if t.params.get("quiet_floor"):  # the higher of two cuts is the definition
@@ -352,10 +350,12 @@ class _Placer:
                     if cut := cut or self._negative_minority(t, peak, why, d, needs[0]):
                         return cut
         if limits is not None and limits.method == "turn" and majority is not None:
-            dip = dip_before_turn(d, max(lo, floor), hi, limits.far, majority[0], min_side)
+            span, judged = (max(lo, floor), hi), None if split else p  # split: no majority
+            dip, astray = dip_before_turn(d, x, span, limits.far, majority, judged, min_side)
+            misplaced = misplaced or astray
             if dip is not None:
                 how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a turn, {limits.far:.2f}"
-                return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
+                return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike or astray)
         if limits is not None:  # no valley: the cut is still measured on the sample
             value, past = within_window(limits.how, limits.cut, search)
             if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a

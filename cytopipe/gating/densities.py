@@ -313,19 +313,42 @@ def significant_dip(d: _Density, lo: float, hi: float, min_side: int) -> tuple[f
 
 
 def dip_before_turn(
-    d: _Density, lo: float, hi: float, turn: float, peak: float, min_side: int
-) -> tuple[float, float] | None:
-    """A `significant_dip` in [lo, hi] between the majority `peak` and a density `turn`
-    beyond it, as (position, depth), else None. Where the majority's flank
+    d: _Density,
+    x: np.ndarray,
+    span: tuple[float, float],
+    turn: float,
+    peak: tuple[float, float],
+    p: Mapping | None,
+    min_side: int,
+) -> tuple[tuple[float, float] | None, str]:
+    """(dip, astray): a `significant_dip` in `span` between the majority `peak` and a density
+    `turn` beyond it, as (position, depth), else None. Where the majority's flank
     falls into a dip and rises again, a second population has its own hump there, and the
     turn beyond it lies in that population's far tail, not between the two: a memory-rich
     file (a tenth of its naive B cells) with IgD- B cells at 0.38 beside IgD+ ones at 0.56 had
     a dip at 0.46 (depth 0.16: too shallow for the valley search's 0.3) and its turn at 0.20,
     below the IgD- B cells (switched memory 0.20, double negative 0.15; at the dip 0.86, 0.84).
     Elsewhere (real_gating --stress, real_fuzz and random_accuracy draws) the subsets it moved
-    changed by at most 0.011 F1."""
-    a, b = sorted((turn, peak))
-    return significant_dip(d, max(a, lo), min(b, hi), min_side)
+    changed by at most 0.011 F1.
+
+    `astray`: why the majority is not the anchor population (`misplaced_majority`; `p`: the
+    threshold's parameters, None where the scale split the negatives in two and the peak is
+    one half's), where the turn, on that population's flank, lies beyond the majority: the
+    dip is then searched between the majority and that population (from the peak to the
+    end of the search window on its side). A file with 5% of its naive B cells had its IgD- B cells' peak (0.39) highest, 69%
+    of the B cells above it, and the turn on the IgD+ ones' flank at 0.24, below the IgD-
+    peak: every IgD- B cell counted IgD+ (switched memory 0.20, double negative 0.11); the
+    dip between the two peaks is at 0.46 (0.84, 0.84; real_fuzz "session 54c" 666994415)."""
+    anchor = (p or {}).get("anchor") or {}
+    below = anchor.get("side", "above") == "below"
+    astray = misplaced_majority(x, peak, anchor) if (turn < peak[0]) == below else ""
+    if astray:
+        search = [float(v) for v in p["search"]]
+        lo, hi = (peak[0], search[1]) if below else (search[0], peak[0])
+    else:
+        a, b = sorted((turn, peak[0]))
+        lo, hi = max(a, span[0]), min(b, span[1])
+    return significant_dip(d, lo, hi, min_side), astray
 
 
 OTHER_SIDE_SHARE = 0.05  # a valley beyond the majority peak parts two populations of >= 5%
