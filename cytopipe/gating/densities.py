@@ -335,10 +335,11 @@ def dip_before_turn(
     threshold's parameters, None where the scale split the negatives in two and the peak is
     one half's), where the turn, on that population's flank, lies beyond the majority: the
     dip is then searched between the majority and that population (from the peak to the
-    end of the search window on its side). A file with 5% of its naive B cells had its IgD- B cells' peak (0.39) highest, 69%
-    of the B cells above it, and the turn on the IgD+ ones' flank at 0.24, below the IgD-
-    peak: every IgD- B cell counted IgD+ (switched memory 0.20, double negative 0.11); the
-    dip between the two peaks is at 0.46 (0.84, 0.84; real_fuzz "session 54c" 666994415)."""
+    end of the search window on its side). A file with 5% of its naive B cells had its IgD-
+    B cells' peak (0.39) highest, 69% of the B cells above it, and the turn on the IgD+ ones'
+    flank at 0.24, below the IgD- peak: every IgD- B cell counted IgD+ (switched memory 0.20,
+    double negative 0.11); the dip between the two peaks is at 0.46 (0.84, 0.84; real_fuzz
+    "session 54c" 666994415)."""
     anchor = (p or {}).get("anchor") or {}
     below = anchor.get("side", "above") == "below"
     astray = misplaced_majority(x, peak, anchor) if (turn < peak[0]) == below else ""
