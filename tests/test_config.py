@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import yaml
@@ -148,14 +149,21 @@ def test_config_check_command(repo, tmp_path, capsys):
     assert "som.xdim must be an integer >= 1, not 0" in capsys.readouterr().err
 
 
+def _population_edited(repo, tmp_path, population: str, edit) -> Path:
+    """The default template with one population's entry changed by `edit`, written out."""
+    raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
+    edit(next(p for p in raw["populations"] if p["id"] == population))
+    path = tmp_path / "gating.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def test_a_stain_check_against_a_population_not_yet_gated_is_refused(repo, tmp_path):
     """`stained:` compares a population with one gated before it (the T cells): naming a
     population below it is a template error, said when the template is read."""
-    raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
-    cd20pos = next(p for p in raw["populations"] if p["id"] == "b_cd20pos")
-    cd20pos["stained"][0]["than"] = "b_naive"
-    path = tmp_path / "gating.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = _population_edited(
+        repo, tmp_path, "b_cd20pos", lambda p: p["stained"][0].update(than="b_naive")
+    )
     with pytest.raises(ConfigError, match=r"b_cd20pos: stained: 'b_naive' must be defined above"):
         load_template(path)
 
@@ -163,10 +171,8 @@ def test_a_stain_check_against_a_population_not_yet_gated_is_refused(repo, tmp_p
 def test_a_contradiction_whose_events_may_be_a_population_the_template_lacks_is_refused(
     repo, tmp_path
 ):
-    raw = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
-    cd4 = next(p for p in raw["populations"] if p["id"] == "t_cd4")
-    cd4["contradicted"][0]["instead"] = "t_cd8_typo"
-    path = tmp_path / "gating.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = _population_edited(
+        repo, tmp_path, "t_cd4", lambda p: p["contradicted"][0].update(instead="t_cd8_typo")
+    )
     with pytest.raises(ConfigError, match=r"t_cd4: 'instead: t_cd8_typo' names no population"):
         load_template(path)
