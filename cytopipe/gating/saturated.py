@@ -265,12 +265,12 @@ def plausible_excess(
         if marker not in near:
             continue
         centre, spread = near[marker]
-        value = np.broadcast_to(values[:, None], grid.shape)
-        if coefs.get(marker):
+        known = np.ones(values.shape, dtype=bool)  # a stain the spill does not reach
+        if coefs.get(marker):  # the others add the same to every excess: no fit
             linear = scales[marker].inverse(values)[:, None] + coefs[marker] * grid
             value = scales[marker].forward(linear.ravel()).reshape(grid.shape)
-        cost += ((value - centre) / spread) ** 2
-        known = np.abs(value[:, -1] - values) < KNOWN_WIDTH
+            cost += ((value - centre) / spread) ** 2
+            known = np.abs(value[:, -1] - values) < KNOWN_WIDTH
         alike &= ~known | (np.abs(values - centre) <= ALIKE_SD * spread)
     fits = cost <= cost.min(axis=1, keepdims=True) + CHI2
     first = np.argmax(fits, axis=1)
