@@ -601,6 +601,32 @@ def test_plasmablasts_pinned_at_cd38s_top_count_at_an_excess_like_those_below_it
     assert pb["f1"] >= 0.9 and pb["found"] >= 0.85 * pb["truth"], table.to_string()
 
 
+def test_plasmablasts_whose_cd19_cd38s_spill_spreads_below_the_dim_cut_are_said(tmp_path):
+    """Seed 830809179 (label "session 55"; lymphoid tissue, 229,284 events, 4,220
+    plasmablasts): CD38 at gain 1.94 spills 0.53 of itself into a CD19 at gain 0.50, and the
+    spread that spill leaves after compensation takes a fifth of the plasmablasts' dim CD19
+    below the CD19-dim cut (the NK cells' 75% quantile): 3,071 counted, nothing said. Below
+    that cut a cell is CD19- as far as the stain can tell (a CD19- plasma cell, which CD19
+    CAR-T spares, looks the same), so they stay out; the plasmablasts now say how many
+    CD20- CD27++ CD38++ lymphocytes lie there and to check CD38's compensation into CD19.
+    Seed 830809165 (lymphoid tissue, 3,376 plasmablasts, 11 below the cut) says nothing."""
+    from cytopipe.gating.sample import gate_events
+
+    random_accuracy.evaluate(tmp_path, 2, (10_000, 1_000_000), seeds=[830809179, 830809165])
+    repo = random_accuracy.REPO
+    specs = load_template(repo / "config" / "gating.yaml")
+    said = {}
+    for seed in (830809179, 830809165):
+        path = tmp_path / f"variant_{seed}.fcs"
+        pre = preprocess(str(path), load_panel(repo / "config" / "panel.yaml"), load_config(None))
+        gated, masks = gate_events("v", pre.columns, pre.qc_pass, specs, pre.info, pre.at_top)
+        said[seed] = unlike_template(gated.stats)
+    of_pb = [why for why in said[830809179].split(" | ") if "plasmablasts" in why.split(": ")[0]]
+    assert any("CD19- CD20- CD27++ CD38++ lymphocytes" in why for why in of_pb), said
+    assert any("check the CD38 -> CD19 compensation" in why for why in of_pb), said
+    assert "CD38 -> CD19" not in said[830809165], said
+
+
 def test_plasmablasts_undecided_at_the_live_gate_are_said_to_be_uncounted(tmp_path):
     """Seed 409296064 (label "session 51"; an export pre-gated on lymphocytes, 261,754 events,
     199 plasmablasts, CD38 at gain 1.95): 134 events sit at CD38's top, most of them

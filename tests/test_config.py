@@ -176,3 +176,11 @@ def test_a_contradiction_whose_events_may_be_a_population_the_template_lacks_is_
     )
     with pytest.raises(ConfigError, match=r"t_cd4: 'instead: t_cd8_typo' names no population"):
         load_template(path)
+
+
+def test_a_missed_check_within_a_population_the_template_lacks_is_refused(repo, tmp_path):
+    path = _population_edited(
+        repo, tmp_path, "plasmablasts", lambda p: p["missed"][0].update(within="lymphs")
+    )
+    with pytest.raises(ConfigError, match=r"plasmablasts: 'within: lymphs' names no population"):
+        load_template(path)

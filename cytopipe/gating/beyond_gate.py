@@ -119,22 +119,25 @@ def missed(spec: PopulationSpec, out: AutogateResult, cut: Cut, columns, availab
     0.867, 0.863, the three lowest), on the other six 0.5-6%. A part's `instead` population
     is said to be to review too: file 9's experts count most of its CD8b+ CD4 T cells (CD8
     alpha dim) as CD8 T cells, whose count was short by them with nothing said of it."""
-    parent = out.masks[spec.parent] if spec.parent else np.ones(n, dtype=bool)
-    outside = np.flatnonzero(parent & ~out.masks[spec.id])
-    n_parent = int(np.count_nonzero(parent))
     n_inside = int(np.count_nonzero(out.masks[spec.id]))
     notes = {}  # the stain to check -> why (the first part that says so)
     for part in spec.missed:
-        hidden = ", ".join(d for d in spec.dims if d not in part.dims)  # what missed them
+        within = part.within or spec.parent
+        if within is not None and within not in out.masks:
+            continue
+        parent = out.masks[within] if within else np.ones(n, dtype=bool)
+        n_parent = int(np.count_nonzero(parent))
+        hidden = part.check or ", ".join(d for d in spec.dims if d not in part.dims) + " stain"
         if not part.applies(available) or not n_parent or hidden in notes:
             continue
+        outside = np.flatnonzero(parent & ~out.masks[spec.id])
         hit = int(_apply(unparented(_part_gate(spec, part, cut)), columns, outside, n).sum())
         if hit > max(part.share * n_parent, part.of_gate * n_inside) and hit >= MIN_EVENTS:
             of_gate = f", {hit / max(n_inside, 1):.0%} of the {n_inside} inside"
             notes[hidden] = (
-                f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {spec.parent}, more than "
+                f"{hit} {part.label} ({100 * hit / n_parent:.1f}% of {within}, more than "
                 f"{100 * part.share:g}%{of_gate if part.of_gate < 1 else ''}): check the "
-                f"{hidden} stain"
+                f"{hidden}"
             )
     inside = np.flatnonzero(out.masks[spec.id])
     for part in spec.contradicted:

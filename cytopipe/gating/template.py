@@ -82,6 +82,8 @@ class UnionPart:
     of_gate: float = 1.0  # ... and of the gate's own events
     only_without: frozenset[str] = frozenset()  # used only in a panel without these markers
     instead: str = ""  # `contradicted:` parts: the population their events may be instead
+    within: str = ""  # `missed:` parts: the population searched instead of the parent
+    check: str = ""  # `missed:` parts: what to check, instead of the markers the part leaves out
 
     def applies(self, available: set[str]) -> bool:
         """The panel has the part's markers and none it stands in for."""
@@ -288,12 +290,16 @@ def _union_parts(raw: list | None, thresholds, seen: set[str], pid: str, path) -
         label, share = str(part.get("label") or ""), float(part.get("share") or 0.0)
         of_gate = float(part.get("of_gate", 1.0))
         only_without = frozenset(str(m) for m in part.get("only_without") or ())
-        instead = str(part.get("instead") or "")
-        if instead and instead not in seen:
-            raise ConfigError(f"{pid}: 'instead: {instead}' names no population", path=path)
+        named = {k: str(part.get(k) or "") for k in ("instead", "within")}
+        for key, name in named.items():
+            if name and name not in seen:
+                raise ConfigError(f"{pid}: '{key}: {name}' names no population", path=path)
         parts.append(
-            UnionPart(dims, tuple(mins), tuple(maxs), label, share, of_gate, only_without, instead)
-        )
+            UnionPart(
+                dims, tuple(mins), tuple(maxs), label, share, of_gate, only_without,
+                check=str(part.get("check") or ""), **named,
+            )
+        )  # fmt: skip
     return parts
 
 
