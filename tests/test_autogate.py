@@ -26,6 +26,7 @@ from cytopipe.gating.densities import (
     floor_pile,
     majority_peak,
     misplaced_majority,
+    populations_shown,
     risen_population,
     split_negatives,
     support_end,
@@ -40,7 +41,7 @@ from cytopipe.gating.mixture import (
     split_in_two_2d,
     split_placement,
 )
-from cytopipe.gating.placement import LOW_CONFIDENCE
+from cytopipe.gating.placement import LOW_CONFIDENCE, Placement, unlike_reason
 from cytopipe.gating.rectangles import _inside
 from cytopipe.gating.sample import gate
 from cytopipe.gating.stats import (
@@ -112,6 +113,25 @@ def test_valley_between_two_peaks_and_none_without_a_second_peak():
     assert 0.38 < pos < 0.52 and depth > 0.9
     one = rng.normal(0.2, 0.05, 6000)
     assert find_valley(density(one, 0.02, -0.2, 1.1), 0.3, 0.6, 10, 0.3) is None
+
+
+def test_a_third_population_between_the_two_expected_is_counted_and_said():
+    """CD4 on T cells (`expect: 2`): CD4- and CD4+ T cells, and between them a few dozen
+    CD4-dim events (gvhd_fuzz seed 830809204: 35 of them beside 81 CD4 T cells, not T cells
+    to the experts). Whichever valley is cut, three populations are not the template's two:
+    the cut says so, whatever the parent's size. A bump no deeper than noise, or a second
+    dip with no peak between it and the first, is no population."""
+    rng = np.random.default_rng(5)
+    params = {"search": [0.15, 0.85]}
+    two = [rng.normal(0.08, 0.05, 300), rng.normal(0.60, 0.05, 90)]
+    assert populations_shown(np.concatenate(two), params, 0.02) == 2
+    three = np.concatenate([*two, rng.normal(0.36, 0.03, 40)])
+    assert populations_shown(three, params, 0.02) == 3
+    shoulder = np.concatenate([*two, rng.uniform(0.2, 0.5, 40)])  # spread, not a population
+    assert populations_shown(shoulder, params, 0.02) == 2
+    cut = Placement("valley", 0.7, "", 0.25, populations=3, events=430)
+    assert unlike_reason("cd4", cut, 2) == "cd4: 3 populations in 430 events, 2 expected"
+    assert unlike_reason("cd4", dataclasses.replace(cut, populations=2), 2) == ""
 
 
 def test_a_bright_minority_beyond_the_positives_does_not_take_the_cut():

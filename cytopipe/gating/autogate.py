@@ -65,6 +65,7 @@ from cytopipe.gating.densities import (
     find_valley,
     majority_peak,
     misplaced_majority,
+    populations_shown,
     significant_dip,
     split_negatives,
     split_note,
@@ -177,12 +178,9 @@ class _Placer:
                 bright = lineage_bright(self.columns, rows, p["backgate"])
                 placed = backgated(placed, self.columns[t.dim][rows], bright)
             found = placed.method in FOUND
-            return replace(
-                placed,
-                populations=2 if found else 1,
-                separation=split_separation(x, placed.value) if found else None,
-                events=int(x.size),
-            )
+            shown = populations_shown(x, p, t.bandwidth) if found and "expect" in p else 1 + found
+            separation = split_separation(x, placed.value) if found else None
+            return replace(placed, populations=shown, separation=separation, events=int(x.size))
         if t.method == "quantile":
             value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
             return self._clamped(t, value, "quantile")

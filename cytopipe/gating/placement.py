@@ -84,7 +84,12 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
 def unlike_reason(name: str, p: Placement, expect: int | None = None) -> str:
     """Why this placement's sample did not look as the template expects ('' when it did, or
     when too few events were there to judge: a B-subset cut in aplasia is not a surprise)."""
-    if p.events is None or p.events < MIN_SHAPE_EVENTS:
+    if p.events is None:
+        return ""
+    shown = p.populations or 0
+    if expect and shown > expect:  # its valleys' own significance judges them, at any size
+        return f"{name}: {shown} populations in {p.events} events, {expect} expected"
+    if p.events < MIN_SHAPE_EVENTS:
         return ""
     if p.unlike:
         return f"{name}: {p.unlike}"
