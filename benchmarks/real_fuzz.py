@@ -164,6 +164,7 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     checks = compensation_notes({path.stem: pre.info}).get(path.stem, "")
     if pre.info["qc"]["verdict"] != "pass":
         checks = "; ".join(c for c in (checks, f"QC {pre.info['qc']['verdict']}") if c)
+    ranges = gated.stats.set_index("population")[["count_cut_low", "count_cut_high"]]
     rows = []
     live, t_live = ref["Live"].to_numpy(bool), None  # T cells: the CD3 cut, not the live gates
     if "t_cells" in masks and "CD3" not in params["without"]:
@@ -183,7 +184,9 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
             target = None
         if row["ref"] < 100:
             target = None
+        low, high = ranges.loc[pop] if pop in ranges.index else (None, None)
         rows.append({"seed": seed, "population": row["population"], "ours": row["ours"],
+                     "ours_low": low, "ours_high": high,
                      "ref": row["ref"], "f1": round(f1, 3), "target": target,
                      "f1_their_live": t_live if pop == "t_cells" else None,
                      "miss": target is not None and f1 < target, "unlike_template": said,
@@ -256,10 +259,24 @@ def main() -> None:
           f"{t_cells['f1_their_live'].median():.3f}, {len(low)} files below {T_CELLS_LIVE}"
           + "".join(f"\n  {r.seed}: {r.f1_their_live:.3f} ({r.ours} vs {r.ref}), {r.params}"
                     for r in low.itertuples()))  # fmt: skip
+    held = missed[(missed["ours_low"] <= missed["ref"]) & (missed["ref"] <= missed["ours_high"])]
+    print(
+        f"missed targets whose count range (cut moves) holds openCyto's count: {len(held)} of "
+        f"{len(missed)}"
+    )
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         for label, part in (("missed, said", missed.drop(quiet.index)), ("missed, silent", quiet)):
             if len(part):
-                columns = ["seed", "population", "ours", "ref", "f1", "params"]
+                columns = [
+                    "seed",
+                    "population",
+                    "ours",
+                    "ours_low",
+                    "ours_high",
+                    "ref",
+                    "f1",
+                    "params",
+                ]
                 print(f"\n{label}:\n{part[columns].to_string(index=False)}")
 
 

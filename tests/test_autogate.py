@@ -1425,6 +1425,38 @@ def test_cut_moves_count_the_events_a_bandwidth_either_side_of_each_placed_cut()
     assert min(moves["spread"]) > 200  # 0.02 of a uniform 0-0.8 spread: 250 each way
 
 
+def test_a_cut_kept_from_its_turn_moves_as_far_as_the_turn_in_the_counts_range():
+    """A memory B-cell CD27 cut kept at its limit (halfway to the T cells' CD27 peak) short
+    of the density turn: both are measured on the sample, and in memory-poor real_fuzz files
+    the turn is at times the nearer to openCyto's cut (seed 406547282: unswitched memory 340
+    at the limit, 169 at the turn, openCyto 146). The count's range reaches the turn's count
+    on its side, one bandwidth on the other; a max side moves the other way round."""
+    from types import SimpleNamespace
+
+    from cytopipe.gating.cut_moves import cut_moves
+    from cytopipe.gating.gates import RectangleGate
+    from cytopipe.gating.template import ThresholdSpec
+
+    x = np.random.default_rng(0).uniform(0.0, 0.8, 10_000)  # 125 events per 0.01
+    cut = ThresholdSpec("c", "X", "valley", 0.4, params={"bandwidth": 0.02})
+    kept = {"c": Placement("turn", 0.5, "", 0.4, other=0.5)}
+
+    def moves(side):
+        spec = SimpleNamespace(id="g", place={"min": [None], "max": [None]} | {side: [cut]})
+        spec.variant_for = lambda _: spec
+        bounds = (
+            {"min": (0.4,), "max": (None,)} if side == "min" else {"min": (None,), "max": (0.4,)}
+        )
+        gate = RectangleGate("g", None, ("X",), bounds["min"], bounds["max"])
+        mask = x >= 0.4 if side == "min" else x < 0.4
+        return cut_moves([gate], [spec], {"X"}, {"g": mask}, {"X": x}, kept)["g"]
+
+    leave, join = moves("min")  # the turn lies inside the gate: 0.1 in, 0.02 out
+    assert 1150 < leave < 1350 and 200 < join < 300, (leave, join)
+    leave, join = moves("max")  # ... outside it: 0.02 in, 0.1 out
+    assert 200 < leave < 300 and 1150 < join < 1350, (leave, join)
+
+
 def test_a_search_that_starts_past_its_window_says_so():
     """A valley search whose anchor puts its start past the window's end (a CD4- peak with a
     spread as wide as a file of unrelated channels mapped to the panel: start 0.87, end 0.85)

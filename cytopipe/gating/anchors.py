@@ -153,6 +153,7 @@ class Limits(NamedTuple):
     unlike_if_cut: str = ""  # unlike the template only where `cut` is used (no valley found)
     near: float | None = None  # searched from when no valley lies beyond `start` (`near_sd`)
     far: float | None = None  # a turn: where a dip before it is the cut (`dip_before_turn`)
+    other: float | None = None  # the turn a limit kept the cut from: as measured, as plausible
 
 
 def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
@@ -354,7 +355,7 @@ def anchor_limits(
                     how += (
                         f" (the density falls least past it; the strongest, {sign * turns[1]:.2f})"
                     )
-                most = anchor.get("turn_max_sd")
+                most, other = anchor.get("turn_max_sd"), None
                 if most is not None and peak is not None:
                     # the turn is where both populations are equally likely: a small
                     # minority's lies far out, and it keeps no further than `most` SDs,
@@ -367,9 +368,9 @@ def anchor_limits(
                         and beyond < LIMIT_MINORITY
                         and relative_height(x, bandwidth, peak[0], limit) <= LIMIT_MAX_HEIGHT
                     ):
-                        cut, how = limit, f"{how}, kept at {why}"
+                        cut, how, other = limit, f"{how}, kept at {why}", cut
                 far = sign * turns[1] if turns[0] != turns[1] else cut  # a dip before it: the cut
-                return Limits(start + sign * gap, cut, how, unlike, "turn", far=far)
+                return Limits(start + sign * gap, cut, how, unlike, "turn", far=far, other=other)
             if peak is not None:
                 peak = _steady_peak(x, bandwidth) or peak
                 fk = float(anchor["fallback_sd"])

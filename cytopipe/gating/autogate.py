@@ -358,8 +358,8 @@ class _Placer:
             value, past = within_window(limits.how, limits.cut, search)
             if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a
                 misplaced = misplaced or past  # shoulder: random draw 44c)
-            unlike = unlike or limits.unlike_if_cut or misplaced
-            return Placement(limits.method, 0.5, f"{limits.how} ({why})", value, unlike=unlike)
+            unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
+            return Placement(limits.method, 0.5, how, value, unlike=unlike, other=limits.other)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
             k = float(p["fallback_sd"]) * (-1 if misplaced else 1)
@@ -691,7 +691,7 @@ def autogate(
         if spec.independent:
             coupled(spec, out, columns)
     out.thresholds = dict(placer.done)
-    out.cut_moves = cut_moves(out.gates, specs, available, out.masks, columns)
+    out.cut_moves = cut_moves(out.gates, specs, available, out.masks, columns, out.thresholds)
     return out
 
 

@@ -10,6 +10,12 @@ cells from 11,433 only to 11,392-11,468; on the noisy real-file variants where s
 openCyto's by the most, double-negative counts spanned 2-3x. Centres pooling subset counts can
 weigh them by this, and a reviewer sees which numbers hinge on a cut.
 
+A cut with another the sample supports as well (a memory B-cell CD27 cut kept from its density
+turn by the turn's limit, `anchors.turn_limit`) moves as far as that one on its side: in
+memory-poor real_fuzz files the limit agrees better with openCyto on average, but where it
+does not the turn does (seed 406547282: unswitched memory 340 at the limit, 169 at the turn,
+openCyto 146; one bandwidth gave 232-471).
+
 Fixed sides (template numbers) and open sides do not move; `or:` parts and events joined beside
 the gate stay as counted; polygons (lymphocytes) have no cut to move.
 """
@@ -22,20 +28,28 @@ import numpy as np
 
 from cytopipe.gating.gates import RectangleGate
 from cytopipe.gating.geometry import _in_ranges
+from cytopipe.gating.placement import Placement
 from cytopipe.gating.template import PopulationSpec, ThresholdSpec
 
 
-def _step(bound) -> float:
-    """How far a rectangle side moves: its threshold's bandwidth; 0 for a fixed or open side."""
-    return bound.bandwidth if isinstance(bound, ThresholdSpec) else 0.0
+def _steps(bound, value, placed: Mapping, low: bool) -> tuple[float, float]:
+    """How far a rectangle side moves (inward, outward): its threshold's bandwidth, or as far
+    as another cut the sample supports (`Placement.other`: the density turn a limit kept a
+    memory B-cell cut from) on that cut's side; 0 for a fixed or open side."""
+    if not isinstance(bound, ThresholdSpec) or value is None:
+        return 0.0, 0.0
+    other = placed[bound.name].other if bound.name in placed else None
+    step = bound.bandwidth
+    if other is None:
+        return step, step
+    inward = other - value if low else value - other  # > 0: the other cut lies inside
+    return max(step, inward), max(step, -inward)
 
 
-def _box(gate: RectangleGate, lo_steps, hi_steps, inward: float) -> list:
-    """The gate's (min, max) per dim with its placed sides moved `inward` steps (< 0: out)."""
-    lows = [None if v is None else v + inward * s for v, s in zip(gate.mins, lo_steps, strict=True)]
-    highs = [
-        None if v is None else v - inward * s for v, s in zip(gate.maxs, hi_steps, strict=True)
-    ]
+def _box(gate: RectangleGate, lo_moves, hi_moves) -> list:
+    """The gate's (min, max) per dim with each side moved inward by its move (< 0: out)."""
+    lows = [None if v is None else v + m for v, m in zip(gate.mins, lo_moves, strict=True)]
+    highs = [None if v is None else v - m for v, m in zip(gate.maxs, hi_moves, strict=True)]
     return list(zip(lows, highs, strict=True))
 
 
@@ -45,12 +59,15 @@ def cut_moves(
     available: set[str],
     masks: Mapping[str, np.ndarray],
     columns: Mapping[str, np.ndarray],
+    placed: Mapping[str, Placement] | None = None,
 ) -> dict[str, tuple[int, int]]:
     """Population -> (events that leave it, events that join it) when its threshold-placed
-    rectangle sides move one bandwidth inward, resp. outward, among its parent's events.
-    The template variant the panel's markers (`available`) gave each rectangle says which of
-    its sides are thresholds; populations without such a side are not listed."""
+    rectangle sides move inward, resp. outward, among its parent's events (`_steps`; `placed`:
+    threshold name -> its Placement on this sample). The template variant the panel's markers
+    (`available`) gave each rectangle says which of its sides are thresholds; populations
+    without such a side are not listed."""
     variants = {s.id: s.variant_for(available) for s in specs}
+    placed = placed or {}
     out: dict[str, tuple[int, int]] = {}
     for gate in gates:
         spec = variants.get(gate.id)
@@ -58,17 +75,19 @@ def cut_moves(
             continue
         if not spec.place or "min" not in spec.place:
             continue
-        lo_steps = [_step(b) for b in spec.place["min"]]
-        hi_steps = [_step(b) for b in spec.place["max"]]
-        if not any(lo_steps) and not any(hi_steps):
+        lo = [_steps(b, v, placed, True) for b, v in zip(spec.place["min"], gate.mins, strict=True)]
+        hi = [
+            _steps(b, v, placed, False) for b, v in zip(spec.place["max"], gate.maxs, strict=True)
+        ]
+        if not any(max(m) for m in lo + hi):
             continue
         parent = masks[gate.parent] if gate.parent else None  # gated before its children
         rows = np.flatnonzero(parent) if parent is not None else slice(None)
         cols = [np.asarray(columns[d])[rows] for d in gate.dims]
         mask = np.asarray(masks[gate.id])[rows]
-        inside, inner, outer = (
-            _in_ranges(cols, _box(gate, lo_steps, hi_steps, inward)) for inward in (0, 1, -1)
-        )
+        inside = _in_ranges(cols, _box(gate, [0.0] * len(lo), [0.0] * len(hi)))
+        inner = _in_ranges(cols, _box(gate, [m[0] for m in lo], [m[0] for m in hi]))
+        outer = _in_ranges(cols, _box(gate, [-m[1] for m in lo], [-m[1] for m in hi]))
         leave = int(np.count_nonzero(mask & inside & ~inner))
         join = int(np.count_nonzero(outer & ~mask))
         out[gate.id] = (leave, join)

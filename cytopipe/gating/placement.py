@@ -38,6 +38,7 @@ class Placement:
     separation: float | None = None  # Ashman's D of the two sides (gmm: to the nearest cluster)
     events: int | None = None  # events the placement looked at
     unlike: str = ""  # why the sample did not look as the template expects, seen while placing
+    other: float | None = None  # another cut the sample supports (a turn its limit moved)
 
 
 def standing_in(own: Placement, params: Mapping, place: Callable) -> Placement:
