@@ -601,6 +601,19 @@ def test_plasmablasts_pinned_at_cd38s_top_count_at_an_excess_like_those_below_it
     assert pb["f1"] >= 0.9 and pb["found"] >= 0.85 * pb["truth"], table.to_string()
 
 
+def test_a_last_resort_past_the_window_gives_way_to_a_plateau_and_a_peak(tmp_path):
+    """Seed 774509083 (label "session 55e"; myeloid tissue, 621,791 events, 1,728 CD20+ B
+    cells): the naive B cells' CD27 is a flat plateau from -0.1 to 0.3 beside the memory B
+    cells' peak at 0.43, with no valley, and three Gaussians make one population of them. The
+    last resort, the plateau's peak + 3 SD (0.85), lay past the search window and was cut at
+    its end, 0.60: none of the 195 unswitched memory B cells counted. A plateau needs two
+    Gaussians: with up to four, where the alternative is that cut, CD27 parts at 0.355 (the
+    best single cut 0.36; the best quadrant reaches 0.80)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[774509083])
+    row = table[table["population"] == "b_unswitched_memory"].iloc[0]
+    assert row["truth"] > 150 and row["f1"] >= 0.75, table.to_string()
+
+
 def test_plasmablasts_whose_cd19_cd38s_spill_spreads_below_the_dim_cut_are_said(tmp_path):
     """Seed 830809179 (label "session 55"; lymphoid tissue, 229,284 events, 4,220
     plasmablasts): CD38 at gain 1.94 spills 0.53 of itself into a CD19 at gain 0.50, and the

@@ -358,6 +358,8 @@ class _Placer:
             value, past = within_window(limits.how, limits.cut, search)
             if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a
                 misplaced = misplaced or past  # shoulder: random draw 44c)
+                if past and p.get("split") and (flat := split_placement(x, window, past, most=4)):
+                    return flat  # a plateau beside a peak: two Gaussians for the plateau
             unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
             return Placement(limits.method, 0.5, how, value, unlike=unlike, other=limits.other)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
