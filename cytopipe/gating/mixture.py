@@ -561,7 +561,7 @@ def split_placement(
     Gaussians beside the memory B cells' peak (random seed 774509083, myeloid tissue: the cut
     at the window's end 0.60 kept none of 195 unswitched memory B cells; with 4, 0.355, F1
     0.79, the best cut 0.36). Everywhere (up to 4 for every split) it took real_fuzz
-    transitional B cells 0.873 -> 0.517 and four files' plasmablasts 0.03-0.10 lower."""
+    transitional B cells 0.873 -> 0.517 and seven files' plasmablasts 0.03-0.10 lower."""
     two, how = split_in_two(x, most), "BIC"
     if pair is not None and (two is None or not window[0] <= two[0] <= window[1]):
         two, how = split_in_two_2d(pair[0], pair[1]), f"BIC with {pair[2]}"
