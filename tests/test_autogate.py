@@ -20,6 +20,7 @@ from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
     density,
+    density_range,
     find_shoulder,
     find_turn,
     find_valley,
@@ -30,6 +31,7 @@ from cytopipe.gating.densities import (
     risen_population,
     split_negatives,
     support_end,
+    valley_needs,
 )
 from cytopipe.gating.gates import PolygonGate, RectangleGate, evaluate, points_in_polygon
 from cytopipe.gating.lineage import lineage_bright
@@ -122,13 +124,17 @@ def test_a_third_population_between_the_two_expected_is_counted_and_said():
     the cut says so, whatever the parent's size. A bump no deeper than noise, or a second
     dip with no peak between it and the first, is no population."""
     rng = np.random.default_rng(5)
-    params = {"search": [0.15, 0.85]}
+
+    def shown(x):  # as `_valley` asks it: its density over the search window, its needs
+        d = density(x, 0.02, *density_range(x, 0.15, 0.85, 0.02))
+        return populations_shown(d, 0.15, 0.85, *valley_needs({}, x.size))
+
     two = [rng.normal(0.08, 0.05, 300), rng.normal(0.60, 0.05, 90)]
-    assert populations_shown(np.concatenate(two), params, 0.02) == 2
+    assert shown(np.concatenate(two)) == 2
     three = np.concatenate([*two, rng.normal(0.36, 0.03, 40)])
-    assert populations_shown(three, params, 0.02) == 3
+    assert shown(three) == 3
     shoulder = np.concatenate([*two, rng.uniform(0.2, 0.5, 40)])  # spread, not a population
-    assert populations_shown(shoulder, params, 0.02) == 2
+    assert shown(shoulder) == 2
     cut = Placement("valley", 0.7, "", 0.25, populations=3, events=430)
     assert unlike_reason("cd4", cut, 2) == "cd4: 3 populations in 430 events, 2 expected"
     assert unlike_reason("cd4", dataclasses.replace(cut, populations=2), 2) == ""

@@ -70,6 +70,7 @@ from cytopipe.gating.densities import (
     split_negatives,
     split_note,
     valley_below_start,
+    valley_needs,
     valley_under,
 )
 from cytopipe.gating.gates import PolygonGate
@@ -178,7 +179,7 @@ class _Placer:
                 bright = lineage_bright(self.columns, rows, p["backgate"])
                 placed = backgated(placed, self.columns[t.dim][rows], bright)
             found = placed.method in FOUND
-            shown = populations_shown(x, p, t.bandwidth) if found and "expect" in p else 1 + found
+            shown = (placed.populations or 2) if found else 1  # `_valley` counts where expected
             separation = split_separation(x, placed.value) if found else None
             return replace(placed, populations=shown, separation=separation, events=int(x.size))
         if t.method == "quantile":
@@ -273,11 +274,9 @@ class _Placer:
         floor = search[0] if reference is None else reference
         unfloored, lo = lo, max(lo, floor)
         d = density(x, bw, *density_range(x, search[0], search[1], bw), unpiled=unpiled)
-        min_side = max(
-            int(p.get("min_side", 10)), int(np.ceil(float(p.get("min_share", 0)) * x.size))
-        )
-        needs = (min_side, float(p.get("min_depth", 0.3)), float(p.get("min_z", 3.0)),
-                 bool(p.get("first", False)), balanced, p.get("bright_minority"))  # fmt: skip
+        min_side, min_depth, min_z = valley_needs(p, x.size)
+        needs = (min_side, min_depth, min_z, bool(p.get("first", False)), balanced,
+                 p.get("bright_minority"))  # fmt: skip
         found = find_valley(d, lo, hi, *needs) if lo < hi else None
         zero = self.zeros.get(t.dim)
         beyond = split_negatives(d, found[0], zero) if found else None
@@ -309,7 +308,8 @@ class _Placer:
             flag = "; ".join(
                 f for f in ("low_confidence" if conf < LOW_CONFIDENCE else "", split) if f
             )
-            return Placement("valley", conf, flag, value, unlike=unlike)
+            shown = populations_shown(d, *search, *needs[:3]) if "expect" in p else None
+            return Placement("valley", conf, flag, value, populations=shown, unlike=unlike)
         upward = limits is not None and anchor.get("side") != "below"
         if upward and limits.method == "turn" and not split:
             beyond = split_negatives(d, limits.cut, zero)

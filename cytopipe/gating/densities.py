@@ -293,23 +293,27 @@ def valley_under(d: _Density, lo: float, cut: float, needs: tuple) -> tuple[floa
     return found if d.centers[i] > cut else None
 
 
-def populations_shown(x: np.ndarray, params: Mapping, bandwidth: float) -> int:
-    """How many populations a marker whose cut found a valley shows in its search window: 2,
-    or 1 + its valleys where more than one stands out (a window's edge can be a cut), each as
-    deep (`min_depth`) and as significant (`min_z`) as a cut's against the peak between it
-    and the next, with `min_side` events beyond each. Why: a threshold the template expects
-    to part two populations (`expect: 2`, CD4 on T cells) that finds a third says the sample
-    is unlike it, whichever valley was cut. A gvhd_fuzz file with a third of its T cells
-    (seed 830809204, file 2) showed CD4- T cells, 35 CD4-dim events the experts did not call
-    T cells, and 81 CD4 T cells, parted at 0.26 and 0.50; the cut at 0.26 counted the dim
-    ones as CD4 T cells (F1 0.85), nothing said."""
-    lo, hi = (float(v) for v in params["search"])
-    unpiled = bool(params.get("unpiled", params.get("balanced", False)))
-    d = density(x, bandwidth, *density_range(x, lo, hi, bandwidth), unpiled=unpiled)
-    min_side = max(
-        int(params.get("min_side", 10)), int(np.ceil(params.get("min_share", 0) * x.size))
-    )
-    min_depth, min_z = float(params.get("min_depth", 0.3)), float(params.get("min_z", 3.0))
+def valley_needs(params: Mapping, n: int) -> tuple[int, float, float]:
+    """(min_side, min_depth, min_z) a threshold's valley search asks of a dip on `n` events
+    (`find_valley`): its parameters or their defaults, in one place for the search and for
+    `populations_shown`."""
+    share = int(np.ceil(float(params.get("min_share", 0)) * n))
+    min_side = max(int(params.get("min_side", 10)), share)
+    return min_side, float(params.get("min_depth", 0.3)), float(params.get("min_z", 3.0))
+
+
+def populations_shown(
+    d: _Density, lo: float, hi: float, min_side: int, min_depth: float, min_z: float
+) -> int:
+    """How many populations a marker whose cut found a valley shows in [lo, hi]: 2, or 1 + its
+    valleys where more than one stands out (a window's edge can be a cut), each as deep
+    (`min_depth`) and as significant (`min_z`) as a cut's against the peak between it and the
+    next, with `min_side` events beyond each. Why: a threshold the template expects to part
+    two populations (`expect: 2`, CD4 on T cells) that finds a third says the sample is
+    unlike it, whichever valley was cut. A gvhd_fuzz file with a third of its T cells (seed
+    830809204, file 2) showed CD4- T cells, 35 CD4-dim events the experts did not call T
+    cells, and 81 CD4 T cells, parted at 0.26 and 0.50; the cut at 0.26 counted the dim ones
+    as CD4 T cells (F1 0.85), nothing said."""
     s, above = d.smooth, d.n - d.below
     inside = (d.centers >= lo) & (d.centers <= hi) & (d.below >= min_side) & (above >= min_side)
     minima = np.flatnonzero(inside[1:-1] & (s[1:-1] <= s[:-2]) & (s[1:-1] < s[2:])) + 1
