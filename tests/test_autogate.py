@@ -600,13 +600,34 @@ def test_naive_b_cells_beside_a_transitional_majority_are_split_in_cd38_and_cd24
     assert abs(cut - 0.66) <= 0.01 and d >= 2
     # taken where the majority peak (the transitional one, 0.75) lies above the cut; with a
     # naive majority (peak below it) the template's last resort stands
-    placed = split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.75))
+    placed = split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.75, 0.02))
     assert placed.value == cut and "BIC with CD24" in placed.flag
-    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.58)) is None
+    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.58, 0.02)) is None
     one = rng.multivariate_normal([0.6, 0.5], cov, 5_000)
     assert split_in_two_2d(*one.T) is None
     skewed = one + rng.gamma(2.0, 0.03, (5_000, 1))
     assert split_in_two_2d(*skewed.T) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_pile_at_a_stains_floor_is_no_population_to_cut_cd38_from(seed):
+    """A display export clipped at 0 piles 5% of the B cells on CD24 0 and 1% on CD38 0
+    (real_fuzz seed 294108511). With a naive majority (CD38 0.63) and a transitional shoulder
+    CD38 alone does not part from it, a mixture in CD38 x CD24 gave the piles clusters of their
+    own, and the line from them to the naive B cells crossed CD38 below the naive peak: a cut
+    that counted the naive majority as transitional (2,332 for openCyto's 967). Piles are no
+    population: without them the only pair is naive and transitional, whose line crosses above
+    the naive peak, so the majority is no transitional one and the last resort stands."""
+    rng = np.random.default_rng(seed)
+    naive = rng.multivariate_normal([0.63, 0.53], [[0.005, 0.002], [0.002, 0.008]], 7_000)
+    trans = rng.multivariate_normal([0.80, 0.70], [[0.0009, 0.0], [0.0, 0.0009]], 900)
+    on_cd24 = np.c_[rng.normal(0.59, 0.06, 440), np.zeros(440)]
+    on_cd38 = np.c_[np.zeros(90), rng.uniform(0.05, 0.9, 90)]
+    cd38, cd24 = np.concatenate([naive, trans, on_cd24, on_cd38]).T
+    assert split_in_two(cd38) is None
+    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.63, 0.02)) is None
+    off = (cd38 > 0) & (cd24 > 0)
+    assert split_in_two_2d(cd38[off], cd24[off])[0] > 0.7  # naive | transitional
 
 
 def test_switched_memory_of_a_memory_poor_sample_is_cut_among_the_igd_negative_b_cells(tmp_path):

@@ -329,7 +329,7 @@ class _Placer:
             w, pair = p.get("split_with") if p.get("split") and majority else None, None
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
-                pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0])
+                pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0], bw)
             mixed = None
             if p.get("split"):  # above a split, the lower hump mirrors the upper one
                 upper = x if dip is None else x[x > dip]

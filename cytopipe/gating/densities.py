@@ -81,6 +81,21 @@ def floor_pile(x: np.ndarray, bandwidth: float) -> tuple[float, int]:
     return floor, (n if n > above else 0)
 
 
+def off_floor_piles(bandwidth: float, *dims: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`dims` (one array per dim, the same events) without the events on any dim's floor pile
+    (`floor_pile`). A pile is no population, but a mixture gives it a component of its own: a
+    display export clipped at 0 piled 5% of a Lyoplate variant's naive B cells on CD24 0, and
+    the line from that pile to the naive B cells crossed CD38 below their peak, a cut that took
+    the naive majority for transitional B cells (real_fuzz seed 294108511: 2,332 for openCyto's
+    967)."""
+    keep = np.ones(len(dims[0]), dtype=bool)
+    for x in dims:
+        lowest, piled = floor_pile(x, bandwidth)
+        if piled:
+            keep &= x > lowest
+    return tuple(x[keep] for x in dims)
+
+
 def density_range(x: np.ndarray, lo: float, hi: float, bandwidth: float) -> tuple[float, float]:
     """Histogram range: the data's, widened to the search limits, bounded against outliers."""
     span = max(hi - lo, 0.5)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from cytopipe.gating.densities import off_floor_piles
 from cytopipe.gating.gates import points_in_polygon
 from cytopipe.gating.lineage import shows_lineage
 from cytopipe.gating.placement import (
@@ -543,12 +544,12 @@ def split_placement(
     window: tuple[float, float],
     unlike: str,
     note: str = "",
-    pair: tuple[np.ndarray, np.ndarray, str, float] | None = None,
+    pair: tuple[np.ndarray, np.ndarray, str, float, float] | None = None,
     most: int = 3,
 ) -> Placement | None:
     """The cut between two populations by BIC (`split_in_two`) when it lies in `window`; else,
-    with `pair` (x and a second dim on the same events, that dim's name, and the sample's
-    majority peak on x), the cut both dims show (`split_in_two_2d`) where it lies below that
+    with `pair` (x and a second dim on the same events, that dim's name, the sample's
+    majority peak on x and the bandwidth its piles are read at), the cut both dims show (`split_in_two_2d`) where it lies below that
     peak: the majority is then the population the template expects above the cut, the minority
     (transitional B cells outnumbering the naive ones early after CAR-T), and the last resort
     beyond the majority peak would cut above them all. Where the majority lies below the cut,
@@ -564,7 +565,10 @@ def split_placement(
     transitional B cells 0.873 -> 0.517 and seven files' plasmablasts 0.03-0.10 lower."""
     two, how = split_in_two(x, most), "BIC"
     if pair is not None and (two is None or not window[0] <= two[0] <= window[1]):
-        two, how = split_in_two_2d(pair[0], pair[1]), f"BIC with {pair[2]}"
+        two, how = (
+            split_in_two_2d(*off_floor_piles(pair[4], pair[0], pair[1])),
+            f"BIC with {pair[2]}",
+        )
         two = two if two is not None and two[0] < pair[3] else None
     if two is None or not window[0] <= two[0] <= window[1]:
         return None
