@@ -349,7 +349,7 @@ class _Placer:
                         return cut
         if limits is not None and limits.method == "turn" and majority is not None:
             span, judged = (max(lo, floor), hi), None if split else p  # split: no majority
-            dip, astray = dip_before_turn(d, x, span, limits.far, majority, judged, min_side)
+            dip, astray = dip_before_turn(d, x, span, limits.far, majority, judged, min_side, floor)
             misplaced = misplaced or astray
             if dip is not None:
                 how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a turn, {limits.far:.2f}"

@@ -372,6 +372,7 @@ def dip_before_turn(
     peak: tuple[float, float],
     p: Mapping | None,
     min_side: int,
+    floor: float,
 ) -> tuple[tuple[float, float] | None, str]:
     """(dip, astray): a `significant_dip` in `span` between the majority `peak` and a density
     `turn` beyond it, as (position, depth), else None. Where the majority's flank
@@ -391,13 +392,17 @@ def dip_before_turn(
     B cells' peak (0.39) highest, 69% of the B cells above it, and the turn on the IgD+ ones'
     flank at 0.24, below the IgD- peak: every IgD- B cell counted IgD+ (switched memory 0.20,
     double negative 0.11); the dip between the two peaks is at 0.46 (0.84, 0.84; real_fuzz
-    "session 54c" 666994415)."""
+    "session 54c" 666994415). That search starts no lower than `floor` (the threshold's own:
+    its `not_below` population's valley): below the T cells' CD27 valley a dip lies among
+    negatives, such as between two humps of naive B cells whose upper one is the highest
+    (real_fuzz "session 56x" 696034395: a dip at 0.20 where the turn, 0.52, was right; naive
+    0.85 -> 0.97, unswitched memory 0.29 -> 0.82)."""
     anchor = (p or {}).get("anchor") or {}
     below = anchor.get("side", "above") == "below"
     astray = misplaced_majority(x, peak, anchor) if (turn < peak[0]) == below else ""
     if astray:
         search = [float(v) for v in p["search"]]
-        lo, hi = (peak[0], search[1]) if below else (search[0], peak[0])
+        lo, hi = (peak[0], search[1]) if below else (max(search[0], floor), peak[0])
     else:
         a, b = sorted((turn, peak[0]))
         lo, hi = max(a, span[0]), min(b, span[1])
