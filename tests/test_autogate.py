@@ -1484,6 +1484,40 @@ def test_a_cut_kept_from_its_turn_moves_as_far_as_the_turn_in_the_counts_range()
     assert 200 < leave < 300 and 1150 < join < 1350, (leave, join)
 
 
+def test_a_last_resorts_count_range_reaches_half_an_sd_either_way():
+    """A cut k SDs below a majority peak (no valley, shoulder or turn) is a convention the
+    sample did not confirm: its count's range reaches half an SD either way, not one
+    bandwidth (real_fuzz "session 56w" seed 134401500: IgD at the naive peak - 2 SD counted
+    84 double-negative B cells, 47-138, where openCyto's cut at 1.5 SD counts 185). The anchored
+    last resort carries that spread, measured on the sample's own peak."""
+    from types import SimpleNamespace
+
+    from cytopipe.gating.autogate import _Placer
+    from cytopipe.gating.cut_moves import cut_moves
+    from cytopipe.gating.gates import RectangleGate
+    from cytopipe.gating.template import ThresholdSpec
+
+    naive = np.random.default_rng(1).normal(0.66, 0.06, 5000)
+    anchor = {"peak": [0.4, 1.1], "side": "below", "q": 0.99, "gap": 0.02, "fallback_q": 0.999}
+    anchor |= {"fallback_gap": 0.05, "fallback_sd": 2.0, "min_sd": 1}
+    igd = ThresholdSpec(
+        "igd", "IgD", "valley", 0.46, None, (), {"search": [0.12, 0.6], "anchor": anchor}
+    )
+    placed = _Placer({"IgD": naive}, {}, naive.size)._valley(igd, naive)
+    assert placed.method == "peak_sd" and "majority peak" in placed.flag, placed
+    assert abs(placed.value - (0.66 - 2 * 0.06)) < 0.02 and 0.025 < placed.spread < 0.035
+
+    x = np.random.default_rng(0).uniform(0.0, 0.8, 10_000)  # 125 events per 0.01
+    cut = ThresholdSpec("c", "X", "valley", 0.4, params={"bandwidth": 0.02})
+    spec = SimpleNamespace(id="g", place={"min": [cut], "max": [None]})
+    spec.variant_for = lambda _: spec
+    gate = RectangleGate("g", None, ("X",), (0.4,), (None,))
+    for spread, each_way in ((0.05, 625), (None, 250), (0.01, 250)):  # never under a bandwidth
+        placed = {"c": Placement("peak_sd", 0.5, "", 0.4, spread=spread)}
+        leave, join = cut_moves([gate], [spec], {"X"}, {"g": x >= 0.4}, {"X": x}, placed)["g"]
+        assert abs(leave - each_way) < 0.2 * each_way and abs(join - each_way) < 0.2 * each_way
+
+
 def test_a_search_that_starts_past_its_window_says_so():
     """A valley search whose anchor puts its start past the window's end (a CD4- peak with a
     spread as wide as a file of unrelated channels mapped to the panel: start 0.87, end 0.85)

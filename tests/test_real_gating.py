@@ -1477,6 +1477,18 @@ def test_a_dip_among_the_t_cells_cd27_negatives_is_no_cut_for_a_misplaced_majori
     assert f1["b_naive"] >= 0.95 and f1["b_unswitched_memory"] >= 0.8, f1.to_dict()
 
 
+def test_a_last_resort_igd_cut_has_a_count_range_half_an_sd_either_way(shared_data):
+    """Seed 134401500 of label "session 56w" (a panel without CD20; 30% of the naive B cells,
+    a quarter of the events): IgD shows no valley, shoulder or turn, and the cut is the naive
+    peak - 2 SD (0.45), where openCyto's lies at 1.5 SD (0.49). 84 double-negative B cells for
+    openCyto's 185, and one bandwidth either way gave 47-138: the k of a last resort is a
+    convention, and its range now reaches half an SD either way."""
+    table = real_fuzz.run(shared_data / "real", [134401500], ["CD20"]).set_index("population")
+    row = table.loc["b_double_negative"]
+    assert row["ours"] < 0.6 * row["ref"], row.to_dict()  # the count stays the last resort's
+    assert row["ours_low"] <= row["ref"] <= row["ours_high"], row.to_dict()
+
+
 def test_cd4_dim_events_between_cd4_and_cd8_t_cells_are_said(shared_data):
     """File 2 with a third of its T cells and a third of those CD4 T cells (seed 830809204 of
     label "session 55"): 474 T cells show three CD4 populations, CD4- T cells, 35 CD4-dim

@@ -30,7 +30,7 @@ from cytopipe.gating.densities import (
     support_end,
     widened,
 )
-from cytopipe.gating.placement import MIN_EVENTS, MIN_PEAK_EVENTS
+from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
 
 
 def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool) -> float:
@@ -154,6 +154,13 @@ class Limits(NamedTuple):
     near: float | None = None  # searched from when no valley lies beyond `start` (`near_sd`)
     far: float | None = None  # a turn: where a dip before it is the cut (`dip_before_turn`)
     other: float | None = None  # the turn a limit kept the cut from: as measured, as plausible
+    spread: float | None = None  # a last resort's: how far its cut may move (LAST_RESORT_SPREAD)
+
+    def placed(self, how: str, value: float, unlike: str) -> Placement:
+        """The Placement of this cut, at `value` (held in the search window)."""
+        return Placement(
+            self.method, 0.5, how, value, unlike=unlike, other=self.other, spread=self.spread
+        )
 
 
 def _risen_limits(start: float, cut: float, top: float, unlike: str) -> Limits:
@@ -376,7 +383,8 @@ def anchor_limits(
                 fk = float(anchor["fallback_sd"])
                 how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if below else '+'} {fk:g} SD"
                 cut = peak[0] + sign * fk * peak[1]
-                return Limits(start + sign * gap, cut, how, unlike, "peak_sd")
+                spread = LAST_RESORT_SPREAD * peak[1]
+                return Limits(start + sign * gap, cut, how, unlike, "peak_sd", spread=spread)
         return Limits(start + sign * gap, edge + sign * fgap, how, unlike)
     peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
     if peak is None:

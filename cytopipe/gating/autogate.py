@@ -85,11 +85,13 @@ from cytopipe.gating.lineage import (
 from cytopipe.gating.mixture import both_positive, one_population, place_gmm, split_placement
 from cytopipe.gating.placement import (
     FOUND,
+    LAST_RESORT_SPREAD,
     LOW_CONFIDENCE,
     MIN_EVENTS,
     PASS,
     Held,
     Placement,
+    clamped,
     empty,
     judged,
     split_separation,
@@ -184,7 +186,7 @@ class _Placer:
             return replace(placed, populations=shown, separation=separation, events=int(x.size))
         if t.method == "quantile":
             value = float(np.quantile(x, float(p.get("q", 0.99)))) + float(p.get("offset", 0.0))
-            return self._clamped(t, value, "quantile")
+            return clamped(value, p["search"], "quantile")
         if t.method == "peak_offset":
             bw = t.bandwidth
             # no window: the sample's own majority peak and the SD of its narrower half-width
@@ -201,7 +203,7 @@ class _Placer:
                 return self._fallback(t, f"no peak in {t.on}")
             sign = -1.0 if p.get("side", "above") == "below" else 1.0
             shift = float(p.get("offset", 0.0)) + float(p.get("sd", 0.0)) * peak[1]
-            return self._clamped(t, peak[0] + sign * shift, "peak_offset")
+            return clamped(peak[0] + sign * shift, p["search"], "peak_offset")
         return Placement("fixed", 1.0, "", t.fixed)
 
     def _floored(self, t: ThresholdSpec, placed: Placement) -> Placement:
@@ -231,15 +233,6 @@ class _Placer:
             return None
         floor = self.place(below)
         return None if floor.method == "fallback" else float(floor.value)
-
-    def _clamped(self, t: ThresholdSpec, value: float, method: str) -> Placement:
-        lo, hi = (float(v) for v in t.params["search"])
-        if lo <= value <= hi:
-            return Placement(method, 1.0, "", value)
-        return Placement(
-            method, 0.3, f"low_confidence: {value:.2f} outside [{lo:g}, {hi:g}], clamped",
-            min(max(value, lo), hi),
-        )  # fmt: skip
 
     def _valley(self, t: ThresholdSpec, x: np.ndarray) -> Placement:
         p = t.params
@@ -361,13 +354,16 @@ class _Placer:
                 if past and p.get("split") and (flat := split_placement(x, window, past, most=4)):
                     return flat  # a plateau beside a peak: two Gaussians for the plateau
             unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
-            return Placement(limits.method, 0.5, how, value, unlike=unlike, other=limits.other)
+            return limits.placed(how, value, unlike)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
             k = float(p["fallback_sd"]) * (-1 if misplaced else 1)
             how = f"{LAST_RESORT} {majority[0]:.2f} {'-' if misplaced else '+'} {abs(k):g} SD"
             value, past = within_window(how, majority[0] + k * majority[1], search)
-            return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past)
+            spread = LAST_RESORT_SPREAD * majority[1]
+            return Placement(
+                "peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past, spread=spread
+            )
         one = self._one_reference(t)
         lone = one and one_population(x, p, p["reference"].name, one.value, why)
         if lone:

@@ -16,6 +16,10 @@ memory-poor real_fuzz files the limit agrees better with openCyto on average, bu
 does not the turn does (seed 406547282: unswitched memory 340 at the limit, 169 at the turn,
 openCyto 146; one bandwidth gave 232-471).
 
+A last resort (k SDs from the majority peak: no valley, shoulder or turn) moves half an SD
+either way where that is more than one bandwidth (`placement.LAST_RESORT_SPREAD`): its k is a
+convention the sample did not confirm.
+
 Fixed sides (template numbers) and open sides do not move; `or:` parts and events joined beside
 the gate stay as counted; polygons (lymphocytes) have no cut to move.
 """
@@ -33,13 +37,15 @@ from cytopipe.gating.template import PopulationSpec, ThresholdSpec
 
 
 def _steps(bound, value, placed: Mapping, low: bool) -> tuple[float, float]:
-    """How far a rectangle side moves (inward, outward): its threshold's bandwidth, or as far
-    as another cut the sample supports (`Placement.other`: the density turn a limit kept a
-    memory B-cell cut from) on that cut's side; 0 for a fixed or open side."""
+    """How far a rectangle side moves (inward, outward): its threshold's bandwidth or a last
+    resort's spread (`Placement.spread`), or as far as another cut the sample supports
+    (`Placement.other`: the density turn a limit kept a memory B-cell cut from) on that cut's
+    side; 0 for a fixed or open side."""
     if not isinstance(bound, ThresholdSpec) or value is None:
         return 0.0, 0.0
-    other = placed[bound.name].other if bound.name in placed else None
-    step = bound.bandwidth
+    cut = placed.get(bound.name)
+    other = cut.other if cut is not None else None
+    step = max(bound.bandwidth, (cut.spread or 0.0) if cut is not None else 0.0)
     if other is None:
         return step, step
     inward = other - value if low else value - other  # > 0: the other cut lies inside
