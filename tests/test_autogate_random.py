@@ -547,6 +547,29 @@ def test_lymphocytes_in_a_cluster_under_70_percent_lineage_positive_are_searched
     assert lymph["truth"] == 3_020 and lymph["f1"] >= 0.95, table.to_string()
 
 
+def test_a_component_half_as_lineage_rich_joined_to_the_lymphocytes_is_doubted(tmp_path):
+    """Seed 376564476 (label "session 56c"; PBMC, 72,854 events): a wide component (SD 0.45 in
+    log SSC for the lymphocytes' 0.21) of monocytes and the lymphocytes' upper tail, 46%
+    lineage+ beside the lymphocytes' 90%, joined them without a dip: 3,581 monocytes inside,
+    F1 0.958 at confidence 0.61, nothing said. A member under 60% as lineage+-rich as the
+    chosen component (`mixed_share`) makes the gate doubtful, so FSC x SSC is placed too and
+    kept: 0.996."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[376564476])
+    lymph = table[table["population"] == "lymphocytes"].iloc[0]
+    assert lymph["truth"] == 42_113 and lymph["f1"] >= 0.98, table.to_string()
+    assert "gated on FSC-A x SSC-A" in lymph["flag"], lymph["flag"]
+
+
+def test_monocytes_in_a_joined_component_are_said_where_no_view_parts_them(tmp_path):
+    """Seed 17615216 (label "session 56e"; an export pre-gated on live singlets, 865,170
+    events): a component 54% as lineage+-rich as the lymphocytes' joined them with 34,357 of
+    34,403 monocytes (F1 0.942, the scatter bound 0.987) at confidence 1.0, nothing said.
+    Neither view does better here, but the gate now says so (`mixed_share`)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[17615216])
+    lymph = table[table["population"] == "lymphocytes"].iloc[0]
+    assert lymph["confidence"] < 0.5 and "as lineage+-rich" in lymph["flag"], lymph.to_dict()
+
+
 def test_cd20_negative_b_cells_that_are_all_plasmablasts_are_one_population(tmp_path):
     """Seed 911440852 (label "44"; lysed blood, 108,808 events): its ~100 CD20- B cells are
     nearly all plasmablasts (CD38 0.86-0.95, above the transitional level 0.69). BIC fit a

@@ -519,7 +519,7 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
     if place["method"] == "gmm":
         stood = stand_ins(place, columns)
         if not all(m in columns or m in stood for m in place.get("share_needs", ())):
-            place = {**place, "join_share": 0.0, "refine_share": 0.0}
+            place = {**place, "join_share": 0.0, "refine_share": 0.0, "mixed_share": 0.0}
         verts, placed = place_gmm(
             np.column_stack([x, y]), place, None if bright is None else bright[usable]
         )
