@@ -449,7 +449,7 @@ def place_gmm(
     verts = np.where(log, np.exp(outline), outline)
     most = float(params.get("mixed_share", 0.0)) if has_bright and fitted_on is pool else 0.0
     mixed = _mixed(gm, z, i, members, bright, most) if most else None
-    if mixed is not None:  # trusted no more than a gate of lineage- events (`_polygon_view`)
+    if mixed is not None:  # under LOW_CONFIDENCE: `compare_views` places the other view
         conf = min(conf, round(LOW_CONFIDENCE * mixed / most, 3))
     flag = "low_confidence" if conf < LOW_CONFIDENCE else ""
     if mixed is not None:
@@ -570,14 +570,14 @@ def split_placement(
     most: int = 3,
 ) -> Placement | None:
     """The cut between two populations by BIC (`split_in_two`) when it lies in `window`; else,
-    with `pair` (x and a second dim on the same events, that dim's name, the sample's
-    majority peak on x and the bandwidth its piles are read at), the cut both dims show (`split_in_two_2d`) where it lies below that
-    peak: the majority is then the population the template expects above the cut, the minority
-    (transitional B cells outnumbering the naive ones early after CAR-T), and the last resort
-    beyond the majority peak would cut above them all. Where the majority lies below the cut,
-    the last resort stands: with a transitional shoulder on a naive majority it cut closer to
-    openCyto than the line between the clusters (real_fuzz: transitional 0.85-0.92 vs
-    0.75-0.82).
+    with `pair` (x and a second dim on the same events, that dim's name, the sample's majority
+    peak on x, and the bandwidth floor piles are read at: `off_floor_piles`), the cut both dims
+    show (`split_in_two_2d`) where it lies below that peak: the majority is then the population
+    the template expects above the cut, the minority (transitional B cells outnumbering the
+    naive ones early after CAR-T), and the last resort beyond the majority peak would cut above
+    them all. Where the majority lies below the cut, the last resort stands: with a transitional
+    shoulder on a naive majority it cut closer to openCyto than the line between the clusters
+    (real_fuzz: transitional 0.85-0.92 vs 0.75-0.82).
 
     `most` 4 components, not 3, only where the alternative is a last resort past the search
     window (a cut that parts nothing measured): a flat plateau of naive B cells' CD27 needs two
@@ -587,10 +587,7 @@ def split_placement(
     transitional B cells 0.873 -> 0.517 and seven files' plasmablasts 0.03-0.10 lower."""
     two, how = split_in_two(x, most), "BIC"
     if pair is not None and (two is None or not window[0] <= two[0] <= window[1]):
-        two, how = (
-            split_in_two_2d(*off_floor_piles(pair[4], pair[0], pair[1])),
-            f"BIC with {pair[2]}",
-        )
+        two, how = split_in_two_2d(*off_floor_piles(pair[4], *pair[:2])), f"BIC with {pair[2]}"
         two = two if two is not None and two[0] < pair[3] else None
     if two is None or not window[0] <= two[0] <= window[1]:
         return None
