@@ -287,10 +287,8 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
         # the lineage+ events say which cluster it is, whatever its size: a lymphopenic
         # sample's lymphocytes are a few % of the events (min_weight guards `lowest` only)
         ok = gm.weights_ >= min(float(params.get("min_weight", 0.02)), BRIGHT_MIN_WEIGHT)
-        post = gm.predict_proba(z)
-        held = post[bright].sum(axis=0)
+        held, share = _lineage_held(gm, z, bright)
         dist = np.where(ok, -held, np.inf)
-        share = held / np.maximum(post.sum(axis=0), 1e-12)
         candidates = share >= float(params.get("join_share", 0.0)) * share[int(np.argmin(dist))]
     i = int(np.argmin(dist))
     members = _same_population(gm, i, [j for j in np.flatnonzero(candidates) if j != i])
@@ -302,6 +300,14 @@ def _choose(gm, z: np.ndarray, params: Mapping, bright: np.ndarray | None) -> tu
             if j not in members and near <= JOIN_BRIGHT_D:
                 members.append(int(j))
     return i, members
+
+
+def _lineage_held(gm, z: np.ndarray, bright: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per component: the lineage+ events it holds (posterior-weighted) and their share of its
+    events, the richness `_choose` joins by and `_mixed` doubts by."""
+    post = gm.predict_proba(z)
+    held = post[bright].sum(axis=0)
+    return held, held / np.maximum(post.sum(axis=0), 1e-12)
 
 
 def _bright_share(gm, z: np.ndarray, members: Sequence[int], bright: np.ndarray) -> float:
@@ -467,8 +473,7 @@ def _mixed(gm, z, i, members, bright, most: float) -> float | None:
     376564476, PBMC: 0.52, 3,581, 0.958 at 0.61, and 0.996 in FSC x SSC, which the low
     confidence now compares). Joining no such component was measured and not taken: it cost
     a lymphopenic file's FSC x SSC gate its NK-rich part (0.968 -> 0.925)."""
-    post = gm.predict_proba(z)
-    share = post[bright].sum(axis=0) / np.maximum(post.sum(axis=0), 1e-12)
+    share = _lineage_held(gm, z, bright)[1]
     low = min((share[j] / max(share[i], 1e-12) for j in members if j != i), default=1.0)
     return float(low) if low < most else None
 
