@@ -14,6 +14,7 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.densities import (
     PEAK_FULL_EVENTS,
@@ -51,7 +52,7 @@ def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool)
     if not robust:
         return level
     middle = float(np.median(x))
-    peak = majority_peak(x, bandwidth) or (middle, 1.4826 * float(np.median(np.abs(x - middle))))
+    peak = majority_peak(x, bandwidth) or (middle, float(median_abs_deviation(x, scale="normal")))
     reach = peak[0] + (-1.0 if below else 1.0) * NormalDist().inv_cdf(q) * peak[1]
     return max(level, min(reach, middle)) if below else min(level, max(reach, middle))
 

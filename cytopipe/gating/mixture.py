@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.densities import off_floor_piles
 from cytopipe.gating.gates import points_in_polygon
@@ -623,7 +624,7 @@ def one_population(
     if middle <= reference:
         return None
     k = float(params["one_population_sd"])
-    sd = 1.4826 * float(np.median(np.abs(x - middle)))
+    sd = float(median_abs_deviation(x, scale="normal"))
     lo, hi = (float(v) for v in params["search"])
     flag = f"one population above {name}: its median - {k:g} SD ({why})"
     return Placement("peak_sd", 0.5, flag, min(max(middle - k * sd, lo), hi))

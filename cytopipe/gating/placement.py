@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 LOW_CONFIDENCE = 0.5
 PASS = "pass"  # the method of a pre-gate whose marker the panel lacks: every event passes
@@ -78,8 +79,7 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
     if below.size < MIN_EVENTS or above.size < MIN_EVENTS:
         return None
     mb, ma = float(np.median(below)), float(np.median(above))
-    sb = 1.4826 * float(np.median(np.abs(below - mb)))
-    sa = 1.4826 * float(np.median(np.abs(above - ma)))
+    sb, sa = (float(median_abs_deviation(v, scale="normal")) for v in (below, above))
     return ashman_d(mb, sb, ma, sa)
 
 

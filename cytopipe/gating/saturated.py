@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import population_mask, say_unlike
@@ -83,7 +84,7 @@ def below_top(
     for marker, v in columns.items():
         x = np.asarray(v, dtype=np.float64)[near]
         centre = float(np.nanmedian(x))
-        spread = 1.4826 * float(np.nanmedian(np.abs(x - centre)))
+        spread = float(median_abs_deviation(x, scale="normal", nan_policy="omit"))
         out[marker] = (centre, max(spread, MIN_SPREAD))
     return out
 

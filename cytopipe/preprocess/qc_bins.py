@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
-_MAD = 1.4826  # MAD -> standard deviation of a normal distribution
 # A flagged run of bins grows into neighbours whose signal moved by at least this fraction of
 # signal_min_shift (and z_extend robust SDs): the shoulders of a drift, the edges of a bubble.
 _WEAK_SHIFT = 0.75
@@ -84,12 +84,12 @@ def _bin_means(
 
 
 def _robust(x: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
-    """(median, max(1.4826 MAD, floor)) over the finite values; (NaN, NaN) if there are none."""
+    """(median, max(robust SD, floor)) over the finite values; (NaN, NaN) if there are none."""
     v = x[np.isfinite(x)]
     if not v.size:
         return np.nan, np.nan
     base = float(np.median(v))
-    return base, max(_MAD * float(np.median(np.abs(v - base))), floor, 1e-12)
+    return base, max(float(median_abs_deviation(v, scale="normal")), floor, 1e-12)
 
 
 def _robust_refined(x: np.ndarray, cut: float, floor: float = 0.0) -> tuple[float, float]:
