@@ -315,6 +315,8 @@ class _Placer:
         if split and upward and limits.cut < floor:
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
+        if limits is not None and limits.instead and not split:  # a population before the turn
+            limits = limits.instead  # (split negatives: their lower half is no majority peak)
         misplaced = ""
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
