@@ -1484,6 +1484,22 @@ def test_a_cut_kept_from_its_turn_moves_as_far_as_the_turn_in_the_counts_range()
     assert 200 < leave < 300 and 1150 < join < 1350, (leave, join)
 
 
+def test_a_count_whose_range_spans_more_than_fivefold_is_said_unknown():
+    """A count whose range as its cuts move spans more than five-fold is not known to within
+    that factor, whatever its gate's confidence, and the sample says so; but not a handful
+    (in aplasia a few events move by design) nor a range within the factor."""
+    masks = {"a": np.zeros(2000, dtype=bool), "b": np.zeros(2000, dtype=bool)}
+    masks["a"][:900] = True
+    masks["b"][:12] = True
+    parents = {"a": None, "b": None}
+    wide = population_stats("s", masks, parents, {}, 2000, moves={"a": (780, 200), "b": (11, 40)})
+    said = unlike_template(wide)
+    assert "a: its count ranges 120-1,100 as its cuts move: more than 5-fold" in said
+    assert "b:" not in said  # 1-52 events: a handful
+    narrow = population_stats("s", masks, parents, {}, 2000, moves={"a": (650, 200)})
+    assert unlike_template(narrow) == ""  # 250-1,100: 4.4-fold
+
+
 def test_a_last_resorts_count_range_reaches_half_an_sd_either_way():
     """A cut k SDs below a majority peak (no valley, shoulder or turn) is a convention the
     sample did not confirm: its count's range reaches half an SD either way, not one

@@ -20,6 +20,7 @@ from cytopipe.gating.placement import (
     MIN_EVENTS,
     MIN_SHAPE_EVENTS,
     SHAPE_MAX_EVENTS,
+    noted,
     strided,
 )
 from cytopipe.gating.result import AutogateResult
@@ -353,8 +354,7 @@ def say_unlike(out: AutogateResult, population: str, notes: list[str]) -> None:
     _add_flags(out, population, notes, review=True)
     why = "; ".join(notes)
     shape = out.shapes.setdefault(population, {})
-    before = shape.get("as_template", "")
-    shape["as_template"] = f"{before}; {why}" if before.startswith("no: ") else f"no: {why}"
+    shape["as_template"] = noted(shape.get("as_template", ""), why)
 
 
 def _add_flags(out: AutogateResult, population: str, notes: list[str], review: bool) -> None:

@@ -83,6 +83,11 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
     return ashman_d(mb, sb, ma, sa)
 
 
+def noted(as_template: str, why: str) -> str:
+    """`as_template` ('', 'yes' or 'no: <reasons>') with `why` among its reasons."""
+    return f"{as_template}; {why}" if as_template.startswith("no: ") else f"no: {why}"
+
+
 def unlike_reason(name: str, p: Placement, expect: int | None = None) -> str:
     """Why this placement's sample did not look as the template expects ('' when it did, or
     when too few events were there to judge: a B-subset cut in aplasia is not a surprise)."""
