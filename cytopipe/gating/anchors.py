@@ -14,7 +14,6 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.densities import (
     PEAK_FULL_EVENTS,
@@ -32,6 +31,7 @@ from cytopipe.gating.densities import (
     widened,
 )
 from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
+from cytopipe.preprocess.robust import robust_sd
 
 
 def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool) -> float:
@@ -52,7 +52,7 @@ def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool)
     if not robust:
         return level
     middle = float(np.median(x))
-    peak = majority_peak(x, bandwidth) or (middle, float(median_abs_deviation(x, scale="normal")))
+    peak = majority_peak(x, bandwidth) or (middle, float(robust_sd(x)))
     reach = peak[0] + (-1.0 if below else 1.0) * NormalDist().inv_cdf(q) * peak[1]
     return max(level, min(reach, middle)) if below else min(level, max(reach, middle))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.densities import off_floor_piles
 from cytopipe.gating.gates import points_in_polygon
@@ -21,6 +20,7 @@ from cytopipe.gating.placement import (
     ashman_d,
     strided,
 )
+from cytopipe.preprocess.robust import robust_sd
 
 
 def _merged_gaussian(gm, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -624,7 +624,7 @@ def one_population(
     if middle <= reference:
         return None
     k = float(params["one_population_sd"])
-    sd = float(median_abs_deviation(x, scale="normal"))
+    sd = float(robust_sd(x))
     lo, hi = (float(v) for v in params["search"])
     flag = f"one population above {name}: its median - {k:g} SD ({why})"
     return Placement("peak_sd", 0.5, flag, min(max(middle - k * sd, lo), hi))

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.stats import median_abs_deviation
+
+from cytopipe.preprocess.robust import robust_sd
 
 LOW_CONFIDENCE = 0.5
 PASS = "pass"  # the method of a pre-gate whose marker the panel lacks: every event passes
@@ -79,7 +80,7 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
     if below.size < MIN_EVENTS or above.size < MIN_EVENTS:
         return None
     mb, ma = float(np.median(below)), float(np.median(above))
-    sb, sa = (float(median_abs_deviation(v, scale="normal")) for v in (below, above))
+    sb, sa = (float(robust_sd(v)) for v in (below, above))
     return ashman_d(mb, sb, ma, sa)
 
 

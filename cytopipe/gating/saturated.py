@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.stats import median_abs_deviation
 
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import population_mask, say_unlike
 from cytopipe.gating.gates import dependency_order
 from cytopipe.gating.placement import MIN_EVENTS, MIN_SHAPE_EVENTS, Held
 from cytopipe.gating.result import AutogateResult
+from cytopipe.preprocess.robust import robust_sd
 from cytopipe.preprocess.transforms import Scale
 
 ABOVE_TOP = 1.0  # the true signal of a pinned stain: up to this many tops above the top
@@ -84,7 +84,7 @@ def below_top(
     for marker, v in columns.items():
         x = np.asarray(v, dtype=np.float64)[near]
         centre = float(np.nanmedian(x))
-        spread = float(median_abs_deviation(x, scale="normal", nan_policy="omit"))
+        spread = float(robust_sd(x, nan=True))
         out[marker] = (centre, max(spread, MIN_SPREAD))
     return out
 

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import median_abs_deviation
+
+from cytopipe.preprocess.robust import robust_sd
 
 MIN_CHANNELS = 3
 MIN_BEADS = 50  # fewer bead events cannot count anything
@@ -78,7 +79,7 @@ def find_beads(signals: Mapping[str, np.ndarray], candidates: np.ndarray) -> Bea
             continue
         core = np.column_stack([v[sub[near]] for v in channels]).astype(np.float64)
         median = np.median(core, axis=0)
-        sd = median_abs_deviation(core, axis=0, scale="normal")
+        sd = robust_sd(core, axis=0)
         if (sd > MAX_SD).any():
             continue
         level = float(np.median(w[near]))

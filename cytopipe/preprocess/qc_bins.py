@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import median_abs_deviation
+
+from cytopipe.preprocess.robust import robust_sd
 
 # A flagged run of bins grows into neighbours whose signal moved by at least this fraction of
 # signal_min_shift (and z_extend robust SDs): the shoulders of a drift, the edges of a bubble.
@@ -89,7 +90,7 @@ def _robust(x: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
     if not v.size:
         return np.nan, np.nan
     base = float(np.median(v))
-    return base, max(float(median_abs_deviation(v, scale="normal")), floor, 1e-12)
+    return base, max(float(robust_sd(v)), floor, 1e-12)
 
 
 def _robust_refined(x: np.ndarray, cut: float, floor: float = 0.0) -> tuple[float, float]:
