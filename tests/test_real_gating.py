@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import REPO, benchmark
 
+from cytopipe import cli
 from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
@@ -1509,18 +1510,30 @@ def test_a_population_between_the_igd_peak_and_a_far_turn_is_not_left_with_the_m
     assert "igd: a population lies between its majority peak and its density turn" in said
 
 
-def test_a_memory_count_kept_from_its_turn_far_off_is_said_unknown(shared_data):
+def test_a_memory_count_kept_from_its_turn_far_off_is_said_unknown(shared_data, tmp_path, capsys):
     """Seed 204517589 of label "57j" (a panel without CD24; 30% of the memory B cells, CD20
     x1.72): the naive B cells' CD27 runs in a long tail, the density turn (0.50) sits near
     openCyto's cut, and the limit halfway to the T cells' CD27 peak (0.27) in that tail was
     the cut: 920 unswitched memory B cells for openCyto's 142 (F1 0.26), nothing said. Its
     range (the turn on one side) was 136-1,107; a range that wide now says the count is not
-    known."""
-    table = real_fuzz.run(shared_data / "real", [204517589]).set_index("population")
+    known, on the cohort page and from `cytopipe autogate`."""
+    seed = 204517589
+    table = real_fuzz.run(shared_data / "real", [seed]).set_index("population")
     row = table.loc["b_unswitched_memory"]
     assert row["ours_low"] <= row["ref"] <= row["ours_high"], row.to_dict()
     assert "b_unswitched_memory" in row["unlike_template"], row.to_dict()
     assert "as its cuts move: more than 5-fold" in row["unlike_template"], row.to_dict()
+
+    sample, ref, metadata, spill, compensated = real_gating._compensated_source(
+        shared_data / "real"
+    )
+    keep, params = real_fuzz.draw(
+        np.random.default_rng(seed), real_gating.recomposable(sample, ref)
+    )
+    path = real_fuzz.write(sample, spill, compensated, keep, params, metadata, tmp_path / "f.fcs")
+    assert cli.main(["autogate", str(path), "--out", str(tmp_path / "m.parquet")]) == 0
+    said = capsys.readouterr().err
+    assert "b_unswitched_memory: its count ranges" in said and "more than 5-fold" in said, said
 
 
 def test_cd4_dim_events_between_cd4_and_cd8_t_cells_are_said(shared_data):

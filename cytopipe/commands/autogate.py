@@ -48,6 +48,7 @@ def run_autogate(args: argparse.Namespace) -> int:
         return _autogate_with_model(args)
     from cytopipe.config import load_config
     from cytopipe.gating.saturated import placed, saturated_events, with_saturated
+    from cytopipe.gating.stats import unsure_count
     from cytopipe.gating.template import load_template
     from cytopipe.ingest.panel import load_panel
     from cytopipe.preprocess.sample import SCATTER_ONLY, preprocess
@@ -81,6 +82,10 @@ def run_autogate(args: argparse.Namespace) -> int:
     for pop, (method, conf, flag) in result.methods.items():
         if flag:
             print(f"cytopipe autogate: {pop} ({method}, {conf:.2f}): {flag}", file=sys.stderr)
+    for pop, (leave, join) in result.cut_moves.items():
+        n = int(np.count_nonzero(masks[pop]))
+        if why := unsure_count(n - leave, n + join):
+            print(f"cytopipe autogate: {pop}: {why}", file=sys.stderr)
     print(f"{args.fcs}: {_counts(masks, result.cut_moves)}")
     return 0
 

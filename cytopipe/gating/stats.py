@@ -69,7 +69,7 @@ def population_stats(
             "as_template": "",
             **(shapes or {}).get(pop, {}),
         }
-        if unsure := _unsure(row["count_cut_low"], row["count_cut_high"]):
+        if unsure := unsure_count(row["count_cut_low"], row["count_cut_high"]):
             row["as_template"] = noted(row["as_template"], unsure)
         for m in MARKERS:
             col = columns.get(m) if m in columns else None
@@ -93,7 +93,7 @@ UNSURE_RANGE = 5.0
 UNSURE_MIN_EVENTS = 100
 
 
-def _unsure(low: int | None, high: int | None) -> str:
+def unsure_count(low: int | None, high: int | None) -> str:
     """Why a count is not known (its range spans more than UNSURE_RANGE-fold), else ''."""
     if low is None or high is None or high < UNSURE_MIN_EVENTS:
         return ""
