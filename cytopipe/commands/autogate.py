@@ -32,15 +32,19 @@ def _write_outputs(args: argparse.Namespace, masks, columns, result, keep, rows,
         write_tsv(args.stats, stats)
 
 
-def _counts(masks, moves) -> str:
-    """Each population's count, and in brackets the counts as its cuts move a bandwidth
-    (cytopipe.gating.cut_moves) where they do."""
-    out = []
+def _ranges(masks, moves):
+    """(population, count, low, high): the counts as its cuts move (cytopipe.gating.cut_moves),
+    low = high = count where none does."""
     for pop, mask in masks.items():
-        n = int(mask.sum())
+        n = int(np.count_nonzero(mask))
         leave, join = moves.get(pop, (0, 0))
-        out.append(f"{pop} {n}" + (f" ({n - leave}-{n + join})" if leave or join else ""))
-    return ", ".join(out)
+        yield pop, n, n - leave, n + join
+
+
+def _counts(masks, moves) -> str:
+    """Each population's count, and in brackets its range where its cuts move."""
+    return ", ".join(f"{pop} {n}" + (f" ({low}-{high})" if (low, high) != (n, n) else "")
+                     for pop, n, low, high in _ranges(masks, moves))  # fmt: skip
 
 
 def run_autogate(args: argparse.Namespace) -> int:
@@ -82,9 +86,8 @@ def run_autogate(args: argparse.Namespace) -> int:
     for pop, (method, conf, flag) in result.methods.items():
         if flag:
             print(f"cytopipe autogate: {pop} ({method}, {conf:.2f}): {flag}", file=sys.stderr)
-    for pop, (leave, join) in result.cut_moves.items():
-        n = int(np.count_nonzero(masks[pop]))
-        if why := unsure_count(n - leave, n + join):
+    for pop, _n, low, high in _ranges(masks, result.cut_moves):
+        if why := unsure_count(low, high):
             print(f"cytopipe autogate: {pop}: {why}", file=sys.stderr)
     print(f"{args.fcs}: {_counts(masks, result.cut_moves)}")
     return 0

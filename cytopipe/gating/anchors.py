@@ -52,7 +52,7 @@ def _level(x: np.ndarray, q: float, below: bool, bandwidth: float, robust: bool)
     if not robust:
         return level
     middle = float(np.median(x))
-    peak = majority_peak(x, bandwidth) or (middle, float(robust_sd(x)))
+    peak = majority_peak(x, bandwidth) or (middle, float(robust_sd(x, middle)))
     reach = peak[0] + (-1.0 if below else 1.0) * NormalDist().inv_cdf(q) * peak[1]
     return max(level, min(reach, middle)) if below else min(level, max(reach, middle))
 

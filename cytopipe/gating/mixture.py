@@ -624,7 +624,7 @@ def one_population(
     if middle <= reference:
         return None
     k = float(params["one_population_sd"])
-    sd = float(robust_sd(x))
+    sd = float(robust_sd(x, middle))
     lo, hi = (float(v) for v in params["search"])
     flag = f"one population above {name}: its median - {k:g} SD ({why})"
     return Placement("peak_sd", 0.5, flag, min(max(middle - k * sd, lo), hi))

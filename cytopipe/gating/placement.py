@@ -80,7 +80,7 @@ def split_separation(x: np.ndarray, cut: float) -> float | None:
     if below.size < MIN_EVENTS or above.size < MIN_EVENTS:
         return None
     mb, ma = float(np.median(below)), float(np.median(above))
-    sb, sa = (float(robust_sd(v)) for v in (below, above))
+    sb, sa = float(robust_sd(below, mb)), float(robust_sd(above, ma))
     return ashman_d(mb, sb, ma, sa)
 
 

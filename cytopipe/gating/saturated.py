@@ -84,7 +84,7 @@ def below_top(
     for marker, v in columns.items():
         x = np.asarray(v, dtype=np.float64)[near]
         centre = float(np.nanmedian(x))
-        spread = float(robust_sd(x, nan=True))
+        spread = float(robust_sd(x, centre, nan=True))
         out[marker] = (centre, max(spread, MIN_SPREAD))
     return out
 

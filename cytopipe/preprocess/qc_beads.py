@@ -79,7 +79,7 @@ def find_beads(signals: Mapping[str, np.ndarray], candidates: np.ndarray) -> Bea
             continue
         core = np.column_stack([v[sub[near]] for v in channels]).astype(np.float64)
         median = np.median(core, axis=0)
-        sd = robust_sd(core, axis=0)
+        sd = robust_sd(core, median, axis=0)
         if (sd > MAX_SD).any():
             continue
         level = float(np.median(w[near]))

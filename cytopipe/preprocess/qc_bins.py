@@ -90,7 +90,7 @@ def _robust(x: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
     if not v.size:
         return np.nan, np.nan
     base = float(np.median(v))
-    return base, max(float(robust_sd(v)), floor, 1e-12)
+    return base, max(float(robust_sd(v, base)), floor, 1e-12)
 
 
 def _robust_refined(x: np.ndarray, cut: float, floor: float = 0.0) -> tuple[float, float]:

@@ -12,9 +12,16 @@ import numpy as np
 MAD_PER_SD = NormalDist().inv_cdf(0.75)
 
 
-def robust_sd(x: np.ndarray, axis: int | None = None, nan: bool = False) -> np.ndarray | float:
+def robust_sd(
+    x: np.ndarray,
+    centre: np.ndarray | float | None = None,
+    axis: int | None = None,
+    nan: bool = False,
+) -> np.ndarray | float:
     """The median absolute deviation in SDs of a normal distribution: a spread a minority of
-    other events (a second population's tail, outliers) cannot widen much. `nan`: ignore NaN."""
+    other events (a second population's tail, outliers) cannot widen much. `centre`: the
+    median, where the caller has it already (along `axis`); `nan`: ignore NaN."""
     median = np.nanmedian if nan else np.median
-    centre = median(x, axis=axis, keepdims=True)
+    if centre is None:
+        centre = median(x, axis=axis, keepdims=True)
     return median(np.abs(x - centre), axis=axis) / MAD_PER_SD
