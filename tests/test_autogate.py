@@ -4,6 +4,7 @@ missing markers, the `cytopipe autogate` command and the real lymphocyte file 10
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -771,6 +772,10 @@ def test_aplasia_does_not_invent_b_cells(
     method, confidence, flag = result.methods["b_cells"]
     if n_b < 10:  # nothing to find a valley against: where the CD19-negative events end
         assert "support" in method.split("+") and "cd19" in flag and confidence <= 0.5
+    # too few to place a cut among: the events counted are those its `where` keeps, and the
+    # flag says so (10 CD27++ CD38++ events were "only 10 events in b_cells", B cells 10,360)
+    pb_flag = result.methods["plasmablasts"][2]
+    assert re.search(r"only \d+ events in b_cells, cd27 above, cd38_pb above", pb_flag)
     # fallbacks are flagged in the statistics, but none is worth a reviewer's time: the doubtful
     # ones sit on parents of a few events
     stats = population_stats(

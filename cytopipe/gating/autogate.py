@@ -173,7 +173,8 @@ class _Placer:
         x = x[np.isfinite(x)]
         min_events = int(p.get("min_events", MIN_EVENTS))
         if x.size < min_events:
-            return self._fallback(t, f"only {x.size} events in {t.on}")
+            among = "".join(f", {w.name} {side}" for w, side in t.where)  # of t.on, not all
+            return self._fallback(t, f"only {x.size} events in {t.on}{among}")
         if t.method == "valley":
             placed = self._floored(t, self._valley(t, x))
             if p.get("backgate") and placed.value is not None:  # a debris or CD45- cut among cells?
