@@ -321,7 +321,7 @@ class _Placer:
         misplaced = ""
         if limits is None or limits.how.startswith(LAST_RESORT):
             self.last_resort.add(t.name)
-            window = (max(search[0], floor), search[1])
+            window, at = (max(search[0], floor), search[1]), p.get("split_at", "odds")
             w, pair = p.get("split_with") if p.get("split") and majority else None, None
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
@@ -329,7 +329,7 @@ class _Placer:
             mixed = None
             if p.get("split"):  # above a split, the lower hump mirrors the upper one
                 upper = x if dip is None else x[x > dip]
-                mixed = split_placement(upper, window, unlike, pair=pair)
+                mixed = split_placement(upper, window, unlike, pair=pair, at=at)
             one = self._one_reference(t)
             if mixed is not None and not (one and both_positive(x, mixed.value, one.value)):
                 return mixed
@@ -354,8 +354,9 @@ class _Placer:
             value, past = within_window(limits.how, limits.cut, search)
             if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a
                 misplaced = misplaced or past  # shoulder: random draw 44c)
-                if past and p.get("split") and (flat := split_placement(x, window, past, most=4)):
-                    return flat  # a plateau beside a peak: two Gaussians for the plateau
+                flat = past and p.get("split") and split_placement(x, window, past, most=4, at=at)
+                if flat:  # a plateau beside a peak: two Gaussians for the plateau
+                    return flat
             unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
             return limits.placed(how, value, unlike)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
