@@ -74,7 +74,7 @@ def score_file(path: Path, specs, panel_map, cfg) -> list[dict]:
     # scored as the workflow counts: the QC-passed events, then those removed only for a
     # stain's top (cytopipe.gating.saturated)
     pinned, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
-    masks, columns = with_saturated(result, kept, saturated)
+    masks, columns = with_saturated(result, kept, saturated, specs)
     labels = np.asarray(read_truth(path)["population"])
     labels = np.concatenate([labels[keep], labels[pinned]])
     truth = gate_truth(labels)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import benchmark
@@ -612,6 +613,27 @@ def test_a_last_resort_past_the_templates_window_says_so(tmp_path):
     specs = load_template(repo / "config" / "gating.yaml")
     said = unlike_template(gate("v", columns, specs, pre.zeros).stats)
     assert "lies past the template's window" in said and "b_unswitched_memory" in said, said
+
+
+def test_a_last_resort_held_at_the_windows_edge_counts_a_range_not_a_certain_zero(tmp_path):
+    """Seed 952069028 (label "session 58b"; PBMC, 10,216 events, CD27 at half gain spread by
+    CD24's spill): no structure in the B cells' CD27, the last resort (peak 0.17 + 3 SD) at
+    0.71, held at the window's edge 0.60 above every B cell. It read 0 unswitched memory B
+    cells (truth 162) with a range of 0-0, and 0 switched memory ones (85), 0-0, taken from
+    that cut: as if both were certain. The range of a held cut reaches where its valley search
+    started, and a cut taken from it moves as it does."""
+    random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[952069028])
+    repo = random_accuracy.REPO
+    path = tmp_path / "variant_952069028.fcs"
+    pre = preprocess(str(path), load_panel(repo / "config" / "panel.yaml"), load_config(None))
+    columns = {m: v[pre.qc_pass] for m, v in pre.columns.items()}
+    stats = gate("v", columns, load_template(repo / "config" / "gating.yaml"), pre.zeros).stats
+    rows = stats.set_index("population")
+    truth = pd.Series(read_truth(path)["population"]).value_counts()
+    for pop in ("b_unswitched_memory", "b_switched_memory"):
+        assert rows.loc[pop, "count"] == 0
+        assert rows.loc[pop, "count_cut_high"] >= truth[pop] / 2, rows.loc[pop]
+    assert "b_unswitched_memory: its count ranges 0-" in unlike_template(stats)
 
 
 def test_the_dip_below_dim_b_cells_is_read_from_a_density_whole_at_its_edge(tmp_path):

@@ -24,6 +24,7 @@ from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.gates import evaluate
+from cytopipe.gating.sample import gate_events
 from cytopipe.gating.stats import f1_score, review_rows, unlike_template
 from cytopipe.gating.template import load_template
 from cytopipe.ingest.panel import load_panel
@@ -1896,7 +1897,6 @@ def test_a_count_says_how_far_it_hinges_on_its_cuts(shared_data):
     say both (count_cut_low / count_cut_high), and openCyto's counts of the quadrant subsets,
     whose cuts lie within 0.01-0.03 of ours, fall inside those ranges. The lymphocytes are a mixture's
     outline: no cut to move, no range."""
-    from cytopipe.gating.sample import gate_events
 
     path = shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
     cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
@@ -2152,3 +2152,27 @@ def test_plasmablasts_without_a_valley_are_cut_at_the_least_density_beside_cd20_
         theirs = ref["Live/CD19and!CD20/Plasmablasts"].to_numpy(bool)[keep][qc]
         scores.append(f1_score(result.masks["plasmablasts"], theirs))
     assert min(scores) >= 0.75 and np.mean(scores) >= 0.78, scores
+
+
+def test_count_ranges_with_events_at_a_stains_top_hold_the_count(shared_data, tmp_path):
+    """real_fuzz "session 58b" seed 952069051 (CD27, CD38 and CD20 bright enough to pin
+    hundreds of B cells at a stain's top): those events are placed on where their values are
+    known but counted in no gate below their parent's, and the ranges as cuts move were taken
+    on the events placed on: more left CD27hi CD38hi B cells than were counted ("-1-279").
+    The ranges are taken on the events counted."""
+    sample, ref, metadata, spill, compensated = real_gating._compensated_source(
+        shared_data / "real"
+    )
+    rng = np.random.default_rng(952069051)
+    keep, params = real_fuzz.draw(rng, real_gating.recomposable(sample, ref))
+    path = real_fuzz.write(sample, spill, compensated, keep, params, metadata, tmp_path / "f.fcs")
+    cfg = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config", source="test")
+    pre = preprocess(str(path), load_panel(REPO / "config" / "panel.yaml"), cfg)
+    specs = load_template(REPO / "config" / "gating.yaml")
+    gated, _ = gate_events("f", pre.columns, pre.qc_pass, specs, pre.info, pre.at_top)
+    said = unlike_template(gated.stats)
+    assert "events at a stain's top may belong here" in said, said
+    ranged = gated.stats.dropna(subset=["count_cut_low"])
+    assert len(ranged) >= 8
+    low, high = ranged["count_cut_low"], ranged["count_cut_high"]
+    assert ((low >= 0) & (low <= ranged["count"]) & (ranged["count"] <= high)).all(), ranged

@@ -69,7 +69,7 @@ def run_autogate(args: argparse.Namespace) -> int:
     # where they certainly belong
     rows, saturated = saturated_events(pre.columns, pre.at_top, pre.info)
     result = placed(specs, columns, pre.zeros, saturated)
-    masks, counted = with_saturated(result, columns, saturated)
+    masks, counted = with_saturated(result, columns, saturated, specs)
     _write_outputs(args, masks, counted, result, keep, rows, Path(args.fcs).stem)
     if args.gatingml:
         from cytopipe.gating.export import strategy_from_info

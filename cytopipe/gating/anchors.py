@@ -168,9 +168,14 @@ class Limits(NamedTuple):
     # negatives are split in two (`split_negatives`: then the lower half's peak is no majority)
 
     def placed(self, how: str, value: float, unlike: str) -> Placement:
-        """The Placement of this cut, at `value` (held in the search window)."""
+        """The Placement of this cut, at `value` (held in the search window). A cut the window
+        held (`within_window`) is the template's edge, not the sample's: its count's range
+        reaches where the valley search started (random_accuracy "session 58b" seed 952069028,
+        CD27 dim and spread: majority peak + 3 SD at 0.71 held at 0.60, above every B cell,
+        read "0 unswitched memory B cells, 0-0" for 162)."""
+        other = self.start if self.other is None and value != self.cut else self.other
         return Placement(
-            self.method, 0.5, how, value, unlike=unlike, other=self.other, spread=self.spread
+            self.method, 0.5, how, value, unlike=unlike, other=other, spread=self.spread
         )
 
 

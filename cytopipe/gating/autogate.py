@@ -94,6 +94,7 @@ from cytopipe.gating.placement import (
     clamped,
     empty,
     judged,
+    referenced,
     split_separation,
     standing_in,
     strided,
@@ -441,8 +442,7 @@ class _Placer:
             if r.method == "fallback":
                 flag = f"fallback: {why}; {ref.name} on {ref.on} used"
                 return Placement("fallback", conf, flag, r.value)
-            used = f"{ref.name} on {ref.on} used ({why})"  # its doubts are this cut's too
-            return Placement("reference", conf, used, r.value, unlike=r.unlike)
+            return referenced(r, f"{ref.name} on {ref.on} used ({why})")
         return Placement("fallback", 0.2, f"fallback: {why}; template position", t.fixed)
 
 

@@ -44,6 +44,17 @@ class Placement:
     spread: float | None = None  # how far a cut no density showed may move either way
 
 
+def referenced(ref: Placement, flag: str) -> Placement:
+    """A cut taken from its reference threshold's placement (measured on another population of
+    this sample): that cut's doubts, and how far it may move, are this one's too. Without its
+    `other` and `spread` a switched-memory CD27 cut taken from a last resort held at its
+    window's edge read "0 switched memory B cells, 0-0" (random_accuracy "session 58b" seed
+    952069028: 85), the unswitched ones 0-137 beside it."""
+    conf = round(0.8 * ref.confidence, 3)
+    return Placement("reference", conf, flag, ref.value, unlike=ref.unlike, other=ref.other,
+                     spread=ref.spread)  # fmt: skip
+
+
 def standing_in(own: Placement, params: Mapping, place: Callable) -> Placement:
     """`own`, or where it was placed on its own because the cut it stands in for (`same_as`)
     found no two populations, with that cut's look and doubts (`same_doubts`): the T cells'

@@ -42,7 +42,7 @@ def gate(
     others where they certainly belong: masks and statistics hold the QC-passed events, then
     these."""
     res = placed(specs, columns, zeros, saturated)
-    masks, columns = with_saturated(res, columns, saturated)
+    masks, columns = with_saturated(res, columns, saturated, specs)
     n_root = len(next(iter(columns.values()))) if columns else 0
     stats = population_stats(
         sample_id, masks, res.parents, columns, n_root, res.methods, res.shapes, res.cut_moves
