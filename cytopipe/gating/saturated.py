@@ -24,7 +24,7 @@ even as read is naive, one that reads CD27+ is a B cell of no subset. A file wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from cytopipe.gating.cut_moves import cut_moves
 from cytopipe.gating.gates import dependency_order
 from cytopipe.gating.placement import MIN_EVENTS, MIN_SHAPE_EVENTS, Held
 from cytopipe.gating.result import AutogateResult
+from cytopipe.gating.template import PopulationSpec
 from cytopipe.preprocess.robust import robust_sd
 from cytopipe.preprocess.transforms import Scale
 
@@ -140,7 +141,10 @@ def placement_events(
 
 
 def with_saturated(
-    result: AutogateResult, columns: Columns, saturated: Saturated | None, specs
+    result: AutogateResult,
+    columns: Columns,
+    saturated: Saturated | None,
+    specs: Sequence[PopulationSpec],
 ) -> tuple[dict[str, np.ndarray], Columns]:
     """The placed gates' masks and the columns they were placed on, with the saturated events
     appended where they certainly belong (masks: the QC-passed events, then these). A
