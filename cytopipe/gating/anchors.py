@@ -266,6 +266,14 @@ def negative_minority(
     )
 
 
+def last_resort(peak: tuple[float, float], k: float, sign: float) -> tuple[float, str, float]:
+    """(cut, how, spread): `k` SDs beyond (`sign`) the majority peak, and how far the cut may
+    move either way in its count's range (LAST_RESORT_SPREAD SDs): a convention, not a
+    position the sample showed."""
+    how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if sign < 0 else '+'} {k:g} SD"
+    return peak[0] + sign * k * peak[1], how, LAST_RESORT_SPREAD * peak[1]
+
+
 def _last_resort(
     x: np.ndarray,
     bandwidth: float,
@@ -275,13 +283,10 @@ def _last_resort(
     start: float,
     unlike: str,
 ) -> Limits:
-    """No valley, shoulder or turn to cut at: the majority peak (`_steady_peak`) +- the
-    anchor's `fallback_sd` SDs, its count range LAST_RESORT_SPREAD SDs either way."""
-    peak = _steady_peak(x, bandwidth) or peak
-    fk = float(anchor["fallback_sd"])
-    how = f"{LAST_RESORT} {peak[0]:.2f} {'-' if sign < 0 else '+'} {fk:g} SD"
-    cut = peak[0] + sign * fk * peak[1]
-    return Limits(start, cut, how, unlike, "peak_sd", spread=LAST_RESORT_SPREAD * peak[1])
+    """No valley, shoulder or turn to cut at: the anchor's `last_resort` from the majority
+    peak as `_steady_peak` reads it."""
+    cut, how, spread = last_resort(_steady_peak(x, bandwidth) or peak, anchor["fallback_sd"], sign)
+    return Limits(start, cut, how, unlike, "peak_sd", spread=spread)
 
 
 def anchor_limits(

@@ -43,6 +43,7 @@ from cytopipe.gating.anchors import (
     LAST_RESORT,
     anchor_limits,
     flank_turn,
+    last_resort,
     negative_minority,
     positive_peak,
 )
@@ -85,7 +86,6 @@ from cytopipe.gating.lineage import (
 from cytopipe.gating.mixture import both_positive, one_population, place_gmm, split_placement
 from cytopipe.gating.placement import (
     FOUND,
-    LAST_RESORT_SPREAD,
     LOW_CONFIDENCE,
     MIN_EVENTS,
     PASS,
@@ -362,10 +362,8 @@ class _Placer:
             return limits.placed(how, value, unlike)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
-            k = float(p["fallback_sd"]) * (-1 if misplaced else 1)
-            how = f"{LAST_RESORT} {majority[0]:.2f} {'-' if misplaced else '+'} {abs(k):g} SD"
-            value, past = within_window(how, majority[0] + k * majority[1], search)
-            spread = LAST_RESORT_SPREAD * majority[1]
+            cut, how, spread = last_resort(majority, p["fallback_sd"], -1.0 if misplaced else 1.0)
+            value, past = within_window(how, cut, search)
             return Placement(
                 "peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past, spread=spread
             )
