@@ -428,6 +428,13 @@ RECOMPOSED = {
         "other_b_lineage": 0.05,
     },
     "memory-poor: 30% of memory B cells kept": {"memory": 0.3},
+    # transitional B cells the majority, memory B cells nearly gone: the IgD- B cells are
+    # mostly IgD-dim transitional ones (openCyto's double negative), CD27- as the rest
+    "transitional-rich reconstitution: 1% of memory, 5% of other naive B cells kept": {
+        "memory_beside_transitional": 0.01,
+        "naive": 0.05,
+        "other_b_lineage": 0.05,
+    },
 }
 
 
@@ -437,6 +444,8 @@ def recomposable(sample, ref: pd.DataFrame) -> dict[str, np.ndarray]:
     return {
         "naive": ref[_NAIVE].to_numpy(bool) & ~ref[f"{_B}Transitional"].to_numpy(bool),
         "memory": ref[list(_MEMORY)].to_numpy(bool).any(axis=1),
+        "memory_beside_transitional": ref[list(_MEMORY)].to_numpy(bool).any(axis=1)
+        & ~ref[f"{_B}Transitional"].to_numpy(bool),
         "cd20pos_b_cells": ref["Live/CD19andCD20"].to_numpy(bool),
         "other_b_lineage": b_lineage
         & ~ref[["Live/CD19andCD20", "Live/CD19and!CD20/Plasmablasts"]].to_numpy(bool).any(axis=1),
@@ -460,7 +469,10 @@ def recomposed(
     thinned to 3%: a few lymphocytes beside many monocytes, as after CAR-T); plasmablast-rich
     (openCyto's CD20+ B cells thinned to 5%, its 67 plasmablasts kept: a tenth of the B cells,
     as in active lupus before CAR-T); memory-poor (openCyto's memory and double-negative B
-    cells thinned to 30%: naive B cells 95% of them, as in young children); an export
+    cells thinned to 30%: naive B cells 95% of them, as in young children); transitional-rich
+    reconstitution (1% of the memory B cells that are not transitional, 5% of the other naive
+    ones: the transitional B cells three quarters of the B cells, openCyto's double negative
+    their IgD-dim part); an export
     pre-gated on lymphocytes (every event outside openCyto's scatter gate removed); a quarter
     of the events (a smaller acquisition: 30,000 events, 2,900 B cells). Composition assumptions failed here: switched memory F1 0.07 with 10% of the naive
     kept, transitional 0.004 in early reconstitution, B cells 0.18 T-poor and 0.004

@@ -823,6 +823,14 @@ RECOMPOSED_SCORED = {
     "lymphopenic: 3% of lymphocytes kept": ("b_cells", "b_cd20pos", "b_naive"),
     # our B cells hold the plasmablasts, a tenth of them here, which openCyto's do not
     "plasmablast-rich: 5% of CD20+ B cells kept": ("b_cd20pos", "b_naive"),
+    # openCyto's double negative: IgD-dim transitional B cells (136), the memory ones < 30
+    "transitional-rich reconstitution: 1% of memory, 5% of other naive B cells kept": (
+        "b_cells",
+        "b_cd20pos",
+        "b_naive",
+        "b_transitional",
+        "b_double_negative",
+    ),
 }
 
 
@@ -2176,3 +2184,36 @@ def test_count_ranges_with_events_at_a_stains_top_hold_the_count(shared_data, tm
     assert len(ranged) >= 8
     low, high = ranged["count_cut_low"], ranged["count_cut_high"]
     assert ((low >= 0) & (low <= ranged["count"]) & (ranged["count"] <= high)).all(), ranged
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_igd_dim_transitional_b_cells_are_not_split_among_cd27_negative_values(
+    shared_data, tmp_path, seed
+):
+    """Early reconstitution on the real file: every transitional B cell kept, 5% of the other
+    naive ones, 1% of the memory B cells and plasmablasts. openCyto's ~130 double-negative B
+    cells are then IgD-dim transitional ones, CD27- like the rest. The CD27 cut among the IgD-
+    B cells (no valley there; the all-B-cell CD27 cut a last resort, so not taken over) split
+    them in two by BIC at 0.22-0.23, below the T cells' own CD27 valley (0.29): 104-132
+    "switched memory" B cells for openCyto's 4-6, double negative 0.35-0.36, nothing said. A
+    cut among CD27- values parts no populations: not below that valley (`not_below: cd27_t`),
+    the all-B-cell cut stands, double negative 0.90-0.95."""
+    sample, ref, metadata = real_gating._lyoplate_source(shared_data / "real")
+    rng = np.random.default_rng(seed)
+    theirs = {k: ref[f"Live/CD19andCD20/{k}"].to_numpy(bool)
+              for k in ("Transitional", "IgD+CD27-", "IgD-CD27-")}  # fmt: skip
+    b_cells = ref["Live/CD19andCD20"].to_numpy(bool)
+    naive = theirs["IgD+CD27-"] & ~theirs["Transitional"]
+    memory = b_cells & ~naive & ~theirs["Transitional"]
+    plasmablasts = ref["Live/CD19and!CD20"].to_numpy(bool)
+    keep = np.ones(len(ref), dtype=bool)
+    keep[naive & (rng.random(len(ref)) > 0.05)] = False
+    keep[(memory | plasmablasts) & (rng.random(len(ref)) > 0.01)] = False
+    others = real_gating.recomposable(sample, ref)["other_b_lineage"] & ~plasmablasts
+    keep[others & (rng.random(len(ref)) > np.mean(keep[b_cells | plasmablasts]))] = False
+    path = real_gating._write_like(sample, sample.events[keep], tmp_path / "r.fcs", metadata)
+    _, result, qc = _autogate(path)
+    dn = theirs["IgD-CD27-"][keep][qc]
+    assert dn.sum() >= 100
+    assert result.thresholds["cd27_switched"].value >= result.thresholds["cd27_t"].value
+    assert f1_score(result.masks["b_double_negative"], dn) >= 0.85
