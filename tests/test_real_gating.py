@@ -2186,6 +2186,29 @@ def test_count_ranges_with_events_at_a_stains_top_hold_the_count(shared_data, tm
     assert ((low >= 0) & (low <= ranged["count"]) & (ranged["count"] <= high)).all(), ranged
 
 
+def _reconstituted(data, path, seed: int, naive: float, memory: float, b_cells: float = 1.0):
+    """The Lyoplate file early after CAR-T: every transitional B cell kept, `naive` of the
+    other naive ones, `memory` of the memory B cells and plasmablasts, then `b_cells` of the B
+    cells left; B-lineage events openCyto does not call B cells thinned alike. (file, kept
+    events, openCyto's gates)."""
+    sample, ref, metadata = real_gating._lyoplate_source(data)
+    rng = np.random.default_rng(seed)
+    gate = {k: ref[k].to_numpy(bool) for k in ref.columns}
+    transitional = gate["Live/CD19andCD20/Transitional"]
+    naive_ones = gate["Live/CD19andCD20/IgD+CD27-"] & ~transitional
+    plasmablasts = gate["Live/CD19and!CD20"]
+    b_lineage = gate["Live/CD19andCD20"] | plasmablasts
+    keep = np.ones(len(ref), dtype=bool)
+    keep[naive_ones & (rng.random(len(ref)) > naive)] = False
+    memory_ones = gate["Live/CD19andCD20"] & ~naive_ones & ~transitional
+    keep[(memory_ones | plasmablasts) & (rng.random(len(ref)) > memory)] = False
+    if b_cells < 1.0:
+        keep[b_lineage & keep & (rng.random(len(ref)) > b_cells)] = False
+    others = real_gating.recomposable(sample, ref)["other_b_lineage"] & ~plasmablasts
+    keep[others & (rng.random(len(ref)) > np.mean(keep[b_lineage]))] = False
+    return real_gating._write_like(sample, sample.events[keep], path, metadata), keep, ref
+
+
 @pytest.mark.parametrize("seed", [4, 5, 6])
 def test_igd_dim_transitional_b_cells_are_not_split_among_cd27_negative_values(
     shared_data, tmp_path, seed
@@ -2198,22 +2221,32 @@ def test_igd_dim_transitional_b_cells_are_not_split_among_cd27_negative_values(
     "switched memory" B cells for openCyto's 4-6, double negative 0.35-0.36, nothing said. A
     cut among CD27- values parts no populations: not below that valley (`not_below: cd27_t`),
     the all-B-cell cut stands, double negative 0.90-0.95."""
-    sample, ref, metadata = real_gating._lyoplate_source(shared_data / "real")
-    rng = np.random.default_rng(seed)
-    theirs = {k: ref[f"Live/CD19andCD20/{k}"].to_numpy(bool)
-              for k in ("Transitional", "IgD+CD27-", "IgD-CD27-")}  # fmt: skip
-    b_cells = ref["Live/CD19andCD20"].to_numpy(bool)
-    naive = theirs["IgD+CD27-"] & ~theirs["Transitional"]
-    memory = b_cells & ~naive & ~theirs["Transitional"]
-    plasmablasts = ref["Live/CD19and!CD20"].to_numpy(bool)
-    keep = np.ones(len(ref), dtype=bool)
-    keep[naive & (rng.random(len(ref)) > 0.05)] = False
-    keep[(memory | plasmablasts) & (rng.random(len(ref)) > 0.01)] = False
-    others = real_gating.recomposable(sample, ref)["other_b_lineage"] & ~plasmablasts
-    keep[others & (rng.random(len(ref)) > np.mean(keep[b_cells | plasmablasts]))] = False
-    path = real_gating._write_like(sample, sample.events[keep], tmp_path / "r.fcs", metadata)
+    path, keep, ref = _reconstituted(shared_data / "real", tmp_path / "r.fcs", seed, 0.05, 0.01)
     _, result, qc = _autogate(path)
-    dn = theirs["IgD-CD27-"][keep][qc]
+    dn = ref["Live/CD19andCD20/IgD-CD27-"].to_numpy(bool)[keep][qc]
     assert dn.sum() >= 100
     assert result.thresholds["cd27_switched"].value >= result.thresholds["cd27_t"].value
     assert f1_score(result.masks["b_double_negative"], dn) >= 0.85
+
+
+@pytest.mark.parametrize(
+    "seed, naive, b_cells", [(12, 0.02, 0.1), (22, 0.02, 0.05), (23, 0.01, 0.15)]
+)
+def test_transitional_b_cells_too_many_for_naive_ones_are_cut_at_their_own_edge(
+    shared_data, tmp_path, seed, naive, b_cells
+):
+    """B cells returning after CAR-T, most of them transitional: 50-190 B cells, under 25
+    naive ones below the transitional CD38 level, too few to place the naive B cells' CD24
+    level (`cd24_naive`), which fell back to the template's 0.69, and the transitional cut
+    (no CD24 valley) with it: 8 of openCyto's 97 transitional B cells found (F1 0.15). Where
+    that level is not measured, the CD38-high B cells are the transitional ones, cut at their
+    own median - 2 SD (`lone_without_reference`): 0.96-0.98, and the phenotype at return, the
+    clinical figure, is read from a cut this sample showed."""
+    path, keep, ref = _reconstituted(
+        shared_data / "real", tmp_path / "r.fcs", seed, naive, 0.01, b_cells
+    )
+    _, result, qc = _autogate(path)
+    assert result.thresholds["cd24_naive"].method == "fallback"
+    transitional = ref["Live/CD19andCD20/Transitional"].to_numpy(bool)[keep][qc]
+    assert transitional.sum() >= 40
+    assert f1_score(result.masks["b_transitional"], transitional) >= 0.9

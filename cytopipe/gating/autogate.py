@@ -367,10 +367,11 @@ class _Placer:
             return Placement(
                 "peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past, spread=spread
             )
-        one = self._one_reference(t)
-        lone = one and one_population(x, p, p["reference"].name, one.value, why)
-        if lone:
-            return lone
+        one, only = self._one_reference(t), p.get("lone_without_reference")
+        if one and (not only or one.method == "fallback"):  # `only`: its reference unmeasured
+            lone = one_population(x, p, p["reference"].name, None if only else one.value, why)
+            if lone:
+                return lone
         turn = flank_turn(x, t.bandwidth, search) if p.get("flank_turn") else None
         if turn is not None:  # measured, but the sample is unlike the template: no valley
             return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
