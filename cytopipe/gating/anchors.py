@@ -9,7 +9,7 @@ marker's events; this decides which of them is the cut when the sample shows no 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ from cytopipe.gating.densities import (
     widened,
 )
 from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
+from cytopipe.gating.template import ThresholdSpec
 from cytopipe.preprocess.robust import robust_sd
 
 
@@ -231,6 +232,37 @@ def positive_peak(
     if not minority or peak[0] <= valley:
         return ""
     return "minority" if relative_height(x, bandwidth, peak[0], valley) <= MINORITY_DIP else ""
+
+
+def positive_majority(
+    t: ThresholdSpec,
+    x: np.ndarray,
+    peak: tuple[float, float] | None,
+    why: str,
+    minority: bool,
+    place: Callable[[ThresholdSpec], Placement],
+) -> Placement | None:
+    """No valley, shoulder or turn, and the sample's highest peak lies above the valley its
+    `not_below` population showed (CD27 on T cells) as a positive population's (a positive
+    majority, or a minority's: `positive_peak`): the last resort beyond it would call them
+    all negative. The cut is `fallback_sd` SDs below that peak, no lower than the reference
+    valley, and the sample is unlike the template. None otherwise. `place`: threshold -> its
+    placement on this sample."""
+    anchor, below = t.params.get("anchor") or {}, t.params.get("not_below")
+    if below is None or anchor.get("side", "above") == "below":
+        return None
+    ref = place(below)
+    if ref.method != "valley" or peak is None:
+        return None
+    kind = positive_peak(x, peak, ref.value, minority, t.bandwidth)
+    if not kind:
+        return None
+    k = float(anchor.get("fallback_sd", 3.0))
+    lo, hi = (float(v) for v in t.params["search"])
+    value = min(max(peak[0] - k * peak[1], ref.value, lo), hi)
+    how = (f"{kind} peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
+           f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
+    return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
 
 def negative_minority(

@@ -45,7 +45,7 @@ from cytopipe.gating.anchors import (
     flank_turn,
     last_resort,
     negative_minority,
-    positive_peak,
+    positive_majority,
 )
 from cytopipe.gating.beyond_gate import (
     coupled,
@@ -337,7 +337,7 @@ class _Placer:
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority or majority_peak(x, bw, unpiled=unpiled)
                 misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
-                positive = self._positive_majority(t, x, peak, why, bool(misplaced))
+                positive = positive_majority(t, x, peak, why, bool(misplaced), self.place)
                 if positive is not None:
                     return positive
                 if misplaced and not p.get("split"):
@@ -391,31 +391,6 @@ class _Placer:
         ref = t.params.get("reference")
         lone = "one_population_sd" in t.params and isinstance(ref, ThresholdSpec)
         return self.place(ref) if lone else None
-
-    def _positive_majority(
-        self, t: ThresholdSpec, x: np.ndarray, peak: tuple[float, float] | None, why: str,
-        minority: bool,
-    ) -> Placement | None:  # fmt: skip
-        """No valley, shoulder or turn, and the sample's highest peak lies above the valley its
-        `not_below` population showed (CD27 on T cells) as a positive population's (a positive
-        majority, or a minority's: `anchors.positive_peak`): the last resort beyond it would
-        call them all negative. The cut is `fallback_sd` SDs below that peak, no lower than the
-        reference valley, and the sample is unlike the template. None otherwise."""
-        anchor, below = t.params.get("anchor") or {}, t.params.get("not_below")
-        if below is None or anchor.get("side", "above") == "below":
-            return None
-        ref = self.place(below)
-        if ref.method != "valley" or peak is None:
-            return None
-        kind = positive_peak(x, peak, ref.value, minority, t.bandwidth)
-        if not kind:
-            return None
-        k = float(anchor.get("fallback_sd", 3.0))
-        lo, hi = (float(v) for v in t.params["search"])
-        value = min(max(peak[0] - k * peak[1], ref.value, lo), hi)
-        how = (f"{kind} peak {peak[0]:.2f} above {below.name}'s valley {ref.value:.2f} on "
-               f"{below.on}: the {kind} is positive, cut {k:g} SD below it")  # fmt: skip
-        return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=how)
 
     def _negative_minority(self, t: ThresholdSpec, peak, why: str, d, min_side: int):
         """`anchors.negative_minority` for a cut below its majority: a significant dip above
