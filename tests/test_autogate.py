@@ -1415,11 +1415,14 @@ def test_a_last_resort_moved_into_the_templates_window_says_so(baseline_sample, 
     the top of the scale, so the transitional cut is their peak + 2 SD, past the window it may
     lie in. The cut is held at the window's edge, and the sample says so: a cut at the edge is
     the template's, not the sample's (it said nothing, as the same cut of an anchored search
-    already did)."""
+    already did). The NK cells' CD38 lies above theirs, as on any sample the reagent brightens:
+    above it, one population would be the transitional B cells (`upper_above`)."""
     columns, labels = gating_columns(baseline_sample, panel_map)
     cd38 = columns["CD38"].copy()
-    young = np.isin(labels, ["b_naive", "b_transitional"])
-    cd38[young] = np.random.default_rng(0).normal(0.93, 0.03, int(young.sum()))
+    young, nk = np.isin(labels, ["b_naive", "b_transitional"]), labels == "nk"
+    rng = np.random.default_rng(0)
+    cd38[young] = rng.normal(0.93, 0.03, int(young.sum()))
+    cd38[nk] = rng.normal(0.97, 0.02, int(nk.sum()))
     result = autogate(specs, {**columns, "CD38": cd38})
     placed = result.thresholds["cd38_tr"]
     assert placed.method == "peak_sd" and placed.value == 0.95, placed

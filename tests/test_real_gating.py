@@ -2264,3 +2264,25 @@ def test_transitional_b_cells_too_many_for_naive_ones_are_cut_at_their_own_edge(
     transitional = ref["Live/CD19andCD20/Transitional"].to_numpy(bool)[keep][qc]
     assert transitional.sum() >= 40
     assert f1_score(result.masks["b_transitional"], transitional) >= 0.9
+
+
+@pytest.mark.parametrize("seed", [21, 30])
+def test_a_lone_cd38_population_above_the_nk_cells_is_the_transitional_one(
+    shared_data, tmp_path, seed
+):
+    """B cells returning after CAR-T, 110-120 transitional beside 20-30 naive ones: no CD38
+    valley parts them. Seed 21: no mixture either, and the last resort read the one
+    population as the naive majority the template expects, its peak + 2 SD above them all (2
+    found). Seed 30: two Gaussians by BIC within the transitional B cells themselves (0.69),
+    the naive CD24 level read on their lower half, and the transitional cut above them all (0
+    found). Nothing was said. NK cells' CD38 lies between naive and transitional B cells'
+    (Lyoplate: 0.55, 0.64, 0.73): a lone population above it, or two above it, is the upper
+    one, cut below it (`upper_above: cd38_nk`): 0.96-0.98, the sample unlike the template."""
+    path, keep, ref = _reconstituted(
+        shared_data / "real", tmp_path / "r.fcs", seed, 0.02, 0.01, 0.1
+    )
+    _, result, qc = _autogate(path)
+    transitional = ref["Live/CD19andCD20/Transitional"].to_numpy(bool)[keep][qc]
+    assert transitional.sum() >= 100
+    assert f1_score(result.masks["b_transitional"], transitional) >= 0.9
+    assert result.thresholds["cd38_tr"].unlike  # said on the sample page and the cohort's

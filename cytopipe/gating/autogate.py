@@ -332,7 +332,10 @@ class _Placer:
                 upper = x if dip is None else x[x > dip]
                 mixed = split_placement(upper, window, unlike, pair=pair, at=at)
             one = self._one_reference(t)
-            if mixed is not None and not (one and both_positive(x, mixed.value, one.value)):
+            level = one.value if one else self._upper_level(t)  # parts two positive populations?
+            if mixed is not None and not (
+                level is not None and both_positive(x, mixed.value, level)
+            ):
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority or majority_peak(x, bw, unpiled=unpiled)
@@ -362,6 +365,10 @@ class _Placer:
             return limits.placed(how, value, unlike)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
+            upper = self._upper_level(t)  # ... or above the level that tells it is the upper one
+            if not misplaced and upper is not None and majority[0] > upper:
+                name = p["upper_above"].name
+                misplaced = f"its majority peak {majority[0]:.2f} lies above {name} ({upper:.2f})"
             cut, how, spread = last_resort(majority, p["fallback_sd"], -1.0 if misplaced else 1.0)
             value, past = within_window(how, cut, search)
             return Placement(
@@ -391,6 +398,15 @@ class _Placer:
         ref = t.params.get("reference")
         lone = "one_population_sd" in t.params and isinstance(ref, ThresholdSpec)
         return self.place(ref) if lone else None
+
+    def _upper_level(self, t: ThresholdSpec) -> float | None:
+        """`upper_above`'s cut as measured on this sample: a lone population above it is the
+        upper one. None without one, where the panel lacks its markers or it fell back."""
+        ref = t.params.get("upper_above")
+        if ref is None or not ref.dims() <= self.columns.keys():
+            return None
+        level = self.place(ref)
+        return None if level.method == "fallback" else float(level.value)
 
     def _negative_minority(self, t: ThresholdSpec, peak, why: str, d, min_side: int):
         """`anchors.negative_minority` for a cut below its majority: a significant dip above

@@ -33,6 +33,8 @@ from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
 from cytopipe.ingest.panel import SCATTER
 
 NAMED = ("reference", "same_as", "not_below")  # threshold params that name another threshold
+# ... and those that name one the panel may lack: used where it has its markers, not needed
+OPTIONAL_NAMED = ("upper_above",)
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ def _threshold(
     conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
     on = t.get("on")
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
-    for key in NAMED:
+    for key in (*NAMED, *OPTIONAL_NAMED):
         if t.get(key) is not None:
             params[key] = named(t[key], key)
     if t.get("where_if_present"):
