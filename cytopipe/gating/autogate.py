@@ -367,8 +367,8 @@ class _Placer:
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
             upper = self._upper_level(t)  # ... or above the level that tells it is the upper one
             if not misplaced and upper is not None and majority[0] > upper:
-                name = p["upper_above"].name
-                misplaced = f"its majority peak {majority[0]:.2f} lies above {name} ({upper:.2f})"
+                names = " and ".join(r.name for r in p["upper_above"])
+                misplaced = f"its majority peak {majority[0]:.2f} lies above {names} ({upper:.2f})"
             cut, how, spread = last_resort(majority, p["fallback_sd"], -1.0 if misplaced else 1.0)
             value, past = within_window(how, cut, search)
             return Placement(
@@ -400,13 +400,15 @@ class _Placer:
         return self.place(ref) if lone else None
 
     def _upper_level(self, t: ThresholdSpec) -> float | None:
-        """`upper_above`'s cut as measured on this sample: a lone population above it is the
-        upper one. None without one, where the panel lacks its markers or it fell back."""
-        ref = t.params.get("upper_above")
-        if ref is None or not ref.dims() <= self.columns.keys():
+        """The highest of `upper_above`'s cuts as measured on this sample: a lone population
+        above it is the upper one. None where one fell back or the panel lacks its markers."""
+        refs = t.params.get("upper_above", ())
+        if not refs or any(not r.dims() <= self.columns.keys() for r in refs):
             return None
-        level = self.place(ref)
-        return None if level.method == "fallback" else float(level.value)
+        levels = [self.place(r) for r in refs]
+        if any(level.method == "fallback" for level in levels):
+            return None
+        return max(float(level.value) for level in levels)
 
     def _negative_minority(self, t: ThresholdSpec, peak, why: str, d, min_side: int):
         """`anchors.negative_minority` for a cut below its majority: a significant dip above

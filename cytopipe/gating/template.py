@@ -33,7 +33,7 @@ from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
 from cytopipe.ingest.panel import SCATTER
 
 NAMED = ("reference", "same_as", "not_below")  # threshold params that name another threshold
-# ... and those that name one the panel may lack: used where it has its markers, not needed
+# ... and those that list thresholds the panel may lack: each used where it has its markers
 OPTIONAL_NAMED = ("upper_above",)
 
 
@@ -237,9 +237,12 @@ def _threshold(
     conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
     on = t.get("on")
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
-    for key in (*NAMED, *OPTIONAL_NAMED):
+    for key in NAMED:
         if t.get(key) is not None:
             params[key] = named(t[key], key)
+    for key in OPTIONAL_NAMED:
+        if t.get(key) is not None:
+            params[key] = tuple(named(ref, key) for ref in t[key])
     if t.get("where_if_present"):
         params["where_if_present"] = tuple(
             (named(ref, "where_if_present"), str(side)) for ref, side in t["where_if_present"]
