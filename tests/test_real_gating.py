@@ -2302,3 +2302,27 @@ def test_a_lymphopenic_files_naive_majority_is_not_read_as_transitional(shared_d
     0.432. The T cells' 95% (0.59) is the higher level and keeps it naive."""
     table = real_fuzz.run(shared_data / "real", [481531763]).set_index("population")
     assert table.loc["b_transitional", "f1"] >= 0.85, table.to_dict()
+
+
+@pytest.mark.parametrize("seed", [60, 61])
+def test_forty_returning_b_cells_are_cut_on_their_own_events_not_the_t_cells(
+    shared_data, tmp_path, seed
+):
+    """40-50 B cells back after CAR-T (10% of the naive ones, 5% of memory, then 3% of those),
+    about half of them transitional. Under 50 events the IgD and CD27 cuts took the T cells'
+    (IgD peak + 3 SD: 0.59, inside the naive B cells; the T cells' CD27 valley 0.29, below the
+    naive B cells' CD27 top 0.40): naive 8 of 46 and 12 of 37, and with the CD38 cut then at
+    the template's position the transitional CD24 cut fell back to 0.69 (transitional 7 of 23,
+    3 of 25). From 30 events the B cells' own majority places the IgD and CD27 cuts (their edge
+    as the anchor measures it), and from 20 CD38-high ones the lone transitional population is
+    cut at its own median - 2 SD: naive 0.93-0.95, transitional 0.94."""
+    path, keep, ref = _reconstituted(
+        shared_data / "real", tmp_path / "r.fcs", seed, 0.10, 0.05, 0.03
+    )
+    _, result, qc = _autogate(path)
+    gate = {k: ref[k].to_numpy(bool)[keep][qc] for k in ref.columns}
+    assert 30 <= result.masks["b_cd20pos"].sum() <= 50
+    naive = gate["Live/CD19andCD20/IgD+CD27-"]
+    assert f1_score(result.masks["b_naive"], naive) >= 0.85
+    transitional = gate["Live/CD19andCD20/Transitional"]
+    assert f1_score(result.masks["b_transitional"], transitional) >= 0.85
