@@ -368,7 +368,9 @@ class _Placer:
             upper = self._upper_level(t)  # ... or above the level that tells it is the upper one
             if not misplaced and upper is not None and majority[0] > upper:
                 names = " and ".join(r.name for r in p["upper_above"])
-                misplaced = f"its majority peak {majority[0]:.2f} lies above {names} ({upper:.2f})"
+                misplaced = f"its majority peak {majority[0]:.2f} lies above {names}, {upper:.2f}"
+                why = f"{misplaced}; {why}"  # in the flag too: a few hundred events are not
+                # judged for the sample's look (MIN_SHAPE_EVENTS), the flag is always shown
             cut, how, spread = last_resort(majority, p["fallback_sd"], -1.0 if misplaced else 1.0)
             value, past = within_window(how, cut, search)
             return Placement(
