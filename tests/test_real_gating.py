@@ -24,6 +24,7 @@ from cytopipe.config import read_yaml, validated
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.gates import evaluate
+from cytopipe.gating.placement import unlike_reason
 from cytopipe.gating.sample import gate_events
 from cytopipe.gating.stats import f1_score, review_rows, unlike_template
 from cytopipe.gating.template import load_template
@@ -2283,7 +2284,8 @@ def test_a_lone_cd38_population_above_the_nk_and_t_cells_is_the_transitional_one
     found). Nothing was said. NK cells' CD38 median and 95% of the T cells' lie between naive
     and transitional B cells' (Lyoplate: 0.55, 0.64 and 0.63, 0.73): a lone population above
     both, or two above them, is the upper one, cut below it (`upper_above`): 0.96-0.98, its
-    flag says so (under 500 events a cut does not list the sample as unlike the template)."""
+    flag says so, and the sample is unlike the template at any size (a cut's look is judged
+    from 500 events, `MIN_SHAPE_EVENTS`; this reading was decided, not seen)."""
     path, keep, ref = _reconstituted(
         shared_data / "real", tmp_path / "r.fcs", seed, 0.02, 0.01, 0.1
     )
@@ -2293,8 +2295,9 @@ def test_a_lone_cd38_population_above_the_nk_and_t_cells_is_the_transitional_one
     assert f1_score(result.masks["b_transitional"], transitional) >= 0.9
     placed = result.thresholds["cd38_tr"]
     assert placed.unlike and "- 2 SD" in placed.flag, placed  # below the peak, and why
-    if seed == 21:  # no mixture: the NK and T cells' level decided
+    if seed == 21:  # no mixture: the NK and T cells' level decided, said at any size
         assert "lies above cd38_nk and cd38_t" in placed.flag, placed
+        assert unlike_reason("cd38_tr", placed), placed
 
 
 def test_a_lymphopenic_files_naive_majority_is_not_read_as_transitional(shared_data):

@@ -366,16 +366,15 @@ class _Placer:
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
             misplaced = misplaced_majority(x, majority, p)  # where it is a positive minority's
             upper = self._upper_level(t)  # ... or above the level that tells it is the upper one
-            if not misplaced and upper is not None and majority[0] > upper:
+            flipped = not misplaced and upper is not None and majority[0] > upper
+            if flipped:  # said at any size, and in the flag
                 names = " and ".join(r.name for r in p["upper_above"])
                 misplaced = f"its majority peak {majority[0]:.2f} lies above {names}, {upper:.2f}"
-                why = f"{misplaced}; {why}"  # in the flag too: a few hundred events are not
-                # judged for the sample's look (MIN_SHAPE_EVENTS), the flag is always shown
+                why = f"{misplaced}; {why}"
             cut, how, spread = last_resort(majority, p["fallback_sd"], -1.0 if misplaced else 1.0)
             value, past = within_window(how, cut, search)
-            return Placement(
-                "peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past, spread=spread
-            )
+            return Placement("peak_sd", 0.5, f"{how} ({why})", value, unlike=misplaced or past,
+                             spread=spread, unlike_always=flipped)  # fmt: skip
         one, only = self._one_reference(t), p.get("lone_without_reference")
         if one and (not only or one.method == "fallback"):  # `only`: its reference unmeasured
             lone = one_population(x, p, p["reference"].name, None if only else one.value, why)

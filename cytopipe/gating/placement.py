@@ -42,6 +42,9 @@ class Placement:
     unlike: str = ""  # why the sample did not look as the template expects, seen while placing
     other: float | None = None  # another cut the sample supports (a turn its limit moved)
     spread: float | None = None  # how far a cut no density showed may move either way
+    # `unlike` said at any size: a reading the sample's other populations decided
+    # (`upper_above`), not a shape too few events cannot show
+    unlike_always: bool = False
 
 
 def referenced(ref: Placement, flag: str) -> Placement:
@@ -108,10 +111,10 @@ def unlike_reason(name: str, p: Placement, expect: int | None = None) -> str:
     shown = p.populations or 0
     if expect and shown > expect:  # its valleys' own significance judges them, at any size
         return f"{name}: {shown} populations in {p.events} events, {expect} expected"
+    if p.unlike and (p.unlike_always or p.events >= MIN_SHAPE_EVENTS):
+        return f"{name}: {p.unlike}"
     if p.events < MIN_SHAPE_EVENTS:
         return ""
-    if p.unlike:
-        return f"{name}: {p.unlike}"
     if expect and p.populations is not None and p.populations < expect:
         return f"{name}: {p.populations} population in {p.events} events, {expect} expected"
     if p.separation is not None and p.separation < MIN_SEPARATION:
