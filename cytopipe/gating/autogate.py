@@ -333,9 +333,7 @@ class _Placer:
                 mixed = split_placement(upper, window, unlike, pair=pair, at=at)
             one = self._one_reference(t)
             level = one.value if one else self._upper_level(t)  # parts two positive populations?
-            if mixed is not None and not (
-                level is not None and both_positive(x, mixed.value, level)
-            ):
+            if mixed is not None and (level is None or not both_positive(x, mixed.value, level)):
                 return mixed
             if limits is not None:  # the majority peak this search already measured, if any
                 peak = majority or majority_peak(x, bw, unpiled=unpiled)
