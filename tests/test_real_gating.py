@@ -1505,6 +1505,20 @@ def test_a_last_resort_igd_cut_has_a_count_range_half_an_sd_either_way(shared_da
     assert row["ours_low"] <= row["ref"] <= row["ours_high"], row.to_dict()
 
 
+def test_a_second_igd_hump_inside_the_last_resort_is_cut_at_the_dip_before_it(shared_data):
+    """Seed 331178984 of label "60c" (a panel without CD20 and CD24; a tenth of the naive B
+    cells, 30% of the lymphocytes): the IgD- B cells (386) form their own hump at 0.43 beside
+    the IgD+ ones (703) at 0.56, the dip between them at 0.48 (depth 0.32) lies within 1 SD of
+    the naive peak, where the valley search does not look, and the last resort (the naive peak
+    - 2 SD, 0.40) cut through the IgD- hump: double negative 58 for openCyto's 216 (F1 0.39),
+    switched memory 0.61. A dip at least 3 Poisson SDs deep between the majority peak and its
+    last resort is a second population's edge, as one before a density turn is."""
+    table = real_fuzz.run(shared_data / "real", [331178984], ["CD20"]).set_index("population")
+    f1 = table["f1"]
+    assert f1["b_double_negative"] >= 0.85 and f1["b_naive"] >= 0.93, f1.to_dict()
+    assert f1["b_switched_memory"] >= 0.8, f1.to_dict()
+
+
 def test_a_population_between_the_igd_peak_and_a_far_turn_is_not_left_with_the_majority(
     shared_data,
 ):
