@@ -359,8 +359,9 @@ class _Placer:
                 flat = past and p.get("split") and split_placement(x, window, past, most=4, at=at)
                 if flat:  # a plateau beside a peak: two Gaussians for the plateau
                     return flat
-                span = sorted((limits.cut, majority[0])) if majority and not misplaced else (0, 0)
-                if dip := significant_dip(d, *span, min_side):  # a second population's hump
+                span = sorted((limits.cut, majority[0])) if majority and not misplaced else None
+                dip = span and significant_dip(d, *span, min_side)  # a second population's hump
+                if dip:
                     how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before {limits.how}"
                     return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
             unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
