@@ -21,7 +21,12 @@ template'). Each file draws, from a seed nobody picks:
   data: every stain 0-4095 on a biexponential display scale, the matrix kept, `$PnR` 4096 or
   the acquisition's 262144;
 - with a 5% chance (drawn after that) the matrix keyword written transposed (rows for
-  columns), which the data must turn back (`preprocess.matrix_orientation`).
+  columns), which the data must turn back (`preprocess.matrix_orientation`);
+- with `--photon`, a 30% chance (drawn after that) of more photon noise on every stain:
+  variance 10-100 x its compensated signal (another instrument's fewer photoelectrons per
+  unit: bright populations wider, the valleys between them shallower, a bright peak's lower
+  side wider on the logicle scale; the noise above widens negatives). An option, so that the
+  files of the draws reported before stay as they were.
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
@@ -66,6 +71,7 @@ NOISY, NOISE_SD = 0.3, (50, 300)  # noise on every stain (another instrument's n
 CLIPPED = 0.1  # ... and an export of compensated values that sets negatives to 0
 DISPLAY = 0.05  # an export of display-scale channel values (0-4095), the matrix kept
 TRANSPOSED = 0.05  # the matrix keyword written transposed (rows for columns)
+SPREAD, PHOTON = 0.3, (10, 100)  # photon noise: variance per unit of signal
 
 
 def fuzz_seeds(n: int, label: str = SEED_LABEL) -> range:
@@ -77,8 +83,10 @@ def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
-    """Which events stay, and the perturbations of one file."""
+def draw(
+    rng: np.random.Generator, pools: dict[str, np.ndarray], photon: bool = False
+) -> tuple[np.ndarray, dict]:
+    """Which events stay, and the perturbations of one file (`photon`: photon noise too)."""
     keep = np.ones(len(next(iter(pools.values()))), dtype=bool)
     params: dict = {}
     for pool in rng.choice(THINNED, rng.integers(0, 3), replace=False):
@@ -107,7 +115,9 @@ def draw(rng: np.random.Generator, pools: dict[str, np.ndarray]) -> tuple[np.nda
     params["clipped"] = bool(rng.random() < CLIPPED)
     display = not params["clipped"] and rng.random() < DISPLAY
     params["display"] = int(rng.choice([4096, 262144])) if display else 0
-    params["transposed"] = bool(rng.random() < TRANSPOSED)  # drawn last: the rest stays
+    params["transposed"] = bool(rng.random() < TRANSPOSED)  # drawn late: the rest stays
+    if photon:
+        params["photon"] = round(log_uniform(rng, *PHOTON)) if rng.random() < SPREAD else 0
     return keep, params
 
 
@@ -128,6 +138,10 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
         events[:, detectors] += np.random.default_rng(params["noise"]).normal(
             0.0, params["noise"], shape
         )
+    if params.get("photon"):
+        signal = np.maximum(events[:, detectors], 0.0)
+        spread = np.random.default_rng(params["photon"]).standard_normal(signal.shape)
+        events[:, detectors] += spread * np.sqrt(params["photon"] * signal)
     if not params.get("clipped") and not params.get("display"):
         events[:, detectors] = events[:, detectors] @ spill.matrix
     events = rg._scaled(sample, events[keep], params["fluorescence"], params["fsc"], params["ssc"])
@@ -194,9 +208,10 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     return rows
 
 
-def run(data: Path, seeds, without: Sequence[str] = ()) -> pd.DataFrame:
+def run(data: Path, seeds, without: Sequence[str] = (), photon: bool = False) -> pd.DataFrame:
     """One row per (file, population): F1, target, miss, and what the sample said.
-    `without`: stains every file lacks besides its own draw (a panel without CD3)."""
+    `without`: stains every file lacks besides its own draw (a panel without CD3); `photon`:
+    draw photon noise too."""
     sample, ref, metadata, spill, compensated = rg._compensated_source(data)
     pools = rg.recomposable(sample, ref)
     specs = load_template(rg.REPO / "config" / "gating.yaml")
@@ -205,7 +220,7 @@ def run(data: Path, seeds, without: Sequence[str] = ()) -> pd.DataFrame:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            keep, params = draw(np.random.default_rng(seed), pools)
+            keep, params = draw(np.random.default_rng(seed), pools, photon)
             params["without"] += [m for m in without if m not in params["without"]]
             path = write(sample, spill, compensated, keep, params, metadata, Path(tmp) / "f.fcs")
             theirs = ref[keep].reset_index(drop=True)
@@ -232,7 +247,8 @@ def drawn_table(
 ) -> tuple[argparse.Namespace, pd.DataFrame]:
     """A fuzz script's command line (--data, --n files, --tsv, --label): `run(data,
     seeds(n[, label]))`'s table, also written to --tsv where asked. Another --label draws files
-    no earlier session has seen. `without`: also --without MARKER..., passed to `run`."""
+    no earlier session has seen. `without`: also --without MARKER... and --photon, passed to
+    `run`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
@@ -242,9 +258,11 @@ def drawn_table(
     if without:
         parser.add_argument("--without", nargs="+", default=[], metavar="MARKER",
                             help="stains every file lacks (a panel without CD3)")  # fmt: skip
+        parser.add_argument("--photon", action="store_true",
+                            help="photon noise on 30%% of the files (another instrument)")  # fmt: skip
     args = parser.parse_args()
     drawn = seeds(args.n) if args.label is None else seeds(args.n, args.label)
-    table = run(args.data, drawn, args.without) if without else run(args.data, drawn)
+    table = run(args.data, drawn, args.without, args.photon) if without else run(args.data, drawn)
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)

@@ -1282,6 +1282,36 @@ def test_b_cells_pinned_at_cd20_x5_place_their_subset_cuts_where_they_certainly_
     assert f1["b_double_negative"] >= 0.70 and f1["plasmablasts"] >= 0.65, f1
 
 
+def test_negatives_split_by_the_scale_with_a_wider_upper_half_are_not_cut_between(shared_data):
+    """Seed 259807877 of the reported real_fuzz draw with `--photon`: photon noise (variance 89 x the signal)
+    and fluorescence x1.93 widen the B cells' CD27- population past logicle W 0.5's linear
+    region. The scale splits it in two humps at -0.12 and 0.41 about 0 (0.11); the photon
+    noise makes the upper one wider, its peak beyond the lower one's mirror (0.34). The dip
+    between them (0.17) was the CD27 cut: 1,274 unswitched memory B cells for openCyto's 153
+    (F1 0.19), naive 0.69, nothing said of the cut. Read as the split it is
+    (`densities.MIRROR_SLACK`), the cut is the density turn above the upper hump (0.54):
+    unswitched memory 0.73, naive 0.95, switched memory 0.85."""
+    table = real_fuzz.run(shared_data / "real", [259807877], photon=True).set_index("population")
+    assert table.loc["b_naive", "f1"] >= 0.90, table.to_dict()
+    for population in ("b_unswitched_memory", "b_switched_memory"):
+        assert table.loc[population, "f1"] >= 0.70, table.to_dict()
+
+
+def test_a_last_resort_counts_range_reaches_its_cut_by_the_wider_flank(shared_data):
+    """Seed 259807944 of the reported real_fuzz draw with `--photon`: photon noise (variance 32 x the signal),
+    CD19 x1.62, half the memory B cells and 58% of the events kept. IgD shows no valley and no
+    turn; the last resort, the naive peak - 2 SD, takes the SD of the peak's narrower upper
+    side (0.059), where photon noise widened the lower one (0.085), and cuts at 0.49 (the best
+    cut 0.47): 599 double-negative B cells for openCyto's 220 (F1 0.54), its range 284-1,088
+    as its cuts move, nothing said. The range now reaches the cut by the lower side's SD as
+    well (`anchors._flank_sd`): 137-1,088, which holds openCyto's count and is said (more than
+    5-fold)."""
+    table = real_fuzz.run(shared_data / "real", [259807944], photon=True).set_index("population")
+    dn = table.loc["b_double_negative"]
+    assert dn["ours_low"] <= dn["ref"] <= dn["ours_high"], dn.to_dict()
+    assert "b_double_negative: its count ranges" in dn["unlike_template"], dn.to_dict()
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

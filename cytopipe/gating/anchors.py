@@ -125,11 +125,37 @@ def _steady_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
     wide = majority_peak(x, bandwidth, LAST_RESORT_FULL_EVENTS, unpiled=True)
     if wide is None:
         return None
+    return wide[0], _unsmoothed_sd(wide[1], bandwidth, x.size)
+
+
+def _unsmoothed_sd(sd: float, bandwidth: float, n: int) -> float:
+    """`sd` read on a density smoothed as for LAST_RESORT_FULL_EVENTS, without the kernel
+    variance that adds beyond `majority_peak`'s own."""
     extra = (
-        widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS) ** 2
-        - widened(bandwidth, x.size, PEAK_FULL_EVENTS) ** 2
+        widened(bandwidth, n, LAST_RESORT_FULL_EVENTS) ** 2
+        - widened(bandwidth, n, PEAK_FULL_EVENTS) ** 2
     )
-    return wide[0], float(np.sqrt(max(wide[1] ** 2 - extra, (bandwidth / 2) ** 2)))
+    return float(np.sqrt(max(sd**2 - extra, (bandwidth / 2) ** 2)))
+
+
+def _flank_sd(x: np.ndarray, bandwidth: float, peak: float, sign: float) -> float | None:
+    """The SD from the majority peak's half-width at half maximum on its `sign` side (where a
+    last resort's cut lies), as `_steady_peak` reads the peak. The last resort takes the
+    narrower side's, the majority's own shape where a minority widens the other; but photon
+    noise, its variance growing with the signal, also widens a bright peak's lower side on a
+    logicle scale, and then the cut lies too close to the peak (real_fuzz seeds 259807910 and
+    259807944: IgD SD 0.064 and 0.059 above the naive peak, 0.085 below; double negative 1,356
+    and 599 for openCyto's 765 and 220). Its count's range reaches this side's cut too."""
+    wide = widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS)
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    d = density(x, wide, float(lo) - 4 * wide, float(hi) + 4 * wide)
+    i = int(np.argmin(np.abs(d.centers - peak)))
+    half = d.smooth < d.smooth[i] / 2
+    side = np.flatnonzero(half[i:] if sign > 0 else half[:i])
+    if not side.size:
+        return None
+    width = d.centers[i + side[0]] - peak if sign > 0 else peak - d.centers[side[-1]]
+    return _unsmoothed_sd(float(width) / 1.1774, bandwidth, x.size)
 
 
 def turn_limit(
@@ -167,6 +193,7 @@ class Limits(NamedTuple):
     near: float | None = None  # searched from when no valley lies beyond `start` (`near_sd`)
     far: float | None = None  # a turn: where a dip before it is the cut (`dip_before_turn`)
     other: float | None = None  # the turn a limit kept the cut from: as measured, as plausible
+    # (a last resort: its cut by the SD of the peak's side it lies on, `_flank_sd`)
     spread: float | None = None  # a last resort's: how far its cut may move (LAST_RESORT_SPREAD)
     instead: Limits | None = None  # a turn with a population before it: the cut, unless the
     # negatives are split in two (`split_negatives`: then the lower half's peak is no majority)
@@ -177,7 +204,8 @@ class Limits(NamedTuple):
         reaches where the valley search started (random_accuracy "session 58b" seed 952069028,
         CD27 dim and spread: majority peak + 3 SD at 0.71 held at 0.60, above every B cell,
         read "0 unswitched memory B cells, 0-0" for 162)."""
-        other = self.start if self.other is None and value != self.cut else self.other
+        held = value != self.cut and (self.other is None or self.method == "peak_sd")
+        other = self.start if held else self.other
         return Placement(
             self.method, 0.5, how, value, unlike=unlike, other=other, spread=self.spread
         )
@@ -324,8 +352,12 @@ def _last_resort(
 ) -> Limits:
     """No valley, shoulder or turn to cut at: the anchor's `last_resort` from the majority
     peak as `_steady_peak` reads it."""
-    cut, how, spread = last_resort(_steady_peak(x, bandwidth) or peak, anchor["fallback_sd"], sign)
-    return Limits(start, cut, how, unlike, "peak_sd", spread=spread)
+    steady = _steady_peak(x, bandwidth) or peak
+    k = anchor["fallback_sd"]
+    cut, how, spread = last_resort(steady, k, sign)
+    flank = _flank_sd(x, bandwidth, steady[0], sign)
+    other = None if flank is None else steady[0] + sign * k * flank
+    return Limits(start, cut, how, unlike, "peak_sd", other=other, spread=spread)
 
 
 def anchor_limits(

@@ -18,7 +18,9 @@ openCyto 146; one bandwidth gave 232-471).
 
 A last resort (k SDs from the majority peak: no valley, shoulder or turn) moves half an SD
 either way where that is more than one bandwidth (`placement.LAST_RESORT_SPREAD`): its k is a
-convention the sample did not confirm.
+convention the sample did not confirm. So is its SD, the peak's narrower side's: the range
+also reaches the cut by the SD of the side the cut lies on (`anchors._flank_sd`), where
+photon noise, not a minority, may have widened it.
 
 Fixed sides (template numbers) and open sides do not move; `or:` parts and events joined beside
 the gate stay as counted; polygons (lymphocytes) have no cut to move.

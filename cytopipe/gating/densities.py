@@ -240,6 +240,12 @@ def find_valley(
 # a valley this close to where 0 falls on a logicle scale, with the density's highest point
 # below it further below 0 than this, parts one negative population's two halves
 ZERO_BAND = 0.05
+# ... whose upper half peaks near the lower one's mirror about 0: within ZERO_BAND of it, or
+# within this share of the lower half's distance below 0 beyond it (photon noise, its variance
+# growing with the signal, widens the upper half: real_fuzz seed 259807877, CD27 x1.93 with
+# noise, the B cells' CD27- humps at -0.12 and 0.41 about 0 at 0.11, mirror 0.34; the dip at
+# 0.17 was the cut, unswitched memory 1,274 for openCyto's 153)
+MIRROR_SLACK = 0.5
 # ... and a dip above 0 with fewer events between 0 and it than this share of those below 0
 # lies below about the negatives' 90% quantile: a wiggle in their upper half (a PBMC file's
 # 914 B cells, CD27 at gain 0.53 spread by spillover: the dip at 0.23 between their humps at
@@ -271,7 +277,8 @@ def split_negatives(d: _Density, valley: float, zero: float | None) -> float | N
     hump = float(d.centers[lower][int(np.argmax(d.smooth[lower]))])
     if hump >= zero - ZERO_BAND:
         return None
-    upper = (d.centers > valley) & (d.centers <= 2.0 * zero - hump + ZERO_BAND)
+    mirror = 2.0 * zero - hump + max(ZERO_BAND, MIRROR_SLACK * (zero - hump))
+    upper = (d.centers > valley) & (d.centers <= mirror)
     if not upper.any():
         return None
     top = int(np.flatnonzero(upper)[int(np.argmax(d.smooth[upper]))])
