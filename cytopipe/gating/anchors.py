@@ -144,7 +144,7 @@ def _flank_sd(x: np.ndarray, bandwidth: float, peak: float, sign: float) -> floa
     narrower side's, the majority's own shape where a minority widens the other; but photon
     noise, its variance growing with the signal, also widens a bright peak's lower side on a
     logicle scale, and then the cut lies too close to the peak (real_fuzz seeds 259807910 and
-    259807944: IgD SD 0.064 and 0.059 above the naive peak, 0.085 below; double negative 1,356
+    259807944: IgD SD about 0.06 above the naive peak, 0.085 below; double negative 1,356
     and 599 for openCyto's 765 and 220). Its count's range reaches this side's cut too."""
     wide = widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS)
     lo, hi = np.quantile(x, [0.001, 0.999])
