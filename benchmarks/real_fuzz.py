@@ -26,7 +26,10 @@ template'). Each file draws, from a seed nobody picks:
   variance 10-100 x its compensated signal (another instrument's fewer photoelectrons per
   unit: bright populations wider, the valleys between them shallower, a bright peak's lower
   side wider on the logicle scale; the noise above widens negatives). An option, so that the
-  files of the draws reported before stay as they were.
+  files of the draws reported before stay as they were;
+- with `--donor` (drawn after that), another donor's biology: one population's level of one
+  stain x 0.5-2 (naive B cells' IgD, memory B cells' CD27, B cells' CD20 or CD19, T cells'
+  CD3), so that cuts placed relative to other populations' positions meet other distances.
 
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
@@ -72,6 +75,10 @@ CLIPPED = 0.1  # ... and an export of compensated values that sets negatives to 
 DISPLAY = 0.05  # an export of display-scale channel values (0-4095), the matrix kept
 TRANSPOSED = 0.05  # the matrix keyword written transposed (rows for columns)
 SPREAD, PHOTON = 0.3, (10, 100)  # photon noise: variance per unit of signal
+# --donor: (stain, `real_gating.recomposable` pool) whose level differs by a factor in DONOR
+DONOR_SHIFTS = (("IgD", "naive"), ("CD27", "memory"), ("CD20", "cd20pos_b_cells"),
+                ("CD19", "cd20pos_b_cells"), ("CD3", "t_cells"))  # fmt: skip
+DONOR = (0.5, 2.0)
 
 
 def fuzz_seeds(n: int, label: str = SEED_LABEL) -> range:
@@ -84,9 +91,13 @@ def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def draw(
-    rng: np.random.Generator, pools: dict[str, np.ndarray], photon: bool = False
+    rng: np.random.Generator,
+    pools: dict[str, np.ndarray],
+    photon: bool = False,
+    donor: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Which events stay, and the perturbations of one file (`photon`: photon noise too)."""
+    """Which events stay, and the perturbations of one file (`photon`: photon noise too;
+    `donor`: one population's level of one stain too)."""
     keep = np.ones(len(next(iter(pools.values()))), dtype=bool)
     params: dict = {}
     for pool in rng.choice(THINNED, rng.integers(0, 3), replace=False):
@@ -118,10 +129,13 @@ def draw(
     params["transposed"] = bool(rng.random() < TRANSPOSED)  # drawn late: the rest stays
     if photon:
         params["photon"] = round(log_uniform(rng, *PHOTON)) if rng.random() < SPREAD else 0
+    if donor:
+        stain, pool = DONOR_SHIFTS[int(rng.integers(len(DONOR_SHIFTS)))]
+        params["donor"] = (stain, pool, round(log_uniform(rng, *DONOR), 2))
     return keep, params
 
 
-def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Path:
+def write(sample, spill, compensated, keep, params, metadata, path: Path, pools=None) -> Path:
     """The perturbed file: one stain scaled, the stains left out of the panel unstained (no
     signal, no spill) and their channels dropped, noise added to every stain, spilled back,
     gains applied, the matrix off; or, `clipped`, written compensated with its negatives set
@@ -130,6 +144,9 @@ def write(sample, spill, compensated, keep, params, metadata, path: Path) -> Pat
     events = compensated.copy()
     stain, factor = params["stain"]
     events[:, sample.pns.index(stain)] *= factor
+    if params.get("donor"):  # `pools`: which events each pool holds
+        stain, pool, level = params["donor"]
+        events[pools[pool], sample.pns.index(stain)] *= level
     for marker in params["without"]:
         events[:, sample.pns.index(marker)] = 0.0
     detectors = [sample.pnn.index(c) for c in spill.channels]
@@ -208,10 +225,12 @@ def score(seed: int, path: Path, ref: pd.DataFrame, params: dict, specs, panel, 
     return rows
 
 
-def run(data: Path, seeds, without: Sequence[str] = (), photon: bool = False) -> pd.DataFrame:
+def run(
+    data: Path, seeds, without: Sequence[str] = (), photon: bool = False, donor: bool = False
+) -> pd.DataFrame:
     """One row per (file, population): F1, target, miss, and what the sample said.
-    `without`: stains every file lacks besides its own draw (a panel without CD3); `photon`:
-    draw photon noise too."""
+    `without`: stains every file lacks besides its own draw (a panel without CD3); `photon`,
+    `donor`: draw those perturbations too."""
     sample, ref, metadata, spill, compensated = rg._compensated_source(data)
     pools = rg.recomposable(sample, ref)
     specs = load_template(rg.REPO / "config" / "gating.yaml")
@@ -220,9 +239,10 @@ def run(data: Path, seeds, without: Sequence[str] = (), photon: bool = False) ->
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            keep, params = draw(np.random.default_rng(seed), pools, photon)
+            keep, params = draw(np.random.default_rng(seed), pools, photon, donor)
             params["without"] += [m for m in without if m not in params["without"]]
-            path = write(sample, spill, compensated, keep, params, metadata, Path(tmp) / "f.fcs")
+            path = Path(tmp) / "f.fcs"
+            write(sample, spill, compensated, keep, params, metadata, path, pools)
             theirs = ref[keep].reset_index(drop=True)
             rows += score(seed, path, theirs, params, specs, panel, cfg)
     return pd.DataFrame(rows)
@@ -247,8 +267,8 @@ def drawn_table(
 ) -> tuple[argparse.Namespace, pd.DataFrame]:
     """A fuzz script's command line (--data, --n files, --tsv, --label): `run(data,
     seeds(n[, label]))`'s table, also written to --tsv where asked. Another --label draws files
-    no earlier session has seen. `without`: also --without MARKER... and --photon, passed to
-    `run`."""
+    no earlier session has seen. `without`: also --without MARKER..., --photon and --donor,
+    passed to `run`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
@@ -260,9 +280,15 @@ def drawn_table(
                             help="stains every file lacks (a panel without CD3)")  # fmt: skip
         parser.add_argument("--photon", action="store_true",
                             help="photon noise on 30%% of the files (another instrument)")  # fmt: skip
+        parser.add_argument("--donor", action="store_true",
+                            help="one population's level of one stain x0.5-2 (another donor)")  # fmt: skip
     args = parser.parse_args()
     drawn = seeds(args.n) if args.label is None else seeds(args.n, args.label)
-    table = run(args.data, drawn, args.without, args.photon) if without else run(args.data, drawn)
+    table = (
+        run(args.data, drawn, args.without, args.photon, args.donor)
+        if without
+        else run(args.data, drawn)
+    )
     if args.tsv:
         args.tsv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.tsv, sep="\t", index=False)

@@ -1196,6 +1196,38 @@ DRAWS = [
 ]
 
 
+def test_optional_perturbations_leave_the_reported_draws_files_as_they_were(shared_data, tmp_path):
+    """`--photon` and `--donor` are drawn after every other perturbation, so a seed draws the
+    same file without them as before they existed (regression tests name such seeds); with
+    `--donor` the drawn population's level of its stain is scaled in the written file, and
+    no other event's."""
+    sample, ref, metadata, spill, compensated = real_gating._compensated_source(
+        shared_data / "real"
+    )
+    pools = real_gating.recomposable(sample, ref)
+    stains = set()
+    for seed in real_fuzz.fuzz_seeds(12):
+        keep, params = real_fuzz.draw(np.random.default_rng(seed), pools)
+        more_keep, more = real_fuzz.draw(np.random.default_rng(seed), pools, True, True)
+        assert np.array_equal(keep, more_keep)
+        assert {k: v for k, v in more.items() if k not in ("photon", "donor")} == params
+        stain, pool, level = more["donor"]
+        assert (stain, pool) in real_fuzz.DONOR_SHIFTS and 0.5 <= level <= 2.0
+        stains.add(stain)
+    assert len(stains) >= 3
+    config = validated(read_yaml(REPO / "config" / "config.yaml", "config"), "config")
+    panel = load_panel(REPO / "config" / "panel.yaml")
+    igd = []
+    for name, donor in (("d", ("IgD", "naive", 0.5)), ("p", None)):
+        path = tmp_path / f"{name}.fcs"
+        drawn = {**params, "donor": donor}
+        real_fuzz.write(sample, spill, compensated, keep, drawn, metadata, path, pools)
+        igd.append(preprocess(str(path), panel, config).columns["IgD"])
+    naive = pools["naive"][keep]
+    assert np.median(igd[0][naive]) < np.median(igd[1][naive]) - 0.05
+    assert np.allclose(igd[0][~naive], igd[1][~naive], atol=1e-3)
+
+
 @pytest.mark.parametrize("files", DRAWS)
 def test_random_combinations_of_real_perturbations_never_miss_silently(shared_data, files):
     """The real file changed several ways at once (composition, one stain's brightness, gains,
