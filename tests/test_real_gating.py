@@ -1345,6 +1345,20 @@ def test_a_last_resort_counts_range_reaches_its_cut_by_the_wider_flank(shared_da
     assert "b_double_negative: its count ranges" in dn["unlike_template"], dn.to_dict()
 
 
+def test_the_igd_negative_b_cells_cd27_valley_stands_in_for_a_last_resort(shared_data):
+    """Seed 198822555 of real_fuzz --donor --label "61f donor": another donor's memory B cells
+    with CD27 x0.6 (closer to the naive B cells'), 5% of the naive B cells and 28% of the
+    events (900 B cells). CD27 among all B cells is a continuum: no valley, shoulder or turn,
+    and the last resort (majority peak + 3 SD) lay past the window: 6 unswitched memory B
+    cells for openCyto's 126 (F1 0.08), transitional 0.49 (said). Among the IgD- B cells
+    (`cd27_switched`, placed on its own) CD27- and CD27+ part at a valley, 0.39, where the
+    best quadrant's CD27 cut is 0.40; that valley now stands in for the last resort
+    (`lends`): unswitched memory 0.77, naive 0.89, transitional 0.97."""
+    table = real_fuzz.run(shared_data / "real", [198822555], donor=True).set_index("population")
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.85 and table.loc["b_transitional", "f1"] >= 0.90
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

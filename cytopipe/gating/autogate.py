@@ -94,6 +94,7 @@ from cytopipe.gating.placement import (
     clamped,
     empty,
     judged,
+    lent_valley,
     referenced,
     split_separation,
     standing_in,
@@ -102,7 +103,7 @@ from cytopipe.gating.placement import (
 )
 from cytopipe.gating.rectangles import placed_rectangle
 from cytopipe.gating.result import AutogateResult
-from cytopipe.gating.template import PopulationSpec, ThresholdSpec, pass_gate, plot_axes
+from cytopipe.gating.template import PopulationSpec, ThresholdSpec, lenders, pass_gate, plot_axes
 from cytopipe.ingest.panel import SCATTER
 
 # ---------------------------------------------------------------- thresholds
@@ -119,16 +120,18 @@ class _Placer:
         methods: Mapping[str, tuple[str, float, str]] | None = None,
         zeros: Mapping[str, float] | None = None,
         held: Held | None = None,
+        lenders: Mapping[str, ThresholdSpec] | None = None,  # threshold -> one that `lends`
     ):
         self.columns, self.masks, self.n = columns, masks, n
-        self.zeros, self.held = zeros or {}, held
+        self.zeros, self.held, self.lenders = zeros or {}, held, lenders or {}
         self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
         self.last_resort: set[str] = set()  # valleys placed without valley, shoulder or turn
 
     def place(self, t: ThresholdSpec) -> Placement:
         if t.name not in self.done:
-            self.done[t.name] = standing_in(self._place(t), t.params, self.place)
+            self.done[t.name] = placed = standing_in(self._place(t), t.params, self.place)
+            self.done[t.name] = lent_valley(placed, t, self.lenders, self.place, self.last_resort)
         return self.done[t.name]
 
     def values(self, t: ThresholdSpec) -> np.ndarray | None:
@@ -637,7 +640,8 @@ def autogate(
         if len(v) != n_events:
             raise GatingError(f"column {m} has {len(v)} events, expected {n_events}")
     out = AutogateResult([], {}, {}, {}, {}, {})
-    placer = _Placer(columns, out.masks, n_events, out.methods, zeros, held)
+    lent = lenders(specs, columns)
+    placer = _Placer(columns, out.masks, n_events, out.methods, zeros, held, lent)
     all_rows = np.arange(n_events)
     for spec in specs:
         if spec.parent is not None and spec.parent not in out.masks:

@@ -205,6 +205,18 @@ def _number_pair(value: Sequence[float], what: str, path) -> tuple[float, float]
     return lo, hi
 
 
+def lenders(specs: Sequence[PopulationSpec], markers: Iterable[str]) -> dict[str, ThresholdSpec]:
+    """Threshold name -> the threshold that `lends` it its valley (one `same_as` it), where
+    the panel has that one's `markers` (a panel without IgD has no IgD- B cells to look at)."""
+    have = set(markers)
+    return {
+        t.params["same_as"].name: t
+        for s in specs
+        for t in s.thresholds()
+        if t.params.get("lends") and t.dims() <= have
+    }
+
+
 def _load_thresholds(raw: Mapping | None, path) -> dict[str, ThresholdSpec]:
     """Thresholds by name; `where` and `reference` may name thresholds in any order (no cycles)."""
     raw = {str(k): v for k, v in (raw or {}).items()}
