@@ -213,7 +213,7 @@ def lenders(specs: Sequence[PopulationSpec], markers: Iterable[str]) -> dict[str
         t.params["same_as"].name: t
         for s in specs
         for t in s.thresholds()
-        if t.params.get("lends") and t.dims() <= have
+        if t.params.get("lends") and t.params.get("same_as") is not None and t.dims() <= have
     }
 
 
