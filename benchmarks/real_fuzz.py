@@ -263,19 +263,19 @@ def silent(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def drawn_table(
-    doc: str, run, seeds, without: bool = False
+    doc: str, run, seeds, options: bool = False
 ) -> tuple[argparse.Namespace, pd.DataFrame]:
     """A fuzz script's command line (--data, --n files, --tsv, --label): `run(data,
     seeds(n[, label]))`'s table, also written to --tsv where asked. Another --label draws files
-    no earlier session has seen. `without`: also --without MARKER..., --photon and --donor,
-    passed to `run`."""
+    no earlier session has seen. `options`: also real_fuzz's --without MARKER..., --photon and
+    --donor, passed to `run`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=rg.DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=100, help="files to draw (default 100)")
     parser.add_argument("--tsv", type=Path, help="also write every row here")
     parser.add_argument("--label", help="the string the seeds are hashed from (default: the "
                         "draw the README reports)")  # fmt: skip
-    if without:
+    if options:
         parser.add_argument("--without", nargs="+", default=[], metavar="MARKER",
                             help="stains every file lacks (a panel without CD3)")  # fmt: skip
         parser.add_argument("--photon", action="store_true",
@@ -286,7 +286,7 @@ def drawn_table(
     drawn = seeds(args.n) if args.label is None else seeds(args.n, args.label)
     table = (
         run(args.data, drawn, args.without, args.photon, args.donor)
-        if without
+        if options
         else run(args.data, drawn)
     )
     if args.tsv:
@@ -296,7 +296,7 @@ def drawn_table(
 
 
 def main() -> None:
-    args, table = drawn_table(__doc__, run, fuzz_seeds, without=True)
+    args, table = drawn_table(__doc__, run, fuzz_seeds, options=True)
     missed, quiet = table[table["miss"]], silent(table)
     print(f"{args.n} files, {table['target'].notna().sum()} targets, {len(missed)} missed "
           f"in {missed['seed'].nunique()} files; {len(quiet)} with nothing said")  # fmt: skip
