@@ -16,18 +16,20 @@ from typing import NamedTuple
 import numpy as np
 
 from cytopipe.gating.densities import (
+    HALF_WIDTH_PER_SD,
     PEAK_FULL_EVENTS,
     TURN_FULL_EVENTS,
     TURN_SMOOTHING,
-    density,
     find_peak,
     find_shoulder,
     find_turn,
     floor_pile,
+    half_width,
     majority_peak,
     majority_turn,
     risen_population,
     support_end,
+    whole_density,
     widened,
 )
 from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
@@ -99,8 +101,7 @@ LIMIT_MAX_HEIGHT = 0.4
 
 def relative_height(x: np.ndarray, bandwidth: float, peak: float, at: float) -> float:
     """The density at `at` over the density at `peak` (smoothed as `majority_peak` does)."""
-    lo, hi = np.quantile(x, [0.001, 0.999])
-    d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+    d = whole_density(x, bandwidth)
     return d.at(at) / max(d.at(peak), 1e-12)
 
 
@@ -146,16 +147,9 @@ def _flank_sd(x: np.ndarray, bandwidth: float, peak: float, sign: float) -> floa
     logicle scale, and then the cut lies too close to the peak (real_fuzz seeds 259807910 and
     259807944: IgD SD about 0.06 above the naive peak, 0.085 below; double negative 1,356
     and 599 for openCyto's 765 and 220). Its count's range reaches this side's cut too."""
-    wide = widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS)
-    lo, hi = np.quantile(x, [0.001, 0.999])
-    d = density(x, wide, float(lo) - 4 * wide, float(hi) + 4 * wide)
-    i = int(np.argmin(np.abs(d.centers - peak)))
-    half = d.smooth < d.smooth[i] / 2
-    side = np.flatnonzero(half[i:] if sign > 0 else half[:i])
-    if not side.size:
-        return None
-    width = d.centers[i + side[0]] - peak if sign > 0 else peak - d.centers[side[-1]]
-    return _unsmoothed_sd(float(width) / 1.1774, bandwidth, x.size)
+    d = whole_density(x, widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS))
+    width = half_width(d, int(np.argmin(np.abs(d.centers - peak))), sign, at=peak)
+    return None if width is None else _unsmoothed_sd(width / HALF_WIDTH_PER_SD, bandwidth, x.size)
 
 
 def turn_limit(

@@ -479,17 +479,33 @@ def _mode(x: np.ndarray, bandwidth: float, full: int) -> tuple[float, float] | N
     if x.size < MIN_PEAK_EVENTS:
         return None
     bandwidth = widened(bandwidth, x.size, full)
-    lo, hi = np.quantile(x, [0.001, 0.999])
-    d = density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+    d = whole_density(x, bandwidth)
     i = int(np.argmax(d.smooth))
-    below_half = d.smooth < d.smooth[i] / 2
-    left = np.flatnonzero(below_half[:i])
-    right = np.flatnonzero(below_half[i:])
-    widths = [d.centers[i] - d.centers[left[-1]]] if left.size else []
-    widths += [d.centers[i + right[0]] - d.centers[i]] if right.size else []
+    widths = [w for w in (half_width(d, i, -1.0), half_width(d, i, 1.0)) if w is not None]
     if not widths:
         return None
-    return float(d.centers[i]), max(float(min(widths)) / 1.1774, bandwidth / 2)
+    return float(d.centers[i]), max(min(widths) / HALF_WIDTH_PER_SD, bandwidth / 2)
+
+
+HALF_WIDTH_PER_SD = 1.1774  # a Gaussian's half-width at half maximum, in SDs: sqrt(2 ln 2)
+
+
+def whole_density(x: np.ndarray, bandwidth: float) -> _Density:
+    """The density over the events' 0.1-99.9% range and 4 bandwidths beyond: a peak's whole
+    shape, its flanks included."""
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    return density(x, bandwidth, float(lo) - 4 * bandwidth, float(hi) + 4 * bandwidth)
+
+
+def half_width(d: _Density, i: int, sign: float, at: float | None = None) -> float | None:
+    """How far from `at` (default: bin `i`'s centre) the density first falls below half its
+    height at bin `i`, on the `sign` side; None where it does not within the density."""
+    below = d.smooth < d.smooth[i] / 2
+    side = np.flatnonzero(below[i:] if sign > 0 else below[:i])
+    if not side.size:
+        return None
+    at = d.centers[i] if at is None else at
+    return float(d.centers[i + side[0]] - at if sign > 0 else at - d.centers[side[-1]])
 
 
 MISPLACED_SHARE = 0.6  # of the events beyond the majority peak, on the side the cut keeps
