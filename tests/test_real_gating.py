@@ -1316,9 +1316,9 @@ def test_b_cells_pinned_at_cd20_x5_place_their_subset_cuts_where_they_certainly_
 
 
 def test_negatives_split_by_the_scale_with_a_wider_upper_half_are_not_cut_between(shared_data):
-    """Seed 259807877 of the reported real_fuzz draw with `--photon`: photon noise (variance 89 x the signal)
-    and fluorescence x1.93 widen the B cells' CD27- population past logicle W 0.5's linear
-    region. The scale splits it in two humps at -0.12 and 0.41 about 0 (0.11); the photon
+    """Seed 259807877 of the reported real_fuzz draw with `--photon`: photon noise
+    (variance 89 x the signal) and fluorescence x1.93 widen the B cells' CD27- population
+    past logicle W 0.5's linear region. The scale splits it in two humps at -0.12 and 0.41 about 0 (0.11); the photon
     noise makes the upper one wider, its peak beyond the lower one's mirror (0.34). The dip
     between them (0.17) was the CD27 cut: 1,274 unswitched memory B cells for openCyto's 153
     (F1 0.19), naive 0.69, nothing said of the cut. Read as the split it is
@@ -1331,8 +1331,9 @@ def test_negatives_split_by_the_scale_with_a_wider_upper_half_are_not_cut_betwee
 
 
 def test_a_last_resort_counts_range_reaches_its_cut_by_the_wider_flank(shared_data):
-    """Seed 259807944 of the reported real_fuzz draw with `--photon`: photon noise (variance 32 x the signal),
-    CD19 x1.62, half the memory B cells and 58% of the events kept. IgD shows no valley and no
+    """Seed 259807944 of the reported real_fuzz draw with `--photon`: photon noise
+    (variance 32 x the signal), CD19 x1.62, half the memory B cells and 58% of the events
+    kept. IgD shows no valley and no
     turn; the last resort, the naive peak - 2 SD, takes the SD of the peak's narrower upper
     side (0.059), where photon noise widened the lower one (0.085), and cuts at 0.49 (the best
     cut 0.47): 599 double-negative B cells for openCyto's 220 (F1 0.54), its range 284-1,088
@@ -1353,10 +1354,15 @@ def test_the_igd_negative_b_cells_cd27_valley_stands_in_for_a_last_resort(shared
     cells for openCyto's 126 (F1 0.08), transitional 0.49 (said). Among the IgD- B cells
     (`cd27_switched`, placed on its own) CD27- and CD27+ part at a valley, 0.39, where the
     best quadrant's CD27 cut is 0.40; that valley now stands in for the last resort
-    (`lends`): unswitched memory 0.77, naive 0.89, transitional 0.97."""
+    (`lends`): unswitched memory 0.77, naive 0.89, transitional 0.97. A panel without IgD has
+    no IgD- B cells to look at: the last resort stays, said (placing the lender there raised
+    a KeyError in a first version)."""
     table = real_fuzz.run(shared_data / "real", [198822555], donor=True).set_index("population")
     assert table.loc["b_unswitched_memory", "f1"] >= 0.70, table.to_dict()
     assert table.loc["b_naive", "f1"] >= 0.85 and table.loc["b_transitional", "f1"] >= 0.90
+    without = real_fuzz.run(shared_data / "real", [198822555], ["IgD"], donor=True)
+    said = without.set_index("population").loc["b_transitional", "unlike_template"]
+    assert "cd27: majority peak 0.31 + 3 SD" in said, said
 
 
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
