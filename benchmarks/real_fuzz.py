@@ -34,7 +34,9 @@ template'). Each file draws, from a seed nobody picks:
 Every population is scored against openCyto's gates as `real_gating.py` scores them (CD20+ B
 cells within openCyto's scatter gate; subsets of >= 100 events; plasmablasts not), and every
 miss is printed with whether the sample said anything: listed as unlike the template, a
-gate to review, or a file check (stains gated uncompensated).
+gate to review, or a file check (stains gated uncompensated); a missed IgD x CD27 subset also
+with the best F1 any pair of cuts reaches on the file (`best_quadrant_f1`), which tells a
+misplaced cut from subsets no quadrant parts.
 
     .venv/bin/python benchmarks/real_fuzz.py [--n 100] [--tsv OUT.tsv]
 """
