@@ -1516,9 +1516,9 @@ def test_a_last_resorts_count_range_reaches_half_an_sd_either_way():
     last resort carries that spread, measured on the sample's own peak."""
     from types import SimpleNamespace
 
-    from cytopipe.gating.autogate import _Placer
     from cytopipe.gating.cut_moves import cut_moves
     from cytopipe.gating.gates import RectangleGate
+    from cytopipe.gating.placer import Placer
     from cytopipe.gating.template import ThresholdSpec
 
     naive = np.random.default_rng(1).normal(0.66, 0.06, 5000)
@@ -1527,7 +1527,7 @@ def test_a_last_resorts_count_range_reaches_half_an_sd_either_way():
     igd = ThresholdSpec(
         "igd", "IgD", "valley", 0.46, None, (), {"search": [0.12, 0.6], "anchor": anchor}
     )
-    placed = _Placer({"IgD": naive}, {}, naive.size)._valley(igd, naive)
+    placed = Placer({"IgD": naive}, {}, naive.size)._valley(igd, naive)
     assert placed.method == "peak_sd" and "majority peak" in placed.flag, placed
     assert abs(placed.value - (0.66 - 2 * 0.06)) < 0.02 and 0.025 < placed.spread < 0.035
 
@@ -1546,13 +1546,13 @@ def test_a_search_that_starts_past_its_window_says_so():
     """A valley search whose anchor puts its start past the window's end (a CD4- peak with a
     spread as wide as a file of unrelated channels mapped to the panel: start 0.87, end 0.85)
     says there was no room for a valley, not "no valley between 0.87 and 0.85"."""
-    from cytopipe.gating.autogate import _Placer
+    from cytopipe.gating.placer import Placer
     from cytopipe.gating.template import ThresholdSpec
 
     x = np.random.default_rng(0).normal(0.1, 0.05, 5000)
     anchor = {"peak": [-0.2, 0.4], "min_sd": 12, "fallback_sd": 14}
     params = {"search": [0.2, 0.6], "anchor": anchor, "bandwidth": 0.02}
     spec = ThresholdSpec("t", "X", "valley", 0.5, None, (), params)
-    placed = _Placer({"X": x}, {}, x.size)._valley(spec, x)
+    placed = Placer({"X": x}, {}, x.size)._valley(spec, x)
     assert "no room for a valley: the search starts at 0.6" in placed.flag, placed.flag
     assert "no valley between" not in placed.flag

@@ -576,7 +576,7 @@ def test_cd20_negative_b_cells_that_are_all_plasmablasts_are_one_population(tmp_
     nearly all plasmablasts (CD38 0.86-0.95, above the transitional level 0.69). BIC fit a
     narrow Gaussian at their top beside their body (D 2.3), and the CD38 cut went between
     them: 28 plasmablasts found of 113. Two populations that are both above the reference cut
-    are one positive population, cut at its lower edge (`_Placer._both_positive`)."""
+    are one positive population, cut at its lower edge (`mixture.both_positive`)."""
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[911440852])
     pb = table[table["population"] == "plasmablasts"].iloc[0]
     assert pb["truth"] >= 100, table.to_string()

@@ -71,29 +71,21 @@ def standing_in(own: Placement, params: Mapping, place: Callable) -> Placement:
     return replace(same, value=own.value, flag="; ".join(f for f in (same.flag, note) if f))
 
 
-def lent_valley(
-    placed: Placement,
-    t: ThresholdSpec,
-    lenders: Mapping[str, ThresholdSpec],
-    place: Callable,
-    last_resort: set[str],
-) -> Placement:
-    """`placed`, or where `t` had only its last resort (in `last_resort`, which it then
-    leaves), the valley its lender (`lends`: a threshold `same_as` `t`, so placed on its own)
-    found among its narrower population. One CD27 cut for the IgD x CD27 quadrants: where the
+def lent_valley(placed: Placement, lender: ThresholdSpec | None, place: Callable) -> Placement:
+    """`placed` (a last resort), or the valley its `lender` (a threshold `same_as` it that
+    `lends`, so placed on its own) found among its narrower population; `placed` where there is
+    no lender or it found no valley. One CD27 cut for the IgD x CD27 quadrants: where the
     memory B cells' CD27 sits close to the naive ones' (another donor's: real_fuzz --donor seed
     198822555, memory CD27 x0.6), all B cells show a continuum and the last resort lay past the
     window (6 unswitched memory B cells for openCyto's 126, transitional 0.49), while among the
     IgD- ones CD27- and CD27+ B cells part at a valley (0.39; the best quadrant's cut 0.40):
-    unswitched memory 0.77, transitional 0.97. `place`: threshold -> its placement (`t`'s
-    is `placed` by then: the lender's `same_as` reads it)."""
-    lender = lenders.get(t.name)
-    if lender is None or t.name not in last_resort:
+    unswitched memory 0.77, transitional 0.97. `place`: threshold -> its placement (the
+    caller has stored `placed` by then: the lender's `same_as` reads it)."""
+    if lender is None:
         return placed
     own = place(lender)
     if own.method != "valley" or own.value is None:
         return placed
-    last_resort.discard(t.name)
     among = ", ".join(f"{w.name} {side}" for w, side in lender.where)
     how = f"{lender.name}'s valley {own.value:.2f} (on {lender.on}, {among}; here {placed.flag})"
     return replace(own, flag=how, unlike=placed.unlike or own.unlike)

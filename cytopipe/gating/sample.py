@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cytopipe.gating.autogate import AutogateResult, threshold_events
+from cytopipe.gating.autogate import AutogateResult
 from cytopipe.gating.gates import gate_outline
+from cytopipe.gating.placer import threshold_events
 from cytopipe.gating.saturated import Saturated, placed, saturated_events, with_saturated
 from cytopipe.gating.stats import (
     cut_density,

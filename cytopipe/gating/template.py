@@ -3,7 +3,7 @@ placed per sample, and what to do when a file's panel lacks a marker.
 
 The template is data so a core facility can adjust gates without code. It has two sections:
 
-- `thresholds`: named 1-D cut-offs (e.g. `cd19`) placed per sample by `cytopipe.gating.autogate` from
+- `thresholds`: named 1-D cut-offs (e.g. `cd19`) placed per sample by `cytopipe.gating.placer` from
   the events of a reference population, with hard limits and a `fixed` position. A name is shared
   by every gate that uses it, so the four IgD/CD27 quadrants are cut by the same two lines.
 - `populations`: the hierarchy. Rectangle bounds are numbers, null (open side) or threshold
