@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating.anchors import anchor_limits, flank_turn
+from cytopipe.gating.anchors import anchor_limits, flank_turn, spared_cut
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
@@ -466,6 +466,35 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
     peak, sd = majority_peak(small, 0.02)
     assert limits.cut == pytest.approx(peak + 3.0 * sd) and limits.cut < cut_small
     assert "kept at the majority peak" in limits.how and limits.method == "turn"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_last_resort_moves_below_an_igd_dim_population_it_cut_through(seed):
+    """Memory-poor blood: no IgD- B cells to make a valley, and the naive peak - 2 SD went
+    through the IgD-dim unswitched memory B cells (CD27+). The cut moves to their own edge
+    where they are one population no wider than the naive one and fill the stretch between;
+    not where the CD27+ events are an IgD+ and IgD- mix (wider than the naive peak), nor where
+    the stretch is mostly CD27- events (double negative B cells under a noisy, merged IgD)."""
+    rng = np.random.default_rng(seed)
+    naive, unswitched = rng.normal(0.66, 0.058, 2_000), rng.normal(0.56, 0.043, 150)
+    x = np.concatenate([naive, unswitched])
+    theirs = np.arange(x.size) >= naive.size
+    majority = majority_peak(x, 0.02)
+    cut = majority[0] - 2 * majority[1]
+    assert np.mean(unswitched < cut) > 0.15  # the last resort goes through them
+    moved = spared_cut(x, theirs, cut, majority, -1.0, 2.0, 0.02)
+    assert moved is not None and moved[0] < cut - 0.03
+    assert np.mean(unswitched < moved[0]) < 0.05 and np.mean(naive < moved[0]) < 0.002
+    # CD27+ B cells, IgD+ and IgD- alike: one wide population, nothing to spare
+    mix = np.concatenate([rng.normal(0.60, 0.05, 25), rng.normal(0.42, 0.05, 25)])
+    x_mix = np.concatenate([naive, mix])
+    assert spared_cut(x_mix, np.arange(x_mix.size) >= naive.size, cut, majority, -1.0, 2.0,
+                      0.02) is None  # fmt: skip
+    # between the cuts mostly CD27- B cells (double negative): the cut stays
+    dn = rng.normal(0.47, 0.03, 300)
+    x_dn = np.concatenate([naive, dn, unswitched])
+    theirs_dn = np.arange(x_dn.size) >= naive.size + dn.size
+    assert spared_cut(x_dn, theirs_dn, cut, majority, -1.0, 2.0, 0.02) is None
 
 
 CD27_ANCHOR = {"peak": [-0.20, 0.35], "q": 0.99, "gap": 0.02, "fallback_q": 0.999,

@@ -315,6 +315,20 @@ def test_negatives_split_in_some_cells_only_do_not_part_the_igd_cut(tmp_path):
     assert random_accuracy.misses(table).empty, table.to_string()
 
 
+def test_igd_dim_unswitched_memory_b_cells_stay_igd_positive_without_igd_negatives(tmp_path):
+    """Seed 838599579 (label "62b"; lymphopenic blood after CAR-T, 42,748 events, 346 B
+    cells, 4 of them IgD-): no IgD valley, and the naive peak - 2 SD (0.54) went through the
+    IgD-dim unswitched memory B cells (IgD median 0.57): 47 of 64 found, the rest switched
+    memory (F1 0.85). The last resort now moves below the CD27+ B cells' own IgD edge where
+    they are one population no wider than the naive one (`spares`, `anchors.spared_cut`)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[838599579])
+    assert table["n_events"].iloc[0] == 42_748
+    rows = table.set_index("population")
+    assert rows.loc["b_unswitched_memory", "truth"] >= 50
+    assert rows.loc["b_unswitched_memory", "f1"] >= 0.95, table.to_string()
+    assert random_accuracy.misses(table).empty, table.to_string()
+
+
 def test_a_dip_inside_the_upper_half_of_split_negatives_is_not_the_cd27_cut(tmp_path):
     """Seed 236444398 (label "49"; PBMC, 19,875 events, 914 CD20+ B cells, CD27 at gain 0.53
     spread by spillover): the CD27- B cells split into humps at -0.11 and 0.32 (0 at 0.11), and

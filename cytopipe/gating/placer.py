@@ -21,6 +21,7 @@ from cytopipe.gating.anchors import (
     last_resort,
     negative_minority,
     positive_majority,
+    spared_cut,
 )
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
@@ -321,6 +322,11 @@ class Placer:
                 if dip:
                     how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before {limits.how}"
                     return Placement("valley", 0.5, f"{how} ({why})", dip[0], unlike=unlike)
+                spared = None if misplaced or not majority else self._spared(t, x, value, majority)
+                if spared is not None:
+                    how = f"{spared[1]} ({limits.how} cut through them; {why})"
+                    return Placement("peak_sd", 0.5, how, spared[0], unlike=unlike,
+                                     other=value, spread=limits.spread)  # fmt: skip
             unlike, how = unlike or limits.unlike_if_cut or misplaced, f"{limits.how} ({why})"
             return limits.placed(how, value, unlike)
         if "fallback_sd" in p and majority is not None:  # k SD beyond the peak, or below it
@@ -345,6 +351,31 @@ class Placer:
             return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
         gap = None if isinstance(p.get("reference"), ThresholdSpec) else empty(x, search, t.fixed)
         return gap or self._fallback(t, why)
+
+    def _spared(
+        self, t: ThresholdSpec, x: np.ndarray, cut: float, majority: tuple[float, float]
+    ) -> tuple[float, str] | None:
+        """`anchors.spared_cut` for the events of `x` within `t`'s `spares` conditions (the
+        CD27+ B cells for the IgD cut), the cut held in `t`'s search window."""
+        spares = [c for c in t.params.get("spares", ()) if c[0].dims() <= self.columns.keys()]
+        mask = self._mask(t) if spares else None  # a panel without CD27: nothing to spare
+        if mask is None:
+            return None
+        theirs = np.ones(int(mask.sum()), dtype=bool)
+        for cond, side in spares:
+            col = np.asarray(self.columns[cond.dim][mask])
+            level = self.place(cond).value
+            theirs &= (col < level) if side == "below" else (col >= level)
+        theirs = theirs[np.isfinite(np.asarray(self.columns[t.dim][mask], dtype=np.float64))]
+        anchor = t.params["anchor"]
+        sign = -1.0 if anchor.get("side", "above") == "below" else 1.0
+        k = float(anchor["fallback_sd"])
+        found = spared_cut(x, theirs, cut, majority, sign, k, t.bandwidth)
+        if found is None:
+            return None
+        names = " and ".join(f"{c.name} {side}" for c, side in spares)
+        lo, hi = (float(v) for v in t.params["search"])
+        return min(max(found[0], lo), hi), f"{found[1]} of the events {names}"
 
     def _gated(self, population: str | None, dim: str) -> np.ndarray | None:
         """The finite `dim` values of a population gated on this sample (not fallen back), or

@@ -35,6 +35,7 @@ from cytopipe.ingest.panel import SCATTER
 NAMED = ("reference", "same_as", "not_below")  # threshold params that name another threshold
 # ... and those that list thresholds the panel may lack: each used where it has its markers
 OPTIONAL_NAMED = ("upper_above",)
+CONDITIONS = ("where_if_present", "spares")  # params of [threshold, below|above] pairs, as `where`
 
 
 @dataclass(frozen=True)
@@ -255,10 +256,9 @@ def _threshold(
     for key in OPTIONAL_NAMED:
         if t.get(key) is not None:
             params[key] = tuple(named(ref, key) for ref in t[key])
-    if t.get("where_if_present"):
-        params["where_if_present"] = tuple(
-            (named(ref, "where_if_present"), str(side)) for ref, side in t["where_if_present"]
-        )
+    for key in CONDITIONS:
+        if t.get(key):
+            params[key] = tuple((named(ref, key), str(side)) for ref, side in t[key])
     spec = ThresholdSpec(
         name, str(t["dim"]), method, fixed, None if on is None else str(on), conds, params
     )
