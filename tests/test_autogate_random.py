@@ -329,6 +329,20 @@ def test_debris_smaller_than_the_lymphocytes_does_not_join_them_as_b_cells(tmp_p
     assert random_accuracy.misses(table).empty, table.to_string()
 
 
+def test_monocytes_in_a_cd45_cluster_of_middling_confidence_send_the_gate_to_forward_scatter(
+    tmp_path,
+):
+    """Seed 381695474 (label "63c"; lymphopenic blood, 164,410 events): the CD45 x SSC
+    cluster, fitted at confidence 0.51, held 955 monocytes as CD45-bright as the lymphocytes
+    and of side scatter as low; forward scatter parts them (0.38 vs 0.21). The other view was
+    tried only below 0.5: lymphocytes 0.934. Below 0.7 (`COMPARE_BELOW`): FSC x SSC, 0.98."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[381695474])
+    lymph = table.set_index("population").loc["lymphocytes"]
+    assert table["n_events"].iloc[0] == 164_410
+    assert lymph["f1"] >= 0.97 and "gated on FSC-A x SSC-A" in lymph["flag"], table.to_string()
+    assert random_accuracy.misses(table).empty, table.to_string()
+
+
 def test_igd_dim_unswitched_memory_b_cells_stay_igd_positive_without_igd_negatives(tmp_path):
     """Seed 838599579 (label "62b"; lymphopenic blood after CAR-T, 42,748 events, 346 B
     cells, 4 of them IgD-): no IgD valley, and the naive peak - 2 SD (0.54) went through the

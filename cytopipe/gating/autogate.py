@@ -146,12 +146,19 @@ def _polygon(spec: PopulationSpec, columns, rows: np.ndarray, parent: str | None
 # a surer fit's lineage F1 not this much lower; a higher one wins by more than one event (0.03
 # kept CD45 x SSC views worse by 0.006-0.026: lymphopenic lymphocytes 0.90-0.95, FSC 0.96-0.99)
 VIEW_MARGIN = 0.03
+# the other views are tried below this confidence of the first view's fit. At LOW_CONFIDENCE
+# (0.5) a lymphopenic file's CD45 x SSC cluster at 0.51 held 955 monocytes as CD45-bright as
+# the lymphocytes and of side scatter as low (random_accuracy "63c" seed 381695474: 0.934;
+# FSC x SSC 0.984); of 14 files of five draws at 0.5-0.7, 13 rose (myeloid tissue 0.952 ->
+# 0.977, 0.966 -> 0.998), one stayed. Always trying them raised others by 0.002-0.01 but
+# costs a second fit in every CD45 panel's file (the draw took 20-25% longer).
+COMPARE_BELOW = 0.7
 
 
 def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, parent, available):
     """The polygon in the first view the panel has, or in another view (`alternatives`) when
     `compare_views` is set and the first view's cluster is not pure (confidence below
-    LOW_CONFIDENCE, or lineage+ events below `compare_share` of it): the other view is kept
+    COMPARE_BELOW, or lineage+ events below `compare_share` of it): the other view is kept
     when it holds the lineage+ events better (by more than one event's F1), or about as well
     (within VIEW_MARGIN) from a fit that is more confident: confident, or, where neither is, by
     VIEW_MARGIN more. The lineage+ share alone cannot decide: NK cells are lymphocytes without
@@ -172,7 +179,7 @@ def _polygon_view(spec: PopulationSpec, variant: PopulationSpec, columns, rows, 
         return gate, how, shape, variant
     first, share = lineage_fit(gate, columns, rows, bright)
     compare = float(place.get("compare_share", place.get("refine_share", 0.0)))
-    if how[1] >= LOW_CONFIDENCE and share >= compare:
+    if how[1] >= COMPARE_BELOW and share >= compare:
         return gate, how, shape, variant
     score, best = first, (gate, how, shape, variant)
     for alt in spec.alternatives:
