@@ -366,9 +366,9 @@ def spared_cut(
     file's lymphopenic and plasmablast-rich variants at fluorescence x0.33 (real_gating
     --stress) lost every switched memory and double-negative B cell. Under photon noise the
     IgD- B cells merge into the IgD+ ones: between the cuts 1,756 CD27- B cells where the naive
-    peak's tail puts 232 (real_fuzz "62 photon" seed 198440612: the move would take
-    double-negative B cells as naive, 0.42 -> 0.33); in the two files above 2 and 18 for 5
-    and 33."""
+    peak's tail puts 232 (real_fuzz "62 photon" seed 198440612, whose CD27+ B cells are also
+    wider, SD 0.114 for 0.068: the move would take double-negative B cells as naive, 0.42 ->
+    0.33); in the two files above 2 and 18 for 5 and 33."""
     own = x[theirs]
     if own.size < MIN_EVENTS:
         return None
