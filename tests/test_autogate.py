@@ -907,7 +907,7 @@ def test_a_part_standing_in_for_cd3_applies_only_without_cd3(specs):
     for the CD3- CD19+ part: with CD3 in the panel it would join CD3+ CD19+ doublets."""
     lymph = next(s for s in specs if s.id == "lymphocytes")
     alone = [p for p in lymph.rescue if p.only_without]
-    assert [p.dims for p in alone] == [("CD19", "SSC-A")]
+    assert [p.dims for p in alone] == [("CD19", "SSC-A", "FSC-A")]
     full = {"CD3", "CD19", "CD20", "SSC-A", "FSC-A"}
     assert not alone[0].applies(full) and alone[0].applies(full - {"CD3"})
     assert not alone[0].applies(full - {"CD3", "CD19"})  # nor without its own markers
