@@ -318,10 +318,10 @@ def test_negatives_split_in_some_cells_only_do_not_part_the_igd_cut(tmp_path):
 def test_debris_smaller_than_the_lymphocytes_does_not_join_them_as_b_cells(tmp_path):
     """Seed 914756409 (label "63b"; lysed blood in B-cell aplasia, 433,123 events, no B
     cell): 6 debris events outside the lymphocyte gate, CD19 0.37-0.47 (sticky), forward
-    scatter 0.06-0.10 where 99% of the lymphocytes lie above 0.19, joined the lymphocytes as
-    "CD19+ outside the lymphocyte gate" and read as 7 B cells for 0 (the aplasia rule allows
-    5). The rescue now takes only events at least as large as the lymphocytes' 1% quantile
-    (`fsc_lymph`): 1 B cell."""
+    scatter 0.06-0.10 beside the lymphocytes' peak at 0.26 (SD 0.04), joined the lymphocytes
+    as "CD19+ outside the lymphocyte gate" and read as 7 B cells for 0 (the aplasia rule allows
+    5). The rescue now takes only events at least as large as the lymphocytes' forward-scatter
+    peak - 4 SD (`fsc_lymph`, 0.10): 1 B cell."""
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[914756409])
     assert table["n_events"].iloc[0] == 433_123
     b = table.set_index("population").loc["b_cells"]
