@@ -472,9 +472,10 @@ def test_a_small_minoritys_turn_keeps_near_the_majority(seed):
 def test_a_last_resort_moves_below_an_igd_dim_population_it_cut_through(seed):
     """Memory-poor blood: no IgD- B cells to make a valley, and the naive peak - 2 SD went
     through the IgD-dim unswitched memory B cells (CD27+). The cut moves to their own edge
-    where they are one population no wider than the naive one and fill the stretch between;
-    not where the CD27+ events are an IgD+ and IgD- mix (wider than the naive peak), nor where
-    the stretch is mostly CD27- events (double negative B cells under a noisy, merged IgD)."""
+    where they are one population no wider than the naive one and the CD27- events it crosses
+    are only the naive peak's tail; not where the CD27+ events are an IgD+ and IgD- mix (wider
+    than the naive peak), nor across a CD27- population (double negative B cells under a
+    noisy, merged IgD)."""
     rng = np.random.default_rng(seed)
     naive, unswitched = rng.normal(0.66, 0.058, 2_000), rng.normal(0.56, 0.043, 150)
     x = np.concatenate([naive, unswitched])
