@@ -101,14 +101,21 @@ class Placer:
             mask = self.masks[t.on].copy()
         else:
             return None
-        optional = t.params.get("where_if_present", ())
-        dims = [t.dim]
-        for cond, side in (*t.where, *(c for c in optional if c[0].dims() <= self.columns.keys())):
+        conds = (*t.where, *self._present(t.params.get("where_if_present", ())))
+        mask = self._within(mask, conds)
+        return self._known(t.on, [t.dim, *(cond.dim for cond, _ in conds)], mask)
+
+    def _present(self, conds: Sequence) -> list:
+        """The [threshold, side] conditions whose markers the panel has."""
+        return [c for c in conds if c[0].dims() <= self.columns.keys()]
+
+    def _within(self, mask: np.ndarray, conds: Sequence) -> np.ndarray:
+        """`mask` narrowed to the events on each condition's side of its cut, as placed here."""
+        for cond, side in conds:
             cut = self.place(cond).value
             col = self.columns[cond.dim]
-            mask &= (col < cut) if side == "below" else (col >= cut)
-            dims.append(cond.dim)
-        return self._known(t.on, dims, mask)
+            mask = mask & ((col < cut) if side == "below" else (col >= cut))
+        return mask
 
     def _known(self, population: str | None, dims: Sequence[str], mask: np.ndarray) -> np.ndarray:
         return mask if self.held is None else self.held.known(population, dims, mask)
@@ -357,15 +364,11 @@ class Placer:
     ) -> tuple[float, str] | None:
         """`anchors.spared_cut` for the events of `x` within `t`'s `spares` conditions (the
         CD27+ B cells for the IgD cut), the cut held in `t`'s search window."""
-        spares = [c for c in t.params.get("spares", ()) if c[0].dims() <= self.columns.keys()]
+        spares = self._present(t.params.get("spares", ()))
         mask = self._mask(t) if spares else None  # a panel without CD27: nothing to spare
         if mask is None:
             return None
-        theirs = np.ones(int(mask.sum()), dtype=bool)
-        for cond, side in spares:
-            col = np.asarray(self.columns[cond.dim][mask])
-            level = self.place(cond).value
-            theirs &= (col < level) if side == "below" else (col >= level)
+        theirs = self._within(mask, spares)[mask]  # aligned with `x`: `t`'s finite values
         theirs = theirs[np.isfinite(np.asarray(self.columns[t.dim][mask], dtype=np.float64))]
         anchor = t.params["anchor"]
         sign = -1.0 if anchor.get("side", "above") == "below" else 1.0
