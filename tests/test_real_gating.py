@@ -1386,6 +1386,18 @@ def test_a_miss_no_quadrant_meets_is_told_from_a_misplaced_cut(shared_data):
     assert reachable["best_quadrant_f1"] >= 0.85, reachable.to_dict()
 
 
+def test_a_negative_minoritys_igd_dip_is_the_cut_at_a_few_events(shared_data):
+    """Seed 447505884 of real_fuzz --label "session 64b": a tenth of the naive B cells and a
+    third of the events kept, 1,267 B cells. The IgD- B cells' hump (0.48) is the highest
+    peak with most events above it; the IgD+ ones peak at 0.61 and the density dips between
+    them at 0.54 (depth 0.22, 2.8 Poisson SDs: the 3 a dip needed elsewhere is not met). The
+    cut went 2 SD above the IgD- peak (0.59), through the IgD+ B cells: naive 0.77,
+    unswitched memory 0.66. A negative minority's dip needs 2.5 SDs (`MINORITY_DIP_Z`)."""
+    table = real_fuzz.run(shared_data / "real", [447505884]).set_index("population")
+    assert not table["miss"].any(), table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.9 and table.loc["b_unswitched_memory", "f1"] >= 0.8
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

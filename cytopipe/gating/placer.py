@@ -25,6 +25,7 @@ from cytopipe.gating.anchors import (
 )
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
+    MINORITY_DIP_Z,
     density,
     density_range,
     dip_before_turn,
@@ -412,7 +413,7 @@ class Placer:
         if anchor.get("side") != "below" or not isinstance(ref, ThresholdSpec):
             return None
         r, search = self.place(ref), tuple(float(v) for v in t.params["search"])
-        dip = significant_dip(d, peak[0], search[1], min_side)
+        dip = significant_dip(d, peak[0], search[1], min_side, MINORITY_DIP_Z)
         level = None if r.method == "fallback" else float(r.value)
         cut = negative_minority(peak, float(anchor["fallback_sd"]), level, search, dip)
         return cut and Placement(cut[2], 0.5, f"{cut[1]} ({why})", cut[0], unlike=cut[1])
