@@ -99,15 +99,17 @@ def test_larger_populations_are_learned_from_more_events_within_the_budget():
 def test_a_file_unlike_the_references_is_flagged(refs):
     """The same file with CD4 and CD3 shifted (a voltage or reagent change) is listed for
     review; the file as acquired is not."""
-    model = fit([r for i, r in enumerate(refs) if i != 3], MARKERS)
+    model = fit(
+        [r for i, r in enumerate(refs) if i != 3], MARKERS, per_class=LOFO_PER_CLASS, budget=0
+    )
     held = refs[3].events
     acquired = review(model, *predict(model, held))
     assert not acquired["review"]
     shifted = held.copy()
     shifted[:, [2, 4]] += 0.25
     found = review(model, *predict(model, shifted))
-    # measured (session 19): 1.1% of the events unlike as acquired, 4.9% shifted (one
-    # population 13%); 1.4% and 7.1% (18%) when 'other' was learned from 10,000 events
+    # measured (session 65): 0.9% of the events unlike as acquired, 9.0% shifted, learned from
+    # 1,000 events per population (CI's time: 4 s); with the default 10,000 (23 s) 1.1% and 4.9%
     assert found["review"] and found["unlike_share"] > 3 * acquired["unlike_share"], found
 
 

@@ -19,7 +19,7 @@ from cytopipe.synth.cohort import synth_cohort
 
 N_EVENTS = 6000
 # Every patient's course (aplasia at day 7-28, reconstitution or not by day 365) at six of the ten
-# standard timepoints: the cohort's 32 jobs per step were most of CI's time.
+# standard timepoints, two patients: the cohort's jobs per step were most of CI's time.
 TIMEPOINTS = (-7, 7, 28, 90, 180, 365)
 
 
@@ -37,7 +37,7 @@ def run(tmp_path_factory, repo, shared_data):
     real_hash = sha256(real)
     shutil.copytree(repo / "config", work / "config")
     sheet = synth_cohort(
-        work / "cohort", n_patients=3, seed=11, events_per_sample=N_EVENTS, timepoints=TIMEPOINTS
+        work / "cohort", n_patients=2, seed=11, events_per_sample=N_EVENTS, timepoints=TIMEPOINTS
     )
     sheet["path"] = [str(Path(p).relative_to(work)) for p in sheet["path"]]
     # plant a broken archive file: a real FCS file cut in half
