@@ -1398,6 +1398,22 @@ def test_a_negative_minoritys_igd_dip_is_the_cut_at_a_few_events(shared_data):
     assert table.loc["b_naive", "f1"] >= 0.9 and table.loc["b_unswitched_memory", "f1"] >= 0.8
 
 
+def test_igd_negative_memory_b_cells_are_not_spared_as_igd_dim_ones(shared_data):
+    """Seed 421294472 of real_fuzz --label "session 65": 21% of the events and 30% of the naive
+    B cells kept, fluorescence x0.74, 1,129 B cells. No valley, turn or dip parts the IgD- B
+    cells (0.37) from the IgD+ ones (0.52); the last resort (naive peak - 2 SD, 0.34) cut
+    through the CD27+ B cells' peak, and the cut moved below it as if they were IgD-dim
+    unswitched memory B cells (`anchors.spared_cut`, 0.25): but that peak is the switched
+    memory B cells (IgD 0.35), with the unswitched ones (0.49) beside it, two populations by
+    BIC. Switched memory 3 for openCyto's 113, double negative 3 for 167, nothing said. Two
+    populations are not spared (`mixture.two_gaussians`): 55 and 35, and the switched memory
+    count's range (0-113) is said."""
+    table = real_fuzz.run(shared_data / "real", [421294472]).set_index("population")
+    assert table.loc["b_switched_memory", "f1"] >= 0.5, table.to_dict()
+    assert table.loc["b_double_negative", "f1"] >= 0.3, table.to_dict()
+    assert real_fuzz.silent(table.reset_index()).empty
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

@@ -32,6 +32,7 @@ from cytopipe.gating.densities import (
     whole_density,
     widened,
 )
+from cytopipe.gating.mixture import two_means
 from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
 from cytopipe.gating.template import ThresholdSpec
 from cytopipe.preprocess.robust import robust_sd
@@ -368,7 +369,13 @@ def spared_cut(
     IgD- B cells merge into the IgD+ ones: between the cuts 1,756 CD27- B cells where the naive
     peak's tail puts 232 (real_fuzz "62 photon" seed 198440612, whose CD27+ B cells are also
     wider, SD 0.114 for 0.068: the move would take double-negative B cells as naive, 0.42 ->
-    0.33); in the two files above 2 and 18 for 5 and 33."""
+    0.33); in the two files above 2 and 18 for 5 and 33. Where the CD27+ B cells are two
+    populations by BIC (`mixture.two_means`), their peak must be the one nearer the majority:
+    the IgD-dim unswitched memory B cells beside a few IgD- ones (random "62b" seed 838599607:
+    130 and 39, unswitched memory 0.68 -> 0.91), not the IgD- switched memory B cells with the
+    unswitched ones above them (real_fuzz "session 65" seed 421294472: 113 and 102, the IgD-
+    peak at the cut, which moved below every IgD- B cell: switched memory 0.05, double
+    negative 0.04, nothing said; not moved, 0.62 and 0.34, and its count range said)."""
     own = x[theirs]
     if own.size < MIN_EVENTS:
         return None
@@ -377,6 +384,9 @@ def spared_cut(
     edge = peak[0] + sign * k * peak[1]
     if sign * (peak[0] - cut) >= 0 or sign * (edge - cut) <= 0 or peak[1] > majority[1]:
         return None  # their peak on the minority's side, their edge past the cut, or a mix
+    two = two_means(own)  # two populations: their peak must be the one nearer the majority
+    if two is not None and abs(peak[0] - two[sign > 0]) < abs(peak[0] - two[sign < 0]):
+        return None  # ... else it is the minority's own (IgD- memory B cells), not to spare
     between = (x - cut) * (x - edge) < 0
     tail = NormalDist(*majority)
     expected = np.count_nonzero(~theirs) * abs(tail.cdf(cut) - tail.cdf(edge))

@@ -504,6 +504,20 @@ def split_in_two(x: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float,
     return _split(x.reshape(-1, 1), most, at) if x.size >= 2 * MIN_EVENTS else None
 
 
+def two_means(x: np.ndarray) -> tuple[float, float] | None:
+    """The means (ascending) of two Gaussians where BIC prefers them to one for `x`, each holding
+    SPLIT_MIN_WEIGHT of the events and apart by SPLIT_MIN_D (Ashman's D): two populations, not
+    one skewed one nor one with a few outliers; else None (`anchors.spared_cut`)."""
+    from sklearn.mixture import GaussianMixture
+
+    z = strided(np.asarray(x, dtype=np.float64).reshape(-1, 1), GMM_MAX_EVENTS)
+    one, two = (GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2))
+    (m1, m2), (v1, v2) = two.means_.ravel(), two.covariances_.ravel()
+    d = abs(m1 - m2) * np.sqrt(2.0 / (v1 + v2))
+    apart = two.weights_.min() >= SPLIT_MIN_WEIGHT and d >= SPLIT_MIN_D
+    return (float(min(m1, m2)), float(max(m1, m2))) if apart and two.bic(z) < one.bic(z) else None
+
+
 def split_in_two_2d(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     """As `split_in_two`, in two dims: (cut on x, Ashman's D) where the line joining two
     neighbouring clusters (by x) crosses from one to the other, or None.
