@@ -384,9 +384,11 @@ def spared_cut(
     edge = peak[0] + sign * k * peak[1]
     if sign * (peak[0] - cut) >= 0 or sign * (edge - cut) <= 0 or peak[1] > majority[1]:
         return None  # their peak on the minority's side, their edge past the cut, or a mix
-    two = two_means(own)  # two populations: their peak must be the one nearer the majority
-    if two is not None and abs(peak[0] - two[sign > 0]) < abs(peak[0] - two[sign < 0]):
-        return None  # ... else it is the minority's own (IgD- memory B cells), not to spare
+    two = two_means(own)  # two populations: spare only the one nearer the majority
+    if two is not None:
+        far, near = two if sign < 0 else two[::-1]
+        if abs(peak[0] - far) < abs(peak[0] - near):
+            return None  # their peak is the minority's own (IgD- memory B cells)
     between = (x - cut) * (x - edge) < 0
     tail = NormalDist(*majority)
     expected = np.count_nonzero(~theirs) * abs(tail.cdf(cut) - tail.cdf(edge))
