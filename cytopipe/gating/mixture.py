@@ -512,9 +512,8 @@ def two_means(x: np.ndarray) -> tuple[float, float] | None:
 
     z = strided(np.asarray(x, dtype=np.float64).reshape(-1, 1), GMM_MAX_EVENTS)
     one, two = (GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2))
-    (m1, m2), (v1, v2) = two.means_.ravel(), two.covariances_.ravel()
-    d = abs(m1 - m2) * np.sqrt(2.0 / (v1 + v2))
-    apart = two.weights_.min() >= SPLIT_MIN_WEIGHT and d >= SPLIT_MIN_D
+    (m1, m2), (s1, s2) = two.means_.ravel(), np.sqrt(two.covariances_.ravel())
+    apart = two.weights_.min() >= SPLIT_MIN_WEIGHT and ashman_d(m1, s1, m2, s2) >= SPLIT_MIN_D
     return (float(min(m1, m2)), float(max(m1, m2))) if apart and two.bic(z) < one.bic(z) else None
 
 
