@@ -1414,6 +1414,25 @@ def test_igd_negative_memory_b_cells_are_not_spared_as_igd_dim_ones(shared_data)
     assert real_fuzz.silent(table.reset_index()).empty
 
 
+def test_a_cd27_stain_too_dim_to_part_the_t_cells_is_said(shared_data):
+    """Seed 146873553 of real_fuzz --label "session 66": CD27 at a third of its brightness, all
+    stains x0.53, noise of SD 169. The B cells' CD27 shows no valley (on the file as acquired
+    neither: a density turn), and the turn (0.34) lay past where openCyto's cut parts best
+    (0.30): unswitched memory 0.654 for a target of 0.70, nothing said. The T cells, which
+    always hold CD27- and CD27+ cells, part at a valley only 0.33 deep (0.96 as acquired): a
+    dim stain. The quadrant subsets say so now (`placement.probed`); the file as acquired does
+    not."""
+    table = real_fuzz.run(shared_data / "real", [146873553])
+    assert real_fuzz.silent(table).empty, table.to_dict()
+    said = table["unlike_template"].iloc[0]
+    assert "cd27: CD27 on t_cells: a shallow valley (0.33)" in said, said
+    assert "cd27_switched: CD27 on t_cells" in said, said
+    _, acquired = real_gating.gated_sample(
+        shared_data / "real" / "lyoplate_bcell" / "lyoplate_bcell_C01.fcs"
+    )
+    assert "cd27_t" not in unlike_template(acquired.stats), unlike_template(acquired.stats)
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

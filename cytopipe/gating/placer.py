@@ -53,6 +53,7 @@ from cytopipe.gating.placement import (
     clamped,
     empty,
     lent_valley,
+    probed,
     referenced,
     split_separation,
     standing_in,
@@ -88,6 +89,7 @@ class Placer:
             self.done[t.name] = lent = lent_valley(placed, lender, self.place)
             if lent is not placed:  # its cut is now the lender's valley, not a last resort
                 self.last_resort.discard(t.name)
+            self.done[t.name] = probed(lent, t.params, self.place)
         return self.done[t.name]
 
     def values(self, t: ThresholdSpec) -> np.ndarray | None:
