@@ -32,12 +32,8 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating.gates import Gate, PolygonGate, RectangleGate
 from cytopipe.ingest.panel import SCATTER
 
-NAMED = (
-    "reference",
-    "same_as",
-    "not_below",
-    "probe",
-)  # threshold params that name another threshold
+# threshold params that name another threshold
+NAMED = ("reference", "same_as", "not_below", "probe")
 # ... and those that list thresholds the panel may lack: each used where it has its markers
 OPTIONAL_NAMED = ("upper_above",)
 CONDITIONS = ("where_if_present", "spares")  # params of [threshold, below|above] pairs, as `where`
