@@ -5,7 +5,7 @@ the chosen population is outlined where its posterior stays high.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -508,10 +508,8 @@ def two_means(x: np.ndarray) -> tuple[float, float] | None:
     """The means (ascending) of two Gaussians where BIC prefers them to one for `x`, each holding
     SPLIT_MIN_WEIGHT of the events and apart by SPLIT_MIN_D (Ashman's D): two populations, not
     one skewed one nor one with a few outliers; else None (`anchors.spared_cut`)."""
-    from sklearn.mixture import GaussianMixture
-
     z = strided(np.asarray(x, dtype=np.float64).reshape(-1, 1), GMM_MAX_EVENTS)
-    one, two = (GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in (1, 2))
+    one, two = _fits(z, (1, 2))
     (m1, m2), (s1, s2) = two.means_.ravel(), np.sqrt(two.covariances_.ravel())
     apart = two.weights_.min() >= SPLIT_MIN_WEIGHT and ashman_d(m1, s1, m2, s2) >= SPLIT_MIN_D
     return (float(min(m1, m2)), float(max(m1, m2))) if apart and two.bic(z) < one.bic(z) else None
@@ -536,16 +534,8 @@ def _split(z: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float, float
     where the mixture's density along it is least ("least_density"). Components the
     mixture does not dip between are one population first (`_populations`); a population is
     compared by its core (its densest component) and weighed with all of its components."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
-
     z = strided(z, GMM_MAX_EVENTS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fits = [GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in range(1, most + 1)]
-    gm = min(fits, key=lambda g: g.bic(z))
+    gm = min(_fits(z, range(1, most + 1)), key=lambda g: g.bic(z))
     groups = _populations(gm, np.argsort(gm.means_[:, 0]))
     best = None
     for a, (lower, upper) in enumerate(zip(groups[:-1], groups[1:], strict=True)):
@@ -562,6 +552,20 @@ def _split(z: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float, float
             k = int(np.argmin(dens)) if at == "least_density" else int(np.argmax(low < 0.5))
             best = (small, float(line[k, 0]), d)
     return None if best is None else best[1:]
+
+
+def _fits(z: np.ndarray, ks: Iterable[int]) -> list:
+    """A Gaussian mixture of each size in `ks` on events x dims (2 starts, fixed seed): what
+    BIC chooses among. A fit stopped before it converged is still its best, and says nothing
+    on a user's console."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return [GaussianMixture(k, n_init=2, random_state=0).fit(z) for k in ks]
 
 
 def _core(gm, members: Sequence[int]) -> int:
