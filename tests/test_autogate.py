@@ -631,9 +631,10 @@ def test_naive_b_cells_beside_a_transitional_majority_are_split_in_cd38_and_cd24
     assert abs(cut - 0.66) <= 0.01 and d >= 2
     # taken where the majority peak (the transitional one, 0.75) lies above the cut; with a
     # naive majority (peak below it) the template's last resort stands
-    placed = split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.75, 0.02))
+    placed = split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", (0.75, 0.04), 0.02))
     assert placed.value == cut and "BIC with CD24" in placed.flag
-    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.58, 0.02)) is None
+    naive_peak = (cd38, cd24, "CD24", (0.58, 0.11), 0.02)
+    assert split_placement(cd38, (0.3, 0.95), "", pair=naive_peak) is None
     one = rng.multivariate_normal([0.6, 0.5], cov, 5_000)
     assert split_in_two_2d(*one.T) is None
     skewed = one + rng.gamma(2.0, 0.03, (5_000, 1))
@@ -656,7 +657,14 @@ def test_a_pile_at_a_stains_floor_is_no_population_to_cut_cd38_from(seed):
     on_cd38 = np.c_[np.zeros(90), rng.uniform(0.05, 0.9, 90)]
     cd38, cd24 = np.concatenate([naive, trans, on_cd24, on_cd38]).T
     assert split_in_two(cd38) is None
-    assert split_placement(cd38, (0.3, 0.95), "", pair=(cd38, cd24, "CD24", 0.63, 0.02)) is None
+    pair = (cd38, cd24, "CD24", (0.63, 0.07), 0.02)
+    assert split_placement(cd38, (0.3, 0.95), "", pair=pair) is None
+    # the naive peak + 2 SD (0.77) keeps over a third of the events above the line's cut: it
+    # runs along the shoulder's edge, not through it (`mixture.THROUGH_SHARE`), and stands
+    assert split_placement(cd38, (0.3, 0.95), "", pair=pair, beyond=0.77) is None
+    # one past most of them (noisier naive B cells: a wider SD) runs through them and gives way
+    through = split_placement(cd38, (0.3, 0.95), "", pair=pair, beyond=0.83)
+    assert 0.7 < through.value < 0.77 and "BIC with CD24" in through.flag, through
     off = (cd38 > 0) & (cd24 > 0)
     assert split_in_two_2d(cd38[off], cd24[off])[0] > 0.7  # naive | transitional
 

@@ -1433,6 +1433,20 @@ def test_a_cd27_stain_too_dim_to_part_the_t_cells_is_said(shared_data):
     assert "cd27_t" not in unlike_template(acquired.stats), unlike_template(acquired.stats)
 
 
+def test_a_last_resort_through_a_transitional_shoulder_gives_way_to_two_populations(
+    shared_data,
+):
+    """Seed 536098328 of real_fuzz --label "session 67": 30% of the naive B cells kept, all
+    stains x2.1, noise of SD 201. The transitional B cells are a third of the IgD+ CD27- B
+    cells, a shoulder on the naive peak with no valley; the last resort (naive peak + 2 SD,
+    0.82) ran through them (transitional 0.489, 356 found for openCyto's 1,070). CD38 x CD24
+    shows two populations (cut 0.70), and the last resort keeps under a third of the events
+    above that cut: the two populations' cut is taken (`mixture.THROUGH_SHARE`)."""
+    table = real_fuzz.run(shared_data / "real", [536098328]).set_index("population")
+    assert table.loc["b_transitional", "f1"] >= 0.8, table.to_dict()
+    assert not table["miss"].any(), table.to_dict()
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

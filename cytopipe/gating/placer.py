@@ -294,11 +294,13 @@ class Placer:
             w, pair = p.get("split_with") if p.get("split") and majority else None, None
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
-                pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority[0], bw)
+                pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority, bw)
             mixed = None
             if p.get("split"):  # above a split, the lower hump mirrors the upper one
                 upper = x if dip is None else x[x > dip]
-                mixed = split_placement(upper, window, unlike, pair=pair, at=at)
+                beyond = (last_resort(majority, p["fallback_sd"], 1.0)[0]  # where it would cut
+                          if "fallback_sd" in p and majority else None)  # fmt: skip
+                mixed = split_placement(upper, window, unlike, pair=pair, at=at, beyond=beyond)
             one = self._one_reference(t)
             level = one.value if one else self._upper_level(t)  # parts two positive populations?
             if mixed is not None and (level is None or not both_positive(x, mixed.value, level)):
