@@ -606,19 +606,19 @@ def split_placement(
     cut both dims show (`split_in_two_2d`) where it lies below that peak: the majority is then
     the population the template expects above the cut, the minority (transitional B cells
     outnumbering the naive ones early after CAR-T), and the last resort beyond the majority
-    peak would cut above them all. Where the majority lies below the cut, the last resort stands: with a transitional
-    shoulder on a naive majority it cut closer to openCyto than the line between the clusters
-    (real_fuzz: transitional 0.85-0.92 vs 0.75-0.82), unless that cut lies half an SD or more
-    above the peak (THROUGH_SD: nearer, it parts the majority itself) and the last resort
-    (`beyond`) keeps under a third (THROUGH_SHARE) of the events above it: then the last
-    resort runs through a population beside the majority, not along its edge.
-    Real_fuzz "session 67" seed 536098328 (30% of the naive B cells kept, all stains x2.1,
-    noise SD 201): transitional B cells a third of the IgD+ CD27- B cells, a shoulder; the
-    naive peak + 2 SD (0.82) kept 163 of the 921 events above the cut in CD38 x CD24 (0.70),
-    transitional F1 0.489 -> 0.864. Where else the cut lay above the peak (six files of
-    "session 67" and "67b"), the last resort kept 49-66% of them and stands. Noise of SD 500
-    on every stain (real_gating --stress) split the CD24-dim naive B cells from the rest 0.15
-    SD above the peak (transitional 0.849 -> 0.548 without THROUGH_SD).
+    peak would cut above them all. Where the majority lies below the cut, the last resort
+    stands: with a transitional shoulder on a naive majority it cut closer to openCyto than the
+    line between the clusters (real_fuzz: transitional 0.85-0.92 vs 0.75-0.82), unless that
+    cut lies half an SD or more above the peak (THROUGH_SD: nearer, it parts the majority
+    itself) and the last resort (`beyond`) keeps under a third (THROUGH_SHARE) of the events
+    above it: then the last resort runs through a population beside the majority, not along
+    its edge. Real_fuzz "session 67" seed 536098328 (30% of the naive B cells kept, all stains
+    x2.1, noise SD 201): transitional B cells a third of the IgD+ CD27- B cells, a shoulder;
+    the naive peak + 2 SD (0.82) kept 163 of the 921 events above the cut in CD38 x CD24
+    (0.70), transitional F1 0.489 -> 0.864. Where else the cut lay above the peak (six files
+    of "session 67" and "67b"), the last resort kept 49-66% of them and stands. Noise of SD
+    500 on every stain (real_gating --stress) split the CD24-dim naive B cells from the rest
+    0.15 SD above the peak (transitional 0.849 -> 0.548 without THROUGH_SD).
 
     `most` 4 components, not 3, only where the alternative is a last resort past the search
     window (a cut that parts nothing measured): a flat plateau of naive B cells' CD27 needs two
