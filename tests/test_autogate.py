@@ -16,7 +16,14 @@ from scipy.stats import spearmanr
 from cytopipe import cli
 from cytopipe.config import load_config
 from cytopipe.errors import ConfigError
-from cytopipe.gating.anchors import anchor_limits, flank_turn, spared_cut
+from cytopipe.gating.anchors import (
+    _flank_sd,
+    anchor_limits,
+    flank_turn,
+    spared_cut,
+    split_majority,
+    upper_half_sd,
+)
 from cytopipe.gating.autogate import autogate
 from cytopipe.gating.beyond_gate import rank_correlations
 from cytopipe.gating.densities import (
@@ -311,6 +318,43 @@ def test_the_halves_of_split_negatives_are_not_parted_by_a_gate():
             assert abs(pos - zero) < 0.05 and start > zero + 0.15
             pos, _ = find_valley(d, start, 0.9, min_side=10, min_depth=0.3)
         assert np.mean(raw[x >= pos] > 10_000) > 0.99 and np.mean(x[raw > 10_000] >= pos) > 0.99
+
+
+def test_a_last_resort_reads_split_negatives_from_their_upper_half():
+    """Negatives wider than the linear region (SD 500) and no positives to find a valley
+    below: the majority peak is the lower hump, and a last resort k SDs above it cut at 0, the
+    middle of the negatives. `split_majority` gives the upper hump and its SD, so 3 SDs above
+    it keep the negatives whole. Over-compensated negatives (all below 0) with positives
+    above have no upper half: the slope up to the positives is not one."""
+    rng = np.random.default_rng(5)
+    zero = float(logicle(np.zeros(1), 262144.0, 0.5, 4.5, 0.0)[0])
+    raw = rng.normal(0.0, 500.0, 5_000)
+    up = raw > 0  # photon noise, its variance growing with the signal, widens the upper half
+    raw[up] *= rng.lognormal(0.0, 0.6, np.count_nonzero(up))
+    x = logicle(raw, 262144.0, 0.5, 4.5, 0.0)
+    d = density(x, 0.02, -0.4, 1.0)
+    peak = majority_peak(x, 0.02)
+    assert peak[0] < zero - 0.1 and np.mean(x > peak[0] + 3 * peak[1]) > 0.3
+    dip, top, sd = split_majority(x, 0.02, d, peak, zero)
+    assert abs(dip - zero) < 0.08 and top > zero + 0.1
+    assert np.mean(x > top + upper_half_sd(3.0) * sd) < 0.01
+    raw = np.concatenate([rng.normal(-300.0, 60.0, 5_000), rng.normal(2_000.0, 600.0, 2_000)])
+    over = logicle(raw, 262144.0, 0.5, 4.5, 0.0)
+    low = majority_peak(over, 0.02)
+    assert low[0] < zero - 0.05
+    assert split_majority(over, 0.02, density(over, 0.02, -0.4, 1.0), low, zero) is None
+
+
+def test_the_upper_halfs_last_resort_leaves_a_gaussian_peaks_tail_share():
+    """A half-normal on a log scale (the events above 0 of negatives centred on 0) falls off
+    fast above its peak: the 0.13% that 3 SDs leave beyond a Gaussian peak lie 2.1 of its
+    flank SDs out (`upper_half_sd`), measured as every last resort measures a flank."""
+    rng = np.random.default_rng(6)
+    x = np.log10(np.abs(rng.normal(0.0, 1.0, 400_000)))
+    peak = majority_peak(x, 0.02)
+    sd = _flank_sd(x, 0.02, peak[0], 1.0)
+    assert upper_half_sd(3.0) == 2.1 and abs(peak[0]) < 0.05
+    assert 0.0005 < np.mean(x > peak[0] + upper_half_sd(3.0) * sd) < 0.003
 
 
 def test_a_dip_inside_the_upper_half_of_split_negatives_is_not_a_gate():

@@ -1447,6 +1447,20 @@ def test_a_last_resort_through_a_transitional_shoulder_gives_way_to_two_populati
     assert not table["miss"].any(), table.to_dict()
 
 
+def test_a_last_resort_on_negatives_the_scale_split_starts_from_their_upper_half(shared_data):
+    """Seed 728542288 of real_fuzz --photon --donor --label "session 68 pd": a tenth of the
+    memory B cells kept, fluorescence x2.03, photon noise. The B cells' CD27- negatives are two
+    humps the logicle scale made (-0.10 and 0.35 about 0 at 0.11), and with almost no memory B
+    cells no valley or turn lies above them: the last resort from the lower hump (0.11) was
+    raised to the T cells' valley (0.35) and cut the upper hump in half (naive 0.862, 394
+    unswitched memory B cells for openCyto's 3). From the upper hump (`anchors.split_majority`,
+    2.1 of its SDs: `upper_half_sd`) the cut lies above the naive B cells (0.55)."""
+    table = real_fuzz.run(shared_data / "real", [728542288], photon=True, donor=True)
+    table = table.set_index("population")
+    assert table.loc["b_naive", "f1"] >= 0.95, table.to_dict()
+    assert table.loc["b_unswitched_memory", "ours"] <= 20, table.to_dict()
+
+
 def test_a_refit_that_doubles_the_odds_of_lineage_events_is_kept(shared_data):
     """Seed 259807925 of the reported real_fuzz draw: 5% of the lymphocytes and of the naive B
     cells kept, FSC x1.55. The lymphocyte cluster was 74% lineage+, a refit inside it 85-86%

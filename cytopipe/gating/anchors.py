@@ -20,6 +20,8 @@ from cytopipe.gating.densities import (
     PEAK_FULL_EVENTS,
     TURN_FULL_EVENTS,
     TURN_SMOOTHING,
+    ZERO_BAND,
+    _Density,
     find_peak,
     find_shoulder,
     find_turn,
@@ -28,6 +30,7 @@ from cytopipe.gating.densities import (
     majority_peak,
     majority_turn,
     risen_population,
+    split_negatives,
     support_end,
     whole_density,
     widened,
@@ -151,6 +154,59 @@ def _flank_sd(x: np.ndarray, bandwidth: float, peak: float, sign: float) -> floa
     d = whole_density(x, widened(bandwidth, x.size, LAST_RESORT_FULL_EVENTS))
     width = half_width(d, int(np.argmin(np.abs(d.centers - peak))), sign, at=peak)
     return None if width is None else _unsmoothed_sd(width / HALF_WIDTH_PER_SD, bandwidth, x.size)
+
+
+# the upper half of a majority the scale split holds at least this share of the events below 0
+# (negatives centre on 0: both halves hold half of them, photon noise or not)
+SPLIT_HALF_SHARE = 0.5
+
+
+def split_majority(
+    x: np.ndarray, bandwidth: float, d: _Density, peak: tuple[float, float], zero: float | None
+) -> tuple[float, float, float] | None:
+    """(dip, peak, SD): where the sample's majority peak is the lower of the two humps a logicle
+    scale makes of negatives wider than its linear region (`split_negatives`), the dip between
+    the humps and the upper hump's peak and SD (its upper flank's); None where it is not. A last
+    resort k SDs above the lower hump lies at 0 (the middle of the negatives): real_fuzz
+    "session 68 pd" seed 728542288 (CD27 x2.03 with photon noise, 10% of the memory B cells
+    kept), the B cells' CD27- humps at -0.10 and 0.35 about 0 at 0.11, no valley or turn above
+    them: -0.10 + 3 SD (0.11) was raised to the T cells' valley 0.35, the upper hump's peak,
+    and 394 naive B cells were unswitched memory (naive 0.862, best quadrant 0.983). The upper
+    hump must be a peak holding its half of the negatives (SPLIT_HALF_SHARE), not the slope up
+    to positives above over-compensated negatives."""
+    if zero is None or peak[0] >= zero - ZERO_BAND:
+        return None
+    span = (d.centers > peak[0]) & (d.centers < 2.0 * zero - peak[0])
+    if not span.any():
+        return None
+    dip = float(d.centers[span][int(np.argmin(d.smooth[span]))])
+    top = split_negatives(d, dip, zero)
+    if top is None:
+        return None
+    i = int(np.argmin(np.abs(d.centers - top)))
+    if i + 1 >= d.smooth.size or d.smooth[i + 1] >= d.smooth[i]:
+        return None
+    below_zero = float(np.interp(zero, d.centers, d.below))
+    upper = float(np.interp(2.0 * top - zero, d.centers, d.below)) - below_zero
+    sd = _flank_sd(x, bandwidth, top, 1.0)
+    if upper < SPLIT_HALF_SHARE * below_zero or sd is None:
+        return None
+    return dip, top, sd
+
+
+def upper_half_sd(k: float) -> float:
+    """How many SDs of the upper half's flank (`split_majority`) leave as few of its events
+    beyond as `k` SDs leave beyond a Gaussian peak. The events above 0 of negatives centred on
+    0 are a half-normal, and on a log-like scale a half-normal peaks at its SD and falls off
+    fast above: its density on log x halves at 1.92 SDs (0.65 natural-log units above the
+    peak), and the share k = 3 leaves (0.13%) lies 3.2 SDs out (1.16 units): 2.1 flank SDs, not
+    3. At 3 the cut went into the memory B cells' shoulder (real_fuzz "session 46 no CD3" seed
+    699468038: 0.64 for openCyto's 0.54, unswitched memory 0.78 -> 0.62)."""
+    unit = NormalDist()
+    far = unit.inv_cdf(1.0 - unit.cdf(-k) / 2.0)  # the half-normal's quantile, in its SDs
+    u = np.linspace(1.0, 4.0, 3001)
+    half = u[int(np.argmin(np.abs(u * np.exp((1.0 - u**2) / 2.0) - 0.5)))]
+    return round(float(np.log(far) / np.log(half) * HALF_WIDTH_PER_SD), 1)
 
 
 def turn_limit(

@@ -22,6 +22,8 @@ from cytopipe.gating.anchors import (
     negative_minority,
     positive_majority,
     spared_cut,
+    split_majority,
+    upper_half_sd,
 )
 from cytopipe.gating.debris import BACKGATE_EVENTS, backgated
 from cytopipe.gating.densities import (
@@ -279,10 +281,17 @@ class Placer:
             if beyond is not None:  # the turn is the dip between the negatives' two halves
                 split, dip = split_note(limits.cut, zero, beyond), limits.cut
                 floor = max(floor, beyond)
+        resort = upward and limits.how.startswith(LAST_RESORT) and majority is not None
+        halves = split_majority(x, bw, d, majority, zero) if resort and not split else None
+        if halves is not None:  # the majority is the negatives' lower half: from the upper one
+            dip, top, sd = halves
+            split, floor, majority = split_note(dip, zero, top), max(floor, top), (top, sd)
+            cut, how, spread = last_resort(majority, upper_half_sd(anchor["fallback_sd"]), 1.0)
+            limits = limits._replace(start=top, cut=cut, how=how, spread=spread, other=None)
         no_valley = (f"no valley between {lo:.2f} and {hi:.2f}" if lo < hi else
                      f"no room for a valley: the search starts at {lo:.2f}, past its end {hi:.2f}")  # fmt: skip
         why = "; ".join(f for f in (no_valley, split) if f)
-        if split and upward and limits.cut < floor:
+        if split and upward and limits.cut < floor and halves is None:
             # a turn or shoulder between the negatives' two halves parts no populations
             limits = anchor_limits(x, anchor, bw, ref, toward_at, floor)
         if limits is not None and limits.instead and not split:  # a population before the turn
@@ -295,9 +304,8 @@ class Placer:
             if w in self.columns:  # its dim and the second one on the same events
                 mask = self._mask(t)
                 pair = (self.columns[t.dim][mask], self.columns[w][mask], w, majority, bw)
-            mixed = None
+            mixed, upper = None, x if dip is None else x[x > dip]
             if p.get("split"):  # above a split, the lower hump mirrors the upper one
-                upper = x if dip is None else x[x > dip]
                 beyond = (last_resort(majority, p["fallback_sd"], 1.0)[0]  # where it would cut
                           if "fallback_sd" in p and majority else None)  # fmt: skip
                 mixed = split_placement(upper, window, unlike, pair=pair, at=at, beyond=beyond)
@@ -305,7 +313,7 @@ class Placer:
             level = one.value if one else self._upper_level(t)  # parts two positive populations?
             if mixed is not None and (level is None or not both_positive(x, mixed.value, level)):
                 return mixed
-            if limits is not None:  # the majority peak this search already measured, if any
+            if limits is not None and halves is None:  # the majority peak measured, if any
                 peak = majority or majority_peak(x, bw, unpiled=unpiled)
                 misplaced = misplaced_majority(x, peak, t.params.get("anchor") or {})
                 positive = positive_majority(t, x, peak, why, bool(misplaced), self.place)
@@ -326,7 +334,9 @@ class Placer:
             value, past = within_window(limits.how, limits.cut, search)
             if limits.how.startswith(LAST_RESORT):  # a template limit (an SD widened by a
                 misplaced = misplaced or past  # shoulder: random draw 44c)
-                flat = past and p.get("split") and split_placement(x, window, past, most=4, at=at)
+                flat = (
+                    past and p.get("split") and split_placement(upper, window, past, most=4, at=at)
+                )
                 if flat:  # a plateau beside a peak: two Gaussians for the plateau
                     return flat
                 span = sorted((limits.cut, majority[0])) if majority and not misplaced else None
