@@ -65,7 +65,7 @@ def standing_in(own: Placement, params: Mapping, place: Callable) -> Placement:
     certain part above a CD3 with no valley is as doubtful as the CD3 cut, not a confident
     peak_offset. `place`: threshold -> its placement in this sample."""
     same = place(params["same_as"]) if params.get("same_doubts") else own
-    if own is same:
+    if own is same or same.method in FOUND:  # placed on its own for another reason (`straddled`)
         return own
     note = f"its certain part: {own.method} {own.value:.2f}" if own.value is not None else ""
     return replace(same, value=own.value, flag="; ".join(f for f in (same.flag, note) if f))

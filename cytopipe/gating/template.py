@@ -34,6 +34,8 @@ from cytopipe.ingest.panel import SCATTER
 
 # threshold params that name another threshold
 NAMED = ("reference", "same_as", "not_below", "probe")
+# ... and one a threshold consults where the panel has its markers, and goes without elsewhere
+SOFT_NAMED = ("straddled_by",)
 # ... and those that list thresholds the panel may lack: each used where it has its markers
 OPTIONAL_NAMED = ("upper_above",)
 CONDITIONS = ("where_if_present", "spares")  # params of [threshold, below|above] pairs, as `where`
@@ -251,7 +253,7 @@ def _threshold(
     conds = tuple((named(ref, "where"), str(side)) for ref, side in t.get("where") or ())
     on = t.get("on")
     params = {k: v for k, v in t.items() if k not in ("dim", "method", "fixed", "on", "where")}
-    for key in NAMED:
+    for key in (*NAMED, *SOFT_NAMED):
         if t.get(key) is not None:
             params[key] = named(t[key], key)
     for key in OPTIONAL_NAMED:
