@@ -194,6 +194,12 @@ def split_majority(
     return dip, top, sd
 
 
+# where a half-normal's density on log x falls to half its peak (at its SD), in its SDs: the
+# root above 1 of u exp((1 - u^2) / 2) = 1/2 (1.92)
+_U = np.linspace(1.0, 4.0, 3001)
+HALF_NORMAL_HALF_HEIGHT = float(_U[int(np.argmin(np.abs(_U * np.exp((1.0 - _U**2) / 2.0) - 0.5)))])
+
+
 def upper_half_sd(k: float) -> float:
     """How many SDs of the upper half's flank (`split_majority`) leave as few of its events
     beyond as `k` SDs leave beyond a Gaussian peak. The events above 0 of negatives centred on
@@ -204,9 +210,7 @@ def upper_half_sd(k: float) -> float:
     699468038: 0.64 for openCyto's 0.54, unswitched memory 0.78 -> 0.62)."""
     unit = NormalDist()
     far = unit.inv_cdf(1.0 - unit.cdf(-k) / 2.0)  # the half-normal's quantile, in its SDs
-    u = np.linspace(1.0, 4.0, 3001)
-    half = u[int(np.argmin(np.abs(u * np.exp((1.0 - u**2) / 2.0) - 0.5)))]
-    return round(float(np.log(far) / np.log(half) * HALF_WIDTH_PER_SD), 1)
+    return round(float(np.log(far) / np.log(HALF_NORMAL_HALF_HEIGHT) * HALF_WIDTH_PER_SD), 1)
 
 
 def turn_limit(
