@@ -157,7 +157,7 @@ class Placer:
         74864428 (no CD20, CD3 x0.37, all stains x2.0, noise SD 217), 44% of the CD19+
         lymphocytes above the valley (0.157; openCyto's B cells reach CD3 0.43), B cells 0.697.
         Elsewhere 1.6-6.3% lie above it (T-B doublets: 100 files of real_fuzz "session 68" and
-        "68c"); at the CD3+ events' own peak - 1 SD (0.49) the B cells are 0.94."""
+        "68c"); at the CD3+ events' own peak - 1 SD (0.505) the B cells are 0.958."""
         by = t.params.get("straddled_by")
         if by is None or not by.dims() <= self.columns.keys() or t.on not in self.masks:
             return ""
