@@ -773,3 +773,27 @@ def test_plasmablasts_undecided_at_the_live_gate_are_said_to_be_uncounted(tmp_pa
     said = unlike_template(gated.stats)
     assert masks["plasmablasts"].sum() < 120, said  # of 199: the rest are undecided
     assert "plasmablasts: " in said and "may belong here" in said, said
+
+
+def test_cd20_bright_b_cells_in_aplasia_count_where_cd19_is_as_dim_as_the_nk_cells(tmp_path):
+    """Seed 758120575 (label "session 69"; pre-gated lymphocytes in B-cell aplasia, 13,031
+    events, CD19 at 0.55 of its gain): 10 of the 11 B cells are lymphocytes, their CD19
+    0.48-0.61 among the NK cells' spread (up to 0.53), so CD19 shows no valley and its cut
+    went where the events run out (0.60): 1 B cell found, which reads as deeper aplasia than
+    the sample's. Their CD20 (0.71-0.83; NK cells at most 0.41) tells them apart: where CD19
+    shows no valley, a CD20+ B cell need only lie beyond the negatives' peak + 4 SD in both
+    stains (`cd19_beyond_t` 0.44, `cd20_beyond_nk` 0.52): 11 found, 10 of them B cells."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[758120575])
+    b = table.set_index("population").loc["b_cells"]
+    assert b["truth"] == 11, table.to_string()
+    assert 8 <= b["found"] <= 2 * b["truth"] + 5 and b["f1"] >= 0.8, table.to_string()
+
+
+def test_nk_cells_past_both_b_cell_edges_of_a_million_events_are_no_b_cells(tmp_path):
+    """Seed 494158706 (label "session 69b"; lymphopenic in aplasia, 657,874 events, 2 B
+    cells, CD19 at 0.56 of its gain): with no CD19 valley, 6 of 20,446 NK cells lie past the
+    T cells' CD19 peak + 4 SD (0.50) and the CD20 edge (0.34, the 99.9% quantile + 0.05): as
+    B cells they read as 8 for 2. Their own CD20 peak + 4 SD (0.59) leaves them out: 2."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[494158706])
+    b = table.set_index("population").loc["b_cells"]
+    assert b["truth"] == 2 and b["found"] <= 3, table.to_string()
