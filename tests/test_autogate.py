@@ -324,8 +324,9 @@ def test_a_last_resort_reads_split_negatives_from_their_upper_half():
     """Negatives wider than the linear region (SD 500) and no positives to find a valley
     below: the majority peak is the lower hump, and a last resort k SDs above it cut at 0, the
     middle of the negatives. `split_majority` gives the upper hump and its SD, and 2.1 of
-    those SDs above it (`upper_half_sd`) keep the negatives whole. Over-compensated negatives (all below 0) with positives
-    above have no upper half: the slope up to the positives is not one."""
+    those SDs above it (`upper_half_sd`) keep the negatives whole. Over-compensated negatives
+    (all below 0) with positives above have no upper half: the slope up to the positives is
+    not one."""
     rng = np.random.default_rng(5)
     zero = float(logicle(np.zeros(1), 262144.0, 0.5, 4.5, 0.0)[0])
     raw = rng.normal(0.0, 500.0, 5_000)

@@ -194,10 +194,14 @@ def split_majority(
     return dip, top, sd
 
 
-# where a half-normal's density on log x falls to half its peak (at its SD), in its SDs: the
-# root above 1 of u exp((1 - u^2) / 2) = 1/2 (1.92)
-_U = np.linspace(1.0, 4.0, 3001)
-HALF_NORMAL_HALF_HEIGHT = float(_U[int(np.argmin(np.abs(_U * np.exp((1.0 - _U**2) / 2.0) - 0.5)))])
+def _half_normal_half_height() -> float:
+    """Where a half-normal's density on log x falls to half its peak (at its SD), in its SDs:
+    the root above 1 of u exp((1 - u^2) / 2) = 1/2 (1.92)."""
+    u = np.linspace(1.0, 4.0, 3001)
+    return float(u[int(np.argmin(np.abs(u * np.exp((1.0 - u**2) / 2.0) - 0.5)))])
+
+
+HALF_NORMAL_HALF_HEIGHT = _half_normal_half_height()
 
 
 def upper_half_sd(k: float) -> float:
