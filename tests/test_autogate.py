@@ -687,6 +687,22 @@ def test_naive_b_cells_beside_a_transitional_majority_are_split_in_cd38_and_cd24
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clusters_whose_cd24_falls_as_cd38_rises_are_not_split_as_transitional(seed):
+    """Random "session 70b" seed 35257542: with CD27 too dim to part them, unswitched memory B
+    cells (CD38 0.36, CD24 0.61) sat among the naive ones (0.54, 0.48) that cd38_tr parts from
+    the transitional B cells; the 2-D split cut between memory and naive (0.44), and every
+    naive B cell counted as CD38-high (369 transitional for 12). Transitional B cells rise in
+    both stains: the same clusters with CD24 rising along CD38 are still split."""
+    rng = np.random.default_rng(seed)
+    memory = rng.multivariate_normal([0.36, 0.61], [[0.004, 0.0], [0.0, 0.003]], 120)
+    naive = rng.multivariate_normal([0.54, 0.48], [[0.003, 0.0], [0.0, 0.003]], 500)
+    cd38, cd24 = np.concatenate([memory, naive]).T
+    assert split_in_two_2d(cd38, cd24) is None
+    cut, _ = split_in_two_2d(cd38, 1.09 - cd24)  # the same clusters, CD24 rising with CD38
+    assert 0.38 <= cut <= 0.52
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_pile_at_a_stains_floor_is_no_population_to_cut_cd38_from(seed):
     """A display export clipped at 0 piles 5% of the B cells on CD24 0 and 1% on CD38 0
     (real_fuzz seed 294108511). With a naive majority (CD38 0.63) and a transitional shoulder

@@ -525,7 +525,11 @@ def split_in_two_2d(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     B cells early after CAR-T differ in CD38 and CD24 at once, and with a transitional majority
     and a few hundred naive B cells beside it, CD38 alone dips too little to show two (real
     Lyoplate B cells, 5% of the naive ones kept: CD38 dip at 1.6 Poisson SDs, transitional F1
-    0.02; in CD38 x CD24, D 2.7)."""
+    0.02; in CD38 x CD24, D 2.7). Only clusters that rise in y as they rise in x are parted:
+    two that differ the other way are other populations. Random "session 70b" seed 35257542
+    (myeloid tissue, CD27 too dim to part naive from memory B cells): the IgD+ 'CD27-' B cells
+    held unswitched memory ones (CD38 0.36, CD24 0.61) beside the naive (0.54, 0.48), and the
+    cut between them (0.44) took every naive B cell as CD38-high: 369 transitional for 12."""
     ok = np.isfinite(x) & np.isfinite(y)
     return _split(np.c_[x[ok], y[ok]]) if np.count_nonzero(ok) >= 2 * MIN_EVENTS else None
 
@@ -545,6 +549,8 @@ def _split(z: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float, float
         d = _line_d(gm.means_[i], gm.covariances_[i], gm.means_[j], gm.covariances_[j])
         small = min(gm.weights_[lower].sum(), gm.weights_[upper].sum())
         if small < SPLIT_MIN_WEIGHT or d < SPLIT_MIN_D or (best is not None and small <= best[0]):
+            continue
+        if z.shape[1] > 1 and gm.means_[j][1] <= gm.means_[i][1]:  # `split_in_two_2d`: must rise
             continue
         line = gm.means_[i] + np.linspace(0, 1, 401)[:, None] * (gm.means_[j] - gm.means_[i])
         dens = np.exp(gm.score_samples(line))
