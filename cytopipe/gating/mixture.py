@@ -539,7 +539,9 @@ def _split(z: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float, float
     neighbouring populations (by that dim) crosses from one to the other (`at`: "odds"), or
     where the mixture's density along it is least ("least_density"). Components the
     mixture does not dip between are one population first (`_populations`); a population is
-    compared by its core (its densest component) and weighed with all of its components."""
+    compared by its core (its densest component) and weighed with all of its components. In
+    two dims, only a pair whose cores rise in the second dim as in the first is parted
+    (`split_in_two_2d`)."""
     z = strided(z, GMM_MAX_EVENTS)
     gm = min(_fits(z, range(1, most + 1)), key=lambda g: g.bic(z))
     groups = _populations(gm, np.argsort(gm.means_[:, 0]))
@@ -550,7 +552,7 @@ def _split(z: np.ndarray, most: int = 3, at: str = "odds") -> tuple[float, float
         small = min(gm.weights_[lower].sum(), gm.weights_[upper].sum())
         if small < SPLIT_MIN_WEIGHT or d < SPLIT_MIN_D or (best is not None and small <= best[0]):
             continue
-        if z.shape[1] > 1 and gm.means_[j][1] <= gm.means_[i][1]:  # `split_in_two_2d`: must rise
+        if z.shape[1] > 1 and gm.means_[j][1] <= gm.means_[i][1]:  # falls in the second dim
             continue
         line = gm.means_[i] + np.linspace(0, 1, 401)[:, None] * (gm.means_[j] - gm.means_[i])
         dens = np.exp(gm.score_samples(line))
