@@ -375,7 +375,7 @@ def negative_minority(
     Real_fuzz "session 51c" seed 268194849 (5% of the naive B cells, CD20 pinned): the IgD- B
     cells' peak 0.47 under the T cells' reach 0.60, the last resort below that peak called
     nearly every IgD- B cell IgD+ (switched memory 0.12, double negative 0.05); two
-    populations by BIC are tried first, where they part the two. "Session 52 no cd3" seed
+    populations by BIC are tried after the dip, where they part the two. "Session 52 no cd3" seed
     836038794 (no T cells to measure the reach, noise SD 260): the IgD- peak 0.45 beside the
     IgD+ one at 0.58, a dip between them of depth 0.16 (3 Poisson SDs; valleys need 0.3):
     switched memory 0.27 -> 0.84, double negative 0.22 -> 0.83."""
