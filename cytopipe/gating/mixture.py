@@ -674,20 +674,25 @@ def both_positive(x: np.ndarray, cut: float, reference: float) -> bool:
 
 
 def one_population(
-    x: np.ndarray, params: Mapping, name: str, reference: float | None, why: str
+    x: np.ndarray,
+    k: float,
+    search: Sequence[float],
+    name: str,
+    reference: float | None,
+    why: str,
+    q: float = 0.5,
 ) -> Placement | None:
-    """No valley and one population (BIC, `split`): if its median lies above the `reference`
-    cut (threshold `name`) it is the positive population, and the cut is its own lower edge
-    (median - `one_population_sd` robust SDs), not the reference, which may run through it
-    (CD20- B cells that are all plasmablasts: the transitional CD38 level cut a fifth of
+    """No valley and one population (BIC, `split`): if its `q` quantile (its median) lies
+    above the `reference` cut (threshold `name`) it is the positive population, and the cut
+    is its own lower edge (median - `k` robust SDs), not the reference, which may run through
+    it (CD20- B cells that are all plasmablasts: the transitional CD38 level cut a fifth of
     them); else None. `reference` None: that cut could not be measured on the sample and
     the population is the positive one whatever its level (`lone_without_reference`)."""
     middle = float(np.median(x))
-    if reference is not None and middle <= reference:
+    if reference is not None and float(np.quantile(x, q)) <= reference:
         return None
-    k = float(params["one_population_sd"])
     sd = float(robust_sd(x, middle))
-    lo, hi = (float(v) for v in params["search"])
+    lo, hi = (float(v) for v in search)
     above = f"above {name}" if reference is not None else f"({name} not measured here)"
     flag = f"one population {above}: its median - {k:g} SD ({why})"
     return Placement("peak_sd", 0.5, flag, min(max(middle - k * sd, lo), hi))

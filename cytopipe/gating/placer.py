@@ -17,6 +17,7 @@ import numpy as np
 
 from cytopipe.gating.anchors import (
     LAST_RESORT,
+    TOWARD_SHARE,
     anchor_limits,
     flank_turn,
     last_resort,
@@ -68,6 +69,9 @@ from cytopipe.gating.template import ThresholdSpec
 # `straddled_by`: at least this share of its events above the cut: it parts them (T-B doublets
 # are 1.6-6.3%)
 STRADDLE_SHARE = 0.2
+# `lone_positive_sd`: a lone population is positive where this quantile of it lies past the
+# level it is judged by: three quarters of it, not a mixture too small to split in two
+LONE_QUANTILE = 0.25
 
 
 class Placer:
@@ -408,9 +412,12 @@ class Placer:
                              spread=spread, unlike_always=flipped)  # fmt: skip
         one, only = self._one_reference(t), p.get("lone_without_reference")
         if one and (not only or one.method == "fallback"):  # `only`: its reference unmeasured
-            lone = one_population(x, p, p["reference"].name, None if only else one.value, why)
+            k, ref = p["one_population_sd"], p["reference"].name
+            lone = one_population(x, k, search, ref, None if only else one.value, why)
             if lone:
                 return lone
+        if lone := self._lone_positive(t, x, why):
+            return lone
         turn = flank_turn(x, t.bandwidth, search) if p.get("flank_turn") else None
         if turn is not None:  # measured, but the sample is unlike the template: no valley
             return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
@@ -451,6 +458,33 @@ class Placer:
         ref = t.params.get("reference")
         lone = "one_population_sd" in t.params and isinstance(ref, ThresholdSpec)
         return self.place(ref) if lone else None
+
+    def _lone_positive(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
+        """`one_population` for a `lone_positive_sd` threshold, judged by its `not_below`
+        valley as measured here: a lone population past halfway from that valley to its own
+        population's peak above it (nearer the positives' peak than their valley) is
+        positive, judged by its lower quartile (LONE_QUANTILE): a file's 51 IgD- B cells, too
+        few for two Gaussians, held 19 double negative (CD27 0.09-0.39) below 32 switched
+        memory (0.45-0.80), their median past halfway (0.56 over 0.48), their lower quartile
+        not (the real file's plasmablast-rich variant). Random "session 70b" seed 35257543 (post-CAR-T blood): its 107 IgD- B cells,
+        nearly all switched memory, are one population at CD27 0.41, past halfway (0.30) from
+        the T cells' CD27 valley (0.23) to their CD27+ peak (0.39); `reference` (cd27, a last
+        resort at 0.60) called them all double negative: switched memory 0 of 102 -> 0.971.
+        Not the valley itself: early after CAR-T the IgD-dim transitional B cells (CD27-) lie
+        just above it (the real file's transitional-rich variant: 0.31 over 0.30, halfway
+        0.48), and 108 were called switched memory for openCyto's 8."""
+        k, floor = t.params.get("lone_positive_sd"), t.params.get("not_below")
+        if k is None or not isinstance(floor, ThresholdSpec):
+            return None
+        valley = self.place(floor)
+        own = self.values(floor) if valley.method != "fallback" else None
+        above = own[own > valley.value] if own is not None else np.empty(0)
+        peak = majority_peak(above, floor.bandwidth) if above.size >= MIN_EVENTS else None
+        if peak is None:
+            return None
+        level = valley.value + TOWARD_SHARE * (peak[0] - valley.value)
+        name = f"halfway from {floor.name} {valley.value:.2f} to its positives' peak {peak[0]:.2f}"
+        return one_population(x, k, t.params["search"], name, level, why, q=LONE_QUANTILE)
 
     def _upper_level(self, t: ThresholdSpec) -> float | None:
         """The highest of `upper_above`'s cuts as measured on this sample: a lone population
