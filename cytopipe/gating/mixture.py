@@ -682,7 +682,7 @@ def one_population(
     why: str,
     q: float = 0.5,
 ) -> Placement | None:
-    """No valley and one population (BIC, `split`): if its `q` quantile (its median) lies
+    """No valley and one population (BIC, `split`): if its `q` quantile (0.5: its median) lies
     above the `reference` cut (threshold `name`) it is the positive population, and the cut
     is its own lower edge (median - `k` robust SDs), not the reference, which may run through
     it (CD20- B cells that are all plasmablasts: the transitional CD38 level cut a fifth of

@@ -461,18 +461,18 @@ class Placer:
 
     def _lone_positive(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
         """`one_population` for a `lone_positive_sd` threshold, judged by its `not_below`
-        valley as measured here: a lone population past halfway from that valley to its own
-        population's peak above it (nearer the positives' peak than their valley) is
-        positive, judged by its lower quartile (LONE_QUANTILE): a file's 51 IgD- B cells, too
-        few for two Gaussians, held 19 double negative (CD27 0.09-0.39) below 32 switched
-        memory (0.45-0.80), their median past halfway (0.56 over 0.48), their lower quartile
-        not (the real file's plasmablast-rich variant). Random "session 70b" seed 35257543 (post-CAR-T blood): its 107 IgD- B cells,
-        nearly all switched memory, are one population at CD27 0.41, past halfway (0.30) from
-        the T cells' CD27 valley (0.23) to their CD27+ peak (0.39); `reference` (cd27, a last
-        resort at 0.60) called them all double negative: switched memory 0 of 102 -> 0.971.
-        Not the valley itself: early after CAR-T the IgD-dim transitional B cells (CD27-) lie
-        just above it (the real file's transitional-rich variant: 0.31 over 0.30, halfway
-        0.48), and 108 were called switched memory for openCyto's 8."""
+        valley as measured here: a lone population whose lower quartile (LONE_QUANTILE) lies
+        past halfway from that valley to its own population's peak above it (nearer the
+        positives' peak than their valley) is positive. Random "session 70b" seed 35257543
+        (post-CAR-T blood): its 107 IgD- B cells, nearly all switched memory, are one
+        population at CD27 0.41, past halfway (0.30) from the T cells' CD27 valley (0.23) to
+        their CD27+ peak (0.39); `reference` (cd27, a last resort at 0.60) called them all
+        double negative: switched memory 0 of 102 -> 0.971. Not the valley itself: early after
+        CAR-T the IgD-dim transitional B cells (CD27-) lie just above it (the real file's
+        transitional-rich variant: 0.31 over 0.30, halfway 0.48), and 108 were called switched
+        memory for openCyto's 8. Not the median: the real file's plasmablast-rich variant's 51
+        IgD- B cells, too few for two Gaussians, hold 19 double negative (CD27 0.09-0.39)
+        below 32 switched memory (0.45-0.80), their median past halfway (0.56 over 0.48)."""
         k, floor = t.params.get("lone_positive_sd"), t.params.get("not_below")
         if k is None or not isinstance(floor, ThresholdSpec):
             return None
