@@ -824,15 +824,16 @@ def test_memory_b_cells_count_where_cd27_is_too_dim_for_a_valley(tmp_path):
     assert unswitched["found"] <= 2 * unswitched["truth"] + 5, table.to_string()
 
 
-def test_a_lone_igd_negative_population_above_the_t_cells_cd27_valley_is_switched_memory(
+def test_a_lone_igd_negative_population_near_the_cd27_positive_t_cells_is_switched_memory(
     tmp_path,
 ):
     """Seed 35257543 (label "session 70b"; post-CAR-T blood): the CD27 cut of all CD20+ B
     cells is a last resort past every B cell (0.60), and the 107 IgD- B cells, nearly all
     switched memory (102), show one population at CD27 0.41 with no valley. Judged by that
-    last resort they were all double negative (switched memory 0 found). Their median lies
-    past halfway from the T cells' CD27 valley (0.23, the level the cut never goes under) to
-    their CD27+ peak (0.39): they are the CD27+ population, cut at their own lower edge. The
+    last resort they were all double negative (switched memory 0 found). Three quarters of
+    them lie past halfway from the T cells' CD27 valley (0.23, the level the cut never goes
+    under) to their CD27+ peak (0.39): they are the CD27+ population, cut at their own lower
+    edge. The
     other side: the real file's transitional-rich reconstitution (IgD-dim transitional B
     cells just above that valley, openCyto's double negative) in test_real_gating.py's
     `test_other_b_cell_compositions_are_cut_where_opencyto_cuts`."""

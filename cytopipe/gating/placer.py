@@ -416,7 +416,7 @@ class Placer:
             lone = one_population(x, k, search, ref, None if only else one.value, why)
             if lone:
                 return lone
-        if lone := self._lone_positive(t, x, why):
+        if lone := self._lone_positive(t, x, search, why):
             return lone
         turn = flank_turn(x, t.bandwidth, search) if p.get("flank_turn") else None
         if turn is not None:  # measured, but the sample is unlike the template: no valley
@@ -459,7 +459,9 @@ class Placer:
         lone = "one_population_sd" in t.params and isinstance(ref, ThresholdSpec)
         return self.place(ref) if lone else None
 
-    def _lone_positive(self, t: ThresholdSpec, x: np.ndarray, why: str) -> Placement | None:
+    def _lone_positive(
+        self, t: ThresholdSpec, x: np.ndarray, search: Sequence[float], why: str
+    ) -> Placement | None:
         """`one_population` for a `lone_positive_sd` threshold, judged by its `not_below`
         valley as measured here: a lone population whose lower quartile (LONE_QUANTILE) lies
         past halfway from that valley to its own population's peak above it (nearer the
@@ -484,7 +486,7 @@ class Placer:
             return None
         level = valley.value + TOWARD_SHARE * (peak[0] - valley.value)
         name = f"halfway from {floor.name} {valley.value:.2f} to its positives' peak {peak[0]:.2f}"
-        return one_population(x, k, t.params["search"], name, level, why, q=LONE_QUANTILE)
+        return one_population(x, k, search, name, level, why, q=LONE_QUANTILE)
 
     def _upper_level(self, t: ThresholdSpec) -> float | None:
         """The highest of `upper_above`'s cuts as measured on this sample: a lone population
