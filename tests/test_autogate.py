@@ -19,7 +19,6 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating.anchors import (
     _flank_sd,
     anchor_limits,
-    flank_turn,
     spared_cut,
     split_majority,
     upper_half_sd,
@@ -63,6 +62,7 @@ from cytopipe.gating.stats import (
     unlike_template,
 )
 from cytopipe.gating.template import build_gates, load_template
+from cytopipe.gating.turns import flank_turn
 from cytopipe.ingest.panel import load_panel
 from cytopipe.preprocess.sample import preprocess
 from cytopipe.preprocess.transforms import logicle

@@ -712,7 +712,7 @@ def test_a_spillover_matrix_off_by_a_factor_keeps_the_plasmablasts(miscompensate
     them above the B cells' CD20 cut: 0.44 at x0.7 and 0.61 at x0.85, until their CD20 cut
     became the valley among the CD27hi CD38hi B cells (0.76, 0.78; x1.3 0.83 -> 0.77).
     Over-compensated at x1.15 and x1.2, the CD27 cut was pulled into the naive B cells
-    (unswitched memory 0.56, 0.54; `LIMIT_MINORITY` in cytopipe/gating/anchors.py)."""
+    (unswitched memory 0.56, 0.54; `LIMIT_MINORITY` in cytopipe/gating/turns.py)."""
     for population, target in WITH_PLASMABLASTS.items():
         row = miscompensated[f"lyoplate C01, spillover x{factor:g}", population]
         assert row["f1"] >= target, row
@@ -2198,7 +2198,7 @@ def test_t_cells_without_a_cd3_valley_are_cut_where_their_peak_rises_from_the_ne
     noise SD 265, 5% of the naive B cells): the T cells' narrow CD3 peak (0.41) rises from the
     CD3- lymphocytes' plateau with no dip between, and the cut fell back to the template's 0.45,
     through the T cells (5,320 of openCyto's 32,421: F1 0.28). The density turn on the peak's
-    lower flank, the only one that turns, is the cut (`anchors.flank_turn`, 0.28), and the
+    lower flank, the only one that turns, is the cut (`turns.flank_turn`, 0.28), and the
     sample is listed as unlike the template, for the T cells and for the B cells, whose CD3
     cut stands in for it (`placement.standing_in`)."""
     table = real_fuzz.run(shared_data / "real", [707874704]).set_index("population")
@@ -2540,3 +2540,28 @@ def test_forty_returning_b_cells_are_cut_on_their_own_events_not_the_t_cells(
     assert f1_score(result.masks["b_naive"], naive) >= 0.85
     transitional = gate["Live/CD19andCD20/Transitional"]
     assert f1_score(result.masks["b_transitional"], transitional) >= 0.85
+
+
+def test_a_turn_lost_to_the_widened_smoothing_of_a_small_file_is_read_finer(shared_data):
+    """Seed 235828503 of `real_fuzz.py --label "session 72"` (30% of the lymphocytes, stains
+    x0.51, CD19 x2.1): 3,400 B cells, the IgD- ones a shoulder (0.35) on the naive B cells'
+    lower flank (peak 0.52), no valley. The turn is read on a density smoothed wider below
+    10,000 events (`TURN_FULL_EVENTS`), and at 3,400 that smoothing flattened the shoulder:
+    no turn, and the last resort (peak - 2 SD, 0.41) cut into the naive B cells (double
+    negative 0.700, 434 for openCyto's 235). Where the widened density shows no turn, the
+    unwidened one is read: 0.37, where openCyto's labels part best (0.372)."""
+    table = real_fuzz.run(shared_data / "real", [235828503]).set_index("population")
+    assert table.loc["b_double_negative", "f1"] >= 0.9, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.97, table.to_dict()
+
+
+def test_a_finer_turn_nearer_than_the_last_resort_is_not_the_cut(shared_data):
+    """Seed 558905962 of `real_fuzz.py --label "session 71b"` (5% of the naive B cells, half
+    the memory ones, noise of SD 145): 2,289 B cells, no IgD turn on the widened density and
+    one at 0.45 on the unwidened, 1.4 SDs below the naive peak (0.55), nearer it than the last
+    resort (0.41) and 0.02-0.03 past where openCyto's labels part best (0.42-0.43). Taken, it
+    left unswitched memory at 0.817 (0.861 at the last resort): a finer turn counts only past
+    the last resort (`turns.read_turn`)."""
+    table = real_fuzz.run(shared_data / "real", [558905962]).set_index("population")
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.85, table.to_dict()
+    assert table.loc["b_naive", "f1"] >= 0.93, table.to_dict()

@@ -18,17 +18,12 @@ import numpy as np
 from cytopipe.gating.densities import (
     HALF_WIDTH_PER_SD,
     PEAK_FULL_EVENTS,
-    TURN_FULL_EVENTS,
-    TURN_SMOOTHING,
     ZERO_BAND,
     _Density,
     find_peak,
     find_shoulder,
-    find_turn,
-    floor_pile,
     half_width,
     majority_peak,
-    majority_turn,
     risen_population,
     split_negatives,
     support_end,
@@ -38,6 +33,14 @@ from cytopipe.gating.densities import (
 from cytopipe.gating.mixture import two_means
 from cytopipe.gating.placement import LAST_RESORT_SPREAD, MIN_EVENTS, MIN_PEAK_EVENTS, Placement
 from cytopipe.gating.template import ThresholdSpec
+from cytopipe.gating.turns import (
+    LIMIT_MAX_HEIGHT,
+    LIMIT_MINORITY,
+    read_turn,
+    relative_height,
+    turn_limit,
+    unpiled,
+)
 from cytopipe.preprocess.robust import robust_sd
 
 
@@ -75,51 +78,6 @@ LAST_RESORT = "majority peak"  # how anchor_limits names a cut with no valley, s
 # 0.960 -> 0.957 / 0.951 / 0.959 / 0.960 on average (at 3% worst 0.80 -> 0.92), with its CD27
 # gate 0.971 / 0.977 / 0.983 / 0.983 -> 0.985 / 0.986 / 0.985 / 0.984.
 LAST_RESORT_FULL_EVENTS = 5000
-# `toward`: the share of the way from the majority peak to the reference population's peak where
-# a density turn is kept at most; the reference must lie at least TOWARD_MIN_SD majority SDs out
-TOWARD_SHARE = 0.5
-TOWARD_MIN_SD = 4.0
-
-
-# `turn_limit` pulls a density turn in only where the minority beyond it is small (under
-# LIMIT_MINORITY of the events: a small minority's equal-posterior point lies far out; where the
-# limit was needed, the real file's memory-poor variants of `real_gating.py --stress`, 2.2-4.4%
-# lay beyond) and the limit leaves the majority's body (its density there at most
-# LIMIT_MAX_HEIGHT of its peak's; 0.04-0.22 where it was needed). An over-compensated file
-# breaks both: spill taken out of CD27 in proportion to the B cells' own bright stains left
-# the naive B cells a skewed population whose upper tail reaches the memory B cells, while the
-# T cells' CD27 peak (they carry none of those stains) stayed put, and halfway to it lay in
-# the naive B cells, at 26-67% of their peak height, with 9.6-10.7% of the events beyond the
-# turn: the matrix at x1.15-1.25 read unswitched memory 0.54-0.58, 'as the template'.
-LIMIT_MINORITY = 0.065
-LIMIT_MAX_HEIGHT = 0.4
-# A small minority beyond a far turn while the limit lies in a body (denser than
-# LIMIT_MAX_HEIGHT) is the third case: a population between the majority peak and the turn,
-# which the turn leaves with the majority. Real_fuzz "57c" seed 882698777 (a third of the
-# naive B cells, noise SD 265): the IgD- memory B cells a shoulder at 0.40-0.47 on the naive
-# peak's (0.60) lower flank, the turn at 0.25 below them (2.6% beyond), the limit 0.44 at 53%
-# of the peak's height; 1,098 unswitched memory B cells for openCyto's 454, switched memory
-# 86 for 590, nothing said. The cut is then the last resort (the majority peak -+ k SD), the
-# turn bounds its count range, and the sample is unlike the template.
-
-
-def relative_height(x: np.ndarray, bandwidth: float, peak: float, at: float) -> float:
-    """The density at `at` over the density at `peak` (smoothed as `majority_peak` does)."""
-    d = whole_density(x, bandwidth)
-    return d.at(at) / max(d.at(peak), 1e-12)
-
-
-def _unpiled(x: np.ndarray, bandwidth: float) -> np.ndarray:
-    """`x` without a pile of ties at its lowest value (a display export clipped at 0): a pile is
-    no shape, and its edge read as a density turn in the IgD- B cells' lower tail (0.10 for
-    0.36)."""
-    lowest, piled = floor_pile(x, bandwidth)
-    return x[x > lowest] if piled else x
-
-
-def _turn_smoothing(bandwidth: float, n: int) -> float:
-    """The bandwidth a weak density turn is read at, for `n` events (`find_turn`)."""
-    return widened(TURN_SMOOTHING * bandwidth, n, TURN_FULL_EVENTS)
 
 
 def _steady_peak(x: np.ndarray, bandwidth: float) -> tuple[float, float] | None:
@@ -215,25 +173,6 @@ def upper_half_sd(k: float) -> float:
     unit = NormalDist()
     far = unit.inv_cdf(1.0 - unit.cdf(-k) / 2.0)  # the half-normal's quantile, in its SDs
     return round(float(np.log(far) / np.log(HALF_NORMAL_HALF_HEIGHT) * HALF_WIDTH_PER_SD), 1)
-
-
-def turn_limit(
-    peak: tuple[float, float], sign: float, most_sd: float, toward: float | None
-) -> tuple[float, str]:
-    """How far out a density turn may lie: halfway from the majority peak to the peak of a
-    reference population that carries the minority's level of the marker (T cells' CD27 for
-    the CD27+ memory B cells), else the majority peak +- `most_sd` SDs.
-
-    The SD is that of the peak's narrower half-width, and the logicle scale changes the
-    peak's shape with the detector gain: on the real Lyoplate file openCyto's CD27 cut lies 3.5
-    naive SDs out at fluorescence x0.33 and 2.7 at x2 (2.8 at x1), so a cap of 3 SD cut the
-    memory-poor variant's naive B cells at x0.33 (unswitched memory 0.457). Halfway to the T
-    cells' CD27 peak follows the stain: openCyto's cut lies 0.46-0.49 of the way there at every
-    gain from x0.33 to x3, in the whole file and the memory-poor variant (0.760 at x0.33)."""
-    reach = sign * (toward - peak[0]) if toward is not None else 0.0
-    if reach >= TOWARD_MIN_SD * peak[1]:
-        return peak[0] + sign * TOWARD_SHARE * reach, "halfway to the reference peak"
-    return peak[0] + sign * most_sd * peak[1], f"the majority peak +- {most_sd:g} SD"
 
 
 class Limits(NamedTuple):
@@ -604,7 +543,7 @@ def anchor_limits(
             beyond = start + sign * gap  # searched upward: a shoulder or turn above `floor`
             if floor is not None and sign > 0:
                 beyond = max(beyond, floor)
-            shaped = _unpiled(x, bandwidth)
+            shaped = unpiled(x, bandwidth)
             shoulder = find_shoulder(sign * shaped, bandwidth, sign * beyond)
             if shoulder is not None:
                 return Limits(
@@ -614,7 +553,14 @@ def anchor_limits(
                     unlike,
                     "shoulder",
                 )
-            turns = majority_turn(sign * shaped, _turn_smoothing(bandwidth, x.size), sign * beyond)
+            resort = (
+                None
+                if peak is None
+                else _last_resort(
+                    x, bandwidth, peak, anchor, sign, start + sign * gap, unlike, toward
+                )
+            )  # the cut without valley, shoulder or turn
+            turns = read_turn(sign * shaped, bandwidth, sign * beyond, resort and sign * resort.cut)
             if turns is not None:
                 cut, how = sign * turns[0], f"density turn at {sign * turns[0]:.2f}"
                 if turns[0] != turns[1]:
@@ -639,19 +585,14 @@ def anchor_limits(
                                 f"turn {cut:.2f}: at {why} ({limit:.2f}) the density is still "
                                 f"{height:.0%} of the peak's"
                             )
-                            last = _last_resort(
-                                x, bandwidth, peak, anchor, sign, start + sign * gap, unlike, toward
-                            )
-                            instead = last._replace(other=cut, unlike_if_cut=between)
+                            instead = resort._replace(other=cut, unlike_if_cut=between)
                 far = sign * turns[1] if turns[0] != turns[1] else cut  # a dip before it: the cut
                 return Limits(
                     start + sign * gap, cut, how, unlike, "turn", far=far, other=other,
                     instead=instead,
                 )  # fmt: skip
-            if peak is not None:
-                return _last_resort(
-                    x, bandwidth, peak, anchor, sign, start + sign * gap, unlike, toward
-                )
+            if resort is not None:
+                return resort
         return Limits(start + sign * gap, edge + sign * fgap, how, unlike)
     peak = find_peak(x, anchor["peak"], bandwidth, how=anchor.get("peak_at", "median"))
     if peak is None:
@@ -661,34 +602,3 @@ def anchor_limits(
     near = None if below or "near_sd" not in anchor else peak[0] + anchor["near_sd"] * peak[1]
     start, cut = peak[0] + sign * k * peak[1], peak[0] + sign * fk * peak[1]
     return Limits(start, cut, how, method="peak_sd", near=near)
-
-
-# the other population holds at least this share beyond the turn: a CD19+ CD20+ export (no T
-# cells) turned at the B cells' CD3 tail, 0.5% of them, and 55 were T cells
-FLANK_MIN_SHARE = 0.05
-
-
-def flank_turn(
-    x: np.ndarray, bandwidth: float, search: tuple[float, float]
-) -> tuple[float, str] | None:
-    """No valley between two populations the template always expects (T cells and the CD3-
-    lymphocytes), and no anchor to say which one the majority is: the other one shows as a
-    density turn on one flank of the majority peak, searched from 1 SD out as the anchors'
-    turns are. The cut is that turn where one flank turns inside the search window; None where
-    neither or both do (no telling which side the other population lies on). A CD3 reagent at
-    a fifth of its brightness with wide noise: the T cells' narrow peak rose from the CD3-
-    cells' plateau with no dip, and the template's 0.45 went through the T cells (F1 0.28)."""
-    peak = majority_peak(x, bandwidth)
-    if peak is None:
-        return None
-    smooth, shaped = _turn_smoothing(bandwidth, x.size), _unpiled(x, bandwidth)
-    turns = []
-    for sign, side in ((1.0, "above"), (-1.0, "below")):
-        turn = find_turn(sign * shaped, smooth, sign * (peak[0] + sign * peak[1]))
-        if turn is not None and search[0] <= sign * turn <= search[1]:
-            if np.mean(sign * x > turn) >= FLANK_MIN_SHARE:  # a population, not a tail
-                turns.append((sign * turn, side))
-    if len(turns) != 1:
-        return None
-    cut, side = turns[0]
-    return cut, f"density turn at {cut:.2f} {side} the majority peak at {peak[0]:.2f}"

@@ -11,7 +11,7 @@ openCyto's by the most, double-negative counts spanned 2-3x. Centres pooling sub
 weigh them by this, and a reviewer sees which numbers hinge on a cut.
 
 A cut with another the sample supports as well (a memory B-cell CD27 cut kept from its density
-turn by the turn's limit, `anchors.turn_limit`) moves as far as that one on its side: in
+turn by the turn's limit, `turns.turn_limit`) moves as far as that one on its side: in
 memory-poor real_fuzz files the limit agrees better with openCyto on average, but where it
 does not the turn does (seed 406547282: unswitched memory 340 at the limit, 169 at the turn,
 openCyto 146; one bandwidth gave 232-471).

@@ -17,9 +17,7 @@ import numpy as np
 
 from cytopipe.gating.anchors import (
     LAST_RESORT,
-    TOWARD_SHARE,
     anchor_limits,
-    flank_turn,
     last_resort,
     negative_minority,
     positive_majority,
@@ -65,6 +63,7 @@ from cytopipe.gating.placement import (
     within_window,
 )
 from cytopipe.gating.template import ThresholdSpec
+from cytopipe.gating.turns import TOWARD_SHARE, flank_turn
 
 # `straddled_by`: at least this share of its events above the cut: it parts them (T-B doublets
 # are 1.6-6.3%)
