@@ -2565,3 +2565,20 @@ def test_a_finer_turn_nearer_than_the_last_resort_is_not_the_cut(shared_data):
     table = real_fuzz.run(shared_data / "real", [558905962]).set_index("population")
     assert table.loc["b_unswitched_memory", "f1"] >= 0.85, table.to_dict()
     assert table.loc["b_naive", "f1"] >= 0.93, table.to_dict()
+
+
+def test_a_fallen_back_reference_still_says_how_far_its_split_negatives_reach(shared_data):
+    """Seed 3496447 of `real_fuzz.py --label "session 72b pd" --photon --donor` (noise of SD
+    297, photon noise, the memory B cells' CD27 x0.72, no CD20): the scale splits the T cells'
+    CD27 negatives in two (0 at 0.11, the dip at 0.21), and above their upper hump (0.36) no
+    valley parts the CD27+ T cells: cd27_t falls back to the template. The B cells' CD27 then
+    had no floor, and a dip at 0.20 in the naive B cells' own split negatives was the cut
+    before the density turn (0.53): naive 0.506, unswitched memory 0.113, 5,825 for openCyto's
+    454, said only as a misplaced majority. The reference's negatives reach its upper hump
+    whether or not a valley follows, and a dip before the turn is searched above it
+    (`Placer._dip_floor`): the cut is the turn, naive 0.912, unswitched memory 0.423 (the
+    best quadrant 0.531)."""
+    table = real_fuzz.run(shared_data / "real", [3496447], photon=True, donor=True)
+    table = table.set_index("population")
+    assert table.loc["b_naive", "f1"] >= 0.9, table.to_dict()
+    assert table.loc["b_unswitched_memory", "f1"] >= 0.4, table.to_dict()

@@ -553,14 +553,13 @@ def anchor_limits(
                     unlike,
                     "shoulder",
                 )
-            resort = (
-                None
-                if peak is None
-                else _last_resort(
+            resort = None
+            if peak is not None:  # the cut without valley, shoulder or turn
+                resort = _last_resort(
                     x, bandwidth, peak, anchor, sign, start + sign * gap, unlike, toward
                 )
-            )  # the cut without valley, shoulder or turn
-            turns = read_turn(sign * shaped, bandwidth, sign * beyond, resort and sign * resort.cut)
+            past = None if resort is None else sign * resort.cut  # a finer turn: only past it
+            turns = read_turn(sign * shaped, x.size, bandwidth, sign * beyond, past)
             if turns is not None:
                 cut, how = sign * turns[0], f"density turn at {sign * turns[0]:.2f}"
                 if turns[0] != turns[1]:

@@ -91,6 +91,7 @@ class Placer:
         self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
         self.last_resort: set[str] = set()  # valleys placed without valley, shoulder or turn
+        self.negatives_reach: dict[str, float] = {}  # fallen back, its negatives split in two
 
     def place(self, t: ThresholdSpec) -> Placement:
         if t.name not in self.done:
@@ -252,6 +253,16 @@ class Placer:
         floor = self.place(below)
         return None if floor.method == "fallback" else float(floor.value)
 
+    def _dip_floor(self, t: ThresholdSpec, floor: float) -> float:
+        """Where a dip before a density turn may lie (`dip_before_turn`): not below `floor`,
+        nor below the upper hump of `t`'s `not_below` population's negatives where the scale
+        split them in two and no valley followed (that threshold fell back): they reach that
+        far. Real_fuzz "session 72b pd" seed 3496447 (noise of SD 297): the T cells' CD27
+        split at 0.21, no valley above their upper hump (0.36), and a dip at 0.20 in the naive
+        B cells' own split negatives was the CD27 cut: unswitched memory 5,825 for 454."""
+        below = t.params.get("not_below")
+        return max(floor, self.negatives_reach.get(below.name, floor)) if below else floor
+
     def _valley(self, t: ThresholdSpec, x: np.ndarray) -> Placement:
         p = t.params
         search = [float(v) for v in p["search"]]
@@ -371,7 +382,8 @@ class Placer:
                         return cut
         if limits is not None and limits.method == "turn" and majority is not None:
             span, judged = (max(lo, floor), hi), None if split else p  # split: no majority
-            dip, astray = dip_before_turn(d, x, span, limits.far, majority, judged, min_side, floor)
+            low = self._dip_floor(t, floor)
+            dip, astray = dip_before_turn(d, x, span, limits.far, majority, judged, min_side, low)
             misplaced = misplaced or astray
             if dip is not None:
                 how = f"a dip at {dip[0]:.2f} (depth {dip[1]:.2f}) before a turn, {limits.far:.2f}"
@@ -421,6 +433,8 @@ class Placer:
         if turn is not None:  # measured, but the sample is unlike the template: no valley
             return Placement("turn", 0.5, f"{turn[1]} ({why})", turn[0], unlike=why)
         gap = None if isinstance(p.get("reference"), ThresholdSpec) else empty(x, search, t.fixed)
+        if split and not gap:  # no cut, but its negatives reach at least the upper hump
+            self.negatives_reach[t.name] = floor
         return gap or self._fallback(t, why)
 
     def _spared(

@@ -69,10 +69,10 @@ def turn_smoothing(bandwidth: float, n: int) -> float:
 
 
 def read_turn(
-    x: np.ndarray, bandwidth: float, start: float, resort: float | None
+    x: np.ndarray, n: int, bandwidth: float, start: float, resort: float | None
 ) -> tuple[float, float] | None:
     """`majority_turn` of `x` (its majority peak below `start`, the flank searched upward)
-    at `turn_smoothing`, else, on fewer than TURN_FULL_EVENTS events, at the unwidened
+    at `turn_smoothing` for `n` events, else, on fewer than TURN_FULL_EVENTS, at the unwidened
     TURN_SMOOTHING where that turn lies past `resort` (the last resort's cut, as `x` is
     oriented). The widening keeps a few thousand events' noise from making a turn, and also
     flattens a real shoulder: real_fuzz "session 72" seed 235828503 (3,400 B cells, every
@@ -81,8 +81,8 @@ def read_turn(
     negative 0.700 -> 0.989. Nearer than the last resort such a turn bends within the
     majority's own body: on three files of "session 71b" it lay 1.4-2.0 SDs out, 0.02-0.03
     past the best cut, and the last resort was nearer it (unswitched memory 0.861 -> 0.817)."""
-    turns = majority_turn(x, turn_smoothing(bandwidth, x.size), start)
-    if turns is not None or x.size >= TURN_FULL_EVENTS or resort is None:
+    turns = majority_turn(x, turn_smoothing(bandwidth, n), start)
+    if turns is not None or n >= TURN_FULL_EVENTS or resort is None:
         return turns
     fine = majority_turn(x, TURN_SMOOTHING * bandwidth, start)
     return fine if fine is not None and fine[0] > resort else None
