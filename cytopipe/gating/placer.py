@@ -91,7 +91,9 @@ class Placer:
         self.methods = methods if methods is not None else {}
         self.done: dict[str, Placement] = {}
         self.last_resort: set[str] = set()  # valleys placed without valley, shoulder or turn
-        self.negatives_reach: dict[str, float] = {}  # fallen back, its negatives split in two
+        # threshold -> the upper hump of its negatives, where the scale split them and it fell
+        # back (`_dip_floor`; set while placing it, so read after `place`)
+        self.negatives_reach: dict[str, float] = {}
 
     def place(self, t: ThresholdSpec) -> Placement:
         if t.name not in self.done:

@@ -3,7 +3,8 @@ between) and how far out such a turn is kept.
 
 Why a module of its own: a turn is read on a smoother density than a valley, and whether it is
 the cut depends on how far it lies from the majority (`turn_limit`) and on how many events show
-it (`read_turn`); cytopipe.gating.anchors decides when a turn is wanted at all.
+it (`read_turn`); cytopipe.gating.anchors (and the placer, for `flank_turn`) decides when a
+turn is wanted at all.
 """
 
 from __future__ import annotations
