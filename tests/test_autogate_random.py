@@ -841,3 +841,19 @@ def test_a_lone_igd_negative_population_near_the_cd27_positive_t_cells_is_switch
     switched = table.set_index("population").loc["b_switched_memory"]
     assert switched["f1"] >= 0.90, table.to_string()
     assert "one population above halfway from cd27_t" in switched["flag"], table.to_string()
+
+
+def test_a_quadrant_cut_through_the_switched_memory_b_cells_gives_way_to_their_own(tmp_path):
+    """Seed 421294486 (label "session 65"; lymphoid tissue, 58,736 events): the CD27 valley of
+    all CD20+ B cells (0.30) lies in the low tail of the switched memory B cells, whose
+    density there is 7x that at the IgD- B cells' own CD27 valley (0.23): double negative
+    0.827 where the best quadrant gives 0.97. Where the shared cut runs through a population
+    the IgD- B cells' own valley parts (`own_through`), that valley cuts them. The other
+    side: the real Lyoplate file's IgD- B cells show only a shallow dip beside the shared cut
+    (1.2x), and it stays one quadrant there, as openCyto cuts it
+    (test_real_gating.py's subset targets)."""
+    table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[421294486])
+    dn = table.set_index("population").loc["b_double_negative"]
+    assert dn["truth"] >= 50 and dn["f1"] >= 0.90, table.to_string()
+    assert "runs through these events' own CD27 population" in dn["flag"], table.to_string()
+    assert random_accuracy.misses(table).empty, table.to_string()

@@ -323,6 +323,10 @@ def test_lyoplate_subset_cuts_are_measured_on_the_file_not_fallen_back(shared_da
         assert confidence >= 0.5, (pop, confidence)
     assert result.methods["b_naive"][0] == "turn"
     assert "density turn" in result.thresholds["igd"].flag
+    # one CD27 cut for the quadrants, as openCyto's: the IgD- B cells' own shallow dip (their
+    # density at the shared cut 1.2x that at the dip, within its noise) does not move theirs
+    # (`own_through`)
+    assert result.thresholds["cd27_switched"].value == result.thresholds["cd27"].value
     # no event below FSC 0.17 (the acquisition threshold): the debris window [0.03, 0.12] is
     # empty, any cut in it gives the same gate; it read 'template position', confidence 0.2
     assert result.methods["cells"][:2] == ("gap", 1.0), result.methods["cells"]

@@ -31,7 +31,7 @@ class _Density:
 _EFFECTIVE_BINS = 2.0 * np.sqrt(np.pi) * 4.0  # Gaussian kernel of SD 4 bins: Poisson variance / 14
 
 
-def _excess_z(high, low):
+def excess_z(high, low):
     """How many Poisson SDs smoothed counts `high` lie above `low` (numbers or arrays)."""
     return (high - low) / np.sqrt(np.maximum(high + low, 1e-9) / _EFFECTIVE_BINS)
 
@@ -194,7 +194,7 @@ def find_valley(
     ref = np.minimum(left, right)
     depth = np.where(ref > 0, 1.0 - d.smooth / np.where(ref > 0, ref, 1.0), 0.0)
     above = d.n - d.below
-    z = _excess_z(ref, d.smooth)
+    z = excess_z(ref, d.smooth)
     ok = (d.centers >= lo) & (d.centers <= hi) & (d.below >= min_side) & (above >= min_side)
     ok &= z >= min_z
     if not ok.any():
@@ -342,10 +342,10 @@ def populations_shown(
     kept: list[int] = []  # dips parted from the previous one by a peak that stands out of both
     for i in minima:
         peaks = (s[: i + 1].max() if not kept else s[kept[-1] : i + 1].max(), s[i:].max())
-        if 1 - s[i] / min(peaks) < min_depth or _excess_z(min(peaks), s[i]) < min_z:
+        if 1 - s[i] / min(peaks) < min_depth or excess_z(min(peaks), s[i]) < min_z:
             continue
         k = kept[-1] if kept else None
-        if k is not None and (1 - s[k] / peaks[0] < min_depth or _excess_z(peaks[0], s[k]) < min_z):
+        if k is not None and (1 - s[k] / peaks[0] < min_depth or excess_z(peaks[0], s[k]) < min_z):
             kept[-1] = i if s[i] < s[k] else k  # no peak between them: one valley, the deeper
         else:
             kept.append(int(i))
@@ -602,7 +602,7 @@ def risen_population(
     i = int(np.argmax(np.where(above, d.smooth, -1.0)))
     peak_d, start_d = float(d.smooth[i]), max(at_start, 1e-9)  # densities at the peak, start
     rise = peak_d / start_d
-    risen = rise >= RISE or (rise >= RISE_MIN and _excess_z(peak_d, start_d) >= RISE_Z)
+    risen = rise >= RISE or (rise >= RISE_MIN and excess_z(peak_d, start_d) >= RISE_Z)
     if d.centers[i] < start + 2 * bandwidth or not risen:
         return None
     inside = d.centers >= negatives
@@ -610,7 +610,7 @@ def risen_population(
     # a dip, RISE_Z Poisson SDs under the density before it: on a plateau of noise-spread
     # negatives the least density lies anywhere, and the cut stays at their level
     high = float(np.max(np.where(inside, d.smooth, 0.0)[: low + 1]))
-    dip = _excess_z(high, d.smooth[low]) >= RISE_Z and d.centers[low] > negatives + 2 * bandwidth
+    dip = excess_z(high, d.smooth[low]) >= RISE_Z and d.centers[low] > negatives + 2 * bandwidth
     return (float(d.centers[low]) if dip else start), float(d.centers[i])
 
 
