@@ -19,6 +19,7 @@ from cytopipe.errors import ConfigError
 from cytopipe.gating.anchors import (
     _flank_sd,
     anchor_limits,
+    risen_population,
     spared_cut,
     split_majority,
     upper_half_sd,
@@ -35,7 +36,6 @@ from cytopipe.gating.densities import (
     majority_peak,
     misplaced_majority,
     populations_shown,
-    risen_population,
     split_negatives,
     support_end,
     valley_needs,

@@ -276,7 +276,7 @@ def test_dim_b_cells_in_b_cell_rich_tissue_are_cut_below_their_peak(tmp_path):
     B cells 58% of the lymphocytes, CD19 at half the gain): no valley above the T cells' 95%
     level, the B cells' lower tail below it, and the CD19 cut went where the events run out,
     above every B cell (B cells 0.03, every subset 0). A population with its own peak above
-    the negatives is cut below that peak (`densities.risen_population`). Its plasmablasts
+    the negatives is cut below that peak (`anchors.risen_population`). Its plasmablasts
     stay short (216 of 279 here: a fifth have CD19 as low as the NK cells at this gain)."""
     table = random_accuracy.evaluate(tmp_path, 1, SMALL_EVENTS, seeds=[110104460])
     scored = table[~table["population"].isin(["plasmablasts"])]
@@ -700,7 +700,7 @@ def test_the_dip_below_dim_b_cells_is_read_from_a_density_whole_at_its_edge(tmp_
     on a histogram starting at the centre, so its first bins held half the events they should,
     and that edge was the least: the cut went to the T cells' level, "no dip below it", and
     took 665 NK cells as B cells (F1 0.990). Read on a range that starts 4 bandwidths lower,
-    the dip at 0.38 is the cut (`densities.risen_population`)."""
+    the dip at 0.38 is the cut (`anchors.risen_population`)."""
     table = random_accuracy.evaluate(tmp_path, 1, (10_000, 1_000_000), seeds=[165802711])
     b = table[table["population"] == "b_cells"].iloc[0]
     assert abs(b["found"] - b["truth"]) <= 0.005 * b["truth"], table.to_string()

@@ -1784,7 +1784,7 @@ def test_wide_negatives_widen_the_scale_and_keep_b_and_t_cells(shared_data, debr
     test for a split looks at) the channels keep W 0.5: B cells 0.11, T cells 0.77 until
     valleys at 0 between split negatives were no gates (T cells 0.97, B cells 0.20), and B
     cells with their own peak above the negatives' upper hump were cut below that peak, not
-    where the events run out (`densities.risen_population`: 0.96)."""
+    where the events run out (`anchors.risen_population`: 0.96)."""
     rows = [r for r in _wide_negative_rows(shared_data / "real", debris)
             if r["population"] in populations]  # fmt: skip
     assert len(rows) == len(populations) and all(r["target"] is not None for r in rows)
@@ -1969,7 +1969,7 @@ def test_dim_b_cells_whose_peak_rises_less_than_twofold_are_still_a_population(s
     is already half of it (1.95x to the peak, 9.5 Poisson SDs): under the twofold rise asked of
     a population, the cut went where the events run out (0.62), above every B cell, and 4 of
     1,109 were found with nothing said. A rise of 1.5x that is RISE_Z Poisson SDs is a
-    population too (`densities.risen_population`): cut at the T cells' level, B cells 0.89
+    population too (`anchors.risen_population`): cut at the T cells' level, B cells 0.89
     (the best CD19 cut: 0.93), and the sample says its B cells reach below it."""
     table = real_fuzz.run(shared_data / "real", [275632680]).set_index("population")
     assert table.loc["b_cells", "f1"] >= 0.85, table["f1"].to_dict()
@@ -2586,3 +2586,21 @@ def test_a_fallen_back_reference_still_says_how_far_its_split_negatives_reach(sh
     table = table.set_index("population")
     assert table.loc["b_naive", "f1"] >= 0.9, table.to_dict()
     assert table.loc["b_unswitched_memory", "f1"] >= 0.4, table.to_dict()
+
+
+def test_dim_b_cells_whose_near_flank_covers_the_search_start_are_a_risen_population(
+    shared_data,
+):
+    """Seed 820015561 of `real_fuzz.py --label "session 73b pd" --photon --donor` (no CD20,
+    CD19 x0.36, noise of SD 226, a tenth of the T cells, half of the events outside the
+    lymphocytes): the T cells' CD19 reaches 0.39 and the search starts at 0.43, on the near
+    flank of the B cells' own peak (0.47). The density there was 1/1.48 of that peak's, under
+    the rise a population of its own needs (1.5), so the cut went where the events run out:
+    10 B cells for openCyto's 11,028, said only as a count that ranges 8-9,074. The rise is
+    now read from the lower of the densities at the start and at the T cells' level (3.9x):
+    B cells 0.954, cut at that level and said to be a dim stain. Not from the least density
+    below the start: test_autogate_random.py's aplasia file with CD19-dim NK cells."""
+    table = real_fuzz.run(shared_data / "real", [820015561], photon=True, donor=True)
+    b = table.set_index("population").loc["b_cells"]
+    assert b["f1"] >= 0.95, table.to_dict()
+    assert "a dim stain?" in b["unlike_template"], b["unlike_template"]

@@ -573,47 +573,6 @@ def support_end(x: np.ndarray, bandwidth: float, start: float) -> float:
     return float(d.centers[empty[0]]) if empty.size else float(np.max(x))
 
 
-# a peak above the search start, this many times the density there, is a population; so is
-# one RISE_MIN times and RISE_Z Poisson SDs above it: 1,109 B cells at CD19 x0.3 with noise
-# rose 1.95x (9.5 SDs) from the T cells' level, and the cut went above them all (real_fuzz
-# "session 45b", seed 275632680: B cells 0.005 -> 0.887, said)
-RISE, RISE_MIN, RISE_Z = 2.0, 1.5, 4.0
-
-
-def risen_population(
-    x: np.ndarray, bandwidth: float, start: float, negatives: float
-) -> tuple[float, float] | None:
-    """(cut, peak) when the positives are a population with its own peak above `start`, the
-    negatives' level, rather than a handful beyond their tail: the cut is the density minimum
-    between the negatives' centre and that peak where it is a dip, else `start` (the density
-    only rises from the negatives to it, or stays flat). None: no such peak.
-
-    Why: with the positives this dim (CD19 at half the gain in B-cell-rich lymphoid tissue)
-    the B cells' own tail reaches below the T cells' 95% level, the only valley lies below the
-    search start, and where the events run out is above every B cell (B cells 0.03)."""
-    top = float(np.max(x))
-    if start >= top or negatives >= start or np.count_nonzero(x >= start) < MIN_PEAK_EVENTS:
-        return None
-    # from 4 bandwidths below the negatives' centre: smoothed from the centre, the first bins
-    # held half the events they should, and that edge was the least density below the peak
-    d = density(x, bandwidth, negatives - 4 * bandwidth, top + 4 * bandwidth)
-    above = d.centers >= start
-    at_start = float(d.smooth[np.argmax(above)])
-    i = int(np.argmax(np.where(above, d.smooth, -1.0)))
-    peak_d, start_d = float(d.smooth[i]), max(at_start, 1e-9)  # densities at the peak, start
-    rise = peak_d / start_d
-    risen = rise >= RISE or (rise >= RISE_MIN and excess_z(peak_d, start_d) >= RISE_Z)
-    if d.centers[i] < start + 2 * bandwidth or not risen:
-        return None
-    inside = d.centers >= negatives
-    low = int(np.argmin(np.where(inside, d.smooth, np.inf)[: i + 1]))
-    # a dip, RISE_Z Poisson SDs under the density before it: on a plateau of noise-spread
-    # negatives the least density lies anywhere, and the cut stays at their level
-    high = float(np.max(np.where(inside, d.smooth, 0.0)[: low + 1]))
-    dip = excess_z(high, d.smooth[low]) >= RISE_Z and d.centers[low] > negatives + 2 * bandwidth
-    return (float(d.centers[low]) if dip else start), float(d.centers[i])
-
-
 SHOULDER_Z = 3.0  # the log density's turn must be this many Poisson SDs (conservative: the
 # smoothed points compared are correlated, which this SD ignores)
 
