@@ -207,14 +207,14 @@ def test_clusters_agree_with_good_gates(cohort, model, settings):
 
 def test_a_shifted_cd27_gate_is_flagged(cohort, model, settings, repo, tmp_path):
     """CD27 cut fixed at 0.70 (memory B cells sit near 0.63): switched memory falls into the
-    double-negative quadrant and unswitched memory into naive, which the clusters contradict."""
+    double-negative quadrant and unswitched memory into naive, which the clusters contradict.
+    The IgD- B cells' CD27 cut (cd27_switched) is fixed there too: placed by the template, it
+    would leave a cut through their switched memory B cells for their own valley
+    (`own_through`), and those two subsets would agree."""
     template = yaml.safe_load((repo / "config" / "gating.yaml").read_text())
-    template["thresholds"]["cd27"] = {
-        "dim": "CD27",
-        "on": "b_cd20pos",
-        "method": "fixed",
-        "fixed": 0.70,
-    }
+    broken = {"dim": "CD27", "on": "b_cd20pos", "method": "fixed", "fixed": 0.70}
+    template["thresholds"]["cd27"] = broken
+    template["thresholds"]["cd27_switched"] = {**broken, "where": [["igd", "below"]]}
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(template))
     specs = load_template(tmp_path / "broken.yaml")
     truth = cohort["truth"]
