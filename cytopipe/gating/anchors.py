@@ -220,8 +220,8 @@ RISE, RISE_MIN, RISE_Z = 2.0, 1.5, 4.0
 def risen_population(
     x: np.ndarray, bandwidth: float, start: float, negatives: float, level: float | None = None
 ) -> tuple[float, float] | None:
-    """(cut, peak) when the positives are a population with its own peak above `start`, the
-    negatives' level, rather than a handful beyond their tail: the cut is the density minimum
+    """(cut, peak) when the positives are a population with its own peak above `start` (the
+    negatives' level, or a margin above it), rather than a handful beyond their tail: the cut is the density minimum
     between the negatives' centre and that peak where it is a dip, else `start` (the density
     only rises from the negatives to it, or stays flat). None: no such peak.
 
@@ -579,9 +579,10 @@ def anchor_limits(
             shoulder = find_shoulder(x, bandwidth, start)
             if shoulder is not None:
                 return Limits(start, shoulder, f"shoulder at {shoulder:.2f}", unlike, "shoulder")
-            risen = risen_population(x, bandwidth, start, float(np.median(refs[0])), start - gap)
+            level = start - gap
+            risen = risen_population(x, bandwidth, start, float(np.median(refs[0])), level)
             if risen is not None:
-                return _risen_limits(start, *risen, unlike, start - gap)
+                return _risen_limits(start, *risen, unlike, level)
             return Limits(
                 start,
                 max(support_end(x, bandwidth, start), edge + fgap),
