@@ -414,7 +414,8 @@ def test_positives_with_their_own_peak_are_not_cut_where_they_run_out():
     limits = anchor_limits(x, CD19_ANCHOR, 0.02, t_cells)
     assert limits.method in ("valley", "edge") and limits.unlike_if_cut and not limits.unlike
     assert np.mean(b >= limits.cut) > 0.99 and np.mean(nk >= limits.cut) < 0.05
-    cut, peak = risen_population(x, 0.02, limits.start, float(np.median(t_cells)))
+    level = limits.start - CD19_ANCHOR["gap"]  # as anchor_limits reads it
+    cut, peak = risen_population(x, 0.02, limits.start, float(np.median(t_cells)), level)
     assert abs(peak - 0.42) < 0.03 and cut == limits.cut
     aplasia = np.concatenate([nk, rng.normal(0.6, 0.02, 8)])
     limits = anchor_limits(aplasia, CD19_ANCHOR, 0.02, t_cells)

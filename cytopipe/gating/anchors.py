@@ -218,19 +218,19 @@ RISE, RISE_MIN, RISE_Z = 2.0, 1.5, 4.0
 
 
 def risen_population(
-    x: np.ndarray, bandwidth: float, start: float, negatives: float, level: float | None = None
+    x: np.ndarray, bandwidth: float, start: float, negatives: float, level: float
 ) -> tuple[float, float] | None:
-    """(cut, peak) when the positives are a population with its own peak above `start` (the
-    negatives' level, or a margin above it), rather than a handful beyond their tail: the cut is the density minimum
-    between the negatives' centre and that peak where it is a dip, else `start` (the density
-    only rises from the negatives to it, or stays flat). None: no such peak.
+    """(cut, peak) when the positives are a population with its own peak above `start` (a
+    margin above the negatives' `level`), rather than a handful beyond their tail: the cut is
+    the density minimum between the negatives' centre and that peak where it is a dip, else
+    `start` (the density only rises from the negatives to it, or stays flat). None: no such
+    peak.
 
     Why: with the positives this dim (CD19 at half the gain in B-cell-rich lymphoid tissue)
     the B cells' own tail reaches below the T cells' 95% level, the only valley lies below the
     search start, and where the events run out is above every B cell (B cells 0.03).
-    `level`: the negatives' own reach, which `start` lies a margin above: the rise is read
-    from the lower density of the two, since that margin can lie on the positives' own near
-    flank (real_fuzz "73b pd" seed 820015561, CD19 x0.36 and noise: the peak 1.48x the density
+    The rise is read from the lower density of `start` and `level`, since the margin between
+    them can lie on the positives' own near flank (real_fuzz "73b pd" seed 820015561, CD19 x0.36 and noise: the peak 1.48x the density
     at the start, 3.9x that at the T cells' level; B cells 0.001 -> 0.954). Not from the least
     density below the start: in aplasia the NK cells' CD19-dim hump just above the T cells'
     level rises 3x from the dip between the two (random "session 69" seed 758120575: 805 B
@@ -243,7 +243,7 @@ def risen_population(
     d = density(x, bandwidth, negatives - 4 * bandwidth, top + 4 * bandwidth)
     above = d.centers >= start
     at_start = float(d.smooth[np.argmax(above)])
-    below = at_start if level is None else min(at_start, d.at(level))
+    below = min(at_start, d.at(level))
     i = int(np.argmax(np.where(above, d.smooth, -1.0)))
     peak_d, start_d = float(d.smooth[i]), max(below, 1e-9)  # densities at the peak, below it
     rise = peak_d / start_d

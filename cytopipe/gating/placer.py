@@ -152,15 +152,19 @@ class Placer:
             if not shown:
                 return self._own(t)
             straddled = self._straddled(t, same)
-            own = self._own(t) if straddled or "own_through" in p else None
-            through = self._through(t, same, own) if own is not None and not straddled else ""
-            if through:
-                return replace(own, flag="; ".join(f for f in (own.flag, through) if f))
-            if not straddled or own.value is None or own.value <= same.value:
-                return same  # (straddled: its own cut would keep no more of them)
-            flag = "; ".join(f for f in (own.flag, straddled) if f)
-            return replace(own, flag=flag, unlike=straddled, unlike_always=True,
-                           populations=same.populations, events=same.events)  # fmt: skip
+            if straddled:
+                own = self._own(t)
+                if own.value is None or own.value <= same.value:
+                    return same  # its own cut would keep no more of them
+                flag = "; ".join(f for f in (own.flag, straddled) if f)
+                return replace(own, flag=flag, unlike=straddled, unlike_always=True,
+                               populations=same.populations, events=same.events)  # fmt: skip
+            if "own_through" in p:
+                own = self._own(t)
+                through = self._through(t, same, own)
+                if through:
+                    return replace(own, flag="; ".join(f for f in (own.flag, through) if f))
+            return same
         return self._own(t)
 
     def _straddled(self, t: ThresholdSpec, same: Placement) -> str:
